@@ -1,0 +1,1 @@
+"""datasets package (no work at import time)."""

@@ -1,0 +1,1 @@
+"""models package (no work at import time)."""

@@ -1,0 +1,1 @@
+"""trainers package (no work at import time)."""

@@ -1,0 +1,1 @@
+"""utils package (no work at import time)."""
