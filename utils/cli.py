@@ -1,0 +1,136 @@
+"""Command lines of the three entry scripts (the authors' flags kept, plus a few of ours).
+
+    args = build_parser("giif", __doc__).parse_args()
+    conf = load_config(args.conf, args.overrides, schema="giif")
+    device = resolve_device(args.device)
+
+Flags by stage (``*`` = the authors' README flag):
+
+=====================  ======  ======  ======  ==================================================
+flag                   giif    disc    srhand  meaning
+=====================  ======  ======  ======  ==================================================
+``--conf`` *           yes     yes     yes     HOCON config (required)
+``--eval`` *           yes     yes     yes     evaluate instead of training
+``--model_path`` *     yes     yes     yes     giif/disc: GIIF checkpoint to start from or to
+                                               evaluate; srhand: the experiment folder
+``--model_path_disc`` *        yes             discriminator checkpoint to start from
+``--r`` *                              yes     resume the experiment in ``--model_path``
+``--implicit_path`` *                  yes     fine-tuned GIIF checkpoint (overrides the one in
+                                               ``--model_path``)
+``--save_vis`` *       yes     yes     yes     write visualisation images (and a GIF in srhand eval)
+``--resume``           yes     yes             continue from the run folder's last checkpoint
+``--set KEY=VALUE``    yes     yes     yes     config override, repeatable (``args.overrides``)
+``--out``              yes     yes     yes     run folder (default: from the config)
+``--device``           yes     yes     yes     ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``
+``--seed``             yes     yes     yes     random seed (default: the config's)
+=====================  ======  ======  ======  ==================================================
+
+The authors' ``--data_path`` (crashes in their code) and ``--use_liif`` (unused) are not kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+STAGES = ("giif", "disc", "srhand")
+
+
+def _device_name(text: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def build_parser(stage: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The ``argparse`` parser of an entry script.
+
+    Args:
+        stage: ``"giif"`` (main_giif.py), ``"disc"`` (main_disc.py) or ``"srhand"`` (main.py).
+        description: shown by ``--help`` (the script's docstring).
+
+    Returns:
+        the parser; ``--set`` values are collected in ``args.overrides`` (a list, possibly empty).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # else giif's `--r` would silently mean `--resume`
+    )
+    parser.add_argument("--conf", required=True, help="HOCON config file")
+    parser.add_argument("--eval", action="store_true", help="evaluate instead of training")
+    if stage == "srhand":
+        parser.add_argument(
+            "--model_path",
+            default=None,
+            help="experiment folder: resumed with --r, evaluated with --eval "
+            "(default: the run folder given by the config)",
+        )
+        parser.add_argument(
+            "--r", action="store_true", help="resume training from the checkpoints in --model_path"
+        )
+        parser.add_argument(
+            "--implicit_path",
+            default=None,
+            help="fine-tuned GIIF checkpoint (default: the one saved in --model_path)",
+        )
+    else:
+        parser.add_argument(
+            "--model_path", default=None, help="GIIF checkpoint to initialise from (train) or to evaluate"
+        )
+        if stage == "disc":
+            parser.add_argument(
+                "--model_path_disc", default=None, help="discriminator checkpoint to initialise from"
+            )
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue from the last checkpoint of the run folder (<run>/checkpoints/last.pth)",
+        )
+    parser.add_argument("--save_vis", action="store_true", help="write visualisation images")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.batch=4 (repeatable; values are read as HOCON)",
+    )
+    parser.add_argument("--out", default=None, help="run folder (default: derived from the config)")
+    parser.add_argument(
+        "--device", type=_device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
+    return parser
+
+
+def resolve_device(name: str = "auto"):
+    """The ``torch.device`` for a ``--device`` value.
+
+    ``auto`` is CUDA when available, else CPU. Under ``torchrun`` (``LOCAL_RANK`` set), ``auto`` and
+    ``cuda`` become ``cuda:<LOCAL_RANK>`` so that each process uses its own GPU.
+
+    Raises:
+        ValueError: CUDA was asked for but is not available, or the index does not exist.
+    """
+    import torch
+
+    name = _device_name(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    available = torch.cuda.is_available()
+    if name == "auto" and not available:
+        return torch.device("cpu")
+    if not available:
+        raise ValueError(f"--device {name} was requested but CUDA is not available (use --device cpu)")
+    if name in ("auto", "cuda"):
+        index = int(os.environ.get("LOCAL_RANK", 0))
+    else:
+        index = int(name.split(":")[1])
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(f"CUDA device {index} requested but only {count} visible")
+    return torch.device("cuda", index)
