@@ -1,0 +1,394 @@
+"""GIIF / LIIF, RDN, hourglass, coordinate helpers and the model registry (tiny CPU sizes)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import models
+from models.giif import GIIF, LIIF, giif_spec
+from models.hourglass import HGFilter
+from models.rdn import RDN
+from models.sr_coords import make_cell, make_coord, pixel_centre, pixel_index, sample_nearest, sample_queries
+
+TINY_RDN = {"name": "rdn", "args": {"G0": 16, "kernel_size": 3, "D": 2, "C": 2, "G": 8}}
+TINY_HG = {"name": "hg_filter", "args": {"n_feat": 16, "num_stack": 1, "depth": 1, "out_dim": 16}}
+
+
+def tiny_giif(use_normal: bool = True, **kwargs) -> GIIF:
+    args = {
+        "encoder": TINY_RDN,
+        "normal_encoder": TINY_HG if use_normal else None,
+        "hidden_list": [32, 32],
+        "use_normal": use_normal,
+    }
+    args.update(kwargs)
+    return models.make({"name": "giif", "args": args})
+
+
+def smooth_image(H: int, W: int) -> torch.Tensor:
+    """A smooth RGB test image (1, 3, H, W) in [0.1, 0.9]."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
+    return torch.stack(
+        [
+            0.5 + 0.4 * torch.sin(6 * xx + 2 * yy),
+            0.5 + 0.4 * torch.cos(5 * yy),
+            0.5 + 0.3 * torch.sin(4 * (xx + yy)) * torch.cos(3 * xx),
+        ]
+    )[None]
+
+
+def smooth_normals(H: int, W: int) -> torch.Tensor:
+    """A unit normal map (1, 3, H, W) with a zero background border."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
+    n = F.normalize(torch.stack([torch.sin(3 * xx), torch.cos(2 * yy), torch.ones_like(xx)])[None], dim=1)
+    mask = ((xx - 0.5).abs() < 0.4) & ((yy - 0.5).abs() < 0.4)
+    return n * mask
+
+
+class FirstChannels(nn.Module):
+    """Stand-in decoder returning the first 3 MLP inputs (= the sampled grid feature's first channels)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., :3]
+
+
+class Recorder(nn.Module):
+    """Stand-in decoder recording its input and returning zeros."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.last_input = x.detach().clone()
+        return x.new_zeros(*x.shape[:-1], 3)
+
+
+# ---------------------------------------------------------------------------- coordinates
+def test_make_coord_hand_values():
+    expected = torch.tensor([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+    assert torch.allclose(make_coord((2, 2)), expected)
+    # rows vary along [..., 0]: a 1 x 3 grid has constant row 0 and columns -2/3, 0, 2/3
+    c = make_coord((1, 3), flatten=False)
+    assert c.shape == (1, 3, 2)
+    assert torch.allclose(c[0, :, 0], torch.zeros(3))
+    assert torch.allclose(c[0, :, 1], torch.tensor([-2 / 3, 0.0, 2 / 3]))
+    c = make_coord((2,), ranges=[(0.0, 1.0)])
+    assert torch.allclose(c[:, 0], torch.tensor([0.25, 0.75]))
+
+
+def test_make_cell_values():
+    cell = make_cell(4, 8, batch=2)
+    assert cell.shape == (2, 32, 2)
+    assert torch.allclose(cell[1, 5], torch.tensor([0.5, 0.25]))
+
+
+def test_pixel_index_and_centres_round_trip():
+    coord = make_coord((3, 5))
+    index = pixel_index(coord, 3, 5)
+    assert torch.equal(index, torch.arange(15))
+    assert torch.allclose(pixel_centre(index, 3, 5), coord)
+    # outside [-1, 1] clamps to the border pixels
+    assert pixel_index(torch.tensor([[-1.5, 1.5]]), 3, 5).item() == 4
+
+
+def test_sample_nearest_matches_grid_sample():
+    g = torch.Generator().manual_seed(1)
+    feat = torch.randn(2, 4, 5, 7, generator=g)
+    coord = torch.rand(2, 50, 2, generator=g) * 2 - 1
+    values, centres = sample_nearest(feat, coord)
+    ref = F.grid_sample(feat, coord.flip(-1).unsqueeze(1), mode="nearest", align_corners=False)
+    assert torch.allclose(values, ref[:, :, 0].transpose(1, 2))
+    centre_grid = make_coord((5, 7), flatten=False).permute(2, 0, 1).expand(2, 2, 5, 7)
+    ref_c = F.grid_sample(centre_grid, coord.flip(-1).unsqueeze(1), mode="nearest", align_corners=False)
+    assert torch.allclose(centres, ref_c[:, :, 0].transpose(1, 2), atol=1e-6)
+
+
+def test_sample_queries():
+    hr = torch.rand(2, 3, 6, 5)
+    coord, cell, gt = sample_queries(hr, 11, torch.Generator().manual_seed(0))
+    assert coord.shape == cell.shape == (2, 11, 2) and gt.shape == (2, 11, 3)
+    assert torch.allclose(cell, torch.tensor([2 / 6, 2 / 5]).expand(2, 11, 2))
+    index = pixel_index(coord, 6, 5)
+    assert all(len(set(row.tolist())) == 11 for row in index)  # no repeated pixel
+    expected = hr.flatten(2).transpose(1, 2).gather(1, index.unsqueeze(-1).expand(2, 11, 3))
+    assert torch.equal(gt, expected)
+    coord_all, _, gt_all = sample_queries(hr, None)
+    assert torch.allclose(coord_all[0], make_coord((6, 5)))
+    assert torch.equal(gt_all[1], hr[1].reshape(3, -1).t())
+
+
+# ---------------------------------------------------------------------------- encoders
+def test_rdn_shape_and_input_range():
+    rdn = RDN(G0=8, D=2, C=2, G=4)
+    lr = torch.rand(2, 3, 5, 7)
+    assert rdn(lr).shape == (2, 8, 5, 7)
+    # [0,1] -> [-1,1] inside: the first conv sees 2*lr - 1
+    x = torch.full((1, 3, 3, 3), 0.5)
+    first = rdn.sfe1((x - 0.5) / 0.5)
+    assert torch.allclose(first, rdn.sfe1.bias.view(1, -1, 1, 1).expand_as(first))
+
+
+def test_hgfilter_shape_norms_and_renorm_flag():
+    normals = smooth_normals(32, 32)
+    for norm in ("group", "batch", "none"):
+        hg = HGFilter(n_feat=16, num_stack=2, depth=2, out_dim=8, norm=norm)
+        assert hg(normals).shape == (1, 8, 8, 8)
+    hg = HGFilter(n_feat=16, num_stack=1, depth=1, out_dim=8)
+    assert hg(torch.zeros(1, 3, 30, 22)).shape == (1, 8, 7, 5)  # odd intermediate sizes work
+    torch.manual_seed(0)
+    plain = HGFilter(n_feat=16, num_stack=1, depth=1, out_dim=8)
+    renorm = HGFilter(n_feat=16, num_stack=1, depth=1, out_dim=8, normal_input_renorm=True)
+    renorm.load_state_dict(plain.state_dict())
+    assert torch.allclose(renorm(normals), plain((normals - 0.5) / 0.5))
+    assert not torch.allclose(renorm(normals), plain(normals))
+    with pytest.raises(ValueError):
+        HGFilter(norm="instance")
+
+
+# ---------------------------------------------------------------------------- query conventions
+def test_giif_query_inputs_match_hand_computed_nearest_samples():
+    torch.manual_seed(0)
+    model = tiny_giif().eval()
+    model.imnet = Recorder()
+    lr, normals = torch.rand(1, 3, 4, 6), smooth_normals(32, 16)  # normal features 8 x 4
+    feats = model.encode(lr, normals)
+    coord = torch.tensor([[[0.1, -0.3], [-0.93, 0.77]]])
+    cell = torch.tensor([[[2 / 40, 2 / 20], [2 / 40, 2 / 20]]])
+    model.query(feats, coord, cell)
+    x = model.imnet.last_input.view(4, 2, -1)  # (ensemble member, query, features)
+    assert x.shape[-1] == 16 + 2 + 16 + 2 + 2
+    Hf, Wf = 8, 4
+    for k, (vy, vx) in enumerate([(-1, -1), (-1, 1), (1, -1), (1, 1)]):
+        shifted = (coord + torch.tensor([vy / Hf + 1e-6, vx / Wf + 1e-6])).clamp(-1 + 1e-6, 1 - 1e-6)
+        grid = shifted.flip(-1).unsqueeze(1)
+        z_n = F.grid_sample(feats.normal_feat, grid, mode="nearest", align_corners=False)[0, :, 0].t()
+        z_l = F.grid_sample(feats.lr_feat, grid, mode="nearest", align_corners=False)[0, :, 0].t()
+        # hand-computed cell centres on the 8 x 4 normal grid and the 4 x 6 LR grid
+        row_n = ((shifted[0, :, 0] + 1) * Hf / 2).floor()
+        col_n = ((shifted[0, :, 1] + 1) * Wf / 2).floor()
+        q_n = torch.stack([-1 + (2 * row_n + 1) / Hf, -1 + (2 * col_n + 1) / Wf], -1)
+        row_l = ((shifted[0, :, 0] + 1) * 4 / 2).floor()
+        col_l = ((shifted[0, :, 1] + 1) * 6 / 2).floor()
+        q_l = torch.stack([-1 + (2 * row_l + 1) / 4, -1 + (2 * col_l + 1) / 6], -1)
+        assert torch.allclose(x[k, :, :16], z_n, atol=1e-6)
+        assert torch.allclose(x[k, :, 16:18], (coord[0] - q_n) * torch.tensor([Hf, Wf]), atol=1e-5)
+        assert torch.allclose(x[k, :, 18:34], z_l, atol=1e-6)
+        assert torch.allclose(x[k, :, 34:36], q_l, atol=1e-6)
+        assert torch.allclose(x[k, :, 36:38], cell[0] * torch.tensor([Hf, Wf]))
+
+
+@pytest.mark.parametrize("use_normal", [True, False])
+def test_local_ensemble_is_bilinear_interpolation_of_the_grid(use_normal):
+    """With a decoder that returns its grid feature, the area-weighted ensemble (with the diagonal swap)
+    must reproduce bilinear interpolation between cell centres (border-clamped)."""
+    torch.manual_seed(0)
+    model = tiny_giif(use_normal=use_normal).eval()
+    model.imnet = FirstChannels()
+    lr, normals = torch.rand(2, 3, 5, 4), smooth_normals(24, 28)
+    with torch.no_grad():
+        feats = model.encode(lr, normals.expand(2, -1, -1, -1))
+        grid_feat = feats.normal_feat if use_normal else feats.lr_feat
+        coord = torch.rand(2, 64, 2) * 2 - 1
+        out = model.query(feats, coord, make_cell(8, 8, 2)[:, :64])
+    ref = F.grid_sample(
+        grid_feat[:, :3],
+        coord.flip(-1).unsqueeze(1),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )[:, :, 0].transpose(1, 2)
+    assert torch.allclose(out, ref * 0.5 + 0.5, atol=1e-4)
+
+
+def test_liif_query_inputs_and_unfold():
+    torch.manual_seed(0)
+    model = tiny_giif(use_normal=False, feat_unfold=True).eval()
+    assert model.imnet.layers[0].in_features == 16 * 9 + 2 + 2
+    model.imnet = Recorder()
+    lr = torch.rand(1, 3, 4, 4)
+    feats = model.encode(lr, None)
+    raw = model.encoder(lr)
+    coord = torch.tensor([[[0.3, -0.2]]])  # in LR cell (2, 1) of the 4 x 4 grid
+    model.query(feats, coord, torch.full((1, 1, 2), 0.125))
+    x = model.imnet.last_input.view(4, -1)
+    # ensemble member (+1, +1) samples at (0.55, 0.05): LR cell (3, 2), centre (0.75, 0.25);
+    # unfolded channel k*9 + j = channel k at neighbour j of the zero-padded 3x3 neighbourhood
+    neighbourhood = F.pad(raw, (1, 1, 1, 1))[0, :, 3:6, 2:5].reshape(16, 9)
+    assert torch.allclose(x[3, : 16 * 9], neighbourhood.reshape(-1), atol=1e-6)
+    assert torch.allclose(x[3, 144:146], torch.tensor([-1.8, -1.8]), atol=1e-6)
+    assert torch.allclose(x[3, 146:148], torch.tensor([0.5, 0.5]))
+
+
+# ---------------------------------------------------------------------------- decoding
+def test_decode_arbitrary_sizes_and_non_integer_scales():
+    torch.manual_seed(0)
+    model = tiny_giif().eval()
+    lr = torch.rand(2, 3, 5, 5)
+    normals = smooth_normals(32, 32).expand(2, -1, -1, -1)
+    with torch.no_grad():
+        assert model.decode(lr, normals, (64, 64)).shape == (2, 3, 64, 64)  # x12.8
+        assert model.decode(lr, normals, (37, 50)).shape == (2, 3, 37, 50)
+        assert model.decode(lr, normals, (3, 4)).shape == (2, 3, 3, 4)  # downscaling also works
+        out = model.decode(lr, normals, (20, 20), clamp=True)
+    assert out.min() >= 0 and out.max() <= 1
+    liif = models.make({"name": "liif", "args": {"encoder": TINY_RDN, "hidden_list": [16]}})
+    with torch.no_grad():
+        assert liif.decode(lr, None, (23, 64)).shape == (2, 3, 23, 64)
+
+
+def test_decode_chunking_matches_single_chunk():
+    torch.manual_seed(0)
+    model = tiny_giif().eval()
+    lr, normals = torch.rand(1, 3, 6, 6), smooth_normals(32, 32)
+    with torch.no_grad():
+        whole = model.decode(lr, normals, (30, 31), chunk=10**6)
+        chunked = model.decode(lr, normals, (30, 31), chunk=97)
+    assert torch.allclose(whole, chunked, atol=1e-6, rtol=0)
+
+
+def test_decode_with_grad_reaches_imnet_only_when_encoders_frozen():
+    torch.manual_seed(0)
+    model = tiny_giif()
+    lr, normals = torch.rand(1, 3, 4, 4), smooth_normals(16, 16)
+    with torch.no_grad():
+        feats = model.encode(lr, normals)
+    out = model.decode_feats(feats, (16, 16), chunk=100)
+    out.mean().backward()
+    assert all(p.grad is not None for p in model.imnet.parameters())
+    assert all(p.grad is None for p in model.encoder.parameters())
+
+
+def test_input_checks():
+    model = tiny_giif()
+    with pytest.raises(ValueError, match="normal_map"):
+        model.encode(torch.rand(1, 3, 4, 4), None)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        model.encode(torch.rand(3, 4, 4), torch.zeros(1, 3, 16, 16))
+    feats = model.encode(torch.rand(1, 3, 4, 4), torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="cell"):
+        model.query(feats, torch.zeros(1, 5, 2), None)
+    with pytest.raises(ValueError, match="normal_encoder"):
+        GIIF(TINY_RDN, None, use_normal=True)
+
+
+# ---------------------------------------------------------------------------- learning
+def _fit(model, lr, normals, hr, steps, sizes=None, learning_rate=1e-3, seed=0):
+    """Adam (linearly decayed) on 256 random HR pixels per step; with ``sizes``, step k targets ``hr``
+    resized to ``sizes[k % len(sizes)]`` (H, W), i.e. a different scale and cell."""
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / steps)
+    g = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        target = hr
+        if sizes is not None:
+            target = F.interpolate(hr, size=sizes[step % len(sizes)], mode="bilinear", align_corners=False)
+        coord, cell, gt = sample_queries(target, 256, g)
+        loss = (model(lr, normals, coord, cell) - gt).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+def test_constant_decoder_gives_the_constant_at_any_scale():
+    """A decoder whose last layer is a constant makes the ensemble blend exactly that constant."""
+    torch.manual_seed(0)
+    model = tiny_giif().eval()
+    value = torch.tensor([0.2, 0.6, 0.9])
+    last = model.imnet.layers[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(2 * value - 1)  # the decoder predicts in [-1, 1]
+        out = model.decode(torch.rand(1, 3, 5, 5), smooth_normals(32, 32), (64, 41))
+    assert torch.allclose(out, value.view(1, 3, 1, 1).expand_as(out), atol=1e-6)
+
+
+def test_constant_image_is_learned_and_reproduced_at_unseen_scales():
+    torch.manual_seed(0)
+    model = tiny_giif()
+    value = torch.tensor([0.2, 0.6, 0.9]).view(1, 3, 1, 1)
+    hr = value.expand(1, 3, 32, 32)
+    lr, normals = value.expand(1, 3, 8, 8), smooth_normals(32, 32)
+    train_sizes = [(16, 24), (32, 16), (24, 32), (12, 12), (32, 32)]
+    _fit(model, lr, normals, hr, steps=200, sizes=train_sizes, learning_rate=3e-3)
+    with torch.no_grad():
+        for size in [(40, 40), (13, 21), (64, 64)]:  # x5, x1.6/x2.6, x8: none seen in training
+            err = (model.decode(lr, normals, size) - value).abs()
+            assert err.mean() < 5e-3 and err.max() < 2.5e-2, (size, err.mean().item(), err.max().item())
+
+
+@pytest.mark.parametrize("use_normal", [True, False])
+def test_tiny_model_overfits_one_image(use_normal):
+    torch.manual_seed(0)
+    model = tiny_giif(use_normal=use_normal)
+    hr = smooth_image(32, 32)
+    lr = F.interpolate(hr, size=(8, 8), mode="area")
+    normals = smooth_normals(32, 32) if use_normal else None
+    with torch.no_grad():
+        before = (model.decode(lr, normals, (32, 32)) - hr).abs().mean()
+    _fit(model, lr, normals, hr, steps=200)
+    with torch.no_grad():
+        after = (model.decode(lr, normals, (32, 32)) - hr).abs().mean()
+    assert after < before / 5, (before.item(), after.item())
+
+
+# ---------------------------------------------------------------------------- registry
+def test_registry_round_trip_with_state_dict():
+    torch.manual_seed(0)
+    model = tiny_giif().eval()
+    spec = models.model_spec(model, with_sd=True)
+    assert spec["name"] == "giif" and spec["args"]["encoder"] == TINY_RDN
+    assert spec["args"]["feat_unfold"] is False  # defaults are recorded
+    rebuilt = models.make(spec, load_sd=True).eval()
+    assert models.model_spec(rebuilt) == models.model_spec(model)
+    lr, normals = torch.rand(1, 3, 4, 4), smooth_normals(16, 16)
+    with torch.no_grad():
+        assert torch.equal(model.decode(lr, normals, (9, 9)), rebuilt.decode(lr, normals, (9, 9)))
+    # the sub-encoders carry their own specs too, defaults filled in
+    hg_spec = models.model_spec(model.normal_encoder)
+    assert hg_spec["name"] == "hg_filter"
+    assert hg_spec["args"] == {**hg_spec["args"], **TINY_HG["args"]}
+    assert hg_spec["args"]["normal_input_renorm"] is False and hg_spec["args"]["norm"] == "group"
+
+
+def test_registry_liif_name_overrides_and_errors():
+    liif = models.make({"name": "liif", "args": {"encoder": TINY_RDN, "hidden_list": [8]}})
+    assert isinstance(liif, LIIF) and not liif.use_normal and liif.normal_encoder is None
+    spec = models.model_spec(liif)
+    assert spec["name"] == "liif" and set(spec["args"]) == {
+        "encoder",
+        "hidden_list",
+        "local_ensemble",
+        "cell_decode",
+        "feat_unfold",
+    }
+    narrow = models.make(spec, args={"hidden_list": [4]})
+    assert narrow.imnet.layers[0].out_features == 4
+    with pytest.raises(KeyError, match="did you mean 'giif'"):
+        models.make({"name": "giiff"})
+    with pytest.raises(TypeError):
+        models.model_spec(nn.Linear(2, 2))
+    assert {"giif", "liif", "rdn", "hg_filter", "unet_disc_sn"} <= set(models.registered_names())
+    assert giif_spec("paper")["args"]["encoder"]["args"]["G0"] == 128
+
+
+def test_import_models_is_cheap():
+    code = "import sys, models; assert 'torch' not in sys.modules and 'models.giif' not in sys.modules"
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
+def test_paper_size_parameter_count():
+    # meta device: no memory or init cost for the 31.9 M parameters
+    with torch.device("meta"):
+        model = models.make(giif_spec("paper"))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert model.imnet.layers[0].in_features == 262
+    assert count(model.encoder) == 27_834_240
+    assert count(model.normal_encoder) == 3_776_960
+    assert math.isclose(count(model), 31.9e6, rel_tol=0.01)
