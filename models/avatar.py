@@ -30,6 +30,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
+from utils.lbs import batch_rodrigues, linear_blend_skinning, rigid_transforms
+from utils.mesh import loop_subdivide, uniform_laplacian, unique_edges, vertex_normals
+from utils.render import get_renderer
+from utils.sh import sh_shade
+
 __all__ = ["ConditionNetwork", "HandAvatar", "MEAN_HAND_ALBEDO_RGB", "rotation_condition"]
 
 # Mean hand albedo of the reference code (its BGR constant converted to RGB).
@@ -180,8 +185,6 @@ class ConditionNetwork(nn.Module):
 
 def rotation_condition(pose: torch.Tensor, pose_mean: torch.Tensor) -> torch.Tensor:
     """The 144-d pose condition: rotation matrices of ``pose + pose_mean`` ``(16, 3, 3)`` flattened / pi."""
-    from utils.lbs import batch_rodrigues
-
     rotmats = batch_rodrigues((pose + pose_mean).reshape(-1, 3))
     return rotmats.reshape(-1) / math.pi
 
@@ -237,8 +240,6 @@ class HandAvatar(nn.Module):
         mean_albedo_detach: bool = True,
     ):
         super().__init__()
-        from utils.mesh import loop_subdivide
-
         v_template = torch.as_tensor(v_template).float()
         shapedirs = torch.as_tensor(shapedirs).float()
         if mean_shape is None:
@@ -347,8 +348,6 @@ class HandAvatar(nn.Module):
     ) -> torch.Tensor:
         """LBS of canonical vertices ``(V, 3)`` with weights ``(V, 16)``: rotations of
         ``pose + pose_mean`` about the rest joints, then ``+ trans``. Returns world ``(V, 3)``."""
-        from utils.lbs import batch_rodrigues, linear_blend_skinning, rigid_transforms
-
         pose = pose.reshape(-1).to(self.pose_mean)
         rotmats = batch_rodrigues((pose + self.pose_mean).reshape(-1, 3))[None]  # (1, 16, 3, 3)
         transforms = rigid_transforms(rotmats, self.joints_rest[None], self.parents)
@@ -386,8 +385,6 @@ class HandAvatar(nn.Module):
             ``edges (E, 2)`` unique edges, ``rest_sq_lengths (E,)`` their squared lengths on
             ``verts_template`` (m^2) and ``laplacian`` ``(V, V)`` sparse uniform Laplacian.
         """
-        from utils.mesh import uniform_laplacian, unique_edges
-
         device = self.verts_template.device
         cache = self.__dict__.setdefault("_operators", {})
         if device not in cache:
@@ -444,10 +441,6 @@ class HandAvatar(nn.Module):
             ``normal (B, 3, H, W)`` (unit camera-space normals, 0 off the mesh), ``visible (B, V)``
             and ``uv_pix (B, V, 2)`` (pixels of ``resolution``).
         """
-        from utils.mesh import vertex_normals
-        from utils.render import get_renderer
-        from utils.sh import sh_shade
-
         if renderer is None:
             renderer = get_renderer("auto")
         cam_h, cam_w = cameras.image_size

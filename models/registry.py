@@ -86,6 +86,21 @@ def registered_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def lookup(name: str) -> type:
+    """The class registered as ``name`` (importing model modules as needed).
+
+    Raises:
+        KeyError: unknown name, with the closest registered name.
+    """
+    if name not in _REGISTRY:
+        _import_model_modules(until=name)
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown model name {name!r}{hint} (registered: {sorted(_REGISTRY)})")
+    return _REGISTRY[name]
+
+
 def make(spec: dict, load_sd: bool = False, args: dict | None = None):
     """Build a network from ``spec = {"name": str, "args": dict, optional "sd": state_dict}``.
 
@@ -100,16 +115,11 @@ def make(spec: dict, load_sd: bool = False, args: dict | None = None):
     if not isinstance(spec, dict) or "name" not in spec:
         raise ValueError(f"a model spec is a dict with a 'name' key, got {spec!r}")
     name = spec["name"]
-    if name not in _REGISTRY:
-        _import_model_modules(until=name)
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown model name {name!r}{hint} (registered: {sorted(_REGISTRY)})")
+    cls = lookup(name)
     model_args = copy.deepcopy(spec.get("args") or {})
     if args:
         model_args.update(args)
-    model = _REGISTRY[name](**model_args)
+    model = cls(**model_args)
     if load_sd:
         if "sd" not in spec:
             raise KeyError(f"load_sd=True but the spec of {name!r} has no 'sd'")

@@ -1,0 +1,137 @@
+"""utils/metrics3d.py: point-to-triangle distance, P2P (mm), bilinear vertex sampling, inconsistency."""
+
+import math
+
+import pytest
+import torch
+
+from utils.metrics3d import (
+    inconsistency,
+    p2p_mm,
+    point_to_surface_distance,
+    point_to_surface_distance_brute,
+    point_triangle_distance,
+    sample_at_pixels,
+    sample_surface,
+)
+
+TRI = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=torch.float64)
+
+# (point, exact distance to TRI, Voronoi region)
+DISTANCE_TABLE = [
+    ((0.2, 0.2, 1.0), 1.0, "face"),
+    ((0.25, 0.25, -2.0), 2.0, "face, below"),
+    ((-1.0, -1.0, 0.0), math.sqrt(2), "vertex A"),
+    ((2.0, 0.0, 0.0), 1.0, "vertex B"),
+    ((0.0, 3.0, 0.0), 2.0, "vertex C"),
+    ((0.5, -1.0, 0.0), 1.0, "edge AB"),
+    ((-2.0, 0.5, 0.0), 2.0, "edge AC"),
+    ((1.0, 1.0, 0.0), 1 / math.sqrt(2), "edge BC"),
+    ((0.5, -1.0, 3.0), math.sqrt(10), "edge AB, off plane"),
+    ((2.0, -1.0, 1.0), math.sqrt(3), "vertex B, off plane"),
+    ((0.3, 0.3, 0.0), 0.0, "inside"),
+]
+
+
+def square(z=0.0, dtype=torch.float64):
+    verts = torch.tensor([[0.0, 0, z], [1, 0, z], [1, 1, z], [0, 1, z]], dtype=dtype)
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    return verts, faces
+
+
+def random_mesh(num_verts=40, seed=0):
+    """A bumpy open grid (rows x cols) with random heights: many triangle shapes and sizes."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(math.sqrt(num_verts))
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, n, dtype=torch.float64), torch.linspace(0, 1, n, dtype=torch.float64), indexing="ij")
+    xs = xs + 0.03 * torch.randn(n, n, generator=g, dtype=torch.float64)
+    verts = torch.stack([xs, ys, 0.2 * torch.rand(n, n, generator=g, dtype=torch.float64)], -1).reshape(-1, 3)
+    faces = []
+    for r in range(n - 1):
+        for c in range(n - 1):
+            i = r * n + c
+            faces += [[i, i + 1, i + n + 1], [i, i + n + 1, i + n]]
+    return verts, torch.tensor(faces)
+
+
+@pytest.mark.parametrize("point,expected,region", DISTANCE_TABLE)
+def test_point_triangle_distance_table(point, expected, region):
+    d = point_triangle_distance(torch.tensor([point], dtype=torch.float64), TRI[None])
+    assert d.item() == pytest.approx(expected, abs=1e-12), region
+
+
+def test_point_triangle_distance_any_vertex_order_and_degenerate():
+    pts = torch.tensor([row[0] for row in DISTANCE_TABLE], dtype=torch.float64)
+    expected = torch.tensor([row[1] for row in DISTANCE_TABLE], dtype=torch.float64)
+    for perm in ([1, 2, 0], [2, 1, 0]):
+        d = point_triangle_distance(pts, TRI[perm][None].expand(len(pts), -1, -1))
+        torch.testing.assert_close(d, expected)
+    # A zero-area triangle (collinear corners) behaves like the segment from (0,0,0) to (2,0,0).
+    seg = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [2, 0, 0]]], dtype=torch.float64)
+    d = point_triangle_distance(torch.tensor([[1.0, 1, 0], [3, 0, 0]], dtype=torch.float64), seg.expand(2, -1, -1))
+    torch.testing.assert_close(d, torch.tensor([1.0, 1.0], dtype=torch.float64))
+
+
+def test_point_triangle_distance_bad_shape():
+    with pytest.raises(ValueError, match="tris"):
+        point_triangle_distance(torch.zeros(4, 3), torch.zeros(3, 3, 3))
+
+
+def test_kdtree_search_equals_brute_force():
+    verts, faces = random_mesh(49)
+    g = torch.Generator().manual_seed(1)
+    points = torch.rand(300, 3, generator=g, dtype=torch.float64) * 1.4 - 0.2
+    fast = point_to_surface_distance(points, verts, faces, k=2)
+    slow = point_to_surface_distance_brute(points, verts, faces, chunk=997)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+
+
+def test_sample_surface_on_the_mesh_and_seeded():
+    verts, faces = random_mesh(25)
+    a = sample_surface(verts, faces, 500, torch.Generator().manual_seed(3))
+    b = sample_surface(verts, faces, 500, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)
+    assert point_to_surface_distance_brute(a, verts, faces).max() < 1e-12
+
+
+def test_p2p_parallel_squares_2mm():
+    v0, f = square(0.0)
+    v1, _ = square(0.002)
+    assert p2p_mm(v0, f, v1, f, num_samples=500) == pytest.approx(2.0, abs=1e-9)
+    assert p2p_mm(v0, f, v0, f, num_samples=500) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_p2p_is_symmetric_mean_of_directions():
+    # Half-size square 1 mm above the unit square: pred->gt is exactly 1 mm for every point;
+    # gt->pred is the distance from the unit square to the small one (computed by brute force).
+    v_gt, f = square(0.0)
+    v_pred, _ = square(0.001)
+    v_pred[:, :2] *= 0.5
+    value = p2p_mm(v_pred, f, v_gt, f, num_samples=2000, seed=5)
+    g = torch.Generator().manual_seed(5)
+    _ = sample_surface(v_pred, f, 2000, g)
+    pts_gt = sample_surface(v_gt, f, 2000, g)
+    expected = 0.5 * (1.0 + 1000 * point_to_surface_distance_brute(pts_gt, v_pred, f).mean().item())
+    assert value == pytest.approx(expected, rel=1e-9)
+
+
+def test_sample_at_pixels_centres_and_midpoints():
+    img = torch.arange(12, dtype=torch.float32).reshape(1, 1, 3, 4)
+    uv = torch.tensor([[[0.5, 0.5], [3.5, 2.5], [1.0, 0.5], [1.5, 1.0]]])  # centres, then midpoints
+    out = sample_at_pixels(img, uv)[0, :, 0]
+    torch.testing.assert_close(out, torch.tensor([0.0, 11.0, 0.5, 3.0]))
+
+
+def test_inconsistency_hand_computed():
+    # vertex 0 seen 3x with grey levels 0, .5, 1 (variance 1/6 per channel); vertex 1 seen once
+    # (ignored); vertex 2 seen twice with the same colour (0).
+    colors = torch.zeros(3, 3, 3)
+    colors[:, 0] = torch.tensor([0.0, 0.5, 1.0])[:, None]
+    colors[:, 2] = torch.tensor([0.2, 0.4, 0.6])
+    colors[0, 1] = 0.9
+    vis = torch.tensor([[1, 1, 1], [1, 0, 1], [1, 0, 0]], dtype=torch.bool)
+    assert inconsistency(colors, vis) == pytest.approx((1 / 6 + 0) / 2)
+    assert inconsistency(list(colors), list(vis)) == pytest.approx(1 / 12)
+    # windows of 2 samples: (0,1) -> vertex 0 var 1/16, vertex 2 var 0; (1,2) -> vertex 0 var 1/16
+    assert inconsistency(colors, vis, window=2) == pytest.approx(((1 / 16) / 2 + 1 / 16) / 2)
+    assert math.isnan(inconsistency(colors[:1], vis[:1]))
