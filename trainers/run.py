@@ -1,0 +1,95 @@
+"""Shared start-up of the entry scripts: CLI -> config -> device/DDP -> run folder -> trainer.
+
+Errors a user can fix (config, paths, checkpoints, MANO files, data) are printed as one clear message
+and exit with status 2; set ``SRHAND_DEBUG=1`` to get the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from utils.cli import build_parser, resolve_device
+from utils.config import load_config, save_resolved
+
+# Exceptions that mean "the input is wrong", reported without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, OSError)
+
+
+def setup(stage: str, description: str, argv: Sequence[str] | None = None):
+    """Parse the CLI, load and validate the config, initialise devices/DDP, the run folder and logger.
+
+    Returns:
+        ``(args, conf, run_dir, device, logger)``.
+    """
+    import torch
+
+    from utils import dist
+    from utils.run_logging import RunLogger
+
+    args = build_parser(stage, description).parse_args(argv)
+    conf = load_config(args.conf, args.overrides, schema=stage)
+    seed = conf.get_int("seed") if args.seed is None else args.seed
+    info = dist.init_distributed(resolve_device(args.device))
+    torch.manual_seed(seed)  # identical on every rank: DDP replicas start from the same weights
+    run_dir = Path(args.out) if args.out else Path(conf.get_string("out_root")) / conf.get_string("exp_name")
+    if stage == "srhand" and args.model_path and not args.out:
+        run_dir = Path(args.model_path)  # the authors' `--eval --r --model_path FOLDER`
+    logger = RunLogger(run_dir, use_tensorboard=conf.get_bool("use_tensorboard"))
+    if dist.is_main():
+        save_resolved(conf, run_dir, [sys.executable, *sys.argv] if argv is None else list(argv))
+    logger.info("%s: run folder %s, device %s, world size %d", stage, run_dir, info.device, info.world_size)
+    return args, conf, run_dir, info.device, logger
+
+
+def main_guard(body: Callable[[], object]) -> int:
+    """Run ``body`` and turn user errors into a one-line message (exit 2) unless ``SRHAND_DEBUG`` is set."""
+    from utils import dist
+
+    try:
+        body()
+        return 0
+    except USER_ERRORS as err:
+        if os.environ.get("SRHAND_DEBUG"):
+            raise
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        print("(set SRHAND_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 2
+    finally:
+        dist.cleanup()
+
+
+def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None) -> dict | None:
+    """``main_giif.py`` (stage ``giif``) and ``main_disc.py`` (stage ``disc``): train, or ``--eval``."""
+    from trainers.disc_trainer import DiscTrainer
+    from trainers.giif_trainer import GiifTrainer
+
+    args, conf, run_dir, device, logger = setup(stage, description, argv)
+    trainer = (DiscTrainer if stage == "disc" else GiifTrainer)(conf, run_dir, device, logger)
+    try:
+        if args.eval:
+            model_path = args.model_path or str(run_dir / "giif.pth")
+            trainer.build_data(train=False)
+            trainer.build_model(model_path)
+            return trainer.run_eval(save_vis=args.save_vis)
+        trainer.build_data(train=True)
+        model_path = args.model_path
+        if stage == "disc" and not model_path and not args.resume:
+            model_path = conf.get_string("giif_model") or None
+            if model_path is None:
+                raise ValueError(
+                    "main_disc.py starts from a stage-1 GIIF: pass --model_path RUN/giif.pth "
+                    "(written by main_giif.py) or set giif_model in the config"
+                )
+        trainer.build_model(None if args.resume else model_path)
+        if stage == "disc":
+            trainer.build_disc(None if args.resume else args.model_path_disc)
+        trainer.build_optim()
+        if args.resume:
+            trainer.resume()
+        trainer.train()
+        return trainer.run_eval(save_vis=args.save_vis)
+    finally:
+        logger.close()

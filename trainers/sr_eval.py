@@ -1,0 +1,140 @@
+"""Super-resolution evaluation shared by main_giif.py, main_disc.py, main.py and the benchmarks.
+
+One protocol, one place:
+
+* the ground truth is the MANO-masked HR crop (black background), as in the reference protocol;
+* the LR input is ``degrade(gt, scale=s, mode)`` for every scale ``s`` of the table (non-integer
+  scales such as 12.8 give ``round(H / s)`` LR pixels);
+* the prediction is decoded at the HR size and clamped to [0, 1]; **bicubic** upsampling of the same
+  LR image is evaluated in the same loop, so both rows of the table see identical inputs;
+* every metric is reported twice: ``masked`` (PSNR/SSIM over the MANO mask pixels; the perceptual
+  distance between ``pred * mask`` and the masked GT) and ``full`` (the whole image).
+
+The perceptual column carries the name of the network that produced it (``LPIPS`` or ``ST-LPIPS``,
+see ``utils.perceptual``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from datasets.preprocess import degrade
+from utils import metrics
+from utils.image_io import make_grid, write_image
+
+DEFAULT_SCALES = (4.0, 8.0, 12.8, 16.0)
+
+
+def bicubic_upsample(lr: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bicubic upsampling of ``lr (B,3,h,w)`` to ``size = (H, W)``, clamped to [0, 1]."""
+    return F.interpolate(lr, size=tuple(size), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
+
+
+def normal_to_rgb(normal_map: torch.Tensor) -> torch.Tensor:
+    """Visualise unit normals ``(B,3,H,W)`` in [-1, 1] as colours ``0.5 + 0.5 n`` (black background)."""
+    valid = (normal_map.abs().sum(1, keepdim=True) > 0).to(normal_map.dtype)
+    return (0.5 + 0.5 * normal_map) * valid
+
+
+def _scale_key(scale: float) -> str:
+    return f"x{scale:g}"
+
+
+@torch.no_grad()
+def evaluate_sr(
+    predict: Callable[[torch.Tensor, torch.Tensor, tuple[int, int]], torch.Tensor],
+    batches: Iterable[dict],
+    scales: Sequence[float] = DEFAULT_SCALES,
+    degradation: str = "nearest",
+    perceptual: metrics.PerceptualMetric | None = None,
+    device: torch.device | str = "cpu",
+    vis_dir: str | Path | None = None,
+    max_vis: int = 8,
+    method_name: str = "giif",
+) -> dict:
+    """Evaluate an SR predictor and bicubic upsampling at several scales.
+
+    Args:
+        predict: ``predict(lr (B,3,h,w), normal_map (B,3,Hn,Wn), out_size (H, W)) -> (B,3,H,W)`` in [0, 1].
+        batches: dicts with ``hr (B,3,H,W)`` (masked GT), ``mask (B,1,H,W)``, ``normal_map``.
+        scales: HR/LR factors; any positive float.
+        degradation: ``nearest`` (reference), ``bicubic`` or ``area`` (see ``datasets.preprocess.degrade``).
+        perceptual: the perceptual metric (None skips that column).
+        device: where the predictor runs.
+        vis_dir: when given, writes grids ``{scale}_{index}.png``: LR (nearest-upsampled), bicubic,
+            prediction, GT, normal map.
+        max_vis: number of grids per scale.
+        method_name: the row name of the predictor in the returned table.
+
+    Returns:
+        ``{"scales": [...], "perceptual": name, "num_images": N, "results": {method: {scale_key:
+        {"psnr_masked", "psnr_full", "ssim_masked", "ssim_full", "<perc>_masked", "<perc>_full"}}}}``
+        with ``method`` in ``(method_name, "bicubic")``; every value is the mean over images.
+    """
+    perc_key = (perceptual.name.lower().replace("-", "") if perceptual is not None else None)
+    sums: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
+    num_images = 0
+    vis_written: dict = defaultdict(int)
+    for batch in batches:
+        hr = batch["hr"].to(device)
+        mask = batch["mask"].to(device)
+        normal_map = batch["normal_map"].to(device)
+        size = tuple(hr.shape[-2:])
+        num_images += hr.shape[0]
+        for scale in scales:
+            lr = degrade(hr, scale=float(scale), mode=degradation)
+            outputs = {method_name: predict(lr, normal_map, size).clamp(0, 1), "bicubic": bicubic_upsample(lr, size)}
+            for method, pred in outputs.items():
+                row = sums[method][_scale_key(scale)]
+                for region, m in (("masked", mask), ("full", None)):
+                    row[f"psnr_{region}"] += float(metrics.psnr(pred, hr, mask=m, reduction="none").sum())
+                    row[f"ssim_{region}"] += float(metrics.ssim(pred, hr, mask=m, reduction="none").sum())
+                    if perceptual is not None:
+                        shown = pred * mask if region == "masked" else pred
+                        row[f"{perc_key}_{region}"] += float(perceptual(shown, hr, reduction="none").sum())
+            if vis_dir is not None and vis_written[scale] < max_vis:
+                vis_dir = Path(vis_dir)
+                for b in range(hr.shape[0]):
+                    if vis_written[scale] >= max_vis:
+                        break
+                    lr_up = F.interpolate(lr[b : b + 1], size=size, mode="nearest")[0]
+                    grid = make_grid(
+                        [lr_up, outputs["bicubic"][b], outputs[method_name][b], hr[b], normal_to_rgb(normal_map[b : b + 1])[0]],
+                        labels=[f"LR {_scale_key(scale)}", "bicubic", method_name, "GT", "normal map"],
+                    )
+                    write_image(vis_dir / f"{_scale_key(scale)}_{vis_written[scale]:03d}.png", grid)
+                    vis_written[scale] += 1
+    if num_images == 0:
+        raise ValueError("evaluate_sr got no images (is the validation set empty?)")
+    results = {
+        method: {scale: {k: v / num_images for k, v in row.items()} for scale, row in by_scale.items()}
+        for method, by_scale in sums.items()
+    }
+    return {
+        "scales": [float(s) for s in scales],
+        "perceptual": perceptual.label if perceptual is not None else None,
+        "num_images": num_images,
+        "degradation": degradation,
+        "results": results,
+    }
+
+
+def format_sr_table(report: dict) -> str:
+    """A plain-text table (one row per method and scale) of an ``evaluate_sr`` report."""
+    perc = report.get("perceptual")
+    first = next(iter(report["results"].values()))
+    columns = list(next(iter(first.values())).keys())
+    header = ["method", "scale"] + columns
+    lines = [" | ".join(header), " | ".join("---" for _ in header)]
+    for method, by_scale in report["results"].items():
+        for scale, row in by_scale.items():
+            lines.append(" | ".join([method, scale] + [f"{row[c]:.4f}" if "psnr" not in c else f"{row[c]:.2f}" for c in columns]))
+    note = f"{report['num_images']} images, degradation {report['degradation']}"
+    if perc:
+        note += f", perceptual metric: {perc}"
+    return "\n".join(lines) + f"\n({note})"
