@@ -1,0 +1,146 @@
+"""Shared helpers for the hand-model, skinning and mesh tests (imported by the test files)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import pickle
+import sys
+import types
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MANO_VERTS = (778, 3093, 12337, 49281)
+MANO_FACES = (1538, 6152, 24608, 98432)
+FINGER_CHAINS = {"index": (1, 2, 3), "middle": (4, 5, 6), "pinky": (7, 8, 9), "ring": (10, 11, 12),
+                 "thumb": (13, 14, 15)}
+
+
+@functools.lru_cache(maxsize=1)
+def generator_module():
+    """``scripts/make_procedural_hand.py`` imported as a module (scripts/ is not a package)."""
+    path = os.path.join(REPO, "scripts", "make_procedural_hand.py")
+    spec = importlib.util.spec_from_file_location("make_procedural_hand", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("make_procedural_hand", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.lru_cache(maxsize=8)
+def procedural_model(side: str = "right", flat_hand_mean: bool = False, dtype: torch.dtype = torch.float32):
+    """The shipped procedural hand as a HandModel (cached; do not modify it in a test)."""
+    from utils.mano import HandModel, default_hand_model_path
+
+    return HandModel.from_file(default_hand_model_path(side), side=side, flat_hand_mean=flat_hand_mean,
+                               dtype=dtype)
+
+
+def grid_mesh(rows: int, cols: int, spacing: float = 0.01):
+    """A flat regular triangulated grid in the z = 0 plane (all diagonals the same way).
+
+    Returns verts (rows*cols, 3) float64, faces (2*(rows-1)*(cols-1), 3) int64 (normals +z) and
+    a boolean interior mask."""
+    ii, jj = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    verts = np.stack([jj.ravel() * spacing, ii.ravel() * spacing, np.zeros(rows * cols)], axis=1)
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
+    c, d = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    interior = np.zeros((rows, cols), dtype=bool)
+    interior[1:-1, 1:-1] = True
+    return verts, faces, interior.ravel()
+
+
+def flexion_axes(model) -> np.ndarray:
+    """Per-joint (16,3) axes that curl each bone towards the palm side (-y in the MANO-like frame),
+    computed from the model's rest joints, so they work for MANO and the procedural hand."""
+    joints = model.rest_joints().detach().double().numpy()
+    parents = model.parents.numpy()
+    children = {int(p): j for j, p in enumerate(parents) if p > 0}
+    axes = np.zeros((16, 3))
+    for j in range(1, 16):
+        bone = joints[children[j]] - joints[j] if j in children else joints[j] - joints[parents[j]]
+        axis = np.cross(bone, [0.0, -1.0, 0.0])
+        axes[j] = axis / np.linalg.norm(axis)
+    return axes
+
+
+def curl_pose(model, angles: dict[int, float]) -> torch.Tensor:
+    """(48,) pose rotating each listed joint by its angle (radians) about its flexion axis."""
+    axes = flexion_axes(model)
+    pose = np.zeros(48)
+    for j, angle in angles.items():
+        pose[3 * j:3 * j + 3] = angle * axes[j]
+    return torch.tensor(pose)
+
+
+def typical_poses(model) -> dict[str, torch.Tensor]:
+    """InterHand-like test poses (relative to a flat hand): flat, fist, spread, pinch, each (48,)."""
+    fist = {j: a for chain in ((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12))
+            for j, a in zip(chain, (1.5, 1.7, 1.0))}
+    fist.update({13: 0.5, 14: 0.9, 15: 1.0})
+    spread = torch.zeros(48, dtype=torch.float64)
+    for j, angle in {1: 0.30, 4: 0.10, 10: -0.15, 7: -0.35, 13: 0.40}.items():
+        spread[3 * j + 1] = angle  # about the palm normal
+    return {"flat": torch.zeros(48, dtype=torch.float64), "fist": curl_pose(model, fist), "spread": spread,
+            "pinch": curl_pose(model, {1: 0.6, 2: 0.8, 3: 0.5, 13: 0.3, 14: 0.5, 15: 0.5})}
+
+
+def fake_mano_dict(num_shape_stored: int = 20, posedirs_scale: float = 0.0, seed: int = 0) -> dict:
+    """A MANO-v1.2-like dict built from the procedural right hand: ``shapedirs`` as a stored
+    (V,3,20) array plus Select indices (like MANO), random posedirs if ``posedirs_scale > 0``."""
+    import scipy.sparse
+
+    from utils.mano import default_hand_model_path
+
+    with open(default_hand_model_path("right"), "rb") as fh:
+        data = pickle.load(fh)
+    rng = np.random.default_rng(seed)
+    num_verts = data["v_template"].shape[0]
+    full = np.concatenate([data["shapedirs"], rng.normal(0, 1e-3, (num_verts, 3, num_shape_stored - 10))], 2)
+    data["_shapedirs_full"] = full
+    data["posedirs"] = rng.normal(0.0, posedirs_scale, (num_verts, 3, 135)) if posedirs_scale else data["posedirs"]
+    data["J_regressor"] = scipy.sparse.csc_matrix(data["J_regressor"])
+    return data
+
+
+def write_chumpy_mano_pickle(path: str, data: dict) -> np.ndarray:
+    """Write ``data`` as a protocol-2 pickle whose ``shapedirs`` REFERENCES chumpy classes, as MANO
+    v1.2 does: ``chumpy.reordering.Select(a=chumpy.ch.Ch(x=(V,3,20)), idxs, preferred_shape)``.
+
+    Stub modules named chumpy / chumpy.ch / chumpy.reordering exist in ``sys.modules`` only while
+    writing. Returns the (V,3,10) array the Select stands for."""
+    full = data["_shapedirs_full"]
+    num_verts = full.shape[0]
+    # Select the first 10 of the 20 stored directions by flat indices into the raveled array.
+    idxs = np.arange(full.size).reshape(full.shape)[:, :, :10].ravel()
+    expected = full.ravel()[idxs].reshape(num_verts, 3, 10)
+
+    names = ("chumpy", "chumpy.ch", "chumpy.reordering")
+    saved = {n: sys.modules.get(n) for n in names}
+    modules = {n: types.ModuleType(n) for n in names}
+    ch_cls = type("Ch", (), {"__module__": "chumpy.ch"})
+    select_cls = type("Select", (), {"__module__": "chumpy.reordering"})
+    modules["chumpy.ch"].Ch = ch_cls
+    modules["chumpy.reordering"].Select = select_cls
+    try:
+        sys.modules.update(modules)
+        inner = ch_cls()
+        inner.__dict__.update(x=full)
+        select = select_cls()
+        select.__dict__.update(a=inner, idxs=idxs, preferred_shape=(num_verts, 3, 10))
+        out = {k: v for k, v in data.items() if not k.startswith("_")}
+        out["shapedirs"] = select
+        with open(path, "wb") as fh:
+            pickle.dump(out, fh, protocol=2)
+    finally:
+        for n in names:
+            if saved[n] is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = saved[n]
+    return expected
