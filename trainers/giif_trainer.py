@@ -192,6 +192,7 @@ class GiifTrainer:
         tconf = self.conf.get_config("train")
         sampler = dist.distributed_sampler(self.train_set, shuffle=True, seed=self.conf.get_int("seed"))
         generator = torch.Generator().manual_seed(self.conf.get_int("seed"))
+        self._loader_generator = generator  # reseeded every epoch (see train), so a resumed run sees the same order
         loader = DataLoader(
             self.train_set,
             batch_size=tconf.get_int("batch_size"),
@@ -364,6 +365,7 @@ class GiifTrainer:
         while self.step < total:
             if sampler is not None:
                 sampler.set_epoch(self.epoch)
+            self._loader_generator.manual_seed(self.conf.get_int("seed") * 1000003 + self.epoch)
             skip = self.step - self.epoch * steps_per_epoch  # batches already done in this epoch (resume)
             for i, batch in enumerate(loader):
                 if i < skip:
@@ -389,10 +391,36 @@ class GiifTrainer:
                 self.save()
         bar.close()
         self.save()
+        if self.conf.get_bool("train.check_replicas"):
+            self.check_replicas()
         elapsed = time.time() - start
         self.log.info("%s training done: %d steps in %.1f s (%.3f s/step)", self.stage, self.step, elapsed,
                       elapsed / max(1, total))
         return {"steps": self.step, "seconds": elapsed}
+
+    @torch.no_grad()
+    def check_replicas(self) -> list[float]:
+        """Check that every DDP replica holds the same weights; writes ``replica_checksums.json``.
+
+        The checksum is the float64 sum of ``p * (i + 1)`` over parameter entries (order-sensitive).
+
+        Raises:
+            RuntimeError: the replicas differ (a DDP setup error).
+        """
+        flat = torch.cat([p.detach().double().reshape(-1) for p in dist.unwrap(self.model).parameters()])
+        checksum = float((flat * torch.arange(1, flat.numel() + 1, dtype=torch.float64)).sum())
+        sums = [checksum]
+        if dist.world_size() > 1:
+            import torch.distributed as tdist
+
+            sums = [None] * dist.world_size()
+            tdist.all_gather_object(sums, checksum)
+        if dist.is_main():
+            (self.run_dir / "replica_checksums.json").write_text(json.dumps(sums))
+        if max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
+            raise RuntimeError(f"DDP replicas diverged: parameter checksums {sums}")
+        self.log.info("replica check: %d replica(s) hold identical weights", len(sums))
+        return sums
 
     @torch.no_grad()
     def quick_validation(self) -> float:

@@ -47,11 +47,13 @@ def setup(stage: str, description: str, argv: Sequence[str] | None = None):
 def main_guard(body: Callable[[], object]) -> int:
     """Run ``body`` and turn user errors into a one-line message (exit 2) unless ``SRHAND_DEBUG`` is set."""
     from utils import dist
+    from utils.checkpoint import CheckpointError
+    from utils.run_logging import NonFiniteLossError
 
     try:
         body()
         return 0
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, CheckpointError, NonFiniteLossError) as err:
         if os.environ.get("SRHAND_DEBUG"):
             raise
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)

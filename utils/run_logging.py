@@ -152,7 +152,7 @@ class RunLogger:
         self.writer.add_image(tag, np.clip(image, 0.0, 1.0), step, dataformats=dataformats)
 
     def progress(self, iterable: Iterable, desc: str = "", enabled: bool = True, **tqdm_kwargs: Any):
-        """``tqdm(iterable)`` on the main process when ``enabled``, else the iterable itself."""
+        """``tqdm(iterable)``, shown on the main process when ``enabled`` (see ``progress``)."""
         return progress(iterable, desc, enabled and self.is_main, **tqdm_kwargs)
 
     def flush(self) -> None:
@@ -176,10 +176,12 @@ class RunLogger:
 
 
 def progress(iterable: Iterable, desc: str = "", enabled: bool = True, **tqdm_kwargs: Any):
-    """A tqdm progress bar around ``iterable`` (only on rank 0 and when ``enabled``)."""
-    if not enabled or not dist.is_main():
-        return iterable
+    """A tqdm progress bar around ``iterable``, shown only on rank 0 and when ``enabled``.
+
+    Always a ``tqdm`` object (disabled elsewhere), so callers may use ``update``/``set_postfix`` on
+    every rank.
+    """
     from tqdm import tqdm
 
     tqdm_kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, desc=desc, **tqdm_kwargs)
+    return tqdm(iterable, desc=desc, disable=not (enabled and dist.is_main()), **tqdm_kwargs)

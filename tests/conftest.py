@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny synthetic capture set generated once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Tests run on 2 shared cores: keep torch from oversubscribing them.
+torch.set_num_threads(int(os.environ.get("SRHAND_TEST_THREADS", "2")))
+
+
+@pytest.fixture(scope="session")
+def tiny_capture_root(tmp_path_factory):
+    """A 3-subject synthetic capture tree (train/val/test), 64x64 raw images, 2 views x 2 frames.
+
+    Generated with the project's own generator (``datasets.synthetic``) in a few seconds; consumers
+    crop it to 32x32.
+    """
+    from datasets.synthetic import SyntheticConfig, generate
+
+    root = tmp_path_factory.mktemp("tiny_capture")
+    config = SyntheticConfig(seed=0, raw_size=(64, 64), hr_size=32, num_views=2, num_heldout_views=1,
+                             num_frames=2, num_subjects=3, supersample=1, subdivision_levels=1)
+    generate(config, root, progress=False, overwrite=True, log=lambda *args, **kwargs: None)
+    return root

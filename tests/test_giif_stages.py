@@ -1,0 +1,208 @@
+"""End-to-end runs of main_giif.py and main_disc.py on a tiny synthetic capture set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainers.run import main_guard, run_sr_stage
+from utils.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_MODEL = """
+model {
+  name = giif
+  args {
+    encoder { name = rdn, args { G0 = 8, kernel_size = 3, D = 1, C = 1, G = 8 } }
+    normal_encoder { name = hg_filter, args { in_ch = 3, num_stack = 1, depth = 1, n_feat = 8, out_dim = 8, norm = group } }
+    hidden_list = [16]
+  }
+}
+"""
+
+
+def write_conf(tmp_path: Path, data_root: Path, extra: str = "", name: str = "tiny.conf") -> Path:
+    text = f"""
+exp_name = tiny
+out_root = {json.dumps(str(tmp_path / "runs"))}
+use_tensorboard = false
+data {{
+  data_path = {json.dumps(str(data_root))}
+  hr_size = 32
+  normal_size = 32
+  max_val_images = 4
+}}
+{TINY_MODEL}
+train {{
+  epochs = 10
+  max_steps = 3
+  batch_size = 2
+  scale_min = 2.0
+  scale_max = 8.0
+  perceptual = none
+  perceptual_weight = 0.0
+  log_every = 1
+  vis_every = 2
+  ckpt_every = 2
+}}
+eval {{
+  scales = [2, 4, 6.4]
+  batch_size = 2
+  perceptual = none
+  max_vis = 1
+}}
+{extra}
+"""
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def run(stage: str, argv: list[str]) -> int:
+    return main_guard(lambda: run_sr_stage(stage, stage, argv))
+
+
+def test_giif_train_eval_resume(tmp_path, tiny_capture_root):
+    conf = write_conf(tmp_path, tiny_capture_root)
+    run_dir = tmp_path / "runs" / "tiny"
+    assert run("giif", ["--conf", str(conf)]) == 0
+    for name in ("giif.pth", "checkpoints/last.pth", "metrics.json", "config.conf", "command.txt", "log.txt"):
+        assert (run_dir / name).is_file(), name
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pth")
+    assert ckpt["step"] == 3 and ckpt["stage"] == "giif"
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert set(report["results"]) == {"giif", "bicubic"}
+    assert set(report["results"]["giif"]) == {"x2", "x4", "x6.4"}
+    row = report["results"]["bicubic"]["x2"]
+    assert {"psnr_masked", "psnr_full", "ssim_masked", "ssim_full"} <= set(row)
+    assert all(torch.isfinite(torch.tensor(v)) for v in row.values())
+
+    # Resume continues the step count and the optimiser state.
+    assert run("giif", ["--conf", str(conf), "--resume", "--set", "train.max_steps=5"]) == 0
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pth")["step"] == 5
+
+    # --eval rebuilds the model from the checkpoint's own spec and writes grids with --save_vis.
+    (run_dir / "metrics.json").unlink()
+    assert run("giif", ["--conf", str(conf), "--eval", "--model_path", str(run_dir / "giif.pth"), "--save_vis"]) == 0
+    assert (run_dir / "metrics.json").is_file()
+    assert len(list((run_dir / "eval_vis").glob("*.png"))) == 3  # one grid per scale
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, tiny_capture_root):
+    conf = write_conf(tmp_path, tiny_capture_root, "train.ckpt_every = 0")
+    assert run("giif", ["--conf", str(conf), "--out", str(tmp_path / "a"), "--set", "train.max_steps=4"]) == 0
+    assert run("giif", ["--conf", str(conf), "--out", str(tmp_path / "b"), "--set", "train.max_steps=2"]) == 0
+    assert run("giif", ["--conf", str(conf), "--out", str(tmp_path / "b"), "--resume",
+                        "--set", "train.max_steps=4"]) == 0
+    a = load_checkpoint(tmp_path / "a" / "giif.pth")["model"]["sd"]
+    b = load_checkpoint(tmp_path / "b" / "giif.pth")["model"]["sd"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_disc_stage_and_eval(tmp_path, tiny_capture_root):
+    giif_conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 2")
+    conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 2\nmodel_disc { args { num_feat = 8 } }",
+                      name="disc.conf")
+    giif_dir = tmp_path / "giif_run"
+    assert run("giif", ["--conf", str(giif_conf), "--out", str(giif_dir)]) == 0
+    disc_dir = tmp_path / "disc_run"
+    assert run("disc", ["--conf", str(conf), "--out", str(disc_dir), "--model_path", str(giif_dir / "giif.pth")]) == 0
+    disc = load_checkpoint(disc_dir / "disc.pth", stage="disc")
+    assert disc["model"]["name"] == "unet_disc_sn"
+    last = load_checkpoint(disc_dir / "checkpoints" / "last.pth", stage="disc")
+    assert {"disc", "disc_optimizer", "disc_scheduler"} <= set(last)
+    # Stage 2 changed GIIF.
+    before = load_checkpoint(giif_dir / "giif.pth")["model"]["sd"]
+    after = load_checkpoint(disc_dir / "giif.pth")["model"]["sd"]
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # The authors' validation command.
+    (disc_dir / "metrics.json").unlink()
+    assert run("disc", ["--conf", str(conf), "--out", str(disc_dir), "--eval", "--model_path",
+                        str(disc_dir / "giif.pth"), "--model_path_disc", str(disc_dir / "disc.pth")]) == 0
+    assert (disc_dir / "metrics.json").is_file()
+
+
+def test_disc_requires_stage1_model(tmp_path, tiny_capture_root, capsys):
+    conf = write_conf(tmp_path, tiny_capture_root)
+    assert run("disc", ["--conf", str(conf)]) == 2
+    assert "--model_path" in capsys.readouterr().err
+
+
+def test_liif_baseline_trains(tmp_path, tiny_capture_root):
+    liif = """
+model.args = null
+model {
+  name = liif
+  args { encoder { name = rdn, args { G0 = 8, kernel_size = 3, D = 1, C = 1, G = 8 } }, hidden_list = [16] }
+}
+"""
+    conf = write_conf(tmp_path, tiny_capture_root, liif + "train.max_steps = 2")
+    assert run("giif", ["--conf", str(conf)]) == 0
+    assert load_checkpoint(tmp_path / "runs" / "tiny" / "giif.pth")["model"]["name"] == "liif"
+
+
+def test_config_and_checkpoint_errors(tmp_path, tiny_capture_root, capsys):
+    conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 1")
+    assert run("giif", ["--conf", str(conf), "--set", "train.batchsize=2"]) == 2
+    err = capsys.readouterr().err
+    assert "train.batchsize" in err and "train.batch_size" in err
+
+    assert run("giif", ["--conf", str(conf), "--set", "model.args.hidden_size=[8]"]) == 2
+    assert "model.args.hidden_size" in capsys.readouterr().err
+
+    assert run("giif", ["--conf", str(conf), "--set", "data.data_path=/nonexistent/ih"]) == 2
+    assert "/nonexistent/ih" in capsys.readouterr().err
+
+    assert run("giif", ["--conf", str(conf)]) == 0
+    model_path = str(tmp_path / "runs" / "tiny" / "giif.pth")
+    assert run("giif", ["--conf", str(conf), "--eval", "--model_path", model_path,
+                        "--set", "model.args.hidden_list=[12]"]) == 2
+    err = capsys.readouterr().err
+    assert "hidden_list" in err and "different architecture" in err
+
+
+def test_nan_guard_names_step_and_terms(tmp_path, tiny_capture_root, monkeypatch, capsys):
+    from trainers.giif_trainer import GiifTrainer
+
+    original = GiifTrainer.sr_losses
+
+    def poisoned(self, pred, target):
+        losses = original(self, pred, target)
+        losses["l1"] = losses["l1"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(GiifTrainer, "sr_losses", poisoned)
+    conf = write_conf(tmp_path, tiny_capture_root)
+    assert run("giif", ["--conf", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert "step 0" in err and "l1=nan" in err
+
+
+def test_entry_script_subprocess(tmp_path, tiny_capture_root):
+    """The real command line, as a user runs it."""
+    conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 1")
+    result = subprocess.run([sys.executable, str(REPO / "main_giif.py"), "--conf", str(conf)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "runs" / "tiny" / "giif.pth").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_keep_replicas_identical(tmp_path, tiny_capture_root):
+    conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 2\ntrain.batch_size = 1\ntrain.check_replicas = true")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(REPO / "main_giif.py"), "--conf", str(conf), "--device", "cpu"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sums = json.loads((tmp_path / "runs" / "tiny" / "replica_checksums.json").read_text())
+    assert len(sums) == 2 and sums[0] == pytest.approx(sums[1], rel=1e-12)
