@@ -1,0 +1,220 @@
+"""Synthetic captures: generation, InterHand round trip, crops, masks, normals, GIIF samples.
+
+One tiny capture (3 subjects, 3 fitting views + 1 held-out, 2 fitting frames + 2 held-out, 64x64 raw
+images) is generated once per module into a temporary folder.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from datasets import synthetic
+from datasets.interhand import read_interhand_sequence, read_joints_3d
+
+RECON = ("test", "Capture0", synthetic.RECON_SEQUENCE)
+
+
+def _cli():
+    import importlib.util
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(repo, "scripts", "make_synthetic.py")
+    spec = importlib.util.spec_from_file_location("make_synthetic", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    """The CLI, as a user runs it (plus --save_vis and --save_gt_normals)."""
+    root = str(tmp_path_factory.mktemp("synthetic") / "out")
+    meta = _cli().main(["--out", root, "--seed", "7", "--raw-size", "64", "--hr-size", "48", "--num-views", "3",
+                        "--num-heldout-views", "1", "--num-frames", "2", "--num-subjects", "3", "--no-progress",
+                        "--save_vis", "--save_gt_normals"])
+    return root, synthetic.SyntheticConfig(**meta["config"]), meta
+
+
+def test_layout_and_metadata(capture):
+    root, config, meta = capture
+    roles = {(s["split"], s["capture"], s["role"]) for s in meta["subjects"]}
+    assert roles == {("test", "Capture0", "reconstruction"), ("val", "Capture0", "sr_val"),
+                     ("train", "Capture0", "sr_train")}
+    assert meta["num_images"] == 4 * 4 + 2 * 3 * 2
+    recon = meta["subjects"][0]
+    assert recon["fit_cameras"] == ["cam400101", "cam400102", "cam400103"]
+    assert recon["heldout_cameras"] == ["cam400201"]
+    assert len(recon["fit_frame_ids"]) == 2 and len(recon["heldout_frame_ids"]) == 2
+    for split in ("train", "val", "test"):
+        for kind in ("camera", "MANO_NeuralAnnot", "joint_3d", "data"):
+            assert os.path.isfile(os.path.join(root, "annotations", split, f"InterHand2.6M_{split}_{kind}.json"))
+    with open(os.path.join(root, "annotations", "test", "InterHand2.6M_test_data.json")) as f:
+        data = json.load(f)
+    assert len(data["images"]) == 16
+    assert all(os.path.isfile(os.path.join(root, "images", "test", im["file_name"])) for im in data["images"])
+    with open(os.path.join(root, "synthetic_meta.json")) as f:
+        assert json.load(f)["config"]["seed"] == 7
+    assert os.path.getsize(os.path.join(root, "vis_synthetic.png")) > 1000
+    normal = os.path.join(root, "gt_normals", *RECON, "cam400101", "normal10000.png")
+    assert os.path.isfile(normal)
+
+
+def test_reader_round_trip(capture):
+    """Same cameras, poses and (within JPEG tolerance) images as generated."""
+    root, config, meta = capture
+    recon = meta["subjects"][0]
+    seq = read_interhand_sequence(root, *RECON)
+    assert seq.camera_names == recon["cameras"] and seq.frame_ids == recon["frame_ids"]
+    assert seq.cameras.image_size == (64, 64)
+    assert torch.allclose(seq.cameras.K, torch.tensor(recon["K"], dtype=torch.float32), atol=1e-4)
+    assert torch.allclose(seq.cameras.R, torch.tensor(recon["R"], dtype=torch.float32), atol=1e-6)
+    assert torch.allclose(seq.cameras.t, torch.tensor(recon["t"], dtype=torch.float32), atol=1e-6)
+    with np.load(seq.gt_mesh_path) as gt:
+        assert torch.allclose(seq.mano_pose, torch.from_numpy(gt["mano_pose"]), atol=1e-6)
+        assert torch.allclose(seq.mano_trans, torch.from_numpy(gt["mano_trans"]), atol=1e-7)
+        assert gt["verts"].shape == (4, 49281, 3) and gt["faces"].shape == (98432, 3)
+        albedo = torch.from_numpy(gt["albedo"])
+    # the fitting protocol of the reference: first V cameras, strided frames
+    fit = read_interhand_sequence(root, *RECON, cameras=3, num_frames=2)
+    assert fit.camera_names == recon["fit_cameras"] and fit.frame_ids == recon["fit_frame_ids"]
+    # re-render one frame and compare with the JPEG
+    verts, faces = seq.gt_mesh(1)
+    cams = seq.cameras
+    out = synthetic.render_views(verts, faces, albedo, cams.K, cams.R, cams.t, (64, 64),
+                                 torch.tensor(recon["sh_coeffs"], dtype=torch.float32), supersample=2)
+    for v in range(seq.num_views):
+        diff = np.abs(seq.load_image(1, v) - out["image"][v].numpy())
+        assert diff.mean() < 0.02, (v, diff.mean())
+
+
+def test_mano_params_reproduce_the_ground_truth(capture):
+    root, _, _ = capture
+    seq = read_interhand_sequence(root, *RECON)
+    verts_mano, joints = seq.mano_forward()
+    gt, _ = seq.gt_mesh(0)
+    # The subdivided GT keeps the coarse vertices first (Loop-smoothed, displaced): within a few mm.
+    assert (gt[:778] - verts_mano[0]).norm(dim=1).mean() < 0.003
+    world, valid = read_joints_3d(root, "test", "Capture0", seq.frame_ids)[seq.frame_ids[0]]
+    assert valid[:21].all() and not valid[21:].any()
+    assert np.allclose(world[20], joints[0, 0].numpy(), atol=1e-5)  # wrist, metres after the reader
+
+
+def test_crops_masks_and_normals(capture):
+    """Projected joints inside the crops; MANO masks agree with the rendered silhouettes; unit normals."""
+    root, _, _ = capture
+    seq = read_interhand_sequence(root, *RECON)
+    from datasets.preprocess import warp_to_crop
+    from utils.image_io import read_image
+
+    for f in range(seq.num_frames):
+        for v in range(seq.num_views):
+            s = seq.sample(f, v, size=48)
+            x_cam = s["joints_world"] @ s["R"].T + s["t"]
+            uv = x_cam[:, :2] / x_cam[:, 2:] @ s["K"][:2, :2].T + s["K"][:2, 2]
+            assert (uv > 0).all() and (uv < 48).all()
+            gt_mask = read_image(os.path.join(root, "gt_masks", *RECON, seq.camera_names[v],
+                                              f"mask{seq.frame_ids[f]}.png"), on_black="ignore")[..., 0]
+            gt_crop = warp_to_crop(gt_mask, s["box"].numpy(), (48, 48)) > 0.5
+            mask = s["mask"][0].numpy() > 0
+            iou = (mask & gt_crop).sum() / (mask | gt_crop).sum()
+            assert iou > 0.8, (f, v, iou)
+            inside = s["mask"][0] > 0
+            norm = s["normal_map"].norm(dim=0)
+            assert torch.allclose(norm[inside], torch.ones(()), atol=1e-4) and (norm[~inside] == 0).all()
+            # the hand is not centred in the raw image: the crop box moves around
+            assert s["image"].shape == (3, 48, 48) and not s["is_black"]
+
+
+def test_giif_dataset_and_capture_split(capture):
+    root, _, _ = capture
+    from datasets.giif_data import GiifDataset, split_captures
+
+    ds = GiifDataset(root, split="train", size=32, normal_size=16)
+    assert len(ds) == 2 * 3
+    item = ds[0]
+    assert item["hr"].shape == (3, 32, 32) and item["normal_map"].shape == (3, 16, 16)
+    assert (item["hr"] * (1 - item["mask"])).abs().max() == 0
+    assert item["capture"] == "Capture0" and item["camera"].startswith("cam400")
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(ds))  # what DataLoader workers get
+    assert torch.equal(clone[3]["hr"], ds[3]["hr"])
+    batch = torch.utils.data.default_collate([ds[0], ds[1]])
+    assert batch["hr"].shape == (2, 3, 32, 32)
+    train, val = split_captures([f"Capture{i}" for i in (0, 1, 2, 10, 11)], num_val=2)
+    assert train == ["Capture0", "Capture1", "Capture2"] and val == ["Capture10", "Capture11"]
+    train, val = split_captures([f"Capture{i}" for i in (0, 1, 2, 10, 11)], num_val=2, order="lexicographic")
+    assert val == ["Capture11", "Capture2"]
+    assert split_captures(["Capture0", "Capture1"], val_captures=[1]) == (["Capture0"], ["Capture1"])
+    with pytest.raises(ValueError, match="Capture9"):
+        split_captures(["Capture0"], val_captures=["Capture9"])
+
+
+def test_determinism_and_detail_placement():
+    """Same seed, same subject and motion; creases sit at joints, nails at fingertips."""
+    from utils.mano import HandModel, default_hand_model_path
+
+    hand = HandModel.from_file(default_hand_model_path("right"))
+    a = synthetic.make_subject(hand, np.random.default_rng(3), levels=1)
+    b = synthetic.make_subject(hand, np.random.default_rng(3), levels=1)
+    c = synthetic.make_subject(hand, np.random.default_rng(4), levels=1)
+    assert np.array_equal(a.albedo, b.albedo) and not np.allclose(a.albedo, c.albedo)
+    frame = a.frame
+    nail = a.labels["nail"] > 0.5
+    assert nail.any()
+    owner = a.weights[nail].argmax(1)
+    assert np.isin(owner, [3, 6, 9, 12, 15]).mean() > 0.95  # on the distal phalanges
+    tip_dist = np.linalg.norm(a.verts_smooth[nail][:, None] - frame.tips[None], axis=-1).min(1)
+    assert tip_dist.max() < 0.03
+    normals = synthetic._vertex_normals_np(a.verts_smooth, a.faces)
+    assert (normals[nail] @ frame.palm_normal < 0).mean() > 0.9  # facing away from the palm
+    crease = a.labels["crease"] > 0.5
+    joint_dist = np.linalg.norm(a.verts_smooth[crease][:, None] - frame.joints[None, 1:], axis=-1).min(1)
+    assert np.median(joint_dist) < 0.015
+    pose_a, drift_a, _ = synthetic.make_articulation(np.random.default_rng(1), frame, 5, hand.pose_mean.numpy())
+    pose_b, drift_b, _ = synthetic.make_articulation(np.random.default_rng(1), frame, 5, hand.pose_mean.numpy())
+    assert np.array_equal(pose_a, pose_b) and np.array_equal(drift_a, drift_b)
+    assert np.abs(np.diff(pose_a, axis=0)).max() < 1.0  # smooth: no jumps between frames
+
+
+def test_bad_config(capture):
+    root, _, _ = capture
+    with pytest.raises(ValueError, match="num_subjects"):
+        synthetic.SyntheticConfig(num_subjects=2)
+    with pytest.raises(ValueError, match="preset"):
+        synthetic.SyntheticConfig.preset("gpu")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        synthetic.generate(synthetic.SyntheticConfig(), root, progress=False)
+
+
+def test_gt_posing_matches_the_hand_model_with_pose_blend_shapes():
+    """With pose correctives (real MANO has them) the GT posing still reproduces HandModel.forward."""
+    from dataclasses import replace
+
+    from utils.mano import HandModel, default_hand_model_path, load_mano_dict
+
+    data = load_mano_dict(default_hand_model_path("right"))
+    data["posedirs"] = np.random.default_rng(0).normal(0.0, 2e-3, data["posedirs"].shape)
+    hand = HandModel(data, side="right")
+    subject = synthetic.make_subject(hand, np.random.default_rng(1), levels=0)
+    subject = replace(subject, verts=subject.verts_smooth)  # no displacement: the coarse mesh itself
+    pose = torch.as_tensor(np.random.default_rng(2).normal(0.0, 0.3, (3, 48)), dtype=torch.float32)
+    trans = torch.full((3, 3), 0.1)
+    gt = synthetic.pose_subject(hand, subject, pose, trans, levels=0)
+    verts, _ = hand.forward(pose, torch.as_tensor(subject.betas, dtype=torch.float32).expand(3, -1), trans)
+    assert (gt - verts).abs().max() < 1e-5
+
+
+def test_left_hand_capture(tmp_path):
+    config = synthetic.SyntheticConfig(seed=1, raw_size=(48, 48), num_views=2, num_heldout_views=0, num_frames=1,
+                                       num_subjects=3, subdivision_levels=1, hand_side="left")
+    synthetic.generate(config, tmp_path, progress=False, log=lambda *a: None)
+    seq = read_interhand_sequence(tmp_path, *RECON, hand="left")
+    assert seq.hand_side == "left" and seq.num_frames == 2
+    with pytest.raises(ValueError, match="no usable right-hand frame"):
+        read_interhand_sequence(tmp_path, *RECON, hand="right")
+    s = seq.sample(0, 0, size=32)
+    assert s["mask"].sum() > 50
