@@ -1,0 +1,150 @@
+"""The whole SRHand pipeline on the embedded synthetic default, as a new user runs it (`make demo`).
+
+Stages, each the project's own command (run as a subprocess, exactly as a user would type it):
+
+1. ``scripts/make_synthetic.py``   synthetic captures (train/val SR subjects, held-out reconstruction subject)
+2. ``main_giif.py``                GIIF on the SR training subjects, evaluated on the validation subjects
+3. ``main_disc.py``                adversarial stage, from stage 1
+4. ``main.py``                     SRHand on the held-out subject (joint reconstruction + GIIF fine-tuning)
+5. ``main.py --eval --r``          evaluation on held-out frames, with --save_vis
+
+A stage whose outputs exist is reused (``--fresh`` redoes everything). At the end,
+``<out>/report.md`` gathers the metric tables and pictures, and the total wall time is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stage(name: str, cmd: list[str], done: Path, fresh: bool, log_dir: Path) -> float:
+    """Run ``cmd`` unless ``done`` exists (and not ``fresh``); returns the seconds it took."""
+    if done.exists() and not fresh:
+        print(f"[{name}] reusing {done.relative_to(REPO) if done.is_relative_to(REPO) else done}")
+        return 0.0
+    print(f"[{name}] $ {' '.join(cmd)}", flush=True)
+    start = time.time()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{name}.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # Echo progress lines so the user sees the stage advance.
+        proc.wait()
+    seconds = time.time() - start
+    if proc.returncode != 0:
+        tail = (log_dir / f"{name}.log").read_text().splitlines()[-25:]
+        print("\n".join(tail), file=sys.stderr)
+        raise SystemExit(f"[{name}] failed (exit {proc.returncode}); full log: {log_dir / f'{name}.log'}")
+    print(f"[{name}] done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def sr_table(report: dict, methods: dict[str, str], scales: list[str]) -> list[str]:
+    perc = report.get("perceptual") or "perceptual"
+    key = next((k for k in next(iter(report["results"].values()))[scales[0]] if k.endswith("_masked")
+                and not k.startswith(("psnr", "ssim"))), None)
+    lines = [f"| method | scale | PSNR (masked) | SSIM (masked) | {perc} (masked) | PSNR (full) |",
+             "|---|---|---|---|---|---|"]
+    for label, (source, method) in methods.items():
+        rows = source["results"].get(method, {})
+        for scale in scales:
+            row = rows.get(scale)
+            if row is None:
+                continue
+            perc_value = f"{row[key]:.4f}" if key and key in row else "-"
+            lines.append(f"| {label} | {scale} | {row['psnr_masked']:.2f} | {row['ssim_masked']:.4f} | "
+                         f"{perc_value} | {row['psnr_full']:.2f} |")
+    return lines
+
+
+def write_report(out: Path, runs: dict[str, Path], timings: dict[str, float], total: float) -> Path:
+    lines = ["# SRHand demo report", "",
+             "Synthetic captures (procedural hand, CPU-sized configs): numbers are for this toy scale, "
+             "not the paper's. See benchmarks/results.md for the full tables.", ""]
+    lines += ["## Wall time", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()] + [f"| total | {total:.0f} |", ""]
+
+    giif_m = runs["giif"] / "metrics.json"
+    disc_m = runs["disc"] / "metrics.json"
+    if giif_m.is_file() and disc_m.is_file():
+        giif, disc = json.loads(giif_m.read_text()), json.loads(disc_m.read_text())
+        scales = list(next(iter(giif["results"].values())).keys())
+        lines += ["## Super-resolution on validation subjects (held-out people)", ""]
+        lines += sr_table(giif, {"bicubic": (giif, "bicubic"), "GIIF": (giif, "giif"),
+                                 "GIIF + discriminator": (disc, "giif")}, scales)
+        lines += [""]
+        vis = sorted((runs["disc"] / "eval_vis").glob("x8*.png"))[:2] or sorted((runs["giif"] / "eval_vis").glob("*.png"))[:2]
+        for path in vis:
+            lines += [f"![SR grid: LR, bicubic, GIIF, GT, normal map]({os.path.relpath(path, out)})", ""]
+
+    srhand_m = runs["srhand"] / "metrics.json"
+    if srhand_m.is_file():
+        metrics = json.loads(srhand_m.read_text())
+        lines += ["## SRHand on the held-out reconstruction subject (held-out frames)", "",
+                  "```", json.dumps(metrics, indent=2)[:6000], "```", ""]
+        pictures = sorted(runs["srhand"].rglob("*.png"))
+        panels = [p for p in pictures if "vis" in p.parts[-2] or "panel" in p.name][:3]
+        unconf = [p for p in pictures if "unconf" in str(p).lower()][:2]
+        for path in panels + unconf:
+            lines += [f"![{path.stem}]({os.path.relpath(path, out)})", ""]
+        gifs = sorted(runs["srhand"].rglob("*.gif"))[:1]
+        for path in gifs:
+            lines += [f"![sequence]({os.path.relpath(path, out)})", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="outputs/demo", help="folder of the report and the stage logs")
+    parser.add_argument("--data", default="data/synthetic", help="synthetic capture folder")
+    parser.add_argument("--fresh", action="store_true", help="regenerate the data and retrain every stage")
+    args = parser.parse_args()
+
+    out = (REPO / args.out).resolve()
+    data = (REPO / args.data).resolve()
+    logs = out / "logs"
+    py = sys.executable
+    runs = {"giif": REPO / "outputs" / "synthetic_giif", "disc": REPO / "outputs" / "synthetic_disc",
+            "srhand": REPO / "outputs" / "synthetic_srhand"}
+    if args.fresh:
+        for path in [*runs.values(), out]:
+            shutil.rmtree(path, ignore_errors=True)
+    env_data = ["--set", f"data.data_path={data}"]
+    start = time.time()
+    timings = {}
+    timings["synthetic data"] = stage(
+        "data", [py, "scripts/make_synthetic.py", "--out", str(data), "--save_vis"] + (["--overwrite"] if args.fresh else []),
+        data / "synthetic_meta.json", args.fresh, logs)
+    timings["GIIF (stage 1)"] = stage(
+        "giif", [py, "main_giif.py", "--conf", "conf/synthetic/giif.conf", "--save_vis", *env_data],
+        runs["giif"] / "metrics.json", args.fresh, logs)
+    timings["discriminator (stage 2)"] = stage(
+        "disc", [py, "main_disc.py", "--conf", "conf/synthetic/disc.conf", "--model_path",
+                 str(runs["giif"] / "giif.pth"), "--save_vis", *env_data],
+        runs["disc"] / "metrics.json", args.fresh, logs)
+    timings["SRHand (stage 3)"] = stage(
+        "srhand", [py, "main.py", "--conf", "conf/synthetic/srhand.conf", *env_data],
+        runs["srhand"] / "model.pth", args.fresh, logs)
+    timings["SRHand evaluation"] = stage(
+        "srhand_eval", [py, "main.py", "--conf", "conf/synthetic/srhand.conf", "--eval", "--r", "--model_path",
+                        str(runs["srhand"]), "--save_vis", *env_data],
+        runs["srhand"] / "metrics.json", args.fresh, logs)
+    total = time.time() - start
+    report = write_report(out, runs, timings, total)
+    print(f"report: {report}")
+    print(f"total wall time: {total / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
