@@ -1,0 +1,180 @@
+"""Time rasterize + interpolate + antialias (forward, and forward + backward) on a ~98k-face hand.
+
+The mesh is the shipped procedural hand (MANO format) Loop-subdivided 3 times (1538 -> 98432 faces)
+when ``utils.mano`` and ``utils.mesh.loop_subdivide`` are available; otherwise a hand-like stand-in
+(palm ellipsoid + five finger capsules, 1520 faces) subdivided 3 times with trimesh. One view, camera
+0.5 m away facing the palm, the hand's larger extent filling 80 % of the image (the SRHand crop
+rule). The pipeline per view is the training one: rasterize, interpolate a 10-channel attribute
+(normals, albedo, mask, position) with position gradients, antialias the 7 shaded channels, and for
+the backward pass an L1-style loss.
+
+Usage:
+    python scripts/benchmark_render.py [--device cpu] [--threads 2] [--repeats 10] [--res 256 512]
+
+Prints a table, then as the last line a JSON list with one object per resolution:
+``{"res", "faces", "ms_forward", "ms_forward_backward"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.camera import Cameras, look_at  # noqa: E402
+from utils.render import DEFAULT_AA_MAX_HOPS, get_renderer  # noqa: E402
+
+
+def _procedural_hand_mesh() -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The shipped procedural hand subdivided 3 times, or None when those modules are not there yet."""
+    try:
+        from utils.mano import HandModel, default_hand_model_path
+        from utils.mesh import loop_subdivide
+    except ImportError:
+        return None
+    path = default_hand_model_path("right")
+    if not os.path.exists(path):
+        return None
+    hand = HandModel.from_file(path, side="right")
+    verts = hand.v_template.detach().cpu().double()
+    faces = hand.faces.detach().cpu().long()
+    verts, faces, _ = loop_subdivide(verts, faces, 3)
+    verts, faces = torch.as_tensor(verts), torch.as_tensor(faces)
+    return verts.numpy(), faces.numpy(), f"procedural hand ({os.path.basename(path)}), Loop x3"
+
+
+def _stand_in_hand_mesh() -> tuple[np.ndarray, np.ndarray, str]:
+    """Palm ellipsoid + 5 finger capsules (separate closed parts, ~1.5k faces), Loop-subdivided 3 times."""
+    import trimesh
+
+    parts = []
+    palm = trimesh.creation.icosphere(subdivisions=2)  # 320 faces
+    palm.apply_scale([0.045, 0.05, 0.015])
+    parts.append(palm)
+    for i, (x, length) in enumerate(
+        [(-0.035, 0.05), (-0.012, 0.075), (0.01, 0.08), (0.03, 0.07), (0.045, 0.055)]
+    ):
+        finger = trimesh.creation.capsule(height=length, radius=0.008, count=[10, 11])  # 240 faces
+        angle = 0.9 if i == 0 else 0.08 * (i - 2)
+        finger.apply_transform(trimesh.transformations.rotation_matrix(math.pi / 2, [1, 0, 0]))
+        finger.apply_transform(trimesh.transformations.rotation_matrix(angle, [0, 0, 1]))
+        finger.apply_translation([x, -0.05 - length / 2 if i else -0.01, 0.0])
+        parts.append(finger)
+    verts, faces = [], []
+    offset = 0
+    for p in parts:
+        verts.append(np.asarray(p.vertices))
+        faces.append(np.asarray(p.faces) + offset)
+        offset += len(p.vertices)
+    verts, faces = np.concatenate(verts), np.concatenate(faces)
+    for _ in range(3):
+        verts, faces = trimesh.remesh.subdivide_loop(verts, faces)
+    return verts, faces, "stand-in hand (palm ellipsoid + 5 capsules, trimesh Loop x3)"
+
+
+def _time(fn, repeats: int, sync) -> tuple[float, float]:
+    """(median, min) wall time of ``fn`` in milliseconds after one warm-up call."""
+    fn()  # warm-up (also fills the topology cache)
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * float(np.median(times)), 1000.0 * float(np.min(times))
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--res", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "nvdiffrast"])
+    parser.add_argument(
+        "--aa-max-hops",
+        type=int,
+        default=DEFAULT_AA_MAX_HOPS,
+        help="torch backend silhouette search depth (0 = nvdiffrast's rule)",
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    mesh = _procedural_hand_mesh() or _stand_in_hand_mesh()
+    verts_np, faces_np, desc = mesh
+    verts = torch.as_tensor(verts_np, dtype=torch.float32, device=device)
+    verts = verts - 0.5 * (verts.amin(0) + verts.amax(0))  # centre the bounding box
+    # Look at the palm: along the thinnest axis of the bounding box, from 0.5 m.
+    size = verts.amax(0) - verts.amin(0)
+    axis = int(size.argmin())
+    eye, up = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+    eye[axis], up[(axis + 2) % 3] = 0.5, 1.0
+    R, t = look_at(eye, up=up)
+    extent = float(size[[i for i in range(3) if i != axis]].max())
+    faces = torch.as_tensor(faces_np, dtype=torch.long, device=device)
+    renderer = get_renderer(args.backend, aa_max_hops=args.aa_max_hops)
+    load = ", load average %.2f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    print(
+        f"mesh: {desc}: {len(verts)} vertices, {len(faces)} faces; device {device}, threads "
+        f"{torch.get_num_threads()}{load}, renderer {renderer!r}"
+    )
+
+    attr_base = torch.rand(1, len(verts), 10, device=device)
+    results, rows = [], []
+    for res in args.res:
+        # Frame the hand like the SRHand crop: its larger image-plane extent fills 80 % of the view.
+        focal = 0.8 * res * 0.5 / extent
+        K = torch.tensor([[focal, 0, res / 2], [0, focal, res / 2], [0, 0, 1]], dtype=torch.float32)
+        cams = Cameras(K=K[None], R=R[None], t=t[None], image_size=(res, res)).to(device)
+        verts_param = verts[None].clone().requires_grad_(True)
+        attr = attr_base.clone().requires_grad_(True)
+
+        def step(backward: bool) -> None:
+            with torch.set_grad_enabled(backward):
+                clip = cams.to_clip(verts_param)
+                rast = renderer.rasterize(clip, faces, (res, res))
+                feats = renderer.interpolate(attr, rast, faces, clip=clip)
+                shaded = renderer.antialias(feats[..., :7], rast, clip, faces)
+                if backward:
+                    loss = shaded.abs().mean() + feats[..., 7:].square().mean()
+                    loss.backward()
+
+        ms_fwd, min_fwd = _time(lambda: step(False), args.repeats, sync)
+        ms_fb, min_fb = _time(lambda: step(True), args.repeats, sync)
+        with torch.no_grad():
+            clip = cams.to_clip(verts_param)
+            covered = float((renderer.rasterize(clip, faces, (res, res))[..., 3] > 0).float().mean())
+        results.append(
+            {
+                "res": res,
+                "faces": int(len(faces)),
+                "ms_forward": round(ms_fwd, 2),
+                "ms_forward_backward": round(ms_fb, 2),
+            }
+        )
+        rows.append((res, len(faces), covered, ms_fwd, min_fwd, ms_fb, min_fb))
+
+    print(
+        f"{'res':>5} {'faces':>7} {'covered':>8} {'fwd ms (median/min)':>20} {'fwd+bwd ms (median/min)':>24}"
+    )
+    for res, nf, covered, ms_fwd, min_fwd, ms_fb, min_fb in rows:
+        print(
+            f"{res:>5} {nf:>7} {covered:>8.1%} {ms_fwd:>11.2f} / {min_fwd:<6.2f} {ms_fb:>15.2f} / {min_fb:<6.2f}"
+        )
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
