@@ -85,20 +85,21 @@ def section_sr(args, work: Path) -> dict:
                                "--model_path", str(runs["giif"] / "giif.pth"), "--set", f"data.data_path={args.data}",
                                "--set", f"train.max_steps={args.disc_steps}", "--set", "train.epochs=1000"],
                               work / "logs" / "sr_disc.log")
-    runs["giif_long"] = work / "sr_giif_long"
-    if args.fresh or not (runs["giif_long"] / "metrics.json").is_file():
-        # GIIF alone for as many steps as stage 1 + stage 2, so the discriminator row is compared at equal cost.
-        timings["giif_long"] = run(
-            [py, "main_giif.py", "--conf", "conf/synthetic/giif.conf", "--out", str(runs["giif_long"]),
-             "--set", f"data.data_path={args.data}", "--set", f"train.max_steps={args.steps + args.disc_steps}",
-             "--set", "train.epochs=1000"],
-            work / "logs" / "sr_giif_long.log")
+    runs["giif_noadv"] = work / "sr_giif_noadv"
+    if args.fresh or not (runs["giif_noadv"] / "metrics.json").is_file():
+        # Stage 2 with the adversarial weight at 0: the same extra steps and schedule without the
+        # discriminator's gradient, so the GIIF + D row is compared at equal cost.
+        timings["giif_noadv"] = run([py, "main_disc.py", "--conf", "conf/synthetic/disc.conf", "--out",
+                                     str(runs["giif_noadv"]), "--model_path", str(runs["giif"] / "giif.pth"),
+                                     "--set", f"data.data_path={args.data}", "--set", "adv.adv_weight=0.0",
+                                     "--set", f"train.max_steps={args.disc_steps}", "--set", "train.epochs=1000"],
+                                    work / "logs" / "sr_giif_noadv.log")
     reports = {k: json.loads((v / "metrics.json").read_text()) for k, v in runs.items()}
     rows = {
         "bicubic": reports["giif"]["results"]["bicubic"],
         f"LIIF ({args.steps} steps)": reports["liif"]["results"]["giif"],
         f"GIIF w/o D ({args.steps} steps)": reports["giif"]["results"]["giif"],
-        f"GIIF w/o D ({args.steps + args.disc_steps} steps)": reports["giif_long"]["results"]["giif"],
+        f"GIIF w/o D ({args.steps} + {args.disc_steps} steps, stage 2 with adv_weight 0)": reports["giif_noadv"]["results"]["giif"],
         f"GIIF + D ({args.steps} + {args.disc_steps} steps)": reports["disc"]["results"]["giif"],
     }
     return {"rows": rows, "perceptual": reports["giif"]["perceptual"], "num_images": reports["giif"]["num_images"],
@@ -158,8 +159,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(REPO / "data" / "synthetic"))
     parser.add_argument("--work", default=str(REPO / "outputs" / "benchmark"), help="run folders of the benchmark")
     parser.add_argument("--out", default=str(REPO / "benchmarks"), help="where results.md/json go")
-    parser.add_argument("--steps", type=int, default=300, help="GIIF/LIIF training steps (SR section)")
-    parser.add_argument("--disc_steps", type=int, default=100, help="discriminator-stage steps (SR section)")
+    parser.add_argument("--steps", type=int, default=324, help="GIIF/LIIF training steps (SR section; 6 epochs of conf/synthetic/giif.conf)")
+    parser.add_argument("--disc_steps", type=int, default=108, help="discriminator-stage steps (SR section; 2 epochs of conf/synthetic/disc.conf)")
     parser.add_argument("--fresh", action="store_true", help="retrain instead of reusing run folders")
     args = parser.parse_args()
 
