@@ -39,7 +39,9 @@ def setup(stage: str, description: str, argv: Sequence[str] | None = None):
         run_dir = Path(args.model_path)  # the authors' `--eval --r --model_path FOLDER`
     logger = RunLogger(run_dir, use_tensorboard=conf.get_bool("use_tensorboard"))
     if dist.is_main():
-        save_resolved(conf, run_dir, [sys.executable, *sys.argv] if argv is None else list(argv))
+        # An evaluation records its own config beside the run's, never over the training record.
+        record_dir = run_dir / "eval" if args.eval else run_dir
+        save_resolved(conf, record_dir, [sys.executable, *sys.argv] if argv is None else list(argv))
     logger.info("%s: run folder %s, device %s, world size %d", stage, run_dir, info.device, info.world_size)
     return args, conf, run_dir, info.device, logger
 
@@ -93,5 +95,35 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
             trainer.resume()
         trainer.train()
         return trainer.run_eval(save_vis=args.save_vis)
+    finally:
+        logger.close()
+
+
+def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | None:
+    """``main.py`` (stage ``srhand``): train (``--r`` resumes the run folder), then evaluate; or ``--eval``
+    of ``--model_path FOLDER`` (``--implicit_path`` overrides its fine-tuned GIIF)."""
+    from trainers.srhand_trainer import SRHandTrainer
+    from utils import dist
+    from utils.checkpoint import latest_checkpoint
+
+    args, conf, run_dir, device, logger = setup("srhand", description, argv)
+    trainer = SRHandTrainer(conf, run_dir, device, logger)
+    if args.seed is not None:
+        trainer.seed = args.seed
+    try:
+        if dist.world_size() > 1:
+            raise ValueError("main.py fits one sequence on one device: launch it without torchrun")
+        if args.eval:
+            trainer.load_for_eval(args.model_path or run_dir, args.implicit_path)
+            return trainer.run_eval(save_vis=args.save_vis)
+        if not args.r and latest_checkpoint(run_dir) is not None:
+            logger.warning("%s already holds a checkpoint: starting a new run over it (pass --r to resume)", run_dir)
+        trainer.build_data()
+        trainer.build_models(resume=args.r, implicit_path=args.implicit_path)
+        trainer.train()
+        if trainer.phase == "done" and conf.get_bool("eval.after_training"):
+            trainer.prepare_eval_from_training()
+            return trainer.run_eval(save_vis=args.save_vis)
+        return None
     finally:
         logger.close()

@@ -1,0 +1,251 @@
+"""main.py (SRHand stage 3) on a tiny synthetic capture: train -> evaluate, --eval --r --model_path with
+--save_vis, the SR sources, resume equivalence, what a fine-tuning round changes, and input errors.
+
+The capture is the session's ``tiny_capture_root`` (2 fitting views + 1 held-out view, 2 fitting frames +
+2 held-out frames, GT meshes at subdivision level 1); GIIF and the discriminator are tiny random networks
+saved here with ``registry.make`` + ``save_atomic(make_checkpoint(...))`` (nothing from outputs/).
+32 px crops, LR 8 px, subdivision level 1, 2 epochs per phase.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import registry
+from trainers.run import main_guard, run_srhand
+from trainers.srhand_trainer import SRHandTrainer, jet
+from utils.checkpoint import load_checkpoint, make_checkpoint, model_entry, save_atomic
+from utils.config import load_config
+from utils.mesh_io import load_obj
+from utils.run_logging import RunLogger
+
+TINY_GIIF = {"name": "giif", "args": {
+    "encoder": {"name": "rdn", "args": {"G0": 8, "kernel_size": 3, "D": 1, "C": 1, "G": 4}},
+    "normal_encoder": {"name": "hg_filter", "args": {"in_ch": 3, "num_stack": 1, "depth": 1, "n_feat": 8,
+                                                     "out_dim": 8, "norm": "group"}},
+    "hidden_list": [16]}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors run as fast on one thread, and two threads per process on 2 shared cores next to another
+    job run an order of magnitude slower (oversubscription): 15 s vs 160 s for this file."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, tiny_capture_root):
+    folder = tmp_path_factory.mktemp("srhand_models")
+    torch.manual_seed(0)
+    giif = registry.make(TINY_GIIF)
+    disc = registry.make({"name": "unet_disc_sn", "args": {"num_feat": 4}})
+    config = {"data": {"normal_space": "camera", "normal_size": 32}}
+    save_atomic(make_checkpoint("giif", model_entry(giif), config=config), folder / "giif.pth")
+    save_atomic(make_checkpoint("disc", model_entry(disc), config=config), folder / "disc.pth")
+    meta = json.loads((Path(tiny_capture_root) / "synthetic_meta.json").read_text())["subjects"][0]
+    return {"root": Path(tiny_capture_root), "giif": folder / "giif.pth", "disc": folder / "disc.pth", "meta": meta}
+
+
+def write_conf(tmp_path: Path, assets: dict, extra: str = "") -> Path:
+    q = json.dumps
+    text = f"""
+exp_name = tiny
+out_root = {q(str(tmp_path / "runs"))}
+use_tensorboard = false
+giif_model = {q(str(assets["giif"]))}
+disc_model = {q(str(assets["disc"]))}
+log_every = 4
+data {{ data_path = {q(str(assets["root"]))}, num_views = 2, num_frames = 2, hr_size = 32, lr_size = 8,
+        normal_size = 32 }}
+model {{ subdivision_levels = 1, lbs_width = 16, lbs_depth = 2, color_width = 16, color_depth = 2,
+         delta_width = 16, delta_depth = 2 }}
+albedo {{ epochs = 2, batch_size = 2 }}
+sfs {{ epochs = 2, batch_size = 2 }}
+train {{ epochs = 2, batch_size = 2, perceptual = none, renew_means_every = 1 }}
+finetune {{ update_term = 1, inner_epochs = 2, batch_size = 2 }}
+eval {{ perceptual = none, p2p_samples = 300, include_heldout_cameras = true, batch_size = 3 }}
+{extra}
+"""
+    path = tmp_path / "tiny.conf"
+    path.write_text(text)
+    return path
+
+
+def run(conf: Path, *args: str) -> int:
+    return main_guard(lambda: run_srhand("main.py", ["--conf", str(conf), "--device", "cpu", *map(str, args)]))
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_train_eval_and_visualisation(tmp_path, assets):
+    conf = write_conf(tmp_path, assets)
+    run_dir = tmp_path / "runs" / "tiny"
+    assert run(conf) == 0
+    for name in ("model.pth", "implicit_model.pth", "checkpoints/last.pth", "metrics.json", "timing.json",
+                 "prephase.obj", "config.conf", "finetune/round00_unconfidence.png",
+                 "finetune/round00_unconfidence_first.obj", "finetune/round00_unconfidence_last.obj"):
+        assert (run_dir / name).is_file(), name
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pth", stage="srhand")
+    assert last["phase"] == "done" and last["epoch"] == 2 and len(last["history"]) == 1
+    assert load_checkpoint(run_dir / "implicit_model.pth", stage="giif")["model"]["name"] == "giif"
+
+    report = read_metrics(run_dir)
+    meta = assets["meta"]
+    assert report["eval_frames"] == meta["heldout_frame_ids"]
+    assert report["eval_cameras"] == meta["fit_cameras"] + meta["heldout_cameras"]
+    assert set(report["sh_substitutes"]) == set(meta["heldout_cameras"])
+    assert set(report["render"]) == {"all", "fitted_cameras", "other_cameras"}
+    row = report["render"]["all"]
+    assert {"psnr_masked", "psnr_full", "psnr_predmask", "ssim_masked", "ssim_full"} <= set(row)
+    assert all(torch.isfinite(torch.tensor(v)) for v in row.values())
+    assert report["sr"]["all"]["psnr_masked"] > 0 and report["sr_bicubic"]["all"]["psnr_masked"] > 0
+    assert 0 < report["p2p_mm"] < 50 and 0 < report["p2p_mm_mano"] < 50
+    assert report["inconsistency"]["sr"] >= 0 and report["inconsistency"]["gt_hr"] >= 0
+    assert report["config"]["sr_source"] == "giif_finetuned" and report["config"]["scale"] == 4
+    r0 = report["finetune_rounds"][0]
+    assert r0["epoch"] == 1 and len(r0["inner_epoch_mean_var"]) == 2
+
+    # The authors' evaluation command reloads everything from the folder and gives the same numbers.
+    (run_dir / "metrics.json").unlink()
+    assert run(conf, "--eval", "--r", "--model_path", run_dir, "--save_vis") == 0
+    again = read_metrics(run_dir)
+    for block in ("render", "sr"):
+        for key, value in report[block]["all"].items():
+            assert again[block]["all"][key] == pytest.approx(value, rel=1e-4, abs=1e-4), (block, key)
+    assert again["p2p_mm"] == pytest.approx(report["p2p_mm"], rel=1e-4)
+    assert again["finetune_rounds"] == report["finetune_rounds"]
+    assert len(list((run_dir / "vis").glob("frame_*.png"))) == 2
+    assert len(list((run_dir / "vis").glob("*.gif"))) == 1
+    verts, faces, colors = load_obj(run_dir / "meshes" / f"{meta['heldout_frame_ids'][0]}.obj")[:3]
+    assert verts.shape == (3093, 3) and colors is not None and colors.shape == (3093, 3)
+
+
+def test_sr_sources_and_pseudo_ground_truth(tmp_path, assets):
+    # sr_source = hr exports per-frame posed meshes; a bicubic run uses them as P2P ground truth.
+    conf = write_conf(tmp_path, assets, "eval.export_meshes = true")
+    hr_dir, bic_dir, giif_dir = tmp_path / "hr", tmp_path / "bicubic", tmp_path / "giif"
+    assert run(conf, "--out", hr_dir, "--set", "sr_source=hr", "--set", "model.use_enh=false") == 0
+    hr = read_metrics(hr_dir)
+    assert hr["config"] == {**hr["config"], "sr_source": "hr", "use_enh": False} and hr["sr"] is None
+    assert sorted(p.stem for p in (hr_dir / "meshes").glob("*.obj")) == sorted(map(str, hr["eval_frames"]))
+    assert not (hr_dir / "implicit_model.pth").exists()
+
+    assert run(conf, "--out", bic_dir, "--set", "sr_source=bicubic",
+               "--set", f"eval.gt_mesh_dir={hr_dir / 'meshes'}") == 0
+    bic = read_metrics(bic_dir)
+    assert bic["gt_mesh_source"] == str(hr_dir / "meshes") and bic["p2p_mm"] > 0
+    assert bic["sr"]["all"]["psnr_masked"] == pytest.approx(bic["sr_bicubic"]["all"]["psnr_masked"])
+
+    # Frozen GIIF ("w/o ftd."): no fine-tuning round, implicit_model.pth is the input GIIF.
+    assert run(conf, "--out", giif_dir, "--set", "sr_source=giif") == 0
+    assert read_metrics(giif_dir)["finetune_rounds"] == []
+    given = load_checkpoint(assets["giif"])["model"]["sd"]
+    saved = load_checkpoint(giif_dir / "implicit_model.pth")["model"]["sd"]
+    assert all(torch.equal(given[k], saved[k]) for k in given)
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, assets):
+    conf = write_conf(tmp_path, assets, "eval.after_training = false")
+    straight, parts = tmp_path / "straight", tmp_path / "parts"
+    assert run(conf, "--out", straight) == 0
+    # Stop inside sfs (3 epochs), then after the first joint epoch, which holds the fine-tuning round (2 more),
+    # then finish: pre-phase tensors, both optimisers, the fine-tuned GIIF and the schedule must carry over.
+    assert run(conf, "--out", parts, "--set", "stop_after_epochs=3") == 0
+    assert load_checkpoint(parts / "checkpoints" / "last.pth")["phase"] == "sfs"
+    assert run(conf, "--out", parts, "--r", "--set", "stop_after_epochs=2") == 0
+    mid = load_checkpoint(parts / "checkpoints" / "last.pth")
+    assert (mid["phase"], mid["epoch"], len(mid["history"])) == ("train", 1, 1)
+    assert run(conf, "--out", parts, "--r") == 0
+    a = load_checkpoint(straight / "checkpoints" / "last.pth")
+    b = load_checkpoint(parts / "checkpoints" / "last.pth")
+    assert (a["phase"], a["step"]) == (b["phase"], b["step"])
+    for entry in ("model", "giif"):
+        for key, value in a[entry]["sd"].items():
+            torch.testing.assert_close(b[entry]["sd"][key], value, rtol=1e-5, atol=1e-6, msg=f"{entry}.{key}")
+
+
+def _trainer(tmp_path: Path, assets: dict, *overrides: str) -> SRHandTrainer:
+    conf = load_config(write_conf(tmp_path, assets), list(overrides), schema="srhand")
+    trainer = SRHandTrainer(conf, tmp_path / "api", "cpu", RunLogger(tmp_path / "api", use_tensorboard=False))
+    trainer.build_data()
+    trainer.build_models()
+    return trainer
+
+
+def _changed(before: dict, module: torch.nn.Module) -> dict:
+    return {k: not torch.equal(before[k], v) for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("params, tuned", [("imnet", {"imnet"}), ("imnet+normal_encoder", {"imnet", "normal_encoder"})])
+def test_finetune_round_changes_only_the_configured_parts(tmp_path, assets, params, tuned):
+    trainer = _trainer(tmp_path, assets, f"finetune.params={params}", "finetune.inner_epochs=1")
+    giif0 = {k: v.clone() for k, v in trainer.giif.state_dict().items()}
+    disc0 = {k: v.clone() for k, v in trainer.disc.state_dict().items()}
+    avatar0 = {k: v.clone() for k, v in trainer.avatar.state_dict().items()}
+    sr0 = trainer.sr.clone()
+    record = trainer.finetune_round(1)
+    changed = _changed(giif0, trainer.giif)
+    for part in ("encoder", "normal_encoder", "imnet"):
+        moved = any(v for k, v in changed.items() if k.startswith(part + "."))
+        assert moved == (part in tuned), (part, params)
+    assert not any(_changed(disc0, trainer.disc).values())
+    assert not any(_changed(avatar0, trainer.avatar).values())
+    assert not torch.equal(sr0, trainer.sr)  # the SR targets were regenerated by the fine-tuned GIIF
+    assert torch.equal(sr0, trainer.sr_orig)  # the pre-fine-tuning copy is kept for the wavelet loss
+    assert record["unconfidence_before"] >= 0 and record["unconfidence_after"] >= 0
+
+
+def test_schedule_of_the_reference_config(tmp_path, assets):
+    trainer = _trainer(tmp_path, assets)
+    assert trainer.finetune_epochs() == [1]  # the tiny config: window [1, 2) of 2 epochs, period 1 ...
+    conf = load_config(Path(__file__).resolve().parents[1] / "conf" / "ih_GIIF_16_256.conf",
+                       ["data.data_path=unused"], schema="srhand")
+    trainer.conf = conf
+    assert trainer.finetune_epochs() == [350, 400, 450, 500]  # ... the paper config's is the reference's
+    assert [i for i in range(1, 621) if trainer._renew_epoch(i, 620)] == [351, 401, 451, 501, 551, 601]
+    trainer.avatar.use_enh = True
+    assert trainer.loss_weights(309, 620)["lap_delta"] == 500 and trainer.loss_weights(310, 620)["lap_delta"] == 900
+    assert trainer.loss_weights(310, 620)["photometric"] == 60
+    trainer.avatar.use_enh = False
+    assert trainer.loss_weights(310, 620)["lap_delta"] == 500 and trainer.loss_weights(1, 620)["mean_texture"] == 0
+    assert torch.allclose(jet(torch.tensor([0.0, 0.5, 1.0])),
+                          torch.tensor([[0.0, 0.0, 0.5], [0.5, 1.0, 0.5], [0.5, 0.0, 0.0]]))
+
+
+def test_input_errors(tmp_path, assets, capsys):
+    conf = write_conf(tmp_path, assets, "eval.after_training = false")
+    assert run(conf, "--out", tmp_path / "a", "--set", "sr_source=giif", "--set", 'giif_model=""') == 2
+    assert "giif_model" in capsys.readouterr().err
+    assert run(conf, "--out", tmp_path / "a", "--set", f"giif_model={tmp_path / 'missing.pth'}") == 2
+    err = capsys.readouterr().err
+    assert "giif_model" in err and "missing.pth" in err
+    assert run(conf, "--out", tmp_path / "a", "--set", 'disc_model=""') == 2
+    assert "finetune.weights.disc" in capsys.readouterr().err
+    assert run(conf, "--out", tmp_path / "a", "--set", "data.num_views=5") == 2
+    assert "data.num_views = 5" in capsys.readouterr().err
+
+    # Camera mismatch: resuming with other fitting cameras than the checkpoint's.
+    run_dir = tmp_path / "b"
+    assert run(conf, "--out", run_dir, "--set", "stop_after_epochs=5") == 0  # stops after the first joint epoch
+    assert run(conf, "--out", run_dir, "--r", "--set", "data.num_views=1") == 2
+    assert "data.num_views" in capsys.readouterr().err
+    # Hand-model mismatch: the avatar was built from another MANO than data.mano_dir gives.
+    ckpt = load_checkpoint(run_dir / "model.pth")
+    ckpt["model"]["sd"]["joints_rest"] = ckpt["model"]["sd"]["joints_rest"] + 0.01
+    other = tmp_path / "other"
+    save_atomic(ckpt, other / "model.pth")
+    (other / "implicit_model.pth").write_bytes((run_dir / "implicit_model.pth").read_bytes())
+    assert run(conf, "--eval", "--model_path", other) == 2
+    assert "hand model" in capsys.readouterr().err
+    # --eval of a folder without a model.
+    assert run(conf, "--eval", "--model_path", tmp_path / "empty") == 2
+    assert "model.pth" in capsys.readouterr().err
