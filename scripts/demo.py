@@ -26,11 +26,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def stage(name: str, cmd: list[str], done: Path, fresh: bool, log_dir: Path) -> float:
-    """Run ``cmd`` unless ``done`` exists (and not ``fresh``); returns the seconds it took."""
+def stage(name: str, cmd: list[str], done: Path, fresh: bool, log_dir: Path) -> float | None:
+    """Run ``cmd`` unless ``done`` exists (and not ``fresh``); returns the seconds it took (None: reused)."""
     if done.exists() and not fresh:
         print(f"[{name}] reusing {done.relative_to(REPO) if done.is_relative_to(REPO) else done}")
-        return 0.0
+        return None
     print(f"[{name}] $ {' '.join(cmd)}", flush=True)
     start = time.time()
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,8 @@ def write_report(out: Path, runs: dict[str, Path], timings: dict[str, float], to
              "Synthetic captures (procedural hand, CPU-sized configs): numbers are for this toy scale, "
              "not the paper's. See benchmarks/results.md for the full tables.", ""]
     lines += ["## Wall time", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()] + [f"| total | {total:.0f} |", ""]
+    lines += [f"| {k} | {'reused' if v is None else f'{v:.0f}'} |" for k, v in timings.items()]
+    lines += [f"| total | {total:.0f} |", ""]
 
     giif_m = runs["giif"] / "metrics.json"
     disc_m = runs["disc"] / "metrics.json"
@@ -88,17 +89,32 @@ def write_report(out: Path, runs: dict[str, Path], timings: dict[str, float], to
 
     srhand_m = runs["srhand"] / "metrics.json"
     if srhand_m.is_file():
-        metrics = json.loads(srhand_m.read_text())
-        lines += ["## SRHand on the held-out reconstruction subject (held-out frames)", "",
-                  "```", json.dumps(metrics, indent=2)[:6000], "```", ""]
-        pictures = sorted(runs["srhand"].rglob("*.png"))
-        panels = [p for p in pictures if "vis" in p.parts[-2] or "panel" in p.name][:3]
-        unconf = [p for p in pictures if "unconf" in str(p).lower()][:2]
-        for path in panels + unconf:
-            lines += [f"![{path.stem}]({os.path.relpath(path, out)})", ""]
-        gifs = sorted(runs["srhand"].rglob("*.gif"))[:1]
-        for path in gifs:
-            lines += [f"![sequence]({os.path.relpath(path, out)})", ""]
+        m = json.loads(srhand_m.read_text())
+        perc, pk = m.get("perceptual", "perceptual"), m.get("perceptual_key", "lpips")
+        cfg = m.get("config", {})
+        lines += ["## SRHand on the held-out reconstruction subject", "",
+                  f"{cfg.get('fit_views')} views x {cfg.get('fit_frames')} frames fitted from {cfg.get('lr_size')} px LR "
+                  f"images (x{cfg.get('scale')}); evaluated on {len(m.get('eval_frames', []))} held-out frames x "
+                  f"{len(m.get('eval_cameras', []))} cameras; SR source `{cfg.get('sr_source')}`, "
+                  f"mesh of {cfg.get('num_vertices')} vertices. Metrics inside the GT MANO mask.", "",
+                  f"| | PSNR | SSIM | {perc} |", "|---|---|---|---|"]
+        for label, key in (("bicubic upsampling", "sr_bicubic"), ("fine-tuned GIIF (SR)", "sr"),
+                           ("SRHand render", "render")):
+            row = m.get(key, {}).get("all")
+            if row:
+                lines.append(f"| {label} | {row['psnr_masked']:.2f} | {row['ssim_masked']:.4f} | {row[pk + '_masked']:.4f} |")
+        inc = m.get("inconsistency", {})
+        lines += ["", f"P2P to the GT meshes: **{m.get('p2p_mm', float('nan')):.3f} mm** (the input MANO mesh: "
+                  f"{m.get('p2p_mm_mano', float('nan')):.3f} mm). Inconsistency (per-vertex colour variance across "
+                  f"views and frames): SR {inc.get('sr', float('nan')):.4f}, bicubic {inc.get('bicubic', float('nan')):.4f}, "
+                  f"GT HR {inc.get('gt_hr', float('nan')):.4f}.", ""]
+        for path in sorted((runs["srhand"] / "vis").glob("frame_*.png"))[:2]:
+            lines += [f"![panel: LR, SR, render, geometry, normals, albedo, GT, unconfidence]({os.path.relpath(path, out)})", ""]
+        for path in sorted((runs["srhand"] / "finetune").glob("round*_unconfidence.png"))[:2]:
+            lines += [f"![unconfidence before/after a fine-tuning round]({os.path.relpath(path, out)})", ""]
+        for path in sorted((runs["srhand"] / "vis").glob("*.gif"))[:1]:
+            lines += [f"![held-out frames]({os.path.relpath(path, out)})", ""]
+    out.mkdir(parents=True, exist_ok=True)
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report
