@@ -128,6 +128,20 @@ def load_annotation(data_path, split: str, kind: str) -> dict:
     return _JSON_CACHE[key]
 
 
+def capture_annotation(data_path, split: str, kind: str, capture) -> tuple:
+    """The ``kind`` annotation's entry for ``capture`` and the file's path.
+
+    Raises:
+        KeyError: the file has no entry for the capture (naming the file and the capture).
+    """
+    data = load_annotation(data_path, split, kind)
+    path = annotation_path(data_path, split, kind)
+    key = capture_key(capture)
+    if key not in data:
+        raise KeyError(f"{path}: no entry for capture '{key}' ({capture_dirname(capture)})")
+    return data[key], path
+
+
 def clear_annotation_cache() -> None:
     """Forget parsed annotation files and cached camera image sizes."""
     _JSON_CACHE.clear()
@@ -237,12 +251,8 @@ def read_cameras(data_path, split: str, capture, names, image_size):
     """``Cameras`` (metres, OpenCV) of ``names`` in one capture from the camera JSON."""
     from utils.camera import Cameras, interhand_to_opencv
 
-    data = load_annotation(data_path, split, "camera")
-    path = annotation_path(data_path, split, "camera")
+    cam, path = capture_annotation(data_path, split, "camera", capture)
     ck = capture_key(capture)
-    if ck not in data:
-        raise KeyError(f"{path}: no entry for capture '{ck}' ({capture_dirname(capture)})")
-    cam = data[ck]
     for field_name in ("campos", "camrot", "focal", "princpt"):
         if field_name not in cam:
             raise KeyError(f"{path}: capture '{ck}' lacks the '{field_name}' table")
@@ -350,12 +360,8 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
         candidates = [f for f in all_frames if f in present]
 
     # MANO entries.
-    mano_all = load_annotation(data_path, split, "MANO_NeuralAnnot")
-    mano_file = annotation_path(data_path, split, "MANO_NeuralAnnot")
+    mano, mano_file = capture_annotation(data_path, split, "MANO_NeuralAnnot", capture)
     ck = capture_key(capture)
-    if ck not in mano_all:
-        raise KeyError(f"{mano_file}: no entry for capture '{ck}' ({capture})")
-    mano = mano_all[ck]
     sides = ("right", "left") if hand == "both" else (hand,)
     result = {}
     for side in sides:
