@@ -155,7 +155,7 @@ def main() -> None:
     timings["SRHand evaluation"] = stage(
         "srhand_eval", [py, "main.py", "--conf", "conf/synthetic/srhand.conf", "--eval", "--r", "--model_path",
                         str(runs["srhand"]), "--save_vis", *env_data],
-        runs["srhand"] / "metrics.json", args.fresh, logs)
+        runs["srhand"] / "vis", args.fresh, logs)  # training writes metrics.json too; --save_vis writes vis/
     total = time.time() - start
     report = write_report(out, runs, timings, total)
     print(f"report: {report}")
