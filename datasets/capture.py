@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from datasets import preprocess
+from utils.camera import image_hw
 
 # An image whose every channel stays below this (in [0, 1]) counts as all-black (InterHand issue #134).
 BLACK_THRESHOLD = 2.0 / 255.0
@@ -223,8 +224,8 @@ class CaptureSequence:
             ``mano_trans (3,)``, ``verts_world (778,3)``, ``joints_world (16,3)``, ``frame_id``,
             ``camera``, ``frame_index``, ``view_index``, ``hand_side``, ``is_black``.
         """
-        h, w = preprocess._hw(size)
-        hn, wn = preprocess._hw(normal_size) if normal_size is not None else (h, w)
+        h, w = image_hw(size)
+        hn, wn = image_hw(normal_size) if normal_size is not None else (h, w)
         K, R, t = self.camera_params(view_index)
         verts, joints = self.mano_frame(frame_index)
         box = self._crop_box(verts, frame_index, view_index, ratio)

@@ -13,13 +13,11 @@ of the projected MANO vertices and its side is ``max(box_w, box_h) / 0.8`` so th
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.camera import crop_affine_cv2, crop_intrinsics
+from utils.camera import crop_affine_cv2, crop_intrinsics, image_hw
 
 DEGRADATIONS = ("nearest", "bicubic", "area")
 
@@ -64,7 +62,7 @@ def warp_to_crop(image: np.ndarray, box, out_size, interpolation: str = "linear"
     """
     import cv2
 
-    h, w = _hw(out_size)
+    h, w = image_hw(out_size)
     image = np.ascontiguousarray(image)
     if interpolation == "area":
         shrink = float(box[2]) / max(h, w)
@@ -89,7 +87,7 @@ def warp_to_crop(image: np.ndarray, box, out_size, interpolation: str = "linear"
 
 def lr_size_for_scale(hr_size, scale: float) -> tuple[int, int]:
     """LR size ``(round(H / scale), round(W / scale))`` (at least 1 pixel) for a possibly non-integer scale."""
-    h, w = _hw(hr_size)
+    h, w = image_hw(hr_size)
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
     return max(1, int(round(h / scale))), max(1, int(round(w / scale)))
@@ -117,7 +115,7 @@ def degrade(hr: torch.Tensor, size=None, scale: float | None = None, mode: str =
     squeeze = hr.dim() == 3
     x = hr[None] if squeeze else hr
     H, W = x.shape[-2:]
-    h, w = lr_size_for_scale((H, W), scale) if size is None else _hw(size)
+    h, w = lr_size_for_scale((H, W), scale) if size is None else image_hw(size)
     if mode == "nearest":
         out = F.interpolate(x, size=(h, w), mode="nearest")
     elif mode == "bicubic":
@@ -178,7 +176,7 @@ def render_mask_and_normals(verts_world: torch.Tensor, faces: torch.Tensor, K: t
 
     if normal_space not in ("camera", "world"):
         raise ValueError(f"normal_space must be 'camera' or 'world', got {normal_space!r}")
-    h, w = _hw(size)
+    h, w = image_hw(size)
     renderer = get_renderer(backend)
     cams = Cameras(K=K, R=R, t=t, image_size=(h, w), names=[str(i) for i in range(K.shape[0])])
     clip = cams.to_clip(verts_world)
@@ -194,15 +192,6 @@ def render_mask_and_normals(verts_world: torch.Tensor, faces: torch.Tensor, K: t
         nmap = renderer.antialias(nmap, rast, clip, faces)
     return mask.permute(0, 3, 1, 2).contiguous(), nmap.permute(0, 3, 1, 2).contiguous()
 
-
-def _hw(size) -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)):
-        return int(size), int(size)
-    if isinstance(size, Sequence) or (isinstance(size, np.ndarray) and size.shape == (2,)) \
-            or (torch.is_tensor(size) and size.numel() == 2):
-        h, w = (int(s) for s in size)
-        return h, w
-    raise ValueError(f"size must be an int or (h, w), got {size!r}")
 
 
 __all__ = ["DEGRADATIONS", "square_crop_box", "crop_intrinsics", "warp_to_crop",

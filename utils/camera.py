@@ -38,7 +38,7 @@ def _as_tensor(x, dtype=None, device=None) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=dtype or torch.float32, device=device)
 
 
-def _hw(size) -> tuple[int, int]:
+def image_hw(size) -> tuple[int, int]:
     """``(H, W)`` from an int (square) or a pair; ValueError otherwise."""
     if isinstance(size, (int, np.integer)):
         h = w = int(size)
@@ -101,7 +101,7 @@ class Cameras:
         n = self.K.shape[0]
         _check_shape("Cameras.R", self.R, (n, 3, 3))
         _check_shape("Cameras.t", self.t, (n, 3))
-        self.image_size = _hw(self.image_size)
+        self.image_size = image_hw(self.image_size)
         self.names = [str(i) for i in range(n)] if not self.names else [str(s) for s in self.names]
         if len(self.names) != n:
             raise ValueError(f"Cameras.names has {len(self.names)} entries for {n} cameras")
@@ -311,7 +311,7 @@ def crop_intrinsics(K, box, out_size) -> torch.Tensor:
         )
     if bool((box[..., 2] <= 0).any()):
         raise ValueError(f"crop side must be positive, got box {box.tolist()}")
-    h, w = _hw(out_size)
+    h, w = image_hw(out_size)
     x0, y0, side = box.unbind(-1)
     zero, one = torch.zeros_like(side), torch.ones_like(side)
     sx, sy = w / side, h / side
@@ -335,7 +335,7 @@ def crop_affine_cv2(box, out_size) -> np.ndarray:
     x0, y0, side = (float(b) for b in box)
     if side <= 0:
         raise ValueError(f"crop side must be positive, got {side}")
-    h, w = _hw(out_size)
+    h, w = image_hw(out_size)
     sx, sy = w / side, h / side
     return np.array([[sx, 0.0, sx * (0.5 - x0) - 0.5], [0.0, sy, sy * (0.5 - y0) - 0.5]])
 
@@ -351,7 +351,7 @@ def clip_to_pixel(clip: torch.Tensor, image_size) -> tuple[torch.Tensor, torch.T
     """
     if clip.shape[-1] != 4:
         raise ValueError(f"clip must have shape (..., 4), got {tuple(clip.shape)}")
-    h, w = _hw(image_size)
+    h, w = image_hw(image_size)
     inv_w = 1.0 / clip[..., 3]
     u = (clip[..., 0] * inv_w + 1.0) * (0.5 * w)
     v = (clip[..., 1] * inv_w + 1.0) * (0.5 * h)
@@ -375,7 +375,7 @@ def pixel_to_clip(
         raise ValueError(
             f"uv_pix must be (..., 2) and depth (...), got {tuple(uv_pix.shape)} and " f"{tuple(depth.shape)}"
         )
-    h, w = _hw(image_size)
+    h, w = image_hw(image_size)
     x_ndc = 2.0 * uv_pix[..., 0] / w - 1.0
     y_ndc = 2.0 * uv_pix[..., 1] / h - 1.0
     return torch.stack([x_ndc * depth, y_ndc * depth, depth - 2.0 * near, depth], dim=-1)
