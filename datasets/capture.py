@@ -18,6 +18,8 @@ Conventions (docs/architecture.md, docs/data.md):
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -313,6 +315,51 @@ class CaptureSequence:
         if self.report["black_images"]:
             lines.append(f"  {len(self.report['black_images'])} all-black image(s) seen so far")
         return "\n".join(lines)
+
+
+def hand_joints(seq: CaptureSequence) -> torch.Tensor:
+    """(F, 21, 3) world hand joints in metres: MANO's 16 joints and the 5 fingertip vertices (the
+    InterHand2.6M joint set, in MANO order)."""
+    from utils.mano import MANO_FINGERTIP_VERTEX_IDS
+
+    verts, joints = seq.mano_forward()
+    tips = verts[:, list(MANO_FINGERTIP_VERTEX_IDS.values())]
+    return torch.cat([joints, tips], dim=1)
+
+
+def _noise_generator(seed: int, *keys) -> torch.Generator:
+    text = ":".join(str(k) for k in (seed, *keys)).encode()
+    return torch.Generator().manual_seed(int(hashlib.sha256(text).hexdigest()[:15], 16))
+
+
+def perturb_mano(seq: CaptureSequence, pose_std: float = 0.0, shape_std: float = 0.0, trans_std: float = 0.0,
+                 seed: int = 0) -> CaptureSequence:
+    """A copy of ``seq`` with Gaussian noise on its MANO parameters (fitting without ground-truth
+    parameters, paper Table 5).
+
+    The noise of a frame is drawn from ``(seed, frame number)``, so a frame gets the same parameters
+    whichever subset of the sequence is read (fitting frames, evaluation frames); the shape noise is
+    one draw per ``seed`` (one subject, one shape).
+
+    Args:
+        pose_std: radians, added to all 48 axis-angle values (global orientation + 15 joints).
+        shape_std: added to the 10 betas.
+        trans_std: metres, added to the translation.
+    """
+    for name, value in (("pose_std", pose_std), ("shape_std", shape_std), ("trans_std", trans_std)):
+        if not value >= 0:
+            raise ValueError(f"perturb_mano: {name} must be >= 0, got {value}")
+    pose, shape, trans = seq.mano_pose.clone(), seq.mano_shape.clone(), seq.mano_trans.clone()
+    d_shape = torch.randn(shape.shape[1], generator=_noise_generator(seed, "shape")) * shape_std
+    for f, frame_id in enumerate(seq.frame_ids):
+        gen = _noise_generator(seed, "frame", int(frame_id))
+        pose[f] += torch.randn(pose.shape[1], generator=gen) * pose_std
+        trans[f] += torch.randn(3, generator=gen) * trans_std
+        shape[f] += d_shape
+    noisy = dataclasses.replace(seq, mano_pose=pose, mano_shape=shape, mano_trans=trans)
+    if "hand_model" in seq._cache:
+        noisy._cache["hand_model"] = seq._cache["hand_model"]
+    return noisy
 
 
 def is_black(image: np.ndarray, threshold: float = BLACK_THRESHOLD) -> bool:

@@ -121,3 +121,31 @@ def test_sample_on_the_procedural_hand(tmp_path):
     n32 = s["normal_map"].norm(dim=0)
     assert ((n32 - 1).abs() < 1e-3).sum() > 100
     assert not s["is_black"]
+
+
+def test_perturb_mano_is_per_frame_deterministic_and_measured(tmp_path):
+    from datasets.capture import hand_joints, perturb_mano
+    from utils.metrics3d import mpjpe_mm
+
+    seq = _sequence(tmp_path, num_frames=4, mano_trans=np.tile([0.0, 0.0, 0.4], (4, 1)))
+    same = perturb_mano(seq)
+    assert torch.equal(same.mano_pose, seq.mano_pose) and torch.equal(same.mano_trans, seq.mano_trans)
+
+    noisy = perturb_mano(seq, pose_std=0.05, shape_std=0.3, trans_std=0.004, seed=3)
+    assert not torch.equal(noisy.mano_pose, seq.mano_pose) and torch.equal(seq.mano_pose, torch.zeros(4, 48))
+    # A frame's noise depends on (seed, frame number) only: perturbing a subset gives the same parameters.
+    sub = perturb_mano(seq.select(frames=[3, 1]), pose_std=0.05, shape_std=0.3, trans_std=0.004, seed=3)
+    for key in ("mano_pose", "mano_shape", "mano_trans"):
+        assert torch.equal(getattr(sub, key), getattr(noisy, key)[[3, 1]]), key
+    # One shape per subject; another seed, other noise.
+    assert torch.equal(noisy.mano_shape, noisy.mano_shape[:1].expand(4, 10))
+    other = perturb_mano(seq, pose_std=0.05, seed=4)
+    assert not torch.allclose(other.mano_pose, noisy.mano_pose)
+    # Translation noise moves every joint by the same vector: MPJPE = |delta t|, per frame.
+    moved = perturb_mano(seq, trans_std=0.01, seed=1)
+    expected = 1000 * (moved.mano_trans - seq.mano_trans).norm(dim=-1)
+    joints = hand_joints(seq)
+    assert joints.shape == (4, 21, 3)
+    assert torch.allclose(mpjpe_mm(hand_joints(moved), joints).float(), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="pose_std must be >= 0"):
+        perturb_mano(seq, pose_std=-1.0)

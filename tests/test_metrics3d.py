@@ -7,6 +7,7 @@ import torch
 
 from utils.metrics3d import (
     inconsistency,
+    mpjpe_mm,
     p2p_mm,
     point_to_surface_distance,
     point_to_surface_distance_brute,
@@ -135,3 +136,13 @@ def test_inconsistency_hand_computed():
     # windows of 2 samples: (0,1) -> vertex 0 var 1/16, vertex 2 var 0; (1,2) -> vertex 0 var 1/16
     assert inconsistency(colors, vis, window=2) == pytest.approx(((1 / 16) / 2 + 1 / 16) / 2)
     assert math.isnan(inconsistency(colors[:1], vis[:1]))
+
+
+def test_mpjpe_mm_hand_computed():
+    gt = torch.zeros(2, 3, 3)
+    pred = gt.clone()
+    pred[0, :, 0] = 0.003  # 3 mm along x for every joint of frame 0
+    pred[1, 0] = torch.tensor([0.0, 0.003, 0.004])  # 5 mm for one of three joints of frame 1
+    assert torch.allclose(mpjpe_mm(pred, gt), torch.tensor([3.0, 5.0 / 3], dtype=torch.float64))
+    with pytest.raises(ValueError, match="must be equal"):
+        mpjpe_mm(pred[:, :2], gt)

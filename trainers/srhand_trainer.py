@@ -369,6 +369,7 @@ class SRHandTrainer:
         self.perceptual = None
         self._renderer = None
         self._epochs_this_run = 0
+        self.mano_noise_mpjpe: dict[int, float] = {}  # frame id -> MPJPE (mm) of the perturbed parameters
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -394,10 +395,46 @@ class SRHandTrainer:
             raise FileNotFoundError(
                 f"data.data_path = {root!r} is not a folder. Generate the synthetic captures with "
                 "`python scripts/make_synthetic.py` or point data.data_path (or $SRHAND_DATA) at InterHand2.6M.")
-        return read_interhand_sequence(
+        seq = read_interhand_sequence(
             root, d.get_string("split"), d.get_string("capture"), d.get_string("sequence"), hand=d.get_string("hand"),
             cameras=cameras, num_frames=num_frames, frame_mode=frame_mode, frame_ids=frame_ids,
             drop_cameras=tuple(d.get_list("drop_cam")), mano_dir=d.get_string("mano_dir") or None)
+        return self._perturb_mano(seq)
+
+    def _mano_noise(self) -> dict:
+        n = self.conf.get_config("data.mano_noise")
+        stds = {k: n.get_float(k) for k in ("pose_std", "shape_std", "trans_std")}
+        for key, value in stds.items():
+            if not value >= 0:
+                raise ConfigError(f"data.mano_noise.{key} must be >= 0, got {value}")
+        return {**stds, "seed": n.get_int("seed")} if any(stds.values()) else {}
+
+    def _perturb_mano(self, seq):
+        """``data.mano_noise``: the sequence with noisy MANO parameters (paper Table 5); records the MPJPE."""
+        from datasets.capture import hand_joints, perturb_mano
+        from utils.metrics3d import mpjpe_mm
+
+        noise = self._mano_noise()
+        if not noise:
+            return seq
+        noisy = perturb_mano(seq, **noise)
+        errors = mpjpe_mm(hand_joints(noisy), hand_joints(seq))
+        self.mano_noise_mpjpe.update({int(f): float(e) for f, e in zip(seq.frame_ids, errors)})
+        self.log.warning("data.mano_noise %s: MANO parameters of %d frames of %s perturbed, MPJPE %.2f mm",
+                         noise, seq.num_frames, seq.name, float(errors.mean()))
+        return noisy
+
+    def mano_noise_report(self, fit_frames: Sequence[int], eval_frames: Sequence[int]) -> dict | None:
+        """The noise settings and the MPJPE (mm) of the perturbed parameters on the fitting and evaluated frames."""
+        noise = self._mano_noise()
+        if not noise:
+            return None
+
+        def mean(frames):
+            values = [self.mano_noise_mpjpe[int(f)] for f in frames if int(f) in self.mano_noise_mpjpe]
+            return float(np.mean(values)) if values else None
+
+        return {**noise, "mpjpe_mm": mean(eval_frames), "mpjpe_mm_fit": mean(fit_frames)}
 
     # ------------------------------------------------------------------ data
     def build_data(self) -> SequenceData:
@@ -951,7 +988,7 @@ class SRHandTrainer:
             "fit": {"sequence": self.seq.name, "frame_ids": list(d.frame_ids), "cameras": list(d.camera_names),
                     "camera_centres": camera_centres(d.R, d.t).cpu(),
                     "hr_size": int(d.size[0]), "lr_size": self.conf.get_int("data.lr_size"),
-                    "degradation": self.conf.get_string("data.degradation")},
+                    "degradation": self.conf.get_string("data.degradation"), "mano_noise": self._mano_noise()},
         }
 
     def _state(self) -> dict:
@@ -1044,6 +1081,9 @@ class SRHandTrainer:
         if ckpt.get("hand", {}).get("side") != self.seq.hand_side:
             raise SRHandInputError(f"{where} is a {ckpt.get('hand', {}).get('side')} hand, data.hand = "
                                    f"{self.seq.hand_side!r}")
+        if fit.get("mano_noise", {}) != self._mano_noise():
+            raise SRHandInputError(f"{where} was fitted with data.mano_noise = {fit.get('mano_noise', {})}, this "
+                                   f"config has {self._mano_noise()}: resume with the run's own data settings")
 
     # ------------------------------------------------------------------ evaluation
     def load_for_eval(self, model_path: str | Path, implicit_path: str | None = None) -> None:
@@ -1058,6 +1098,10 @@ class SRHandTrainer:
             raise SRHandInputError(str(err)) from None
         self.eval_ckpt = ckpt
         self.model_folder = path.parent
+        fitted_noise = ckpt.get("fit", {}).get("mano_noise", {})
+        if fitted_noise != self._mano_noise():
+            self.log.warning("%s was fitted with data.mano_noise = %s, evaluated with %s (set data.mano_noise to "
+                             "evaluate on the parameters it was fitted with)", path, fitted_noise, self._mano_noise())
         side = ckpt["hand"]["side"]
         if side != self.conf.get_string("data.hand"):
             raise SRHandInputError(f"{path} is a {side} hand, data.hand = {self.conf.get_string('data.hand')!r}")
@@ -1291,6 +1335,7 @@ class SRHandTrainer:
             "inconsistency": {"sr": incon["sr"], "gt_hr": incon["gt_hr"], "bicubic": incon["bicubic"],
                               "window": window},
             "finetune_rounds": ckpt.get("history", self.history),
+            "mano_noise": self.mano_noise_report(fit["frame_ids"], frames),
             "eval_seconds": seconds,
         }
         if self.timing:

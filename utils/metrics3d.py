@@ -32,6 +32,7 @@ __all__ = [
     "point_to_surface_distance",
     "point_to_surface_distance_brute",
     "p2p_mm",
+    "mpjpe_mm",
     "sample_at_pixels",
     "inconsistency",
 ]
@@ -253,6 +254,19 @@ def p2p_mm(
     d_pred_to_gt = point_to_surface_distance(pts_pred, gt_verts, gt_faces).mean()
     d_gt_to_pred = point_to_surface_distance(pts_gt, pred_verts, pred_faces).mean()
     return float(1000.0 * (d_pred_to_gt + d_gt_to_pred) / 2)
+
+
+def mpjpe_mm(joints: torch.Tensor, joints_gt: torch.Tensor) -> torch.Tensor:
+    """Mean per-joint position error in millimetres, per frame.
+
+    Args:
+        joints, joints_gt: ``(F, J, 3)`` metres, same frame (no alignment).
+    Returns:
+        ``(F,)`` mean over the J joints of the Euclidean distance, times 1000.
+    """
+    if joints.shape != joints_gt.shape or joints.shape[-1] != 3:
+        raise ValueError(f"mpjpe_mm: joints {tuple(joints.shape)} and {tuple(joints_gt.shape)} must be equal (F, J, 3)")
+    return 1000.0 * (joints.double() - joints_gt.double()).norm(dim=-1).mean(dim=-1)
 
 
 def sample_at_pixels(images: torch.Tensor, uv_pix: torch.Tensor) -> torch.Tensor:
