@@ -3,17 +3,24 @@
 Every row is produced by the project's own entry scripts and configs (run as subprocesses), never by
 a separate code path:
 
-* ``sr``     (Table 3 / issue 4): bicubic, LIIF, GIIF (no discriminator), GIIF + discriminator on the
-             held-out SR validation subjects at x4, x8, x12.8, x16, all trained for the same number of
-             steps with ``conf/synthetic/{liif,giif,disc}.conf``;
-* ``srhand`` (Table 1): the SR-source x reconstruction rows of ``main.py`` on the held-out
-             reconstruction subject (``conf/synthetic/srhand.conf`` with ``--set`` overrides);
-* ``speed``: renderer forward/backward (``scripts/benchmark_render.py``), GIIF decode throughput
-             (``scripts/benchmark_giif.py``), on the machine at hand.
+* ``sr``       (Table 3): bicubic, LIIF, GIIF without discriminator (LIIF with normals), GIIF + D on the
+               held-out SR validation subjects at x4, x8, x12.8, x16 (``main_giif.py``, ``main_disc.py``);
+* ``srhand``   (Table 1): SR source x reconstruction rows of ``main.py`` on the held-out reconstruction
+               subject: bicubic + Ours, LIIF + XHand, GIIF w/o ftd. + XHand / Ours, GIIF w/ ftd. + XHand,
+               SRHand, hr + Ours;
+* ``ablation`` (Table 4(b)): fine-tuning with L_con, + L_wave, + L_D (``--set finetune.weights.*``);
+* ``noise``    (Table 5): SRHand from MANO parameters with Gaussian noise (~10 mm MPJPE) vs the GT ones;
+* ``speed``:   renderer forward/backward, GIIF decode throughput, one SRHand training and fine-tuning
+               step with peak memory (``scripts/benchmark_{render,giif,srhand_step}.py``).
 
-    python scripts/benchmark.py                       # CPU scale, all sections
-    python scripts/benchmark.py --sections sr speed   # a subset
-    python scripts/benchmark.py --steps 600           # longer SR training
+Every main.py row runs with seeds 0, 1, 2 (mean ± std). ``--scale cpu`` (default) uses
+``conf/synthetic/*.conf`` on ``data/synthetic``: the committed tables. ``--scale paper`` uses
+``conf/synthetic/paper/*.conf`` (the paper's model sizes and schedules) on ``data/synthetic_paper``
+(``python scripts/make_synthetic.py --preset paper --out data/synthetic_paper``): a GPU job.
+
+    python scripts/benchmark.py                        # CPU scale, all sections (about 2 h on 2 cores)
+    python scripts/benchmark.py --sections sr speed    # a subset
+    python scripts/benchmark.py --scale paper --jobs 1 # paper scale (GPU), to benchmarks/results_paper.*
 
 Runs reuse an existing run folder under ``--work`` unless ``--fresh``.
 """
@@ -35,13 +42,13 @@ REPO = Path(__file__).resolve().parents[1]
 SR_SCALES = ("x4", "x8", "x12.8", "x16")
 
 
-def run(cmd: list[str], log: Path) -> float:
-    """Run ``cmd`` in the repository, teeing nothing; returns seconds. Raises on failure."""
+def run(cmd: list[str], log: Path, env: dict | None = None) -> float:
+    """Run ``cmd`` in the repository, output to ``log``; returns seconds. Raises on failure."""
     start = time.time()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as handle:
         result = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     if result.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-20:])
         raise SystemExit(f"benchmark step failed ({' '.join(cmd)}):\n{tail}\nfull log: {log}")
@@ -69,38 +76,54 @@ def git_rev() -> str:
 
 
 # ---------------------------------------------------------------------------------------------- SR
+# Configs per scale: CPU-sized (the committed tables) and the paper's sizes on the paper-preset data.
+CONFS = {
+    "cpu": {"giif": "conf/synthetic/giif.conf", "liif": "conf/synthetic/liif.conf",
+            "disc": "conf/synthetic/disc.conf", "srhand": "conf/synthetic/srhand.conf"},
+    "paper": {"giif": "conf/synthetic/paper/giif.conf", "liif": "conf/synthetic/paper/liif.conf",
+              "disc": "conf/synthetic/paper/disc.conf", "srhand": "conf/synthetic/paper/srhand.conf"},
+}
+SCALE_DEFAULTS = {  # --data, --work, results file stem, SR steps, discriminator-stage steps (0 = the config's epochs)
+    "cpu": ("data/synthetic", "outputs/benchmark", "results", 324, 108),
+    "paper": ("data/synthetic_paper", "outputs/benchmark_paper", "results_paper", 0, 0),
+}
+
+
+def _steps_sets(steps: int) -> list[str]:
+    return ["--set", f"train.max_steps={steps}", "--set", "train.epochs=1000"] if steps > 0 else []
+
+
+def sr_jobs(args, work: Path) -> list[tuple[str, Path, list[str]]]:
+    """(name, run folder, command) of the SR section, in dependency order."""
+    py, confs = sys.executable, CONFS[args.scale]
+    data = ["--set", f"data.data_path={args.data}"]
+    giif = work / "sr_giif"
+    jobs = [(name, work / f"sr_{name}", [py, "main_giif.py", "--conf", confs[name], "--out", str(work / f"sr_{name}"),
+                                        *data, *_steps_sets(args.steps)])
+            for name in ("liif", "giif")]
+    # Stage 2 continues GIIF for disc_steps more steps; with the adversarial weight at 0 it gives the same
+    # extra steps and schedule without the discriminator's gradient (GIIF + D compared at equal cost).
+    for name, extra in (("disc", []), ("giif_noadv", ["--set", "adv.adv_weight=0.0"])):
+        jobs.append((name, work / f"sr_{name}", [py, "main_disc.py", "--conf", confs["disc"], "--out",
+                                                 str(work / f"sr_{name}"), "--model_path", str(giif / "giif.pth"),
+                                                 *data, *extra, *_steps_sets(args.disc_steps)]))
+    return jobs
+
+
 def section_sr(args, work: Path) -> dict:
-    py = sys.executable
-    common = ["--set", f"data.data_path={args.data}", "--set", f"train.max_steps={args.steps}",
-              "--set", "train.epochs=1000"]
-    runs = {"liif": work / "sr_liif", "giif": work / "sr_giif", "disc": work / "sr_disc"}
     timings = {}
-    for name, conf in (("liif", "conf/synthetic/liif.conf"), ("giif", "conf/synthetic/giif.conf")):
-        if args.fresh or not (runs[name] / "metrics.json").is_file():
-            timings[name] = run([py, "main_giif.py", "--conf", conf, "--out", str(runs[name]), *common],
-                                work / "logs" / f"sr_{name}.log")
-    if args.fresh or not (runs["disc"] / "metrics.json").is_file():
-        # The discriminator stage continues GIIF for disc_steps more steps.
-        timings["disc"] = run([py, "main_disc.py", "--conf", "conf/synthetic/disc.conf", "--out", str(runs["disc"]),
-                               "--model_path", str(runs["giif"] / "giif.pth"), "--set", f"data.data_path={args.data}",
-                               "--set", f"train.max_steps={args.disc_steps}", "--set", "train.epochs=1000"],
-                              work / "logs" / "sr_disc.log")
-    runs["giif_noadv"] = work / "sr_giif_noadv"
-    if args.fresh or not (runs["giif_noadv"] / "metrics.json").is_file():
-        # Stage 2 with the adversarial weight at 0: the same extra steps and schedule without the
-        # discriminator's gradient, so the GIIF + D row is compared at equal cost.
-        timings["giif_noadv"] = run([py, "main_disc.py", "--conf", "conf/synthetic/disc.conf", "--out",
-                                     str(runs["giif_noadv"]), "--model_path", str(runs["giif"] / "giif.pth"),
-                                     "--set", f"data.data_path={args.data}", "--set", "adv.adv_weight=0.0",
-                                     "--set", f"train.max_steps={args.disc_steps}", "--set", "train.epochs=1000"],
-                                    work / "logs" / "sr_giif_noadv.log")
-    reports = {k: json.loads((v / "metrics.json").read_text()) for k, v in runs.items()}
+    for name, run_dir, cmd in sr_jobs(args, work):
+        if args.fresh or not (run_dir / "metrics.json").is_file():
+            timings[name] = run(cmd, work / "logs" / f"sr_{name}.log")
+    reports = {name: json.loads((run_dir / "metrics.json").read_text()) for name, run_dir, _ in sr_jobs(args, work)}
+    steps = f"{args.steps} steps" if args.steps > 0 else "the config's epochs"
+    both = f"{args.steps} + {args.disc_steps} steps" if args.steps > 0 else "both stages' epochs"
     rows = {
         "bicubic": reports["giif"]["results"]["bicubic"],
-        f"LIIF ({args.steps} steps)": reports["liif"]["results"]["giif"],
-        f"GIIF w/o D ({args.steps} steps)": reports["giif"]["results"]["giif"],
-        f"GIIF w/o D ({args.steps} + {args.disc_steps} steps, stage 2 with adv_weight 0)": reports["giif_noadv"]["results"]["giif"],
-        f"GIIF + D ({args.steps} + {args.disc_steps} steps)": reports["disc"]["results"]["giif"],
+        f"LIIF ({steps})": reports["liif"]["results"]["giif"],
+        f"GIIF w/o D ({steps})": reports["giif"]["results"]["giif"],
+        f"GIIF w/o D ({both}, stage 2 with adv_weight 0)": reports["giif_noadv"]["results"]["giif"],
+        f"GIIF + D ({both})": reports["disc"]["results"]["giif"],
     }
     return {"rows": rows, "perceptual": reports["giif"]["perceptual"], "num_images": reports["giif"]["num_images"],
             "degradation": reports["giif"]["degradation"], "seconds": timings}
@@ -128,56 +151,164 @@ def sr_markdown(result: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- SRHand
-SRHAND_ROWS = {  # Table 1 rows: SR source x reconstruction, all from conf/synthetic/srhand.conf
-    "bicubic + Ours": ["sr_source=bicubic"],
-    "GIIF w/o ftd. + XHand": ["sr_source=giif", "model.use_enh=false"],
-    "GIIF w/o ftd. + Ours": ["sr_source=giif"],
-    "GIIF w/ ftd. + XHand": ["sr_source=giif_finetuned", "model.use_enh=false"],
-    "SRHand (GIIF w/ ftd. + Ours)": ["sr_source=giif_finetuned"],
-    "hr + Ours (upper bound)": ["sr_source=hr"],
+# main.py rows on the held-out reconstruction subject, all from conf/synthetic/srhand.conf with --set
+# overrides: key -> (label, overrides, GIIF checkpoint: "giif" = stage-2 GIIF, "liif" = LIIF, no normals).
+SRHAND_RUNS = {
+    "bicubic_ours": ("bicubic + Ours", ["sr_source=bicubic"], "giif"),
+    "liif_xhand": ("LIIF + XHand", ["sr_source=giif", "model.use_enh=false"], "liif"),
+    "giif_xhand": ("GIIF w/o ftd. + XHand", ["sr_source=giif", "model.use_enh=false"], "giif"),
+    "giif_ours": ("GIIF w/o ftd. + Ours", ["sr_source=giif"], "giif"),
+    "ftd_xhand": ("GIIF w/ ftd. + XHand", ["sr_source=giif_finetuned", "model.use_enh=false"], "giif"),
+    "srhand": ("SRHand (GIIF w/ ftd. + Ours)", ["sr_source=giif_finetuned"], "giif"),
+    "hr_ours": ("hr + Ours (upper bound)", ["sr_source=hr"], "giif"),
+    # Table 4(b): the fine-tuning loss terms (pose consistency belongs to the consistency term).
+    "ft_con": ("w/ ftd.: L_con", ["sr_source=giif_finetuned", "finetune.weights.wavelet=0",
+                                  "finetune.weights.disc=0"], "giif"),
+    "ft_con_wav": ("w/ ftd.: L_con + L_wave", ["sr_source=giif_finetuned", "finetune.weights.disc=0"], "giif"),
+    # Table 5: SRHand from noisy MANO parameters (fitting and evaluation), see data.mano_noise.
+    "srhand_noisy": ("SRHand, noisy MANO parameters", ["sr_source=giif_finetuned"], "giif"),
 }
+TABLES = {  # section -> (row keys, label overrides)
+    "srhand": (["bicubic_ours", "liif_xhand", "giif_xhand", "giif_ours", "ftd_xhand", "srhand", "hr_ours"], {}),
+    "ablation": (["giif_ours", "ft_con", "ft_con_wav", "srhand"],
+                 {"giif_ours": "w/o ftd.", "srhand": "w/ ftd.: L_con + L_wave + L_D (SRHand)"}),
+    "noise": (["srhand_noisy", "srhand"], {"srhand": "SRHand, ground-truth MANO parameters"}),
+}
+# Gaussian noise on the MANO parameters for Table 5, about 10 mm MPJPE on the synthetic subject (the
+# paper's 9.54 mm); the measured MPJPE is reported with the row.
+NOISE_SETS = ["data.mano_noise.pose_std=0.045", "data.mano_noise.trans_std=0.004", "data.mano_noise.shape_std=0.3"]
+
+
+def srhand_jobs(args, work: Path, keys: list[str], check_models: bool = True) -> list[tuple[str, int, Path, list[str]]]:
+    """(key, seed, run folder, command) of every run of ``keys`` x ``args.seeds``."""
+    models_by_kind = {"giif": Path(args.giif_model), "liif": Path(args.liif_model)}
+    jobs = []
+    for key in keys:
+        _, sets, kind = SRHAND_RUNS[key]
+        model = models_by_kind[kind]
+        if check_models and not model.is_file():
+            raise SystemExit(f"{model}: no {kind.upper()} checkpoint for row {key!r}; run the SR section or "
+                             f"`make demo` first (or pass --{kind}_model)")
+        if key == "srhand_noisy":
+            sets = sets + NOISE_SETS
+        for seed in args.seeds:
+            run_dir = work / "srhand" / f"{key}_s{seed}"
+            cmd = [sys.executable, "main.py", "--conf", CONFS[args.scale]["srhand"], "--out", str(run_dir),
+                   "--set", f"data.data_path={args.data}", "--set", f"giif_model={model}",
+                   "--set", f"disc_model={Path(args.giif_model).parent / 'disc.pth'}", "--set", f"seed={seed}"]
+            for item in sets:
+                cmd += ["--set", item]
+            jobs.append((key, seed, run_dir, cmd))
+    return jobs
+
+
+def run_jobs(jobs, work: Path, parallel: int, fresh: bool) -> dict:
+    """Run the jobs whose run folder has no metrics.json (all with ``fresh``), ``parallel`` at a time,
+    each with ``cpu_count // parallel`` threads. Returns seconds per run folder name."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [j for j in jobs if fresh or not (j[2] / "metrics.json").is_file()]
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, parallel)))
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    seen, todo_unique = set(), []
+    for job in todo:
+        if job[2] not in seen:
+            seen.add(job[2])
+            todo_unique.append(job)
+    print(f"[benchmark] {len(todo_unique)} main.py run(s) to do, {parallel} at a time", flush=True)
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        futures = {j[2].name: pool.submit(run, j[3], work / "logs" / f"srhand_{j[2].name}.log", env)
+                   for j in todo_unique}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def _row_metrics(run_dir: Path) -> dict:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    pk = m.get("perceptual_key", "lpips")
+    sr = (m.get("sr") or {}).get("all") or {}
+    render = m["render"]["all"]
+    return {"sr_psnr": sr.get("psnr_masked"), "sr_perc": sr.get(f"{pk}_masked"),
+            "render_psnr": render["psnr_masked"], "render_perc": render[f"{pk}_masked"],
+            "p2p_mm": m["p2p_mm"], "p2p_mm_mano": m.get("p2p_mm_mano"),
+            "inconsistency": (m.get("inconsistency") or {}).get("sr"),
+            "mano_noise_mpjpe_mm": (m.get("mano_noise") or {}).get("mpjpe_mm"),
+            "perceptual": m.get("perceptual")}
+
+
+def _mean_std(values: list) -> tuple:
+    import statistics
+
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def srhand_table(args, work: Path, table: str) -> dict:
+    keys, labels = TABLES[table]
+    jobs = srhand_jobs(args, work, keys)
+    seconds = run_jobs(jobs, work, args.jobs, args.fresh)
+    rows = {}
+    for key in keys:
+        runs = {seed: _row_metrics(work / "srhand" / f"{key}_s{seed}") for seed in args.seeds}
+        first = next(iter(runs.values()))
+        summary = {}
+        for metric in first:
+            if metric == "perceptual":
+                continue
+            mean, std = _mean_std([r[metric] for r in runs.values()])
+            summary[metric] = {"mean": mean, "std": std}
+        rows[labels.get(key, SRHAND_RUNS[key][0])] = {"key": key, "perceptual": first["perceptual"],
+                                                       "seeds": runs, "summary": summary}
+    return {"rows": rows, "seeds": list(args.seeds), "seconds": seconds,
+            "noise_sets": NOISE_SETS if table == "noise" else None}
+
+
+def _fmt(stat: dict, digits: int) -> str:
+    if stat["mean"] is None:
+        return "-"
+    text = f"{stat['mean']:.{digits}f}"
+    return text + (f" ± {stat['std']:.{digits}f}" if stat["std"] is not None else "")
+
+
+def srhand_markdown(result: dict, extra: list[str] | None = None) -> list[str]:
+    first = next(iter(result["rows"].values()))
+    perc = first["perceptual"] or "perceptual"
+    seeds = result["seeds"]
+    lines = [f"Held-out frames and cameras of the reconstruction subject, inside the MANO mask; perceptual metric "
+             f"{perc}. Mean ± standard deviation over seeds {', '.join(map(str, seeds))} (initialisation and "
+             "shuffles of main.py; the SR models are the same).", ""]
+    extra_cols = extra or []
+    header = f"| row | SR PSNR | SR {perc} | render PSNR | render {perc} | P2P (mm) | inconsistency |"
+    header += "".join(f" {name} |" for name, _, _ in extra_cols)
+    lines += [header, "|---|---|---|---|---|---|---|" + "---|" * len(extra_cols)]
+    for name, row in result["rows"].items():
+        s = row["summary"]
+        cells = [_fmt(s["sr_psnr"], 2), _fmt(s["sr_perc"], 4), _fmt(s["render_psnr"], 2), _fmt(s["render_perc"], 4),
+                 _fmt(s["p2p_mm"], 3), _fmt(s["inconsistency"], 4)]
+        cells += [_fmt(s[key], digits) for _, key, digits in extra_cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def section_srhand(args, work: Path) -> dict:
-    py = sys.executable
-    giif = Path(args.giif_model)
-    if not giif.is_file():
-        raise SystemExit(f"{giif}: no stage-2 GIIF; run the SR section or `make demo` first (or pass --giif_model)")
-    rows, timings = {}, {}
-    for index, (name, sets) in enumerate(SRHAND_ROWS.items()):
-        run_dir = work / f"srhand_{index}"
-        if args.fresh or not (run_dir / "metrics.json").is_file():
-            cmd = [py, "main.py", "--conf", "conf/synthetic/srhand.conf", "--out", str(run_dir),
-                   "--set", f"data.data_path={args.data}", "--set", f"giif_model={giif}",
-                   "--set", f"disc_model={giif.parent / 'disc.pth'}"]
-            for item in sets:
-                cmd += ["--set", item]
-            timings[name] = run(cmd, work / "logs" / f"srhand_{index}.log")
-        m = json.loads((run_dir / "metrics.json").read_text())
-        pk = m.get("perceptual_key", "lpips")
-        sr = (m.get("sr") or {}).get("all") or {}
-        render = m["render"]["all"]
-        rows[name] = {"sr_psnr": sr.get("psnr_masked"), "sr_perc": sr.get(f"{pk}_masked"),
-                      "render_psnr": render["psnr_masked"], "render_perc": render[f"{pk}_masked"],
-                      "p2p_mm": m["p2p_mm"], "inconsistency": (m.get("inconsistency") or {}).get("sr"),
-                      "perceptual": m.get("perceptual")}
-    return {"rows": rows, "seconds": timings}
+    return srhand_table(args, work, "srhand")
 
 
-def srhand_markdown(result: dict) -> list[str]:
-    perc = next(iter(result["rows"].values()))["perceptual"] or "perceptual"
+def section_ablation(args, work: Path) -> dict:
+    return srhand_table(args, work, "ablation")
 
-    def fmt(value, digits):
-        return "-" if value is None else f"{value:.{digits}f}"
 
-    lines = [f"Held-out frames of the reconstruction subject, inside the GT MANO mask; perceptual metric {perc}. "
-             "Single runs: the run-to-run spread at this scale (~0.3 dB render PSNR, ~0.09 mm P2P) is as large "
-             "as the gaps between the LR-input rows.", "",
-             f"| SR source + reconstruction | SR PSNR / {perc} | render PSNR / {perc} | P2P (mm) | inconsistency |",
-             "|---|---|---|---|---|"]
-    for name, r in result["rows"].items():
-        lines.append(f"| {name} | {fmt(r['sr_psnr'], 2)} / {fmt(r['sr_perc'], 4)} | {fmt(r['render_psnr'], 2)} / "
-                     f"{fmt(r['render_perc'], 4)} | {fmt(r['p2p_mm'], 3)} | {fmt(r['inconsistency'], 4)} |")
+def section_noise(args, work: Path) -> dict:
+    return srhand_table(args, work, "noise")
+
+
+def noise_markdown(result: dict) -> list[str]:
+    lines = srhand_markdown(result, extra=[("MPJPE of the input (mm)", "mano_noise_mpjpe_mm", 2),
+                                           ("input MANO P2P (mm)", "p2p_mm_mano", 3)])
+    lines += ["", "Noise (`--set`): " + ", ".join(f"`{s}`" for s in result["noise_sets"] or []) + "; it is applied "
+              "to every frame the run reads (fitting and evaluation), so the crops, MANO masks and normal maps "
+              "follow the noisy hand as they would with estimated parameters."]
     return lines
 
 
@@ -185,8 +316,13 @@ def srhand_markdown(result: dict) -> list[str]:
 def section_speed(args, work: Path) -> dict:
     py = sys.executable
     out = {}
-    for name, cmd in (("render", [py, "scripts/benchmark_render.py", "--repeats", "5"]),
-                      ("giif_decode", [py, "scripts/benchmark_giif.py"])):
+    steps = [("render", [py, "scripts/benchmark_render.py", "--repeats", "5"]),
+             ("giif_decode", [py, "scripts/benchmark_giif.py"]),
+             ("srhand_step_cpu", [py, "scripts/benchmark_srhand_step.py", "--size", "cpu", "--data", args.data])]
+    if args.paper_steps:
+        steps.append(("srhand_step_paper", [py, "scripts/benchmark_srhand_step.py", "--size", "paper", "--data",
+                                            args.data, "--steps", "2", "--parts", *args.paper_steps]))
+    for name, cmd in steps:
         log = work / "logs" / f"speed_{name}.log"
         run(cmd, log)
         last = log.read_text().strip().splitlines()[-1]
@@ -195,31 +331,79 @@ def section_speed(args, work: Path) -> dict:
 
 
 def speed_markdown(result: dict) -> list[str]:
-    lines = ["Renderer (rasterize + interpolate + antialias, one view):", "",
+    lines = ["Renderer (rasterize + interpolate + antialias, one view, the 3x-subdivided hand):", "",
              "| resolution | faces | forward (ms) | forward + backward (ms) |", "|---|---|---|---|"]
     for row in result.get("render", []):
         lines.append(f"| {row['res']} | {row['faces']} | {row['ms_forward']:.1f} | {row['ms_forward_backward']:.1f} |")
-    lines += ["", "GIIF decode throughput:", "", "```", json.dumps(result.get("giif_decode"), indent=1), "```"]
+    decode = result.get("giif_decode")
+    if decode:
+        lines += ["", "GIIF decode throughput (no gradient, every output pixel queried):", "",
+                  "| model | parameters (M) | output | encode (ms) | encode + query (ms) | output MP/s |", "|---|---|---|---|---|---|"]
+        for row in decode.get("results", []):
+            lines.append(f"| {row['size']} | {row['params_M']:.2f} | {row['out']}x{row['out']} | "
+                         f"{1000 * row['encode_s']:.0f} | {1000 * row['decode_s']:.0f} | {row['decode_MPps']:.3f} |")
+    step_rows = [(k, v) for k, v in result.items() if k.startswith("srhand_step")]
+    if step_rows:
+        lines += ["", "SRHand steps (`scripts/benchmark_srhand_step.py`; peak memory on CPU is the process's peak "
+                  "resident set, data and models included):", "",
+                  "| config | vertices | px | step | views | ms | peak MiB |", "|---|---|---|---|---|---|---|"]
+        for _, info in step_rows:
+            for row in info["rows"]:
+                lines.append(f"| {info['config']} | {info['vertices']} | {info['resolution'][0]} | {row['part']} | "
+                             f"{row['views']} | {row['ms']:.0f} | {row['peak_mib']:.0f} |")
     return lines
 
 
 SECTIONS = {"sr": (section_sr, sr_markdown, "Super-resolution (paper Table 3, synthetic data)"),
             "srhand": (section_srhand, srhand_markdown, "3D reconstruction from SR images (paper Table 1, synthetic data)"),
+            "ablation": (section_ablation, srhand_markdown, "Fine-tuning loss ablation (paper Table 4(b), synthetic data)"),
+            "noise": (section_noise, noise_markdown, "Noisy MANO parameters (paper Table 5, synthetic data)"),
             "speed": (section_speed, speed_markdown, "Speed")}
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", choices=list(CONFS), default="cpu",
+                        help="cpu: CPU-sized configs (the committed tables); paper: the paper's model sizes and "
+                             "schedules on the paper-preset synthetic data (a GPU job)")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
-    parser.add_argument("--data", default=str(REPO / "data" / "synthetic"))
-    parser.add_argument("--work", default=str(REPO / "outputs" / "benchmark"), help="run folders of the benchmark")
-    parser.add_argument("--out", default=str(REPO / "benchmarks"), help="where results.md/json go")
-    parser.add_argument("--steps", type=int, default=324, help="GIIF/LIIF training steps (SR section; 6 epochs of conf/synthetic/giif.conf)")
-    parser.add_argument("--disc_steps", type=int, default=108, help="discriminator-stage steps (SR section; 2 epochs of conf/synthetic/disc.conf)")
-    parser.add_argument("--giif_model", default=str(REPO / "outputs" / "benchmark" / "sr_disc" / "giif.pth"),
-                        help="stage-2 GIIF for the SRHand section (its disc.pth beside it)")
+    parser.add_argument("--data", help="synthetic captures (default: data/synthetic, or data/synthetic_paper)")
+    parser.add_argument("--work", help="run folders (default: outputs/benchmark, or outputs/benchmark_paper)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks"),
+                        help="where results.md/json (results_paper.md/json for --scale paper) go")
+    parser.add_argument("--steps", type=int, help="GIIF/LIIF training steps of the SR section (cpu: 324 = 6 epochs "
+                        "of conf/synthetic/giif.conf; paper: 0 = the config's epochs)")
+    parser.add_argument("--disc_steps", type=int, help="discriminator-stage steps (cpu: 108 = 2 epochs of "
+                        "conf/synthetic/disc.conf; paper: 0 = the config's epochs)")
+    parser.add_argument("--giif_model", help="stage-2 GIIF for the main.py sections, its disc.pth beside it "
+                        "(default: WORK/sr_disc/giif.pth)")
+    parser.add_argument("--liif_model", help="LIIF (no normal maps) for the LIIF + XHand row (default: "
+                        "WORK/sr_liif/giif.pth)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="main.py seeds per row")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="main.py runs at once (each with cpu_count / jobs threads; use 1 on a GPU)")
+    parser.add_argument("--paper_steps", nargs="*", choices=["train", "finetune"],
+                        help="speed section: paper-size SRHand steps to time (default: both on CUDA, train on a "
+                             "CPU, where the paper-size fine-tuning set-up alone takes over 15 minutes)")
     parser.add_argument("--fresh", action="store_true", help="retrain instead of reusing run folders")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    data, work, stem, steps, disc_steps = SCALE_DEFAULTS[args.scale]
+    args.data = args.data or str(REPO / data)
+    args.work = args.work or str(REPO / work)
+    args.results_stem = stem
+    args.steps = steps if args.steps is None else args.steps
+    args.disc_steps = disc_steps if args.disc_steps is None else args.disc_steps
+    args.giif_model = args.giif_model or str(Path(args.work) / "sr_disc" / "giif.pth")
+    args.liif_model = args.liif_model or str(Path(args.work) / "sr_liif" / "giif.pth")
+    if args.paper_steps is None:
+        import torch
+
+        args.paper_steps = ["train", "finetune"] if torch.cuda.is_available() else ["train"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     if not (Path(args.data) / "synthetic_meta.json").is_file():
         raise SystemExit(f"{args.data}: no synthetic captures; run `python scripts/make_synthetic.py --out {args.data}` first")
@@ -227,19 +411,22 @@ def main() -> None:
     if args.fresh:
         shutil.rmtree(work, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.json"
+    results_path = out / f"{args.results_stem}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for name in args.sections:
         compute, _, title = SECTIONS[name]
         print(f"[benchmark] {title} ...", flush=True)
         start = time.time()
         results[name] = {"result": compute(args, work), "seconds": time.time() - start,
-                         "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                         "command": " ".join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)]),
                          "git": git_rev(), "machine": machine(),
                          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     results_path.write_text(json.dumps(results, indent=2))
     lines = ["# Benchmarks", "", "Produced by `python scripts/benchmark.py`; every row comes from the project's own "
-             "entry scripts and configs. Synthetic captures, CPU-sized models: a toy scale, not the paper's.", ""]
+             "entry scripts and configs. " + ("Synthetic captures, CPU-sized models: a toy scale, not the paper's."
+                                              if args.scale == "cpu" else
+                                              "Paper-preset synthetic captures, the paper's model sizes and schedules."),
+             ""]
     for name, entry in results.items():
         if name not in SECTIONS:
             continue
@@ -248,8 +435,9 @@ def main() -> None:
         lines += [f"## {title}", "", f"`{entry['command']}` at `{entry['git']}` on {entry['date']}, "
                   f"{m.get('gpu', 'CPU')} ({m['cpu_count']} cores, torch {m['torch']}), {entry['seconds']:.0f} s.", ""]
         lines += markdown(entry["result"]) + [""]
-    (out / "results.md").write_text("\n".join(lines))
-    print(f"[benchmark] wrote {out / 'results.md'} and {results_path}")
+    md_path = out / f"{args.results_stem}.md"
+    md_path.write_text("\n".join(lines))
+    print(f"[benchmark] wrote {md_path} and {results_path}")
 
 
 if __name__ == "__main__":
