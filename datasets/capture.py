@@ -19,7 +19,6 @@ Conventions (docs/architecture.md, docs/data.md):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ import torch
 
 from datasets import preprocess
 from utils.camera import image_hw
+from utils.seeding import keyed_generator
 
 # An image whose every channel stays below this (in [0, 1]) counts as all-black (InterHand issue #134).
 BLACK_THRESHOLD = 2.0 / 255.0
@@ -327,11 +327,6 @@ def hand_joints(seq: CaptureSequence) -> torch.Tensor:
     return torch.cat([joints, tips], dim=1)
 
 
-def _noise_generator(seed: int, *keys) -> torch.Generator:
-    text = ":".join(str(k) for k in (seed, *keys)).encode()
-    return torch.Generator().manual_seed(int(hashlib.sha256(text).hexdigest()[:15], 16))
-
-
 def perturb_mano(seq: CaptureSequence, pose_std: float = 0.0, shape_std: float = 0.0, trans_std: float = 0.0,
                  seed: int = 0) -> CaptureSequence:
     """A copy of ``seq`` with Gaussian noise on its MANO parameters (fitting without ground-truth
@@ -350,9 +345,9 @@ def perturb_mano(seq: CaptureSequence, pose_std: float = 0.0, shape_std: float =
         if not value >= 0:
             raise ValueError(f"perturb_mano: {name} must be >= 0, got {value}")
     pose, shape, trans = seq.mano_pose.clone(), seq.mano_shape.clone(), seq.mano_trans.clone()
-    d_shape = torch.randn(shape.shape[1], generator=_noise_generator(seed, "shape")) * shape_std
+    d_shape = torch.randn(shape.shape[1], generator=keyed_generator(seed, "shape")) * shape_std
     for f, frame_id in enumerate(seq.frame_ids):
-        gen = _noise_generator(seed, "frame", int(frame_id))
+        gen = keyed_generator(seed, "frame", int(frame_id))
         pose[f] += torch.randn(pose.shape[1], generator=gen) * pose_std
         trans[f] += torch.randn(3, generator=gen) * trans_std
         shape[f] += d_shape

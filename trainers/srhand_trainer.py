@@ -28,7 +28,6 @@ initial values of its fine-tuned parameters. ``<run>/model.pth`` (avatar) and
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import time
@@ -61,6 +60,7 @@ from utils.checkpoint import (
 )
 from utils.config import ConfigError, conf_to_dict
 from utils.run_logging import RunLogger, check_finite
+from utils.seeding import keyed_generator
 
 SR_SOURCES = ("giif_finetuned", "giif", "bicubic", "hr")
 PHASES = ("albedo", "sfs", "train", "done")
@@ -283,13 +283,6 @@ class ResizedPerceptual:
 
 def _round_epoch(fraction: float, epochs: int) -> int:
     return int(math.floor(fraction * epochs + 0.5))
-
-
-def _generator(seed: int, *keys) -> torch.Generator:
-    """A CPU generator seeded by ``seed`` and ``keys``, so that shuffles do not depend on history
-    (a resumed run draws what the uninterrupted one drew)."""
-    text = ":".join(str(k) for k in (seed, *keys)).encode()
-    return torch.Generator().manual_seed(int(hashlib.sha256(text).hexdigest()[:15], 16))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -682,7 +675,7 @@ class SRHandTrainer:
             if self._stop_requested():
                 return False
             i = self.epoch + 1
-            gen = _generator(self.seed, self.phase, i)
+            gen = keyed_generator(self.seed, self.phase, i)
             views = self._views_of(gen)
             for k in range(0, len(views), batch):
                 terms = self._prephase_step(views[k:k + batch], i, epochs)
@@ -797,7 +790,7 @@ class SRHandTrainer:
             if i in rounds:
                 self.finetune_round(i)
             weights = self.loss_weights(i, epochs)
-            gen = _generator(self.seed, "train", i)
+            gen = keyed_generator(self.seed, "train", i)
             frames = torch.randperm(d.num_frames, generator=gen).tolist()
             totals = []
             for f in frames:
@@ -868,9 +861,9 @@ class SRHandTrainer:
         fconf = self.conf.get_config("finetune")
         d = self.data
         round_index = len(self.history)
-        gen = _generator(self.seed, "finetune", epoch)
+        gen = keyed_generator(self.seed, "finetune", epoch)
         frames = torch.randperm(d.num_frames, generator=gen).tolist()[:max(1, fconf.get_int("num_frames"))]
-        views = self._views_of(_generator(self.seed, "finetune_views"), fconf.get_int("num_views"))
+        views = self._views_of(keyed_generator(self.seed, "finetune_views"), fconf.get_int("num_views"))
         batch = max(1, fconf.get_int("batch_size"))
         inner = fconf.get_int("inner_epochs")
         weights = conf_to_dict(self.conf, "finetune.weights")
