@@ -60,6 +60,11 @@ def machine() -> dict:
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+    try:
+        with open("/proc/cpuinfo") as handle:
+            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        info["cpu_model"] = platform.processor() or platform.machine()
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -433,7 +438,8 @@ def main(argv: list[str] | None = None) -> None:
         _, markdown, title = SECTIONS[name]
         m = entry["machine"]
         lines += [f"## {title}", "", f"`{entry['command']}` at `{entry['git']}` on {entry['date']}, "
-                  f"{m.get('gpu', 'CPU')} ({m['cpu_count']} cores, torch {m['torch']}), {entry['seconds']:.0f} s.", ""]
+                  f"{m.get('gpu') or m.get('cpu_model') or 'CPU'} ({m['cpu_count']} CPU cores, torch {m['torch']}), "
+                  f"{entry['seconds']:.0f} s.", ""]
         lines += markdown(entry["result"]) + [""]
     md_path = out / f"{args.results_stem}.md"
     md_path.write_text("\n".join(lines))
