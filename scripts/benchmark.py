@@ -280,9 +280,12 @@ def srhand_markdown(result: dict, extra: list[str] | None = None) -> list[str]:
     first = next(iter(result["rows"].values()))
     perc = first["perceptual"] or "perceptual"
     seeds = result["seeds"]
+    total = len(result["rows"]) * len(seeds)
+    executed = len(result.get("seconds") or {})
     lines = [f"Held-out frames and cameras of the reconstruction subject, inside the MANO mask; perceptual metric "
              f"{perc}. Mean ± standard deviation over seeds {', '.join(map(str, seeds))} (initialisation and "
-             "shuffles of main.py; the SR models are the same).", ""]
+             f"shuffles of main.py; the SR models are the same). {executed} of the {total} runs were executed by "
+             "this section, the others reused from existing run folders (earlier sections or commands; `--fresh` re-runs all).", ""]
     extra_cols = extra or []
     header = f"| row | SR PSNR | SR {perc} | render PSNR | render {perc} | P2P (mm) | inconsistency |"
     header += "".join(f" {name} |" for name, _, _ in extra_cols)
