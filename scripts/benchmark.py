@@ -316,7 +316,7 @@ def noise_markdown(result: dict) -> list[str]:
 def section_speed(args, work: Path) -> dict:
     py = sys.executable
     out = {}
-    steps = [("render", [py, "scripts/benchmark_render.py", "--repeats", "5"]),
+    steps = [("render", [py, "scripts/benchmark_render.py", "--repeats", "5", "--threads", "2"]),
              ("giif_decode", [py, "scripts/benchmark_giif.py"]),
              ("srhand_step_cpu", [py, "scripts/benchmark_srhand_step.py", "--size", "cpu", "--data", args.data])]
     if args.paper_steps:
@@ -331,13 +331,15 @@ def section_speed(args, work: Path) -> dict:
 
 
 def speed_markdown(result: dict) -> list[str]:
-    lines = ["Renderer (rasterize + interpolate + antialias, one view, the 3x-subdivided hand):", "",
+    lines = ["Renderer (rasterize + interpolate + antialias, one view, the 3x-subdivided hand; "
+             "`scripts/benchmark_render.py`, 2 threads):", "",
              "| resolution | faces | forward (ms) | forward + backward (ms) |", "|---|---|---|---|"]
     for row in result.get("render", []):
         lines.append(f"| {row['res']} | {row['faces']} | {row['ms_forward']:.1f} | {row['ms_forward_backward']:.1f} |")
     decode = result.get("giif_decode")
     if decode:
-        lines += ["", "GIIF decode throughput (no gradient, every output pixel queried):", "",
+        lines += ["", f"GIIF decode throughput (no gradient, every output pixel queried; {decode.get('threads')} "
+                  "thread(s)):", "",
                   "| model | parameters (M) | output | encode (ms) | encode + query (ms) | output MP/s |", "|---|---|---|---|---|---|"]
         for row in decode.get("results", []):
             lines.append(f"| {row['size']} | {row['params_M']:.2f} | {row['out']}x{row['out']} | "
@@ -346,11 +348,11 @@ def speed_markdown(result: dict) -> list[str]:
     if step_rows:
         lines += ["", "SRHand steps (`scripts/benchmark_srhand_step.py`; peak memory on CPU is the process's peak "
                   "resident set, data and models included):", "",
-                  "| config | vertices | px | step | views | ms | peak MiB |", "|---|---|---|---|---|---|---|"]
+                  "| config | vertices | px | step | views | threads | ms | peak MiB |", "|---|---|---|---|---|---|---|---|"]
         for _, info in step_rows:
             for row in info["rows"]:
                 lines.append(f"| {info['config']} | {info['vertices']} | {info['resolution'][0]} | {row['part']} | "
-                             f"{row['views']} | {row['ms']:.0f} | {row['peak_mib']:.0f} |")
+                             f"{row['views']} | {info['threads']} | {row['ms']:.0f} | {row['peak_mib']:.0f} |")
     return lines
 
 
