@@ -98,47 +98,70 @@ def _steps_sets(steps: int) -> list[str]:
     return ["--set", f"train.max_steps={steps}", "--set", "train.epochs=1000"] if steps > 0 else []
 
 
-def sr_jobs(args, work: Path) -> list[tuple[str, Path, list[str]]]:
-    """(name, run folder, command) of the SR section, in dependency order."""
+def sr_jobs(args, work: Path) -> list[tuple[str, int, Path, list[str]]]:
+    """(name, seed, run folder, command) of the SR section, in dependency order. Seed 0's folders are
+    ``sr_<name>`` (the main.py sections' GIIF and LIIF), seed s's ``sr_<name>_s<s>``."""
     py, confs = sys.executable, CONFS[args.scale]
     data = ["--set", f"data.data_path={args.data}"]
-    giif = work / "sr_giif"
-    jobs = [(name, work / f"sr_{name}", [py, "main_giif.py", "--conf", confs[name], "--out", str(work / f"sr_{name}"),
-                                        *data, *_steps_sets(args.steps)])
-            for name in ("liif", "giif")]
-    # Stage 2 continues GIIF for disc_steps more steps; with the adversarial weight at 0 it gives the same
-    # extra steps and schedule without the discriminator's gradient (GIIF + D compared at equal cost).
-    for name, extra in (("disc", []), ("giif_noadv", ["--set", "adv.adv_weight=0.0"])):
-        jobs.append((name, work / f"sr_{name}", [py, "main_disc.py", "--conf", confs["disc"], "--out",
-                                                 str(work / f"sr_{name}"), "--model_path", str(giif / "giif.pth"),
-                                                 *data, *extra, *_steps_sets(args.disc_steps)]))
+    jobs = []
+    for seed in args.sr_seeds:
+        suffix = f"_s{seed}" if seed else ""
+        seed_set = ["--set", f"seed={seed}"]
+        for name in ("liif", "giif"):
+            run_dir = work / f"sr_{name}{suffix}"
+            jobs.append((name, seed, run_dir, [py, "main_giif.py", "--conf", confs[name], "--out", str(run_dir), *data,
+                                               *seed_set, *_steps_sets(args.steps)]))
+        # Stage 2 continues GIIF for disc_steps more steps; with the adversarial weight at 0 it gives the same
+        # extra steps and schedule without the discriminator's gradient (GIIF + D compared at equal cost).
+        giif = work / f"sr_giif{suffix}" / "giif.pth"
+        for name, extra in (("disc", []), ("giif_noadv", ["--set", "adv.adv_weight=0.0"])):
+            run_dir = work / f"sr_{name}{suffix}"
+            jobs.append((name, seed, run_dir, [py, "main_disc.py", "--conf", confs["disc"], "--out", str(run_dir),
+                                               "--model_path", str(giif), *data, *extra, *seed_set,
+                                               *_steps_sets(args.disc_steps)]))
     return jobs
 
 
 def section_sr(args, work: Path) -> dict:
+    jobs = sr_jobs(args, work)
     timings = {}
-    for name, run_dir, cmd in sr_jobs(args, work):
+    for _, _, run_dir, cmd in jobs:
         if not (run_dir / "metrics.json").is_file():  # --fresh empties --work first
-            timings[name] = run(cmd, work / "logs" / f"sr_{name}.log")
-    reports = {name: json.loads((run_dir / "metrics.json").read_text()) for name, run_dir, _ in sr_jobs(args, work)}
+            timings[run_dir.name] = run(cmd, work / "logs" / f"{run_dir.name}.log")
+    reports = {(name, seed): json.loads((run_dir / "metrics.json").read_text()) for name, seed, run_dir, _ in jobs}
     steps = f"{args.steps} steps" if args.steps > 0 else "the config's epochs"
     both = f"{args.steps} + {args.disc_steps} steps" if args.steps > 0 else "both stages' epochs"
-    rows = {
-        "bicubic": reports["giif"]["results"]["bicubic"],
-        f"LIIF ({steps})": reports["liif"]["results"]["giif"],
-        f"GIIF w/o D ({steps})": reports["giif"]["results"]["giif"],
-        f"GIIF w/o D ({both}, stage 2 with adv_weight 0)": reports["giif_noadv"]["results"]["giif"],
-        f"GIIF + D ({both})": reports["disc"]["results"]["giif"],
+    sources = {  # row -> (run, method in its metrics.json)
+        "bicubic": ("giif", "bicubic"),
+        f"LIIF ({steps})": ("liif", "giif"),
+        f"GIIF w/o D ({steps})": ("giif", "giif"),
+        f"GIIF w/o D ({both}, stage 2 with adv_weight 0)": ("giif_noadv", "giif"),
+        f"GIIF + D ({both})": ("disc", "giif"),
     }
-    return {"rows": rows, "perceptual": reports["giif"]["perceptual"], "num_images": reports["giif"]["num_images"],
-            "degradation": reports["giif"]["degradation"], "seconds": timings}
+    rows, stds, per_seed = {}, {}, {}
+    for label, (name, method) in sources.items():
+        results = {seed: reports[(name, seed)]["results"][method] for seed in args.sr_seeds}
+        per_seed[label] = results
+        rows[label], stds[label] = {}, {}
+        for scale in next(iter(results.values())):
+            metrics = next(iter(results.values()))[scale]
+            stats = {m: _mean_std([r[scale][m] for r in results.values()]) for m in metrics}
+            rows[label][scale] = {m: mean for m, (mean, _) in stats.items()}
+            stds[label][scale] = {m: std for m, (_, std) in stats.items()}
+    first = reports[("giif", args.sr_seeds[0])]
+    return {"rows": rows, "std": stds, "per_seed": per_seed, "seeds": list(args.sr_seeds),
+            "perceptual": first["perceptual"], "num_images": first["num_images"],
+            "degradation": first["degradation"], "seconds": timings}
 
 
 def sr_markdown(result: dict) -> list[str]:
     perc = result["perceptual"] or "perceptual"
     pkey = None
+    seeds = result.get("seeds", [0])
+    spread = (f" Mean over seeds {', '.join(map(str, seeds))} (PSNR ± standard deviation)." if len(seeds) > 1
+              else " One seed.")
     lines = [f"Masked metrics on the SR validation subjects ({result['num_images']} images, "
-             f"LR by `{result['degradation']}` downsampling; perceptual metric: {perc}).", ""]
+             f"LR by `{result['degradation']}` downsampling; perceptual metric: {perc}).{spread}", ""]
     header = "| method | " + " | ".join(f"{s} PSNR / SSIM / {perc.split('-')[0]}" for s in SR_SCALES) + " |"
     lines += [header, "|---|" + "---|" * len(SR_SCALES)]
     for name, by_scale in result["rows"].items():
@@ -150,7 +173,9 @@ def sr_markdown(result: dict) -> list[str]:
                 continue
             pkey = pkey or next((k for k in row if k.endswith("_masked") and not k.startswith(("psnr", "ssim"))), None)
             perc_value = f"{row[pkey]:.4f}" if pkey else "-"
-            cells.append(f"{row['psnr_masked']:.2f} / {row['ssim_masked']:.3f} / {perc_value}")
+            std = (result.get("std") or {}).get(name, {}).get(scale, {}).get("psnr_masked")
+            psnr = f"{row['psnr_masked']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+            cells.append(f"{psnr} / {row['ssim_masked']:.3f} / {perc_value}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -381,6 +406,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: WORK/sr_disc/giif.pth)")
     parser.add_argument("--liif_model", help="LIIF (no normal maps) for the LIIF + XHand row (default: "
                         "WORK/sr_liif/giif.pth)")
+    parser.add_argument("--sr_seeds", type=int, nargs="+", default=[0, 1], help="SR-section seeds per row "
+                        "(seed 0's GIIF and LIIF supervise the main.py rows)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="main.py seeds per row")
     parser.add_argument("--jobs", type=int, default=2,
                         help="main.py runs at once (each with cpu_count / jobs threads; use 1 on a GPU)")

@@ -32,17 +32,21 @@ def _load(cmd: list[str]):
 
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_every_command_loads_its_config(bench, scale, tmp_path):
-    args = bench.parse_args(["--scale", scale, "--work", str(tmp_path), "--seeds", "0", "1"])
+    args = bench.parse_args(["--scale", scale, "--work", str(tmp_path), "--seeds", "0", "1", "--sr_seeds", "0", "3"])
     assert args.giif_model == str(tmp_path / "sr_disc" / "giif.pth")
     sr = bench.sr_jobs(args, tmp_path)
-    assert [name for name, _, _ in sr] == ["liif", "giif", "disc", "giif_noadv"]
-    for _, _, cmd in sr:
-        conf = _load(cmd)
-        assert conf.get_string("data.data_path") == args.data
+    assert [(name, seed, path.name) for name, seed, path, _ in sr] == [
+        ("liif", 0, "sr_liif"), ("giif", 0, "sr_giif"), ("disc", 0, "sr_disc"), ("giif_noadv", 0, "sr_giif_noadv"),
+        ("liif", 3, "sr_liif_s3"), ("giif", 3, "sr_giif_s3"), ("disc", 3, "sr_disc_s3"),
+        ("giif_noadv", 3, "sr_giif_noadv_s3")]
+    confs = [_load(cmd) for _, _, _, cmd in sr]
+    for (_, seed, _, cmd), conf in zip(sr, confs):
+        assert conf.get_string("data.data_path") == args.data and conf.get_int("seed") == seed
         if scale == "cpu":
             assert conf.get_int("train.max_steps") in (324, 108)
-    assert _load(sr[0][2]).get_string("model.name") == "liif" and _load(sr[1][2]).get_string("model.name") == "giif"
-    assert _load(sr[3][2]).get_float("adv.adv_weight") == 0.0 and _load(sr[2][2]).get_float("adv.adv_weight") > 0
+    assert confs[0].get_string("model.name") == "liif" and confs[1].get_string("model.name") == "giif"
+    assert confs[3].get_float("adv.adv_weight") == 0.0 and confs[2].get_float("adv.adv_weight") > 0
+    assert sr[6][3][sr[6][3].index("--model_path") + 1] == str(tmp_path / "sr_giif_s3" / "giif.pth")
 
     keys = [key for table in bench.TABLES.values() for key in table[0]]
     jobs = bench.srhand_jobs(args, tmp_path, keys, check_models=False)
