@@ -13,12 +13,12 @@ a separate code path:
 * ``speed``:   renderer forward/backward, GIIF decode throughput, one SRHand training and fine-tuning
                step with peak memory (``scripts/benchmark_{render,giif,srhand_step}.py``).
 
-Every main.py row runs with seeds 0, 1, 2 (mean ± std). ``--scale cpu`` (default) uses
-``conf/synthetic/*.conf`` on ``data/synthetic``: the committed tables. ``--scale paper`` uses
+Every main.py row runs with seeds 0, 1, 2 and every SR row with seeds 0, 1 (mean ± std). ``--scale cpu``
+(default) uses ``conf/synthetic/*.conf`` on ``data/synthetic``: the committed tables. ``--scale paper`` uses
 ``conf/synthetic/paper/*.conf`` (the paper's model sizes and schedules) on ``data/synthetic_paper``
 (``python scripts/make_synthetic.py --preset paper --out data/synthetic_paper``): a GPU job.
 
-    python scripts/benchmark.py                        # CPU scale, all sections (about 2 h on 2 cores)
+    python scripts/benchmark.py                        # CPU scale, all sections (about 2.5 h on 2 cores)
     python scripts/benchmark.py --sections sr speed    # a subset
     python scripts/benchmark.py --scale paper --jobs 1 # paper scale (GPU), to benchmarks/results_paper.*
 
