@@ -148,8 +148,9 @@ class Cameras:
 
     # ---- geometry -----------------------------------------------------------------------------
 
-    def _points(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        """Points as (N, V, 3): accepts (V, 3), (1, V, 3) or (N, V, 3)."""
+    def batch_points(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """Points as (N, V, 3) for the N cameras: accepts (V, 3), (1, V, 3) or (N, V, 3) (ValueError naming
+        ``name`` otherwise)."""
         if not torch.is_tensor(x):
             raise ValueError(f"{name} must be a tensor, got {type(x).__name__}")
         if x.dim() == 2:
@@ -169,12 +170,12 @@ class Cameras:
         Returns:
             (N, V, 3) points in each camera's OpenCV frame, metres.
         """
-        x = self._points(x_world, "x_world")
+        x = self.batch_points(x_world, "x_world")
         return _apply(self.R.to(x.dtype), x, self.t.to(x.dtype))
 
     def cam_to_world(self, x_cam: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`world_to_cam`: (N, V, 3) camera-frame points -> (N, V, 3) world points."""
-        x = self._points(x_cam, "x_cam")
+        x = self.batch_points(x_cam, "x_cam")
         return _apply(self.R.to(x.dtype).transpose(1, 2), x - self.t.to(x.dtype)[:, None])
 
     def project(self, x_world: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

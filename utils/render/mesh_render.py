@@ -20,17 +20,6 @@ from utils.camera import DEFAULT_NEAR, Cameras
 from utils.mesh import vertex_normals
 
 
-def _batched_verts(verts_world: torch.Tensor, cameras: Cameras) -> torch.Tensor:
-    if verts_world.dim() == 2:
-        verts_world = verts_world[None]
-    if verts_world.dim() != 3 or verts_world.shape[-1] != 3 or verts_world.shape[0] not in (1, len(cameras)):
-        raise ValueError(
-            f"verts_world must be (V, 3), (1, V, 3) or ({len(cameras)}, V, 3) for {len(cameras)} "
-            f"cameras, got {tuple(verts_world.shape)}"
-        )
-    return verts_world.expand(len(cameras), -1, -1)
-
-
 def render_attributes(
     renderer,
     verts_world: torch.Tensor,
@@ -63,7 +52,7 @@ def render_attributes(
     unknown = antialias - set(attrs)
     if unknown:
         raise ValueError(f"antialias names {sorted(unknown)} are not in attrs {sorted(attrs)}")
-    verts = _batched_verts(verts_world, cameras)
+    verts = cameras.batch_points(verts_world, "verts_world")
     res = tuple(resolution) if resolution is not None else cameras.image_size
     faces = faces.to(device=verts.device, dtype=torch.long)
     clip = cameras.to(device=verts.device, dtype=verts.dtype).to_clip(verts, near=near)
@@ -138,7 +127,7 @@ def render_normal_map(
     """
     if space not in ("camera", "world"):
         raise ValueError(f"space must be 'camera' or 'world', got {space!r}")
-    verts = _batched_verts(verts_world, cameras)
+    verts = cameras.batch_points(verts_world, "verts_world")
     normals = vertex_normals(verts, faces.to(verts.device).long())
     if space == "camera":
         R = cameras.R.to(device=verts.device, dtype=verts.dtype)
@@ -161,7 +150,7 @@ def visible_vertices(
     near: float = DEFAULT_NEAR,
 ) -> torch.Tensor:
     """(B, V) bool: vertices of triangles that own at least one pixel in each camera."""
-    verts = _batched_verts(verts_world, cameras)
+    verts = cameras.batch_points(verts_world, "verts_world")
     res = tuple(resolution) if resolution is not None else cameras.image_size
     faces = faces.to(device=verts.device, dtype=torch.long)
     with torch.no_grad():
