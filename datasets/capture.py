@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from datasets import preprocess
-from utils.camera import image_hw
+from utils.geometry.camera import image_hw
 from utils.seeding import keyed_generator
 
 # An image whose every channel stays below this (in [0, 1]) counts as all-black (InterHand issue #134).
@@ -41,7 +41,7 @@ class CaptureSequence:
     """One hand sequence: cameras, per-frame MANO parameters, and image paths (loaded lazily).
 
     Attributes:
-        cameras: ``utils.camera.Cameras`` with V views, ``image_size = (H, W)`` of the raw images.
+        cameras: ``utils.geometry.camera.Cameras`` with V views, ``image_size = (H, W)`` of the raw images.
         frame_ids: F frame numbers (InterHand ``frame_idx``), ascending.
         mano_pose: (F, 48) float32, axis-angle (global orient + 15 joints), ``flat_hand_mean=False``.
         mano_shape: (F, 10) float32 betas.
@@ -52,7 +52,7 @@ class CaptureSequence:
         name: ``"{split}/Capture{N}/{seq_name}"`` (for messages and logs).
         mano_file: hand-model pickle, or a folder with ``MANO_{RIGHT,LEFT}.pkl``, for the MANO forward
             (None: ``$SRHAND_MANO_DIR`` when set, else the shipped procedural hand; see
-            ``utils.mano.resolve_hand_model_path``).
+            ``utils.geometry.mano.resolve_hand_model_path``).
         gt_mesh_path: optional ``.npz`` with ground-truth meshes (synthetic data, see docs/data.md).
         image_rotations: optional per-view number of counter-clockwise quarter turns (``np.rot90``)
             applied after loading, for views stored rotated (InterHand ``cam400412``).
@@ -117,9 +117,9 @@ class CaptureSequence:
 
     # -- hand model and MANO forward ------------------------------------------------------------
     def hand_model(self):
-        """The ``utils.mano.HandModel`` of this sequence's side (built once, on first use)."""
+        """The ``utils.geometry.mano.HandModel`` of this sequence's side (built once, on first use)."""
         if "hand_model" not in self._cache:
-            from utils.mano import HandModel, resolve_hand_model_path
+            from utils.geometry.mano import HandModel, resolve_hand_model_path
 
             path = resolve_hand_model_path(self.mano_file, self.hand_side)
             key = (os.path.abspath(path), self.hand_side)
@@ -320,7 +320,7 @@ class CaptureSequence:
 def hand_joints(seq: CaptureSequence) -> torch.Tensor:
     """(F, 21, 3) world hand joints in metres: MANO's 16 joints and the 5 fingertip vertices (the
     InterHand2.6M joint set, in MANO order)."""
-    from utils.mano import MANO_FINGERTIP_VERTEX_IDS
+    from utils.geometry.mano import MANO_FINGERTIP_VERTEX_IDS
 
     verts, joints = seq.mano_forward()
     tips = verts[:, list(MANO_FINGERTIP_VERTEX_IDS.values())]

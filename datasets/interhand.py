@@ -249,7 +249,7 @@ def _camera_image_size(data_path, split: str, capture: str, camera: str, path: s
 
 def read_cameras(data_path, split: str, capture, names, image_size):
     """``Cameras`` (metres, OpenCV) of ``names`` in one capture from the camera JSON."""
-    from utils.camera import Cameras, interhand_to_opencv
+    from utils.geometry.camera import Cameras, interhand_to_opencv
 
     cam, path = capture_annotation(data_path, split, "camera", capture)
     ck = capture_key(capture)
@@ -292,7 +292,7 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
             ``drop`` (default; an explicitly requested camera raises instead), ``ccw``/``cw`` (turn
             back by a quarter turn), ``error``.
         mano_dir: folder with ``MANO_{RIGHT,LEFT}.pkl`` (default: ``$SRHAND_MANO_DIR`` or the shipped
-            procedural hand, see ``utils.mano.resolve_hand_model_path``).
+            procedural hand, see ``utils.geometry.mano.resolve_hand_model_path``).
         verbose: print the sequence summary (skipped frames, dropped cameras).
 
     Returns:
@@ -464,7 +464,7 @@ class InterHandWriter:
 
     def add_camera(self, capture, camera: str, K, R, t) -> None:
         """Calibration of one camera: ``K (3,3)`` pixels, world-to-camera ``R (3,3)``, ``t (3,)`` metres."""
-        from utils.camera import opencv_to_interhand
+        from utils.geometry.camera import opencv_to_interhand
 
         K = np.asarray(K, dtype=np.float64)
         campos, camrot = opencv_to_interhand(torch.as_tensor(np.asarray(R), dtype=torch.float64),

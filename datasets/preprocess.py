@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.camera import crop_affine_cv2, crop_intrinsics, image_hw
+from utils.geometry.camera import crop_affine_cv2, crop_intrinsics, image_hw
 
 DEGRADATIONS = ("nearest", "bicubic", "area")
 
@@ -170,8 +170,8 @@ def render_mask_and_normals(verts_world: torch.Tensor, faces: torch.Tensor, K: t
         mask (B, 1, h, w) float in {0, 1} (pixel centre covered), normal_map (B, 3, h, w): unit vectors
         inside the mask, 0 outside.
     """
-    from utils.camera import Cameras
-    from utils.mesh import vertex_normals
+    from utils.geometry.camera import Cameras
+    from utils.geometry.mesh import vertex_normals
     from utils.render import get_renderer
 
     if normal_space not in ("camera", "world"):

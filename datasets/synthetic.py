@@ -26,7 +26,7 @@ albedo, displacement, detail labels) and ``gt_masks/...`` (rendered silhouettes,
 
 The MANO parameters written to ``MANO_NeuralAnnot.json`` are the ones that posed the subject:
 ``HandModel.forward(pose, shape, trans)`` gives the coarse (778-vertex) hand; the ground truth is
-the same pose applied by linear blend skinning (``utils.lbs.pose_mesh``, no pose blend shapes, as
+the same pose applied by linear blend skinning (``utils.geometry.lbs.pose_mesh``, no pose blend shapes, as
 the XHand/SRHand template) to the detailed subdivided mesh.
 
 Everything is deterministic given the seed (numpy ``SeedSequence`` per subject). See docs/data.md
@@ -301,7 +301,7 @@ class Subject:
 
 
 def _vertex_normals_np(verts, faces):
-    from utils.mesh import vertex_normals
+    from utils.geometry.mesh import vertex_normals
 
     n = vertex_normals(torch.as_tensor(verts, dtype=torch.float64)[None], torch.as_tensor(faces, dtype=torch.long))
     return n[0].numpy()
@@ -318,7 +318,7 @@ def _vertex_spacing(verts, faces) -> np.ndarray:
 
 def make_subject(hand_model, rng: np.random.Generator, index: int = 0, levels: int = 3) -> Subject:
     """Draw a subject: shape, skin tone, and the detailed canonical surface on the subdivided mesh."""
-    from utils.mesh import loop_subdivide
+    from utils.geometry.mesh import loop_subdivide
 
     side = hand_model.side if hasattr(hand_model, "side") else "right"
     betas = np.clip(rng.normal(0.0, 0.8, 10), -2.0, 2.0)
@@ -511,19 +511,19 @@ def pose_subject(hand_model, subject: Subject, pose: torch.Tensor, trans: torch.
     """Ground-truth posed meshes ``(F, N, 3)`` (world, metres) for MANO ``pose (F,48)``, ``trans (F,3)``.
 
     Linear blend skinning of the detailed canonical mesh with the subdivided weights
-    (``utils.lbs.pose_mesh``). When the hand model has pose blend shapes (real MANO; the procedural
+    (``utils.geometry.lbs.pose_mesh``). When the hand model has pose blend shapes (real MANO; the procedural
     hand has none), its per-frame corrective offsets are carried to the subdivided mesh the way the
     skinning weights are (edge midpoints average their endpoints), so the GT agrees with
     ``HandModel.forward`` as closely as without them.
     """
-    from utils.lbs import batch_rodrigues, pose_mesh
+    from utils.geometry.lbs import batch_rodrigues, pose_mesh
 
     verts = torch.as_tensor(subject.verts, dtype=torch.float32)
     weights = torch.as_tensor(subject.weights, dtype=torch.float32)
     shape = torch.as_tensor(subject.betas, dtype=torch.float32)
     posedirs = hand_model.posedirs.detach().float().cpu()
     if float(posedirs.abs().max()) > 0:
-        from utils.mesh import loop_subdivide
+        from utils.geometry.mesh import loop_subdivide
 
         rotmats = batch_rodrigues((pose + hand_model.pose_mean.float().cpu()).reshape(len(pose), 16, 3))
         feature = (rotmats[:, 1:] - torch.eye(3)).reshape(len(pose), -1)  # (F, 135)
@@ -645,7 +645,7 @@ def make_camera_rig(rng, points_world, num_views: int, raw_size, avoid_direction
     Returns:
         K (V,3,3), R (V,3,3), t (V,3) float64 numpy, and the viewing directions (V,3).
     """
-    from utils.camera import look_at
+    from utils.geometry.camera import look_at
 
     H, W = raw_size
     pts = np.asarray(points_world, dtype=np.float64)
@@ -699,7 +699,7 @@ def make_camera_rig(rng, points_world, num_views: int, raw_size, avoid_direction
 
 
 def make_sh_lighting(rng, num_views: int) -> np.ndarray:
-    """Per-camera SH coefficients (V, 27) in the ``utils.sh`` convention (RGB x 9, Deep3DFace basis,
+    """Per-camera SH coefficients (V, 27) in the ``utils.geometry.sh`` convention (RGB x 9, Deep3DFace basis,
     ``sh_shade`` adds the constant ambient 0.8 to each DC term), for world-space normals.
 
     One key light direction per capture; each camera gets its own intensity, white balance and a
@@ -718,7 +718,7 @@ def make_sh_lighting(rng, num_views: int) -> np.ndarray:
 
 def _directional_sh(ambient, strength, direction, second_order=None) -> np.ndarray:
     """(3, 9) *total* coefficients giving irradiance ``ambient + strength * (n . direction)``."""
-    from utils.sh import A1C1, Y0
+    from utils.geometry.sh import A1C1, Y0
 
     d = _normalize(direction)
     c = np.zeros(9)
@@ -731,8 +731,8 @@ def _directional_sh(ambient, strength, direction, second_order=None) -> np.ndarr
 
 
 def _to_sh_convention(total) -> np.ndarray:
-    """(V, 3, 9) total coefficients -> (V, 27) for ``utils.sh.sh_shade`` (which adds its ambient)."""
-    from utils.sh import DEFAULT_AMBIENT
+    """(V, 3, 9) total coefficients -> (V, 27) for ``utils.geometry.sh.sh_shade`` (which adds its ambient)."""
+    from utils.geometry.sh import DEFAULT_AMBIENT
 
     out = np.array(total, dtype=np.float64)
     out[:, :, 0] -= DEFAULT_AMBIENT
@@ -755,7 +755,7 @@ def render_views(verts_world: torch.Tensor, faces: torch.Tensor, albedo: torch.T
         albedo: (N, 3) RGB in [0, 1].
         K, R, t: (V,3,3), (V,3,3), (V,3) tensors (raw image intrinsics).
         raw_size: ``(H, W)``.
-        sh_coeffs: (V, 27) SH lighting per camera (world-space normals, ``utils.sh`` convention).
+        sh_coeffs: (V, 27) SH lighting per camera (world-space normals, ``utils.geometry.sh`` convention).
         supersample: integer factor.
         with_normals: also return camera-space normal maps.
         views_per_pass: cameras rasterised together (bounds memory; small batches are faster on CPU).
@@ -764,10 +764,10 @@ def render_views(verts_world: torch.Tensor, faces: torch.Tensor, albedo: torch.T
         dict: ``image (V,H,W,3)`` RGB in [0,1] (black background), ``coverage (V,H,W)`` fraction of
         covered subsamples, optionally ``normal_map (V,H,W,3)`` (camera space, unit where covered).
     """
-    from utils.camera import Cameras
-    from utils.mesh import vertex_normals
+    from utils.geometry.camera import Cameras
+    from utils.geometry.mesh import vertex_normals
     from utils.render import get_renderer
-    from utils.sh import sh_shade
+    from utils.geometry.sh import sh_shade
 
     renderer = renderer or get_renderer("auto")
     H, W = raw_size
@@ -831,7 +831,7 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
     """
     from datasets.interhand import InterHandWriter, gt_mesh_path
     from utils.image_io import write_image
-    from utils.mano import HandModel, resolve_hand_model_path
+    from utils.geometry.mano import HandModel, resolve_hand_model_path
     from utils.render import get_renderer
 
     out_dir = os.fspath(out_dir)
@@ -1028,8 +1028,8 @@ def save_visualisation(data_path, path, hr_size: int = 128, num_views: int = 4, 
 def _closeups(data_path, size=256, renderer=None):
     """Close-ups of the reconstruction subject's GT mesh in its first frame: palm, back, index fingertip."""
     from datasets.interhand import gt_mesh_path
-    from utils.camera import look_at
-    from utils.mesh import vertex_normals
+    from utils.geometry.camera import look_at
+    from utils.geometry.mesh import vertex_normals
 
     with np.load(gt_mesh_path(data_path, "test", "Capture0", RECON_SEQUENCE)) as data:
         verts = torch.as_tensor(data["verts"][0], dtype=torch.float32)

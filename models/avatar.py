@@ -30,10 +30,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from utils.lbs import batch_rodrigues, linear_blend_skinning, rigid_transforms
-from utils.mesh import loop_subdivide, uniform_laplacian, unique_edges, vertex_normals
+from utils.geometry.lbs import batch_rodrigues, linear_blend_skinning, rigid_transforms
+from utils.geometry.mesh import loop_subdivide, uniform_laplacian, unique_edges, vertex_normals
 from utils.render import get_renderer
-from utils.sh import sh_shade
+from utils.geometry.sh import sh_shade
 
 __all__ = ["ConditionNetwork", "HandAvatar", "MEAN_HAND_ALBEDO_RGB", "rotation_condition"]
 
@@ -192,7 +192,7 @@ def rotation_condition(pose: torch.Tensor, pose_mean: torch.Tensor) -> torch.Ten
 class HandAvatar(nn.Module):
     """SRHand's explicit hand: subdivided MANO template + pose-conditioned weights/albedo/displacement.
 
-    Build it with :meth:`from_hand_model` (a ``utils.mano.HandModel``) or from the MANO tensors.
+    Build it with :meth:`from_hand_model` (a ``utils.geometry.mano.HandModel``) or from the MANO tensors.
     Subdivision happens once here; ``verts_template`` ``(V, 3)``, ``faces`` ``(F, 3)`` and
     ``weights_init`` ``(V, 16)`` are buffers.
 
@@ -277,7 +277,7 @@ class HandAvatar(nn.Module):
 
     @classmethod
     def from_hand_model(cls, hand_model, **kwargs) -> HandAvatar:
-        """Build from a ``utils.mano.HandModel`` (its ``v_template``, ``shapedirs``, ``J_regressor``,
+        """Build from a ``utils.geometry.mano.HandModel`` (its ``v_template``, ``shapedirs``, ``J_regressor``,
         ``parents``, ``pose_mean``, ``faces``, ``lbs_weights``); ``kwargs`` go to the constructor."""
         return cls(
             hand_model.v_template,
@@ -429,7 +429,7 @@ class HandAvatar(nn.Module):
 
         Args:
             verts_posed: ``(V, 3)`` world. albedo: ``(V, 3)`` RGB in [0, 1].
-            cameras: ``utils.camera.Cameras`` with B views. view_ids: ``(B,)`` indices into
+            cameras: ``utils.geometry.camera.Cameras`` with B views. view_ids: ``(B,)`` indices into
                 ``sh_coeffs`` (the training-camera index of each view).
             resolution: ``(H, W)`` raster size; the cameras' ``image_size`` if ``None``.
             renderer: ``utils.render`` renderer; ``get_renderer("auto")`` if ``None``.

@@ -1,7 +1,7 @@
 """Time rasterize + interpolate + antialias (forward, and forward + backward) on a ~98k-face hand.
 
 The mesh is the shipped procedural hand (MANO format) Loop-subdivided 3 times (1538 -> 98432 faces)
-when ``utils.mano`` and ``utils.mesh.loop_subdivide`` are available; otherwise a hand-like stand-in
+when ``utils.geometry.mano`` and ``utils.geometry.mesh.loop_subdivide`` are available; otherwise a hand-like stand-in
 (palm ellipsoid + five finger capsules, 1520 faces) subdivided 3 times with trimesh. One view, camera
 0.5 m away facing the palm, the hand's larger extent filling 80 % of the image (the SRHand crop
 rule). The pipeline per view is the training one: rasterize, interpolate a 10-channel attribute
@@ -29,15 +29,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.camera import Cameras, look_at  # noqa: E402
+from utils.geometry.camera import Cameras, look_at  # noqa: E402
 from utils.render import DEFAULT_AA_MAX_HOPS, get_renderer  # noqa: E402
 
 
 def _procedural_hand_mesh() -> tuple[np.ndarray, np.ndarray, str] | None:
     """The shipped procedural hand subdivided 3 times, or None when those modules are not there yet."""
     try:
-        from utils.mano import HandModel, default_hand_model_path
-        from utils.mesh import loop_subdivide
+        from utils.geometry.mano import HandModel, default_hand_model_path
+        from utils.geometry.mesh import loop_subdivide
     except ImportError:
         return None
     path = default_hand_model_path("right")

@@ -4,7 +4,7 @@ The project must build, test and demo without the licensed MANO files, so it shi
 written by this script: ``assets/procedural_hand/PROCEDURAL_HAND_{RIGHT,LEFT}.pkl``. Each pickle has
 exactly the keys, dtypes and shapes of ``MANO_{RIGHT,LEFT}.pkl`` (except that ``shapedirs`` is a
 plain array instead of a chumpy object) and is loaded through the same code path
-(``utils.mano.load_mano_dict`` and ``utils.mano.HandModel``). It is a synthetic hand built from
+(``utils.geometry.mano.load_mano_dict`` and ``utils.geometry.mano.HandModel``). It is a synthetic hand built from
 tubes, with hand-designed skinning weights, joint regressor, shape directions and pose space; none
 of its numbers come from MANO, and results obtained with it say nothing about MANO.
 

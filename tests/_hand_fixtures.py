@@ -33,7 +33,7 @@ def generator_module():
 @functools.lru_cache(maxsize=8)
 def procedural_model(side: str = "right", flat_hand_mean: bool = False, dtype: torch.dtype = torch.float32):
     """The shipped procedural hand as a HandModel (cached; do not modify it in a test)."""
-    from utils.mano import HandModel, default_hand_model_path
+    from utils.geometry.mano import HandModel, default_hand_model_path
 
     return HandModel.from_file(default_hand_model_path(side), side=side, flat_hand_mean=flat_hand_mean,
                                dtype=dtype)
@@ -95,7 +95,7 @@ def fake_mano_dict(num_shape_stored: int = 20, posedirs_scale: float = 0.0, seed
     (V,3,20) array plus Select indices (like MANO), random posedirs if ``posedirs_scale > 0``."""
     import scipy.sparse
 
-    from utils.mano import default_hand_model_path
+    from utils.geometry.mano import default_hand_model_path
 
     with open(default_hand_model_path("right"), "rb") as fh:
         data = pickle.load(fh)

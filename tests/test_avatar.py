@@ -13,9 +13,9 @@ import torch
 
 from models.avatar import ConditionNetwork, HandAvatar
 from trainers.losses import edge_stretch_loss, reconstruction_losses
-from utils.camera import Cameras, look_at
-from utils.lbs import pose_mesh
-from utils.mano import HandModel, default_hand_model_path
+from utils.geometry.camera import Cameras, look_at
+from utils.geometry.lbs import pose_mesh
+from utils.geometry.mano import HandModel, default_hand_model_path
 from utils.render import get_renderer
 
 MANO_PARENTS = [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]

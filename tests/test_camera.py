@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.camera import (
+from utils.geometry.camera import (
     Cameras,
     clip_to_pixel,
     crop_affine_cv2,

@@ -10,7 +10,7 @@ from datasets.capture import CaptureSequence, is_black
 
 
 def _cameras(n=2, size=(40, 30)):
-    from utils.camera import Cameras, look_at
+    from utils.geometry.camera import Cameras, look_at
 
     Rs, ts = zip(*[look_at([0.5 * np.cos(i), 0.0, 0.5 * np.sin(i) - 0.5], [0.0, 0.0, 0.0]) for i in range(n)])
     K = torch.tensor([[60.0, 0, size[1] / 2], [0, 60.0, size[0] / 2], [0, 0, 1]]).expand(n, 3, 3)
@@ -90,8 +90,8 @@ def test_gt_mesh_lookup(tmp_path):
 
 def test_sample_on_the_procedural_hand(tmp_path):
     """Crop around the projected MANO hand: joints inside, mask non-empty, unit normals, K consistent."""
-    from utils.camera import Cameras, look_at
-    from utils.mano import HandModel, default_hand_model_path
+    from utils.geometry.camera import Cameras, look_at
+    from utils.geometry.mano import HandModel, default_hand_model_path
 
     hand = HandModel.from_file(default_hand_model_path("right"), side="right")
     pose = torch.zeros(1, 48)
@@ -125,7 +125,7 @@ def test_sample_on_the_procedural_hand(tmp_path):
 
 def test_perturb_mano_is_per_frame_deterministic_and_measured(tmp_path):
     from datasets.capture import hand_joints, perturb_mano
-    from utils.metrics3d import mpjpe_mm
+    from utils.metrics.geometry import mpjpe_mm
 
     seq = _sequence(tmp_path, num_frames=4, mano_trans=np.tile([0.0, 0.0, 0.4], (4, 1)))
     same = perturb_mano(seq)

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.camera import Cameras, look_at
-from utils.mano import HandModel, default_hand_model_path
+from utils.geometry.camera import Cameras, look_at
+from utils.geometry.mano import HandModel, default_hand_model_path
 from utils.render import get_renderer
 from utils.render.mesh_render import render_attributes
-from utils.sh import sh_shade
+from utils.geometry.sh import sh_shade
 
 GOLDEN = Path(__file__).parent / "golden" / "procedural_hand_rest_64.png"
 SIZE = 64
@@ -31,7 +31,7 @@ def render_rest_hand() -> np.ndarray:
     focal = 1.5 * SIZE
     K = torch.tensor([[focal, 0.0, SIZE / 2], [0.0, focal, SIZE / 2], [0.0, 0.0, 1.0]])
     cams = Cameras(K=K[None], R=R[None], t=t[None], image_size=(SIZE, SIZE))
-    from utils.mesh import vertex_normals
+    from utils.geometry.mesh import vertex_normals
 
     normals = vertex_normals(verts, hand.faces)
     out = render_attributes(get_renderer("torch"), verts, hand.faces, cams, attrs={"normal": normals})

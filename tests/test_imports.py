@@ -15,7 +15,7 @@ def spy(file, *a, **k):
     return real_open(file, *a, **k)
 builtins.open = spy
 import models, datasets, utils, trainers
-import models.registry, utils.config, utils.camera, utils.mano, datasets.interhand
+import models.registry, utils.config, utils.geometry.camera, utils.geometry.mano, datasets.interhand
 heavy = [m for m in ("smplx", "lpips", "stlpips_pytorch", "pytorch_wavelets", "nvdiffrast", "pytorch3d",
                      "torchvision", "trimesh", "cv2", "tensorboard") if m in sys.modules]
 assert not heavy, f"imported at import time: {heavy}"

@@ -22,7 +22,7 @@ FRAMES = [100, 106, 112, 118, 130]
 
 
 def _camera(i):
-    from utils.camera import look_at
+    from utils.geometry.camera import look_at
 
     R, t = look_at([0.6 * np.cos(i), 0.1 * i, 0.6 * np.sin(i)], [0.0, 0.0, 0.0], dtype=torch.float64)
     K = np.array([[30.0 + i, 0, W / 2], [0, 31.0 + i, H / 2], [0, 0, 1]])

@@ -1,4 +1,4 @@
-"""Skinning (utils.lbs): Rodrigues, kinematic chain, LBS and pose_mesh against smplx."""
+"""Skinning (utils.geometry.lbs): Rodrigues, kinematic chain, LBS and pose_mesh against smplx."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from _hand_fixtures import fake_mano_dict, procedural_model, write_chumpy_mano_pickle
 
-from utils.lbs import batch_rodrigues, linear_blend_skinning, pose_mesh, rigid_transforms, rotation_to_skew
-from utils.mano import MANO_PARENTS, HandModel
-from utils.mesh import loop_subdivide, subdivided_hand
+from utils.geometry.lbs import batch_rodrigues, linear_blend_skinning, pose_mesh, rigid_transforms, rotation_to_skew
+from utils.geometry.mano import MANO_PARENTS, HandModel
+from utils.geometry.mesh import loop_subdivide, subdivided_hand
 
 torch.set_num_threads(1)
 F64 = torch.float64

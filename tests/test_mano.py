@@ -1,4 +1,4 @@
-"""Hand model loading (utils.mano) and the procedural stand-in hand (assets/procedural_hand)."""
+"""Hand model loading (utils.geometry.mano) and the procedural stand-in hand (assets/procedural_hand)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from _hand_fixtures import (
     write_chumpy_mano_pickle,
 )
 
-from utils.mano import (
+from utils.geometry.mano import (
     MANO_ENV_VAR,
     MANO_FINGERTIP_VERTEX_IDS,
     MANO_PARENTS,
@@ -33,7 +33,7 @@ from utils.mano import (
     load_mano_dict,
     resolve_hand_model_path,
 )
-from utils.mesh import uniform_laplacian
+from utils.geometry.mesh import uniform_laplacian
 
 torch.set_num_threads(1)
 
@@ -168,7 +168,7 @@ def test_resolve_hand_model_path(tmp_path, monkeypatch):
 
 
 def test_imports_load_nothing():
-    code = ("import sys, utils.mano, utils.lbs, utils.mesh, utils.mesh_io\n"
+    code = ("import sys, utils.geometry.mano, utils.geometry.lbs, utils.geometry.mesh, utils.geometry.mesh_io\n"
             "heavy = [m for m in ('smplx', 'trimesh', 'scipy.sparse', 'cv2') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)

@@ -1,4 +1,4 @@
-"""Mesh operations (utils.mesh) and mesh files (utils.mesh_io)."""
+"""Mesh operations (utils.geometry.mesh) and mesh files (utils.geometry.mesh_io)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from _hand_fixtures import MANO_FACES, MANO_VERTS, grid_mesh, procedural_model
 
-from utils.mesh import (
+from utils.geometry.mesh import (
     check_mesh,
     edge_lengths,
     face_normals,
@@ -18,7 +18,7 @@ from utils.mesh import (
     unique_edges,
     vertex_normals,
 )
-from utils.mesh_io import load_obj, load_ply, save_obj, save_ply
+from utils.geometry.mesh_io import load_obj, load_ply, save_obj, save_ply
 
 torch.set_num_threads(1)
 F64 = torch.float64

@@ -1,4 +1,4 @@
-"""utils.metrics / utils.perceptual: hand-computed PSNR, SSIM, offline perceptual metric and loss."""
+"""utils.metrics.image / utils.metrics.perceptual: hand-computed PSNR, SSIM, offline perceptual metric and loss."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils import perceptual
-from utils.metrics import PerceptualMetric, psnr, psnr_reference, ssim
-from utils.perceptual import PerceptualLoss, PerceptualUnavailableError
+from utils.metrics import perceptual
+from utils.metrics.image import PerceptualMetric, psnr, psnr_reference, ssim
+from utils.metrics.perceptual import PerceptualLoss, PerceptualUnavailableError
 
 
 def test_psnr_constant_error_is_20db():

@@ -1,11 +1,11 @@
-"""utils/metrics3d.py: point-to-triangle distance, P2P (mm), bilinear vertex sampling, inconsistency."""
+"""utils/metrics/geometry.py: point-to-triangle distance, P2P (mm), bilinear vertex sampling, inconsistency."""
 
 import math
 
 import pytest
 import torch
 
-from utils.metrics3d import (
+from utils.metrics.geometry import (
     inconsistency,
     mpjpe_mm,
     p2p_mm,

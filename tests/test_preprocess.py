@@ -105,7 +105,7 @@ def _sphere(radius=0.1):
 
 def test_mask_and_normals_of_a_sphere():
     """Unit normals inside the mask, camera space facing the camera, world = R^T camera."""
-    from utils.camera import look_at
+    from utils.geometry.camera import look_at
 
     verts, faces = _sphere()
     R, t = look_at([0.3, -0.2, -0.5], [0.0, 0.0, 0.0])

@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
-from utils.camera import Cameras, look_at
-from utils.mesh import vertex_normals
+from utils.geometry.camera import Cameras, look_at
+from utils.geometry.mesh import vertex_normals
 from utils.render import get_renderer
 from utils.render import torch_backend as tb
 from utils.render.mesh_render import render_attributes, render_mask, render_normal_map
 from utils.render.mesh_render import visible_vertices as mesh_visible_vertices
 from utils.render.reference import antialias_reference, interpolate_reference, rasterize_reference
-from utils.sh import sh_shade
+from utils.geometry.sh import sh_shade
 
 F64 = torch.float64
 

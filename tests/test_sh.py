@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from utils.sh import A1C1, A2C2, Y0, SHShading, fit_sh_coeffs, sh_basis, sh_render, sh_shade
+from utils.geometry.sh import A1C1, A2C2, Y0, SHShading, fit_sh_coeffs, sh_basis, sh_render, sh_shade
 
 
 def _unit(v):

@@ -20,7 +20,7 @@ from trainers.run import main_guard, run_srhand
 from trainers.srhand_trainer import SRHandTrainer, jet
 from utils.checkpoint import load_checkpoint, make_checkpoint, model_entry, save_atomic
 from utils.config import load_config
-from utils.mesh_io import load_obj
+from utils.geometry.mesh_io import load_obj
 from utils.run_logging import RunLogger
 
 TINY_GIIF = {"name": "giif", "args": {

@@ -155,7 +155,7 @@ def test_giif_dataset_and_capture_split(capture):
 
 def test_determinism_and_detail_placement():
     """Same seed, same subject and motion; creases sit at joints, nails at fingertips."""
-    from utils.mano import HandModel, default_hand_model_path
+    from utils.geometry.mano import HandModel, default_hand_model_path
 
     hand = HandModel.from_file(default_hand_model_path("right"))
     a = synthetic.make_subject(hand, np.random.default_rng(3), levels=1)
@@ -194,7 +194,7 @@ def test_gt_posing_matches_the_hand_model_with_pose_blend_shapes():
     """With pose correctives (real MANO has them) the GT posing still reproduces HandModel.forward."""
     from dataclasses import replace
 
-    from utils.mano import HandModel, default_hand_model_path, load_mano_dict
+    from utils.geometry.mano import HandModel, default_hand_model_path, load_mano_dict
 
     data = load_mano_dict(default_hand_model_path("right"))
     data["posedirs"] = np.random.default_rng(0).normal(0.0, 2e-3, data["posedirs"].shape)

@@ -41,8 +41,8 @@ from utils.checkpoint import (
 )
 from utils.config import ConfigError, conf_to_dict
 from utils.image_io import make_grid, write_image
-from utils.metrics import PerceptualMetric
-from utils.perceptual import PerceptualLoss
+from utils.metrics.image import PerceptualMetric
+from utils.metrics.perceptual import PerceptualLoss
 from utils.run_logging import RunLogger, check_finite
 
 GIIF_STAGES = ("giif", "disc")  # checkpoints whose "model" entry is a GIIF/LIIF network

@@ -4,7 +4,7 @@ Every term is a pure function of tensors; the two combiners at the end (:func:`r
 :func:`finetune_losses`) apply the weights of a config dict and return every term by name.
 
 Conventions: images ``(B, C, H, W)`` in [0, 1] (RGB); masks ``(B, 1, H, W)`` in {0, 1}; per-vertex
-signals ``(V, C)``; ``uv_pix`` are pixel coordinates with pixel centres at +0.5 (``utils.camera``);
+signals ``(V, C)``; ``uv_pix`` are pixel coordinates with pixel centres at +0.5 (``utils.geometry.camera``);
 lengths in metres. ``perceptual`` arguments are callables ``perceptual(pred, target) -> scalar`` on
 [0, 1] images (an LPIPS wrapper in training; any differentiable image distance in tests).
 
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from models import discriminator as disc_module
 from models.avatar import MEAN_HAND_ALBEDO_RGB
-from utils.metrics3d import sample_at_pixels
+from utils.metrics.geometry import sample_at_pixels
 
 __all__ = [
     "MEAN_HAND_ALBEDO_RGB",
@@ -112,7 +112,7 @@ def laplacian_norms(x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
 
     Args:
         x: ``(V, C)`` signal (positions, displacement, albedo, skinning weights).
-        laplacian: ``(V, V)`` sparse or dense ``L = D^-1 A - I`` (``utils.mesh.uniform_laplacian``).
+        laplacian: ``(V, V)`` sparse or dense ``L = D^-1 A - I`` (``utils.geometry.mesh.uniform_laplacian``).
     Returns:
         ``(V,)`` ``||(L x)_v||_2``.
     """
@@ -176,7 +176,7 @@ def edge_stretch_loss(
         verts: ``(V, 3)`` or ``(B, V, 3)`` metres. Which mesh is a choice of the caller: the paper
             compares the refined mesh to the initially subdivided one (we pass the canonical
             displaced mesh by default); the reference passes the *posed* mesh.
-        edges: ``(E, 2)`` vertex index pairs (``utils.mesh.unique_edges``; the reference uses the
+        edges: ``(E, 2)`` vertex index pairs (``utils.geometry.mesh.unique_edges``; the reference uses the
             3F per-face edges, counting interior edges twice).
         rest_sq_lengths: ``(E,)`` squared rest lengths (canonical subdivided template).
     Returns:

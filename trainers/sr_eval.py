@@ -11,7 +11,7 @@ One protocol, one place:
   distance between ``pred * mask`` and the masked GT) and ``full`` (the whole image).
 
 The perceptual column carries the name of the network that produced it (``LPIPS`` or ``ST-LPIPS``,
-see ``utils.perceptual``).
+see ``utils.metrics.perceptual``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from datasets.preprocess import degrade
-from utils import metrics
+from utils.metrics import image as metrics
 from utils.image_io import make_grid, write_image
 
 DEFAULT_SCALES = (4.0, 8.0, 12.8, 16.0)

@@ -46,8 +46,8 @@ from models.avatar import MEAN_HAND_ALBEDO_RGB, HandAvatar
 from models.sr_coords import make_coord
 from trainers import losses as L
 from trainers.sr_eval import bicubic_upsample, normal_to_rgb
-from utils import metrics
-from utils.camera import Cameras
+from utils.metrics import image as metrics
+from utils.geometry.camera import Cameras
 from utils.checkpoint import (
     CheckpointError,
     build_model,
@@ -374,7 +374,7 @@ class SRHandTrainer:
         return self._renderer
 
     def _hand_model(self, side: str):
-        from utils.mano import HandModel, resolve_hand_model_path
+        from utils.geometry.mano import HandModel, resolve_hand_model_path
 
         path = resolve_hand_model_path(self.conf.get_string("data.mano_dir") or None, side)
         return HandModel.from_file(path, side=side)
@@ -405,7 +405,7 @@ class SRHandTrainer:
     def _perturb_mano(self, seq):
         """``data.mano_noise``: the sequence with noisy MANO parameters (paper Table 5); records the MPJPE."""
         from datasets.capture import hand_joints, perturb_mano
-        from utils.metrics3d import mpjpe_mm
+        from utils.metrics.geometry import mpjpe_mm
 
         noise = self._mano_noise()
         if not noise:
@@ -538,7 +538,7 @@ class SRHandTrainer:
                           "on" if self.disc is not None else "off")
         kind = self.conf.get_string("train.perceptual")
         if kind != "none":
-            from utils.perceptual import PerceptualLoss
+            from utils.metrics.perceptual import PerceptualLoss
 
             self.perceptual = ResizedPerceptual(PerceptualLoss(kind), self.conf.get_int("train.perceptual_size"))
             self.log.info("perceptual training loss: %s", self.perceptual.name)
@@ -736,7 +736,7 @@ class SRHandTrainer:
         sh = self.pre["sh"].detach().clone()
         self.prephase_result = {"delta": delta, "albedo": albedo, "sh": sh}
         self.avatar.set_prephase(delta=delta, albedo=albedo, sh_coeffs=sh)
-        from utils.mesh_io import save_obj
+        from utils.geometry.mesh_io import save_obj
 
         save_obj(self.run_dir / "prephase.obj", (self.avatar.verts_template + delta).cpu(),
                  self.avatar.faces.cpu(), albedo.cpu())
@@ -947,7 +947,7 @@ class SRHandTrainer:
         of the first and last inner epoch, and a PNG of one frame: SR targets and their per-vertex variance
         across the views drawn on the surface, before | after the round."""
         from utils.image_io import make_grid, write_image
-        from utils.mesh_io import save_obj
+        from utils.geometry.mesh_io import save_obj
 
         folder = self.run_dir / "finetune"
         scale = self.conf.get_float("finetune.weights.unconf_scale")
@@ -1147,7 +1147,7 @@ class SRHandTrainer:
     def _gt_mesh(self, frame_index: int, frame_id: int):
         gt_dir = self.conf.get_string("eval.gt_mesh_dir")
         if gt_dir:
-            from utils.mesh_io import load_obj
+            from utils.geometry.mesh_io import load_obj
 
             path = Path(gt_dir) / f"{frame_id}.obj"
             if not path.is_file():
@@ -1164,8 +1164,8 @@ class SRHandTrainer:
     def evaluate(self, save_vis: bool = False) -> dict:
         """Metrics on held-out frames (and cameras): see the module docstring and docs/srhand_model.md."""
         from utils.image_io import make_grid, save_gif, write_image
-        from utils.mesh_io import save_obj
-        from utils.metrics3d import inconsistency, p2p_mm, sample_at_pixels
+        from utils.geometry.mesh_io import save_obj
+        from utils.metrics.geometry import inconsistency, p2p_mm, sample_at_pixels
 
         start, cpu_start = time.time(), time.process_time()
         e = self.conf.get_config("eval")

@@ -1,6 +1,6 @@
 """Mesh rendering helpers on top of a renderer: attribute images, masks, normal maps, visible vertices.
 
-All take world-space vertices and :class:`utils.camera.Cameras`. ``verts_world`` is ``(B, V, 3)`` with
+All take world-space vertices and :class:`utils.geometry.camera.Cameras`. ``verts_world`` is ``(B, V, 3)`` with
 ``B`` the number of cameras (one mesh per view), or ``(1, V, 3)`` / ``(V, 3)`` for one mesh seen by every
 camera. ``resolution`` defaults to ``cameras.image_size``; another value renders the same field of view at
 that pixel count.
@@ -16,8 +16,8 @@ from typing import Iterable
 
 import torch
 
-from utils.camera import DEFAULT_NEAR, Cameras
-from utils.mesh import vertex_normals
+from utils.geometry.camera import DEFAULT_NEAR, Cameras
+from utils.geometry.mesh import vertex_normals
 
 
 def render_attributes(
@@ -116,7 +116,7 @@ def render_normal_map(
     antialias: bool = False,
     near: float = DEFAULT_NEAR,
 ) -> torch.Tensor:
-    """Normal map from area-weighted vertex normals (:func:`utils.mesh.vertex_normals`), interpolated and
+    """Normal map from area-weighted vertex normals (:func:`utils.geometry.mesh.vertex_normals`), interpolated and
     re-normalised per pixel.
 
     Args:

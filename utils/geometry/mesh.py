@@ -120,7 +120,7 @@ def _order_error(detail: str) -> str:
 
     return ("trimesh.remesh.subdivide_loop no longer returns its vertices and faces in the order the "
             f"skinning-weight upsampling relies on ({detail}); trimesh {trimesh.__version__} is installed, "
-            "the code was written for trimesh 5.2 (pin trimesh==5.2.0 or update utils/mesh.py)")
+            "the code was written for trimesh 5.2 (pin trimesh==5.2.0 or update utils/geometry/mesh.py)")
 
 
 def loop_subdivide(verts, faces, levels: int = 1, weights=None):
@@ -303,7 +303,7 @@ def subdivided_hand(hand_model, level: int = 3, shape: torch.Tensor | None = Non
     are cached on the model (per level, and per shape for the positions).
 
     Args:
-        hand_model: a :class:`utils.mano.HandModel`.
+        hand_model: a :class:`utils.geometry.mano.HandModel`.
         level: number of subdivisions (3 gives 49,281 vertices for MANO-topology hands).
         shape: (10,) shape coefficients (e.g. the sequence's mean shape); None = zeros.
     Returns:

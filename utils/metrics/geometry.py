@@ -275,7 +275,7 @@ def sample_at_pixels(images: torch.Tensor, uv_pix: torch.Tensor) -> torch.Tensor
     Args:
         images: ``(B, C, H, W)``.
         uv_pix: ``(B, N, 2)`` pixel coordinates ``(u, v)`` = (column, row) with pixel centres at
-            ``+0.5`` (the ``utils.camera`` convention: the image spans ``[0, W] x [0, H]``).
+            ``+0.5`` (the ``utils.geometry.camera`` convention: the image spans ``[0, W] x [0, H]``).
     Returns:
         ``(B, N, C)`` samples; points outside the image are clamped to the border.
     """

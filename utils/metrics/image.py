@@ -24,7 +24,7 @@ Definitions
     unmasked value).
 ``PerceptualMetric``
     LPIPS-alex (v0.1) when its torchvision trunk weights are cached, else ST-LPIPS-alex (see
-    ``utils.perceptual``). Its ``name`` must be reported with every value. Inputs are mapped to
+    ``utils.metrics.perceptual``). Its ``name`` must be reported with every value. Inputs are mapped to
     [-1, 1] (the authors fed [0, 1]).
 """
 
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.perceptual import as_nchw, choose_perceptual
+from utils.metrics.perceptual import as_nchw, choose_perceptual
 
 
 def _as_bhwc(image: Any, what: str) -> np.ndarray:
@@ -158,7 +158,7 @@ class PerceptualMetric:
     """Perceptual distance for evaluation: LPIPS when possible offline, else ST-LPIPS (never random).
 
     Args:
-        kind: ``"auto"``, ``"lpips"`` or ``"stlpips"`` (see ``utils.perceptual.choose_perceptual``).
+        kind: ``"auto"``, ``"lpips"`` or ``"stlpips"`` (see ``utils.metrics.perceptual.choose_perceptual``).
         net: LPIPS trunk (``"alex"``, the authors' SRHand evaluation; ``"vgg"`` their GIIF one). The
             ST-LPIPS fallback uses the same network family.
         device: where to run it (default CPU; moved to the inputs' device on each call otherwise).

@@ -166,7 +166,7 @@ def pose_mesh(hand_model, verts_canonical: torch.Tensor, weights: torch.Tensor, 
     ``batch_rodrigues(pose + pose_mean)``; vertices are skinned and then translated.
 
     Args:
-        hand_model: a :class:`utils.mano.HandModel` (or anything with ``v_template (V0,3)``,
+        hand_model: a :class:`utils.geometry.mano.HandModel` (or anything with ``v_template (V0,3)``,
             ``shapedirs (V0,3,S)``, ``J_regressor (16,V0)``, ``parents (16,)``, ``pose_mean (48,)``
             and, for blend shapes, ``posedirs (V0,3,135)``).
         verts_canonical: (V, 3) or (B, V, 3) rest-pose vertices in the model frame, metres (e.g. the

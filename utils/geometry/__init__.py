@@ -1,0 +1,11 @@
+"""Geometry of cameras, hands and meshes: the domain layer every stage shares.
+
+What lives here: ``camera`` (OpenCV cameras, clip space, InterHand conversions), ``mano`` (MANO and
+procedural-hand loading without chumpy), ``lbs`` (Rodrigues, rigid transforms, skinning), ``mesh``
+(Loop subdivision, normals, edges, Laplacian), ``mesh_io`` (OBJ/PLY), ``sh`` (spherical-harmonics
+shading).
+
+Imports allowed: torch, numpy, the optional geometry packages (smplx, trimesh) inside functions, and
+``utils`` infrastructure. Nothing here imports ``utils.render``, ``utils.metrics``, ``models``,
+``datasets`` or ``trainers``.
+"""

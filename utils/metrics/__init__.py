@@ -1,0 +1,9 @@
+"""Evaluation metrics.
+
+What lives here: ``image`` (PSNR, SSIM, masked variants, the perceptual metric wrapper), ``geometry``
+(point-to-surface distances, P2P in mm, MPJPE, multi-view inconsistency), ``perceptual`` (offline
+LPIPS / ST-LPIPS networks and their fall-backs).
+
+Imports allowed: torch, numpy, ``utils`` infrastructure, ``utils.geometry``; lpips and stlpips_pytorch
+inside functions. Nothing here imports ``models``, ``datasets`` or ``trainers``.
+"""
