@@ -9,8 +9,23 @@
 
 Conventions are in docs/architecture.md ("Renderer") and :mod:`utils.render.torch_backend`. Backends:
 ``torch`` (pure PyTorch, CPU and CUDA), ``nvdiffrast`` (CUDA, optional) and ``auto`` (nvdiffrast for CUDA
-tensors when it imports, torch otherwise; decided per call from the input's device). Higher-level
-helpers (attribute/normal/mask rendering) live in :mod:`utils.render.mesh_render`.
+tensors when it imports, torch otherwise; decided per call from the input's device).
+
+What lives here:
+
+* ``torch_backend``: :class:`TorchRenderer` and ``DEFAULT_AA_MAX_HOPS``; re-exports the ops below.
+* ``rasterize``: ``rasterize`` (coverage, depth test, barycentrics) and ``visible_vertices``.
+* ``interpolate``: ``interpolate`` (perspective-correct, differentiable in attributes and positions).
+* ``antialias``: ``antialias`` and its silhouette search.
+* ``common``: what those three share: input checks, edge planes, ``pixel_barycentrics``,
+  ``mesh_topology``.
+* ``nvdiffrast_backend``: the optional CUDA backend (imports nvdiffrast lazily).
+* ``reference``: slow per-pixel Python references of the three ops, for tests.
+* ``mesh_render``: higher-level helpers (attribute, normal-map and mask rendering).
+
+Imports: ``common`` and ``reference`` import torch only; the op modules import ``common``;
+``torch_backend`` imports the op modules; ``mesh_render`` may import ``utils.geometry``. Nothing here
+imports trainers, models or datasets, and nothing is imported from nvdiffrast at import time.
 """
 
 from __future__ import annotations

@@ -1,0 +1,292 @@
+"""Analytic silhouette-edge antialiasing with the silhouette search for dense meshes (torch backend).
+
+* ``antialias`` follows nvdiffrast's analytic silhouette-edge model (Laine et al. 2020, sec. 3.6): for
+  every right/down neighbour pair with different triangle ids, the triangle in front is tested for a
+  silhouette edge (a mesh boundary, or one whose neighbouring triangle folds back in screen space)
+  crossing the segment between the two pixel centres; the crossing position ``d`` (pixels from the
+  front pixel's centre) blends one pixel of the pair towards the other by ``|0.5 - d|``. Gradients
+  reach the two vertices of that edge through ``d`` and the colours through the blend. One extension
+  (``max_hops``, see :func:`antialias`): when the front triangle's edge is an interior edge, the search
+  continues across it along the segment, because on dense meshes the triangles along a contour are
+  sub-pixel slivers that rarely own a pixel. Pairs that no silhouette edge's screen box touches skip
+  the search (an exact, conservative filter).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from utils.render.common import MeshTopology, _check_clip_faces, _check_rast, _owner_index, mesh_topology
+
+_AA_EPS = 1.0 / 16.0  # accepted crossing overshoot in pixels (as nvdiffrast), then clamped to [0, 1]
+DEFAULT_AA_MAX_HOPS = 32  # interior edges the silhouette search may cross (0 = nvdiffrast's rule)
+
+
+def _silhouette_pixels(
+    clip: torch.Tensor, faces: torch.Tensor, topo: MeshTopology, h: int, w: int
+) -> torch.Tensor:
+    """(B H W,) bool: pixels whose square touches the screen bounding box of a possible silhouette edge.
+
+    A silhouette edge that crosses the segment between two neighbouring pixel centres crosses one of
+    the two pixel squares, so pairs with neither pixel marked can skip the silhouette search. Possible
+    silhouette edges (a superset of the exact test in :func:`antialias`): boundary edges, edges between
+    inconsistently wound triangles, edges whose two triangles face different ways (for consistent
+    winding this equals the exact test), and edges next to triangles that are not drawn (w <= 0).
+    """
+    bsz, num_verts, _ = clip.shape
+    num_faces = faces.shape[0]
+    flat = clip.reshape(-1, 4)
+    inv_w = torch.where(flat[:, 3] > 0, 1.0 / flat[:, 3], torch.full_like(flat[:, 3], float("nan")))
+    px, py = (flat[:, 0] * inv_w + 1) * (0.5 * w), (flat[:, 1] * inv_w + 1) * (0.5 * h)
+    offset = (torch.arange(bsz, device=clip.device) * num_verts)[:, None]
+    vid = [(faces[:, k][None] + offset).reshape(-1) for k in range(3)]
+    x0, x1, x2 = (px.index_select(0, v) for v in vid)
+    y0, y1, y2 = (py.index_select(0, v) for v in vid)
+    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)  # NaN where a vertex has w <= 0
+    # Facing: +-1, or 0 for triangles that are not drawn or so thin that rounding could flip the sign
+    # the exact test computes (pixel coordinates carry ~1e-7 relative error); 0 makes every edge of
+    # theirs a possible silhouette.
+    size = (x1 - x0).abs() + (x2 - x0).abs() + (y1 - y0).abs() + (y2 - y0).abs()
+    thin = area.abs() <= 1e-5 * max(h, w) * size
+    facing = torch.where(thin, torch.zeros_like(area), torch.sign(area)).view(bsz, num_faces)
+    drawn = ~torch.isnan(area)
+    va, vb, f1, f2 = topo.edges.unbind(1)
+    has2 = f2 >= 0
+    f2c = f2.clamp_min(0)
+    drawn = drawn.view(bsz, num_faces)
+    fa, fb = facing.index_select(1, f1), facing.index_select(1, f2c)  # (B, E)
+    sil = (~has2 | ~topo.edge_consistent) | (fa * fb <= 0)
+    sil = sil & (drawn.index_select(1, f1) | (drawn.index_select(1, f2c) & has2))
+    b, e = sil.nonzero(as_tuple=True)
+    mask = torch.zeros(bsz * h * w, dtype=torch.bool, device=clip.device)
+    if b.numel() == 0:
+        return mask
+    vj = va.index_select(0, e) + b * num_verts
+    vk = vb.index_select(0, e) + b * num_verts
+    xj, xk, yj, yk = (
+        px.index_select(0, vj),
+        px.index_select(0, vk),
+        py.index_select(0, vj),
+        py.index_select(0, vk),
+    )
+    pad = _AA_EPS + 1e-3
+    x_lo = torch.floor(torch.minimum(xj, xk) - pad).clamp(0, w - 1).long()
+    x_hi = torch.floor(torch.maximum(xj, xk) + pad).clamp(0, w - 1).long()
+    y_lo = torch.floor(torch.minimum(yj, yk) - pad).clamp(0, h - 1).long()
+    y_hi = torch.floor(torch.maximum(yj, yk) + pad).clamp(0, h - 1).long()
+    bw, bh = x_hi - x_lo + 1, y_hi - y_lo + 1
+    counts = bw * bh
+    total = int(counts.sum())
+    owner = _owner_index(counts, total)
+    local = torch.arange(total, device=clip.device) - (torch.cumsum(counts, 0) - counts).index_select(
+        0, owner
+    )
+    bwo = bw.index_select(0, owner)
+    dy = torch.div(local, bwo, rounding_mode="floor")
+    pix = (
+        (b.index_select(0, owner) * h + y_lo.index_select(0, owner) + dy) * w
+        + x_lo.index_select(0, owner)
+        + (local - dy * bwo)
+    )
+    mask[pix] = True
+    return mask
+
+
+def _to_pixels(c: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_w = 1.0 / c[..., 3]
+    return (c[..., 0] * inv_w + 1) * (0.5 * w), (c[..., 1] * inv_w + 1) * (0.5 * h)
+
+
+@torch.no_grad()
+def _silhouette_crossings(rast: torch.Tensor, clip: torch.Tensor, faces: torch.Tensor, max_hops: int):
+    """Pixel pairs to blend and the silhouette edge each one crosses (see :func:`antialias`).
+
+    Returns:
+        None when nothing is to be blended, else (P,) long tensors ``pix0, pix1`` (flat indices of the
+        left/top and right/bottom pixel), ``down`` (1 for vertical pairs), ``frow, fcol`` (front pixel),
+        float ``ds`` (+1 when pixel 0 is in front, else -1) and ``vj, vk`` (rows of ``clip.reshape(-1, 4)``
+        of the edge's end points).
+    """
+    h, w = rast.shape[1:3]
+    num_verts = clip.shape[1]
+    clip = clip.detach()
+    tri = rast[..., 3].long() - 1  # (B, H, W), -1 = background
+    zw = rast[..., 2]
+    pairs = []
+    for down in (0, 1):
+        t0 = tri[:, :-1] if down else tri[:, :, :-1]
+        t1 = tri[:, 1:] if down else tri[:, :, 1:]
+        b, r, c = (t0 != t1).nonzero(as_tuple=True)
+        p0 = (b * h + r) * w + c
+        pairs.append((p0, p0 + (w if down else 1), torch.full_like(p0, down)))
+    pix0, pix1, down = (torch.cat(x) for x in zip(*pairs))
+    if pix0.numel() == 0:
+        return None
+    topo = mesh_topology(faces, num_verts)
+    if max_hops > 0:
+        # Only pairs that a silhouette edge can cross need the (walking) search.
+        near = _silhouette_pixels(clip, faces, topo, h, w)
+        idx = (near.index_select(0, pix0) | near.index_select(0, pix1)).nonzero().squeeze(1)
+        pix0, pix1, down = pix0.index_select(0, idx), pix1.index_select(0, idx), down.index_select(0, idx)
+        if pix0.numel() == 0:
+            return None
+    tri_flat, z_flat = tri.reshape(-1), zw.reshape(-1)
+    tri0, tri1 = tri_flat.index_select(0, pix0), tri_flat.index_select(0, pix1)
+    # The triangle in front owns the edge: the non-background one, else the nearer one.
+    use1 = (tri0 < 0) | ((tri1 >= 0) & ~(z_flat.index_select(0, pix0) < z_flat.index_select(0, pix1)))
+    face = torch.where(use1, tri1, tri0)
+    far_face = torch.where(use1, tri0, tri1)
+    front = torch.where(use1, pix1, pix0)
+    batch = torch.div(pix0, h * w, rounding_mode="floor")
+    rem = front - batch * (h * w)
+    frow = torch.div(rem, w, rounding_mode="floor")
+    fcol = rem - frow * w
+    ds = 1.0 - 2.0 * use1.to(clip.dtype)  # +1: the neighbour lies along +a (see below)
+    # Work in (a, b) pixel coordinates: a along the pair, b across it, i.e. (x, y) for horizontal
+    # pairs and (y, x) for vertical ones. One vertex table holds both layouts; w <= 0 gives NaN.
+    flat = clip.reshape(-1, 4)
+    inv_w = torch.where(flat[:, 3] > 0, 1.0 / flat[:, 3], torch.full_like(flat[:, 3], float("nan")))
+    px, py = (flat[:, 0] * inv_w + 1) * (0.5 * w), (flat[:, 1] * inv_w + 1) * (0.5 * h)
+    table = torch.cat([torch.stack([px, py], 1), torch.stack([py, px], 1)])  # (2 B V, 2)
+    dn = down.bool()
+    # Per pair: front centre (a, b), direction sign; first table row of its image/layout, far face.
+    pair_f = torch.stack(
+        [
+            torch.where(dn, frow, fcol).to(clip.dtype) + 0.5,
+            torch.where(dn, fcol, frow).to(clip.dtype) + 0.5,
+            ds,
+        ],
+        1,
+    )
+    pair_i = torch.stack([batch * num_verts + down * flat.shape[0], far_face], 1)
+    opposite, neighbour = topo.opposite.reshape(-1), topo.neighbour.reshape(-1)
+    found_pair, found_half = [], []
+    active = torch.arange(len(pix0), device=pix0.device)
+    cur = face
+    for hop in range(max_hops + 1):
+        pf = pair_f.index_select(0, active)
+        base, far = pair_i.index_select(0, active).unbind(1)
+        vid = faces.index_select(0, cur) + base[:, None]  # (A, 3) table rows
+        rel = table.index_select(0, vid.reshape(-1)).view(-1, 3, 2) - pf[:, None, :2]
+        relj, relk = rel.roll(-1, 1), rel.roll(-2, 1)  # edge i runs from vertex i+1 to vertex i+2
+        dr = relk - relj
+        aj, bj = relj.unbind(-1)
+        da, db = dr.unbind(-1)
+        straddle = (bj >= 0) != (relk[..., 1] >= 0)  # the edge crosses the line through both centres
+        dc = torch.where(straddle, pf[:, 2:3] * (aj - bj * da / db), -float("inf"))
+        # Where the line leaves the triangle towards the neighbour: the farthest straddling edge
+        # (elementwise arg-max over the three edges; ties go to the lower index).
+        d0, d1, d2 = dc.unbind(1)
+        d01 = torch.maximum(d0, d1)
+        d = torch.maximum(d01, d2)
+        edge = torch.where(d2 > d01, 2, (d1 > d0).long())[:, None]
+        half = cur * 3 + edge.squeeze(1)
+        opp = opposite.index_select(0, half)
+        # (start of the edge, edge vector, own third vertex) of the chosen edge.
+        g = torch.cat([relj, dr, rel], -1).gather(1, edge[:, :, None].expand(-1, 1, 6)).squeeze(1)
+        wing_v = table.index_select(0, opp.clamp_min(0) + base) - pf[:, :2] - g[:, 0:2]
+        own_v = g[:, 4:6] - g[:, 0:2]
+        own = g[:, 2] * own_v[:, 1] - g[:, 3] * own_v[:, 0]
+        wing = g[:, 2] * wing_v[:, 1] - g[:, 3] * wing_v[:, 0]
+        # Silhouette: the far vertex of the triangle across the edge is not strictly on the other
+        # side from this triangle's third vertex (NaN, i.e. w <= 0, counts as a border).
+        silhouette = (opp < 0) | ~(own * wing < 0)
+        inside = (d > -_AA_EPS) & (d < 1 + _AA_EPS)
+        hit = (inside & silhouette & (g[:, 3].abs() >= g[:, 2].abs())).nonzero().squeeze(1)
+        if hit.numel():
+            found_pair.append(active.index_select(0, hit))
+            found_half.append(half.index_select(0, hit))
+        if hop == max_hops:
+            break
+        # Continue across interior edges until the neighbour pixel's triangle or centre is reached.
+        nxt = neighbour.index_select(0, half)
+        go = (~silhouette & (d > -float("inf")) & (d < 1 + _AA_EPS) & (nxt != far)).nonzero().squeeze(1)
+        if go.numel() == 0:
+            break
+        active, cur = active.index_select(0, go), nxt.index_select(0, go)
+    if not found_pair:
+        return None
+    sel, half = torch.cat(found_pair), torch.cat(found_half)
+    pix0, pix1, down, frow, fcol, ds, batch = (
+        x.index_select(0, sel) for x in (pix0, pix1, down, frow, fcol, ds, batch)
+    )
+    fidx, eidx = torch.div(half, 3, rounding_mode="floor"), half % 3
+    fl = faces.reshape(-1)
+    vj = fl.index_select(0, fidx * 3 + (eidx + 1) % 3) + batch * num_verts
+    vk = fl.index_select(0, fidx * 3 + (eidx + 2) % 3) + batch * num_verts
+    return pix0, pix1, down, frow, fcol, ds, vj, vk
+
+
+def _attach(color: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
+    """``color`` unchanged but, when ``clip`` requires grad, part of its graph (with zero gradient), so
+    that a loss on an image without silhouettes still back-propagates like one with them."""
+    if clip.requires_grad and torch.is_grad_enabled():
+        return color + (clip.reshape(-1)[:1] * 0).to(color.dtype).reshape(())
+    return color
+
+
+def antialias(
+    color: torch.Tensor,
+    rast: torch.Tensor,
+    clip: torch.Tensor,
+    faces: torch.Tensor,
+    max_hops: int = DEFAULT_AA_MAX_HOPS,
+) -> torch.Tensor:
+    """Analytic silhouette-edge antialiasing (nvdiffrast's model, extended for dense meshes).
+
+    For every right/down neighbour pair with different triangle ids, the triangle in front (the
+    non-background one, else the one with the smaller z/w) is intersected with the line through both
+    pixel centres. If its edge on the neighbour's side is a silhouette edge (a mesh boundary, or the
+    triangle across it folds back in screen space), at least as steep as it is wide along the pair, and
+    crosses within the segment at distance ``d`` from the front pixel's centre, the pixel whose half
+    holds the crossing is blended towards the other by ``|0.5 - d|``.
+
+    nvdiffrast stops when that edge is an interior edge. On dense meshes the triangles along the
+    contour are sub-pixel slivers that rarely own a pixel, so that rule misses most silhouettes: the
+    gradient of the total antialiased coverage w.r.t. a uniform scale of the mesh, compared with the
+    true rate of change of the covered area, is 17 % on the 98k-face procedural hand at 256 px and 0 %
+    on a 5120-face sphere at 48 px. Here the search instead follows the surface across interior edges
+    along the pair's segment, up to ``max_hops`` triangles, and stops without blending when it reaches
+    the neighbour pixel's triangle or passes its centre; with the default that ratio is 98 % and 97 %
+    (93 % with 16 hops, 52 % with 8 on the hand). ``max_hops=0`` is nvdiffrast's rule.
+
+    Args:
+        color: (B, H, W, C) shaded image (e.g. from :func:`interpolate`).
+        rast: (B, H, W, 4) raster that produced it.
+        clip: (B, V, 4) clip vertices of ``rast``.
+        faces: (F, 3) int.
+        max_hops: interior edges the silhouette search may cross (0 = nvdiffrast).
+    Returns:
+        (B, H, W, C) antialiased image; differentiable w.r.t. ``color`` and ``clip`` (silhouette
+        gradients through the edge crossing positions).
+    """
+    bsz, h, w = _check_rast(rast)
+    faces = _check_clip_faces(clip, faces)
+    if color.dim() != 4 or tuple(color.shape[:3]) != (bsz, h, w):
+        raise ValueError(
+            f"color must have shape ({bsz}, {h}, {w}, C) to match rast, got {tuple(color.shape)}"
+        )
+    if clip.shape[0] != bsz:
+        raise ValueError(f"clip batch {clip.shape[0]} does not match rast batch {bsz}")
+    crossings = _silhouette_crossings(rast, clip, faces, max_hops)
+    if crossings is None:
+        return _attach(color, clip)
+    pix0, pix1, down, frow, fcol, ds, vj, vk = crossings
+    chans = color.shape[-1]
+    ds = ds.to(clip.dtype)
+
+    # Differentiable part: where the chosen edge crosses the pair's segment, from the live clip tensor.
+    flat = clip.reshape(-1, 4)
+    pjx, pjy = _to_pixels(flat.index_select(0, vj), h, w)
+    pkx, pky = _to_pixels(flat.index_select(0, vk), h, w)
+    dn = down.bool()
+    fx, fy = fcol.to(clip.dtype) + 0.5, frow.to(clip.dtype) + 0.5
+    xj, yj = torch.where(dn, pjy - fy, pjx - fx), torch.where(dn, pjx - fx, pjy - fy)
+    xk, yk = torch.where(dn, pky - fy, pkx - fx), torch.where(dn, pkx - fx, pky - fy)
+    dc = ds * (xj - yj * (xk - xj) / (yk - yj))
+    alpha = (ds * (0.5 - dc.clamp(0.0, 1.0))).to(color.dtype)
+    # alpha > 0: the edge lies in pixel 0's half, pixel 0 takes alpha of pixel 1; else the reverse.
+    target = torch.where(alpha > 0, pix0, pix1)
+    col_flat = color.reshape(-1, chans)
+    delta = alpha[:, None] * (col_flat.index_select(0, pix1) - col_flat.index_select(0, pix0))
+    return col_flat.index_add(0, target, delta).reshape(color.shape)
