@@ -8,11 +8,18 @@ rule). The pipeline per view is the training one: rasterize, interpolate a 10-ch
 (normals, albedo, mask, position) with position gradients, antialias the 7 shaded channels, and for
 the backward pass an L1-style loss.
 
+Besides forward and forward + backward, it times a lower bound from the same run: rasterize +
+interpolate alone (forward + backward, same loss on the un-antialiased channels). The three are timed
+interleaved in every repeat, and the ratio (median over repeats of full / lower bound) cancels most
+of the noise of a shared machine. ``--phases`` adds the split of one forward + backward into
+rasterize, interpolate, antialias and backward (medians, timed between the calls).
+
 Usage:
-    python scripts/benchmark_render.py [--device cpu] [--threads 2] [--repeats 10] [--res 256 512]
+    python scripts/benchmark_render.py [--device cpu] [--threads 2] [--repeats 10] [--res 256 512] [--phases]
 
 Prints a table, then as the last line a JSON list with one object per resolution:
-``{"res", "faces", "ms_forward", "ms_forward_backward"}``.
+``{"res", "faces", "ms_forward", "ms_forward_backward", "ms_lower_bound", "ratio_to_lower_bound"}``
+(and ``"phases_ms"`` with ``--phases``).
 """
 
 from __future__ import annotations
@@ -80,17 +87,20 @@ def _stand_in_hand_mesh() -> tuple[np.ndarray, np.ndarray, str]:
     return verts, faces, "stand-in hand (palm ellipsoid + 5 capsules, trimesh Loop x3)"
 
 
-def _time(fn, repeats: int, sync) -> tuple[float, float]:
-    """(median, min) wall time of ``fn`` in milliseconds after one warm-up call."""
-    fn()  # warm-up (also fills the topology cache)
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def _time_interleaved(fns: dict, repeats: int, sync) -> dict[str, list[float]]:
+    """Wall times in milliseconds of each of ``fns`` per repeat, the functions run in turn within each
+    repeat (so that load changes hit them alike), after one warm-up round."""
+    for fn in fns.values():  # warm-up (also fills the topology cache)
         fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * float(np.median(times)), 1000.0 * float(np.min(times))
+    sync()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(1000.0 * (time.perf_counter() - t0))
+    return times
 
 
 def main(argv=None) -> list[dict]:
@@ -105,6 +115,9 @@ def main(argv=None) -> list[dict]:
         type=int,
         default=DEFAULT_AA_MAX_HOPS,
         help="torch backend silhouette search depth (0 = nvdiffrast's rule)",
+    )
+    parser.add_argument(
+        "--phases", action="store_true", help="also time rasterize / interpolate / antialias / backward"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -140,38 +153,85 @@ def main(argv=None) -> list[dict]:
         verts_param = verts[None].clone().requires_grad_(True)
         attr = attr_base.clone().requires_grad_(True)
 
-        def step(backward: bool) -> None:
+        def step(backward: bool, antialias: bool = True, phases: dict | None = None) -> None:
+            def mark(name: str) -> None:
+                if phases is not None:
+                    sync()
+                    now = time.perf_counter()
+                    phases.setdefault(name, []).append(1000.0 * (now - phases["_t"][0]))
+                    phases["_t"][0] = now
+
+            if phases is not None:
+                phases.setdefault("_t", [0.0])[0] = time.perf_counter()
+            verts_param.grad, attr.grad = None, None
             with torch.set_grad_enabled(backward):
                 clip = cams.to_clip(verts_param)
+                mark("to_clip")
                 rast = renderer.rasterize(clip, faces, (res, res))
+                mark("rasterize")
                 feats = renderer.interpolate(attr, rast, faces, clip=clip)
-                shaded = renderer.antialias(feats[..., :7], rast, clip, faces)
+                mark("interpolate")
+                shaded = (
+                    renderer.antialias(feats[..., :7], rast, clip, faces) if antialias else feats[..., :7]
+                )
+                mark("antialias")
                 if backward:
                     loss = shaded.abs().mean() + feats[..., 7:].square().mean()
+                    mark("loss")
                     loss.backward()
+                    mark("backward")
 
-        ms_fwd, min_fwd = _time(lambda: step(False), args.repeats, sync)
-        ms_fb, min_fb = _time(lambda: step(True), args.repeats, sync)
+        times = _time_interleaved(
+            {
+                "forward": lambda: step(False),
+                "forward_backward": lambda: step(True),
+                "lower_bound": lambda: step(True, antialias=False),
+            },
+            args.repeats,
+            sync,
+        )
+        ms_fwd, min_fwd = float(np.median(times["forward"])), min(times["forward"])
+        ms_fb, min_fb = float(np.median(times["forward_backward"])), min(times["forward_backward"])
+        ms_lb = float(np.median(times["lower_bound"]))
+        ratio = float(np.median(np.array(times["forward_backward"]) / np.array(times["lower_bound"])))
+        phases = None
+        if args.phases:
+            phases = {}
+            for _ in range(args.repeats + 1):
+                step(True, phases=phases)
+            phases = {k: round(float(np.median(v[1:])), 2) for k, v in phases.items() if k != "_t"}
         with torch.no_grad():
             clip = cams.to_clip(verts_param)
             covered = float((renderer.rasterize(clip, faces, (res, res))[..., 3] > 0).float().mean())
-        results.append(
-            {
-                "res": res,
-                "faces": int(len(faces)),
-                "ms_forward": round(ms_fwd, 2),
-                "ms_forward_backward": round(ms_fb, 2),
-            }
-        )
-        rows.append((res, len(faces), covered, ms_fwd, min_fwd, ms_fb, min_fb))
+        result = {
+            "res": res,
+            "faces": int(len(faces)),
+            "ms_forward": round(ms_fwd, 2),
+            "ms_forward_backward": round(ms_fb, 2),
+            "ms_lower_bound": round(ms_lb, 2),
+            "ratio_to_lower_bound": round(ratio, 3),
+        }
+        if phases is not None:
+            result["phases_ms"] = phases
+        results.append(result)
+        rows.append((res, len(faces), covered, ms_fwd, min_fwd, ms_fb, min_fb, ms_lb, ratio))
 
     print(
         f"{'res':>5} {'faces':>7} {'covered':>8} {'fwd ms (median/min)':>20} {'fwd+bwd ms (median/min)':>24}"
+        f" {'lower bound ms':>15} {'ratio':>6}"
     )
-    for res, nf, covered, ms_fwd, min_fwd, ms_fb, min_fb in rows:
+    for res, nf, covered, ms_fwd, min_fwd, ms_fb, min_fb, ms_lb, ratio in rows:
         print(
             f"{res:>5} {nf:>7} {covered:>8.1%} {ms_fwd:>11.2f} / {min_fwd:<6.2f} {ms_fb:>15.2f} / {min_fb:<6.2f}"
+            f" {ms_lb:>15.2f} {ratio:>6.2f}"
         )
+    print(
+        "lower bound: rasterize + interpolate alone, forward + backward; ratio: median of fwd+bwd / lower bound"
+    )
+    for r in results:
+        if "phases_ms" in r:
+            split = ", ".join(f"{k} {v:.2f}" for k, v in r["phases_ms"].items())
+            print(f"phases at {r['res']} px (ms, median): {split}")
     print(json.dumps(results))
     return results
 
