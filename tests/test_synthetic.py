@@ -13,6 +13,7 @@ import torch
 
 from datasets import synthetic
 from datasets.interhand import read_interhand_sequence, read_joints_3d
+from datasets.synthetic._np import vertex_normals_np
 
 RECON = ("test", "Capture0", synthetic.RECON_SEQUENCE)
 
@@ -169,7 +170,7 @@ def test_determinism_and_detail_placement():
     assert np.isin(owner, [3, 6, 9, 12, 15]).mean() > 0.95  # on the distal phalanges
     tip_dist = np.linalg.norm(a.verts_smooth[nail][:, None] - frame.tips[None], axis=-1).min(1)
     assert tip_dist.max() < 0.03
-    normals = synthetic._vertex_normals_np(a.verts_smooth, a.faces)
+    normals = vertex_normals_np(a.verts_smooth, a.faces)
     assert (normals[nail] @ frame.palm_normal < 0).mean() > 0.9  # facing away from the palm
     crease = a.labels["crease"] > 0.5
     joint_dist = np.linalg.norm(a.verts_smooth[crease][:, None] - frame.joints[None, 1:], axis=-1).min(1)
