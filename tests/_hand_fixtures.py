@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import pickle
 import sys
@@ -19,15 +18,11 @@ FINGER_CHAINS = {"index": (1, 2, 3), "middle": (4, 5, 6), "pinky": (7, 8, 9), "r
                  "thumb": (13, 14, 15)}
 
 
-@functools.lru_cache(maxsize=1)
 def generator_module():
-    """``scripts/make_procedural_hand.py`` imported as a module (scripts/ is not a package)."""
-    path = os.path.join(REPO, "scripts", "make_procedural_hand.py")
-    spec = importlib.util.spec_from_file_location("make_procedural_hand", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_procedural_hand", module)
-    spec.loader.exec_module(module)
-    return module
+    """The procedural-hand builder, :mod:`utils.geometry.procedural_hand`."""
+    from utils.geometry import procedural_hand
+
+    return procedural_hand
 
 
 @functools.lru_cache(maxsize=8)

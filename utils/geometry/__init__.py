@@ -3,9 +3,9 @@
 What lives here: ``camera`` (OpenCV cameras, clip space, InterHand conversions), ``mano`` (MANO and
 procedural-hand loading without chumpy), ``lbs`` (Rodrigues, rigid transforms, skinning), ``mesh``
 (Loop subdivision, normals, edges, Laplacian), ``mesh_io`` (OBJ/PLY), ``sh`` (spherical-harmonics
-shading).
+shading), ``procedural_hand`` (the procedural MANO-format hand builder behind the shipped assets).
 
-Imports allowed: torch, numpy, the optional geometry packages (smplx, trimesh) inside functions, and
-``utils`` infrastructure. Nothing here imports ``utils.render``, ``utils.metrics``, ``models``,
-``datasets`` or ``trainers``.
+Imports allowed: torch, numpy, the optional geometry packages (smplx, trimesh; cv2 for the procedural
+hand's preview) inside functions, and ``utils`` infrastructure. Nothing here imports ``utils.render``,
+``utils.metrics``, ``models``, ``datasets`` or ``trainers``.
 """
