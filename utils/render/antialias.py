@@ -10,16 +10,22 @@
   continues across it along the segment, because on dense meshes the triangles along a contour are
   sub-pixel slivers that rarely own a pixel. Pairs that no silhouette edge's screen box touches skip
   the search (an exact, conservative filter).
+* The search's walk (:func:`_walk`, no gradient) runs in NumPy on the CPU, also for CUDA inputs: it
+  is up to ``max_hops + 1`` rounds of small array operations, where torch's per-operation overhead was
+  most of the time. Everything differentiable stays in torch on the input's device.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from utils.render.common import MeshTopology, _check_clip_faces, _check_rast, _owner_index, mesh_topology
 
 _AA_EPS = 1.0 / 16.0  # accepted crossing overshoot in pixels (as nvdiffrast), then clamped to [0, 1]
 DEFAULT_AA_MAX_HOPS = 32  # interior edges the silhouette search may cross (0 = nvdiffrast's rule)
+_WALK_CACHE: dict = {}
+_WALK_CACHE_SIZE = 4
 
 
 def _silhouette_pixels(
@@ -158,55 +164,19 @@ def _silhouette_crossings(rast: torch.Tensor, clip: torch.Tensor, faces: torch.T
         ],
         1,
     )
-    pair_i = torch.stack([batch * num_verts + down * flat.shape[0], far_face], 1)
-    opposite, neighbour = topo.opposite.reshape(-1), topo.neighbour.reshape(-1)
-    found_pair, found_half = [], []
-    active = torch.arange(len(pix0), device=pix0.device)
-    cur = face
-    for hop in range(max_hops + 1):
-        pf = pair_f.index_select(0, active)
-        base, far = pair_i.index_select(0, active).unbind(1)
-        vid = faces.index_select(0, cur) + base[:, None]  # (A, 3) table rows
-        rel = table.index_select(0, vid.reshape(-1)).view(-1, 3, 2) - pf[:, None, :2]
-        relj, relk = rel.roll(-1, 1), rel.roll(-2, 1)  # edge i runs from vertex i+1 to vertex i+2
-        dr = relk - relj
-        aj, bj = relj.unbind(-1)
-        da, db = dr.unbind(-1)
-        straddle = (bj >= 0) != (relk[..., 1] >= 0)  # the edge crosses the line through both centres
-        dc = torch.where(straddle, pf[:, 2:3] * (aj - bj * da / db), -float("inf"))
-        # Where the line leaves the triangle towards the neighbour: the farthest straddling edge
-        # (elementwise arg-max over the three edges; ties go to the lower index).
-        d0, d1, d2 = dc.unbind(1)
-        d01 = torch.maximum(d0, d1)
-        d = torch.maximum(d01, d2)
-        edge = torch.where(d2 > d01, 2, (d1 > d0).long())[:, None]
-        half = cur * 3 + edge.squeeze(1)
-        opp = opposite.index_select(0, half)
-        # (start of the edge, edge vector, own third vertex) of the chosen edge.
-        g = torch.cat([relj, dr, rel], -1).gather(1, edge[:, :, None].expand(-1, 1, 6)).squeeze(1)
-        wing_v = table.index_select(0, opp.clamp_min(0) + base) - pf[:, :2] - g[:, 0:2]
-        own_v = g[:, 4:6] - g[:, 0:2]
-        own = g[:, 2] * own_v[:, 1] - g[:, 3] * own_v[:, 0]
-        wing = g[:, 2] * wing_v[:, 1] - g[:, 3] * wing_v[:, 0]
-        # Silhouette: the far vertex of the triangle across the edge is not strictly on the other
-        # side from this triangle's third vertex (NaN, i.e. w <= 0, counts as a border).
-        silhouette = (opp < 0) | ~(own * wing < 0)
-        inside = (d > -_AA_EPS) & (d < 1 + _AA_EPS)
-        hit = (inside & silhouette & (g[:, 3].abs() >= g[:, 2].abs())).nonzero().squeeze(1)
-        if hit.numel():
-            found_pair.append(active.index_select(0, hit))
-            found_half.append(half.index_select(0, hit))
-        if hop == max_hops:
-            break
-        # Continue across interior edges until the neighbour pixel's triangle or centre is reached.
-        nxt = neighbour.index_select(0, half)
-        go = (~silhouette & (d > -float("inf")) & (d < 1 + _AA_EPS) & (nxt != far)).nonzero().squeeze(1)
-        if go.numel() == 0:
-            break
-        active, cur = active.index_select(0, go), nxt.index_select(0, go)
-    if not found_pair:
+    base = batch * num_verts + down * flat.shape[0]
+    sel, half = _walk(
+        _walk_table(faces, topo),
+        table.cpu().numpy(),
+        pair_f.cpu().numpy(),
+        base.cpu().numpy(),
+        far_face.cpu().numpy(),
+        face.cpu().numpy(),
+        max_hops,
+    )
+    if len(sel) == 0:
         return None
-    sel, half = torch.cat(found_pair), torch.cat(found_half)
+    sel, half = torch.from_numpy(sel).to(pix0.device), torch.from_numpy(half).to(pix0.device)
     pix0, pix1, down, frow, fcol, ds, batch = (
         x.index_select(0, sel) for x in (pix0, pix1, down, frow, fcol, ds, batch)
     )
@@ -215,6 +185,106 @@ def _silhouette_crossings(rast: torch.Tensor, clip: torch.Tensor, faces: torch.T
     vj = fl.index_select(0, fidx * 3 + (eidx + 1) % 3) + batch * num_verts
     vk = fl.index_select(0, fidx * 3 + (eidx + 2) % 3) + batch * num_verts
     return pix0, pix1, down, frow, fcol, ds, vj, vk
+
+
+def _walk_table(faces: torch.Tensor, topo: MeshTopology) -> np.ndarray:
+    """(12, F) int64 on the CPU, per triangle: the start vertices ``v_{i+1}`` of its edges ``i = 0, 1, 2``,
+    their end vertices ``v_{i+2}``, the opposite vertices across the edges (0 where there is none) and
+    the neighbouring triangles (-1 where there is none). Cached per topology."""
+    entry = _WALK_CACHE.get(id(topo))
+    if entry is not None and entry[0] is topo:
+        return entry[1]
+    table = torch.cat(
+        [faces[:, [1, 2, 0]], faces[:, [2, 0, 1]], topo.opposite.clamp_min(0), topo.neighbour], 1
+    )
+    table = table.t().contiguous().cpu().numpy()
+    _WALK_CACHE[id(topo)] = (topo, table)
+    while len(_WALK_CACHE) > _WALK_CACHE_SIZE:
+        _WALK_CACHE.pop(next(iter(_WALK_CACHE)))
+    return table
+
+
+def _walk(
+    walk: np.ndarray,
+    table: np.ndarray,
+    pair_f: np.ndarray,
+    base: np.ndarray,
+    far: np.ndarray,
+    face: np.ndarray,
+    max_hops: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The silhouette search of :func:`antialias` for every pixel pair (see there for the rule).
+
+    NumPy on the CPU: the loop runs up to ``max_hops + 1`` rounds of a few dozen operations on a few
+    thousand pairs, where the per-operation overhead of torch is several times the work.
+
+    Args:
+        walk: (12, F) from :func:`_walk_table`.
+        table: (2 B V, 2) vertex pixel coordinates, ``(a, b)`` rows for both layouts.
+        pair_f: (N, 3) front pixel centre ``(a, b)`` and direction sign per pair.
+        base: (N,) first ``table`` row of the pair's image and layout.
+        far: (N,) the neighbour pixel's triangle (-1 for background).
+        face: (N,) the front triangle, where the search starts.
+        max_hops: interior edges it may cross.
+    Returns:
+        ``sel`` (S,) pairs that found a silhouette edge and ``half`` (S,) that edge as ``3 face + i``,
+        ordered by the round that found them, then by pair (the order of the torch loop this replaced).
+    """
+    n = len(face)
+    found_half = np.full(n, -1, dtype=np.int64)
+    found_round = np.zeros(n, dtype=np.int64)
+    active, cur = np.arange(n), face
+    # Separate contiguous a and b columns: 1D gathers and elementwise ops on them are much faster.
+    table_a, table_b = np.ascontiguousarray(table[:, 0]), np.ascontiguousarray(table[:, 1])
+    centre_a, centre_b, sign = (np.ascontiguousarray(pair_f[:, k]) for k in range(3))
+    with np.errstate(all="ignore"):  # NaN (w <= 0) and non-straddling edges are masked, not errors
+        for hop in range(max_hops + 1):
+            num = len(cur)
+            rec = walk.take(cur, axis=1)  # (12, A)
+            # (6, A) a and b of the edge starts and ends relative to the front pixel's centre (edge i
+            # runs from vertex i+1 to vertex i+2). Rows, not columns: blocks of rows are contiguous.
+            rows = rec[:6] + base
+            rel_a = table_a.take(rows) - centre_a
+            rel_b = table_b.take(rows) - centre_b
+            aj, bj = rel_a[0:3], rel_b[0:3]
+            da, db = rel_a[3:6] - aj, rel_b[3:6] - bj
+            straddle = (bj >= 0) != (rel_b[3:6] >= 0)  # the edge crosses the line through both centres
+            dc = np.where(straddle, sign * (aj - bj * da / db), -np.inf)
+            # Where the line leaves the triangle towards the neighbour: the farthest straddling edge
+            # (elementwise arg-max over the three edges; ties go to the lower index).
+            d01 = np.maximum(dc[0], dc[1])
+            d = np.maximum(d01, dc[2])
+            edge = np.where(dc[2] > d01, 2, dc[1] > dc[0])
+            at3 = edge * num + np.arange(num)  # flat index of the chosen edge in (3, A) and (6, A)
+            da, db = da.ravel().take(at3), db.ravel().take(at3)
+            aj, bj = rel_a.ravel().take(at3), rel_b.ravel().take(at3)
+            # The own third vertex v_i is the start of edge i + 2; the opposite one comes from the table.
+            own_at = at3 + ((edge + 2) % 3 - edge) * num
+            opp = rec.ravel().take(at3 + 6 * num) + base
+            own_a, own_b = rel_a.ravel().take(own_at) - aj, rel_b.ravel().take(own_at) - bj
+            wing_a = (table_a.take(opp) - centre_a) - aj
+            wing_b = (table_b.take(opp) - centre_b) - bj
+            own = da * own_b - db * own_a
+            wing = da * wing_b - db * wing_a
+            nxt = rec.ravel().take(at3 + 9 * num)
+            # Silhouette: the far vertex of the triangle across the edge is not strictly on the other
+            # side from this triangle's third vertex (NaN, i.e. w <= 0, counts as a border).
+            silhouette = (nxt < 0) | ~(own * wing < 0)
+            before_end = d < 1 + _AA_EPS
+            hit = np.flatnonzero((d > -_AA_EPS) & before_end & silhouette & (np.abs(db) >= np.abs(da)))
+            found_half[active[hit]] = cur[hit] * 3 + edge[hit]
+            found_round[active[hit]] = hop
+            if hop == max_hops:
+                break
+            # Continue across interior edges until the neighbour pixel's triangle or centre is reached.
+            go = np.flatnonzero(~silhouette & (d > -np.inf) & before_end & (nxt != far))
+            if len(go) == 0:
+                break
+            active, cur, base, far = active[go], nxt[go], base[go], far[go]
+            centre_a, centre_b, sign = centre_a[go], centre_b[go], sign[go]
+    sel = np.flatnonzero(found_half >= 0)
+    sel = sel[np.argsort(found_round[sel], kind="stable")]
+    return sel, found_half[sel]
 
 
 def _attach(color: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
