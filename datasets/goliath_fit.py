@@ -81,7 +81,12 @@ def parse_keypoints(data: bytes, what: str, rows: list) -> np.ndarray:
 
 
 def _check_world_frame(points_m: np.ndarray, cameras, what: str) -> None:
-    """The centroid of a target must be seen (in front, inside the image) by most cameras."""
+    """A target read as millimetres must be hand-sized (3 cm to 2 m across) and its centroid seen (in
+    front, inside the image) by most cameras."""
+    extent = float(np.linalg.norm(points_m.max(0) - points_m.min(0)))
+    if not 0.03 <= extent <= 2.0:
+        raise GoliathFormatError(f"{what}: the points span {extent / MM:.4g} units, read as millimetres that is "
+                                 f"{extent:.4g} m: expected a hand (and forearm) in millimetres")
     centroid = torch.as_tensor(points_m.mean(0), dtype=cameras.dtype)[None, None].expand(len(cameras), 1, 3)
     uv, z = cameras.project(centroid)
     H, W = cameras.image_size

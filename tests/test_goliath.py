@@ -233,3 +233,67 @@ def test_missing_files_are_named(capture, tmp_path):
         read(cap)
     with pytest.raises(FileNotFoundError, match="expected a Goliath capture folder"):
         read_goliath_sequence(tmp_path / "nothing")
+
+
+# ----------------------------------------------------------------------------------------------
+# MANO fit: the cache and the residuals (a stub fitter), then the project's fitter against the truth
+# ----------------------------------------------------------------------------------------------
+
+
+def test_fit_cache_and_residuals(capture, tmp_path, monkeypatch):
+    """The reader fits only frames not in the cache, measures the residual itself and reports it."""
+    from types import SimpleNamespace
+
+    from datasets import goliath_fit
+
+    calls = []
+
+    def truth_fit(hand_model, points, faces, joints, settings):
+        frames = pending.pop(0)  # the frames this call should see, in the reader's order
+        assert len(points) == len(frames) and joints is None or len(joints) == len(frames)
+        calls.append(frames)
+        stack = [np.stack([capture["params"][f][i] for f in frames]) for i in range(3)]
+        return SimpleNamespace(pose=torch.tensor(stack[0]).float(), shape=torch.tensor(fx.SHAPE).float(),
+                               trans=torch.tensor(stack[2]).float(), report={"converged": True})
+
+    monkeypatch.setattr(goliath_fit, "_fit", truth_fit)
+    pending = [[0, 3, 6]]
+    seq = read_goliath_sequence(capture["capture_dir"], keypoint_order="interhand", fit_cache_dir=tmp_path)
+    fit = seq.report["mano_fit"]
+    assert calls == [[0, 3, 6]] and fit["fitted"] == 3 and fit["from_cache"] == 0 and fit["keypoints"]
+    assert os.path.isfile(fit["cache"]) and os.path.dirname(fit["cache"]) == str(tmp_path)
+    # the truth reproduces the targets: residuals are float round-off (micrometres)
+    assert set(fit["residual_mm"]) == {"target_to_mano", "mano_to_target", "keypoints"}
+    assert all(v < 0.01 for v in fit["residual_mm"].values()), fit["residual_mm"]
+    assert "MANO fitted to registration: residual (mm)" in seq.summary()
+    assert torch.allclose(seq.mano_pose[1].double(), torch.tensor(capture["params"][3][0]), atol=1e-6)
+
+    again = read_goliath_sequence(capture["capture_dir"], keypoint_order="interhand", fit_cache_dir=tmp_path)
+    assert calls == [[0, 3, 6]] and again.report["mano_fit"]["from_cache"] == 3
+    assert torch.equal(again.mano_pose, seq.mano_pose)
+    pending.append([9])
+    more = read_goliath_sequence(capture["capture_dir"], keypoint_order="interhand", fit_cache_dir=tmp_path,
+                                 split="all", cameras=["cam400001"])
+    assert more.frame_ids == [0, 3, 6, 9] and calls[-1] == [9]
+    assert more.report["mano_fit"]["fitted"] == 1 and more.report["mano_fit"]["from_cache"] == 3
+    # another fit configuration is another cache file
+    pending.append([0, 3, 6])
+    read_goliath_sequence(capture["capture_dir"], fit_cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("mano_fit_*.npz"))) == 2
+
+
+def test_fit_targets_must_be_in_the_world_frame_in_mm(capture, tmp_path, monkeypatch):
+    from datasets import goliath_fit
+
+    monkeypatch.setattr(goliath_fit, "_fit", lambda *a: pytest.fail("fitted a target in the wrong units"))
+    cap = copy_capture(capture, tmp_path)
+    zpath, member = goliath.target_member(cap["capture_dir"], "registration", 0)
+    verts, _ = goliath.read_ply_bytes(goliath.read_zip_member(zpath, member), member)
+    import zipfile
+
+    with zipfile.ZipFile(zpath, "w") as zf:  # metres instead of millimetres
+        for f in fx.FULLY_LIT:
+            zf.writestr(f"registration_vertices/{f:06d}.ply", fx._ply(verts / 1000.0))
+    goliath.clear_caches()
+    with pytest.raises(GoliathFormatError, match="registration_vertices.zip:registration_vertices/000000.ply: .* expected a hand .* in millimetres"):
+        read_goliath_sequence(cap["capture_dir"])
