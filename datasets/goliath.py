@@ -440,3 +440,24 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
     if verbose:
         print(seq.summary())
     return seq
+
+
+def read_from_config(dconf, run_dir, cameras=None, frame_ids=None, num_frames=None, frame_mode: str = "strided",
+                     log=None) -> GoliathSequence:
+    """:func:`read_goliath_sequence` for main.py's ``data`` block with ``dataset = goliath``.
+
+    ``data_path`` is the capture folder; ``split`` is a split of its ``frame_splits_list.csv`` (train, test or
+    all); ``hand``, ``mano_dir`` as for InterHand; ``data.goliath.*`` the reader's options. The MANO fit
+    cache is ``data.goliath.fit_cache`` or, when empty, ``<run_dir>/goliath_mano``.
+    """
+    g = dconf.get_config("goliath")
+    rows = [int(r) for r in g.get_list("keypoint_rows")]
+    order = rows or g.get_string("keypoint_order") or None
+    cache = g.get_string("fit_cache") or os.path.join(os.fspath(run_dir), "goliath_mano")
+    return read_goliath_sequence(
+        dconf.get_string("data_path"), split=dconf.get_string("split"), hand=dconf.get_string("hand"),
+        cameras=cameras, num_frames=num_frames, frame_mode=frame_mode, frame_ids=frame_ids,
+        image_scale=g.get_float("image_scale"), distortion=g.get_string("distortion"),
+        color_correction=g.get_bool("color_correction"), apply_segmentation=g.get_bool("apply_segmentation"),
+        fit_target=g.get_string("fit_target"), keypoint_order=order, fit_cache_dir=cache,
+        mano_dir=dconf.get_string("mano_dir") or None, scan_crop_radius=g.get_float("scan_crop_radius"), log=log)

@@ -238,7 +238,8 @@ def fit_capture_mano(capture_dir, frame_ids, hand_model, cameras, target: str = 
         else:
             groups = [([i], targets["points"][i][None], targets["faces"][i]) for i in range(len(missing))]
         for idx, pts, tri in groups:
-            fit = _fit(hand_model, pts, tri, None if joints is None else joints[idx], settings)
+            with torch.enable_grad():  # the evaluation reads its frames under no_grad
+                fit = _fit(hand_model, pts, tri, None if joints is None else joints[idx], settings)
             with torch.no_grad():
                 shape = fit.shape.reshape(-1, 10)
                 shape = shape.expand(len(idx), 10) if shape.shape[0] == 1 else shape

@@ -297,3 +297,69 @@ def test_fit_targets_must_be_in_the_world_frame_in_mm(capture, tmp_path, monkeyp
     goliath.clear_caches()
     with pytest.raises(GoliathFormatError, match="registration_vertices.zip:registration_vertices/000000.ply: .* expected a hand .* in millimetres"):
         read_goliath_sequence(cap["capture_dir"])
+
+
+# ----------------------------------------------------------------------------------------------
+# main.py end to end on the fixture
+# ----------------------------------------------------------------------------------------------
+
+TINY_GIIF = {"name": "giif", "args": {
+    "encoder": {"name": "rdn", "args": {"G0": 8, "kernel_size": 3, "D": 1, "C": 1, "G": 4}},
+    "normal_encoder": {"name": "hg_filter", "args": {"in_ch": 3, "num_stack": 1, "depth": 1, "n_feat": 8,
+                                                     "out_dim": 8, "norm": "group"}},
+    "hidden_list": [16]}}
+
+
+def test_main_runs_on_the_fixture(capture, tmp_path):
+    """main.py --conf conf/goliath_GIIF_16_256.conf with tiny overrides: fits MANO to the registrations (cached
+    in the run folder), trains on 2 views x 2 fully-lit frames, evaluates on the third with P2P against the
+    fixture's scan; --eval --r reads the fit back from the cache."""
+    pytest.importorskip("utils.geometry.mano_fit")
+    schema = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "schema",
+                               "srhand.conf")).read()
+    if "dataset = interhand" not in schema:
+        pytest.skip("main.py's data.dataset switch has not landed yet")
+    from models import registry
+    from trainers.run import main_guard, run_srhand
+    from utils.checkpoint import make_checkpoint, model_entry, save_atomic
+
+    torch.manual_seed(0)
+    config = {"data": {"normal_space": "camera", "normal_size": 32}}
+    save_atomic(make_checkpoint("giif", model_entry(registry.make(TINY_GIIF)), config=config), tmp_path / "giif.pth")
+    save_atomic(make_checkpoint("disc", model_entry(registry.make({"name": "unet_disc_sn", "args": {"num_feat": 4}})),
+                                config=config), tmp_path / "disc.pth")
+    sets = {
+        "exp_name": "tiny_goliath", "out_root": tmp_path / "runs", "use_tensorboard": "false",
+        "giif_model": tmp_path / "giif.pth", "disc_model": tmp_path / "disc.pth", "log_every": 4,
+        "data.data_path": capture["capture_dir"], "data.num_views": 2, "data.num_frames": 2, "data.hr_size": 32,
+        "data.lr_size": 8, "data.normal_size": 32, "data.goliath.keypoint_order": "interhand",
+        "model.subdivision_levels": 1, "model.lbs_width": 16, "model.lbs_depth": 2, "model.color_width": 16,
+        "model.color_depth": 2, "model.delta_width": 16, "model.delta_depth": 2,
+        "albedo.epochs": 2, "albedo.batch_size": 2, "sfs.epochs": 2, "sfs.batch_size": 2,
+        "train.epochs": 2, "train.batch_size": 2, "train.perceptual": "none", "train.renew_means_every": 1,
+        "finetune.update_term": 1, "finetune.inner_epochs": 2, "finetune.batch_size": 2,
+        "finetune.checkpoint_chunks": "false", "eval.perceptual": "none", "eval.p2p_samples": 300,
+        "eval.num_frames": -1,
+    }
+    args = ["--conf", "conf/goliath_GIIF_16_256.conf", "--device", "cpu"]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        assert main_guard(lambda: run_srhand("main.py", args)) == 0
+        run_dir = tmp_path / "runs" / "tiny_goliath"
+        report = json.loads((run_dir / "metrics.json").read_text())
+        assert report["eval_frames"] == [6] and report["eval_cameras"] == list(fx.SEGMENTED)
+        assert report["gt_mesh_source"].endswith("scan_mesh.zip")
+        assert 0 < report["p2p_mm_mano"] < 5  # the fitted MANO against the scan
+        assert 0 < report["p2p_mm"] < 50
+        caches = list((run_dir / "goliath_mano").glob("mano_fit_*.npz"))
+        assert len(caches) == 1
+        (run_dir / "metrics.json").unlink()
+        assert main_guard(lambda: run_srhand("main.py", args + ["--eval", "--r", "--model_path", str(run_dir)])) == 0
+        again = json.loads((run_dir / "metrics.json").read_text())
+        assert again["p2p_mm"] == pytest.approx(report["p2p_mm"], rel=1e-4)
+    finally:
+        os.chdir(cwd)
