@@ -419,6 +419,37 @@ def test_visible_vertices_and_topology():
     assert tb.mesh_topology(faces)[0] is opp  # cached
 
 
+@pytest.mark.parametrize("dtype", [torch.long, torch.int32])
+def test_per_mesh_caches_follow_changes_to_the_faces(dtype):
+    """Faces-derived tables (long copy, index columns, topology, search table) are cached per faces
+    tensor; an in-place edit or a new tensor of the same shape must give what fresh faces give."""
+    verts, faces = _icosphere(2, 0.5)
+    cams = _front_camera((24, 24), focal=30.0)
+    clip = cams.to_clip(verts[None])
+
+    def render(f):
+        rast = tb.rasterize(clip, f, (24, 24))
+        return rast, tb.antialias((rast[..., 3:] > 0).to(F64), rast, clip, f), tb.mesh_topology(f)
+
+    def same(a, b):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert all(torch.equal(x, y) for x, y in zip(a[2], b[2]))
+
+    faces = faces.to(dtype)
+    render(faces)  # fills the caches
+    # Flip the winding of half the faces and drop a few (repeat another face): topology changes.
+    edited = faces.clone()
+    edited[::2] = edited[::2].flip(1)
+    edited[:7] = edited[7]
+    faces[:] = edited  # in place: same tensor object, new version
+    same(render(faces), render(edited.clone()))
+    assert not tb.mesh_topology(faces).consistent.all()
+    # A new tensor with the original faces (same shape) gets the original topology again.
+    _, original = _icosphere(2, 0.5)
+    assert tb.mesh_topology(original.to(dtype)).consistent.all()
+    same(render(original.to(dtype)), render(original.clone()))
+
+
 def test_mesh_render_helpers():
     verts, faces = _icosphere(3, 0.4)
     normals = vertex_normals(verts[None], faces)[0]

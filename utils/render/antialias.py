@@ -20,16 +20,31 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from utils.render.common import MeshTopology, _check_clip_faces, _check_rast, _owner_index, mesh_topology
+from utils.render.common import (
+    MeshTopology,
+    _check_clip_faces,
+    _check_rast,
+    _face_vertex_rows,
+    _owner_index,
+    faces_cached,
+    mesh_topology,
+)
 
 _AA_EPS = 1.0 / 16.0  # accepted crossing overshoot in pixels (as nvdiffrast), then clamped to [0, 1]
 DEFAULT_AA_MAX_HOPS = 32  # interior edges the silhouette search may cross (0 = nvdiffrast's rule)
-_WALK_CACHE: dict = {}
-_WALK_CACHE_SIZE = 4
+
+
+def _edge_constants(topo: MeshTopology):
+    """Per-edge parts of the silhouette test that depend on the mesh only: end points ``va, vb``, faces
+    ``f1`` and ``f2`` (0 where there is none), ``has2`` and ``always`` (a boundary edge or one between
+    inconsistently wound triangles)."""
+    va, vb, f1, f2 = topo.edges.unbind(1)
+    has2 = f2 >= 0
+    return va, vb, f1, f2.clamp_min(0), has2, ~has2 | ~topo.edge_consistent
 
 
 def _silhouette_pixels(
-    clip: torch.Tensor, faces: torch.Tensor, topo: MeshTopology, h: int, w: int
+    px: torch.Tensor, py: torch.Tensor, faces: torch.Tensor, topo: MeshTopology, bsz: int, h: int, w: int
 ) -> torch.Tensor:
     """(B H W,) bool: pixels whose square touches the screen bounding box of a possible silhouette edge.
 
@@ -38,33 +53,30 @@ def _silhouette_pixels(
     silhouette edges (a superset of the exact test in :func:`antialias`): boundary edges, edges between
     inconsistently wound triangles, edges whose two triangles face different ways (for consistent
     winding this equals the exact test), and edges next to triangles that are not drawn (w <= 0).
+
+    Args:
+        px, py: (B V,) vertex pixel coordinates (NaN where w <= 0).
+        faces: (F, 3) long.
     """
-    bsz, num_verts, _ = clip.shape
+    num_verts = px.shape[0] // bsz
     num_faces = faces.shape[0]
-    flat = clip.reshape(-1, 4)
-    inv_w = torch.where(flat[:, 3] > 0, 1.0 / flat[:, 3], torch.full_like(flat[:, 3], float("nan")))
-    px, py = (flat[:, 0] * inv_w + 1) * (0.5 * w), (flat[:, 1] * inv_w + 1) * (0.5 * h)
-    offset = (torch.arange(bsz, device=clip.device) * num_verts)[:, None]
-    vid = [(faces[:, k][None] + offset).reshape(-1) for k in range(3)]
+    vid = _face_vertex_rows(faces, bsz, num_verts)
     x0, x1, x2 = (px.index_select(0, v) for v in vid)
     y0, y1, y2 = (py.index_select(0, v) for v in vid)
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)  # NaN where a vertex has w <= 0
-    # Facing: +-1, or 0 for triangles that are not drawn or so thin that rounding could flip the sign
-    # the exact test computes (pixel coordinates carry ~1e-7 relative error); 0 makes every edge of
-    # theirs a possible silhouette.
-    size = (x1 - x0).abs() + (x2 - x0).abs() + (y1 - y0).abs() + (y2 - y0).abs()
+    dx1, dx2, dy1, dy2 = x1 - x0, x2 - x0, y1 - y0, y2 - y0
+    area = dx1 * dy2 - dx2 * dy1  # NaN where a vertex has w <= 0
+    # Facing: +-1, or 0 for triangles so thin that rounding could flip the sign the exact test computes
+    # (pixel coordinates carry ~1e-7 relative error), NaN for triangles that are not drawn; 0 makes
+    # every edge of theirs a possible silhouette.
+    size = dx1.abs() + dx2.abs() + dy1.abs() + dy2.abs()
     thin = area.abs() <= 1e-5 * max(h, w) * size
     facing = torch.where(thin, torch.zeros_like(area), torch.sign(area)).view(bsz, num_faces)
-    drawn = ~torch.isnan(area)
-    va, vb, f1, f2 = topo.edges.unbind(1)
-    has2 = f2 >= 0
-    f2c = f2.clamp_min(0)
-    drawn = drawn.view(bsz, num_faces)
+    va, vb, f1, f2c, has2, always = faces_cached(faces, "silhouette_edges", lambda: _edge_constants(topo))
     fa, fb = facing.index_select(1, f1), facing.index_select(1, f2c)  # (B, E)
-    sil = (~has2 | ~topo.edge_consistent) | (fa * fb <= 0)
-    sil = sil & (drawn.index_select(1, f1) | (drawn.index_select(1, f2c) & has2))
+    sil = always | (fa * fb <= 0)
+    sil = sil & (~torch.isnan(fa) | (~torch.isnan(fb) & has2))
     b, e = sil.nonzero(as_tuple=True)
-    mask = torch.zeros(bsz * h * w, dtype=torch.bool, device=clip.device)
+    mask = torch.zeros(bsz * h * w, dtype=torch.bool, device=px.device)
     if b.numel() == 0:
         return mask
     vj = va.index_select(0, e) + b * num_verts
@@ -84,9 +96,7 @@ def _silhouette_pixels(
     counts = bw * bh
     total = int(counts.sum())
     owner = _owner_index(counts, total)
-    local = torch.arange(total, device=clip.device) - (torch.cumsum(counts, 0) - counts).index_select(
-        0, owner
-    )
+    local = torch.arange(total, device=px.device) - (torch.cumsum(counts, 0) - counts).index_select(0, owner)
     bwo = bw.index_select(0, owner)
     dy = torch.div(local, bwo, rounding_mode="floor")
     pix = (
@@ -113,29 +123,31 @@ def _silhouette_crossings(rast: torch.Tensor, clip: torch.Tensor, faces: torch.T
         float ``ds`` (+1 when pixel 0 is in front, else -1) and ``vj, vk`` (rows of ``clip.reshape(-1, 4)``
         of the edge's end points).
     """
-    h, w = rast.shape[1:3]
+    bsz, h, w = rast.shape[:3]
     num_verts = clip.shape[1]
     clip = clip.detach()
     tri = rast[..., 3].long() - 1  # (B, H, W), -1 = background
     zw = rast[..., 2]
+    # Vertex pixel coordinates; w <= 0 gives NaN.
+    flat = clip.reshape(-1, 4)
+    inv_w = torch.where(flat[:, 3] > 0, 1.0 / flat[:, 3], torch.full_like(flat[:, 3], float("nan")))
+    px, py = (flat[:, 0] * inv_w + 1) * (0.5 * w), (flat[:, 1] * inv_w + 1) * (0.5 * h)
+    topo = mesh_topology(faces, num_verts)
+    # Only pairs that a silhouette edge can cross need the (walking) search.
+    near = _silhouette_pixels(px, py, faces, topo, bsz, h, w).view(bsz, h, w) if max_hops > 0 else None
     pairs = []
     for down in (0, 1):
         t0 = tri[:, :-1] if down else tri[:, :, :-1]
         t1 = tri[:, 1:] if down else tri[:, :, 1:]
-        b, r, c = (t0 != t1).nonzero(as_tuple=True)
+        todo = t0 != t1
+        if near is not None:
+            todo &= (near[:, :-1] | near[:, 1:]) if down else (near[:, :, :-1] | near[:, :, 1:])
+        b, r, c = todo.nonzero(as_tuple=True)
         p0 = (b * h + r) * w + c
         pairs.append((p0, p0 + (w if down else 1), torch.full_like(p0, down)))
     pix0, pix1, down = (torch.cat(x) for x in zip(*pairs))
     if pix0.numel() == 0:
         return None
-    topo = mesh_topology(faces, num_verts)
-    if max_hops > 0:
-        # Only pairs that a silhouette edge can cross need the (walking) search.
-        near = _silhouette_pixels(clip, faces, topo, h, w)
-        idx = (near.index_select(0, pix0) | near.index_select(0, pix1)).nonzero().squeeze(1)
-        pix0, pix1, down = pix0.index_select(0, idx), pix1.index_select(0, idx), down.index_select(0, idx)
-        if pix0.numel() == 0:
-            return None
     tri_flat, z_flat = tri.reshape(-1), zw.reshape(-1)
     tri0, tri1 = tri_flat.index_select(0, pix0), tri_flat.index_select(0, pix1)
     # The triangle in front owns the edge: the non-background one, else the nearer one.
@@ -149,26 +161,17 @@ def _silhouette_crossings(rast: torch.Tensor, clip: torch.Tensor, faces: torch.T
     fcol = rem - frow * w
     ds = 1.0 - 2.0 * use1.to(clip.dtype)  # +1: the neighbour lies along +a (see below)
     # Work in (a, b) pixel coordinates: a along the pair, b across it, i.e. (x, y) for horizontal
-    # pairs and (y, x) for vertical ones. One vertex table holds both layouts; w <= 0 gives NaN.
-    flat = clip.reshape(-1, 4)
-    inv_w = torch.where(flat[:, 3] > 0, 1.0 / flat[:, 3], torch.full_like(flat[:, 3], float("nan")))
-    px, py = (flat[:, 0] * inv_w + 1) * (0.5 * w), (flat[:, 1] * inv_w + 1) * (0.5 * h)
-    table = torch.cat([torch.stack([px, py], 1), torch.stack([py, px], 1)])  # (2 B V, 2)
+    # pairs and (y, x) for vertical ones. One vertex table per coordinate holds both layouts.
     dn = down.bool()
-    # Per pair: front centre (a, b), direction sign; first table row of its image/layout, far face.
-    pair_f = torch.stack(
-        [
-            torch.where(dn, frow, fcol).to(clip.dtype) + 0.5,
-            torch.where(dn, fcol, frow).to(clip.dtype) + 0.5,
-            ds,
-        ],
-        1,
-    )
+    # Per pair: front centre (a, b); first table row of its image and layout.
+    centre_a = torch.where(dn, frow, fcol).to(clip.dtype) + 0.5
+    centre_b = torch.where(dn, fcol, frow).to(clip.dtype) + 0.5
     base = batch * num_verts + down * flat.shape[0]
     sel, half = _walk(
         _walk_table(faces, topo),
-        table.cpu().numpy(),
-        pair_f.cpu().numpy(),
+        torch.cat([px, py]).cpu().numpy(),
+        torch.cat([py, px]).cpu().numpy(),
+        torch.stack([centre_a, centre_b, ds]).cpu().numpy(),
         base.cpu().numpy(),
         far_face.cpu().numpy(),
         face.cpu().numpy(),
@@ -190,24 +193,20 @@ def _silhouette_crossings(rast: torch.Tensor, clip: torch.Tensor, faces: torch.T
 def _walk_table(faces: torch.Tensor, topo: MeshTopology) -> np.ndarray:
     """(12, F) int64 on the CPU, per triangle: the start vertices ``v_{i+1}`` of its edges ``i = 0, 1, 2``,
     their end vertices ``v_{i+2}``, the opposite vertices across the edges (0 where there is none) and
-    the neighbouring triangles (-1 where there is none). Cached per topology."""
-    entry = _WALK_CACHE.get(id(topo))
-    if entry is not None and entry[0] is topo:
-        return entry[1]
-    table = torch.cat(
-        [faces[:, [1, 2, 0]], faces[:, [2, 0, 1]], topo.opposite.clamp_min(0), topo.neighbour], 1
-    )
-    table = table.t().contiguous().cpu().numpy()
-    _WALK_CACHE[id(topo)] = (topo, table)
-    while len(_WALK_CACHE) > _WALK_CACHE_SIZE:
-        _WALK_CACHE.pop(next(iter(_WALK_CACHE)))
-    return table
+    the neighbouring triangles (-1 where there is none). Cached per faces."""
+
+    def build():
+        columns = [faces[:, [1, 2, 0]], faces[:, [2, 0, 1]], topo.opposite.clamp_min(0), topo.neighbour]
+        return torch.cat(columns, 1).t().contiguous().cpu().numpy()
+
+    return faces_cached(faces, "walk", build)
 
 
 def _walk(
     walk: np.ndarray,
-    table: np.ndarray,
-    pair_f: np.ndarray,
+    table_a: np.ndarray,
+    table_b: np.ndarray,
+    pairs: np.ndarray,
     base: np.ndarray,
     far: np.ndarray,
     face: np.ndarray,
@@ -220,9 +219,10 @@ def _walk(
 
     Args:
         walk: (12, F) from :func:`_walk_table`.
-        table: (2 B V, 2) vertex pixel coordinates, ``(a, b)`` rows for both layouts.
-        pair_f: (N, 3) front pixel centre ``(a, b)`` and direction sign per pair.
-        base: (N,) first ``table`` row of the pair's image and layout.
+        table_a, table_b: (2 B V,) vertex pixel coordinates along and across the pair, rows ``b V + v``
+            for horizontal pairs, ``B V + b V + v`` for vertical ones.
+        pairs: (3, N) front pixel centre ``(a, b)`` and direction sign per pair.
+        base: (N,) first table row of the pair's image and layout.
         far: (N,) the neighbour pixel's triangle (-1 for background).
         face: (N,) the front triangle, where the search starts.
         max_hops: interior edges it may cross.
@@ -234,9 +234,7 @@ def _walk(
     found_half = np.full(n, -1, dtype=np.int64)
     found_round = np.zeros(n, dtype=np.int64)
     active, cur = np.arange(n), face
-    # Separate contiguous a and b columns: 1D gathers and elementwise ops on them are much faster.
-    table_a, table_b = np.ascontiguousarray(table[:, 0]), np.ascontiguousarray(table[:, 1])
-    centre_a, centre_b, sign = (np.ascontiguousarray(pair_f[:, k]) for k in range(3))
+    centre_a, centre_b, sign = pairs
     with np.errstate(all="ignore"):  # NaN (w <= 0) and non-straddling edges are masked, not errors
         for hop in range(max_hops + 1):
             num = len(cur)

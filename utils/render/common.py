@@ -14,6 +14,51 @@ import torch
 _TOPOLOGY_CACHE: OrderedDict = OrderedDict()
 _LAST_CHECKED_FACES: list = [None]
 _TOPOLOGY_CACHE_SIZE = 4
+_FACES_CACHE: OrderedDict = OrderedDict()  # id(faces) -> (faces, faces._version, {name: value})
+_FACES_CACHE_SIZE = 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-mesh cache
+# ---------------------------------------------------------------------------------------------
+
+
+def faces_cached(faces: torch.Tensor, name: str, build):
+    """``build()``, computed once per ``faces`` tensor object and in-place version (for the last few).
+
+    Per-frame work that depends on the faces only (their long copy, index columns, topology tables)
+    is looked up here. The entry holds a reference to ``faces``, so its ``id`` is not reused while
+    cached, and any in-place change (``faces[...] = ...``, ``faces.copy_(...)``) bumps ``faces._version``
+    and misses. Not seen: writes that bypass the version counter (through ``faces.data`` or a NumPy
+    view); pass a new tensor after those.
+    """
+    key = id(faces)
+    entry = _FACES_CACHE.get(key)
+    if entry is None or entry[0] is not faces or entry[1] != faces._version:
+        entry = (faces, faces._version, {})
+        _FACES_CACHE[key] = entry
+        while len(_FACES_CACHE) > _FACES_CACHE_SIZE:
+            _FACES_CACHE.popitem(last=False)
+    values = entry[2]
+    if name not in values:
+        values[name] = build()
+    return values[name]
+
+
+def _as_long(faces: torch.Tensor) -> torch.Tensor:
+    """``faces.long()``, the same tensor object every call for the same input (so that caches keyed on
+    it hit for int32 faces too)."""
+    return faces if faces.dtype == torch.long else faces_cached(faces, "long", faces.long)
+
+
+def _face_vertex_rows(faces: torch.Tensor, bsz: int, num_verts: int) -> torch.Tensor:
+    """(3, B F) long: row of corner k of face f of image b in ``clip.reshape(-1, 4)`` at ``[k, b F + f]``.
+    Contiguous rows (1D gathers with them are fast); the single-image case is cached per faces."""
+    columns = faces_cached(faces, "columns", lambda: faces.t().contiguous())
+    if bsz == 1:
+        return columns
+    offset = torch.arange(bsz, device=faces.device) * num_verts
+    return (columns[:, None, :] + offset[None, :, None]).reshape(3, -1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -33,7 +78,7 @@ def _check_clip_faces(clip: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"faces on {faces.device} but clip on {clip.device}")
     # The range check reads every index; skip it when these very faces were checked last time.
     key = (faces.data_ptr(), faces._version, faces.dtype, tuple(faces.shape), faces.device, clip.shape[1])
-    faces = faces.long()
+    faces = _as_long(faces)
     if faces.numel() and key != _LAST_CHECKED_FACES[0]:
         lo, hi = int(faces.min()), int(faces.max())
         if lo < 0 or hi >= clip.shape[1]:
@@ -157,13 +202,25 @@ def mesh_topology(faces: torch.Tensor, num_verts: int | None = None) -> MeshTopo
 
     Boundary edges, non-manifold edges (more than two faces) and faces with repeated vertices have no
     neighbour (-1; treated as silhouette edges). Results are cached for the last few distinct ``faces``
-    (compared by value), so calling this every frame costs one comparison.
+    (compared by value, so calling this every frame costs one comparison; nothing when it is the same
+    tensor object, unchanged, as last time: see :func:`faces_cached`).
 
     Args:
         faces: (F, 3) int.
         num_verts: number of vertices (default ``faces.max() + 1``).
     """
-    faces = faces.long()
+    faces = _as_long(faces)
+    # The same tensor object, unchanged since: no comparison needed.
+    topo = faces_cached(faces, "topology", lambda: None)
+    if topo is not None:
+        return topo
+    topo = _mesh_topology_by_value(faces, num_verts)
+    _FACES_CACHE[id(faces)][2]["topology"] = topo
+    return topo
+
+
+def _mesh_topology_by_value(faces: torch.Tensor, num_verts: int | None) -> MeshTopology:
+    """:func:`mesh_topology` for long faces, cached by value."""
     for key_faces, topo in _TOPOLOGY_CACHE.values():
         if (
             key_faces.shape == faces.shape

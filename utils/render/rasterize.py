@@ -26,6 +26,7 @@ import torch
 from utils.render.common import (
     _check_clip_faces,
     _check_rast,
+    _face_vertex_rows,
     _owner_index,
     _resolution,
     _rows,
@@ -63,8 +64,7 @@ def _face_setup(clip: torch.Tensor, faces: torch.Tensor, h: int, w: int):
     px = (flat[:, 0] * inv_w + 1) * (0.5 * w)
     py = (flat[:, 1] * inv_w + 1) * (0.5 * h)
     # Vertex k of every (image, face) as a flat row of `flat`; 1D gathers keep everything contiguous.
-    offset = (torch.arange(bsz, device=clip.device) * num_verts)[:, None]
-    vid = [(faces[:, k][None] + offset).reshape(-1) for k in range(3)]
+    vid = _face_vertex_rows(faces, bsz, num_verts)
     fx = [px.index_select(0, v) for v in vid]
     fy = [py.index_select(0, v) for v in vid]
     x_lo = torch.ceil(torch.minimum(torch.minimum(fx[0], fx[1]), fx[2]) - (0.5 + _BBOX_EPS))
