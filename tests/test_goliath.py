@@ -299,6 +299,41 @@ def test_fit_targets_must_be_in_the_world_frame_in_mm(capture, tmp_path, monkeyp
         read_goliath_sequence(cap["capture_dir"])
 
 
+def test_scan_target_is_fitted_frame_by_frame(capture, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from datasets import goliath_fit
+
+    seen = []
+
+    def truth_fit(hand_model, points, faces, joints, settings):
+        frame = fx.FULLY_LIT[len(seen)]
+        seen.append((points.shape, faces.shape))
+        p = capture["params"][frame]
+        return SimpleNamespace(pose=torch.tensor(p[0])[None].float(), shape=torch.tensor(p[1]).float(),
+                               trans=torch.tensor(p[2])[None].float(), report={"converged": True})
+
+    monkeypatch.setattr(goliath_fit, "_fit", truth_fit)
+    seq = read_goliath_sequence(capture["capture_dir"], fit_target="scan", fit_cache_dir=tmp_path)
+    assert len(seen) == 3 and all(points[0] == 1 and faces[0] > 3000 for points, faces in seen)
+    res = seq.report["mano_fit"]["residual_mm"]
+    assert res["mano_to_target"] < 0.01 and res["target_to_mano"] > 1.0  # the forearm box is part of the scan
+    assert "keypoints_3d not used" in seq.summary()
+
+
+def test_fitted_mano_is_close_to_the_truth(capture, tmp_path):
+    """The project's fitter on the fixture's registrations and keypoints recovers the posed hand."""
+    pytest.importorskip("utils.geometry.mano_fit")
+    seq = read_goliath_sequence(capture["capture_dir"], keypoint_order="interhand", fit_cache_dir=tmp_path,
+                                num_frames=2)
+    verts, _ = seq.mano_forward()
+    for fi, frame in enumerate(seq.frame_ids):
+        err_mm = np.linalg.norm(verts[fi].double().numpy() - capture["verts"][frame], axis=1).mean() * 1000
+        assert err_mm < 3.0, (frame, err_mm)
+    res = seq.report["mano_fit"]["residual_mm"]
+    assert res["target_to_mano"] < 2.0 and res["keypoints"] < 3.0, res
+
+
 # ----------------------------------------------------------------------------------------------
 # main.py end to end on the fixture
 # ----------------------------------------------------------------------------------------------
