@@ -317,7 +317,7 @@ def test_scan_target_is_fitted_frame_by_frame(capture, tmp_path, monkeypatch):
     seq = read_goliath_sequence(capture["capture_dir"], fit_target="scan", fit_cache_dir=tmp_path)
     assert len(seen) == 3 and all(points[0] == 1 and faces[0] > 3000 for points, faces in seen)
     res = seq.report["mano_fit"]["residual_mm"]
-    assert res["mano_to_target"] < 0.01 and res["target_to_mano"] > 1.0  # the forearm box is part of the scan
+    assert res["mano_to_target"] < 0.01 and res["target_to_mano"] > 0.05  # the forearm box (8 of 3101 points) is in the scan
     assert "keypoints_3d not used" in seq.summary()
 
 
