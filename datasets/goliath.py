@@ -442,22 +442,31 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
     return seq
 
 
-def read_from_config(dconf, run_dir, cameras=None, frame_ids=None, num_frames=None, frame_mode: str = "strided",
+def read_from_config(conf, run_dir, cameras=None, frame_ids=None, num_frames=None, frame_mode: str = "strided",
                      log=None) -> GoliathSequence:
-    """:func:`read_goliath_sequence` for main.py's ``data`` block with ``dataset = goliath``.
+    """:func:`read_goliath_sequence` for main.py's config with ``data.dataset = goliath``.
 
-    ``data_path`` is the capture folder; ``split`` is a split of its ``frame_splits_list.csv`` (train, test or
-    all); ``hand``, ``mano_dir`` as for InterHand; ``data.goliath.*`` the reader's options. The MANO fit
-    cache is ``data.goliath.fit_cache`` or, when empty, ``<run_dir>/goliath_mano``.
+    ``data.data_path`` is the capture folder; ``data.split`` a split of its ``frame_splits_list.csv`` (train,
+    test or all); ``data.hand``, ``data.mano_dir`` as for InterHand; ``data.goliath.*`` the reader's options.
+    The MANO fit cache is ``data.goliath.fit_cache`` or, when empty, ``<run_dir>/goliath_mano``.
+
+    The evaluation reads the whole split (``num_frames`` and ``frame_ids`` None) and keeps the first
+    ``eval.num_frames`` frames of it: with ``eval.frames`` empty, only those are read, so MANO is not fitted
+    to frames the evaluation drops.
     """
-    g = dconf.get_config("goliath")
+    d = conf.get_config("data")
+    g = d.get_config("goliath")
     rows = [int(r) for r in g.get_list("keypoint_rows")]
     order = rows or g.get_string("keypoint_order") or None
     cache = g.get_string("fit_cache") or os.path.join(os.fspath(run_dir), "goliath_mano")
+    if frame_ids is None and num_frames is None and not conf.get_list("eval.frames", []):
+        limit = conf.get_int("eval.num_frames", -1)
+        if limit > 0:
+            num_frames, frame_mode = limit, "first"
     return read_goliath_sequence(
-        dconf.get_string("data_path"), split=dconf.get_string("split"), hand=dconf.get_string("hand"),
+        d.get_string("data_path"), split=d.get_string("split"), hand=d.get_string("hand"),
         cameras=cameras, num_frames=num_frames, frame_mode=frame_mode, frame_ids=frame_ids,
         image_scale=g.get_float("image_scale"), distortion=g.get_string("distortion"),
         color_correction=g.get_bool("color_correction"), apply_segmentation=g.get_bool("apply_segmentation"),
         fit_target=g.get_string("fit_target"), keypoint_order=order, fit_cache_dir=cache,
-        mano_dir=dconf.get_string("mano_dir") or None, scan_crop_radius=g.get_float("scan_crop_radius"), log=log)
+        mano_dir=d.get_string("mano_dir") or None, scan_crop_radius=g.get_float("scan_crop_radius"), log=log)
