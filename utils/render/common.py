@@ -152,6 +152,14 @@ def pixel_barycentrics(
     Returns:
         (P, 3) barycentrics ``(b0, b1, b2)`` summing to 1 (``u = b0``, ``v = b1`` in nvdiffrast terms).
     """
+    _, e = _pixel_edge_values(clip, faces, batch, face, row, col, resolution)
+    # Sums over the 3 vertices are written out: small-dim reductions enter the thread pool.
+    return e / (e[:, 0:1] + e[:, 1:2] + e[:, 2:3])
+
+
+def _pixel_edge_values(clip, faces, batch, face, row, col, resolution) -> tuple[torch.Tensor, torch.Tensor]:
+    """The triangles' clip vertices ``c`` (P, 3, 4) and edge functions ``e`` (P, 3) at the pixel centres
+    (arguments as :func:`pixel_barycentrics`, which normalises ``e``)."""
     h, w = resolution
     num_verts = clip.shape[1]
     vid = _rows(faces, face) + (batch * num_verts)[:, None]  # (P, 3) rows of the flattened clip
@@ -159,9 +167,7 @@ def pixel_barycentrics(
     A, B, C = _edge_planes(c)
     x_ndc = ((2 * col + 1).to(clip.dtype) / w - 1)[:, None]
     y_ndc = ((2 * row + 1).to(clip.dtype) / h - 1)[:, None]
-    e = A * x_ndc + B * y_ndc + C  # (P, 3)
-    # Sums over the 3 vertices are written out: small-dim reductions enter the thread pool.
-    return e / (e[:, 0:1] + e[:, 1:2] + e[:, 2:3])
+    return c, A * x_ndc + B * y_ndc + C
 
 
 def _owner_index(counts: torch.Tensor, total: int) -> torch.Tensor:

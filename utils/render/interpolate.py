@@ -111,15 +111,17 @@ class _Interpolate(torch.autograd.Function):
                 + gb[:, 2:3] * bary_clip[:, 2:3]
             )
             ge = (gb - dot) / total  # (P, 3)
-            cxyw = c[..., [0, 1, 3]]  # (P, 3, 3)
-            # U_m = G_{m+2} c_{m+1} - G_{m+1} c_{m+2}; dL/dc_m = U_m x p.
-            u = ge.roll(-2, 1)[:, :, None] * cxyw.roll(-1, 1) - ge.roll(-1, 1)[:, :, None] * cxyw.roll(-2, 1)
-            ux, uy, uw = u.unbind(-1)  # (P, 3) each
-            px, py = x_ndc, y_ndc  # (P, 1)
-            zero = torch.zeros_like(ux)
-            gc = torch.stack([uy - uw * py, uw * px - ux, zero, ux * py - uy * px], -1)  # (P, 3, 4)
+            cxyw = c.index_select(2, torch.tensor([0, 1, 3], device=c.device))  # (P, 3, 3)
+            # U_m = G_{m+2} c_{m+1} - G_{m+1} c_{m+2} is, per component, a cross product over the
+            # vertex axis; then dL/dc_m = U_m x p with p = (x_ndc, y_ndc, 1).
+            u = torch.linalg.cross(cxyw, ge[:, :, None].expand_as(cxyw), dim=1)
+            p = torch.stack([x_ndc, y_ndc, torch.ones_like(x_ndc)], -1)  # (P, 1, 3)
+            gxyw = torch.linalg.cross(u, p.expand_as(u), dim=2)  # (P, 3, 3)
             grad_clip = torch.zeros(ctx.clip_shape.numel() // 4, 4, dtype=c.dtype, device=c.device)
-            grad_clip = grad_clip.index_add_(0, vid_clip.reshape(-1), gc.reshape(-1, 4)).view(ctx.clip_shape)
+            grad_clip[:, [0, 1, 3]] = torch.zeros(
+                grad_clip.shape[0], 3, dtype=c.dtype, device=c.device
+            ).index_add_(0, vid_clip.reshape(-1), gxyw.reshape(-1, 3))
+            grad_clip = grad_clip.view(ctx.clip_shape)
         return grad_attr, grad_clip, None, None, None, None
 
 

@@ -28,9 +28,8 @@ from utils.render.common import (
     _check_rast,
     _face_vertex_rows,
     _owner_index,
+    _pixel_edge_values,
     _resolution,
-    _rows,
-    pixel_barycentrics,
 )
 
 _KEY_EMPTY = torch.iinfo(torch.int64).max
@@ -71,15 +70,26 @@ def _face_setup(clip: torch.Tensor, faces: torch.Tensor, h: int, w: int):
     x_hi = torch.floor(torch.maximum(torch.maximum(fx[0], fx[1]), fx[2]) - (0.5 - _BBOX_EPS))
     y_lo = torch.ceil(torch.minimum(torch.minimum(fy[0], fy[1]), fy[2]) - (0.5 + _BBOX_EPS))
     y_hi = torch.floor(torch.maximum(torch.maximum(fy[0], fy[1]), fy[2]) - (0.5 - _BBOX_EPS))
-    ok = (x_lo <= x_hi) & (y_lo <= y_hi) & (x_hi >= 0) & (y_hi >= 0) & (x_lo <= w - 1) & (y_lo <= h - 1)
-    inst = ok.nonzero().squeeze(1)
+    # Clamped to the image, a box is non-empty exactly when it holds a pixel centre inside the image
+    # (NaN boxes, from w <= 0, compare false).
+    x_lo, x_hi, y_lo, y_hi = (
+        x_lo.clamp_min(0),
+        x_hi.clamp_max(w - 1),
+        y_lo.clamp_min(0),
+        y_hi.clamp_max(h - 1),
+    )
+    inst = ((x_lo <= x_hi) & (y_lo <= y_hi)).nonzero().squeeze(1)
     if inst.numel() == 0:
         return inst, None, None
-    x_lo, x_hi = x_lo.index_select(0, inst).clamp_min(0), x_hi.index_select(0, inst).clamp_max(w - 1)
-    y_lo, y_hi = y_lo.index_select(0, inst).clamp_min(0), y_hi.index_select(0, inst).clamp_max(h - 1)
+    x_lo, x_hi, y_lo, y_hi = (t.index_select(0, inst) for t in (x_lo, x_hi, y_lo, y_hi))
 
-    c = [flat.index_select(0, v.index_select(0, inst)) for v in vid]  # 3 x (S, 4)
-    (x0, y0, z0, w0), (x1, y1, z1, w1), (x2, y2, z2, w2) = (ck.unbind(1) for ck in c)
+    # Components gathered one by one into contiguous (S,) tensors: arithmetic on strided columns of
+    # (S, 4) rows is several times slower.
+    comps = flat.t().contiguous()  # (4, B V)
+    sel = [v.index_select(0, inst) for v in vid]
+    (x0, y0, z0, w0), (x1, y1, z1, w1), (x2, y2, z2, w2) = (
+        [comp.index_select(0, v) for comp in comps] for v in sel
+    )
     # Edge function i = p . (c_j x c_k) over (x, y, w), (i, j, k) cyclic.
     A = [y1 * w2 - w1 * y2, y2 * w0 - w2 * y0, y0 * w1 - w0 * y1]
     B = [w1 * x2 - x1 * w2, w2 * x0 - x2 * w0, w0 * x1 - x0 * w1]
@@ -215,11 +225,10 @@ def _rast_from_zbuf(
         rem = pix - batch * (h * w)
         row = torch.div(rem, w, rounding_mode="floor")
         col = rem - row * w
-        bary = pixel_barycentrics(clip, faces, batch, face, row, col, (h, w))
-        vid = _rows(faces, face) + (batch * clip.shape[1])[:, None]
-        cz = _rows(clip.reshape(-1, 4), vid)  # (P, 3, 4)
+        cz, e = _pixel_edge_values(clip, faces, batch, face, row, col, (h, w))  # as pixel_barycentrics
+        bary = e / (e[:, 0:1] + e[:, 1:2] + e[:, 2:3])
         zw = (bary * cz[..., 2]).sum(-1) / (bary * cz[..., 3]).sum(-1)  # runs once, under no_grad
-        rast[pix] = torch.stack([bary[:, 0], bary[:, 1], zw, (face + 1).to(clip.dtype)], -1)
+        rast.index_copy_(0, pix, torch.stack([bary[:, 0], bary[:, 1], zw, (face + 1).to(clip.dtype)], -1))
     return rast.reshape(bsz, h, w, 4)
 
 
