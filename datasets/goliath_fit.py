@@ -52,8 +52,8 @@ def parse_keypoints(data: bytes, what: str, rows: list) -> np.ndarray:
     """(21, 3) keypoints in millimetres from one keypoint JSON, reordered by ``rows``.
 
     Accepted (the real schema is undocumented): a list of rows ``[x, y, z]`` or ``[x, y, z, score]``, or a
-    dict holding such a list under one of ``keypoints``, ``keypoints_3d``, ``points``, ``joints``. A row
-    with a score <= 0 among the used ones is an error (no per-joint weights in the fit).
+    dict holding such a list under one of ``keypoints``, ``keypoints_3d``, ``points``, ``joints``. Rows
+    with a score <= 0 become NaN (the fit ignores them); fewer than 6 valid joints is an error.
     """
     try:
         obj = json.loads(data)
@@ -73,16 +73,18 @@ def parse_keypoints(data: bytes, what: str, rows: list) -> np.ndarray:
         raise GoliathFormatError(f"{what}: expected rows of [x, y, z] or [x, y, z, score] (mm)")
     if max(rows) >= len(table):
         raise GoliathFormatError(f"{what}: keypoint_order uses row {max(rows)} but the file has {len(table)} rows")
-    picked = table[rows]
-    if picked.shape[1] >= 4 and (picked[:, 3] <= 0).any():
-        bad = [rows[i] for i in np.nonzero(picked[:, 3] <= 0)[0]]
-        raise GoliathFormatError(f"{what}: keypoint rows {bad} have score <= 0 (invalid) but the fit needs all 21")
-    return picked[:, :3]
+    picked = table[rows, :3].copy()
+    if table.shape[1] >= 4:
+        picked[table[rows, 3] <= 0] = np.nan
+    if np.isfinite(picked).all(axis=1).sum() < 6:
+        raise GoliathFormatError(f"{what}: fewer than 6 of the 21 keypoints used are valid (score > 0, finite)")
+    return picked
 
 
 def _check_world_frame(points_m: np.ndarray, cameras, what: str) -> None:
     """A target read as millimetres must be hand-sized (3 cm to 2 m across) and its centroid seen (in
     front, inside the image) by most cameras."""
+    points_m = points_m[np.isfinite(points_m).all(axis=1)]
     extent = float(np.linalg.norm(points_m.max(0) - points_m.min(0)))
     if not 0.03 <= extent <= 2.0:
         raise GoliathFormatError(f"{what}: the points span {extent / MM:.4g} units, read as millimetres that is "
@@ -138,7 +140,7 @@ def residuals_mm(verts: torch.Tensor, faces_mano: torch.Tensor, points: np.ndarr
     out["mano_to_target"] = float(d.mean()) / MM
     if joints_target is not None:
         err = np.linalg.norm(joints_fit.detach().double().numpy() - joints_target, axis=-1)
-        out["keypoints"] = float(err.mean()) / MM
+        out["keypoints"] = float(np.nanmean(err)) / MM  # NaN: joints the file marks invalid
     return out
 
 
@@ -195,15 +197,21 @@ def _save_cache(path, entries: dict) -> None:
     atomic_write(path, write)
 
 
+def default_settings(target: str) -> dict:
+    """Fit settings used when none are given: the fitter's defaults, and for scans (which hold the forearm
+    and stray geometry) a Geman-McClure loss on the surface distances, so far points stop pulling."""
+    return {"robust": "geman_mcclure", "robust_scale_mm": 5.0} if target == "scan" else {}
+
+
 def _fit(hand_model, points, faces, joints, settings):
     from utils.geometry.mano_fit import FitSettings, fit_mano
 
-    if settings is not None and not isinstance(settings, FitSettings):
+    if not isinstance(settings, FitSettings):
         settings = FitSettings(**_settings_dict(settings))
-    kwargs = {} if settings is None else {"settings": settings}
     return fit_mano(hand_model, target_verts=None if points is None else torch.as_tensor(points, dtype=torch.float32),
                     target_faces=None if faces is None else torch.as_tensor(faces, dtype=torch.long),
-                    target_joints=None if joints is None else torch.as_tensor(joints, dtype=torch.float32), **kwargs)
+                    target_joints=None if joints is None else torch.as_tensor(joints, dtype=torch.float32),
+                    settings=settings)
 
 
 def fit_capture_mano(capture_dir, frame_ids, hand_model, cameras, target: str = "registration", keypoint_order=None,
@@ -222,6 +230,7 @@ def fit_capture_mano(capture_dir, frame_ids, hand_model, cameras, target: str = 
     """
     log = log or (lambda *args, **kwargs: None)
     frame_ids = [int(f) for f in frame_ids]
+    settings = default_settings(target) if settings is None else settings
     path = cache_path(cache_dir, capture_dir, target, keypoint_order, hand_model, settings) if cache_dir else None
     entries = _load_cache(path)
     missing = [f for f in frame_ids if f not in entries]
