@@ -386,6 +386,20 @@ def test_antialias_gradcheck_color_and_clip():
     )
 
 
+def test_antialias_blend_backward_gradcheck():
+    """The blend's hand-written backward, w.r.t. colour and blend weights at once, with pixels that
+    several pairs blend (two images, float64)."""
+    from utils.render.antialias import _Blend
+
+    g = torch.Generator().manual_seed(9)
+    color = torch.rand(2, 4, 5, 3, generator=g, dtype=F64, requires_grad=True)
+    pix0 = torch.tensor([0, 1, 6, 6, 7, 21, 33, 0])
+    pix1 = torch.tensor([1, 2, 7, 11, 12, 22, 38, 5])
+    alpha = (torch.rand(8, generator=g, dtype=F64) - 0.5).requires_grad_(True)
+    target = torch.where(alpha > 0, pix0, pix1).detach()
+    assert torch.autograd.gradcheck(lambda c, a: _Blend.apply(c, a, pix0, pix1, target), (color, alpha))
+
+
 # ---------------------------------------------------------------------------------------------
 # visibility, helpers, inverse rendering
 # ---------------------------------------------------------------------------------------------

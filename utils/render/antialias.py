@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from utils.render.common import (
     MeshTopology,
@@ -285,6 +286,36 @@ def _walk(
     return sel, found_half[sel]
 
 
+class _Blend(torch.autograd.Function):
+    """``out = color`` with pixel ``target[p]`` moved by ``alpha[p] (color[pix1[p]] - color[pix0[p]])``
+    (flat pixel indices; ``target`` is ``pix0`` or ``pix1``), with a hand-written backward: autograd's
+    spent most of its time filling and adding full-image zero tensors for the few blended pixels."""
+
+    @staticmethod
+    def forward(ctx, color, alpha, pix0, pix1, target):
+        chans = color.shape[-1]
+        col_flat = color.reshape(-1, chans)
+        diff = col_flat.index_select(0, pix1) - col_flat.index_select(0, pix0)  # (P, C)
+        ctx.save_for_backward(alpha, pix0, pix1, target, diff)
+        return col_flat.index_add(0, target, alpha[:, None] * diff).reshape(color.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        alpha, pix0, pix1, target, diff = ctx.saved_tensors
+        chans = grad_out.shape[-1]
+        grad_flat = grad_out.reshape(-1, chans)
+        grad_target = grad_flat.index_select(0, target)  # (P, C)
+        grad_color = grad_alpha = None
+        if ctx.needs_input_grad[0]:
+            moved = alpha[:, None] * grad_target
+            grad_color = grad_flat.clone().index_add_(0, pix1, moved).index_add_(0, pix0, -moved)
+            grad_color = grad_color.reshape(grad_out.shape)
+        if ctx.needs_input_grad[1]:
+            grad_alpha = (grad_target * diff).sum(1)
+        return grad_color, grad_alpha, None, None, None
+
+
 def _attach(color: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
     """``color`` unchanged but, when ``clip`` requires grad, part of its graph (with zero gradient), so
     that a loss on an image without silhouettes still back-propagates like one with them."""
@@ -340,7 +371,6 @@ def antialias(
     if crossings is None:
         return _attach(color, clip)
     pix0, pix1, down, frow, fcol, ds, vj, vk = crossings
-    chans = color.shape[-1]
     ds = ds.to(clip.dtype)
 
     # Differentiable part: where the chosen edge crosses the pair's segment, from the live clip tensor.
@@ -355,6 +385,4 @@ def antialias(
     alpha = (ds * (0.5 - dc.clamp(0.0, 1.0))).to(color.dtype)
     # alpha > 0: the edge lies in pixel 0's half, pixel 0 takes alpha of pixel 1; else the reverse.
     target = torch.where(alpha > 0, pix0, pix1)
-    col_flat = color.reshape(-1, chans)
-    delta = alpha[:, None] * (col_flat.index_select(0, pix1) - col_flat.index_select(0, pix0))
-    return col_flat.index_add(0, target, delta).reshape(color.shape)
+    return _Blend.apply(color, alpha, pix0, pix1, target)
