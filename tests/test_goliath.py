@@ -153,6 +153,10 @@ def test_sample_and_select(capture):
     assert isinstance(sub, goliath.GoliathSequence) and sub.frame_ids == [6]
     assert sub.segmentation_paths[0][0].endswith("000006.png")
     assert np.array_equal(sub.load_image(0, 0), seq.load_image(2, 1))
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(sub))  # DataLoader workers: no open zip or hand model travels
+    assert isinstance(copy, goliath.GoliathSequence) and np.array_equal(copy.load_image(0, 0), sub.load_image(0, 0))
 
 
 def test_scan_ground_truth_is_cropped_to_the_hand(capture):
