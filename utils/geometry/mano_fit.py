@@ -1,0 +1,784 @@
+"""Fit the hand model (MANO or the procedural hand) to posed surfaces and/or 3D joints.
+
+:func:`fit_mano` finds, per frame, the pose (global orientation + 45 articulation values), the
+translation and the shape (one shape shared by all frames by default) whose posed mesh best
+matches the target. The target is a surface (points, with or without faces), 3D joints, or both.
+
+Conventions (those of :class:`utils.geometry.mano.HandModel`): metres, world frame; ``pose (F, 48)``
+is exactly what ``HandModel.forward`` takes, i.e. *without* ``pose_mean``: with
+``flat_hand_mean=False`` the model adds ``hands_mean``, so a zero articulation is the mean hand and
+the pose prior ``|pose[3:]|²`` pulls towards it. Joints: 16 MANO joints, or the 21 of
+:func:`datasets.capture.hand_joints` (16 MANO joints, then the fingertip vertices thumb, index,
+middle, ring, pinky).
+
+Objective, per frame, lengths in millimetres::
+
+    w_s2t · mean_v ρ(d(v, target)²)         model vertices to the target surface (or nearest points)
+  + w_t2s · mean_q ρ(d(q, model surface)²)  target points to the model's triangles
+  + w_j   · mean_j |J_j - J*_j|²            joints (NaN target joints are ignored)
+  + w_pose · |pose[3:]|² + w_limit · Σ_j relu(|θ_j + mean_j| - max_angle)²
+  + w_shape · |β|²                          (once per shape vector)
+
+with ``ρ`` the identity, Huber or Geman-McClure on the distance (scale in mm). Distances are exact
+point-to-triangle distances (:mod:`utils.geometry.closest_point`): correspondences are searched
+without gradients and the closest point is rebuilt from barycentric weights, which gives the exact
+gradient. Schedule: an initial rigid alignment (Kabsch on the palm joints, or centroid + principal
+axes of the surface), Adam stages (``global``: orientation + translation; ``pose``: + articulation;
+``all``: + shape) and a Levenberg-Marquardt (Gauss-Newton) refinement of everything; convergence is a relative loss change below
+``tolerance``. See ``docs/mano_fit.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from utils.geometry.closest_point import PointCloudSearch, TriangleMeshSearch
+
+__all__ = ["FitSettings", "ManoFit", "fit_mano", "model_joints"]
+
+ROBUST_LOSSES = ("none", "huber", "geman_mcclure")
+STAGES = ("global", "pose", "all")
+ALIGN_MODES = ("auto", "joints", "pca", "none")
+# The optimiser moves the translation in centimetres, so one step is comparable for radians,
+# betas and translation (a 0.01 rad rotation moves a fingertip by about 1 mm).
+_TRANS_UNIT = 0.01
+# Wrist, the four finger bases and the thumb base: almost rigid, so good for the first alignment.
+_PALM_JOINTS = (0, 1, 4, 7, 10, 13)
+
+
+@dataclass
+class FitSettings:
+    """How :func:`fit_mano` fits (every field has a working default).
+
+    Attributes:
+        stages: Adam stages in order, from ``global`` (orientation + translation), ``pose`` (+ the
+            45 articulation values), ``all`` (+ shape); ``()`` skips to the refinement.
+        iterations: maximum Adam iterations of each stage (same length as ``stages``).
+        learning_rate: Adam step at the start of each stage (radians, betas and centimetres), decaying
+            exponentially to ``learning_rate_final`` at the stage's last iteration.
+        learning_rate_final: see ``learning_rate``.
+        refine_iterations: Levenberg-Marquardt steps over every fitted parameter after the stages
+            (Gauss-Newton on exact correspondences, robust losses by reweighting); 0 skips it.
+        weight_surface_to_target: model vertices -> target surface term (0 for partial scans, which
+            do not cover the whole hand).
+        weight_target_to_surface: target points -> model surface term.
+        weight_joints: joint term.
+        weight_pose_prior: on ``|pose[3:]|²`` (radians²; the articulation relative to the model's
+            mean pose), in the loss unit mm².
+        weight_shape_prior: on ``|shape|²``.
+        weight_angle_limit: soft joint-angle limit: ``Σ relu(|θ_j + mean_j| - max_joint_angle)²``
+            over the 15 finger joints (0 disables it).
+        max_joint_angle: radians, see ``weight_angle_limit``.
+        robust: ``none`` (squared distance), ``huber`` or ``geman_mcclure`` on the surface distances.
+        robust_scale_mm: the robust loss's scale: distances well below it count as squared,
+            Huber grows linearly beyond it, Geman-McClure saturates at ``scale²``.
+        share_shape: one shape for all frames (the same hand) or one per frame.
+        tolerance: converged when the relative loss change of a step is below this.
+        align: first alignment: ``auto`` (skipped when ``init`` gives pose and trans, else joints
+            if given, else the surface), ``joints`` (Kabsch on the palm joints), ``pca`` (centroid
+            and principal axes of the surface points; the best of the four axis sign choices),
+            ``none`` (start from ``init``).
+        max_target_points: target points used by the target -> model term per frame (a fixed
+            seeded subset when there are more; the report uses all).
+        exact_search: exact correspondences in the Adam stages too (always exact in the
+            refinement and the report); False takes the best of 8 candidate triangles.
+        seed: for the point subset.
+        device: where to fit (None: the hand model's device).
+        dtype: ``float64`` (tight convergence; the model is copied) or ``float32``.
+    """
+
+    stages: tuple = ("global", "pose")
+    iterations: tuple = (30, 60)
+    learning_rate: float = 0.03
+    learning_rate_final: float = 0.003
+    refine_iterations: int = 40
+    weight_surface_to_target: float = 1.0
+    weight_target_to_surface: float = 1.0
+    weight_joints: float = 1.0
+    weight_pose_prior: float = 1e-3
+    weight_shape_prior: float = 1e-3
+    weight_angle_limit: float = 10.0
+    max_joint_angle: float = 2.2
+    robust: str = "none"
+    robust_scale_mm: float = 5.0
+    share_shape: bool = True
+    tolerance: float = 1e-9
+    align: str = "auto"
+    max_target_points: int = 20000
+    exact_search: bool = False
+    seed: int = 0
+    device: str | None = None
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        self.stages, self.iterations = tuple(self.stages), tuple(int(n) for n in self.iterations)
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad:
+            raise ValueError(f"FitSettings.stages: unknown stage(s) {bad}; choose from {STAGES}")
+        if len(self.iterations) != len(self.stages):
+            raise ValueError(f"FitSettings.iterations must give one count per stage: stages {self.stages}, "
+                             f"iterations {self.iterations}")
+        if self.robust not in ROBUST_LOSSES:
+            raise ValueError(f"FitSettings.robust must be one of {ROBUST_LOSSES}, got {self.robust!r}")
+        if self.align not in ALIGN_MODES:
+            raise ValueError(f"FitSettings.align must be one of {ALIGN_MODES}, got {self.align!r}")
+        if self.dtype not in ("float64", "float32"):
+            raise ValueError(f"FitSettings.dtype must be 'float64' or 'float32', got {self.dtype!r}")
+        for name in ("weight_surface_to_target", "weight_target_to_surface", "weight_joints", "weight_pose_prior",
+                     "weight_shape_prior", "weight_angle_limit", "refine_iterations", "tolerance"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"FitSettings.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("learning_rate", "learning_rate_final", "robust_scale_mm", "max_target_points"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"FitSettings.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass
+class ManoFit:
+    """The result of :func:`fit_mano` (tensors detached, on the hand model's device and dtype).
+
+    Attributes:
+        pose: ``(F, 48)`` axis-angle, radians, as ``HandModel.forward`` takes it (without ``pose_mean``).
+        shape: ``(10,)`` when shared, else ``(F, 10)``.
+        trans: ``(F, 3)`` metres.
+        verts: ``(F, V, 3)`` the fitted mesh, world, metres.
+        joints: ``(F, 21, 3)`` 16 MANO joints + 5 fingertips (``datasets.capture.hand_joints`` order).
+        report: iterations, convergence, residuals in mm overall and per frame (see ``docs/mano_fit.md``).
+    """
+
+    pose: torch.Tensor
+    shape: torch.Tensor
+    trans: torch.Tensor
+    verts: torch.Tensor
+    joints: torch.Tensor
+    report: dict
+
+
+def model_joints(hand_model, verts: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
+    """``(F, 21, 3)``: the 16 MANO joints and the 5 fingertip vertices (``hand_joints`` order)."""
+    from utils.geometry.mano import MANO_FINGERTIP_VERTEX_IDS
+
+    return torch.cat([joints, verts[:, list(MANO_FINGERTIP_VERTEX_IDS.values())]], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------------
+def _shape_str(x) -> str:
+    return str(tuple(x.shape)) if torch.is_tensor(x) else type(x).__name__
+
+
+def _as_tensor(name: str, value, dtype, device) -> torch.Tensor:
+    if not torch.is_tensor(value):
+        try:
+            value = torch.as_tensor(value)
+        except Exception as err:
+            raise TypeError(f"fit_mano: {name} must be a tensor, got {type(value).__name__}") from err
+    if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"fit_mano: {name} must hold numbers, got dtype {value.dtype}")
+    return value.detach().to(device=device, dtype=dtype)
+
+
+def _check_inputs(hand_model, target_verts, target_faces, target_joints, init, settings, dtype, device):
+    """Validate and convert; returns (verts, faces, joints, init dict, num_frames)."""
+    if target_verts is None and target_joints is None:
+        raise ValueError("fit_mano: give target_verts (F, N, 3), target_joints (F, 21, 3) or both; got neither")
+    frames = {}
+    if target_verts is not None:
+        target_verts = _as_tensor("target_verts", target_verts, dtype, device)
+        if target_verts.dim() != 3 or target_verts.shape[-1] != 3 or target_verts.shape[1] < 1:
+            raise ValueError(f"fit_mano: target_verts must be (F, N, 3) points in metres (one row of N >= 1 "
+                             f"points per frame), got {_shape_str(target_verts)}")
+        if not torch.isfinite(target_verts).all():
+            raise ValueError("fit_mano: target_verts holds NaN or inf values")
+        frames["target_verts"] = target_verts.shape[0]
+    if target_faces is not None:
+        if target_verts is None:
+            raise ValueError("fit_mano: target_faces given without target_verts")
+        target_faces = torch.as_tensor(target_faces)
+        if target_faces.dim() != 2 or target_faces.shape[1] != 3 or target_faces.shape[0] < 1:
+            raise ValueError(f"fit_mano: target_faces must be (M, 3) vertex indices, got {_shape_str(target_faces)}")
+        if target_faces.is_floating_point():
+            raise TypeError(f"fit_mano: target_faces must be integer indices, got dtype {target_faces.dtype}")
+        target_faces = target_faces.long().cpu()
+        num = target_verts.shape[1]
+        if int(target_faces.min()) < 0 or int(target_faces.max()) >= num:
+            raise ValueError(f"fit_mano: target_faces index vertices {int(target_faces.min())}..{int(target_faces.max())} "
+                             f"but target_verts has N = {num} points per frame")
+    if target_joints is not None:
+        target_joints = _as_tensor("target_joints", target_joints, dtype, device)
+        if target_joints.dim() != 3 or target_joints.shape[1:] not in ((21, 3), (16, 3)):
+            raise ValueError(f"fit_mano: target_joints must be (F, 21, 3) (16 MANO joints + 5 fingertips, "
+                             f"datasets.capture.hand_joints order) or (F, 16, 3), got {_shape_str(target_joints)}")
+        if torch.isinf(target_joints).any():
+            raise ValueError("fit_mano: target_joints holds inf values (use NaN for missing joints)")
+        if not torch.isfinite(target_joints).all(-1).any(-1).all():
+            raise ValueError("fit_mano: a frame of target_joints has no finite joint")
+        frames["target_joints"] = target_joints.shape[0]
+    if len(set(frames.values())) > 1:
+        raise ValueError("fit_mano: frame counts differ: " + ", ".join(f"{k} has F = {v}" for k, v in frames.items()))
+    num_frames = next(iter(frames.values()))
+    if num_frames < 1:
+        raise ValueError("fit_mano: the targets have no frame (F = 0)")
+
+    betas = hand_model.num_betas
+    out = {}
+    if init is not None:
+        if not isinstance(init, dict):
+            raise TypeError(f"fit_mano: init must be a dict with pose/shape/trans, got {type(init).__name__}")
+        unknown = sorted(set(init) - {"pose", "shape", "trans"})
+        if unknown:
+            raise ValueError(f"fit_mano: init has unknown key(s) {unknown}; expected pose, shape, trans")
+        expected = {"pose": [(num_frames, 48), (48,)], "shape": [(betas,), (num_frames, betas)],
+                    "trans": [(num_frames, 3), (3,)]}
+        for key, value in init.items():
+            if value is None:
+                continue
+            value = _as_tensor(f"init['{key}']", value, dtype, device)
+            if tuple(value.shape) not in expected[key]:
+                raise ValueError(f"fit_mano: init['{key}'] must be " + " or ".join(map(str, expected[key]))
+                                 + f" (F = {num_frames}), got {_shape_str(value)}")
+            out[key] = value
+    return target_verts, target_faces, target_joints, out, num_frames
+
+
+# ----------------------------------------------------------------------------------------------
+# Alignment
+# ----------------------------------------------------------------------------------------------
+def _kabsch(source, target) -> torch.Tensor:
+    """Rotation R (3,3) minimising Σ |R (s - s̄) - (t - t̄)|² (float64)."""
+    s, t = source - source.mean(0), target - target.mean(0)
+    u, _, vh = torch.linalg.svd(t.T @ s)
+    d = torch.sign(torch.det(u @ vh))
+    return u @ torch.diag(torch.stack([torch.ones_like(d), torch.ones_like(d), d])) @ vh
+
+
+def _pca_rotations(source, target):
+    """The four proper rotations taking the principal axes of ``source`` onto those of ``target``."""
+    def axes(x):
+        _, _, vh = torch.linalg.svd(x - x.mean(0), full_matrices=False)
+        return vh.T  # columns: principal axes, largest variance first
+
+    a_s, a_t = axes(source), axes(target)
+    out = []
+    for signs in ((1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1)):
+        flipped = a_t * torch.tensor(signs, dtype=a_t.dtype)
+        rot = flipped @ a_s.T
+        if torch.det(rot) < 0:
+            rot = flipped * torch.tensor([1, 1, -1], dtype=a_t.dtype) @ a_s.T
+        out.append(rot)
+    return out
+
+
+def _rotvec(matrix: torch.Tensor) -> torch.Tensor:
+    from scipy.spatial.transform import Rotation
+
+    return torch.as_tensor(Rotation.from_matrix(matrix.detach().cpu().double().numpy()).as_rotvec())
+
+
+def _rotmat(rotvec: torch.Tensor) -> torch.Tensor:
+    from scipy.spatial.transform import Rotation
+
+    return torch.as_tensor(Rotation.from_rotvec(rotvec.detach().cpu().double().numpy()).as_matrix())
+
+
+def _align(model, params, targets, mode, forward):
+    """Set orientation and translation of every frame by a rigid alignment (in place)."""
+    with torch.no_grad():
+        verts, joints = forward(params, zero_trans=True)
+    for f in range(params["orient"].shape[0]):
+        if mode == "joints":
+            tj = targets["joints"][f].detach().cpu().double()
+            mj = joints[f, :tj.shape[0]].detach().cpu().double()
+            valid = torch.isfinite(tj).all(-1)
+            palm = torch.zeros_like(valid)
+            palm[list(_PALM_JOINTS)] = True
+            use = valid & palm if int((valid & palm).sum()) >= 3 else valid
+            if int(use.sum()) < 3:
+                continue  # too few joints to orient: keep the orientation, move the centroid only
+            rot = _kabsch(mj[use], tj[use])
+            src_centre, dst_centre = mj[use].mean(0), tj[use].mean(0)
+        else:
+            tp = targets["points_all"][f].detach().cpu().double()
+            mv = verts[f].detach().cpu().double()
+            target_tree = PointCloudSearch(tp)
+            best = None
+            for rot in _pca_rotations(mv, tp):
+                moved = (mv - mv.mean(0)) @ rot.T + tp.mean(0)
+                score = float(target_tree.query(moved)[1].mean() + PointCloudSearch(moved).query(tp)[1].mean())
+                if best is None or score < best[0]:
+                    best = (score, rot)
+            rot, src_centre, dst_centre = best[1], mv.mean(0), tp.mean(0)
+        # The global rotation turns the hand about its root joint: x -> R (x - J0) + J0 + trans.
+        new_rot = rot @ _rotmat(params["orient"][f])
+        root = joints[f, 0].detach().cpu().double()
+        old_rot = _rotmat(params["orient"][f])
+        # Model point x at the current orientation: R_old (x0 - J0) + J0; after: R_new (x0 - J0) + J0 + trans.
+        # Choose trans so that the aligned source centre lands on the target centre.
+        src0 = old_rot.T @ (src_centre - root)  # source centre in the unrotated frame, relative to J0
+        trans = dst_centre - (new_rot @ src0 + root)
+        params["orient"].data[f] = _rotvec(new_rot).to(params["orient"])
+        params["trans"].data[f] = (trans / _TRANS_UNIT).to(params["trans"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Objective
+# ----------------------------------------------------------------------------------------------
+def _robust(sq_mm: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
+    """ρ of squared distances in mm²; every ρ is ≈ the squared distance for small distances."""
+    if kind == "none":
+        return sq_mm
+    if kind == "geman_mcclure":
+        return scale * scale * sq_mm / (sq_mm + scale * scale)
+    dist = sq_mm.clamp_min(1e-30).sqrt()
+    return torch.where(dist <= scale, sq_mm, 2 * scale * dist - scale * scale)
+
+
+class _Objective:
+    """Evaluates the fitting loss and the exact residuals for the current parameters."""
+
+    def __init__(self, model, settings, targets, num_frames, shape_rows):
+        self.model, self.settings, self.targets = model, settings, targets
+        self.num_frames, self.shape_rows = num_frames, shape_rows
+        self.faces = model.faces.cpu()
+        self.target_search = None
+        if targets["points_all"] is not None:
+            faces = targets["faces"]
+            self.target_search = [TriangleMeshSearch(p, faces) if faces is not None else PointCloudSearch(p)
+                                  for p in targets["points_all"]]
+        self.evaluations = 0
+
+    def forward(self, params, zero_trans: bool = False):
+        pose = torch.cat([params["orient"], params["articulation"]], dim=1)
+        shape = params["shape"].expand(self.num_frames, -1) if self.shape_rows == 1 else params["shape"]
+        trans = torch.zeros_like(params["trans"]) if zero_trans else params["trans"] * _TRANS_UNIT
+        verts, joints = self.model(pose, shape, trans)
+        return verts, model_joints(self.model, verts, joints)
+
+    def surface_residuals(self, verts, exact: bool, use_all: bool = False):
+        """Per frame: squared distances (mm²) model -> target and target -> model (differentiable)."""
+        out = []
+        device = verts.device
+        for f in range(self.num_frames):
+            v = verts[f]
+            s2t = t2s = None
+            if self.target_search is not None:
+                search = self.target_search[f]
+                if isinstance(search, TriangleMeshSearch):
+                    face_idx, bary, _ = search.query(v, exact=exact)
+                    closest = (bary[:, :, None] * search.tris[face_idx]).sum(1).to(v)
+                else:
+                    idx, _ = search.query(v)
+                    closest = self.targets["points_all"][f][idx.to(device)]
+                s2t = ((v - closest) * 1000).pow(2).sum(-1)
+                points = self.targets["points_all" if use_all else "points"][f]
+                face_idx, bary, _ = TriangleMeshSearch(v, self.faces).query(points, exact=exact)
+                corners = v[self.faces[face_idx].to(device)]  # (P, 3, 3), differentiable
+                closest = (bary.to(v)[:, :, None] * corners).sum(1)
+                t2s = ((points - closest) * 1000).pow(2).sum(-1)
+            out.append((s2t, t2s))
+        return out
+
+    def joint_residuals(self, joints):
+        """(F, J) squared joint distances (mm²), 0 where the target joint is missing, and the mask."""
+        target = self.targets["joints"]
+        valid = torch.isfinite(target).all(-1)
+        diff = (joints[:, :target.shape[1]] - torch.nan_to_num(target)) * 1000
+        return diff.pow(2).sum(-1) * valid, valid
+
+    def __call__(self, params, stage_weights=True, exact=False):
+        """Total loss (scalar tensor) and per-frame losses (F,) float."""
+        self.evaluations += 1
+        s = self.settings
+        verts, joints = self.forward(params)
+        per_frame = torch.zeros(self.num_frames, dtype=verts.dtype, device=verts.device)
+        if self.target_search is not None:
+            rows = []
+            for s2t, t2s in self.surface_residuals(verts, exact=exact):
+                rows.append(s.weight_surface_to_target * _robust(s2t, s.robust, s.robust_scale_mm).mean()
+                            + s.weight_target_to_surface * _robust(t2s, s.robust, s.robust_scale_mm).mean())
+            per_frame = per_frame + torch.stack(rows)
+        if self.targets["joints"] is not None and s.weight_joints > 0:
+            sq, valid = self.joint_residuals(joints)
+            per_frame = per_frame + s.weight_joints * sq.sum(1) / valid.sum(1).clamp_min(1)
+        articulation = params["articulation"]
+        per_frame = per_frame + s.weight_pose_prior * articulation.pow(2).sum(1)
+        if s.weight_angle_limit > 0:
+            full = (articulation + self.model.hands_mean.to(articulation)).view(self.num_frames, 15, 3)
+            excess = torch.relu(full.norm(dim=-1) - s.max_joint_angle)
+            per_frame = per_frame + s.weight_angle_limit * excess.pow(2).sum(1)
+        total = per_frame.sum() + s.weight_shape_prior * params["shape"].pow(2).sum()
+        return total, per_frame.detach()
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimisation
+# ----------------------------------------------------------------------------------------------
+_STAGE_PARAMS = {"global": ("orient", "trans"), "pose": ("orient", "trans", "articulation"),
+                 "all": ("orient", "trans", "articulation", "shape")}
+
+
+def _relative_change(previous: float, current: float) -> float:
+    return abs(previous - current) / max(abs(current), 1e-12)
+
+
+def _run_adam(objective, params, names, iterations, settings):
+    """Adam on ``names``; returns (iterations run, converged)."""
+    chosen = [params[n] for n in names]
+    for p in params.values():
+        p.requires_grad_(any(p is c for c in chosen))
+    optimiser = torch.optim.Adam(chosen, lr=settings.learning_rate)
+    decay = (settings.learning_rate_final / settings.learning_rate) ** (1.0 / max(iterations - 1, 1))
+    previous, calm = None, 0
+    for step in range(iterations):
+        for group in optimiser.param_groups:
+            group["lr"] = settings.learning_rate * decay ** step
+        optimiser.zero_grad(set_to_none=True)
+        loss, _ = objective(params, exact=settings.exact_search)
+        loss.backward()
+        optimiser.step()
+        value = float(loss.detach())
+        calm = calm + 1 if previous is not None and _relative_change(previous, value) < settings.tolerance else 0
+        previous = value
+        if calm >= 3:
+            return step + 1, True
+    return iterations, False
+
+
+def _robust_weight(sq_mm: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
+    """dρ/d(d²): the iteratively reweighted least-squares weight of each squared distance."""
+    if kind == "none":
+        return torch.ones_like(sq_mm)
+    if kind == "geman_mcclure":
+        return (scale * scale / (sq_mm + scale * scale)).pow(2)
+    dist = sq_mm.clamp_min(1e-30).sqrt()
+    return torch.where(dist <= scale, torch.ones_like(dist), scale / dist)
+
+
+def _unit(diff: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """Directions of ``diff`` (P,3); the given normals where ``diff`` is (numerically) zero."""
+    length = diff.norm(dim=-1, keepdim=True)
+    return torch.where(length > 1e-12, diff / length.clamp_min(1e-300), normals)
+
+
+def _tri_normals(tris: torch.Tensor) -> torch.Tensor:
+    n = torch.linalg.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
+    return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+
+
+class _FrameResiduals:
+    """Residual rows of one frame for Gauss-Newton, with the correspondences of the current fit fixed.
+
+    A distance ``d = |a - b|`` becomes the row ``u · (a - b)`` with ``u`` the current unit direction
+    held fixed: equal to ``d`` at the current point and with the same derivative (the closest point
+    minimises the distance), so the rows' squared sum is the loss and its gradient is exact.
+    """
+
+    def __init__(self, objective, f, verts):
+        s, t = objective.settings, objective.targets
+        self.objective, self.f = objective, f
+        self.model_faces = objective.faces.to(verts.device)
+        dtype, device = verts.dtype, verts.device
+        self.s2t = self.t2s = None
+        if objective.target_search is not None:
+            v = verts.detach()
+            search = objective.target_search[f]
+            if isinstance(search, TriangleMeshSearch):
+                face_idx, bary, _ = search.query(v, exact=True)
+                tris = search.tris[face_idx]
+                target = (bary[:, :, None] * tris).sum(1).to(v)
+                direction = _unit(v - target, _tri_normals(tris).to(v))
+            else:
+                idx, _ = search.query(v)
+                target, direction = t["points_all"][f][idx.to(device)], None
+            sq = ((v - target) * 1000).pow(2).sum(-1)
+            scale = (s.weight_surface_to_target / v.shape[0] * _robust_weight(sq, s.robust, s.robust_scale_mm)).sqrt()
+            self.s2t = (target, direction, scale)
+
+            points = t["points"][f]
+            face_idx, bary, _ = TriangleMeshSearch(v, objective.faces).query(points, exact=True)
+            face_idx, bary = face_idx.to(device), bary.to(dtype=dtype, device=device)
+            tris = v[self.model_faces[face_idx]]
+            closest = (bary[:, :, None] * tris).sum(1)
+            direction = _unit(points - closest, _tri_normals(tris))
+            sq = ((points - closest) * 1000).pow(2).sum(-1)
+            scale = (s.weight_target_to_surface / points.shape[0]
+                     * _robust_weight(sq, s.robust, s.robust_scale_mm)).sqrt()
+            self.t2s = (points, face_idx, bary, direction, scale)
+        self.joints = None
+        if t["joints"] is not None and s.weight_joints > 0:
+            target = t["joints"][f]
+            valid = torch.isfinite(target).all(-1)
+            self.joints = (target[valid], valid, (s.weight_joints / valid.sum().clamp_min(1)).sqrt())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows (R,) for the frame's parameters ``x = [pose 48, trans 3 (cm), shape B]``."""
+        obj, s = self.objective, self.objective.settings
+        verts, joints = obj.model(x[None, :48], x[None, 51:], x[None, 48:51] * _TRANS_UNIT)
+        verts = verts[0]
+        rows = []
+        if self.s2t is not None:
+            target, direction, scale = self.s2t
+            diff = (verts - target) * 1000
+            rows.append((scale[:, None] * diff).reshape(-1) if direction is None
+                        else scale * (direction * diff).sum(-1))
+            points, face_idx, bary, direction, scale = self.t2s
+            closest = (bary[:, :, None] * verts[self.model_faces[face_idx]]).sum(1)
+            rows.append(scale * (direction * (points - closest) * 1000).sum(-1))
+        if self.joints is not None:
+            target, valid, scale = self.joints
+            all_joints = model_joints(obj.model, verts[None], joints)[0, :valid.shape[0]]
+            rows.append(scale * ((all_joints[valid] - target) * 1000).reshape(-1))
+        articulation = x[3:48]
+        rows.append(math.sqrt(s.weight_pose_prior) * articulation)
+        if s.weight_angle_limit > 0:
+            full = (articulation + obj.model.hands_mean.to(x)).view(15, 3)
+            angle = (full.pow(2).sum(-1) + 1e-20).sqrt()
+            rows.append(math.sqrt(s.weight_angle_limit) * torch.relu(angle - s.max_joint_angle))
+        return torch.cat(rows)
+
+
+def _run_gauss_newton(objective, params, iterations, settings):
+    """Levenberg-Marquardt on every parameter (robust losses by reweighting); returns (steps, converged)."""
+    num_frames, shape_rows = objective.num_frames, objective.shape_rows
+    betas = params["shape"].shape[1]
+    per_frame = 51  # pose 48 + trans 3
+    size = per_frame * num_frames + betas * shape_rows
+
+    def pack(p):
+        frame = torch.cat([p["orient"], p["articulation"], p["trans"]], 1).reshape(-1)
+        return torch.cat([frame, p["shape"].reshape(-1)])
+
+    def unpack(x):
+        frame = x[:per_frame * num_frames].view(num_frames, per_frame)
+        return {"orient": frame[:, :3], "articulation": frame[:, 3:48], "trans": frame[:, 48:51],
+                "shape": x[per_frame * num_frames:].view(shape_rows, betas)}
+
+    for p in params.values():
+        p.requires_grad_(False)
+    x = pack(params)
+    current = float(objective(unpack(x), exact=True)[0])
+    damping = 1e-4
+    for step in range(iterations):
+        hessian = torch.zeros(size, size, dtype=x.dtype, device=x.device)
+        gradient = torch.zeros(size, dtype=x.dtype, device=x.device)
+        p = unpack(x)
+        with torch.no_grad():
+            verts, _ = objective.forward(p)
+        for f in range(num_frames):
+            shape_slot = 0 if shape_rows == 1 else f
+            cols = torch.cat([torch.arange(per_frame * f, per_frame * (f + 1)),
+                              per_frame * num_frames + betas * shape_slot + torch.arange(betas)]).to(x.device)
+            rows_fn = _FrameResiduals(objective, f, verts[f])
+            xf = torch.cat([p["orient"][f], p["articulation"][f], p["trans"][f], p["shape"][shape_slot]])
+            jac = torch.func.jacfwd(rows_fn)(xf)  # (R, 61)
+            res = rows_fn(xf)
+            hessian[cols[:, None], cols[None, :]] += jac.T @ jac
+            gradient[cols] += jac.T @ res
+        shape_cols = slice(per_frame * num_frames, size)
+        hessian[shape_cols, shape_cols] += settings.weight_shape_prior * torch.eye(betas * shape_rows, dtype=x.dtype,
+                                                                                    device=x.device)
+        gradient[shape_cols] += settings.weight_shape_prior * x[shape_cols]
+        diagonal = hessian.diagonal().clamp_min(1e-9)
+        accepted = False
+        for _ in range(12):
+            system = hessian + damping * torch.diag(diagonal)
+            delta = torch.linalg.solve(system, -gradient)
+            value = float(objective(unpack(x + delta), exact=True)[0])
+            if math.isfinite(value) and value < current:
+                accepted = True
+                break
+            damping *= 4.0
+        if not accepted:  # no decrease in the descent direction even with heavy damping: a minimum
+            break
+        x = x + delta
+        damping = max(damping / 3.0, 1e-9)
+        change = _relative_change(current, value)
+        current = value
+        if change < settings.tolerance or current < 1e-12:
+            break
+    else:
+        _copy_into(params, unpack(x))
+        return iterations, False
+    _copy_into(params, unpack(x))
+    return step + 1, True
+
+
+def _copy_into(params, values):
+    with torch.no_grad():
+        for key, value in values.items():
+            params[key].copy_(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+def _stats(values: torch.Tensor | None, prefix: str) -> dict:
+    if values is None or values.numel() == 0:
+        return {f"{prefix}_mean": None, f"{prefix}_p90": None, f"{prefix}_max": None}
+    v = values.detach().double().cpu()
+    return {f"{prefix}_mean": float(v.mean()), f"{prefix}_p90": float(torch.quantile(v, 0.9)),
+            f"{prefix}_max": float(v.max())}
+
+
+def _residual_report(objective, params):
+    """Exact residuals in mm, overall and per frame."""
+    with torch.no_grad():
+        verts, joints = objective.forward(params)
+        frames = [{} for _ in range(objective.num_frames)]
+        pooled = {"surface_to_target": [], "target_to_surface": [], "joints": []}
+        if objective.target_search is not None:
+            for f, (s2t, t2s) in enumerate(objective.surface_residuals(verts, exact=True, use_all=True)):
+                s2t, t2s = s2t.sqrt(), t2s.sqrt()
+                frames[f].update(_stats(s2t, "surface_to_target"))
+                frames[f].update(_stats(t2s, "target_to_surface"))
+                pooled["surface_to_target"].append(s2t)
+                pooled["target_to_surface"].append(t2s)
+        if objective.targets["joints"] is not None:
+            sq, valid = objective.joint_residuals(joints)
+            for f in range(objective.num_frames):
+                dist = sq[f][valid[f]].sqrt()
+                frames[f].update(_stats(dist, "joints"))
+                pooled["joints"].append(dist)
+        overall = {}
+        for key, chunks in pooled.items():
+            overall.update(_stats(torch.cat(chunks) if chunks else None, key))
+            for frame in frames:
+                frame.setdefault(f"{key}_mean", None)
+                frame.setdefault(f"{key}_p90", None)
+                frame.setdefault(f"{key}_max", None)
+        surface = pooled["surface_to_target"] + pooled["target_to_surface"]
+        overall["p90"] = float(torch.quantile(torch.cat(surface).double().cpu(), 0.9)) if surface else None
+    return overall, frames
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------
+def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=None, init=None,
+             settings: FitSettings | None = None) -> ManoFit:
+    """Fit pose, shape and translation of ``hand_model`` to target surfaces and/or joints.
+
+    Args:
+        hand_model: :class:`utils.geometry.mano.HandModel` (procedural or real MANO, either side).
+        target_verts: ``(F, N, 3)`` metres, world: points of the target surface per frame (scan
+            vertices, a mesh's vertices), or None.
+        target_faces: ``(M, 3)`` long, optional: faces over ``target_verts`` (same for every frame);
+            model vertices then get their exact distance to the target triangles, else to the
+            nearest target point.
+        target_joints: ``(F, 21, 3)`` metres (16 MANO joints + 5 fingertips, the order of
+            ``datasets.capture.hand_joints``) or ``(F, 16, 3)``; NaN rows are missing joints; or None.
+        init: optional ``dict(pose=(F,48), shape=(10,) or (F,10), trans=(F,3))`` to start from
+            (pose as ``HandModel.forward`` takes it).
+        settings: :class:`FitSettings` (None: defaults).
+    Returns:
+        :class:`ManoFit` with ``pose (F,48)``, ``shape (10,)`` (shared) or ``(F,10)``, ``trans (F,3)``,
+        ``verts (F,V,3)``, ``joints (F,21,3)`` and ``report``.
+    Raises:
+        ValueError / TypeError naming the argument and the shape received for malformed inputs.
+    """
+    settings = settings if settings is not None else FitSettings()
+    if not isinstance(settings, FitSettings):
+        raise TypeError(f"fit_mano: settings must be a FitSettings, got {type(settings).__name__}")
+    if not hasattr(hand_model, "num_betas") or not hasattr(hand_model, "faces"):
+        raise TypeError(f"fit_mano: hand_model must be a utils.geometry.mano.HandModel, got {type(hand_model).__name__}")
+    start_time = time.perf_counter()
+    out_dtype, out_device = hand_model.v_template.dtype, hand_model.v_template.device
+    device = torch.device(settings.device) if settings.device else out_device
+    dtype = torch.float64 if settings.dtype == "float64" else torch.float32
+    target_verts, target_faces, target_joints, init, num_frames = _check_inputs(
+        hand_model, target_verts, target_faces, target_joints, init, settings, dtype, device)
+
+    model = hand_model
+    if dtype != out_dtype or device != out_device:
+        model = copy.deepcopy(hand_model).to(device=device, dtype=dtype)
+
+    points = target_verts
+    if target_verts is not None and target_verts.shape[1] > settings.max_target_points:
+        generator = torch.Generator().manual_seed(settings.seed)
+        keep = torch.randperm(target_verts.shape[1], generator=generator)[:settings.max_target_points]
+        points = target_verts[:, keep.to(device)]
+    targets = {"points_all": target_verts, "points": points, "faces": target_faces, "joints": target_joints}
+
+    shape_rows = 1 if settings.share_shape else num_frames
+    init_pose = init.get("pose")
+    if init_pose is not None and init_pose.dim() == 1:
+        init_pose = init_pose.expand(num_frames, 48)
+    init_shape = init.get("shape")
+    if init_shape is not None:
+        init_shape = init_shape.reshape(-1, model.num_betas)
+        init_shape = init_shape.mean(0, keepdim=True) if shape_rows == 1 else init_shape.expand(num_frames, -1)
+    init_trans = init.get("trans")
+    if init_trans is not None and init_trans.dim() == 1:
+        init_trans = init_trans.expand(num_frames, 3)
+    zeros = lambda *size: torch.zeros(*size, dtype=dtype, device=device)  # noqa: E731
+    params = {
+        "orient": (init_pose[:, :3] if init_pose is not None else zeros(num_frames, 3)).clone(),
+        "articulation": (init_pose[:, 3:] if init_pose is not None else zeros(num_frames, 45)).clone(),
+        "shape": (init_shape if init_shape is not None else zeros(shape_rows, model.num_betas)).clone(),
+        "trans": (init_trans / _TRANS_UNIT if init_trans is not None else zeros(num_frames, 3)).clone(),
+    }
+    objective = _Objective(model, settings, targets, num_frames, shape_rows)
+
+    align = settings.align
+    if align == "auto":
+        given = init_pose is not None and init_trans is not None
+        align = "none" if given else ("joints" if target_joints is not None else "pca")
+    if align == "joints" and target_joints is None:
+        raise ValueError("fit_mano: FitSettings.align = 'joints' needs target_joints")
+    if align == "pca" and target_verts is None:
+        raise ValueError("fit_mano: FitSettings.align = 'pca' needs target_verts")
+    if align != "none":
+        _align(model, params, targets, align, objective.forward)
+
+    stage_iterations, converged = {}, False
+    for stage, iterations in zip(settings.stages, settings.iterations):
+        names = _STAGE_PARAMS[stage]
+        steps, converged = _run_adam(objective, params, names, iterations, settings)
+        stage_iterations[stage] = steps
+    if settings.refine_iterations > 0:
+        steps, converged = _run_gauss_newton(objective, params, settings.refine_iterations, settings)
+        stage_iterations["refine"] = steps
+    for p in params.values():
+        p.requires_grad_(False)
+
+    with torch.no_grad():
+        loss, per_frame_loss = objective(params, exact=True)
+        verts, joints = objective.forward(params)
+    overall, frames = _residual_report(objective, params)
+    for f, frame in enumerate(frames):
+        frame["frame"] = f
+        frame["loss"] = float(per_frame_loss[f])
+    elapsed = time.perf_counter() - start_time
+    report = {
+        "iterations": int(sum(stage_iterations.values())),
+        "stage_iterations": stage_iterations,
+        "converged": bool(converged),
+        "loss": float(loss),
+        "residual_mm": overall,
+        "per_frame": frames,
+        "num_frames": num_frames,
+        "target": {"surface": None if target_verts is None else ("mesh" if target_faces is not None else "points"),
+                   "num_points": None if target_verts is None else int(target_verts.shape[1]),
+                   "joints": None if target_joints is None else int(target_joints.shape[1])},
+        "alignment": align,
+        "shared_shape": settings.share_shape,
+        "objective_evaluations": objective.evaluations,
+        "time_s": elapsed,
+        "time_per_frame_s": elapsed / num_frames,
+        "settings": dataclasses.asdict(settings),
+    }
+
+    def out(x):
+        return x.detach().to(device=out_device, dtype=out_dtype)
+
+    pose = torch.cat([params["orient"], params["articulation"]], 1)
+    shape = params["shape"][0] if shape_rows == 1 else params["shape"]
+    return ManoFit(pose=out(pose), shape=out(shape), trans=out(params["trans"] * _TRANS_UNIT),
+                   verts=out(verts), joints=out(joints), report=report)
