@@ -117,10 +117,9 @@ class _Interpolate(torch.autograd.Function):
             u = torch.linalg.cross(cxyw, ge[:, :, None].expand_as(cxyw), dim=1)
             p = torch.stack([x_ndc, y_ndc, torch.ones_like(x_ndc)], -1)  # (P, 1, 3)
             gxyw = torch.linalg.cross(u, p.expand_as(u), dim=2)  # (P, 3, 3)
+            gc = torch.cat([gxyw[..., :2], torch.zeros_like(gxyw[..., :1]), gxyw[..., 2:]], -1)  # (P, 3, 4)
             grad_clip = torch.zeros(ctx.clip_shape.numel() // 4, 4, dtype=c.dtype, device=c.device)
-            grad_clip[:, [0, 1, 3]] = torch.zeros(
-                grad_clip.shape[0], 3, dtype=c.dtype, device=c.device
-            ).index_add_(0, vid_clip.reshape(-1), gxyw.reshape(-1, 3))
+            grad_clip = grad_clip.index_add_(0, vid_clip.reshape(-1), gc.reshape(-1, 4))
             grad_clip = grad_clip.view(ctx.clip_shape)
         return grad_attr, grad_clip, None, None, None, None
 
