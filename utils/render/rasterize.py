@@ -146,13 +146,17 @@ def _scatter_candidates(
     if total == 0:
         return
     device = inst.device
-    owner = _owner_index(counts, total)
-    # Per candidate: (box x_lo, y_lo, width, first candidate index of its triangle).
-    meta = torch.cat([box[:3], (torch.cumsum(counts, 0) - counts)[None]]).index_select(1, owner)
-    local = torch.arange(total, device=device) - meta[3]
-    dy = torch.div(local, meta[2], rounding_mode="floor")
-    col = meta[0] + (local - dy * meta[2])
-    row = meta[1] + dy
+    # Candidate indices in int32 (a chunk holds at most max(max_candidates, H W) of them): gathers from
+    # and arithmetic on int32 tensors are about twice as fast as int64.
+    box = box.int()
+    owner = _owner_index(counts, total, torch.int32)
+    # Per candidate: box x_lo, y_lo, width and first candidate index of its triangle.
+    start = torch.cumsum(counts, 0, dtype=torch.int32) - counts
+    x_lo, y_lo, width, first = (t.index_select(0, owner) for t in (box[0], box[1], box[2], start.int()))
+    local = torch.arange(total, dtype=torch.int32, device=device) - first
+    dy = torch.div(local, width, rounding_mode="floor")
+    col = x_lo + (local - dy * width)
+    row = y_lo + dy
     cf = coef.index_select(1, owner)  # (12, T)
     colf, rowf = col.to(cf.dtype), row.to(cf.dtype)
     e0 = cf[0] * colf + cf[3] * rowf + cf[6]
