@@ -258,6 +258,34 @@ def test_interpolate_hand_written_backward_matches_autograd():
     assert torch.autograd.gradcheck(lambda a, c: tb.interpolate(a, rast, faces, clip=c), (attr, clip_var))
 
 
+def test_interpolate_reuses_the_raster_only_while_unchanged():
+    """interpolate reuses the covered pixels and edge values rasterize computed for the same rast,
+    clip and faces objects; a copy of rast, or clip or rast changed in place, must give what a fresh
+    computation gives."""
+    clip, faces = _random_scene(10)
+    g = torch.Generator().manual_seed(10)
+    attr = torch.randn(2, clip.shape[1], 3, generator=g, dtype=F64)
+    clip = clip.clone().requires_grad_(True)
+
+    def run(rast, c):
+        c.grad = None
+        out = tb.interpolate(attr, rast, faces, clip=c)
+        out.square().sum().backward()
+        return out.detach(), c.grad.clone()
+
+    rast = tb.rasterize(clip, faces, (12, 12))
+    for a, b in zip(run(rast, clip), run(rast.clone(), clip)):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        clip.mul_(1.01)  # the stashed edge values are stale now
+    for a, b in zip(run(rast, clip), run(rast.clone(), clip)):
+        assert torch.equal(a, b)
+    rast = tb.rasterize(clip, faces, (12, 12))
+    with torch.no_grad():
+        rast[..., 3] = torch.where(rast[..., 3] == rast[..., 3].max(), 0, rast[..., 3])  # drop a triangle
+    assert torch.equal(tb.interpolate(attr, rast, faces), tb.interpolate(attr, rast.clone(), faces))
+
+
 # ---------------------------------------------------------------------------------------------
 # antialias
 # ---------------------------------------------------------------------------------------------

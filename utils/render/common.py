@@ -6,6 +6,7 @@ layout). Imports torch only.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -153,22 +154,64 @@ def pixel_barycentrics(
     Returns:
         (P, 3) barycentrics ``(b0, b1, b2)`` summing to 1 (``u = b0``, ``v = b1`` in nvdiffrast terms).
     """
-    _, e = _pixel_edge_values(clip, faces, batch, face, row, col, resolution)
+    e = _pixel_edge_values(clip, faces, batch, face, row, col, resolution).e
     # Sums over the 3 vertices are written out: small-dim reductions enter the thread pool.
     return e / (e[:, 0:1] + e[:, 1:2] + e[:, 2:3])
 
 
-def _pixel_edge_values(clip, faces, batch, face, row, col, resolution) -> tuple[torch.Tensor, torch.Tensor]:
-    """The triangles' clip vertices ``c`` (P, 3, 4) and edge functions ``e`` (P, 3) at the pixel centres
-    (arguments as :func:`pixel_barycentrics`, which normalises ``e``)."""
+class PixelEdges(NamedTuple):
+    """Per covered pixel: ``corner`` (P, 3) its triangle's vertex indices, ``vid`` (P, 3) their rows in
+    ``clip.reshape(-1, 4)``, ``c`` (P, 3, 4) those clip vertices, ``x_ndc, y_ndc`` (P, 1) the pixel
+    centre and ``e`` (P, 3) the edge functions there (barycentrics times their sum)."""
+
+    corner: torch.Tensor
+    vid: torch.Tensor
+    c: torch.Tensor
+    x_ndc: torch.Tensor
+    y_ndc: torch.Tensor
+    e: torch.Tensor
+
+
+def _pixel_edge_values(clip, faces, batch, face, row, col, resolution) -> PixelEdges:
+    """Edge functions of triangles at pixel centres (arguments as :func:`pixel_barycentrics`, which
+    normalises ``e``)."""
     h, w = resolution
     num_verts = clip.shape[1]
-    vid = _rows(faces, face) + (batch * num_verts)[:, None]  # (P, 3) rows of the flattened clip
+    corner = _rows(faces, face)
+    vid = corner + (batch * num_verts)[:, None]  # (P, 3) rows of the flattened clip
     c = _rows(clip.reshape(-1, 4), vid)  # (P, 3, 4)
     A, B, C = _edge_planes(c)
     x_ndc = ((2 * col + 1).to(clip.dtype) / w - 1)[:, None]
     y_ndc = ((2 * row + 1).to(clip.dtype) / h - 1)[:, None]
-    return c, A * x_ndc + B * y_ndc + C
+    return PixelEdges(corner, vid, c, x_ndc, y_ndc, A * x_ndc + B * y_ndc + C)
+
+
+# The covered pixels and their edge values of the last raster, for interpolate to reuse instead of
+# recomputing them: (weak ref to rast, its version, weak ref to clip, its version, faces, data). Only
+# used while rast, clip and faces are the very objects rasterize saw, unchanged since (in-place
+# changes bump the version counters); cleared when rast is freed.
+_LAST_RASTER: list = [None]
+
+
+def _stash_raster(rast: torch.Tensor, clip: torch.Tensor, faces: torch.Tensor, data: dict) -> None:
+    def clear(ref):
+        entry = _LAST_RASTER[0]
+        if entry is not None and entry[0] is ref:
+            _LAST_RASTER[0] = None
+
+    _LAST_RASTER[0] = (weakref.ref(rast, clear), rast._version, weakref.ref(clip), clip._version, faces, data)
+
+
+def _stashed_raster(rast: torch.Tensor) -> tuple | None:
+    """``(data, clip, faces)`` stashed by :func:`utils.render.rasterize.rasterize` for this very,
+    unchanged ``rast`` (``clip`` None when it was freed or changed since), else None."""
+    entry = _LAST_RASTER[0]
+    if entry is None or entry[0]() is not rast or entry[1] != rast._version:
+        return None
+    clip = entry[2]()
+    if clip is not None and clip._version != entry[3]:
+        clip = None
+    return entry[5], clip, entry[4]
 
 
 def _owner_index(counts: torch.Tensor, total: int, dtype: torch.dtype = torch.long) -> torch.Tensor:

@@ -12,7 +12,14 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from utils.render.common import _check_rast, _edge_planes, _rows, pixel_barycentrics
+from utils.render.common import (
+    _as_long,
+    _check_rast,
+    _pixel_edge_values,
+    _rows,
+    _stashed_raster,
+    pixel_barycentrics,
+)
 
 
 def _covered_pixels(rast: torch.Tensor):
@@ -44,7 +51,7 @@ def _check_interpolate(attr, rast, faces, clip):
             f"clip shape {tuple(clip.shape)} does not match rast batch {bsz} / attr "
             f"vertices {attr.shape[-2]}"
         )
-    return (bsz, h, w), faces.long(), use_clip
+    return (bsz, h, w), _as_long(faces), use_clip
 
 
 class _Interpolate(torch.autograd.Function):
@@ -59,22 +66,27 @@ class _Interpolate(torch.autograd.Function):
     def forward(ctx, attr, clip, rast, faces, bhw, use_clip):
         bsz, h, w = bhw
         num_verts, chans = attr.shape[-2], attr.shape[-1]
-        pix, batch, row, col, face = _covered_pixels(rast)
+        # Covered pixels (and their edge values) as rasterize found them, when rast is its output,
+        # unchanged; else from rast.
+        stash = _stashed_raster(rast)
+        if stash is not None:
+            data, stash_clip, stash_faces = stash
+            pix, batch, row, col, face = (data[k] for k in ("pix", "batch", "row", "col", "face"))
+            edges = data["edges"] if stash_clip is clip and stash_faces is faces else None
+        else:
+            pix, batch, row, col, face = _covered_pixels(rast)
+            edges = None
         if use_clip:
-            # pixel_barycentrics written out (same operations) to keep what the backward needs.
-            vid_clip = _rows(faces, face) + (batch * num_verts)[:, None]  # (P, 3) rows of the flat clip
-            c = _rows(clip.reshape(-1, 4), vid_clip)  # (P, 3, 4)
-            A, B, C = _edge_planes(c)
-            x_ndc = ((2 * col + 1).to(clip.dtype) / w - 1)[:, None]
-            y_ndc = ((2 * row + 1).to(clip.dtype) / h - 1)[:, None]
-            e = A * x_ndc + B * y_ndc + C  # (P, 3)
+            if edges is None:
+                edges = _pixel_edge_values(clip, faces, batch, face, row, col, (h, w))
+            vid_clip, c, x_ndc, y_ndc, e = edges.vid, edges.c, edges.x_ndc, edges.y_ndc, edges.e
             total = e[:, 0:1] + e[:, 1:2] + e[:, 2:3]
             bary_clip = e / total
             bary = bary_clip.to(attr.dtype)
         else:
             uv = rast.reshape(-1, 4).index_select(0, pix)[:, :2]
             bary = torch.cat([uv, 1 - uv[:, 0:1] - uv[:, 1:2]], -1).to(attr.dtype)
-        vid = _rows(faces, face)  # (P, 3) rows of the flat attr
+        vid = edges.corner if edges is not None else _rows(faces, face)  # (P, 3) rows of the flat attr
         if attr.dim() == 3 and attr.shape[0] == bsz and bsz > 1:
             vid = vid + (batch * num_verts)[:, None]
         rows = _rows(attr.reshape(-1, chans), vid)  # (P, 3, C)

@@ -30,6 +30,7 @@ from utils.render.common import (
     _owner_index,
     _pixel_edge_values,
     _resolution,
+    _stash_raster,
 )
 
 _KEY_EMPTY = torch.iinfo(torch.int64).max
@@ -192,6 +193,7 @@ def rasterize(
     h, w = _resolution(resolution)
     bsz = clip.shape[0]
     num_faces = faces.shape[0]
+    clip_in = clip
     with torch.no_grad():
         clip = clip.detach()
         zbuf = torch.full((bsz * h * w,), _KEY_EMPTY, dtype=torch.long, device=clip.device)
@@ -214,26 +216,34 @@ def rasterize(
                             _scatter_candidates(
                                 zbuf, inst[s0:s1], box[:, s0:s1], coef[:, s0:s1], num_faces, h, w
                             )
-        return _rast_from_zbuf(clip, faces, zbuf, h, w)
+        rast, data = _rast_from_zbuf(clip, faces, zbuf, h, w)
+    # interpolate (and antialias) reuse the covered pixels and their edge values (see common).
+    _stash_raster(rast, clip_in, faces, data)
+    return rast
 
 
 def _rast_from_zbuf(
     clip: torch.Tensor, faces: torch.Tensor, zbuf: torch.Tensor, h: int, w: int
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, dict]:
+    """``rast`` (B, H, W, 4) from the z-buffer, and per covered pixel (flat index ``pix``, ``batch``,
+    ``row``, ``col``, ``face``, :class:`~utils.render.common.PixelEdges` ``edges``)."""
     bsz = clip.shape[0]
     rast = torch.zeros(bsz * h * w, 4, dtype=clip.dtype, device=clip.device)
     pix = (zbuf != _KEY_EMPTY).nonzero().squeeze(1)
+    face = zbuf.index_select(0, pix) & 0xFFFFFFFF
+    batch = torch.div(pix, h * w, rounding_mode="floor")
+    rem = pix - batch * (h * w)
+    row = torch.div(rem, w, rounding_mode="floor")
+    col = rem - row * w
+    data = {"pix": pix, "batch": batch, "row": row, "col": col, "face": face, "edges": None}
     if pix.numel():
-        face = zbuf[pix] & 0xFFFFFFFF
-        batch = torch.div(pix, h * w, rounding_mode="floor")
-        rem = pix - batch * (h * w)
-        row = torch.div(rem, w, rounding_mode="floor")
-        col = rem - row * w
-        cz, e = _pixel_edge_values(clip, faces, batch, face, row, col, (h, w))  # as pixel_barycentrics
+        edges = _pixel_edge_values(clip, faces, batch, face, row, col, (h, w))  # as pixel_barycentrics
+        e, cz = edges.e, edges.c
         bary = e / (e[:, 0:1] + e[:, 1:2] + e[:, 2:3])
         zw = (bary * cz[..., 2]).sum(-1) / (bary * cz[..., 3]).sum(-1)  # runs once, under no_grad
         rast.index_copy_(0, pix, torch.stack([bary[:, 0], bary[:, 1], zw, (face + 1).to(clip.dtype)], -1))
-    return rast.reshape(bsz, h, w, 4)
+        data["edges"] = edges
+    return rast.reshape(bsz, h, w, 4), data
 
 
 def visible_vertices(rast: torch.Tensor, faces: torch.Tensor, num_verts: int) -> torch.Tensor:
