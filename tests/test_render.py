@@ -259,9 +259,9 @@ def test_interpolate_hand_written_backward_matches_autograd():
 
 
 def test_interpolate_reuses_the_raster_only_while_unchanged():
-    """interpolate reuses the covered pixels and edge values rasterize computed for the same rast,
-    clip and faces objects; a copy of rast, or clip or rast changed in place, must give what a fresh
-    computation gives."""
+    """interpolate (and antialias) reuse the covered pixels, edge values (and projected vertices)
+    rasterize computed for the same rast, clip and faces objects; a copy of rast, or clip or rast
+    changed in place, must give what a fresh computation gives."""
     clip, faces = _random_scene(10)
     g = torch.Generator().manual_seed(10)
     attr = torch.randn(2, clip.shape[1], 3, generator=g, dtype=F64)
@@ -284,6 +284,13 @@ def test_interpolate_reuses_the_raster_only_while_unchanged():
     with torch.no_grad():
         rast[..., 3] = torch.where(rast[..., 3] == rast[..., 3].max(), 0, rast[..., 3])  # drop a triangle
     assert torch.equal(tb.interpolate(attr, rast, faces), tb.interpolate(attr, rast.clone(), faces))
+    # antialias reuses rasterize's projected vertices the same way.
+    rast = tb.rasterize(clip, faces, (12, 12))
+    color = torch.rand(2, 12, 12, 2, generator=g, dtype=F64)
+    assert torch.equal(tb.antialias(color, rast, clip, faces), tb.antialias(color, rast.clone(), clip, faces))
+    with torch.no_grad():
+        clip.mul_(0.97)
+    assert torch.equal(tb.antialias(color, rast, clip, faces), tb.antialias(color, rast.clone(), clip, faces))
 
 
 # ---------------------------------------------------------------------------------------------

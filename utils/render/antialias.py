@@ -27,6 +27,7 @@ from utils.render.common import (
     _check_rast,
     _face_vertex_rows,
     _owner_index,
+    _stashed_raster,
     faces_cached,
     mesh_topology,
 )
@@ -62,7 +63,14 @@ def _edge_constants(topo: MeshTopology):
 
 
 def _silhouette_pixels(
-    px: torch.Tensor, py: torch.Tensor, faces: torch.Tensor, topo: MeshTopology, bsz: int, h: int, w: int
+    px: torch.Tensor,
+    py: torch.Tensor,
+    faces: torch.Tensor,
+    topo: MeshTopology,
+    bsz: int,
+    h: int,
+    w: int,
+    corners: tuple | None = None,
 ) -> torch.Tensor:
     """(B H W,) bool: pixels whose square touches the screen bounding box of a possible silhouette edge.
 
@@ -75,12 +83,14 @@ def _silhouette_pixels(
     Args:
         px, py: (B V,) vertex pixel coordinates (NaN where w <= 0).
         faces: (F, 3) long.
+        corners: optional ``(x0, x1, x2, y0, y1, y2)`` (B F,), ``px, py`` of the face corners.
     """
     num_verts = px.shape[0] // bsz
     num_faces = faces.shape[0]
-    vid = _face_vertex_rows(faces, bsz, num_verts)
-    x0, x1, x2 = (px.index_select(0, v) for v in vid)
-    y0, y1, y2 = (py.index_select(0, v) for v in vid)
+    if corners is None:
+        vid = _face_vertex_rows(faces, bsz, num_verts)
+        corners = (*(px.index_select(0, v) for v in vid), *(py.index_select(0, v) for v in vid))
+    x0, x1, x2, y0, y1, y2 = corners
     dx1, dx2, dy1, dy2 = x1 - x0, x2 - x0, y1 - y0, y2 - y0
     area = dx1 * dy2 - dx2 * dy1  # NaN where a vertex has w <= 0
     # Facing: +-1, or 0 for triangles so thin that rounding could flip the sign the exact test computes
@@ -146,16 +156,26 @@ def _silhouette_crossings(rast: torch.Tensor, clip: torch.Tensor, faces: torch.T
     """
     bsz, h, w = rast.shape[:3]
     num_verts = clip.shape[1]
+    # Vertex and face-corner pixel coordinates as rasterize computed them, when it drew this very rast
+    # from this clip and faces (unchanged since); else computed here (w <= 0 gives NaN).
+    stash = _stashed_raster(rast)
+    projected = stash[0].get("projected") if stash and stash[1] is clip and stash[2] is faces else None
     clip = clip.detach()
     tri = rast[..., 3].long() - 1  # (B, H, W), -1 = background
     zw = rast[..., 2]
-    # Vertex pixel coordinates; w <= 0 gives NaN.
     flat = clip.reshape(-1, 4)
-    inv_w = torch.where(flat[:, 3] > 0, 1.0 / flat[:, 3], torch.full_like(flat[:, 3], float("nan")))
-    px, py = (flat[:, 0] * inv_w + 1) * (0.5 * w), (flat[:, 1] * inv_w + 1) * (0.5 * h)
+    if projected is None:
+        inv_w = torch.where(flat[:, 3] > 0, 1.0 / flat[:, 3], torch.full_like(flat[:, 3], float("nan")))
+        px, py = (flat[:, 0] * inv_w + 1) * (0.5 * w), (flat[:, 1] * inv_w + 1) * (0.5 * h)
+        corners = None
+    else:
+        px, py, fx, fy = projected
+        corners = (*fx, *fy)
     topo = mesh_topology(faces, num_verts)
     # Only pairs that a silhouette edge can cross need the (walking) search.
-    near = _silhouette_pixels(px, py, faces, topo, bsz, h, w).view(bsz, h, w) if max_hops > 0 else None
+    near = None
+    if max_hops > 0:
+        near = _silhouette_pixels(px, py, faces, topo, bsz, h, w, corners).view(bsz, h, w)
     pairs = []
     for down in (0, 1):
         t0 = tri[:, :-1] if down else tri[:, :, :-1]

@@ -54,6 +54,8 @@ def _face_setup(clip: torch.Tensor, faces: torch.Tensor, h: int, w: int):
         coef: (12, S) ``A(3), B(3), C(3), zA, zB, zC`` with ``e_i = A_i col + B_i row + C_i`` (>= 0 inside
             for all i) and ``z/w = zA col + zB row + zC``. (Rows, not columns: stacking and gathering
             whole rows is much faster than strided columns.)
+        projected: vertex pixel coordinates ``px, py`` (B V,) (NaN for w <= 0) and per corner k of
+            every (image, face) ``fx[k], fy[k]`` (B F,); antialias reuses them.
     """
     bsz, num_verts, _ = clip.shape
     flat = clip.reshape(-1, 4)
@@ -81,7 +83,7 @@ def _face_setup(clip: torch.Tensor, faces: torch.Tensor, h: int, w: int):
     )
     inst = ((x_lo <= x_hi) & (y_lo <= y_hi)).nonzero().squeeze(1)
     if inst.numel() == 0:
-        return inst, None, None
+        return inst, None, None, (px, py, fx, fy)
     x_lo, x_hi, y_lo, y_hi = (t.index_select(0, inst) for t in (x_lo, x_hi, y_lo, y_hi))
 
     # Components gathered one by one into contiguous (S,) tensors: arithmetic on strided columns of
@@ -126,7 +128,7 @@ def _face_setup(clip: torch.Tensor, faces: torch.Tensor, h: int, w: int):
     if not bool(keep.all()):
         keep = keep.nonzero().squeeze(1)
         inst, box, coef = inst.index_select(0, keep), box.index_select(1, keep), coef.index_select(1, keep)
-    return inst, box, coef
+    return inst, box, coef, (px, py, fx, fy)
 
 
 def _scatter_candidates(
@@ -197,8 +199,9 @@ def rasterize(
     with torch.no_grad():
         clip = clip.detach()
         zbuf = torch.full((bsz * h * w,), _KEY_EMPTY, dtype=torch.long, device=clip.device)
+        projected = None
         if num_faces:
-            inst, box, coef = _face_setup(clip, faces, h, w)
+            inst, box, coef, projected = _face_setup(clip, faces, h, w)
             if inst.numel():
                 counts = box[2] * box[3]
                 budget = max(int(max_candidates), h * w)
@@ -217,6 +220,7 @@ def rasterize(
                                 zbuf, inst[s0:s1], box[:, s0:s1], coef[:, s0:s1], num_faces, h, w
                             )
         rast, data = _rast_from_zbuf(clip, faces, zbuf, h, w)
+        data["projected"] = projected
     # interpolate (and antialias) reuse the covered pixels and their edge values (see common).
     _stash_raster(rast, clip_in, faces, data)
     return rast
