@@ -94,11 +94,14 @@ def _silhouette_pixels(
     dx1, dx2, dy1, dy2 = x1 - x0, x2 - x0, y1 - y0, y2 - y0
     area = dx1 * dy2 - dx2 * dy1  # NaN where a vertex has w <= 0
     # Facing: +-1, or 0 for triangles so thin that rounding could flip the sign the exact test computes
-    # (pixel coordinates carry ~1e-7 relative error), NaN for triangles that are not drawn; 0 makes
-    # every edge of theirs a possible silhouette. As a code 0-3, see _SILHOUETTE_TABLE.
+    # (pixel coordinates carry ~1e-7 relative error); 0 makes every edge of theirs a possible
+    # silhouette. As a code 0-3 (0: not drawn, NaN area), see _SILHOUETTE_TABLE.
     size = dx1.abs() + dx2.abs() + dy1.abs() + dy2.abs()
     thin = area.abs() <= 1e-5 * max(h, w) * size
-    code = torch.where(thin, torch.zeros_like(area), torch.sign(area)).add_(2).nan_to_num_(0)
+    # (torch.sign(NaN) is 0: undrawn triangles are marked from the NaN area itself.)
+    code = (
+        torch.where(thin, torch.zeros_like(area), torch.sign(area)).add_(2).masked_fill_(torch.isnan(area), 0)
+    )
     code = code.to(torch.uint8).view(bsz, num_faces)
     va, vb, f1, f2, kind = faces_cached(faces, "silhouette_edges", lambda: _edge_constants(topo))
     if bsz == 1:  # 1D gathers are faster
