@@ -311,6 +311,19 @@ def test_antialias_matches_reference(seed):
         assert not torch.allclose(out, color)
 
 
+@pytest.mark.parametrize("seed", [10, 23])
+def test_antialias_silhouette_filter_with_culled_vertices(seed):
+    """Triangles with a vertex at w <= 0 are not drawn and their edges are no silhouette candidates of
+    their own (scenes where such a triangle's screen box is NaN; a regression once crashed here)."""
+    clip, faces = _random_scene(seed)
+    assert (clip[..., 3] <= 0).any()
+    g = torch.Generator().manual_seed(seed)
+    rast = tb.rasterize(clip, faces, (12, 12))
+    color = torch.rand(2, 12, 12, 2, generator=g, dtype=F64)
+    out = tb.antialias(color, rast, clip, faces, max_hops=8)
+    assert torch.allclose(out, antialias_reference(color, rast, clip, faces, max_hops=8), atol=1e-12)
+
+
 def test_antialias_closed_mesh_blends_only_the_outline():
     verts, faces = _icosphere(2, 0.4)
     cams = _front_camera((24, 24), focal=30.0)
