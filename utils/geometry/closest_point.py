@@ -110,7 +110,7 @@ class TriangleMeshSearch:
         chunk: point-triangle pairs evaluated at once.
     """
 
-    def __init__(self, verts: torch.Tensor, faces: torch.Tensor, k: int = 8, chunk: int = 1 << 20):
+    def __init__(self, verts: torch.Tensor, faces: torch.Tensor, k: int = 12, chunk: int = 1 << 20):
         from scipy.spatial import cKDTree
 
         self.tris = verts.detach().cpu().double()[faces.detach().cpu().long()]  # (T, 3, 3)
@@ -150,19 +150,25 @@ class TriangleMeshSearch:
         """
         p64 = points.detach().cpu().double()
         num, num_tris = p64.shape[0], self.tris.shape[0]
-        _, knn = self.tree.query(p64.numpy(), k=self.k)
+        rep_dist, knn = self.tree.query(p64.numpy(), k=self.k)
         knn = self.owner[torch.from_numpy(np.asarray(knn).reshape(num, self.k)).long()]
         _, dist = self._pairs(p64.repeat_interleave(self.k, 0), knn.reshape(-1))
         best_dist, arg = dist.view(num, self.k).min(1)
         best_face = knn[torch.arange(num), arg]
+        if not exact:
+            return best_face, *self._pairs(p64, best_face)
 
+        # A triangle without a representative among the k nearest is at least (k-th representative
+        # distance - R) away: points whose bound is below that are already exact.
+        kth = torch.from_numpy(np.asarray(rep_dist, dtype=np.float64).reshape(num, self.k)[:, -1])
+        todo = (best_dist > kth - self.radius).nonzero().squeeze(1)
         radii = (best_dist + self.radius).numpy() * (1 + 1e-9) + 1e-12
         block = max(1, self.chunk // 256)
-        for start in range(0, num if exact else 0, block):
-            end = min(start + block, num)
-            balls = self.tree.query_ball_point(p64[start:end].numpy(), radii[start:end])
+        for start in range(0, todo.numel(), block):
+            rows = todo[start:start + block]
+            balls = self.tree.query_ball_point(p64[rows].numpy(), radii[rows.numpy()])
             lengths = torch.tensor([len(ball) for ball in balls], dtype=torch.long)
-            point_idx = start + torch.repeat_interleave(torch.arange(end - start), lengths)
+            point_idx = torch.repeat_interleave(rows, lengths)
             face_idx = self.owner[torch.from_numpy(np.concatenate([np.asarray(ball, dtype=np.int64) for ball in balls]))]
             pairs = torch.unique(point_idx * num_tris + face_idx)  # one test per (point, triangle)
             point_idx, face_idx = pairs // num_tris, pairs % num_tris

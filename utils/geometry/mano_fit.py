@@ -57,14 +57,17 @@ class FitSettings:
     """How :func:`fit_mano` fits (every field has a working default).
 
     Attributes:
-        stages: Adam stages in order, from ``global`` (orientation + translation), ``pose`` (+ the
-            45 articulation values), ``all`` (+ shape); ``()`` skips to the refinement.
-        iterations: maximum Adam iterations of each stage (same length as ``stages``).
+        stages: optimisation stages in order, from ``global`` (orientation + translation), ``pose``
+            (+ the 45 articulation values), ``all`` (+ shape; without it the shape stays at ``init``).
+        iterations: maximum iterations of each stage (same length as ``stages``).
+        optimizer: ``lm`` (Levenberg-Marquardt: Gauss-Newton on exact closest-point
+            correspondences, robust losses by reweighting; converges to tight tolerances in tens of
+            steps) or ``adam`` (first-order, with the schedule below).
         learning_rate: Adam step at the start of each stage (radians, betas and centimetres), decaying
             exponentially to ``learning_rate_final`` at the stage's last iteration.
         learning_rate_final: see ``learning_rate``.
-        refine_iterations: Levenberg-Marquardt steps over every fitted parameter after the stages
-            (Gauss-Newton on exact correspondences, robust losses by reweighting); 0 skips it.
+        refine_iterations: Levenberg-Marquardt steps over every parameter after the stages (for
+            ``optimizer = adam``; 0 skips them).
         weight_surface_to_target: model vertices -> target surface term (0 for partial scans, which
             do not cover the whole hand).
         weight_target_to_surface: target points -> model surface term.
@@ -84,6 +87,8 @@ class FitSettings:
             if given, else the surface), ``joints`` (Kabsch on the palm joints), ``pca`` (centroid
             and principal axes of the surface points; the best of the four axis sign choices),
             ``none`` (start from ``init``).
+        align_iterations: steps of the short rigid fit (``optimizer``) that ranks several alignment
+            candidates (the four principal-axis choices of ``pca``); the best is kept per frame.
         max_target_points: target points used by the target -> model term per frame (a fixed
             seeded subset when there are more; the report uses all).
         exact_search: exact correspondences in the Adam stages too (always exact in the
@@ -93,11 +98,12 @@ class FitSettings:
         dtype: ``float64`` (tight convergence; the model is copied) or ``float32``.
     """
 
-    stages: tuple = ("global", "pose")
-    iterations: tuple = (30, 60)
+    stages: tuple = ("global", "pose", "all")
+    iterations: tuple = (15, 30, 40)
+    optimizer: str = "lm"
     learning_rate: float = 0.03
     learning_rate_final: float = 0.003
-    refine_iterations: int = 40
+    refine_iterations: int = 0
     weight_surface_to_target: float = 1.0
     weight_target_to_surface: float = 1.0
     weight_joints: float = 1.0
@@ -108,8 +114,9 @@ class FitSettings:
     robust: str = "none"
     robust_scale_mm: float = 5.0
     share_shape: bool = True
-    tolerance: float = 1e-9
+    tolerance: float = 1e-6
     align: str = "auto"
+    align_iterations: int = 3
     max_target_points: int = 20000
     exact_search: bool = False
     seed: int = 0
@@ -128,6 +135,8 @@ class FitSettings:
             raise ValueError(f"FitSettings.robust must be one of {ROBUST_LOSSES}, got {self.robust!r}")
         if self.align not in ALIGN_MODES:
             raise ValueError(f"FitSettings.align must be one of {ALIGN_MODES}, got {self.align!r}")
+        if self.optimizer not in ("lm", "adam"):
+            raise ValueError(f"FitSettings.optimizer must be 'lm' or 'adam', got {self.optimizer!r}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"FitSettings.dtype must be 'float64' or 'float32', got {self.dtype!r}")
         for name in ("weight_surface_to_target", "weight_target_to_surface", "weight_joints", "weight_pose_prior",
@@ -288,11 +297,16 @@ def _rotmat(rotvec: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(Rotation.from_rotvec(rotvec.detach().cpu().double().numpy()).as_matrix())
 
 
-def _align(model, params, targets, mode, forward):
-    """Set orientation and translation of every frame by a rigid alignment (in place)."""
+def _alignment_candidates(params, targets, mode, forward):
+    """Rigid starting guesses per frame: a list (one per frame) of ``(orient (3,), trans (3,))``
+    candidates (translation in the optimiser's unit), best first. Joints give one (Kabsch on the
+    palm joints); a surface gives four (principal axes matched with each proper sign choice)."""
     with torch.no_grad():
         verts, joints = forward(params, zero_trans=True)
+    out = []
     for f in range(params["orient"].shape[0]):
+        old_rot = _rotmat(params["orient"][f])
+        root = joints[f, 0].detach().cpu().double()
         if mode == "joints":
             tj = targets["joints"][f].detach().cpu().double()
             mj = joints[f, :tj.shape[0]].detach().cpu().double()
@@ -300,31 +314,55 @@ def _align(model, params, targets, mode, forward):
             palm = torch.zeros_like(valid)
             palm[list(_PALM_JOINTS)] = True
             use = valid & palm if int((valid & palm).sum()) >= 3 else valid
-            if int(use.sum()) < 3:
-                continue  # too few joints to orient: keep the orientation, move the centroid only
-            rot = _kabsch(mj[use], tj[use])
+            # With fewer than 3 joints only the centroid moves.
+            rots = [_kabsch(mj[use], tj[use]) if int(use.sum()) >= 3 else torch.eye(3, dtype=torch.float64)]
             src_centre, dst_centre = mj[use].mean(0), tj[use].mean(0)
         else:
             tp = targets["points_all"][f].detach().cpu().double()
             mv = verts[f].detach().cpu().double()
+            src_centre, dst_centre = mv.mean(0), tp.mean(0)
             target_tree = PointCloudSearch(tp)
-            best = None
+            scored = []
             for rot in _pca_rotations(mv, tp):
-                moved = (mv - mv.mean(0)) @ rot.T + tp.mean(0)
-                score = float(target_tree.query(moved)[1].mean() + PointCloudSearch(moved).query(tp)[1].mean())
-                if best is None or score < best[0]:
-                    best = (score, rot)
-            rot, src_centre, dst_centre = best[1], mv.mean(0), tp.mean(0)
-        # The global rotation turns the hand about its root joint: x -> R (x - J0) + J0 + trans.
-        new_rot = rot @ _rotmat(params["orient"][f])
-        root = joints[f, 0].detach().cpu().double()
-        old_rot = _rotmat(params["orient"][f])
-        # Model point x at the current orientation: R_old (x0 - J0) + J0; after: R_new (x0 - J0) + J0 + trans.
-        # Choose trans so that the aligned source centre lands on the target centre.
-        src0 = old_rot.T @ (src_centre - root)  # source centre in the unrotated frame, relative to J0
-        trans = dst_centre - (new_rot @ src0 + root)
-        params["orient"].data[f] = _rotvec(new_rot).to(params["orient"])
-        params["trans"].data[f] = (trans / _TRANS_UNIT).to(params["trans"])
+                moved = (mv - src_centre) @ rot.T + dst_centre
+                scored.append((float(target_tree.query(moved)[1].mean() + PointCloudSearch(moved).query(tp)[1].mean()),
+                               len(scored), rot))
+            rots = [rot for _, _, rot in sorted(scored)]
+        candidates = []
+        for rot in rots:
+            # The global rotation turns the hand about its root joint J0: a model point at the current
+            # orientation is R_old (x0 - J0) + J0, after the alignment R_new (x0 - J0) + J0 + trans;
+            # trans puts the aligned source centre on the target centre.
+            new_rot = rot @ old_rot
+            src0 = old_rot.T @ (src_centre - root)
+            trans = dst_centre - (new_rot @ src0 + root)
+            candidates.append((_rotvec(new_rot).to(params["orient"]), (trans / _TRANS_UNIT).to(params["trans"])))
+        out.append(candidates)
+    return out
+
+
+def _align(objective, params, targets, mode, settings):
+    """Set orientation and translation of every frame (in place) from the best alignment candidate;
+    several candidates are each refined by a short rigid fit and the best per frame is kept."""
+    candidates = _alignment_candidates(params, targets, mode, objective.forward)
+    num = max(len(c) for c in candidates)
+    best_loss = torch.full((objective.num_frames,), math.inf)
+    best = {"orient": params["orient"].detach().clone(), "trans": params["trans"].detach().clone()}
+    for k in range(num):
+        trial = {key: value.detach().clone() for key, value in params.items()}
+        for f, options in enumerate(candidates):
+            trial["orient"][f], trial["trans"][f] = options[min(k, len(options) - 1)]
+        if num > 1 and settings.align_iterations > 0:
+            run = _run_gauss_newton if settings.optimizer == "lm" else _run_adam
+            run(objective, trial, _STAGE_PARAMS["global"], settings.align_iterations, settings)
+        with torch.no_grad():
+            _, per_frame = objective(trial)
+        better = per_frame.cpu() < best_loss
+        best_loss = torch.where(better, per_frame.cpu(), best_loss)
+        for key in best:
+            best[key][better.to(best[key].device)] = trial[key].detach()[better.to(best[key].device)]
+    _copy_into(params, best)
+    return num
 
 
 # ----------------------------------------------------------------------------------------------
@@ -490,7 +528,7 @@ class _FrameResiduals:
             v = verts.detach()
             search = objective.target_search[f]
             if isinstance(search, TriangleMeshSearch):
-                face_idx, bary, _ = search.query(v, exact=True)
+                face_idx, bary, _ = search.query(v, exact=s.exact_search)
                 tris = search.tris[face_idx]
                 target = (bary[:, :, None] * tris).sum(1).to(v)
                 direction = _unit(v - target, _tri_normals(tris).to(v))
@@ -502,7 +540,7 @@ class _FrameResiduals:
             self.s2t = (target, direction, scale)
 
             points = t["points"][f]
-            face_idx, bary, _ = TriangleMeshSearch(v, objective.faces).query(points, exact=True)
+            face_idx, bary, _ = TriangleMeshSearch(v, objective.faces).query(points, exact=s.exact_search)
             face_idx, bary = face_idx.to(device), bary.to(dtype=dtype, device=device)
             tris = v[self.model_faces[face_idx]]
             closest = (bary[:, :, None] * tris).sum(1)
@@ -544,12 +582,19 @@ class _FrameResiduals:
         return torch.cat(rows)
 
 
-def _run_gauss_newton(objective, params, iterations, settings):
-    """Levenberg-Marquardt on every parameter (robust losses by reweighting); returns (steps, converged)."""
+def _run_gauss_newton(objective, params, names, iterations, settings):
+    """Levenberg-Marquardt on the parameters ``names`` (robust losses by reweighting); returns
+    (steps run, converged)."""
     num_frames, shape_rows = objective.num_frames, objective.shape_rows
     betas = params["shape"].shape[1]
     per_frame = 51  # pose 48 + trans 3
     size = per_frame * num_frames + betas * shape_rows
+    free = torch.zeros(num_frames, per_frame, dtype=torch.bool)
+    free[:, :3] = "orient" in names
+    free[:, 3:48] = "articulation" in names
+    free[:, 48:] = "trans" in names
+    free = torch.cat([free.reshape(-1), torch.full((betas * shape_rows,), "shape" in names)])
+    free = free.nonzero().squeeze(1).to(params["orient"].device)
 
     def pack(p):
         frame = torch.cat([p["orient"], p["articulation"], p["trans"]], 1).reshape(-1)
@@ -563,7 +608,7 @@ def _run_gauss_newton(objective, params, iterations, settings):
     for p in params.values():
         p.requires_grad_(False)
     x = pack(params)
-    current = float(objective(unpack(x), exact=True)[0])
+    current = float(objective(unpack(x), exact=settings.exact_search)[0])
     damping = 1e-4
     for step in range(iterations):
         hessian = torch.zeros(size, size, dtype=x.dtype, device=x.device)
@@ -585,12 +630,13 @@ def _run_gauss_newton(objective, params, iterations, settings):
         hessian[shape_cols, shape_cols] += settings.weight_shape_prior * torch.eye(betas * shape_rows, dtype=x.dtype,
                                                                                     device=x.device)
         gradient[shape_cols] += settings.weight_shape_prior * x[shape_cols]
+        hessian, gradient = hessian[free[:, None], free[None, :]], gradient[free]
         diagonal = hessian.diagonal().clamp_min(1e-9)
         accepted = False
         for _ in range(12):
             system = hessian + damping * torch.diag(diagonal)
-            delta = torch.linalg.solve(system, -gradient)
-            value = float(objective(unpack(x + delta), exact=True)[0])
+            delta = torch.zeros_like(x).index_put((free,), torch.linalg.solve(system, -gradient))
+            value = float(objective(unpack(x + delta), exact=settings.exact_search)[0])
             if math.isfinite(value) and value < current:
                 accepted = True
                 break
@@ -734,16 +780,22 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
         raise ValueError("fit_mano: FitSettings.align = 'joints' needs target_joints")
     if align == "pca" and target_verts is None:
         raise ValueError("fit_mano: FitSettings.align = 'pca' needs target_verts")
+    hypotheses = 0
     if align != "none":
-        _align(model, params, targets, align, objective.forward)
+        hypotheses = _align(objective, params, targets, align, settings)
 
     stage_iterations, converged = {}, False
     for stage, iterations in zip(settings.stages, settings.iterations):
         names = _STAGE_PARAMS[stage]
-        steps, converged = _run_adam(objective, params, names, iterations, settings)
-        stage_iterations[stage] = steps
+        run = _run_gauss_newton if settings.optimizer == "lm" else _run_adam
+        steps, converged = run(objective, params, names, iterations, settings)
+        key, repeat = stage, 2
+        while key in stage_iterations:  # a stage listed twice
+            key, repeat = f"{stage}_{repeat}", repeat + 1
+        stage_iterations[key] = steps
     if settings.refine_iterations > 0:
-        steps, converged = _run_gauss_newton(objective, params, settings.refine_iterations, settings)
+        steps, converged = _run_gauss_newton(objective, params, _STAGE_PARAMS["all"], settings.refine_iterations,
+                                             settings)
         stage_iterations["refine"] = steps
     for p in params.values():
         p.requires_grad_(False)
@@ -768,6 +820,7 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
                    "num_points": None if target_verts is None else int(target_verts.shape[1]),
                    "joints": None if target_joints is None else int(target_joints.shape[1])},
         "alignment": align,
+        "alignment_hypotheses": hypotheses,
         "shared_shape": settings.share_shape,
         "objective_evaluations": objective.evaluations,
         "time_s": elapsed,
