@@ -18,14 +18,15 @@ What lives here:
 * ``interpolate``: ``interpolate`` (perspective-correct, differentiable in attributes and positions).
 * ``antialias``: ``antialias`` and its silhouette search.
 * ``common``: what those three share: input checks, edge planes, ``pixel_barycentrics``,
-  ``mesh_topology``.
+  ``mesh_topology``, the per-faces cache and the last raster's per-pixel data (docs/architecture.md).
 * ``nvdiffrast_backend``: the optional CUDA backend (imports nvdiffrast lazily).
 * ``reference``: slow per-pixel Python references of the three ops, for tests.
 * ``mesh_render``: higher-level helpers (attribute, normal-map and mask rendering).
 
-Imports: ``common`` and ``reference`` import torch only; the op modules import ``common``;
-``torch_backend`` imports the op modules; ``mesh_render`` may import ``utils.geometry``. Nothing here
-imports trainers, models or datasets, and nothing is imported from nvdiffrast at import time.
+Imports: ``common`` and ``reference`` import torch only; the op modules import ``common`` (and
+``antialias`` NumPy, for its silhouette search); ``torch_backend`` imports the op modules;
+``mesh_render`` may import ``utils.geometry``. Nothing here imports trainers, models or datasets, and
+nothing is imported from nvdiffrast at import time.
 """
 
 from __future__ import annotations

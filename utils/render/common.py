@@ -1,4 +1,6 @@
-"""Helpers shared by the torch backend's ops: input checks, edge planes, pixel barycentrics, mesh topology.
+"""Helpers shared by the torch backend's ops: input checks, edge planes, pixel barycentrics, mesh topology,
+and what the ops keep between calls (the per-faces cache, the last raster's per-pixel data; see
+docs/architecture.md, "Renderer").
 
 Conventions are those of :mod:`utils.render.torch_backend` (clip coordinates, pixel centres, ``rast``
 layout). Imports torch only.
