@@ -81,6 +81,8 @@ class FitSettings:
         robust: ``none`` (squared distance), ``huber`` or ``geman_mcclure`` on the surface distances.
         robust_scale_mm: the robust loss's scale: distances well below it count as squared,
             Huber grows linearly beyond it, Geman-McClure saturates at ``scale²``.
+        robust_anneal: the scale of stage ``k`` of ``n`` is ``robust_scale_mm * robust_anneal **
+            (n - 1 - k)`` (wide first, so a rough start is not mistaken for outliers; 1 disables).
         share_shape: one shape for all frames (the same hand) or one per frame.
         tolerance: converged when the relative loss change of a step is below this.
         align: first alignment: ``auto`` (skipped when ``init`` gives pose and trans, else joints
@@ -113,6 +115,7 @@ class FitSettings:
     max_joint_angle: float = 2.2
     robust: str = "none"
     robust_scale_mm: float = 5.0
+    robust_anneal: float = 3.0
     share_shape: bool = True
     tolerance: float = 1e-6
     align: str = "auto"
@@ -143,6 +146,8 @@ class FitSettings:
                      "weight_shape_prior", "weight_angle_limit", "refine_iterations", "tolerance"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"FitSettings.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.robust_anneal >= 1:
+            raise ValueError(f"FitSettings.robust_anneal must be >= 1, got {self.robust_anneal}")
         for name in ("learning_rate", "learning_rate_final", "robust_scale_mm", "max_target_points"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"FitSettings.{name} must be > 0, got {getattr(self, name)}")
@@ -391,6 +396,7 @@ class _Objective:
             self.target_search = [TriangleMeshSearch(p, faces) if faces is not None else PointCloudSearch(p)
                                   for p in targets["points_all"]]
         self.evaluations = 0
+        self.robust_scale_mm = settings.robust_scale_mm  # annealed by the stages
 
     def forward(self, params, zero_trans: bool = False):
         pose = torch.cat([params["orient"], params["articulation"]], dim=1)
@@ -439,8 +445,8 @@ class _Objective:
         if self.target_search is not None:
             rows = []
             for s2t, t2s in self.surface_residuals(verts, exact=exact):
-                rows.append(s.weight_surface_to_target * _robust(s2t, s.robust, s.robust_scale_mm).mean()
-                            + s.weight_target_to_surface * _robust(t2s, s.robust, s.robust_scale_mm).mean())
+                rows.append(s.weight_surface_to_target * _robust(s2t, s.robust, self.robust_scale_mm).mean()
+                            + s.weight_target_to_surface * _robust(t2s, s.robust, self.robust_scale_mm).mean())
             per_frame = per_frame + torch.stack(rows)
         if self.targets["joints"] is not None and s.weight_joints > 0:
             sq, valid = self.joint_residuals(joints)
@@ -536,7 +542,7 @@ class _FrameResiduals:
                 idx, _ = search.query(v)
                 target, direction = t["points_all"][f][idx.to(device)], None
             sq = ((v - target) * 1000).pow(2).sum(-1)
-            scale = (s.weight_surface_to_target / v.shape[0] * _robust_weight(sq, s.robust, s.robust_scale_mm)).sqrt()
+            scale = (s.weight_surface_to_target / v.shape[0] * _robust_weight(sq, s.robust, objective.robust_scale_mm)).sqrt()
             self.s2t = (target, direction, scale)
 
             points = t["points"][f]
@@ -547,7 +553,7 @@ class _FrameResiduals:
             direction = _unit(points - closest, _tri_normals(tris))
             sq = ((points - closest) * 1000).pow(2).sum(-1)
             scale = (s.weight_target_to_surface / points.shape[0]
-                     * _robust_weight(sq, s.robust, s.robust_scale_mm)).sqrt()
+                     * _robust_weight(sq, s.robust, objective.robust_scale_mm)).sqrt()
             self.t2s = (points, face_idx, bary, direction, scale)
         self.joints = None
         if t["joints"] is not None and s.weight_joints > 0:
@@ -781,18 +787,22 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
     if align == "pca" and target_verts is None:
         raise ValueError("fit_mano: FitSettings.align = 'pca' needs target_verts")
     hypotheses = 0
+    objective.robust_scale_mm = settings.robust_scale_mm * settings.robust_anneal ** max(len(settings.stages) - 1, 0)
     if align != "none":
         hypotheses = _align(objective, params, targets, align, settings)
 
     stage_iterations, converged = {}, False
-    for stage, iterations in zip(settings.stages, settings.iterations):
+    for k, (stage, iterations) in enumerate(zip(settings.stages, settings.iterations)):
         names = _STAGE_PARAMS[stage]
+        # Robust losses start wide (a far-off fit is not all outliers) and end at their scale.
+        objective.robust_scale_mm = settings.robust_scale_mm * settings.robust_anneal ** (len(settings.stages) - 1 - k)
         run = _run_gauss_newton if settings.optimizer == "lm" else _run_adam
         steps, converged = run(objective, params, names, iterations, settings)
         key, repeat = stage, 2
         while key in stage_iterations:  # a stage listed twice
             key, repeat = f"{stage}_{repeat}", repeat + 1
         stage_iterations[key] = steps
+    objective.robust_scale_mm = settings.robust_scale_mm
     if settings.refine_iterations > 0:
         steps, converged = _run_gauss_newton(objective, params, _STAGE_PARAMS["all"], settings.refine_iterations,
                                              settings)
