@@ -600,6 +600,7 @@ def _run_gauss_newton(objective, params, names, iterations, settings):
     free[:, 3:48] = "articulation" in names
     free[:, 48:] = "trans" in names
     free = torch.cat([free.reshape(-1), torch.full((betas * shape_rows,), "shape" in names)])
+    is_free = free.to(params["orient"].device)
     free = free.nonzero().squeeze(1).to(params["orient"].device)
 
     def pack(p):
@@ -626,12 +627,21 @@ def _run_gauss_newton(objective, params, names, iterations, settings):
             shape_slot = 0 if shape_rows == 1 else f
             cols = torch.cat([torch.arange(per_frame * f, per_frame * (f + 1)),
                               per_frame * num_frames + betas * shape_slot + torch.arange(betas)]).to(x.device)
+            local = is_free[cols]  # this frame's free columns
+            if not bool(local.any()):
+                continue
             rows_fn = _FrameResiduals(objective, f, verts[f])
             xf = torch.cat([p["orient"][f], p["articulation"][f], p["trans"][f], p["shape"][shape_slot]])
-            jac = torch.func.jacfwd(rows_fn)(xf)  # (R, 61)
+            # Differentiate only along the free columns: x = fixed part + embed @ z.
+            local_idx = local.nonzero().squeeze(1)
+            embed = torch.zeros(xf.numel(), local_idx.numel(), dtype=xf.dtype, device=xf.device)
+            embed[local_idx, torch.arange(local_idx.numel(), device=xf.device)] = 1.0
+            fixed = xf * (~local)
+            jac = torch.func.jacfwd(lambda z: rows_fn(fixed + embed @ z))(xf[local_idx])  # (R, free)
             res = rows_fn(xf)
-            hessian[cols[:, None], cols[None, :]] += jac.T @ jac
-            gradient[cols] += jac.T @ res
+            sub = cols[local_idx]
+            hessian[sub[:, None], sub[None, :]] += jac.T @ jac
+            gradient[sub] += jac.T @ res
         shape_cols = slice(per_frame * num_frames, size)
         hessian[shape_cols, shape_cols] += settings.weight_shape_prior * torch.eye(betas * shape_rows, dtype=x.dtype,
                                                                                     device=x.device)
