@@ -33,12 +33,16 @@ def faces_cached(faces: torch.Tensor, name: str, build):
     is looked up here. The entry holds a reference to ``faces``, so its ``id`` is not reused while
     cached, and any in-place change (``faces[...] = ...``, ``faces.copy_(...)``) bumps ``faces._version``
     and misses. Not seen: writes that bypass the version counter (through ``faces.data`` or a NumPy
-    view); pass a new tensor after those.
+    view); pass a new tensor after those. Inference tensors have no version counter: nothing is cached
+    for them.
     """
+    version = _version(faces)
+    if version is None:
+        return build()
     key = id(faces)
     entry = _FACES_CACHE.get(key)
-    if entry is None or entry[0] is not faces or entry[1] != faces._version:
-        entry = (faces, faces._version, {})
+    if entry is None or entry[0] is not faces or entry[1] != version:
+        entry = (faces, version, {})
         _FACES_CACHE[key] = entry
         while len(_FACES_CACHE) > _FACES_CACHE_SIZE:
             _FACES_CACHE.popitem(last=False)
@@ -46,6 +50,11 @@ def faces_cached(faces: torch.Tensor, name: str, build):
     if name not in values:
         values[name] = build()
     return values[name]
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """In-place version counter of ``t``; None for inference tensors, which have none."""
+    return None if t.is_inference() else t._version
 
 
 def _as_long(faces: torch.Tensor) -> torch.Tensor:
@@ -81,9 +90,9 @@ def _check_clip_faces(clip: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     if faces.device != clip.device:
         raise ValueError(f"faces on {faces.device} but clip on {clip.device}")
     # The range check reads every index; skip it when these very faces were checked last time.
-    key = (faces.data_ptr(), faces._version, faces.dtype, tuple(faces.shape), faces.device, clip.shape[1])
+    key = (faces.data_ptr(), _version(faces), faces.dtype, tuple(faces.shape), faces.device, clip.shape[1])
     faces = _as_long(faces)
-    if faces.numel() and key != _LAST_CHECKED_FACES[0]:
+    if faces.numel() and (key[1] is None or key != _LAST_CHECKED_FACES[0]):
         lo, hi = int(faces.min()), int(faces.max())
         if lo < 0 or hi >= clip.shape[1]:
             raise ValueError(f"faces index vertices in [{lo}, {hi}] but clip has {clip.shape[1]} vertices")
@@ -201,6 +210,9 @@ def _stash_raster(rast: torch.Tensor, clip: torch.Tensor, faces: torch.Tensor, d
         if entry is not None and entry[0] is ref:
             _LAST_RASTER[0] = None
 
+    if rast.is_inference() or clip.is_inference():  # no version counters to check: keep nothing
+        _LAST_RASTER[0] = None
+        return
     _LAST_RASTER[0] = (weakref.ref(rast, clear), rast._version, weakref.ref(clip), clip._version, faces, data)
 
 
@@ -208,10 +220,10 @@ def _stashed_raster(rast: torch.Tensor) -> tuple | None:
     """``(data, clip, faces)`` stashed by :func:`utils.render.rasterize.rasterize` for this very,
     unchanged ``rast`` (``clip`` None when it was freed or changed since), else None."""
     entry = _LAST_RASTER[0]
-    if entry is None or entry[0]() is not rast or entry[1] != rast._version:
+    if entry is None or entry[0]() is not rast or entry[1] != _version(rast):
         return None
     clip = entry[2]()
-    if clip is not None and clip._version != entry[3]:
+    if clip is not None and _version(clip) != entry[3]:
         clip = None
     return entry[5], clip, entry[4]
 
@@ -262,13 +274,8 @@ def mesh_topology(faces: torch.Tensor, num_verts: int | None = None) -> MeshTopo
         num_verts: number of vertices (default ``faces.max() + 1``).
     """
     faces = _as_long(faces)
-    # The same tensor object, unchanged since: no comparison needed.
-    topo = faces_cached(faces, "topology", lambda: None)
-    if topo is not None:
-        return topo
-    topo = _mesh_topology_by_value(faces, num_verts)
-    _FACES_CACHE[id(faces)][2]["topology"] = topo
-    return topo
+    # The same tensor object, unchanged since: no comparison needed (else by value).
+    return faces_cached(faces, "topology", lambda: _mesh_topology_by_value(faces, num_verts))
 
 
 def _mesh_topology_by_value(faces: torch.Tensor, num_verts: int | None) -> MeshTopology:
