@@ -324,6 +324,29 @@ def test_antialias_silhouette_filter_with_culled_vertices(seed):
     assert torch.allclose(out, antialias_reference(color, rast, clip, faces, max_hops=8), atol=1e-12)
 
 
+def test_antialias_next_to_triangles_behind_the_eye():
+    """Edges between drawn triangles and undrawn ones (a vertex at w <= 0) inside a consistently wound
+    grid are silhouettes for the exact test; the silhouette filter must keep them (a regression once
+    dropped them)."""
+    n = 9
+    xs, ys = torch.linspace(-1.6, 1.6, n, dtype=F64), torch.linspace(-1.6, 1.2, n, dtype=F64)
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    w = 1.0 - 0.9 * (y + 1.6) / 2.2 + 0.013 * x  # the bottom rows lie behind the eye
+    clip = torch.stack([x * w, y * w, 0.3 * w, w], -1).reshape(1, -1, 4)
+    faces = []
+    for r in range(n - 1):
+        for c in range(n - 1):
+            a, b, d, e = r * n + c, r * n + c + 1, (r + 1) * n + c, (r + 1) * n + c + 1
+            faces += [[a, d, b], [b, d, e]]
+    faces = torch.tensor(faces)
+    assert (clip[..., 3] <= 0).any()
+    rast = tb.rasterize(clip, faces, (20, 20))
+    color = torch.rand(1, 20, 20, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    ref = antialias_reference(color, rast, clip, faces, max_hops=8)
+    assert (ref != color).any(-1).sum() >= 5
+    assert torch.allclose(tb.antialias(color, rast, clip, faces, max_hops=8), ref, atol=1e-12)
+
+
 def test_antialias_closed_mesh_blends_only_the_outline():
     verts, faces = _icosphere(2, 0.4)
     cams = _front_camera((24, 24), focal=30.0)

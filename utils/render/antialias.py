@@ -36,15 +36,15 @@ _AA_EPS = 1.0 / 16.0  # accepted crossing overshoot in pixels (as nvdiffrast), t
 DEFAULT_AA_MAX_HOPS = 32  # interior edges the silhouette search may cross (0 = nvdiffrast's rule)
 
 
-# Facing codes of a triangle: 0 not drawn (w <= 0), 1 back (-1), 2 too thin to tell (0), 3 front (+1).
-# Edge kinds: 0 two consistently wound triangles, 1 two inconsistently wound ones, 2 one triangle.
-# _SILHOUETTE_TABLE[16 kind + 4 code_a + code_b] = possible silhouette: a boundary or inconsistent edge,
-# or one whose triangles' facings multiply to <= 0 (false with an undrawn one), next to a drawn triangle
-# (its own for kind 2).
+# Facing codes of a triangle: 0 not drawn (w <= 0), 1 back (-1), 2 too thin to tell (0), 3 front (+1);
+# an undrawn triangle's facing counts as 0 (torch.sign of its NaN area). Edge kinds: 0 two consistently
+# wound triangles, 1 two inconsistently wound ones, 2 one triangle. _SILHOUETTE_TABLE[16 kind + 4
+# code_a + code_b] = possible silhouette: a boundary or inconsistent edge, or one whose triangles'
+# facings multiply to <= 0, next to a drawn triangle (its own for kind 2).
+_FACING_OF_CODE = (0, -1, 0, 1)
 _SILHOUETTE_TABLE = torch.tensor(
     [
-        (kind == 2 or (kind == 1 or (ca > 0 and cb > 0 and (ca - 2) * (cb - 2) <= 0)))
-        and (ca > 0 or (kind < 2 and cb > 0))
+        (kind > 0 or _FACING_OF_CODE[ca] * _FACING_OF_CODE[cb] <= 0) and (ca > 0 or (kind < 2 and cb > 0))
         for kind in range(3)
         for ca in range(4)
         for cb in range(4)
