@@ -253,3 +253,31 @@ def test_cli_round_trip_on_an_obj(tmp_path, capsys):
     with pytest.raises(SystemExit, match="--set 'bogus=1'"):
         cli.main(["--mesh", str(tmp_path / "scan_0012.obj"), "--out", str(out), "--set", "bogus=1"])
     np.testing.assert_equal(np.asarray(entry["trans"]).shape, (3,))
+
+
+def test_least_squares_rows_match_the_loss_and_their_jacobian_matches_autodiff():
+    """Gauss-Newton rows: their squared sum is the loss (robust none), their Jacobian (forward mode
+    through the hand model, then linear maps) equals plain forward-mode autodiff of the rows."""
+    import copy
+
+    from utils.geometry import mano_fit_solver as solver
+
+    model = copy.deepcopy(procedural_model()).double()
+    pose, shape = _pose(model, 1).double(), torch.randn(10, generator=torch.Generator().manual_seed(0)).double() * 0.5
+    with torch.no_grad():
+        verts, joints = model(pose[None], shape, torch.tensor([[0.02, -0.01, 0.35]], dtype=torch.float64))
+    target_joints = torch.cat([joints, verts[:, TIPS]], 1)
+    target_joints[0, 3] = float("nan")
+    x = torch.cat([pose * 0.9, torch.tensor([2.0, -1.0, 35.0], dtype=torch.float64), shape])  # trans in cm
+    params = {"orient": x[None, :3], "articulation": x[None, 3:48], "trans": x[None, 48:51], "shape": x[None, 51:]}
+    for faces in (model.faces, None):
+        targets = {"points_all": verts + 0.001, "points": verts + 0.001, "faces": faces, "joints": target_joints}
+        objective = solver._Objective(model, FitSettings(exact_search=True), targets, 1, 1)
+        with torch.no_grad():
+            posed, _ = objective.forward(params)
+            loss, _ = objective(params, exact=True)
+        rows = solver._FrameResiduals(objective, 0, posed[0])
+        shape_prior = FitSettings().weight_shape_prior * shape.pow(2).sum()
+        torch.testing.assert_close(rows(x).pow(2).sum() + shape_prior, loss, rtol=1e-6, atol=1e-9)
+        free = torch.tensor([0, 1, 2, 10, 30, 48, 49, 50, 51, 55])
+        torch.testing.assert_close(rows.jacobian(x, free), torch.func.jacfwd(rows)(x)[:, free], rtol=1e-9, atol=1e-9)

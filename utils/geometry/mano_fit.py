@@ -126,7 +126,7 @@ class FitSettings:
     tolerance: float = 1e-6
     align: str = "auto"
     align_iterations: int = 3
-    max_target_points: int = 20000
+    max_target_points: int = 5000
     exact_search: bool = False
     seed: int = 0
     device: str | None = None

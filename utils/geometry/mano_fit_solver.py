@@ -219,31 +219,56 @@ class _FrameResiduals:
             valid = torch.isfinite(target).all(-1)
             self.joints = (target[valid], valid, (s.weight_joints / valid.sum().clamp_min(1)).sqrt())
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Rows (R,) for the frame's parameters ``x = [pose 48, trans 3 (cm), shape B]``."""
-        obj, s = self.objective, self.objective.settings
-        verts, joints = obj.model(x[None, :48], x[None, 51:], x[None, 48:51] * _TRANS_UNIT)
-        verts = verts[0]
+    def _model(self, x: torch.Tensor):
+        """Vertices (V, 3) and the 21 joints (21, 3) for ``x = [pose 48, trans 3 (cm), shape B]``."""
+        model = self.objective.model
+        verts, joints = model(x[None, :48], x[None, 51:], x[None, 48:51] * _TRANS_UNIT)
+        return verts[0], model_joints(model, verts, joints)[0]
+
+    def _data_rows(self, verts: torch.Tensor, joints: torch.Tensor, offset: bool = True) -> torch.Tensor:
+        """Surface and joint rows: linear in ``verts (..., V, 3)`` and ``joints (..., 21, 3)``, so
+        ``offset=False`` applied to their Jacobians (a leading tangent dimension) gives the rows'
+        Jacobian."""
         rows = []
         if self.s2t is not None:
             target, direction, scale = self.s2t
-            diff = (verts - target) * 1000
-            rows.append((scale[:, None] * diff).reshape(-1) if direction is None
+            diff = (verts - target if offset else verts) * 1000
+            rows.append((scale[:, None] * diff).flatten(-2) if direction is None
                         else scale * (direction * diff).sum(-1))
             points, face_idx, bary, direction, scale = self.t2s
-            closest = (bary[:, :, None] * verts[self.model_faces[face_idx]]).sum(1)
-            rows.append(scale * (direction * (points - closest) * 1000).sum(-1))
+            closest = (bary[:, :, None] * verts[..., self.model_faces[face_idx], :]).sum(-2)
+            rows.append(scale * (direction * ((points - closest) if offset else -closest) * 1000).sum(-1))
         if self.joints is not None:
             target, valid, scale = self.joints
-            all_joints = model_joints(obj.model, verts[None], joints)[0, :valid.shape[0]]
-            rows.append(scale * ((all_joints[valid] - target) * 1000).reshape(-1))
+            chosen = joints[..., :valid.shape[0], :][..., valid, :]
+            rows.append(scale * ((chosen - target) if offset else chosen).flatten(-2) * 1000)
+        return torch.cat(rows, -1) if rows else verts.new_zeros(verts.shape[:-2] + (0,))
+
+    def _prior_rows(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.objective.settings
         articulation = x[3:48]
-        rows.append(math.sqrt(s.weight_pose_prior) * articulation)
+        rows = [math.sqrt(s.weight_pose_prior) * articulation]
         if s.weight_angle_limit > 0:
-            full = (articulation + obj.model.hands_mean.to(x)).view(15, 3)
+            full = (articulation + self.objective.model.hands_mean.to(x)).view(15, 3)
             angle = (full.pow(2).sum(-1) + 1e-20).sqrt()
             rows.append(math.sqrt(s.weight_angle_limit) * torch.relu(angle - s.max_joint_angle))
         return torch.cat(rows)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows (R,) for the frame's parameters ``x = [pose 48, trans 3 (cm), shape B]``."""
+        return torch.cat([self._data_rows(*self._model(x)), self._prior_rows(x)])
+
+    def jacobian(self, x: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        """``(R, len(free))``: the rows' Jacobian along the entries ``free`` of ``x``. Forward mode
+        through the hand model only; the data rows are linear in its outputs."""
+        embed = torch.zeros(x.numel(), free.numel(), dtype=x.dtype, device=x.device)
+        embed[free, torch.arange(free.numel(), device=x.device)] = 1.0
+        fixed = x.index_fill(0, free, 0.0)
+        z = x[free]
+        jac_verts, jac_joints = torch.func.jacfwd(lambda z: self._model(fixed + embed @ z))(z)  # (V,3,T), (21,3,T)
+        data = self._data_rows(jac_verts.permute(2, 0, 1), jac_joints.permute(2, 0, 1), offset=False)  # (T, Rd)
+        prior = torch.func.jacfwd(lambda z: self._prior_rows(fixed + embed @ z))(z)  # (Rp, T)
+        return torch.cat([data.T, prior], 0)
 
 
 def _run_gauss_newton(objective, params, names, iterations, settings):
@@ -290,12 +315,8 @@ def _run_gauss_newton(objective, params, names, iterations, settings):
                 continue
             rows_fn = _FrameResiduals(objective, f, verts[f])
             xf = torch.cat([p["orient"][f], p["articulation"][f], p["trans"][f], p["shape"][shape_slot]])
-            # Differentiate only along the free columns: x = fixed part + embed @ z.
             local_idx = local.nonzero().squeeze(1)
-            embed = torch.zeros(xf.numel(), local_idx.numel(), dtype=xf.dtype, device=xf.device)
-            embed[local_idx, torch.arange(local_idx.numel(), device=xf.device)] = 1.0
-            fixed = xf * (~local)
-            jac = torch.func.jacfwd(lambda z: rows_fn(fixed + embed @ z))(xf[local_idx])  # (R, free)
+            jac = rows_fn.jacobian(xf, local_idx)  # (R, free)
             res = rows_fn(xf)
             sub = cols[local_idx]
             hessian[sub[:, None], sub[None, :]] += jac.T @ jac
