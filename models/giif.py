@@ -25,6 +25,15 @@ Query (``use_normal=False``): LIIF's ``query_rgb`` over the LR grid, MLP input
 The MLP predicts in [-1, 1]; the output is ``pred * 0.5 + 0.5`` (targets in [0, 1]), not clamped unless
 asked for (``decode(..., clamp=True)``, for evaluation).
 
+First-layer factorisation (``query_mode = "factorized"``, the default). The first MLP layer is linear in its
+input, and every feature term of that input is the vector of one feature-grid cell (nearest sampling, no
+interpolation): ``W [z_n, r, z_l, q_l, c] + b = (W_n z_n + b) + (W_l z_l + W_q q_l) + W_r r + W_c c``. The
+bracketed terms are computed once per cell of the normal grid and of the LR grid (a 1x1 convolution with
+the first layer's own weight, so no new parameters) and gathered by the same indices the reference path
+gathers features with; only the 2-d coordinate and cell terms are computed per query (the cell term once
+per query, not per ensemble member). Equal to the reference path (``query_mode = "reference"``, which
+builds the concatenated input) up to float rounding, in values and gradients (``tests/test_giif.py``).
+
 Deviations from the reference code: normal maps are fed as is (``HGFilter(normal_input_renorm=True)``
 reproduces its ``(n - 0.5) / 0.5``); ``feat_unfold`` is implemented (on the LR features) instead of
 being silently ignored; nearest sampling is an index gather (equal to ``grid_sample`` nearest except
@@ -58,6 +67,8 @@ CPU_HG_SPEC = {
 
 _ENSEMBLE_EPS = 1e-6  # nudges the shifted coordinate off cell boundaries (as LIIF)
 _AREA_EPS = 1e-9
+QUERY_MODES = ("factorized", "reference")
+_ROW_BLOCK = 4096  # MLP rows per step of the factorized path (4 MB activations at width 256)
 
 
 def giif_spec(size: str = "paper", use_normal: bool = True) -> dict:
@@ -118,6 +129,32 @@ class GIIFFeatures:
         )
 
 
+def _stack_tables(tables: list[torch.Tensor], indices: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack per-cell tables ``tables[k] (B, N_k, C)`` into one ``(sum_k B * N_k, C)`` table and turn their
+    per-batch indices ``indices[k] (B, M)`` into rows of it, ``(B * M, K)``."""
+    B = indices[0].shape[0]
+    flat, rows, start = [], [], 0
+    for table, index in zip(tables, indices):
+        N = table.shape[1]
+        # table k, batch b starts at row start + b * N of the stacked table
+        flat.append(index + (start + N * torch.arange(B, device=index.device)).unsqueeze(1))
+        rows.append(table.reshape(B * N, -1))
+        start += B * N
+    stacked = rows[0] if len(rows) == 1 else torch.cat(rows)
+    return stacked, torch.stack(flat, dim=-1).view(-1, len(flat))
+
+
+def _gather_sum(stacked: torch.Tensor, bags: torch.Tensor) -> torch.Tensor:
+    """``sum_k stacked[bags[:, k]]``: ``(R, C)``, ``(M, K)`` int64 -> ``(M, C)``, differentiable w.r.t. ``stacked``.
+
+    ``embedding_bag`` (sum) gathers and sums in one pass over the output, which is what costs here (the
+    table is small).
+    """
+    if bags.shape[1] == 1:
+        return stacked.index_select(0, bags[:, 0])
+    return F.embedding_bag(bags, stacked, mode="sum")
+
+
 def _check_image(name: str, x: torch.Tensor, channels: int = 3) -> None:
     if not torch.is_tensor(x) or x.dim() != 4 or x.shape[1] != channels:
         shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
@@ -141,6 +178,12 @@ class GIIF(nn.Module):
 
     Sub-modules: ``encoder``, ``normal_encoder`` (None without normals), ``imnet``. Fine-tuning the decoder
     only = optimising ``imnet.parameters()``.
+
+    Attribute ``query_mode``: ``"factorized"`` (default) computes the first MLP layer's feature terms once
+    per feature-grid cell and gathers them; ``"reference"`` feeds the concatenated per-query input to
+    ``imnet`` as LIIF does. Same function (see the module docstring), so it is a plain attribute, not a
+    constructor argument: it is not part of the model spec or the state dict, and checkpoints of either
+    mode load into the other. A replaced ``imnet`` that is not an ``MLP`` always takes the reference path.
     """
 
     def __init__(
@@ -172,6 +215,18 @@ class GIIF(nn.Module):
             in_dim = lr_dim + 2
         in_dim += 2 if cell_decode else 0
         self.imnet = MLP(in_dim, 3, list(hidden_list))
+        self.query_mode = "factorized"
+
+    @property
+    def query_mode(self) -> str:
+        # modules pickled before the attribute existed take the default
+        return self.__dict__.get("_query_mode", "factorized")
+
+    @query_mode.setter
+    def query_mode(self, mode: str) -> None:
+        if mode not in QUERY_MODES:
+            raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {mode!r}")
+        self.__dict__["_query_mode"] = mode
 
     # ------------------------------------------------------------------ encoding
     def encode(self, lr: torch.Tensor, normal_map: torch.Tensor | None = None) -> GIIFFeatures:
@@ -224,10 +279,7 @@ class GIIF(nn.Module):
             got = None if cell is None else tuple(cell.shape)
             raise ValueError(f"cell must be (B, Q, 2) like coord {tuple(coord.shape)}, got {got}")
         B, Q, _ = coord.shape
-        if self.use_normal:
-            grid_flat, (Hg, Wg) = feats.normal_flat, feats.normal_feat.shape[-2:]
-        else:
-            grid_flat, (Hg, Wg) = feats.lr_flat, feats.lr_feat.shape[-2:]
+        Hg, Wg = (feats.normal_feat if self.use_normal else feats.lr_feat).shape[-2:]
         grid_scale = coord.new_tensor([Hg, Wg])
 
         # Shifted query positions (B, S*Q, 2): S = 4 ensemble members ordered (-1,-1), (-1,1), (1,-1), (1,1)
@@ -244,16 +296,13 @@ class GIIF(nn.Module):
 
         grid_index = pixel_index(shifted, Hg, Wg)
         rel_coord = (coord_rep - pixel_centre(grid_index, Hg, Wg, coord.dtype)) * grid_scale
-        parts = [gather_pixels(grid_flat, grid_index), rel_coord]
-        if self.use_normal:
-            h, w = feats.lr_feat.shape[-2:]
-            lr_index = pixel_index(shifted, h, w)
-            parts.append(gather_pixels(feats.lr_flat, lr_index))
-            if self.use_lr_coord:
-                parts.append(pixel_centre(lr_index, h, w, coord.dtype))
-        if self.cell_decode:
-            parts.append((cell * grid_scale).repeat(1, S, 1))
-        pred = self.imnet(torch.cat(parts, dim=-1)).view(B, S, Q, -1)
+        lr_index = pixel_index(shifted, *feats.lr_feat.shape[-2:]) if self.use_normal else None
+        cell_rel = cell * grid_scale if self.cell_decode else None
+        if self.query_mode == "factorized" and isinstance(self.imnet, MLP):
+            pred = self._decode_factorized(feats, grid_index, rel_coord, lr_index, cell_rel, S)
+        else:
+            pred = self._decode_reference(feats, grid_index, rel_coord, lr_index, cell_rel, S)
+        pred = pred.view(B, S, Q, -1)
 
         if self.local_ensemble:
             area = (rel_coord[..., 0] * rel_coord[..., 1]).abs().view(B, S, Q) + _AREA_EPS
@@ -263,6 +312,85 @@ class GIIF(nn.Module):
         else:
             ret = pred[:, 0]
         return ret * 0.5 + 0.5
+
+    def _decode_reference(
+        self,
+        feats: GIIFFeatures,
+        grid_index: torch.Tensor,
+        rel_coord: torch.Tensor,
+        lr_index: torch.Tensor | None,
+        cell_rel: torch.Tensor | None,
+        S: int,
+    ) -> torch.Tensor:
+        """``imnet`` on the concatenated MLP input (LIIF's way): ``(B, S*Q, in_dim) -> (B, S*Q, 3)``.
+
+        ``grid_index`` / ``lr_index`` ``(B, S*Q)`` flat cells of the ensemble grid / LR grid,
+        ``rel_coord (B, S*Q, 2)``, ``cell_rel (B, Q, 2)`` (cell in ensemble-grid units) or None.
+        """
+        grid_flat = feats.normal_flat if self.use_normal else feats.lr_flat
+        parts = [gather_pixels(grid_flat, grid_index), rel_coord]
+        if self.use_normal:
+            h, w = feats.lr_feat.shape[-2:]
+            parts.append(gather_pixels(feats.lr_flat, lr_index))
+            if self.use_lr_coord:
+                parts.append(pixel_centre(lr_index, h, w, rel_coord.dtype))
+        if self.cell_decode:
+            parts.append(cell_rel.repeat(1, S, 1))
+        return self.imnet(torch.cat(parts, dim=-1))
+
+    def _decode_factorized(
+        self,
+        feats: GIIFFeatures,
+        grid_index: torch.Tensor,
+        rel_coord: torch.Tensor,
+        lr_index: torch.Tensor | None,
+        cell_rel: torch.Tensor | None,
+        S: int,
+    ) -> torch.Tensor:
+        """``imnet`` with its first layer split into per-cell and per-query terms; same arguments and
+        result as ``_decode_reference``."""
+        first = self.imnet.layers[0]
+        weight, bias = first.weight, first.bias  # (hidden, in_dim), (hidden,)
+        grid_flat = feats.normal_flat if self.use_normal else feats.lr_flat
+        # column blocks of the first layer, in the order _decode_reference concatenates its input
+        widths = [grid_flat.shape[-1], 2]
+        if self.use_normal:
+            widths.append(feats.lr_flat.shape[-1])
+            widths += [2] if self.use_lr_coord else []
+        widths += [2] if self.cell_decode else []
+        blocks = list(weight.split(widths, dim=1))
+        w_grid, w_rel = blocks.pop(0), blocks.pop(0)
+
+        # per-cell terms (B, cells, hidden), the bias added once here
+        tables = [torch.addmm(bias, grid_flat.flatten(0, 1), w_grid.t()).view(*grid_flat.shape[:2], -1)]
+        indices = [grid_index]
+        if self.use_normal:
+            h, w = feats.lr_feat.shape[-2:]
+            lr_table = feats.lr_flat @ blocks.pop(0).t()
+            if self.use_lr_coord:
+                centres = pixel_centre(torch.arange(h * w, device=lr_index.device), h, w, lr_table.dtype)
+                lr_table = lr_table + centres @ blocks.pop(0).t()
+            tables.append(lr_table)
+            indices.append(lr_index)
+        stacked, bags = _stack_tables(tables, indices)  # (rows, hidden), (B*S*Q, 1 or 2)
+
+        # per-query terms (2-d relative coordinate, 2-d cell): one K = 2 or 4 product added in place
+        per_query = rel_coord
+        if self.cell_decode:
+            w_rel = torch.cat([w_rel, blocks.pop(0)], dim=1)
+            per_query = torch.cat([rel_coord, cell_rel.repeat(1, S, 1)], dim=-1)
+        per_query = per_query.reshape(-1, per_query.shape[-1])
+        w_query = w_rel.t()
+
+        # Row blocks keep each activation small: one full-size (B*S*Q, hidden) tensor per layer would be a
+        # fresh allocation (page faults) and a pass through main memory at every step.
+        relu, rest = self.imnet.layers[1], self.imnet.layers[2:]
+        preds = []
+        for start in range(0, bags.shape[0], _ROW_BLOCK):
+            rows = slice(start, start + _ROW_BLOCK)
+            hidden = _gather_sum(stacked, bags[rows]).addmm_(per_query[rows], w_query)
+            preds.append(rest(relu(hidden)))
+        return torch.cat(preds).view(*grid_index.shape, -1)
 
     def forward(
         self,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import models
-from models.giif import GIIF, LIIF, giif_spec
+from models.giif import GIIF, LIIF, GIIFFeatures, giif_spec
 from models.hourglass import HGFilter
 from models.rdn import RDN
 from models.sr_coords import make_cell, make_coord, pixel_centre, pixel_index, sample_nearest, sample_queries
@@ -222,6 +222,131 @@ def test_liif_query_inputs_and_unfold():
     assert torch.allclose(x[3, : 16 * 9], neighbourhood.reshape(-1), atol=1e-6)
     assert torch.allclose(x[3, 144:146], torch.tensor([-1.8, -1.8]), atol=1e-6)
     assert torch.allclose(x[3, 146:148], torch.tensor([0.5, 0.5]))
+
+
+# ---------------------------------------------------------------------------- factorised first layer
+FACTORIZED_CASES = {
+    "giif": dict(use_normal=True),
+    "giif_unfold": dict(use_normal=True, feat_unfold=True),
+    "giif_no_lr_coord": dict(use_normal=True, use_lr_coord=False),
+    "giif_no_cell_no_ensemble": dict(use_normal=True, cell_decode=False, local_ensemble=False),
+    "liif_unfold": dict(use_normal=False, feat_unfold=True),
+    "liif_no_cell": dict(use_normal=False, cell_decode=False),
+}
+
+
+def _query_values_and_grads(model, mode, lr, normals, coord, cell):
+    """Output of ``model(lr, normals, coord, cell)`` in ``query_mode = mode`` and the gradients of a fixed
+    scalar of it w.r.t. every parameter and every input (None for an input the model ignores)."""
+    model.query_mode = mode
+    model.zero_grad()
+    inputs = [t.detach().clone().requires_grad_() if t is not None else None for t in (lr, normals, coord, cell)]
+    out = model(*inputs)
+    weights = torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view_as(out)
+    (out * weights).mean().backward()  # a weighted mean: gradients of order 1
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    grads.update({name: t.grad for name, t in zip(("lr", "normals", "coord", "cell"), inputs) if t is not None})
+    return out.detach(), grads
+
+
+def _factorized_case(case, dtype=torch.float32, batch=2, queries=700):
+    torch.manual_seed(0)
+    kwargs = dict(FACTORIZED_CASES[case])
+    model = tiny_giif(**kwargs).to(dtype)
+    g = torch.Generator().manual_seed(1)
+    lr = torch.rand(batch, 3, 5, 6, generator=g, dtype=dtype)
+    normals = smooth_normals(20, 28).to(dtype).expand(batch, -1, -1, -1) if kwargs["use_normal"] else None
+    coord = torch.rand(batch, queries, 2, generator=g, dtype=dtype) * 2 - 1
+    coord[:, :4] = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [-0.999, 0.999], [0.0, 0.0]], dtype=dtype)  # borders
+    cell = torch.rand(batch, queries, 2, generator=g, dtype=dtype) * 0.3 + 0.01
+    return model, lr, normals, coord, cell
+
+
+@pytest.mark.parametrize("case", list(FACTORIZED_CASES))
+def test_factorized_query_equals_reference_in_values_and_gradients(case):
+    """The per-cell first layer is the reference path (concatenated MLP input) in values and in gradients
+    w.r.t. every parameter and input; 2 x 4 x 700 rows span several row blocks of the factorised path."""
+    model, *inputs = _factorized_case(case)
+    out_ref, grads_ref = _query_values_and_grads(model, "reference", *inputs)
+    out_fac, grads_fac = _query_values_and_grads(model, "factorized", *inputs)
+    assert (out_fac - out_ref).abs().max() < 1e-5
+    assert grads_fac.keys() == grads_ref.keys()
+    for name, ref in grads_ref.items():
+        if ref is None:  # an input the model ignores (the cell without cell_decode)
+            assert grads_fac[name] is None, name
+            continue
+        err = (grads_fac[name] - ref).abs().max()
+        assert err < 1e-5 * max(1.0, ref.abs().max().item()), (name, err.item(), ref.abs().max().item())
+
+
+@pytest.mark.parametrize("case", ["giif", "giif_no_cell_no_ensemble", "liif_unfold"])
+def test_factorized_query_equals_reference_float64(case):
+    model, *inputs = _factorized_case(case, dtype=torch.float64, batch=2, queries=40)
+    out_ref, grads_ref = _query_values_and_grads(model, "reference", *inputs)
+    out_fac, grads_fac = _query_values_and_grads(model, "factorized", *inputs)
+    assert (out_fac - out_ref).abs().max() < 1e-12
+    for name, ref in grads_ref.items():
+        assert (grads_fac[name] is None) if ref is None else (grads_fac[name] - ref).abs().max() < 1e-11, name
+
+
+@pytest.mark.parametrize("use_normal", [True, False])
+def test_factorized_query_gradcheck_float64(use_normal):
+    """float64 gradcheck of the factorised query w.r.t. the feature maps, the coordinates, the cell and the
+    first layer's weight (random coordinates are far from cell boundaries, where nearest sampling jumps)."""
+    torch.manual_seed(0)
+    model = tiny_giif(use_normal=use_normal, hidden_list=[6]).double()
+    g = torch.Generator().manual_seed(2)
+    lr_feat = torch.randn(1, 16, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    normal_feat = torch.randn(1, 16, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    coord = (torch.rand(1, 5, 2, generator=g, dtype=torch.float64) * 1.8 - 0.9).requires_grad_()
+    cell = (torch.rand(1, 5, 2, generator=g, dtype=torch.float64) * 0.2).requires_grad_()
+    first = model.imnet.layers[0]
+    weight = first.weight.detach().clone().requires_grad_()
+
+    def query(lr_feat, normal_feat, coord, cell, weight):
+        del first.weight
+        first.weight = weight  # a plain tensor for the duration of the call
+        try:
+            return model.query(GIIFFeatures(lr_feat, normal_feat if use_normal else None), coord, cell)
+        finally:
+            del first.weight
+            first.weight = nn.Parameter(weight.detach().clone())
+
+    assert model.query_mode == "factorized"
+    assert torch.autograd.gradcheck(query, (lr_feat, normal_feat, coord, cell, weight))
+
+
+def test_query_mode_is_not_part_of_the_spec_or_state_dict():
+    """Checkpoints do not change: same state-dict keys and spec in both modes, and a model saved in one mode
+    loads into the other with equal outputs."""
+    torch.manual_seed(0)
+    model = tiny_giif()
+    assert model.query_mode == "factorized"
+    spec = models.model_spec(model, with_sd=True)
+    assert "query_mode" not in spec["args"]
+    rebuilt = models.make(spec, load_sd=True)
+    rebuilt.query_mode = "reference"
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+    lr, normals = torch.rand(1, 3, 4, 4), smooth_normals(16, 16)
+    with torch.no_grad():
+        out = model.decode(lr, normals, (19, 23))
+        assert (rebuilt.decode(lr, normals, (19, 23)) - out).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="query_mode"):
+        model.query_mode = "fast"
+
+
+@pytest.mark.parametrize("use_normal", [True, False])
+def test_factorized_decode_equals_reference_cpu_size(use_normal):
+    """The CPU-size model (giif_spec('cpu')), a whole 64 x 48 image in chunks: factorised = reference."""
+    torch.manual_seed(0)
+    model = models.make(giif_spec("cpu", use_normal=use_normal)).eval()
+    lr, normals = torch.rand(1, 3, 16, 12), smooth_normals(64, 48) if use_normal else None
+    with torch.no_grad():
+        model.query_mode = "reference"
+        ref = model.decode(lr, normals, (64, 48), chunk=1000)
+        model.query_mode = "factorized"
+        fac = model.decode(lr, normals, (64, 48), chunk=1000)
+    assert (fac - ref).abs().max() < 1e-5
 
 
 # ---------------------------------------------------------------------------- decoding
