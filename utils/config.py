@@ -20,7 +20,9 @@ Validation (see ``conf/schema/README.md``)
     exist in the schema; a schema value ``null`` marks a required key; an empty object ``{}`` accepts
     any keys below it (free-form, e.g. extra model arguments); defaults fill in whatever the user
     config leaves out; a given value must have the type of the schema default (``int`` is accepted
-    for ``float``, a number for ``str``). All problems are reported together in one ``ConfigError``.
+    for ``float``, a number for ``str``). The schema's ``rules`` block then checks what the values mean
+    (ranges, ``scale_min <= scale_max``; see ``utils/config_rules.py``), each broken rule reported as
+    ``<key> = <value> in <file>: must be <rule>``. All problems are reported together in one ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from utils.checkpoint import atomic_write_text
+from utils.config_rules import Rule, RuleSyntaxError, check_rules, parse_rules
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+RULES_KEY = "rules"  # the schema block of meaning checks (utils/config_rules.py); not a config key
 SCHEMA_DIR = REPO_ROOT / "conf" / "schema"
 
 _KEY_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
@@ -160,18 +164,24 @@ def _coerce(value: Any, default: Any) -> tuple[bool, Any]:
 class _Validator:
     """Walks user config and schema together, collecting every problem before raising."""
 
-    def __init__(self, schema, source: str, files: list[Path], override_keys: list[str]):
+    def __init__(self, schema, source: str, files: list[Path], override_keys: list[str],
+                 user=None, schema_file: Path | None = None, override_values: dict[str, str] | None = None):
         self.schema = schema
         self.source = source
         self.files = files
         self.override_keys = override_keys
+        self.override_values = override_values or {}
+        self.user = user
+        self.schema_file = schema_file
         self.errors: list[str] = []
         self.all_paths = sorted(_leaf_paths(schema))
 
     def origin(self, key: str) -> str:
-        for override in self.override_keys:
+        for override in reversed(self.override_keys):  # the last --set of a key wins
             if key == override or key.startswith(override + ".") or override.startswith(key + "."):
-                return f"--set {override}=..."
+                return f"--set {override}={self.override_values.get(override, '...')}"
+        if self.user is not None and self.schema_file is not None and self.user.get(key, None) is None:
+            return f"the default of {self.schema_file}"
         found = _defining_file(key, self.files)
         return str(found) if found else self.source
 
@@ -253,6 +263,26 @@ def _leaf_paths(tree, prefix: str = "") -> Iterable[str]:
             yield f"{prefix}{key}"
 
 
+def schema_rules(schema_tree, schema_file: Path | str = "<schema>") -> list[Rule]:
+    """Remove the ``rules`` block from a parsed schema (in place) and return its parsed rules.
+
+    Raises:
+        ConfigError: a rule cannot be read or names a key the schema does not have.
+    """
+    block = schema_tree.pop(RULES_KEY, None)
+    try:
+        return parse_rules(block, _leaf_paths(schema_tree))
+    except RuleSyntaxError as err:
+        raise ConfigError(f"schema {schema_file}: {err}") from None
+
+
+def load_schema(stage: str | Path):
+    """``(schema_tree, rules)`` of a stage name or schema file (the tree without its ``rules`` block)."""
+    schema_file = _resolve_schema(stage)
+    tree = _parse(schema_file.read_text(encoding="utf-8"), schema_file.parent, f"schema {schema_file}")
+    return tree, schema_rules(tree, schema_file)
+
+
 def load_config(
     path: str | Path,
     overrides: Sequence[str] = (),
@@ -273,15 +303,17 @@ def load_config(
     Raises:
         ConfigError: missing or unparsable file, bad override, unknown key (with the full key path,
             the file or ``--set`` it came from and the closest valid key), missing required key,
-            wrong type.
+            wrong type, a value that breaks a rule of the schema (``<key> = <value> in <file>: must be
+            <rule>``).
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    override_lines, override_keys = [], []
+    override_lines, override_keys, override_values = [], [], {}
     for text in overrides:
         key, value = parse_override(text)
         override_keys.append(key)
+        override_values[key] = text.partition("=")[2].strip()
         override_lines.append(f"{key} = {value}")
     # Overrides are appended to the file (through an include) so HOCON's own rules apply: later
     # definitions win and ${...} substitutions are resolved after them.
@@ -291,9 +323,12 @@ def load_config(
         return user
     schema_file = _resolve_schema(schema)
     schema_tree = _parse(schema_file.read_text(encoding="utf-8"), schema_file.parent, f"schema {schema_file}")
-    validator = _Validator(schema_tree, str(path), _included_files(path), override_keys)
+    rules = schema_rules(schema_tree, schema_file)
+    validator = _Validator(schema_tree, str(path), _included_files(path), override_keys, user, schema_file,
+                           override_values)
     merged = validator.merge(user, schema_tree, "")
     validator.check_required(merged)
+    validator.errors += check_rules(rules, lambda key: _get_path(merged, key), validator.origin)
     if validator.errors:
         count = len(validator.errors)
         raise ConfigError(
