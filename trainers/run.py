@@ -2,6 +2,10 @@
 
 Errors a user can fix (config, paths, checkpoints, MANO files, data) are printed as one clear message
 and exit with status 2; set ``SRHAND_DEBUG=1`` to get the full traceback instead.
+
+Every invocation locks its run folder (``utils.run_lock``) before it writes anything there: a second
+process on the same folder stops with the holder's pid; the lock of a killed run is taken over with a
+warning, and the temporary files its interrupted atomic writes left are removed then.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from utils.cli import build_parser, resolve_device
-from utils.config import load_config, save_resolved
+from utils.config import ConfigError, config_origin, load_config, save_resolved
+from utils.run_lock import RunLock, RunLockError, remove_stale_temp_files
 
 # Exceptions that mean "the input is wrong", reported without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, OSError)
@@ -37,13 +42,56 @@ def setup(stage: str, description: str, argv: Sequence[str] | None = None):
     run_dir = Path(args.out) if args.out else Path(conf.get_string("out_root")) / conf.get_string("exp_name")
     if stage == "srhand" and args.model_path and not args.out:
         run_dir = Path(args.model_path)  # the authors' `--eval --r --model_path FOLDER`
-    logger = RunLogger(run_dir, use_tensorboard=conf.get_bool("use_tensorboard"))
-    if dist.is_main():
-        # An evaluation records its own config beside the run's, never over the training record.
-        record_dir = run_dir / "eval" if args.eval else run_dir
-        save_resolved(conf, record_dir, [sys.executable, *sys.argv] if argv is None else list(argv))
+    lock = RunLock(run_dir)
+    stale_warnings: list[str] = []
+    if dist.is_main():  # one lock per run: the DDP ranks of this run share the folder
+        lock.acquire(warn=stale_warnings.append)
+    try:
+        logger = RunLogger(run_dir, use_tensorboard=conf.get_bool("use_tensorboard"))
+        logger.run_lock = lock  # released by close_run
+        for message in stale_warnings:
+            logger.warning("%s", message)
+        if stale_warnings:
+            removed = remove_stale_temp_files(run_dir)
+            if removed:
+                logger.warning("removed %d temporary file(s) of interrupted writes: %s", len(removed),
+                               ", ".join(str(p.relative_to(run_dir)) for p in removed))
+        if dist.is_main():
+            # An evaluation records its own config beside the run's, never over the training record.
+            record_dir = run_dir / "eval" if args.eval else run_dir
+            save_resolved(conf, record_dir, [sys.executable, *sys.argv] if argv is None else list(argv))
+    except BaseException:
+        lock.release()
+        raise
     logger.info("%s: run folder %s, device %s, world size %d", stage, run_dir, info.device, info.world_size)
     return args, conf, run_dir, info.device, logger
+
+
+def close_run(logger) -> None:
+    """Close the run's logger and release its run-folder lock."""
+    logger.close()
+    lock = getattr(logger, "run_lock", None)
+    if lock is not None:
+        lock.release()
+
+
+def check_data_counts(conf, seq) -> None:
+    """The srhand rules that need the data: fitting views and frames not above what ``seq`` holds.
+
+    Raises:
+        ConfigError: ``<key> = <value> in <file>: must be <= <available> (...)``, like the schema rules.
+    """
+    data = conf.get_config("data")
+    errors = []
+    checks = [("data.num_views", not data.get_list("cameras"), seq.num_views, "usable colour cameras"),
+              ("data.num_frames", not data.get_list("frame_ids"), seq.num_frames, "usable frames")]
+    for key, applies, available, what in checks:
+        value = conf.get_int(key)
+        if applies and value > available:
+            errors.append(f"{key} = {value} in {config_origin(conf, key)}: must be <= {available} "
+                          f"(the {what} of {seq.name} in {data.get_string('data_path')})")
+    if errors:
+        raise ConfigError("\n  ".join(["the config asks for more than the data holds:", *errors]))
 
 
 def main_guard(body: Callable[[], object]) -> int:
@@ -55,7 +103,7 @@ def main_guard(body: Callable[[], object]) -> int:
     try:
         body()
         return 0
-    except (*USER_ERRORS, CheckpointError, NonFiniteLossError) as err:
+    except (*USER_ERRORS, CheckpointError, NonFiniteLossError, RunLockError) as err:
         if os.environ.get("SRHAND_DEBUG"):
             raise
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
@@ -96,7 +144,7 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
         trainer.train()
         return trainer.run_eval(save_vis=args.save_vis)
     finally:
-        logger.close()
+        close_run(logger)
 
 
 def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | None:
@@ -119,6 +167,8 @@ def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | No
         if not args.r and latest_checkpoint(run_dir) is not None:
             logger.warning("%s already holds a checkpoint: starting a new run over it (pass --r to resume)", run_dir)
         trainer.build_data()
+        if getattr(trainer, "seq", None) is not None:
+            check_data_counts(conf, trainer.seq)
         trainer.build_models(resume=args.r, implicit_path=args.implicit_path)
         trainer.train()
         if trainer.phase == "done" and conf.get_bool("eval.after_training"):
@@ -126,4 +176,4 @@ def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | No
             return trainer.run_eval(save_vis=args.save_vis)
         return None
     finally:
-        logger.close()
+        close_run(logger)

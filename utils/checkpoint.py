@@ -24,6 +24,7 @@ what ``--resume`` uses.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -36,6 +37,32 @@ _MODEL_ENTRY_KEYS = ("name", "args", "sd")
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, not one of ours, or does not fit the expected model."""
+
+
+class WriteFailedError(OSError):
+    """An atomic write failed (disk full, read-only or missing folder, no permission, ...).
+
+    The destination keeps its previous content and the temporary file is removed. An ``OSError``, so
+    the entry scripts report it in one line with exit status 2.
+    """
+
+    def __init__(self, path: Path, err: OSError):
+        self.path = Path(path)
+        reason = _WRITE_REASONS.get(err.errno, "")
+        super().__init__(err.errno, f"cannot write {path}: {err.strerror or err}{reason}")
+
+    def __str__(self) -> str:
+        kept = ("the previous version is unchanged" if self.path.exists() else "nothing was written there")
+        return f"{self.strerror}; {kept}"
+
+
+_WRITE_REASONS = {
+    errno.ENOSPC: " (the disk is full: free space, or point --out at another disk, then resume)",
+    errno.EDQUOT: " (disk quota exceeded)",
+    errno.EROFS: " (read-only file system: pick a writable --out)",
+    errno.EACCES: " (no write permission on the folder: pick a writable --out)",
+    errno.EPERM: " (not permitted: pick a writable --out)",
+}
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -52,21 +79,30 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
 
     Returns:
         the destination path.
+
+    Raises:
+        WriteFailedError: the folder cannot be created or written, or ``write``/``os.replace`` failed
+            with an ``OSError`` (disk full, read-only); ``path`` is unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise WriteFailedError(path, err) from err
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError) and not isinstance(err, WriteFailedError):
+            raise WriteFailedError(path, err) from err
         raise
     _fsync_dir(path.parent)
     return path
@@ -95,7 +131,15 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (temporary file in the same folder, fsync, replace)."""
     import torch
 
-    return atomic_write(path, lambda handle: torch.save(obj, handle))
+    def write(handle) -> None:
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as err:  # torch reports a failed write (e.g. disk full) as a RuntimeError
+            if "writ" not in str(err).lower():
+                raise
+            raise OSError(errno.EIO, f"torch.save failed: {str(err).splitlines()[0]}") from err
+
+    return atomic_write(path, write)
 
 
 def model_entry(module, spec: dict | None = None) -> dict:

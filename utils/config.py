@@ -329,6 +329,7 @@ def load_config(
     merged = validator.merge(user, schema_tree, "")
     validator.check_required(merged)
     validator.errors += check_rules(rules, lambda key: _get_path(merged, key), validator.origin)
+    merged._srhand_origin = validator.origin  # for checks made later, with the data (config_origin)
     if validator.errors:
         count = len(validator.errors)
         raise ConfigError(
@@ -336,6 +337,13 @@ def load_config(
             + "\n  ".join(validator.errors)
         )
     return merged
+
+
+def config_origin(conf, key: str) -> str:
+    """Where ``key``'s value came from (the user's file, ``--set key=value`` or the schema default), for
+    messages of checks made after loading; ``"the config"`` for a tree not made by ``load_config``."""
+    origin = getattr(conf, "_srhand_origin", None)
+    return origin(key) if origin is not None else "the config"
 
 
 def conf_to_dict(conf, key: str | None = None) -> dict:
