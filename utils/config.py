@@ -276,11 +276,22 @@ def schema_rules(schema_tree, schema_file: Path | str = "<schema>") -> list[Rule
         raise ConfigError(f"schema {schema_file}: {err}") from None
 
 
+_SCHEMA_CACHE: dict[tuple, tuple] = {}
+
+
 def load_schema(stage: str | Path):
-    """``(schema_tree, rules)`` of a stage name or schema file (the tree without its ``rules`` block)."""
+    """``(schema_tree, rules)`` of a stage name or schema file (the tree without its ``rules`` block).
+
+    Parsed schemas are cached per file and modification time (of the file and those it includes), as
+    pyhocon takes ~0.5 s for one; each call returns its own copy of the tree.
+    """
     schema_file = _resolve_schema(stage)
-    tree = _parse(schema_file.read_text(encoding="utf-8"), schema_file.parent, f"schema {schema_file}")
-    return tree, schema_rules(tree, schema_file)
+    key = tuple((str(f), f.stat().st_mtime_ns) for f in _included_files(schema_file))
+    if key not in _SCHEMA_CACHE:
+        tree = _parse(schema_file.read_text(encoding="utf-8"), schema_file.parent, f"schema {schema_file}")
+        _SCHEMA_CACHE[key] = (tree, schema_rules(tree, schema_file))
+    tree, rules = _SCHEMA_CACHE[key]
+    return copy.deepcopy(tree), list(rules)
 
 
 def load_config(
@@ -322,8 +333,7 @@ def load_config(
     if schema is None:
         return user
     schema_file = _resolve_schema(schema)
-    schema_tree = _parse(schema_file.read_text(encoding="utf-8"), schema_file.parent, f"schema {schema_file}")
-    rules = schema_rules(schema_tree, schema_file)
+    schema_tree, rules = load_schema(schema_file)
     validator = _Validator(schema_tree, str(path), _included_files(path), override_keys, user, schema_file,
                            override_values)
     merged = validator.merge(user, schema_tree, "")
