@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from models import registry  # noqa: E402
 from models.giif import giif_spec  # noqa: E402
-from trainers.srhand_trainer import SRHandTrainer  # noqa: E402
+from trainers.srhand import SRHandTrainer  # noqa: E402
 from utils.checkpoint import make_checkpoint, model_entry, save_atomic  # noqa: E402
 from utils.config import conf_to_dict, load_config  # noqa: E402
 from utils.run_logging import RunLogger  # noqa: E402

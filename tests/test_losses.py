@@ -1,4 +1,4 @@
-"""trainers/losses.py: hand-computed values and gradient paths of every SRHand loss term."""
+"""trainers/losses/: hand-computed values and gradient paths of every SRHand loss term."""
 
 import pytest
 import torch

@@ -17,7 +17,7 @@ import torch
 
 from models import registry
 from trainers.run import main_guard, run_srhand
-from trainers.srhand_trainer import SRHandTrainer, jet
+from trainers.srhand import SRHandTrainer, jet
 from utils.checkpoint import load_checkpoint, make_checkpoint, model_entry, save_atomic
 from utils.config import load_config
 from utils.geometry.mesh_io import load_obj

@@ -150,7 +150,7 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
 def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | None:
     """``main.py`` (stage ``srhand``): train (``--r`` resumes the run folder), then evaluate; or ``--eval``
     of ``--model_path FOLDER`` (``--implicit_path`` overrides its fine-tuned GIIF)."""
-    from trainers.srhand_trainer import SRHandTrainer
+    from trainers.srhand import SRHandTrainer
     from utils import dist
     from utils.checkpoint import latest_checkpoint
 
