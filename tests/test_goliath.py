@@ -364,10 +364,6 @@ def test_main_runs_on_the_fixture(capture, tmp_path):
     in the run folder), trains on 2 views x 2 fully-lit frames, evaluates on the third with P2P against the
     fixture's scan; --eval --r reads the fit back from the cache."""
     pytest.importorskip("utils.geometry.mano_fit")
-    schema = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "schema",
-                               "srhand.conf")).read()
-    if "dataset = interhand" not in schema:
-        pytest.skip("main.py's data.dataset switch has not landed yet")
     from models import registry
     from trainers.run import main_guard, run_srhand
     from utils.checkpoint import make_checkpoint, model_entry, save_atomic

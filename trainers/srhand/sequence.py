@@ -155,6 +155,11 @@ class SequenceMixin:
         from datasets.interhand import read_interhand_sequence
 
         d = self.conf.get_config("data")
+        if d.get_string("dataset") == "goliath":  # one Goliath dome capture; MANO fitted, cached in the run
+            from datasets.goliath import read_from_config
+
+            return self._perturb_mano(read_from_config(self.conf, self.run_dir, cameras, frame_ids, num_frames,
+                                                       frame_mode, log=self.log.info))
         root = d.get_string("data_path")
         if not Path(root).is_dir():
             raise FileNotFoundError(
