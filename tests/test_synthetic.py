@@ -1,7 +1,9 @@
 """Synthetic captures: generation, InterHand round trip, crops, masks, normals, GIIF samples.
 
 One tiny capture (3 subjects, 3 fitting views + 1 held-out, 2 fitting frames + 2 held-out, 64x64 raw
-images) is generated once per module into a temporary folder.
+images; the defaults: v2 surfaces, fitted annotations) is generated once per module into a temporary
+folder. The v1 path (``surface="mano"``, ``annotation="exact"``) is checked against a digest of the
+data the generator wrote before v2 (``tests/_synthetic_digest.py``).
 """
 
 import json
@@ -91,16 +93,150 @@ def test_reader_round_trip(capture):
         assert diff.mean() < 0.02, (v, diff.mean())
 
 
-def test_mano_params_reproduce_the_ground_truth(capture):
-    root, _, _ = capture
+def test_fitted_annotation(capture):
+    """The default annotation is a fit to noisy keypoints: millimetres from the truth, in the documented band."""
+    root, config, meta = capture
+    assert (config.surface, config.annotation, config.annotation_noise_mm) == ("v2", "fit", 3.0)
     seq = read_interhand_sequence(root, *RECON)
     verts_mano, joints = seq.mano_forward()
-    gt, _ = seq.gt_mesh(0)
-    # The subdivided GT keeps the coarse vertices first (Loop-smoothed, displaced): within a few mm.
-    assert (gt[:778] - verts_mano[0]).norm(dim=1).mean() < 0.003
+    with np.load(seq.gt_mesh_path) as gt:
+        true_kp = torch.from_numpy(gt["true_keypoints"])
+        assert str(gt["surface"]) == "v2" and str(gt["annotation"]) == "fit" and gt["tissue"].shape == (49281,)
+        gt_verts = torch.from_numpy(gt["verts"])
+        true_pose = torch.from_numpy(gt["true_mano_pose"])
+    assert not torch.allclose(seq.mano_pose, true_pose, atol=1e-3)  # fitted, not the generating parameters
+    # The subdivided GT keeps the coarse vertices first: the fitted mesh is millimetres away, not centimetres.
+    dist = (gt_verts[:, :778] - verts_mano).norm(dim=-1).mean() * 1000
+    assert 0.5 < dist < 6.0, dist
+    from datasets.capture import hand_joints
+
+    mpjpe = (hand_joints(seq) - true_kp).norm(dim=-1).mean() * 1000
+    assert 1.0 < mpjpe < 8.0, mpjpe
+    # joint_3d holds the noisy keypoints the annotation was fitted to (InterHand: triangulated keypoints)
     world, valid = read_joints_3d(root, "test", "Capture0", seq.frame_ids)[seq.frame_ids[0]]
     assert valid[:21].all() and not valid[21:].any()
+    assert 0.3 < np.linalg.norm(world[20] - true_kp[0, 0].numpy()) * 1000 < 20  # wrist, metres after the reader
+    for split in ("test", "val", "train"):
+        m = meta[split]
+        assert set(m) >= {"input_mano_p2p_mm", "input_mano_p2p_p90_mm", "annotation_mpjpe_mm"}
+        assert 1.0 < m["input_mano_p2p_mm"] < 4.5 and m["input_mano_p2p_p90_mm"] > m["input_mano_p2p_mm"], m
+        assert 1.0 < m["annotation_mpjpe_mm"] < 8.0, m
+    recon = meta["subjects"][0]
+    assert recon["annotation"]["mode"] == "fit" and len(recon["annotation"]["fitted_betas"]) == 10
+    assert set(recon["tissue_mm"]) == set(synthetic.TISSUE_RANGES)
+
+
+def test_surface_distances_match_p2p():
+    """The metadata's per-point distances average to utils.metrics.geometry.p2p_mm exactly."""
+    from datasets.synthetic.annotate import surface_distances_mm
+    from utils.metrics.geometry import p2p_mm
+
+    v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]) * 0.05
+    f = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    w = v + torch.tensor([0.001, 0.002, 0.003]) * torch.rand(4, 1, generator=torch.Generator().manual_seed(0))
+    d_pred, d_gt = surface_distances_mm(v, f, w, f, num_samples=300)
+    assert (d_pred.mean() + d_gt.mean()) / 2 == pytest.approx(p2p_mm(v, f, w, f, num_samples=300), rel=1e-12)
+
+
+def test_v1_path_reproduces_the_old_data(tmp_path):
+    """``surface="mano"`` + ``annotation="exact"`` writes what the generator wrote before v2 (same seed)."""
+    from tests._synthetic_digest import GOLDEN_CONFIG, digest
+
+    config = synthetic.SyntheticConfig(**GOLDEN_CONFIG, surface="mano", annotation="exact")
+    synthetic.generate(config, tmp_path, progress=False, log=lambda *a, **k: None)
+    with open(os.path.join(os.path.dirname(__file__), "golden", "synthetic_v1_digest.json")) as f:
+        golden = json.load(f)
+    got = digest(tmp_path)
+    assert sorted(got) == sorted(golden)
+    for key, values in golden.items():
+        tol = 0.05 if key.endswith("/images") else 1e-4  # JPEG decoding; float32 sums
+        np.testing.assert_allclose(got[key], values, rtol=1e-5, atol=tol, err_msg=key)
+    seq = read_interhand_sequence(tmp_path, *RECON)
+    verts_mano, joints = seq.mano_forward()
+    gt, _ = seq.gt_mesh(0)
+    # The exact parameters reproduce the coarse hand: the subdivided GT's coarse vertices within a few mm.
+    assert (gt[:778] - verts_mano[0]).norm(dim=1).mean() < 0.003
+    world, _ = read_joints_3d(tmp_path, "test", "Capture0", seq.frame_ids)[seq.frame_ids[0]]
     assert np.allclose(world[20], joints[0, 0].numpy(), atol=1e-5)  # wrist, metres after the reader
+    with open(os.path.join(tmp_path, "synthetic_meta.json")) as f:
+        assert json.load(f)["test"]["input_mano_p2p_mm"] < 1.0
+
+
+def test_soft_tissue_within_documented_ranges():
+    from datasets.synthetic.tissue import POSE_RANGES, TISSUE_RANGES
+    from utils.geometry.mano import HandModel, default_hand_model_path
+
+    hand = HandModel.from_file(default_hand_model_path("right"))
+    subject = synthetic.make_subject(hand, np.random.default_rng(3), levels=1, surface="v2",
+                                     tissue_rng=np.random.default_rng(4))
+    for key, value in subject.tissue_params.items():
+        lo, hi = TISSUE_RANGES[key]
+        assert np.all((np.asarray(value) >= lo) & (np.asarray(value) <= hi)), (key, value)
+    parts = {k: v * 1000 for k, v in subject.tissue_parts.items()}  # mm
+    peak = {"girth": max(abs(TISSUE_RANGES["girth"][0]) + abs(TISSUE_RANGES["taper"][0]), TISSUE_RANGES["girth"][1]),
+            "knuckle": TISSUE_RANGES["knuckle"][1], "pad": TISSUE_RANGES["pad"][1],
+            "thenar": TISSUE_RANGES["thenar"][1], "hypothenar": TISSUE_RANGES["hypothenar"][1],
+            "palm": TISSUE_RANGES["palm_palmar"][1] + TISSUE_RANGES["palm_dorsal"][1],
+            "nail": TISSUE_RANGES["nail"][1], "irregular": 3.5 * TISSUE_RANGES["irregular"][1]}
+    for key, values in parts.items():
+        assert np.abs(values).max() <= peak[key] * 1.05, (key, np.abs(values).max())
+    # the named bulges reach their drawn amplitude somewhere (they are not silently empty)
+    for key in ("pad", "thenar", "nail"):
+        assert parts[key].max() > 0.8 * np.min(subject.tissue_params[key]), key
+    total = subject.tissue * 1000
+    assert 2.0 < np.abs(total).max() < 9.0 and 0.4 < np.abs(total).mean() < 3.0
+    assert np.allclose(subject.verts, subject.verts_smooth + (subject.displacement + subject.tissue)[:, None]
+                       * vertex_normals_np(subject.verts_smooth, subject.faces))
+    for key, value in subject.pose_deformation.params.items():
+        lo, hi = POSE_RANGES[key]
+        assert np.all((np.asarray(value) >= lo) & (np.asarray(value) <= hi)), key
+    # same generators, same subject
+    again = synthetic.make_subject(hand, np.random.default_rng(3), levels=1, surface="v2",
+                                   tissue_rng=np.random.default_rng(4))
+    assert np.array_equal(again.verts, subject.verts)
+    v1 = synthetic.make_subject(hand, np.random.default_rng(3), levels=1)
+    assert np.array_equal(v1.albedo, subject.albedo) and np.array_equal(v1.displacement, subject.displacement)
+
+
+def test_pose_deformation_zero_at_rest_and_grows_with_flexion():
+    from utils.geometry.mano import HandModel, default_hand_model_path
+
+    hand = HandModel.from_file(default_hand_model_path("right"))
+    subject = synthetic.make_subject(hand, np.random.default_rng(5), levels=1, surface="v2",
+                                     tissue_rng=np.random.default_rng(6))
+    deform = subject.pose_deformation
+    assert np.abs(deform.offsets(np.zeros((1, 16, 3)))).max() == 0.0
+    # extension and spread leave it at zero: only flexion (and opposition) activate it
+    spread = np.zeros((1, 16, 3))
+    spread[0, 2] = -0.5 * subject.frame.flex_axis[2]
+    spread[0, 4] = 0.3 * subject.frame.spread_axis[4]
+    assert np.abs(deform.offsets(spread)).max() == 0.0
+    frame = subject.frame
+    angles = np.radians([0, 20, 45, 70, 95])
+    full = np.zeros((len(angles), 16, 3))
+    full[:, 2] = angles[:, None] * frame.flex_axis[2]  # index PIP
+    off = deform.offsets(full) * 1000  # (5, N) mm
+    near = np.linalg.norm(subject.verts_smooth - frame.joints[2], axis=1) < 0.012
+    dorsal = near & (vertex_normals_np(subject.verts_smooth, subject.faces) @ frame.palmar[2] < -0.5)
+    bulge = off[:, dorsal].max(1)
+    assert bulge[0] == 0 and np.all(np.diff(bulge) > 0), bulge
+    assert 0.5 < bulge[-1] < 2.5  # mm at 95 degrees: A_d (1-2 mm) x (1 - cos 95 deg)
+    assert np.abs(off[:, ~(np.linalg.norm(subject.verts_smooth - frame.joints[2], axis=1) < 0.03)]).max() < 1e-6
+    # thenar bulge with thumb opposition
+    axis = deform.opposition_axis
+    opp = np.zeros((3, 16, 3))
+    opp[:, 13] = np.radians([0, 25, 45])[:, None] * axis
+    t = (deform.offsets(opp) * 1000).max(1)
+    assert t[0] == 0 and t[1] < t[2] and 1.0 < t[2] < 3.5
+    # posing: the rest pose (pose = -pose_mean) gives the canonical surface, flexion moves the GT
+    rest = -hand.pose_mean[None].float()
+    gt = synthetic.pose_subject(hand, subject, rest, torch.zeros(1, 3), levels=1)
+    v1 = synthetic.pose_subject(hand, synthetic.make_subject(hand, np.random.default_rng(5), levels=1), rest,
+                                torch.zeros(1, 3), levels=1)
+    assert torch.allclose(gt - v1, torch.as_tensor(subject.verts - subject.verts_smooth
+                                                   - subject.displacement[:, None]
+                                                   * vertex_normals_np(subject.verts_smooth, subject.faces),
+                                                   dtype=torch.float32)[None], atol=1e-6)
 
 
 def test_crops_masks_and_normals(capture):

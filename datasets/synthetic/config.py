@@ -39,6 +39,14 @@ class SyntheticConfig:
         hand_side: ``right`` (SRHand's data) or ``left``.
         mano_dir: folder with ``MANO_{RIGHT,LEFT}.pkl`` (None: the shipped procedural hand).
         save_gt_normals: also write camera-space GT normal maps (PNG, ``(n + 1) / 2``).
+        surface: ``v2`` (soft tissue + pose-dependent deformation, :mod:`datasets.synthetic.tissue`) or
+            ``mano`` (the v1 truth: the subject's MANO mesh, subdivided, plus the detail).
+        annotation: ``fit`` (MANO parameters fitted to noisy keypoints of the truth,
+            :mod:`datasets.synthetic.annotate`) or ``exact`` (the parameters that posed the subject).
+        annotation_noise_mm: keypoint noise (standard deviation per coordinate, mm) of ``fit``.
+        p2p_frames: frames per sequence (evenly spaced) on which the metadata's input-MANO P2P is
+            measured (0: none).
+        p2p_samples: surface samples per mesh of that P2P (``utils.metrics.geometry.p2p_mm``).
     """
 
     seed: int = 0
@@ -54,6 +62,11 @@ class SyntheticConfig:
     hand_side: str = "right"
     mano_dir: str | None = None
     save_gt_normals: bool = False
+    surface: str = "v2"
+    annotation: str = "fit"
+    annotation_noise_mm: float = 3.0
+    p2p_frames: int = 6
+    p2p_samples: int = 2000
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "SyntheticConfig":
@@ -70,9 +83,16 @@ class SyntheticConfig:
             raise ValueError(f"num_subjects must be >= 3 (train, val, reconstruction), got {self.num_subjects}")
         if self.hand_side not in ("right", "left"):
             raise ValueError(f"hand_side must be 'right' or 'left', got {self.hand_side!r}")
-        for key in ("num_views", "num_frames", "supersample"):
+        for key in ("num_views", "num_frames", "supersample", "p2p_samples"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.surface not in ("v2", "mano"):
+            raise ValueError(f"surface must be 'v2' or 'mano', got {self.surface!r}")
+        if self.annotation not in ("fit", "exact"):
+            raise ValueError(f"annotation must be 'fit' or 'exact', got {self.annotation!r}")
+        if not (self.annotation_noise_mm >= 0 and self.p2p_frames >= 0):
+            raise ValueError(f"annotation_noise_mm and p2p_frames must be >= 0, got {self.annotation_noise_mm} "
+                             f"and {self.p2p_frames}")
 
     def subject_plan(self) -> list:
         """``[(split, capture, role)]`` per subject index: reconstruction first, then val, then train."""

@@ -19,6 +19,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from datasets.synthetic.annotate import annotate, input_mano_error, split_summary, true_keypoints
 from datasets.synthetic.config import RECON_SEQUENCE, SR_SEQUENCE, SyntheticConfig
 from datasets.synthetic.motion import make_articulation
 from datasets.synthetic.posing import pose_subject
@@ -41,16 +42,29 @@ def _interhand_joints(joints16, verts778, tip_vertex):
     return np.stack(out)
 
 
+def _interhand_keypoints(keypoints21):
+    """(21, 3) InterHand order from ``hand_joints`` order (16 MANO joints, then the tips thumb..pinky)."""
+    from datasets.interhand import INTERHAND_FROM_MANO
+
+    return np.stack([keypoints21[16 + e[1]] if isinstance(e, tuple) else keypoints21[e] for e in INTERHAND_FROM_MANO])
+
+
 def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite: bool = False,
              log=print) -> dict:
     """Generate every subject and sequence of ``config`` under ``out_dir``; returns the metadata dict.
 
     Writes ``images/``, ``annotations/``, ``gt_meshes/``, ``gt_masks/`` and ``synthetic_meta.json``.
     Refuses a non-empty ``out_dir`` unless ``overwrite`` (files are then replaced, nothing deleted).
+
+    Each subject draws from three streams of its ``SeedSequence``: the v1 stream (subject, detail,
+    articulation, cameras, lighting: unchanged by the v2 options, so ``surface="mano"`` with
+    ``annotation="exact"`` writes the v1 data), and two children: soft tissue / pose deformation, and
+    the annotation noise.
     """
     from datasets.interhand import InterHandWriter, gt_mesh_path
-    from utils.geometry.mano import HandModel, resolve_hand_model_path
+    from utils.geometry.mano import MANO_FINGERTIP_VERTEX_IDS, HandModel, resolve_hand_model_path
     from utils.image_io import write_image
+    from utils.metrics.geometry import mpjpe_mm
     from utils.render import get_renderer
 
     out_dir = os.fspath(out_dir)
@@ -68,11 +82,14 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
     writers = {}
     meta = {"generator": "datasets.synthetic", "config": asdict(config), "hand_model": mano_file,
             "subjects": [], "num_images": 0}
+    accuracy = {}  # split -> ([input_mano_error results], [per-frame MPJPE])
     plan = config.subject_plan()
     bar = _progress(sum(_num_renders(config, role) for _, _, role in plan), progress)
     for index, (split, capture, role) in enumerate(plan):
         rng = np.random.default_rng(seeds[index])
-        subject = make_subject(hand, rng, index=index, levels=config.subdivision_levels)
+        tissue_seed, annotation_seed = seeds[index].spawn(2)  # children: the v1 stream ``rng`` is unchanged
+        subject = make_subject(hand, rng, index=index, levels=config.subdivision_levels, surface=config.surface,
+                               tissue_rng=np.random.default_rng(tissue_seed))
         recon = role == "reconstruction"
         seq_name = RECON_SEQUENCE if recon else SR_SEQUENCE
         num_frames = 2 * config.num_frames if recon else config.num_frames
@@ -97,6 +114,28 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
         sh = make_sh_lighting(rng, len(names))
         frame_ids = [10000 + 6 * k for k in range(num_frames)]
 
+        # The annotation: fitted to noisy keypoints of the truth (as InterHand's), or the exact parameters.
+        keypoints = true_keypoints(joints, detailed)
+        if config.annotation == "fit":
+            ann = annotate(hand, keypoints, np.random.default_rng(annotation_seed), config.annotation_noise_mm)
+            ann_pose, ann_trans = ann["pose"], ann["trans"]
+            ann_shape = np.repeat(ann["shape"][None], num_frames, 0)
+            ann_coarse, ann_joints = ann["verts"], ann["joints"]
+            joint_3d = [_interhand_keypoints(kp) for kp in ann["noisy_keypoints"].numpy()]
+        else:
+            ann, ann_pose, ann_shape, ann_trans, ann_coarse = None, pose, shape, trans, coarse
+            ann_joints = torch.cat([joints, coarse[:, list(MANO_FINGERTIP_VERTEX_IDS.values())]], dim=1)
+            joint_3d = [_interhand_joints(joints[k].numpy(), coarse[k].numpy(), subject.frame.tip_vertex)
+                        for k in range(num_frames)]
+        mpjpe = mpjpe_mm(ann_joints, keypoints).tolist()
+        error = None
+        if config.p2p_frames > 0:
+            measured = np.unique(np.linspace(0, num_frames - 1, min(config.p2p_frames, num_frames)).round().astype(int))
+            error = input_mano_error(ann_coarse, hand.faces, detailed, subject.faces, measured, config.p2p_samples)
+            entries, mpjpes = accuracy.setdefault(split, ([], []))
+            entries.append(error)
+            mpjpes.extend(mpjpe)
+
         writer = writers.setdefault(split, InterHandWriter(out_dir, split))
         for v, name in enumerate(names):
             writer.add_camera(capture, name, K[v], R[v], t[v])
@@ -106,11 +145,10 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
         sh_t = torch.as_tensor(sh, dtype=torch.float32)
         faces_t = torch.as_tensor(subject.faces, dtype=torch.long)
         albedo_t = torch.as_tensor(subject.albedo, dtype=torch.float32)
-        bbox_uv, _ = _project_np(coarse.numpy(), K, R, t)
+        bbox_uv, _ = _project_np(ann_coarse.numpy(), K, R, t)
         for k, frame_id in enumerate(frame_ids):
-            writer.add_mano(capture, frame_id, side, pose[k], shape[k], trans[k])
-            writer.add_joints(capture, frame_id, side,
-                              _interhand_joints(joints[k].numpy(), coarse[k].numpy(), subject.frame.tip_vertex))
+            writer.add_mano(capture, frame_id, side, ann_pose[k], ann_shape[k], ann_trans[k])
+            writer.add_joints(capture, frame_id, side, joint_3d[k])
             with torch.no_grad():
                 rendered = render_views(detailed[k], faces_t, albedo_t, K_t, R_t, t_t, (H, W), sh_t,
                                         supersample=config.supersample, with_normals=config.save_gt_normals,
@@ -140,30 +178,63 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
                  verts_canonical_smooth=subject.verts_smooth.astype(np.float32),
                  albedo=subject.albedo.astype(np.float32), displacement=subject.displacement.astype(np.float32),
                  weights=subject.weights.astype(np.float32), betas=subject.betas.astype(np.float32),
-                 mano_pose=pose.astype(np.float32), mano_shape=shape.astype(np.float32),
-                 mano_trans=trans.astype(np.float32), tip_vertex=subject.frame.tip_vertex,
-                 **{f"label_{k}": v.astype(np.float16) for k, v in subject.labels.items()})
+                 mano_pose=ann_pose.astype(np.float32), mano_shape=ann_shape.astype(np.float32),
+                 mano_trans=ann_trans.astype(np.float32), tip_vertex=subject.frame.tip_vertex,
+                 **{f"label_{k}": v.astype(np.float16) for k, v in subject.labels.items()},
+                 **_truth_arrays(config, subject, pose, shape, trans, keypoints))
         entry = {"index": index, "role": role, "split": split, "capture": capture, "sequence": seq_name,
                  "hand_side": side, "betas": subject.betas.tolist(), "skin_rgb": subject.skin_rgb.tolist(),
                  "frame_ids": frame_ids, "cameras": names, "K": K.tolist(), "R": R.tolist(), "t": t.tolist(),
                  "sh_coeffs": sh.tolist(),
-                 "gt_meshes": os.path.relpath(gt_path, out_dir), "signals": signals}
+                 "gt_meshes": os.path.relpath(gt_path, out_dir), "signals": signals,
+                 "surface": config.surface, "annotation": _annotation_entry(config, ann, error, mpjpe)}
+        if subject.tissue_params is not None:
+            entry["tissue_mm"] = subject.tissue_params
+            entry["pose_deformation_mm"] = subject.pose_deformation.params
         if recon:
             entry["fit_frame_ids"] = frame_ids[::2]
             entry["heldout_frame_ids"] = frame_ids[1::2]
             entry["fit_cameras"] = names[: config.num_views]
             entry["heldout_cameras"] = names[config.num_views:]
         meta["subjects"].append(entry)
-        log(f"[synthetic] {split}/{capture}/{seq_name}: {role}, {num_frames} frames x {len(names)} views "
-            f"({time.time() - t_start:.1f} s)")
+        p2p_note = "" if error is None else f", input MANO P2P {np.mean(error['p2p_mm']):.2f} mm"
+        log(f"[synthetic] {split}/{capture}/{seq_name}: {role}, {num_frames} frames x {len(names)} views, "
+            f"annotation {config.annotation}: MPJPE {np.mean(mpjpe):.2f} mm{p2p_note} ({time.time() - t_start:.1f} s)")
     bar.close()
     for writer in writers.values():
         writer.write()
+    for split, (entries, mpjpes) in accuracy.items():
+        meta[split] = split_summary(entries, mpjpes)
     meta["seconds"] = round(time.time() - t_start, 2)
     meta["bytes"] = _disk_usage(out_dir)
     with open(os.path.join(out_dir, "synthetic_meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
     return meta
+
+
+def _truth_arrays(config, subject, pose, shape, trans, keypoints) -> dict:
+    """The npz arrays beside the annotation: the parameters that posed the subject, its keypoints, its tissue."""
+    out = {"true_mano_pose": pose.astype(np.float32), "true_mano_shape": shape.astype(np.float32),
+           "true_mano_trans": trans.astype(np.float32), "true_keypoints": keypoints.numpy().astype(np.float32),
+           "surface": np.asarray(config.surface), "annotation": np.asarray(config.annotation)}
+    if subject.tissue is not None:
+        out["tissue"] = subject.tissue.astype(np.float32)
+    return out
+
+
+def _annotation_entry(config, ann, error, mpjpe) -> dict:
+    """The subject's annotation record in ``synthetic_meta.json``."""
+    entry = {"mode": config.annotation, "mpjpe_mm": round(float(np.mean(mpjpe)), 4)}
+    if error is not None:
+        entry.update(p2p_frames=error["frames"], input_mano_p2p_mm=[round(v, 4) for v in error["p2p_mm"]],
+                     input_mano_p2p_p90_mm=round(float(np.percentile(error["distances_mm"], 90)), 4))
+    if ann is not None:
+        report = ann["report"]
+        entry.update(noise_mm=config.annotation_noise_mm, fitted_betas=np.round(ann["shape"], 4).tolist(),
+                     fit={"iterations": report["iterations"], "converged": report["converged"],
+                          "seconds": round(report["time_s"], 2),
+                          "keypoint_residual_mm": round(report["residual_mm"]["joints_mean"], 4)})
+    return entry
 
 
 def _num_renders(config: SyntheticConfig, role: str) -> int:

@@ -2,8 +2,10 @@
 
 :func:`make_subject` shapes the hand model's template with random betas, Loop-subdivides it
 (carrying the skinning weights), derives the :class:`~datasets.synthetic.skeleton.HandFrame` and
-adds the surface detail of :mod:`datasets.synthetic.detail`. Everything here is canonical (rest
-pose, flat hand); posing lives in :mod:`datasets.synthetic.posing`.
+adds the surface detail of :mod:`datasets.synthetic.detail`. With ``surface="v2"`` (the default)
+the subject also gets the soft tissue and pose-dependent deformation of
+:mod:`datasets.synthetic.tissue`, drawn from a separate generator so that every v1 draw is unchanged.
+Everything here is canonical (rest pose, flat hand); posing lives in :mod:`datasets.synthetic.posing`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import torch
 from datasets.synthetic._np import vertex_normals_np, vertex_spacing
 from datasets.synthetic.detail import compose_surface, detail_fields, skin_tone
 from datasets.synthetic.skeleton import HandFrame, hand_frame
+from datasets.synthetic.tissue import PoseDeformation, pose_deformation, soft_tissue
+
+SURFACES = ("v2", "mano")
 
 
 @dataclass
@@ -27,6 +32,12 @@ class Subject:
     skinning weights, ``albedo (N,3)`` RGB in [0,1], ``displacement (N,)`` metres along the normal,
     ``labels``: per-vertex detail fields in [0,1] (``crease``, ``knuckle``, ``palm_lines``, ``nail``,
     ``freckles``), ``skin_rgb`` the base tone.
+
+    Surface ``v2`` only (None for ``mano``): ``tissue (N,)`` metres of static soft tissue along the
+    smooth normal (included in ``verts``), ``tissue_parts`` its components, ``tissue_params`` the
+    drawn amplitudes (mm), ``pose_deformation`` the pose-dependent fields
+    (:class:`~datasets.synthetic.tissue.PoseDeformation`) that :func:`~datasets.synthetic.posing.pose_subject`
+    applies.
     """
 
     index: int
@@ -43,10 +54,23 @@ class Subject:
     frame: HandFrame
     side: str
     info: dict = field(default_factory=dict)
+    surface: str = "mano"
+    tissue: np.ndarray | None = None
+    tissue_parts: dict | None = None
+    tissue_params: dict | None = None
+    pose_deformation: PoseDeformation | None = None
 
 
-def make_subject(hand_model, rng: np.random.Generator, index: int = 0, levels: int = 3) -> Subject:
-    """Draw a subject: shape, skin tone, and the detailed canonical surface on the subdivided mesh."""
+def make_subject(hand_model, rng: np.random.Generator, index: int = 0, levels: int = 3, surface: str = "mano",
+                 tissue_rng: np.random.Generator | None = None) -> Subject:
+    """Draw a subject: shape, skin tone, and the detailed canonical surface on the subdivided mesh.
+
+    ``surface="mano"``: the shaped MANO template, subdivided, plus the detail (the v1 subjects).
+    ``surface="v2"``: plus soft tissue and pose-dependent fields, drawn from ``tissue_rng`` (default: a
+    generator seeded from ``rng`` after the v1 draws).
+    """
+    if surface not in SURFACES:
+        raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")
     from utils.geometry.mesh import loop_subdivide
 
     side = hand_model.side if hasattr(hand_model, "side") else "right"
@@ -70,6 +94,15 @@ def make_subject(hand_model, rng: np.random.Generator, index: int = 0, levels: i
     skin = skin_tone(rng)
     albedo, disp = compose_surface(rng, v_sub, normals, fields, skin, frame)
     verts = v_sub + disp[:, None] * normals
-    return Subject(index=index, betas=betas, skin_rgb=skin, verts_coarse=v_shaped, verts_smooth=v_sub,
-                   verts=verts, faces=f_sub, weights=w_sub, albedo=albedo, displacement=disp,
-                   labels=fields, frame=frame, side=side)
+    subject = Subject(index=index, betas=betas, skin_rgb=skin, verts_coarse=v_shaped, verts_smooth=v_sub,
+                      verts=verts, faces=f_sub, weights=w_sub, albedo=albedo, displacement=disp,
+                      labels=fields, frame=frame, side=side)
+    if surface == "v2":
+        if tissue_rng is None:
+            tissue_rng = np.random.default_rng(rng.integers(2 ** 63))
+        tissue, parts, params = soft_tissue(tissue_rng, v_sub, normals, w_sub, frame, fields["nail"])
+        subject.surface = surface
+        subject.verts = v_sub + (disp + tissue)[:, None] * normals
+        subject.tissue, subject.tissue_parts, subject.tissue_params = tissue, parts, params
+        subject.pose_deformation = pose_deformation(tissue_rng, v_sub, normals, w_sub, frame)
+    return subject
