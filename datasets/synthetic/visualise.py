@@ -1,5 +1,6 @@
-"""The ``--save_vis`` picture: the reconstruction sequence as the reader sees it, plus close-ups of
-the ground-truth mesh (palm, back, index fingertip) rendered with the subject's albedo."""
+"""The ``--save_vis`` picture: the reconstruction sequence as the reader sees it, close-ups of the
+ground-truth mesh (palm, back, index fingertip) rendered with the subject's albedo, and the truth
+beside the annotated MANO mesh (tinted by its distance to the truth)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def save_visualisation(data_path, path, hr_size: int = 128, num_views: int = 4, 
 
     Rows: HR crops (``num_views`` views x ``num_frames`` frames), their MANO masks over the crop,
     camera-space MANO normal maps; last row: close-ups of the GT mesh (palm, back, fingertips)
-    rendered at 256x256 with the subject's albedo.
+    rendered at 256x256 with the subject's albedo, then the truth and the annotated MANO mesh of the
+    first frame side by side (grey; MANO tinted red where it is up to 5 mm off the truth).
     """
     from datasets.interhand import read_interhand_sequence
     from utils.image_io import make_grid, write_image
@@ -38,14 +40,48 @@ def save_visualisation(data_path, path, hr_size: int = 128, num_views: int = 4, 
             masks.append(img * (0.35 + 0.65 * m) + (1 - m) * np.array([0.0, 0.0, 0.25]))
             normals.append((0.5 * (s["normal_map"].permute(1, 2, 0).numpy() + 1.0)) * m)
     n = len(crops)
-    close = _closeups(data_path, size=hr_size * 2)
+    close = _closeups(data_path, size=hr_size * 2) + _truth_vs_annotation(seq, size=hr_size * 2)
     up = lambda im: np.kron(im, np.ones((2, 2, 1)))  # noqa: E731
     tiles = [up(c) for c in crops] + [up(c) for c in masks] + [up(c) for c in normals] + close
     labels = ([f"f{seq.frame_ids[f]} {seq.cameras.names[v]}" for f in frames for v in views]
-              + ["MANO mask"] * n + ["MANO normals (cam)"] * n + ["GT close-up"] * len(close))
+              + ["MANO mask"] * n + ["MANO normals (cam)"] * n + ["GT close-up"] * (len(close) - 2)
+              + ["truth", "annotated MANO (red: 5 mm off)"])
     grid = make_grid(tiles, labels=labels, ncols=n)
     write_image(path, grid)
     return os.fspath(path)
+
+
+def _truth_vs_annotation(seq, size=256, frame_index=0):
+    """The true surface and the annotated MANO mesh of one frame, side by side, from the first camera.
+
+    Both grey and headlit; the MANO mesh is tinted red by its vertices' distance to the truth (full red
+    at 5 mm), so where the annotation misses the truth shows.
+    """
+    from utils.geometry.camera import look_at
+    from utils.metrics.geometry import point_to_surface_distance
+
+    gt_verts, gt_faces = seq.gt_mesh(frame_index)
+    mano_verts, _ = seq.mano_forward()
+    mano_verts, mano_faces = mano_verts[frame_index].float(), seq.faces
+    dist = point_to_surface_distance(mano_verts.double(), gt_verts.double(), gt_faces).float()
+    red = (dist / 0.005).clamp(0, 1)[:, None]
+    grey = torch.tensor([0.7, 0.7, 0.7])
+    mano_albedo = grey * (1 - red) + torch.tensor([0.9, 0.15, 0.1]) * red
+    centre = gt_verts.mean(0)
+    cam_centre = -seq.cameras.R[0].T @ seq.cameras.t[0]
+    d = torch.nn.functional.normalize(cam_centre - centre, dim=0)
+    eye = centre + 0.45 * d
+    up = [0.0, -1.0, 0.0] if abs(float(d[1])) < 0.9 else [0.0, 0.0, 1.0]
+    R, t = look_at(eye.tolist(), centre.tolist(), up)
+    K = torch.tensor([[1.6 * size, 0, size / 2], [0, 1.6 * size, size / 2], [0, 0, 1.0]])
+    light = torch.as_tensor(to_sh_convention(directional_sh(0.55, 0.45, d.numpy())[None]), dtype=torch.float32)
+    out = []
+    for verts, faces, albedo in ((gt_verts, gt_faces, grey.expand(len(gt_verts), 3)),
+                                 (mano_verts, mano_faces, mano_albedo)):
+        img = render_views(verts, faces, albedo.contiguous(), K[None], R[None], t[None], (size, size), light,
+                           supersample=2)["image"][0]
+        out.append(img.numpy())
+    return out
 
 
 def _closeups(data_path, size=256, renderer=None):
