@@ -84,6 +84,7 @@ class SRHandTrainer(SequenceMixin, ModelsMixin, PhasesMixin, FinetuneMixin, Stat
         self._renderer = None
         self._epochs_this_run = 0
         self.mano_noise_mpjpe: dict[int, float] = {}  # frame id -> MPJPE (mm) of the perturbed parameters
+
     def train(self) -> dict:
         """Run (or continue) the phases until the end or ``stop_after_epochs``. Returns timings."""
         start, cpu_start = time.time(), time.process_time()
@@ -105,5 +106,6 @@ class SRHandTrainer(SequenceMixin, ModelsMixin, PhasesMixin, FinetuneMixin, Stat
         if self.run_dir.is_dir():
             (self.run_dir / "timing.json").write_text(json.dumps(summary, indent=2))
         return summary
+
     def timing_summary(self) -> dict:
         return {k: float(np.mean(v)) for k, v in self.timing.items() if v}
