@@ -22,7 +22,12 @@ Every main.py row runs with seeds 0, 1, 2 and every SR row with seeds 0, 1 (mean
     python scripts/benchmark.py --sections sr speed    # a subset
     python scripts/benchmark.py --scale paper --jobs 1 # paper scale (GPU), to benchmarks/results_paper.*
 
-Runs reuse an existing run folder under ``--work`` unless ``--fresh``.
+Every finished run's metrics.json (trimmed) is committed under ``benchmarks/runs/`` (``utils.runstore``),
+keyed by its entry script, resolved config (machine-specific paths normalised away), seed, scale, input
+checkpoints and data generator settings, with the code revision that produced it. A run already in the
+store is not run again (``--fresh`` re-runs and overwrites), so an interrupted benchmark resumes on any
+machine from the committed entries, and every table says which revisions its runs come from.
+``docs/benchmark_protocol.md`` has the protocol, the claims' verdict rule and the medium scale's budget.
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from utils import claims as claims_lib  # noqa: E402
+from utils import runstore  # noqa: E402
+
 SR_SCALES = ("x4", "x8", "x12.8", "x16")
 
 
@@ -80,18 +90,136 @@ def git_rev() -> str:
         return "unknown"
 
 
+# ---------------------------------------------------------------------------------------------- run store
+SCHEMA_OF = {"main_giif.py": "giif", "main_disc.py": "disc", "main.py": "srhand"}
+CHECKPOINT_INPUTS = ("giif_model", "disc_model")  # config keys naming an input checkpoint
+
+
+def resolved_config(cmd: list[str]) -> dict:
+    """The config ``cmd`` runs with (its ``--conf`` and ``--set`` through the entry's schema), as a dict."""
+    from utils.config import conf_to_dict, load_config
+
+    sets = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--set"]
+    conf = load_config(REPO / cmd[cmd.index("--conf") + 1], sets, schema=SCHEMA_OF[Path(cmd[1]).name])
+    return conf_to_dict(conf)
+
+
+def job_key(args, cmd: list[str], seed: int, refs: dict) -> dict:
+    """The run-store key of ``cmd`` (``utils.runstore``). Input checkpoints are named by ``refs``
+    (checkpoint path -> ``run:<key hash>`` of the benchmark run that writes it), else by their content."""
+    if not hasattr(args, "_data_settings"):
+        args._data_settings = runstore.data_settings(args.data)
+    config = resolved_config(cmd)
+    paths = {key: config.get(key) for key in CHECKPOINT_INPUTS if config.get(key)}
+    if "--model_path" in cmd:
+        paths["model_path"] = cmd[cmd.index("--model_path") + 1]
+    inputs = {name: refs.get(str(path)) or runstore.file_ref(path) for name, path in paths.items()}
+    return runstore.make_key(Path(cmd[1]).name, config, seed, args.scale, args._data_settings, inputs)
+
+
+def output_refs(run_dir: Path, key: dict) -> dict:
+    """Checkpoint paths a run writes -> ``run:<its key hash>``."""
+    ref = "run:" + runstore.key_hash(key)[:16]
+    return {str(run_dir / name): ref for name in ("giif.pth", "disc.pth")}
+
+
+def execute(args, work: Path, kind: str, jobs: list[tuple], keys: list[dict], parallel: int = 1,
+            upstream: dict | None = None) -> tuple[dict, dict]:
+    """Run the jobs whose key is not in the run store (all with ``--fresh``), ``parallel`` at a time with
+    ``cpu_count // parallel`` threads each, and store every finished run as it finishes.
+
+    Args:
+        jobs: ``(row, seed, run folder, command)`` in dependency order; keys: their run-store keys.
+        upstream: checkpoint path -> index of the job writing it, for jobs that feed later ones: a stored
+            job is re-run when a job to run needs its checkpoint and the file is not on this machine.
+
+    Returns:
+        ``({run folder name: stored entry}, {run folder name: seconds of the runs executed})``.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    store = runstore.RunStore(args.store)
+    entries = {} if args.fresh else {j[2].name: store.get(kind, j[0], k) for j, k in zip(jobs, keys)}
+    todo = {i for i, j in enumerate(jobs) if not entries.get(j[2].name)}
+    for i in sorted(todo, reverse=True):  # a job to run needs its input checkpoints on disk
+        for arg in jobs[i][3]:
+            path = arg.split("=", 1)[-1]
+            source = (upstream or {}).get(path)
+            if source is not None and not Path(path).is_file() and source not in todo:
+                print(f"[benchmark] {jobs[source][2].name}: stored, but {path} is not on this machine: re-running it")
+                todo.add(source)
+    reused = [jobs[i] for i in range(len(jobs)) if i not in todo]
+    if reused:
+        print(f"[benchmark] {kind}: {len(reused)} run(s) reused from {args.store}: "
+              + ", ".join(f"{j[2].name} ({runstore.revision_label(entries[j[2].name])})" for j in reused), flush=True)
+    for i in sorted(todo):
+        others = store.others(kind, jobs[i][0], keys[i])
+        if others and not args.fresh:
+            print(f"[benchmark] {jobs[i][2].name}: {len(others)} stored run(s) of this row and seed have another key "
+                  f"(config, data, inputs or scale changed); not used: {', '.join(p.name for p in others)}")
+    threads = max(1, (os.cpu_count() or 1) // max(1, parallel))
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cpu = machine().get("cpu_model")
+    seconds = {}
+    print(f"[benchmark] {kind}: {len(todo)} run(s) to do, {parallel} at a time", flush=True)
+
+    def one(i: int) -> tuple[int, float, tuple]:
+        row, _, run_dir, cmd = jobs[i]
+        revision = runstore.git_revision(REPO)  # the code the run starts from
+        took = run(cmd, work / "logs" / f"{kind}_{run_dir.name}.log", env)
+        return i, took, revision
+
+    # Jobs that feed others run first, in order; the rest in parallel.
+    feeders = sorted(i for i in todo if upstream and i in set(upstream.values()))
+    batches = [[i] for i in feeders] + [sorted(todo - set(feeders))]
+    for batch in batches:
+        with ThreadPoolExecutor(max(1, parallel)) as pool:
+            for future in as_completed([pool.submit(one, i) for i in batch]):
+                i, took, (rev, dirty) = future.result()
+                row, seed, run_dir, _ = jobs[i]
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                path = store.put(kind, row, keys[i], metrics, rev, dirty, seconds=took, threads=threads, machine=cpu)
+                entries[run_dir.name] = json.loads(path.read_text())
+                seconds[run_dir.name] = took
+                print(f"[benchmark] {run_dir.name}: {took:.0f} s, stored as {path.relative_to(args.store)}", flush=True)
+    return entries, seconds
+
+
+def store_summary(entries, executed: dict) -> dict:
+    """Revision mix and counts of the stored entries a table reads."""
+    entries = list(entries)
+    return {"revisions": runstore.revision_mix(entries), "runs": len(entries), "executed": len(executed)}
+
+
+def provenance_line(result: dict) -> str:
+    """"N of M runs executed now, the others from the run store; revisions: ..." (empty for old results)."""
+    if "revisions" not in result:
+        return ""
+    mix = [tuple(item) for item in result["revisions"]]
+    return (f"{result.get('executed', 0)} of the {result.get('runs', 0)} runs were executed by this command, the "
+            f"others read from the run store (`benchmarks/runs/`; `--fresh` re-runs all). Runs by code revision: "
+            f"{runstore.format_revision_mix(mix)}.")
+
+
 # ---------------------------------------------------------------------------------------------- SR
 # Configs per scale: CPU-sized (the committed tables) and the paper's sizes on the paper-preset data.
 CONFS = {
     "cpu": {"giif": "conf/synthetic/giif.conf", "liif": "conf/synthetic/liif.conf",
             "disc": "conf/synthetic/disc.conf", "srhand": "conf/synthetic/srhand.conf"},
+    "medium": {"giif": "conf/synthetic/medium/giif.conf", "liif": "conf/synthetic/medium/liif.conf",
+               "disc": "conf/synthetic/medium/disc.conf", "srhand": "conf/synthetic/medium/srhand.conf"},
     "paper": {"giif": "conf/synthetic/paper/giif.conf", "liif": "conf/synthetic/paper/liif.conf",
               "disc": "conf/synthetic/paper/disc.conf", "srhand": "conf/synthetic/paper/srhand.conf"},
 }
 SCALE_DEFAULTS = {  # --data, --work, results file stem, SR steps, discriminator-stage steps (0 = the config's epochs)
     "cpu": ("data/synthetic", "outputs/benchmark", "results", 324, 108),
+    "medium": ("data/synthetic_medium", "outputs/benchmark_medium", "results_medium", 0, 0),
     "paper": ("data/synthetic_paper", "outputs/benchmark_paper", "results_paper", 0, 0),
 }
+# The medium scale's captures (docs/benchmark_protocol.md): the paper preset's 256 px crops and x16, fewer
+# views, frames and subjects.
+MEDIUM_DATA_COMMAND = ("python scripts/make_synthetic.py --preset paper --raw-size 384 256 --num-views 12 "
+                       "--num-frames 12 --num-subjects 6 --out data/synthetic_medium")
 
 
 def _steps_sets(steps: int) -> list[str]:
@@ -122,13 +250,20 @@ def sr_jobs(args, work: Path) -> list[tuple[str, int, Path, list[str]]]:
     return jobs
 
 
+def sr_plan(args, work: Path) -> tuple[list[tuple], list[dict], dict]:
+    """The SR jobs, their run-store keys and ``{checkpoint path: run:<key hash>}`` of their outputs."""
+    jobs, keys, refs = sr_jobs(args, work), [], {}
+    for name, seed, run_dir, cmd in jobs:
+        keys.append(job_key(args, cmd, seed, refs))
+        refs.update(output_refs(run_dir, keys[-1]))
+    return jobs, keys, refs
+
+
 def section_sr(args, work: Path) -> dict:
-    jobs = sr_jobs(args, work)
-    timings = {}
-    for _, _, run_dir, cmd in jobs:
-        if not (run_dir / "metrics.json").is_file():  # --fresh empties --work first
-            timings[run_dir.name] = run(cmd, work / "logs" / f"{run_dir.name}.log")
-    reports = {(name, seed): json.loads((run_dir / "metrics.json").read_text()) for name, seed, run_dir, _ in jobs}
+    jobs, keys, _ = sr_plan(args, work)
+    upstream = {str(j[2] / "giif.pth"): i for i, j in enumerate(jobs)}
+    entries, timings = execute(args, work, "sr", jobs, keys, parallel=1, upstream=upstream)
+    reports = {(name, seed): entries[run_dir.name]["metrics"] for name, seed, run_dir, _ in jobs}
     steps = f"{args.steps} steps" if args.steps > 0 else "the config's epochs"
     both = f"{args.steps} + {args.disc_steps} steps" if args.steps > 0 else "both stages' epochs"
     sources = {  # row -> (run, method in its metrics.json)
@@ -150,8 +285,9 @@ def section_sr(args, work: Path) -> dict:
             stds[label][scale] = {m: std for m, (_, std) in stats.items()}
     first = reports[("giif", args.sr_seeds[0])]
     return {"rows": rows, "std": stds, "per_seed": per_seed, "seeds": list(args.sr_seeds),
+            "row_keys": {label: f"{name}:{method}" for label, (name, method) in sources.items()},
             "perceptual": first["perceptual"], "num_images": first["num_images"],
-            "degradation": first["degradation"], "seconds": timings}
+            "degradation": first["degradation"], "seconds": timings, **store_summary(entries.values(), timings)}
 
 
 def sr_markdown(result: dict) -> list[str]:
@@ -161,7 +297,8 @@ def sr_markdown(result: dict) -> list[str]:
     spread = (f" Mean over seeds {', '.join(map(str, seeds))} (PSNR ± standard deviation)." if len(seeds) > 1
               else " One seed.")
     lines = [f"Masked metrics on the SR validation subjects ({result['num_images']} images, "
-             f"LR by `{result['degradation']}` downsampling; perceptual metric: {perc}).{spread}", ""]
+             f"LR by `{result['degradation']}` downsampling; perceptual metric: {perc}).{spread}"
+             + (" " + provenance_line(result) if provenance_line(result) else ""), ""]
     header = "| method | " + " | ".join(f"{s} PSNR / SSIM / {perc.split('-')[0]}" for s in SR_SCALES) + " |"
     lines += [header, "|---|" + "---|" * len(SR_SCALES)]
     for name, by_scale in result["rows"].items():
@@ -230,31 +367,27 @@ def srhand_jobs(args, work: Path, keys: list[str], check_models: bool = True) ->
     return jobs
 
 
-def run_jobs(jobs, work: Path, parallel: int) -> dict:
-    """Run the jobs whose run folder has no metrics.json yet (``--fresh`` empties ``--work`` first),
-    ``parallel`` at a time, each with ``cpu_count // parallel`` threads. Returns seconds per run folder."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    todo = [j for j in jobs if not (j[2] / "metrics.json").is_file()]
-    threads = str(max(1, (os.cpu_count() or 1) // max(1, parallel)))
-    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    print(f"[benchmark] {len(todo)} main.py run(s) to do, {parallel} at a time", flush=True)
-    with ThreadPoolExecutor(max(1, parallel)) as pool:
-        futures = {j[2].name: pool.submit(run, j[3], work / "logs" / f"srhand_{j[2].name}.log", env) for j in todo}
-        return {name: f.result() for name, f in futures.items()}
-
-
-def _row_metrics(run_dir: Path) -> dict:
-    m = json.loads((run_dir / "metrics.json").read_text())
+def _row_metrics(m: dict) -> dict:
+    """The table's metrics of one main.py ``metrics.json`` (``pp_*``: the paper's protocol, when present)."""
     pk = m.get("perceptual_key", "lpips")
     sr = (m.get("sr") or {}).get("all") or {}
     render = m["render"]["all"]
-    return {"sr_psnr": sr.get("psnr_masked"), "sr_perc": sr.get(f"{pk}_masked"),
-            "render_psnr": render["psnr_masked"], "render_perc": render[f"{pk}_masked"],
-            "p2p_mm": m["p2p_mm"], "p2p_mm_mano": m.get("p2p_mm_mano"),
-            "inconsistency": (m.get("inconsistency") or {}).get("sr"),
-            "mano_noise_mpjpe_mm": (m.get("mano_noise") or {}).get("mpjpe_mm"),
-            "perceptual": m.get("perceptual")}
+    row = {"sr_psnr": sr.get("psnr_masked"), "sr_perc": sr.get(f"{pk}_masked"),
+           "render_psnr": render["psnr_masked"], "render_perc": render[f"{pk}_masked"],
+           "p2p_mm": m["p2p_mm"], "p2p_mm_mano": m.get("p2p_mm_mano"),
+           "inconsistency": (m.get("inconsistency") or {}).get("sr"),
+           "mano_noise_mpjpe_mm": (m.get("mano_noise") or {}).get("mpjpe_mm"),
+           "perceptual": m.get("perceptual")}
+    paper = m.get("paper_protocol")
+    if paper:
+        p_render, p_sr = paper.get("render") or {}, paper.get("sr") or {}
+        row.update({"pp_sr_psnr": p_sr.get("psnr"), "pp_sr_ssim": p_sr.get("ssim"), "pp_sr_perc": p_sr.get(pk),
+                    "pp_render_psnr": p_render.get("psnr"), "pp_render_ssim": p_render.get("ssim"),
+                    "pp_render_perc": p_render.get(pk),
+                    "pp_inconsistency": paper.get("inconsistency_windowed"),
+                    "pp_p2p_mm": paper.get("p2p_truth_to_recon_mm"),
+                    "pp_p2p_mm_mano": paper.get("p2p_mano_truth_to_recon_mm")})
+    return row
 
 
 def _mean_std(values: list) -> tuple:
@@ -268,50 +401,102 @@ def _mean_std(values: list) -> tuple:
 
 def srhand_table(args, work: Path, table: str) -> dict:
     keys, labels = TABLES[table]
-    jobs = srhand_jobs(args, work, keys)
-    seconds = run_jobs(jobs, work, args.jobs)
+    jobs = srhand_jobs(args, work, keys, check_models=False)
+    _, _, refs = sr_plan(args, work)
+    run_keys = [job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
+    store = runstore.RunStore(args.store)
+    for (key, seed, run_dir, cmd), run_key in zip(jobs, run_keys):
+        if args.fresh or store.get("srhand", key, run_key) is None:
+            srhand_jobs(args, work, [key])  # a run to do: its checkpoint must be there (clear error if not)
+    entries, seconds = execute(args, work, "srhand", jobs, run_keys, parallel=args.jobs)
     rows = {}
     for key in keys:
-        runs = {seed: _row_metrics(work / "srhand" / f"{key}_s{seed}") for seed in args.seeds}
-        first = next(iter(runs.values()))
-        summary = {}
-        for metric in first:
-            if metric == "perceptual":
-                continue
-            mean, std = _mean_std([r[metric] for r in runs.values()])
-            summary[metric] = {"mean": mean, "std": std}
-        rows[labels.get(key, SRHAND_RUNS[key][0])] = {"key": key, "perceptual": first["perceptual"],
-                                                       "seeds": runs, "summary": summary}
+        runs = {seed: _row_metrics(entries[f"{key}_s{seed}"]["metrics"]) for seed in args.seeds}
+        rows[labels.get(key, SRHAND_RUNS[key][0])] = _summarise(key, runs)
+    if table == "srhand":
+        rows.update(input_mano_row(rows))
     return {"rows": rows, "seeds": list(args.seeds), "seconds": seconds,
-            "noise_sets": NOISE_SETS if table == "noise" else None}
+            "noise_sets": NOISE_SETS if table == "noise" else None, **store_summary(entries.values(), seconds)}
 
 
-def _fmt(stat: dict, digits: int) -> str:
-    if stat["mean"] is None:
+def _summarise(key: str, runs: dict) -> dict:
+    """A table row: per-seed metrics and their mean ± std."""
+    first = next(iter(runs.values()))
+    summary = {}
+    for metric in first:
+        if metric == "perceptual":
+            continue
+        mean, std = _mean_std([r.get(metric) for r in runs.values()])
+        summary[metric] = {"mean": mean, "std": std}
+    return {"key": key, "perceptual": first.get("perceptual"), "seeds": runs, "summary": summary}
+
+
+INPUT_MANO_LABEL = "input MANO mesh (no reconstruction)"
+
+
+def input_mano_row(rows: dict) -> dict:
+    """Table 1's reference row: the input MANO mesh's P2P, as the SRHand row's evaluations measured it
+    (``p2p_mm_mano``; ``paper_protocol.p2p_mano_truth_to_recon_mm``). Empty without an SRHand row."""
+    source = next((row for row in rows.values() if row.get("key") == "srhand"), None)
+    if source is None:
+        return {}
+    runs = {seed: {"p2p_mm": r.get("p2p_mm_mano"), "pp_p2p_mm": r.get("pp_p2p_mm_mano"),
+                   "perceptual": r.get("perceptual")} for seed, r in source["seeds"].items()}
+    return {INPUT_MANO_LABEL: {**_summarise("input_mano", runs), "reference": True}}
+
+
+def _fmt(stat: dict | None, digits: int) -> str:
+    if not stat or stat["mean"] is None:
         return "-"
     text = f"{stat['mean']:.{digits}f}"
     return text + (f" ± {stat['std']:.{digits}f}" if stat["std"] is not None else "")
 
 
 def srhand_markdown(result: dict, extra: list[tuple[str, str, int]] | None = None) -> list[str]:
-    first = next(iter(result["rows"].values()))
+    rows = dict(result["rows"])
+    if any(row.get("key") == "srhand" for row in rows.values()) and any(
+            row.get("key") == "giif_xhand" for row in rows.values()):
+        rows.update(input_mano_row(rows))  # results written before the row existed
+    first = next(iter(rows.values()))
     perc = first["perceptual"] or "perceptual"
     seeds = result["seeds"]
-    total = len(result["rows"]) * len(seeds)
+    total = sum(1 for row in rows.values() if not row.get("reference")) * len(seeds)
     executed = len(result.get("seconds") or {})
+    provenance = provenance_line(result) or (
+        f"{executed} of the {total} runs were executed by this section, the others reused from existing run "
+        "folders (earlier sections or commands; `--fresh` re-runs all).")
     lines = [f"Held-out frames and cameras of the reconstruction subject, inside the MANO mask; perceptual metric "
              f"{perc}. Mean ± standard deviation over seeds {', '.join(map(str, seeds))} (initialisation and "
-             f"shuffles of main.py; the SR models are the same). {executed} of the {total} runs were executed by "
-             "this section, the others reused from existing run folders (earlier sections or commands; `--fresh` re-runs all).", ""]
+             f"shuffles of main.py; the SR models are the same). {provenance}", ""]
     extra_cols = extra or []
     header = f"| row | SR PSNR | SR {perc} | render PSNR | render {perc} | P2P (mm) | inconsistency |"
     header += "".join(f" {name} |" for name, _, _ in extra_cols)
     lines += [header, "|---|---|---|---|---|---|---|" + "---|" * len(extra_cols)]
-    for name, row in result["rows"].items():
+    for name, row in rows.items():
         s = row["summary"]
-        cells = [_fmt(s["sr_psnr"], 2), _fmt(s["sr_perc"], 4), _fmt(s["render_psnr"], 2), _fmt(s["render_perc"], 4),
-                 _fmt(s["p2p_mm"], 3), _fmt(s["inconsistency"], 4)]
-        cells += [_fmt(s[key], digits) for _, key, digits in extra_cols]
+        cells = [_fmt(s.get("sr_psnr"), 2), _fmt(s.get("sr_perc"), 4), _fmt(s.get("render_psnr"), 2),
+                 _fmt(s.get("render_perc"), 4), _fmt(s.get("p2p_mm"), 3), _fmt(s.get("inconsistency"), 4)]
+        cells += [_fmt(s.get(key), digits) for _, key, digits in extra_cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if any(row["summary"].get("pp_p2p_mm", {}).get("mean") is not None
+           or row["summary"].get("pp_render_psnr", {}).get("mean") is not None for row in rows.values()):
+        lines += paper_protocol_markdown(rows, perc)
+    return lines
+
+
+def paper_protocol_markdown(rows: dict, perc: str) -> list[str]:
+    """The same rows under the reference code's protocol (``paper_protocol`` in metrics.json)."""
+    lines = ["", "The same runs under the paper's protocol (`paper_protocol` in metrics.json): full-image SR "
+             "metrics against the MANO-masked GT; render and GT both masked by the predicted silhouette, full image; "
+             "P2P from the truth to the reconstruction only; inconsistency over windows of 8 consecutive frames of "
+             "one view.", "",
+             f"| row (paper protocol) | SR PSNR | SR SSIM | SR {perc} | render PSNR | render SSIM | render {perc} | "
+             "P2P truth->recon (mm) | inconsistency (8-frame windows) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        s = row["summary"]
+        cells = [_fmt(s.get(k), d) for k, d in (("pp_sr_psnr", 2), ("pp_sr_ssim", 3), ("pp_sr_perc", 4),
+                                                ("pp_render_psnr", 2), ("pp_render_ssim", 3), ("pp_render_perc", 4),
+                                                ("pp_p2p_mm", 3), ("pp_inconsistency", 4))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -338,12 +523,16 @@ def noise_markdown(result: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- speed
+RENDER_RUNS = 3  # renderer benchmark runs; the table gives their range (a shared host's load varies)
+
+
 def section_speed(args, work: Path) -> dict:
     py = sys.executable
     out = {}
-    steps = [("render", [py, "scripts/benchmark_render.py", "--repeats", "5", "--threads", "2"]),
-             ("giif_decode", [py, "scripts/benchmark_giif.py"]),
-             ("srhand_step_cpu", [py, "scripts/benchmark_srhand_step.py", "--size", "cpu", "--data", args.data])]
+    steps = [(f"render_{k}", [py, "scripts/benchmark_render.py", "--repeats", "10", "--threads", "2",
+                              "--res", "256", "512"]) for k in range(RENDER_RUNS)]
+    steps += [("giif_decode", [py, "scripts/benchmark_giif.py"]),
+              ("srhand_step_cpu", [py, "scripts/benchmark_srhand_step.py", "--size", "cpu", "--data", args.data])]
     if args.paper_steps:
         steps.append(("srhand_step_paper", [py, "scripts/benchmark_srhand_step.py", "--size", "paper", "--data",
                                             args.data, "--steps", "2", "--parts", *args.paper_steps]))
@@ -352,32 +541,206 @@ def section_speed(args, work: Path) -> dict:
         run(cmd, log)
         last = log.read_text().strip().splitlines()[-1]
         out[name] = json.loads(last)
+    runs = [out.pop(f"render_{k}") for k in range(RENDER_RUNS)]
+    out["render"] = merge_render_runs(runs)
     return out
 
 
+RENDER_KEYS = ("ms_forward", "ms_forward_backward", "ms_lower_bound", "ratio_to_lower_bound")
+
+
+def merge_render_runs(runs: list[list[dict]]) -> list[dict]:
+    """One row per resolution; each timing a number (one run) or its ``[min, max]`` over the runs.
+    Keys a run did not report (older ``benchmark_render.py``) are left out."""
+    merged = []
+    for rows in zip(*runs):
+        row = {"res": rows[0]["res"], "faces": rows[0]["faces"], "runs": len(rows)}
+        for key in RENDER_KEYS:
+            values = [r[key] for r in rows if r.get(key) is not None]
+            if values:
+                row[key] = values[0] if len(values) == 1 else [min(values), max(values)]
+        merged.append(row)
+    return merged
+
+
+def _span(value, digits: int) -> str:
+    """A number, or a ``[min, max]`` range as ``min-max``; ``-`` when absent."""
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return f"{value[0]:.{digits}f}-{value[1]:.{digits}f}"
+    return f"{value:.{digits}f}"
+
+
 def speed_markdown(result: dict) -> list[str]:
+    render = result.get("render", [])
+    runs = max((row.get("runs", 1) for row in render), default=1)
     lines = ["Renderer (rasterize + interpolate + antialias, one view, the 3x-subdivided hand; "
-             "`scripts/benchmark_render.py`, 2 threads):", "",
-             "| resolution | faces | forward (ms) | forward + backward (ms) |", "|---|---|---|---|"]
-    for row in result.get("render", []):
-        lines.append(f"| {row['res']} | {row['faces']} | {row['ms_forward']:.1f} | {row['ms_forward_backward']:.1f} |")
+             "`scripts/benchmark_render.py`, 2 threads" + (f"; ranges over {runs} runs" if runs > 1 else "") + "). "
+             "Lower bound: rasterize + interpolate alone, forward + backward, timed interleaved in the same run; "
+             "ratio: median of per-repeat forward + backward / lower bound.", ""]
+    if result.get("render_note"):
+        lines += [result["render_note"], ""]
+    lines += ["| resolution | faces | forward (ms) | forward + backward (ms) | lower bound (ms) | ratio to lower bound |",
+              "|---|---|---|---|---|---|"]
+    for row in render:
+        lines.append(f"| {row['res']} | {row['faces']} | {_span(row.get('ms_forward'), 1)} | "
+                     f"{_span(row.get('ms_forward_backward'), 1)} | {_span(row.get('ms_lower_bound'), 1)} | "
+                     f"{_span(row.get('ratio_to_lower_bound'), 2)} |")
     decode = result.get("giif_decode")
     if decode:
+        rows = list(decode.get("results", [])) + list(decode.get("liif_results", []))
+        compare = any(row.get("reference_query_s") is not None for row in rows)
         lines += ["", f"GIIF decode throughput (no gradient, every output pixel queried; {decode.get('threads')} "
-                  "thread(s)):", "",
-                  "| model | parameters (M) | output | encode (ms) | encode + query (ms) | output MP/s |", "|---|---|---|---|---|---|"]
-        for row in decode.get("results", []):
-            lines.append(f"| {row['size']} | {row['params_M']:.2f} | {row['out']}x{row['out']} | "
-                         f"{1000 * row['encode_s']:.0f} | {1000 * row['decode_s']:.0f} | {row['decode_MPps']:.3f} |")
+                  "thread(s)" + ("; old = the reference query path, new = the factorised one, timed interleaved in "
+                                 "one run" if compare else "") + "):", ""]
+        header = "| model | parameters (M) | output | encode (ms) | encode + query (ms) | output MP/s |"
+        if compare:
+            header += " query old (ms) | query new (ms) | speed-up |"
+        lines += [header, "|---|---|---|---|---|---|" + ("---|---|---|" if compare else "")]
+        for row in rows:
+            name = row["size"] + (f" {row['model']}" if row.get("model") and row["model"] != "giif" else "")
+            line = (f"| {name} | {row['params_M']:.2f} | {row['out']}x{row['out']} | "
+                    f"{1000 * row['encode_s']:.0f} | {1000 * row['decode_s']:.0f} | {row['decode_MPps']:.3f} |")
+            if compare:
+                old = row.get("reference_query_s")
+                line += (f" {1000 * old:.0f} |" if old is not None else " - |") + f" {1000 * row['query_s']:.0f} |"
+                line += f" {row['query_speedup']:.2f}x |" if row.get("query_speedup") is not None else " - |"
+            lines.append(line)
     step_rows = [(k, v) for k, v in result.items() if k.startswith("srhand_step")]
     if step_rows:
+        old_key = next((k for _, info in step_rows for row in info["rows"] for k in ("ms_old", "old_ms", "reference_ms")
+                        if k in row), None)
         lines += ["", "SRHand steps (`scripts/benchmark_srhand_step.py`; peak memory on CPU is the process's peak "
                   "resident set, data and models included):", "",
-                  "| config | vertices | px | step | views | threads | ms | peak MiB |", "|---|---|---|---|---|---|---|---|"]
+                  "| config | vertices | px | step | views | threads | ms | peak MiB |" + (" old ms |" if old_key else ""),
+                  "|---|---|---|---|---|---|---|---|" + ("---|" if old_key else "")]
         for _, info in step_rows:
             for row in info["rows"]:
-                lines.append(f"| {info['config']} | {info['vertices']} | {info['resolution'][0]} | {row['part']} | "
-                             f"{row['views']} | {info['threads']} | {row['ms']:.0f} | {row['peak_mib']:.0f} |")
+                line = (f"| {info['config']} | {info['vertices']} | {info['resolution'][0]} | {row['part']} | "
+                        f"{row['views']} | {info['threads']} | {row['ms']:.0f} | {row['peak_mib']:.0f} |")
+                if old_key:
+                    line += f" {row[old_key]:.0f} |" if row.get(old_key) is not None else " - |"
+                lines.append(line)
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- claims
+CLAIM_DIGITS = {"p2p_mm": 3, "inconsistency": 4, "render_perc": 4, "x16_perc": 4}  # others: 2 (dB)
+
+
+def C(words: str, metric: str, better: tuple, worse: tuple, sign: int) -> claims_lib.Claim:
+    """A claim whose smallest meaningful difference is the last digit its table prints."""
+    return claims_lib.Claim(words, metric, better, worse, sign, min_effect=10.0 ** -CLAIM_DIGITS.get(metric, 2))
+
+
+T1 = ("Table 1: \"fine-tuning the SR module enhances its 3D reconstruction performance compared to its original "
+      "state\"")
+CLAIMS = [  # (short name, claim); rows: ("main", main.py row key) or ("sr", "<run>:<method>") of the SR section
+    ("GIIF vs bicubic supervision", C("Table 1: GIIF supervision beats bicubic (\"significantly outperforms "
+                                      "state-of-the-art image upsampling methods\")", "p2p_mm",
+                                      ("main", "giif_ours"), ("main", "bicubic_ours"), -1)),
+    ("GIIF vs bicubic supervision", C("Table 1: GIIF supervision beats bicubic", "render_psnr",
+                                      ("main", "giif_ours"), ("main", "bicubic_ours"), +1)),
+    ("GIIF vs LIIF supervision", C("Table 1: GIIF + XHand beats LIIF + XHand (\"significant improvements in "
+                                   "appearance and geometry quality compared to existing SR methods\")", "p2p_mm",
+                                   ("main", "giif_xhand"), ("main", "liif_xhand"), -1)),
+    ("GIIF vs LIIF supervision", C("Table 1: GIIF + XHand beats LIIF + XHand", "render_psnr",
+                                   ("main", "giif_xhand"), ("main", "liif_xhand"), +1)),
+    ("fine-tuning (w/ vs w/o ftd.)", C(T1, "p2p_mm", ("main", "srhand"), ("main", "giif_ours"), -1)),
+    ("fine-tuning (w/ vs w/o ftd.)", C("Table 4(b): \"mesh distance error and texture inconsistencies decrease "
+                                       "when adaptive fine-tuning is applied\"", "inconsistency",
+                                       ("main", "srhand"), ("main", "giif_ours"), -1)),
+    ("fine-tuning (w/ vs w/o ftd.)", C("Table 1: \"while improving photometric quality, as shown by the PSNR/LPIPS "
+                                       "(SR) metric\"", "sr_psnr", ("main", "srhand"), ("main", "giif_ours"), +1)),
+    ("SRHand vs XHand, same SR", C("Table 1 / 4(a): SRHand (Ours) beats XHand on GIIF w/ ftd. (\"SRHand achieves the "
+                                   "best overall performance, outperforming all tested configurations\")", "p2p_mm",
+                                   ("main", "srhand"), ("main", "ftd_xhand"), -1)),
+    ("SRHand vs XHand, same SR", C("Table 1 / 4(a): SRHand (Ours) beats XHand on GIIF w/ ftd.", "render_psnr",
+                                   ("main", "srhand"), ("main", "ftd_xhand"), +1)),
+    ("wavelet after consistency", C("Table 4(b): \"its inclusion alongside the consistency loss significantly "
+                                    "enhances visual quality\"", "sr_psnr", ("main", "ft_con_wav"), ("main", "ft_con"), +1)),
+    ("wavelet after consistency", C("Table 4(b): L_con + L_wave vs L_con", "render_psnr",
+                                    ("main", "ft_con_wav"), ("main", "ft_con"), +1)),
+    ("discriminator in fine-tuning", C("Table 4(b): \"When integrated with L_con and L_wave, L_D improves both "
+                                       "quantitative and qualitative metrics\"", "render_psnr",
+                                       ("main", "srhand"), ("main", "ft_con_wav"), +1)),
+    ("discriminator in fine-tuning", C("Table 4(b): L_con + L_wave + L_D vs L_con + L_wave", "render_perc",
+                                       ("main", "srhand"), ("main", "ft_con_wav"), -1)),
+    ("discriminator in GIIF training", C("Table 3: \"the discriminator refines photometric details and realism\" "
+                                         "(x16, equal steps)", "x16_psnr", ("sr", "disc:giif"),
+                                         ("sr", "giif_noadv:giif"), +1)),
+    ("discriminator in GIIF training", C("Table 3: GIIF + D vs GIIF w/o D (x16, equal steps)", "x16_perc",
+                                         ("sr", "disc:giif"), ("sr", "giif_noadv:giif"), -1)),
+    ("SRHand vs the input MANO mesh", C("new: SRHand's mesh is closer to the truth than the MANO mesh it starts from",
+                                        "p2p_mm", ("main", "srhand"), ("main", "input_mano"), -1)),
+]
+
+SCALE_STEMS = {"cpu": "results", "medium": "results_medium", "paper": "results_paper"}
+
+
+def _sr_row_key(label: str) -> str | None:
+    """The ``<run>:<method>`` of an SR-section row label (results written before ``row_keys`` existed)."""
+    if label.startswith("GIIF + D"):
+        return "disc:giif"
+    if label.startswith("GIIF w/o D") and "adv_weight 0" in label:
+        return "giif_noadv:giif"
+    return None
+
+
+def claim_inputs(results: dict) -> dict:
+    """``{(kind, row key): {seed: {metric: value}}}`` from a results.json's sections."""
+    per_seed = {}
+    for section in ("srhand", "ablation", "noise"):
+        rows = ((results.get(section) or {}).get("result") or {}).get("rows") or {}
+        if section == "srhand":
+            rows = {**rows, **input_mano_row(rows)}
+        for row in rows.values():
+            per_seed[("main", row["key"])] = {str(k): v for k, v in row["seeds"].items()}
+    sr = (results.get("sr") or {}).get("result") or {}
+    row_keys = sr.get("row_keys") or {}
+    for label, by_seed in (sr.get("per_seed") or {}).items():
+        key = row_keys.get(label) or _sr_row_key(label)
+        if key is None:
+            continue
+        flat = {}
+        for seed, by_scale in by_seed.items():
+            metrics = by_scale.get("x16") or {}
+            pkey = next((k for k in metrics if k.endswith("_masked") and not k.startswith(("psnr", "ssim"))), None)
+            flat[str(seed)] = {"x16_psnr": metrics.get("psnr_masked"), "x16_perc": metrics.get(pkey) if pkey else None}
+        per_seed[("sr", key)] = flat
+    return per_seed
+
+
+def section_claims(results_by_scale: dict) -> dict:
+    """Each claim judged at every scale with results: ``{"claims": [...], "scales": [...]}``."""
+    inputs = {scale: claim_inputs(results) for scale, results in results_by_scale.items()}
+    out = []
+    for name, claim in CLAIMS:
+        out.append({"name": name, "words": claim.words, "metric": claim.metric, "sign": claim.sign,
+                    "better": list(claim.better), "worse": list(claim.worse),
+                    "scales": {scale: claims_lib.judge(claim, per_seed) for scale, per_seed in inputs.items()}})
+    return {"claims": out, "scales": list(results_by_scale)}
+
+
+def claims_markdown(result: dict) -> list[str]:
+    scales = result["scales"]
+    lines = ["Each claim compares two rows seed by seed (rows that share a seed share the data and the GIIF "
+             "checkpoint): paired difference `better - worse` (mean ± standard deviation over the seeds, n seeds). "
+             "Verdict: **holds** if the mean difference exceeds one standard deviation of the differences in the "
+             "paper's direction, **reversed** if it does in the opposite direction, **within noise** otherwise, "
+             "n/a without 2 paired seeds (`utils/claims.py`, `docs/benchmark_protocol.md`).", ""]
+    header = "| claim | the paper's words | metric (better) |" + "".join(
+        f" {scale}: paired difference | {scale}: verdict |" for scale in scales)
+    lines += [header, "|---|---|---|" + "---|---|" * len(scales)]
+    for c in result["claims"]:
+        direction = "higher" if c["sign"] > 0 else "lower"
+        cells = [c["name"], c["words"], f"{c['metric']} ({direction})"]
+        for scale in scales:
+            judged = c["scales"].get(scale)
+            cells += [claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)),
+                      judged["verdict"] if judged else "not run"]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -386,12 +749,15 @@ SECTIONS = {"sr": (section_sr, sr_markdown, "Super-resolution (paper Table 3, sy
             "ablation": (section_ablation, srhand_markdown, "Fine-tuning loss ablation (paper Table 4(b), synthetic data)"),
             "noise": (section_noise, noise_markdown, "Noisy MANO parameters (paper Table 5, synthetic data)"),
             "speed": (section_speed, speed_markdown, "Speed")}
+CLAIMS_TITLE = "Claims: paired differences and verdicts (paper Tables 1, 3, 4(b))"
+ORDER = ("sr", "srhand", "ablation", "noise", "claims", "speed")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=list(CONFS), default="cpu",
-                        help="cpu: CPU-sized configs (the committed tables); paper: the paper's model sizes and "
+                        help="cpu: CPU-sized configs (the committed tables); medium: x16 at 256 px, subdivision 2, "
+                             "about 4 h on 2 cores (docs/benchmark_protocol.md); paper: the paper's model sizes and "
                              "schedules on the paper-preset synthetic data (a GPU job)")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
     parser.add_argument("--data", help="synthetic captures (default: data/synthetic, or data/synthetic_paper)")
@@ -414,7 +780,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paper_steps", nargs="*", choices=["train", "finetune"],
                         help="speed section: paper-size SRHand steps to time (default: both on CUDA, train on a "
                              "CPU, where the paper-size fine-tuning set-up alone takes over 15 minutes)")
-    parser.add_argument("--fresh", action="store_true", help="retrain instead of reusing run folders")
+    parser.add_argument("--fresh", action="store_true", help="ignore the run store: re-run every run (and "
+                        "empty --work first); the new entries replace the stored ones")
+    parser.add_argument("--store", default=str(REPO / "benchmarks" / "runs"),
+                        help="run store: one committed JSON per finished run (utils/runstore.py)")
+    parser.add_argument("--report_only", action="store_true",
+                        help="run nothing: rewrite results.md (and the claims) from results.json")
     args = parser.parse_args(argv)
     data, work, stem, steps, disc_steps = SCALE_DEFAULTS[args.scale]
     args.data = args.data or str(REPO / data)
@@ -434,32 +805,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
-    if not (Path(args.data) / "synthetic_meta.json").is_file():
-        raise SystemExit(f"{args.data}: no synthetic captures; run `python scripts/make_synthetic.py --out {args.data}` first")
     work, out = Path(args.work), Path(args.out)
-    if args.fresh:
+    if not args.report_only and not (Path(args.data) / "synthetic_meta.json").is_file():
+        hint = MEDIUM_DATA_COMMAND if args.scale == "medium" else f"python scripts/make_synthetic.py --out {args.data}"
+        raise SystemExit(f"{args.data}: no synthetic captures; run `{hint}` first")
+    if args.fresh and not args.report_only:
         shutil.rmtree(work, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / f"{args.results_stem}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    for name in args.sections:
+    command = " ".join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
+    for name in ([] if args.report_only else args.sections):
         compute, _, title = SECTIONS[name]
         print(f"[benchmark] {title} ...", flush=True)
         start = time.time()
-        results[name] = {"result": compute(args, work), "seconds": time.time() - start,
-                         "command": " ".join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)]),
+        results[name] = {"result": compute(args, work), "seconds": time.time() - start, "command": command,
                          "git": git_rev(), "machine": machine(),
+                         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    # Claims: every scale with results beside this one (the CPU and medium tables side by side).
+    by_scale = {}
+    for scale, stem in SCALE_STEMS.items():
+        path = out / f"{stem}.json"
+        if scale == args.scale:
+            by_scale[scale] = results
+        elif path.is_file() and scale != "paper":
+            by_scale[scale] = json.loads(path.read_text())
+    if args.scale != "paper" and "medium" not in by_scale:
+        by_scale["medium"] = {}  # shown as "not run"
+    results["claims"] = {"result": section_claims(by_scale), "seconds": 0.0, "command": command, "git": git_rev(),
+                         "machine": machine(),
                          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     results_path.write_text(json.dumps(results, indent=2))
     lines = ["# Benchmarks", "", "Produced by `python scripts/benchmark.py`; every row comes from the project's own "
-             "entry scripts and configs. " + ("Synthetic captures, CPU-sized models: a toy scale, not the paper's."
-                                              if args.scale == "cpu" else
-                                              "Paper-preset synthetic captures, the paper's model sizes and schedules."),
-             ""]
-    for name, entry in results.items():
-        if name not in SECTIONS:
+             "entry scripts and configs. " + {"cpu": "Synthetic captures, CPU-sized models: a toy scale, not the paper's.",
+                                              "medium": "Synthetic captures at the paper's x16 (LR 16 -> 256 px), "
+                                              "subdivision 2, reduced schedules (docs/benchmark_protocol.md).",
+                                              "paper": "Paper-preset synthetic captures, the paper's model sizes and "
+                                              "schedules."}[args.scale], ""]
+    for name in ORDER:
+        entry = results.get(name)
+        if entry is None:
             continue
-        _, markdown, title = SECTIONS[name]
+        markdown, title = (claims_markdown, CLAIMS_TITLE) if name == "claims" else SECTIONS[name][1:]
         m = entry["machine"]
         lines += [f"## {title}", "", f"`{entry['command']}` at `{entry['git']}` on {entry['date']}, "
                   f"{m.get('gpu') or m.get('cpu_model') or 'CPU'} ({m['cpu_count']} CPU cores, torch {m['torch']}), "

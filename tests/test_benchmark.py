@@ -4,10 +4,12 @@ would run (both scales) names an existing config and only keys that config's sch
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 
+from utils import claims, runstore
 from utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,3 +79,192 @@ def test_mean_and_spread(bench):
     assert bench._mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert bench._mean_std([None, 2.0]) == (2.0, None)
     assert bench._fmt({"mean": 2.0, "std": 1.0}, 2) == "2.00 ± 1.00"
+
+
+# ---------------------------------------------------------------------------------------------- run store
+
+
+def test_medium_commands_load_their_configs(bench, tmp_path):
+    args = bench.parse_args(["--scale", "medium", "--work", str(tmp_path), "--seeds", "0", "--sr_seeds", "0"])
+    assert args.data.endswith("data/synthetic_medium") and args.results_stem == "results_medium"
+    for _, seed, _, cmd in bench.sr_jobs(args, tmp_path):
+        conf = _load(cmd)
+        assert conf.get_int("data.hr_size") == 256 and conf.get_int("seed") == seed
+    keys = [key for table in bench.TABLES.values() for key in table[0]]
+    for key, _, _, cmd in bench.srhand_jobs(args, tmp_path, keys, check_models=False):
+        conf = _load(cmd)
+        assert (conf.get_int("data.hr_size"), conf.get_int("data.lr_size")) == (256, 16)
+        assert conf.get_int("model.subdivision_levels") == 2
+
+
+def _fake_meta(root: Path, **config) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {"generator": "datasets.synthetic", "config": {"seed": 0, "hr_size": 128, "mano_dir": "/home/x/mano",
+                                                           **config}, "hand_model": "/abs/path/hand.npz"}
+    (root / "synthetic_meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_key_is_stable_and_sensitive(bench, tmp_path):
+    """Same run from another checkout/work folder/data folder: same key; any computed setting: another key."""
+    def key_of(work: Path, data: Path, extra=(), seed=0):
+        args = bench.parse_args(["--work", str(work), "--data", str(data), "--seeds", str(seed)])
+        _, _, refs = bench.sr_plan(args, work)
+        _, _, _, cmd = bench.srhand_jobs(args, work, ["srhand"], check_models=False)[0]
+        return bench.job_key(args, cmd + [a for item in extra for a in ("--set", item)], seed, refs)
+
+    a = key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"))
+    b = key_of(tmp_path / "elsewhere" / "w2", _fake_meta(tmp_path / "d2", mano_dir="/other/mano"))
+    assert runstore.key_hash(a) == runstore.key_hash(b)
+    assert "data_path" not in a["config"]["data"] and "exp_name" not in a["config"]
+    assert a["inputs"]["giif_model"].startswith("run:") and a["data"]["config"]["mano_dir"] == "mano"
+    changed = [key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), ["train.epochs=31"]),
+               key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), seed=1),
+               key_of(tmp_path / "w1", _fake_meta(tmp_path / "d3", hr_size=256)),
+               key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), ["model.use_enh=false"])]
+    hashes = {runstore.key_hash(k) for k in [a, *changed]}
+    assert len(hashes) == 5
+    # Upstream: another SR step count changes the GIIF run's key, hence every main.py key built on it.
+    args = bench.parse_args(["--work", str(tmp_path / "w1"), "--data", str(tmp_path / "d1"), "--steps", "10"])
+    _, _, refs = bench.sr_plan(args, tmp_path / "w1")
+    _, _, _, cmd = bench.srhand_jobs(args, tmp_path / "w1", ["srhand"], check_models=False)[0]
+    assert bench.job_key(args, cmd, 0, refs)["inputs"] != a["inputs"]
+
+
+def test_trim_metrics():
+    metrics = {"p2p_mm": 1.0, "p2p_mm_per_frame": {"3": 1.0}, "eval_frames": list(range(100)),
+               "render": {"all": {"psnr_masked": 20.0}}, "eval_cameras": ["a", "b"]}
+    assert runstore.trim_metrics(metrics) == {"p2p_mm": 1.0, "eval_frames": {"trimmed_list": 100},
+                                              "render": {"all": {"psnr_masked": 20.0}}, "eval_cameras": ["a", "b"]}
+
+
+def _fake_srhand_metrics(psnr: float, p2p: float, mano: float = 0.3, paper: bool = False) -> dict:
+    m = {"perceptual_key": "stlpipsalex", "perceptual": "ST-LPIPS-alex",
+         "sr": {"all": {"psnr_masked": psnr + 1, "stlpipsalex_masked": 0.1}},
+         "render": {"all": {"psnr_masked": psnr, "stlpipsalex_masked": 0.09}}, "p2p_mm": p2p, "p2p_mm_mano": mano,
+         "p2p_mm_per_frame": {"1": p2p}, "inconsistency": {"sr": 0.01}, "mano_noise": None}
+    if paper:
+        m["paper_protocol"] = {"render": {"psnr": psnr - 1, "ssim": 0.8, "stlpipsalex": 0.05},
+                               "sr": {"psnr": psnr + 2, "ssim": 0.7, "stlpipsalex": 0.06},
+                               "inconsistency_windowed": 0.02, "p2p_truth_to_recon_mm": p2p / 2,
+                               "p2p_mano_truth_to_recon_mm": mano / 2}
+    return m
+
+
+def test_reuse_skip_and_revision_mix(bench, tmp_path, monkeypatch):
+    """Stored runs are not run again (on another work folder too), missing ones are run and stored, --fresh re-runs
+    all; the table says which revisions it mixes."""
+    data = _fake_meta(tmp_path / "data")
+    store = tmp_path / "store"
+    ran = []
+
+    def fake_run(cmd, log, env=None):
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        seed = int(next(a for a in cmd if a.startswith("seed=")).split("=")[1])
+        enh = "model.use_enh=false" not in cmd
+        (out / "metrics.json").write_text(json.dumps(_fake_srhand_metrics(20.0 + seed + enh, 1.0 - 0.1 * enh)))
+        ran.append(out.name)
+        return 1.0
+
+    revisions = iter([("aaaaaaa", False)] * 4 + [("bbbbbbb", True)] * 100)
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: next(revisions))
+    (tmp_path / "giif.pth").write_bytes(b"giif")
+    argv = ["--data", str(data), "--store", str(store), "--seeds", "0", "1", "--jobs", "1",
+            "--giif_model", str(tmp_path / "giif.pth"), "--liif_model", str(tmp_path / "giif.pth")]
+    monkeypatch.setitem(bench.TABLES, "srhand", (["giif_ours", "srhand"], {}))
+    args = bench.parse_args([*argv, "--work", str(tmp_path / "w1")])
+    first = bench.srhand_table(args, Path(args.work), "srhand")
+    assert sorted(ran) == ["giif_ours_s0", "giif_ours_s1", "srhand_s0", "srhand_s1"]
+    assert first["revisions"] == [("aaaaaaa", 4)] and first["executed"] == 4
+    stored = sorted(p.relative_to(store).as_posix() for p in store.rglob("*.json"))
+    assert len(stored) == 4 and all(p.startswith("cpu/srhand/") for p in stored)
+    entry = json.loads(next(store.rglob("*.json")).read_text())
+    assert set(entry) >= {"key", "revision", "dirty", "date", "machine", "threads", "metrics"}
+    assert "p2p_mm_per_frame" not in entry["metrics"]
+    assert first["rows"][bench.INPUT_MANO_LABEL]["summary"]["p2p_mm"]["mean"] == pytest.approx(0.3)
+
+    # Another machine / work folder: everything reused, nothing run.
+    ran.clear()
+    args = bench.parse_args([*argv, "--work", str(tmp_path / "w2")])
+    again = bench.srhand_table(args, Path(args.work), "srhand")
+    assert ran == [] and again["executed"] == 0 and again["rows"].keys() == first["rows"].keys()
+    # A changed config misses the store for the rows it touches; the table then mixes two revisions.
+    monkeypatch.setitem(bench.SRHAND_RUNS, "srhand", ("SRHand", ["sr_source=giif_finetuned", "train.epochs=31"], "giif"))
+    mixed = bench.srhand_table(args, Path(args.work), "srhand")
+    assert sorted(ran) == ["srhand_s0", "srhand_s1"]
+    assert mixed["revisions"] == [("aaaaaaa", 2), ("bbbbbbb+dirty", 2)]
+    text = "\n".join(bench.srhand_markdown(mixed))
+    assert "mixes 2 revisions: `aaaaaaa` (2 runs), `bbbbbbb+dirty` (2 runs)" in text
+    assert "input MANO mesh (no reconstruction) | - | - | - | - | 0.300 ± 0.000 | - |" in text
+    assert "paper protocol" not in text
+    # --fresh: every run again.
+    ran.clear()
+    args = bench.parse_args([*argv, "--work", str(tmp_path / "w2"), "--fresh"])
+    bench.srhand_table(args, Path(args.work), "srhand")
+    assert len(ran) == 4
+
+
+def test_paper_protocol_table(bench):
+    runs = {seed: bench._row_metrics(_fake_srhand_metrics(20.0 + seed, 1.0, paper=True)) for seed in (0, 1)}
+    rows = {"SRHand": bench._summarise("srhand", runs), "GIIF w/o ftd. + XHand": bench._summarise("giif_xhand", runs)}
+    text = "\n".join(bench.srhand_markdown({"rows": rows, "seeds": [0, 1]}))
+    assert "| row (paper protocol) |" in text
+    assert "| SRHand | 22.50 ± 0.71 | 0.700 ± 0.000 | 0.0600 ± 0.0000 | 19.50 ± 0.71 |" in text
+    assert "| input MANO mesh (no reconstruction) | - | - | - | - | - | - | 0.150 ± 0.000 | - |" in text
+
+
+def test_speed_columns(bench):
+    runs = [[{"res": 256, "faces": 9, "ms_forward": f, "ms_forward_backward": 2 * f, "ms_lower_bound": f,
+              "ratio_to_lower_bound": 1.4 + f / 100}] for f in (10.0, 12.0)]
+    merged = bench.merge_render_runs(runs)
+    assert merged == [{"res": 256, "faces": 9, "runs": 2, "ms_forward": [10.0, 12.0],
+                       "ms_forward_backward": [20.0, 24.0], "ms_lower_bound": [10.0, 12.0],
+                       "ratio_to_lower_bound": [1.5, 1.52]}]
+    decode = {"threads": 2, "results": [{"size": "cpu", "model": "giif", "params_M": 0.26, "out": 256, "encode_s": 0.01,
+                                         "decode_s": 0.1, "decode_MPps": 0.6, "query_s": 0.09,
+                                         "reference_query_s": 0.18, "query_speedup": 2.0}]}
+    text = "\n".join(bench.speed_markdown({"render": merged, "giif_decode": decode}))
+    assert "| 256 | 9 | 10.0-12.0 | 20.0-24.0 | 10.0-12.0 | 1.50-1.52 |" in text
+    assert "| cpu | 0.26 | 256x256 | 10 | 100 | 0.600 | 180 | 90 | 2.00x |" in text
+    old = "\n".join(bench.speed_markdown({"render": [{"res": 256, "faces": 9, "ms_forward": 1.0,
+                                                       "ms_forward_backward": 2.0}]}))
+    assert "| 256 | 9 | 1.0 | 2.0 | - | - |" in old
+
+
+# ---------------------------------------------------------------------------------------------- claims
+def test_paired_statistics_by_hand():
+    d = claims.paired_differences({0: 3.0, 1: 5.0, 2: 4.0, 3: None}, {"0": 1.0, "1": 2.0, "2": 3.0, "3": 1.0})
+    assert d == {"0": 2.0, "1": 3.0, "2": 1.0}
+    s = claims.paired_stats(d)
+    # mean 2, sample variance ((0)^2 + 1^2 + (-1)^2) / 2 = 1, t = 2 / (1 / sqrt 3) = 2 sqrt 3
+    assert (s.n, s.mean, s.std) == (3, 2.0, 1.0) and s.t == pytest.approx(2 * 3 ** 0.5)
+    assert claims.verdict(s, +1) == "holds" and claims.verdict(s, -1) == "reversed"
+    small = claims.paired_stats([0.5, -0.5, 1.0])  # mean 1/3, std sqrt(7/12) = 0.764
+    assert small.std == pytest.approx((7 / 12) ** 0.5)
+    assert claims.verdict(small, +1) == claims.verdict(small, -1) == "within noise"
+    assert claims.verdict(claims.paired_stats([2.0]), +1) == "n/a"
+    assert claims.verdict(claims.paired_stats([1e-5, 1.1e-5]), +1) == "holds"
+    assert claims.verdict(claims.paired_stats([1e-5, 1.1e-5]), +1, min_effect=1e-3) == "within noise"
+    with pytest.raises(ValueError, match="sign must be"):
+        claims.verdict(s, 0)
+
+
+def test_claims_table(bench):
+    def row(key, p2p_by_seed, mano=0.3):
+        runs = {str(s): {"p2p_mm": v, "p2p_mm_mano": mano, "render_psnr": 20.0, "perceptual": "x"}
+                for s, v in p2p_by_seed.items()}
+        return {"key": key, "seeds": runs}
+
+    results = {"srhand": {"result": {"rows": {"SRHand": row("srhand", {0: 1.0, 1: 1.2, 2: 1.1}),
+                                              "w/o": row("giif_ours", {0: 1.5, 1: 1.6, 2: 1.7})}}}}
+    out = bench.section_claims({"cpu": results, "medium": {}})
+    by = {(c["name"], c["metric"]): c for c in out["claims"]}
+    ftd = by[("fine-tuning (w/ vs w/o ftd.)", "p2p_mm")]["scales"]
+    assert ftd["cpu"]["mean"] == pytest.approx(-0.5) and ftd["cpu"]["std"] == pytest.approx(0.1)
+    assert ftd["cpu"]["verdict"] == "holds" and ftd["medium"]["verdict"] == "n/a"
+    mano = by[("SRHand vs the input MANO mesh", "p2p_mm")]["scales"]["cpu"]
+    assert mano["mean"] == pytest.approx(0.8) and mano["verdict"] == "reversed"
+    text = "\n".join(bench.claims_markdown(out))
+    assert "| -0.500 ± 0.100 (n=3) | holds | - | n/a |" in text

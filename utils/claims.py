@@ -1,0 +1,138 @@
+"""Paired statistics of benchmark rows and the verdicts of the paper's claims (``scripts/benchmark.py``).
+
+Rows of one benchmark table that share a seed share the synthetic data and the GIIF checkpoint, so a
+claim "A beats B" is judged on the per-seed differences ``A[s] - B[s]`` rather than on the two rows'
+means and spreads (which also hold the seed-to-seed variation both rows share).
+
+Verdict rule (:func:`verdict`): with ``d`` the paired differences over ``n >= 2`` seeds, mean ``m``
+and sample standard deviation ``s`` (``n - 1`` in the denominator), and ``sign = +1`` when the paper
+says the metric should go up from B to A (PSNR) and ``-1`` when it should go down (P2P, LPIPS,
+inconsistency):
+
+* ``holds``        if ``sign * m > s``  (the mean difference exceeds one standard deviation of the
+                   differences, in the paper's direction; equivalent to ``t = m / (s / sqrt(n)) > sqrt(n)``,
+                   1.73 for 3 seeds);
+* ``reversed``     if ``-sign * m > s``;
+* ``within noise`` otherwise, and whenever ``|m|`` is below the metric's resolution ``min_effect``
+                   (the last digit the tables print: 0.01 dB, 0.001 mm, ...), which keeps two runs that
+                   differ in the sixth digit with an even smaller spread from "holding";
+* ``n/a``          with fewer than 2 paired seeds (no spread to compare with).
+
+One standard deviation of the *differences* is a deliberately modest bar: with 3 seeds no rule is a
+significance test, and the verdict only says whether the effect stands out of the seed noise.
+
+Imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+HOLDS, WITHIN_NOISE, REVERSED, NOT_AVAILABLE = "holds", "within noise", "reversed", "n/a"
+
+
+def paired_differences(a: dict, b: dict) -> dict:
+    """``{seed: a[seed] - b[seed]}`` over the seeds both have a value for (``None`` values skipped).
+
+    Seeds are compared as strings, so ``{0: ...}`` and ``{"0": ...}`` (JSON) pair up.
+    """
+    a = {str(k): v for k, v in a.items() if v is not None}
+    b = {str(k): v for k, v in b.items() if v is not None}
+    return {seed: a[seed] - b[seed] for seed in sorted(a, key=_seed_order) if seed in b}
+
+
+def _seed_order(seed: str):
+    return (0, int(seed)) if seed.lstrip("-").isdigit() else (1, seed)
+
+
+@dataclass
+class PairedStats:
+    """Mean and sample standard deviation (None below 2 values) of ``n`` paired differences."""
+
+    n: int
+    mean: float | None
+    std: float | None
+
+    @property
+    def t(self) -> float | None:
+        """``mean / (std / sqrt(n))``; ``inf`` for a nonzero mean with zero spread."""
+        if self.mean is None or self.std is None:
+            return None
+        if self.std == 0:
+            return math.copysign(math.inf, self.mean) if self.mean else 0.0
+        return self.mean / (self.std / math.sqrt(self.n))
+
+
+def paired_stats(differences) -> PairedStats:
+    values = [float(v) for v in (differences.values() if isinstance(differences, dict) else differences)]
+    if not values:
+        return PairedStats(0, None, None)
+    return PairedStats(len(values), statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+
+
+def verdict(stats: PairedStats, sign: int, min_effect: float = 0.0) -> str:
+    """``holds`` / ``within noise`` / ``reversed`` / ``n/a`` by the rule in the module docstring."""
+    if sign not in (1, -1):
+        raise ValueError(f"sign must be +1 (paper: the metric goes up) or -1 (goes down), got {sign!r}")
+    if stats.n < 2 or stats.mean is None or stats.std is None:
+        return NOT_AVAILABLE
+    if abs(stats.mean) < min_effect:
+        return WITHIN_NOISE
+    if sign * stats.mean > stats.std:
+        return HOLDS
+    if -sign * stats.mean > stats.std:
+        return REVERSED
+    return WITHIN_NOISE
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper: row ``better`` beats row ``worse`` in ``metric``.
+
+    Attributes:
+        words: the paper's words, with its table.
+        metric: the per-seed metric name in the benchmark rows (``render_psnr``, ``p2p_mm``, ...).
+        better, worse: (table, row key) of the rows compared; the difference is ``better - worse``.
+        sign: +1 if the paper's direction is "higher" for ``metric``, -1 if "lower".
+        min_effect: differences smaller than this are within noise (the metric's printed resolution).
+    """
+
+    words: str
+    metric: str
+    better: tuple[str, str]
+    worse: tuple[str, str]
+    sign: int
+    min_effect: float = 0.0
+
+
+def judge(claim: Claim, per_seed: dict) -> dict:
+    """The paired difference and verdict of ``claim``.
+
+    Args:
+        per_seed: ``{(table, row key): {seed: {metric: value}}}``.
+
+    Returns:
+        ``{"differences": {seed: value}, "n", "mean", "std", "t", "verdict"}`` (``verdict`` is ``n/a``
+        when a row or the metric is missing).
+    """
+    a, b = per_seed.get(claim.better), per_seed.get(claim.worse)
+    if a is None or b is None:
+        diffs = {}
+    else:
+        diffs = paired_differences({s: (m or {}).get(claim.metric) for s, m in a.items()},
+                                   {s: (m or {}).get(claim.metric) for s, m in b.items()})
+    stats = paired_stats(diffs)
+    return {"differences": diffs, "n": stats.n, "mean": stats.mean, "std": stats.std, "t": stats.t,
+            "verdict": verdict(stats, claim.sign, claim.min_effect)}
+
+
+def format_difference(result: dict | None, digits: int) -> str:
+    """``"+0.123 ± 0.045 (n=3)"``, ``"+0.123 (n=1)"`` or ``"-"``."""
+    if not result or result.get("mean") is None:
+        return "-"
+    text = f"{result['mean']:+.{digits}f}"
+    if result.get("std") is not None:
+        text += f" ± {result['std']:.{digits}f}"
+    return text + f" (n={result['n']})"
