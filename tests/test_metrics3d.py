@@ -9,11 +9,13 @@ from utils.metrics.geometry import (
     inconsistency,
     mpjpe_mm,
     p2p_mm,
+    p2p_parts_mm,
     point_to_surface_distance,
     point_to_surface_distance_brute,
     point_triangle_distance,
     sample_at_pixels,
     sample_surface,
+    windowed_inconsistency,
 )
 
 TRI = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=torch.float64)
@@ -146,3 +148,36 @@ def test_mpjpe_mm_hand_computed():
     assert torch.allclose(mpjpe_mm(pred, gt), torch.tensor([3.0, 5.0 / 3], dtype=torch.float64))
     with pytest.raises(ValueError, match="must be equal"):
         mpjpe_mm(pred[:, :2], gt)
+
+
+def test_p2p_parts_one_sided_directions():
+    # The reconstruction covers only the left half of the true unit square: every reconstructed point lies on
+    # the truth (recon -> truth = 0), while the truth's right half is missing (truth -> recon > 0). For a point
+    # (x, y) of the truth with x > 0.5 the distance to the half square is x - 0.5; its mean over the whole
+    # square is the integral of (x - 0.5) from 0.5 to 1, 1/8 of a metre.
+    square = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=torch.float64)
+    quad = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    half = square * torch.tensor([0.5, 1.0, 1.0], dtype=torch.float64)
+    parts = p2p_parts_mm(half, quad, square, quad, num_samples=20000)
+    assert parts["pred_to_gt"] == pytest.approx(0.0, abs=1e-9)
+    assert parts["gt_to_pred"] == pytest.approx(1000.0 / 8, rel=0.03)
+    assert parts["symmetric"] == p2p_mm(half, quad, square, quad, num_samples=20000)
+    assert parts["symmetric"] == pytest.approx((parts["pred_to_gt"] + parts["gt_to_pred"]) / 2, rel=1e-12)
+
+
+def test_windowed_inconsistency_per_view():
+    # 4 frames x 2 views, one vertex seen everywhere. View 0 sees colours 0, 0, 1, 1 over the frames and
+    # view 1 sees a constant colour. Windows of 2 frames on view 0: variances 0, 1/4, 0 -> mean 1/12; view 1: 0.
+    num_frames, num_views = 4, 2
+    colours = torch.zeros(num_frames * num_views, 1, 3, dtype=torch.float64)
+    for f, value in enumerate([0.0, 0.0, 1.0, 1.0]):
+        colours[f * num_views + 0] = value
+        colours[f * num_views + 1] = 0.3
+    vis = torch.ones(num_frames * num_views, 1, dtype=torch.bool)
+    assert windowed_inconsistency(colours, vis, num_views, window=2) == pytest.approx((1 / 12 + 0) / 2)
+    # A window longer than the sequence shrinks to it: all 4 frames, variance 1/4 on view 0.
+    assert windowed_inconsistency(colours, vis, num_views, window=8) == pytest.approx(1 / 8)
+    # Pooled over views the same colours give a different number: the protocols are not interchangeable.
+    assert inconsistency(colours, vis) != pytest.approx(windowed_inconsistency(colours, vis, num_views, window=8))
+    with pytest.raises(ValueError, match="whole number of frames"):
+        windowed_inconsistency(colours[:7], vis[:7], num_views)

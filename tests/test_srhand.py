@@ -113,6 +113,15 @@ def test_train_eval_and_visualisation(tmp_path, assets):
     assert report["config"]["sr_source"] == "giif_finetuned" and report["config"]["scale"] == 4
     r0 = report["finetune_rounds"][0]
     assert r0["epoch"] == 1 and len(r0["inner_epoch_mean_var"]) == 2
+    # The reference's protocol beside ours: full-image predicted-silhouette rows, one-sided P2P whose two
+    # directions average to our symmetric P2P, windowed inconsistency over the held-out frames.
+    paper = report["paper_protocol"]
+    assert paper["render"]["psnr"] == row["psnr_predmask"] and paper["sr"]["psnr"] == report["sr"]["all"]["psnr_full"]
+    both = (paper["p2p_truth_to_recon_mm"] + paper["p2p_recon_to_truth_mm"]) / 2
+    assert both == pytest.approx(report["p2p_mm"], rel=1e-9)
+    assert paper["p2p_mano_truth_to_recon_mm"] > 0
+    assert paper["inconsistency_window"] == min(8, len(meta["heldout_frame_ids"]))
+    assert paper["inconsistency_windowed"] >= 0
 
     # The authors' evaluation command reloads everything from the folder and gives the same numbers.
     (run_dir / "metrics.json").unlink()

@@ -23,6 +23,8 @@ from utils.checkpoint import (
 from utils.geometry.camera import Cameras
 from utils.metrics import image as metrics
 
+REFERENCE_WINDOW = 8  # frames per inconsistency window in the reference's evaluation
+
 
 def format_report(report: dict) -> str:
     """A plain-text table of an :meth:`SRHandTrainer.evaluate` report."""
@@ -52,9 +54,55 @@ def format_report(report: dict) -> str:
     if report.get("sh_substitutes"):
         lines.append("SH of the nearest fitted camera used for: "
                      + ", ".join(f"{k} <- {v}" for k, v in report["sh_substitutes"].items()))
+    paper = report.get("paper_protocol")
+    if paper:
+        cells = [f"render PSNR {paper['render']['psnr']:.2f}", f"SSIM {paper['render']['ssim']:.4f}"]
+        if perc:
+            cells.append(f"{perc} {paper['render'][pk]:.4f}")
+        if paper.get("sr"):
+            cells += [f"SR PSNR {paper['sr']['psnr']:.2f}", f"SR SSIM {paper['sr']['ssim']:.4f}"]
+        cells.append(f"inconsistency (window {paper['inconsistency_window']}) {paper['inconsistency_windowed']:.6f}")
+        if paper.get("p2p_truth_to_recon_mm") is not None:
+            cells.append(f"P2P truth->recon {paper['p2p_truth_to_recon_mm']:.3f} mm "
+                         f"(MANO input {paper['p2p_mano_truth_to_recon_mm']:.3f} mm)")
+        lines.append("paper protocol (full image, GT masked by the predicted silhouette): " + ", ".join(cells))
     if perc:
         lines.append(f"(perceptual metric: {perc}; masked = inside the GT MANO silhouette, full = whole image)")
     return "\n".join(lines)
+
+
+def paper_protocol(report: dict, p2p: dict, p2p_mano: dict, incon_windowed: dict, window: int) -> dict:
+    """The reference code's evaluation protocol, next to ours (``docs/srhand_model.md``, "Evaluation").
+
+    ``render``: full-image metrics of the render against the raw HR crop, both masked by the predicted
+    silhouette (``predmask`` rows); ``sr``: full-image metrics of the SR images against the MANO-masked
+    GT (``full`` rows); ``inconsistency_windowed``: per-vertex SR colour variance over windows of
+    ``window`` consecutive frames of one view, mean over views; P2P from the truth to the
+    reconstruction only (one-sided), and the reverse direction for completeness.
+    """
+    def mean_dir(values: dict, key: str):
+        return float(np.mean([v[key] for v in values.values()])) if values else None
+
+    pk = report.get("perceptual_key")
+    render = report["render"]["all"]
+    out = {"render": {"psnr": render["psnr_predmask"], "ssim": render["ssim_predmask"]}}
+    if pk:
+        out["render"][pk] = render[f"{pk}_predmask"]
+    if report.get("sr"):
+        sr = report["sr"]["all"]
+        out["sr"] = {"psnr": sr["psnr_full"], "ssim": sr["ssim_full"]}
+        if pk:
+            out["sr"][pk] = sr[f"{pk}_full"]
+    out.update({
+        "inconsistency_windowed": incon_windowed["sr"],
+        "inconsistency_windowed_all": dict(incon_windowed),
+        "inconsistency_window": window,
+        "p2p_truth_to_recon_mm": mean_dir(p2p, "gt_to_pred"),
+        "p2p_recon_to_truth_mm": mean_dir(p2p, "pred_to_gt"),
+        "p2p_mano_truth_to_recon_mm": mean_dir(p2p_mano, "gt_to_pred"),
+        "p2p_mano_recon_to_truth_mm": mean_dir(p2p_mano, "pred_to_gt"),
+    })
+    return out
 
 
 class EvaluationMixin:
@@ -113,7 +161,12 @@ class EvaluationMixin:
         """Metrics on held-out frames (and cameras): see the module docstring and docs/srhand_model.md."""
         from utils.geometry.mesh_io import save_obj
         from utils.image_io import make_grid, save_gif, write_image
-        from utils.metrics.geometry import inconsistency, p2p_mm, sample_at_pixels
+        from utils.metrics.geometry import (
+            inconsistency,
+            p2p_parts_mm,
+            sample_at_pixels,
+            windowed_inconsistency,
+        )
 
         start, cpu_start = time.time(), time.process_time()
         e = self.conf.get_config("eval")
@@ -132,7 +185,7 @@ class EvaluationMixin:
         records: list[dict] = []
         colours = defaultdict(list)
         visibility = []
-        p2p, p2p_mano = {}, {}
+        p2p, p2p_mano = {}, {}  # frame id -> {symmetric, pred_to_gt, gt_to_pred} in mm
         gt_source = None
         vis_frames = e.get_int("max_vis_frames") if save_vis else 0
         gif_frames = []
@@ -181,10 +234,10 @@ class EvaluationMixin:
             # geometry
             gt_v, gt_f, gt_source = self._gt_mesh(fi, frame_id)
             if gt_v is not None:
-                p2p[frame_id] = p2p_mm(geo["verts_posed"].cpu(), avatar.faces.cpu(), gt_v, gt_f,
-                                       num_samples=e.get_int("p2p_samples"))
-                p2p_mano[frame_id] = p2p_mm(self.eval_seq.verts_world(fi), self.eval_seq.faces, gt_v, gt_f,
-                                            num_samples=e.get_int("p2p_samples"))
+                p2p[frame_id] = p2p_parts_mm(geo["verts_posed"].cpu(), avatar.faces.cpu(), gt_v, gt_f,
+                                             num_samples=e.get_int("p2p_samples"))
+                p2p_mano[frame_id] = p2p_parts_mm(self.eval_seq.verts_world(fi), self.eval_seq.faces, gt_v, gt_f,
+                                                  num_samples=e.get_int("p2p_samples"))
             if export:
                 save_obj(self.run_dir / "meshes" / f"{frame_id}.obj", geo["verts_posed"].cpu(), avatar.faces.cpu(),
                          geo["albedo"].cpu())
@@ -198,10 +251,16 @@ class EvaluationMixin:
         if window is not None:
             window = min(window, vis_all.shape[0])
         incon = {name: inconsistency(torch.cat(c), vis_all, window=window) for name, c in colours.items()}
+        # The reference's protocol: windows of REFERENCE_WINDOW consecutive frames of one view.
+        incon_windowed = {name: windowed_inconsistency(torch.cat(c), vis_all, len(cameras), REFERENCE_WINDOW)
+                          for name, c in colours.items()}
         if self.sr_source == "hr":
             incon["sr"] = incon["gt_hr"]
+            incon_windowed["sr"] = incon_windowed["gt_hr"]
         report = self._report(records, frames, cameras, substitutes, p2p, p2p_mano, gt_source, incon, window,
                               perceptual, time.time() - start)
+        report["paper_protocol"] = paper_protocol(report, p2p, p2p_mano, incon_windowed, min(REFERENCE_WINDOW,
+                                                                                            len(frames)))
         report["eval_cpu_seconds"] = time.process_time() - cpu_start
         return report
 
@@ -269,9 +328,9 @@ class EvaluationMixin:
             "render": {k: mean_of([r["render"] for r in v]) for k, v in groups.items()},
             "sr": ({k: mean_of([r["sr"] for r in v]) for k, v in groups.items()} if self.sr_source != "hr" else None),
             "sr_bicubic": {k: mean_of([r["sr_bicubic"] for r in v]) for k, v in groups.items()},
-            "p2p_mm": float(np.mean(list(p2p.values()))) if p2p else None,
-            "p2p_mm_mano": float(np.mean(list(p2p_mano.values()))) if p2p_mano else None,
-            "p2p_mm_per_frame": {str(k): v for k, v in p2p.items()},
+            "p2p_mm": float(np.mean([v["symmetric"] for v in p2p.values()])) if p2p else None,
+            "p2p_mm_mano": float(np.mean([v["symmetric"] for v in p2p_mano.values()])) if p2p_mano else None,
+            "p2p_mm_per_frame": {str(k): v["symmetric"] for k, v in p2p.items()},
             "gt_mesh_source": gt_source,
             "inconsistency": {"sr": incon["sr"], "gt_hr": incon["gt_hr"], "bicubic": incon["bicubic"],
                               "window": window},

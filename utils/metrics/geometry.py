@@ -247,13 +247,32 @@ def p2p_mm(
         >>> round(p2p_mm(v, f, v + torch.tensor([0, 0, 0.002]), f, num_samples=100), 6)
         2.0
     """
+    return p2p_parts_mm(pred_verts, pred_faces, gt_verts, gt_faces, num_samples, seed)["symmetric"]
+
+
+def p2p_parts_mm(
+    pred_verts: torch.Tensor,
+    pred_faces: torch.Tensor,
+    gt_verts: torch.Tensor,
+    gt_faces: torch.Tensor,
+    num_samples: int = 20000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """:func:`p2p_mm` and its two directions, from one set of surface samples, in millimetres.
+
+    Returns:
+        ``{"symmetric", "pred_to_gt", "gt_to_pred"}``: ``symmetric`` equals :func:`p2p_mm` (same samples);
+        ``gt_to_pred`` (truth to reconstruction) is the one-sided distance that penalises missing
+        surface but not extra surface; ``pred_to_gt`` the other direction.
+    """
     generator = torch.Generator().manual_seed(seed)
     pred_verts, gt_verts = pred_verts.detach().double(), gt_verts.detach().double()
     pts_pred = sample_surface(pred_verts, pred_faces, num_samples, generator)
     pts_gt = sample_surface(gt_verts, gt_faces, num_samples, generator)
     d_pred_to_gt = point_to_surface_distance(pts_pred, gt_verts, gt_faces).mean()
     d_gt_to_pred = point_to_surface_distance(pts_gt, pred_verts, pred_faces).mean()
-    return float(1000.0 * (d_pred_to_gt + d_gt_to_pred) / 2)
+    return {"symmetric": float(1000.0 * (d_pred_to_gt + d_gt_to_pred) / 2),
+            "pred_to_gt": float(1000.0 * d_pred_to_gt), "gt_to_pred": float(1000.0 * d_gt_to_pred)}
 
 
 def mpjpe_mm(joints: torch.Tensor, joints_gt: torch.Tensor) -> torch.Tensor:
@@ -335,3 +354,40 @@ def inconsistency(
     if not keep.any():
         return float("nan")
     return float(var[keep].mean(-1).mean())
+
+
+def windowed_inconsistency(
+    per_vertex_colors: torch.Tensor,
+    visibility: torch.Tensor,
+    num_views: int,
+    window: int = 8,
+    min_samples: int = 2,
+) -> float:
+    """The reference's inconsistency ("Variation"): windows of consecutive frames of one view.
+
+    The samples are ordered frame-major (sample ``s`` = frame ``s // num_views``, view
+    ``s % num_views``), as :meth:`SRHandTrainer.evaluate` collects them. For each view, the
+    per-vertex colour variance is computed on every run of ``window`` consecutive frames
+    (:func:`inconsistency` with ``window``), and the result is the mean over views. With fewer
+    frames than ``window`` the window shrinks to the number of frames. The reference also keeps only
+    vertices whose pixel lies inside the MANO mask; here every visible vertex counts.
+
+    Args:
+        per_vertex_colors: ``(S, V, 3)`` in [0, 1], ``S = num_frames * num_views``.
+        visibility: ``(S, V)`` bool.
+        num_views: views per frame.
+        window: frames per window (8 in the reference).
+    Returns:
+        The windowed inconsistency (float); ``nan`` if no vertex qualifies.
+    """
+    if per_vertex_colors.shape[0] % num_views:
+        raise ValueError(f"windowed_inconsistency: {per_vertex_colors.shape[0]} samples are not a whole number of "
+                         f"frames of {num_views} views")
+    num_frames = per_vertex_colors.shape[0] // num_views
+    if num_frames < min_samples:
+        return float("nan")
+    span = min(window, num_frames)
+    values = [inconsistency(per_vertex_colors[v::num_views], visibility[v::num_views], min_samples, window=span)
+              for v in range(num_views)]
+    values = [x for x in values if not np.isnan(x)]
+    return float(np.mean(values)) if values else float("nan")
