@@ -32,8 +32,8 @@ from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 from utils.geometry.lbs import batch_rodrigues, linear_blend_skinning, rigid_transforms
 from utils.geometry.mesh import loop_subdivide, uniform_laplacian, unique_edges, vertex_normals
-from utils.render import get_renderer
 from utils.geometry.sh import sh_shade
+from utils.render import get_renderer
 
 __all__ = ["ConditionNetwork", "HandAvatar", "MEAN_HAND_ALBEDO_RGB", "rotation_condition"]
 

@@ -14,9 +14,9 @@ import torch
 
 from utils.geometry.camera import Cameras, look_at
 from utils.geometry.mano import HandModel, default_hand_model_path
+from utils.geometry.sh import sh_shade
 from utils.render import get_renderer
 from utils.render.mesh_render import render_attributes
-from utils.geometry.sh import sh_shade
 
 GOLDEN = Path(__file__).parent / "golden" / "procedural_hand_rest_64.png"
 SIZE = 64

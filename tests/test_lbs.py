@@ -7,7 +7,13 @@ import pytest
 import torch
 from _hand_fixtures import fake_mano_dict, procedural_model, write_chumpy_mano_pickle
 
-from utils.geometry.lbs import batch_rodrigues, linear_blend_skinning, pose_mesh, rigid_transforms, rotation_to_skew
+from utils.geometry.lbs import (
+    batch_rodrigues,
+    linear_blend_skinning,
+    pose_mesh,
+    rigid_transforms,
+    rotation_to_skew,
+)
 from utils.geometry.mano import MANO_PARENTS, HandModel
 from utils.geometry.mesh import loop_subdivide, subdivided_hand
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from datasets.preprocess import degrade
-from utils.metrics import image as metrics
 from utils.image_io import make_grid, write_image
+from utils.metrics import image as metrics
 
 DEFAULT_SCALES = (4.0, 8.0, 12.8, 16.0)
 
