@@ -168,3 +168,20 @@ def test_silent_cases_of_the_issue_exit_2(tmp_path, setting, key):
     assert result.returncode == 2, result.stderr[-2000:]
     assert key in result.stderr and "must be" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_counts_checked_against_the_data(tmp_path):
+    """main.py's data-dependent rules, in the same format (checked after the sequence is read)."""
+    from types import SimpleNamespace
+
+    from trainers.run import check_data_counts
+
+    conf = load_config(minimal_conf(tmp_path), ["data.num_frames=5"], schema="srhand")
+    seq = SimpleNamespace(num_views=20, num_frames=2, name="test/Capture0/seq")
+    with pytest.raises(ConfigError) as info:
+        check_data_counts(conf, seq)
+    assert "data.num_frames = 5 in --set data.num_frames=5: must be <= 2 (the usable frames of test/Capture0/seq" \
+        in str(info.value)
+    assert "data.num_views" not in str(info.value)
+    check_data_counts(load_config(minimal_conf(tmp_path), ["data.frame_ids=[1, 2, 3]", "data.num_frames=5"],
+                                  schema="srhand"), seq)  # explicit frame ids: num_frames unused
