@@ -1,0 +1,346 @@
+"""One-command check of every training stage on one device (``scripts/gpu_check.py``).
+
+On one CUDA GPU at the paper's sizes (or, for a dry run, on the CPU at toy sizes with ``tiny``) it makes
+its own synthetic captures in a temporary folder (``datasets.synthetic``, the procedural hand of
+``assets/``; nothing is downloaded), then runs a few steps of each stage and records, per stage, the
+step time, the peak memory and pass/fail:
+
+* ``giif_train``: ``GiifTrainer.train_step`` (``conf/synthetic/paper/giif.conf``);
+* ``disc_step``: ``DiscTrainer.train_step`` (GIIF + discriminator updates, ``conf/synthetic/paper/disc.conf``);
+* ``srhand_joint`` / ``srhand_finetune``: ``SRHandTrainer._train_step`` / ``_finetune_step`` in the joint
+  phase (``conf/synthetic/paper/srhand.conf``, subdivision 3, 256 px);
+* ``srhand_eval``: ``SRHandTrainer.evaluate`` on one held-out frame;
+* ``nvdiffrast_parity``: when ``nvdiffrast.torch`` imports and the device is CUDA, the paper-size hand
+  rendered by both backends (triangle ids, interpolated attributes, antialiased coverage).
+
+GIIF and the discriminator get random weights of their configured size (the cost does not depend on the
+values). Each stage's exception fails that stage and the check goes on; stages that would start after
+``budget_s`` are skipped. Times are means over ``steps`` steps after one warm-up step, with
+``torch.cuda.synchronize`` around them on CUDA; peak memory is ``torch.cuda.max_memory_allocated`` per stage
+(reset before it) on CUDA and the process's peak resident set on the CPU. ``amp`` (CUDA only) times the
+steps under ``torch.autocast(dtype=bfloat16)`` as well.
+
+Returns a JSON-ready dict (:func:`run_check`) and a short markdown summary (:func:`markdown_summary`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import platform
+import resource
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+STAGES = ("giif_train", "disc_step", "srhand_joint", "srhand_finetune", "srhand_eval", "nvdiffrast_parity")
+
+# Toy sizes for the CPU dry run (as tests/test_srhand.py); paper sizes are the configs' own.
+TINY_DATA = dict(raw_size=(64, 64), hr_size=32, num_views=2, num_heldout_views=1, num_frames=2, num_subjects=3,
+                 supersample=1, subdivision_levels=1)
+PAPER_DATA = dict(num_views=4, num_heldout_views=1, num_frames=2, num_subjects=3, supersample=1)
+FAST_DATA = dict(annotation="exact", p2p_frames=0)  # set when the generator knows them: no MANO fitting
+
+TINY_SR_SETS = ["data.hr_size=32", "data.normal_size=32", "data.max_val_images=2", "train.batch_size=2",
+                "train.patch_size=0", "train.perceptual_weight=0.0", "train.perceptual=none", "eval.perceptual=none"]
+PAPER_SR_SETS = ["data.max_val_images=2", "train.batch_size=4"]
+TINY_SRHAND_SETS = ["data.hr_size=32", "data.lr_size=8", "data.normal_size=32", "model.subdivision_levels=1",
+                    "train.perceptual=none", "train.batch_size=2", "finetune.batch_size=2", "eval.perceptual=none",
+                    "eval.p2p_samples=300", "eval.batch_size=3"]
+
+
+@dataclasses.dataclass
+class CheckSettings:
+    """What :func:`run_check` runs. ``device``: ``cuda`` (paper sizes) or ``cpu`` with ``tiny``."""
+
+    device: str = "cuda"
+    tiny: bool = False
+    steps: int = 3
+    amp: bool = False
+    budget_s: float = 420.0
+    stages: tuple = STAGES
+    work_dir: str | None = None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def time_steps(fn, device: torch.device, steps: int, amp: bool = False) -> dict:
+    """Mean seconds of ``steps`` calls of ``fn`` after one warm-up call (``amp``: under bf16 autocast)."""
+    with _autocast(device, amp):
+        fn()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        _sync(device)
+    return {"step_s": (time.perf_counter() - start) / max(1, steps), "steps": steps}
+
+
+def make_data(root: Path, tiny: bool) -> Path:
+    """Synthetic captures (train/val/test subjects) in ``root``: toy or paper-size crops."""
+    from datasets.synthetic import SyntheticConfig, generate
+
+    known = {f.name for f in dataclasses.fields(SyntheticConfig)}
+    fast = {k: v for k, v in FAST_DATA.items() if k in known}
+    if tiny:
+        config = SyntheticConfig(seed=0, **TINY_DATA, **fast)
+    else:
+        config = SyntheticConfig.preset("paper", seed=0, **PAPER_DATA, **fast)
+    generate(config, root, progress=False, overwrite=True, log=lambda *args, **kwargs: None)
+    return root
+
+
+def _conf_path(stage: str, tiny: bool) -> Path:
+    return REPO / "conf" / "synthetic" / ("" if tiny else "paper") / f"{stage}.conf"
+
+
+def _logger(run_dir: Path):
+    from utils.run_logging import RunLogger
+
+    return RunLogger(run_dir, use_tensorboard=False)
+
+
+def _giif_checkpoints(work: Path, tiny: bool) -> tuple[Path, Path]:
+    """Random GIIF and discriminator checkpoints of the configured sizes (``giif.pth``, ``disc.pth``)."""
+    from models import registry
+    from models.giif import giif_spec
+    from utils.checkpoint import make_checkpoint, model_entry, save_atomic
+
+    torch.manual_seed(0)
+    normal_size = 32 if tiny else 256
+    config = {"data": {"normal_space": "camera", "normal_size": normal_size}}
+    giif = registry.make(giif_spec("cpu" if tiny else "paper"))
+    disc = registry.make({"name": "unet_disc_sn", "args": {"num_feat": 8} if tiny else {}})
+    save_atomic(make_checkpoint("giif", model_entry(giif), config=config), work / "giif.pth")
+    save_atomic(make_checkpoint("disc", model_entry(disc), config=config), work / "disc.pth")
+    return work / "giif.pth", work / "disc.pth"
+
+
+class _Stages:
+    """The stage functions; each returns a dict of measurements (raising fails the stage)."""
+
+    def __init__(self, settings: CheckSettings, device: torch.device, data: Path, work: Path):
+        self.s, self.device, self.data, self.work = settings, device, data, work
+        self._srhand = None
+
+    def _timed(self, fn) -> dict:
+        out = time_steps(fn, self.device, self.s.steps)
+        if self.s.amp and self.device.type == "cuda":
+            out["amp_bf16_step_s"] = time_steps(fn, self.device, self.s.steps, amp=True)["step_s"]
+        return out
+
+    def _sr_trainer(self, stage: str):
+        from trainers.disc_trainer import DiscTrainer
+        from trainers.giif_trainer import GiifTrainer
+        from utils.config import load_config
+
+        sets = [f"data.data_path={self.data}", "use_tensorboard=false", "train.num_workers=0",
+                *(TINY_SR_SETS if self.s.tiny else PAPER_SR_SETS)]
+        conf = load_config(_conf_path(stage, self.s.tiny), sets, schema=stage)
+        run_dir = self.work / stage
+        cls = DiscTrainer if stage == "disc" else GiifTrainer
+        trainer = cls(conf, run_dir, self.device, _logger(run_dir))
+        trainer.build_data(train=True)
+        trainer.build_model()
+        if stage == "disc":
+            trainer.build_disc()
+        trainer.build_optim()
+        loader, _ = trainer._train_loader()
+        batch = next(iter(loader))
+        return trainer, batch
+
+    def giif_train(self) -> dict:
+        trainer, batch = self._sr_trainer("giif")
+        return self._timed(lambda: trainer.train_step(batch))
+
+    def disc_step(self) -> dict:
+        trainer, batch = self._sr_trainer("disc")
+        return self._timed(lambda: trainer.train_step(batch))
+
+    def srhand(self):
+        """The SRHand trainer in its joint phase (built once for the three SRHand stages)."""
+        if self._srhand is None:
+            from trainers.srhand import SRHandTrainer
+            from utils.config import load_config
+
+            giif, disc = _giif_checkpoints(self.work, self.s.tiny)
+            sets = [f"data.data_path={self.data}", "data.num_views=2" if self.s.tiny else "data.num_views=4",
+                    "data.num_frames=2", f"giif_model={giif}", f"disc_model={disc}", "sr_source=giif_finetuned",
+                    "use_tensorboard=false", "eval.num_frames=1", "eval.include_heldout_cameras=true",
+                    *(TINY_SRHAND_SETS if self.s.tiny else [])]
+            conf = load_config(_conf_path("srhand", self.s.tiny), sets, schema="srhand")
+            run_dir = self.work / "srhand"
+            trainer = SRHandTrainer(conf, run_dir, self.device, _logger(run_dir))
+            trainer.build_data()
+            trainer.build_models()
+            trainer.phase = "train"
+            trainer._finish_prephase()
+            trainer._make_phase_optimizer()
+            self._srhand = trainer
+        return self._srhand
+
+    def srhand_joint(self) -> dict:
+        trainer = self.srhand()
+        epochs = trainer.conf.get_int("train.epochs")
+        weights = trainer.loss_weights(epochs, epochs)
+        views = list(range(min(trainer.conf.get_int("train.batch_size"), trainer.data.num_views)))
+        out = self._timed(lambda: trainer._train_step(0, views, weights))
+        return {**out, "views": len(views), "vertices": trainer.avatar.num_verts, "resolution": list(trainer.data.size)}
+
+    def srhand_finetune(self) -> dict:
+        from utils.config import conf_to_dict
+
+        trainer = self.srhand()
+        weights = conf_to_dict(trainer.conf, "finetune.weights")
+        views = list(range(min(trainer.conf.get_int("finetune.batch_size"), trainer.data.num_views)))
+        out = self._timed(lambda: trainer._finetune_step(0, views, weights, None, None))
+        return {**out, "views": len(views)}
+
+    def srhand_eval(self) -> dict:
+        trainer = self.srhand()
+        trainer.prepare_eval_from_training()
+        _sync(self.device)
+        start = time.perf_counter()
+        report = trainer.evaluate()
+        _sync(self.device)
+        seconds = time.perf_counter() - start
+        trainer.avatar.train()
+        return {"step_s": seconds, "steps": 1, "frames": len(report.get("frames", [])) or 1}
+
+    def nvdiffrast_parity(self) -> dict:
+        if self.device.type != "cuda":
+            return {"status": "skipped", "reason": "needs CUDA"}
+        try:
+            import nvdiffrast.torch  # noqa: F401
+        except ImportError as err:
+            return {"status": "skipped", "reason": f"nvdiffrast does not import ({err})"}
+        return render_parity(self.srhand(), self.device)
+
+
+def render_parity(trainer, device: torch.device) -> dict:
+    """The trainer's posed avatar in its fitted views, nvdiffrast vs the torch backend.
+
+    Pass: >= 99 % of the pixels with the same triangle, interpolated positions within 1e-4 m there,
+    antialiased coverage (same raster; torch limited to nvdiffrast's rule) within 1e-3 on >= 99 % of them.
+    """
+    from utils.render import get_renderer
+
+    d = trainer.data
+    views = list(range(min(4, d.num_views)))
+    with torch.no_grad():
+        geo = trainer.avatar.forward_geometry(d.pose[0], d.trans[0])
+        clip = d.cameras(0, views).to_clip(geo["verts_posed"][None].expand(len(views), -1, -1)).contiguous()
+    faces = trainer.avatar.faces
+    nv, th = get_renderer("nvdiffrast"), get_renderer("torch")
+    r_nv, r_th = nv.rasterize(clip, faces, d.size), th.rasterize(clip, faces, d.size)
+    same = r_nv[..., 3] == r_th[..., 3]
+    covered = (r_th[..., 3] > 0) | (r_nv[..., 3] > 0)
+    attr = geo["verts_posed"].detach().contiguous()
+    i_nv, i_th = nv.interpolate(attr, r_nv, faces), th.interpolate(attr, r_th, faces)
+    both = same & covered
+    interp_err = float((i_nv[both] - i_th[both]).abs().max()) if both.any() else 0.0
+    mask = (r_th[..., 3:] > 0).float()
+    a_nv = nv.antialias(mask, r_th, clip, faces)
+    a_th = get_renderer("torch", aa_max_hops=0).antialias(mask, r_th, clip, faces)
+    aa_off = float(((a_nv - a_th).abs() > 1e-3).float().mean())
+    same_frac = float(same.float().mean())
+    same_covered = float(same[covered].float().mean()) if covered.any() else 1.0
+    ok = same_frac >= 0.99 and interp_err <= 1e-4 and aa_off <= 0.01
+    return {"status": "pass" if ok else "fail", "same_triangle": same_frac, "same_triangle_covered": same_covered,
+            "interp_max_abs_m": interp_err, "antialias_off_fraction": aa_off}
+
+
+def run_check(settings: CheckSettings, log=print) -> dict:
+    """Run the selected stages; returns ``{"env": ..., "stages": {name: {"status", "step_s", "peak_mib", ...}}}``."""
+    device = torch.device(settings.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda but torch.cuda.is_available() is False (use --device cpu --tiny for a dry run)")
+    start = time.perf_counter()
+    result = {"env": environment(device, settings), "stages": {}}
+    with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        log(f"[gpu_check] generating {'tiny' if settings.tiny else 'paper-size'} synthetic captures in {work}")
+        data = make_data(work / "data", settings.tiny)
+        result["data_s"] = time.perf_counter() - t0
+        stages = _Stages(settings, device, data, work)
+        for name in settings.stages:
+            elapsed = time.perf_counter() - start
+            if elapsed > settings.budget_s:
+                result["stages"][name] = {"status": "skipped", "reason": f"time budget {settings.budget_s:.0f} s spent"}
+                log(f"[gpu_check] {name}: skipped (budget)")
+                continue
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            try:
+                entry = getattr(stages, name)()
+                entry.setdefault("status", "pass")
+            except Exception as err:  # a failing stage is a result; the others still run
+                entry = {"status": "fail", "error": f"{type(err).__name__}: {err}",
+                         "traceback": traceback.format_exc(limit=8)}
+            if entry["status"] != "skipped":
+                entry["peak_mib"] = _peak_mib(device)
+            entry["wall_s"] = time.perf_counter() - t0
+            result["stages"][name] = entry
+            step = f"{entry['step_s'] * 1000:.1f} ms/step" if "step_s" in entry else entry.get("error", "")
+            log(f"[gpu_check] {name}: {entry['status']} {step} ({entry['wall_s']:.1f} s)")
+    result["total_s"] = time.perf_counter() - start
+    result["passed"] = all(e["status"] in ("pass", "skipped") for e in result["stages"].values())
+    return result
+
+
+def environment(device: torch.device, settings: CheckSettings) -> dict:
+    import subprocess
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    return {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "git_revision": rev, "size": "tiny" if settings.tiny else "paper", "steps": settings.steps,
+            "amp": settings.amp, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def markdown_summary(result: dict) -> str:
+    """A short markdown table of ``result`` (for ``benchmarks/gpu.md``)."""
+    env = result["env"]
+    lines = [f"`scripts/gpu_check.py` at `{env['git_revision']}` on {env['date']}: {env['gpu'] or env['device']}, "
+             f"torch {env['torch']} (CUDA {env['cuda']}), {env['size']} size, {env['steps']} timed steps per stage, "
+             f"{result['total_s']:.0f} s in all ({result.get('data_s', 0):.0f} s making the captures).", "",
+             "| stage | status | step (ms) | bf16 autocast step (ms) | peak memory (MiB) | note |",
+             "|---|---|---|---|---|---|"]
+    for name, e in result["stages"].items():
+        step = f"{e['step_s'] * 1000:.1f}" if "step_s" in e else ""
+        amp = f"{e['amp_bf16_step_s'] * 1000:.1f}" if "amp_bf16_step_s" in e else ""
+        peak = f"{e['peak_mib']:.0f}" if "peak_mib" in e else ""
+        note = e.get("error") or e.get("reason") or ""
+        if name == "nvdiffrast_parity" and "same_triangle" in e:
+            note = (f"same triangle {e['same_triangle']:.4f}, interp max {e['interp_max_abs_m']:.1e} m, "
+                    f"AA off {e['antialias_off_fraction']:.4f}")
+        lines.append(f"| {name} | {e['status']} | {step} | {amp} | {peak} | {note.splitlines()[0] if note else ''} |")
+    return "\n".join(lines) + "\n"
