@@ -213,7 +213,7 @@ CONFS = {
 }
 SCALE_DEFAULTS = {  # --data, --work, results file stem, SR steps, discriminator-stage steps (0 = the config's epochs)
     "cpu": ("data/synthetic", "outputs/benchmark", "results", 324, 108),
-    "medium": ("data/synthetic_medium", "outputs/benchmark_medium", "results_medium", 0, 0),
+    "medium": ("data/synthetic_medium", "outputs/benchmark_medium", "results_medium", 324, 108),
     "paper": ("data/synthetic_paper", "outputs/benchmark_paper", "results_paper", 0, 0),
 }
 # The medium scale's captures (docs/benchmark_protocol.md): the paper preset's 256 px crops and x16, fewer
@@ -338,6 +338,11 @@ SRHAND_RUNS = {
     # Table 5: SRHand from noisy MANO parameters (fitting and evaluation), see data.mano_noise.
     "srhand_noisy": ("SRHand, noisy MANO parameters", ["sr_source=giif_finetuned", *NOISE_SETS], "giif"),
 }
+# Rows a scale leaves out (the medium budget, docs/benchmark_protocol.md: Table 1 without the bicubic and LIIF rows).
+SCALE_SKIPS = {"medium": ("bicubic_ours", "liif_xhand")}
+# Sections and SR seeds per scale when not given.
+SCALE_SECTIONS = {"medium": ["sr", "srhand", "ablation"]}
+SCALE_SR_SEEDS = {"medium": [0, 1, 2]}
 TABLES = {  # section -> (row keys, label overrides)
     "srhand": (["bicubic_ours", "liif_xhand", "giif_xhand", "giif_ours", "ftd_xhand", "srhand", "hr_ours"], {}),
     "ablation": (["giif_ours", "ft_con", "ft_con_wav", "srhand"],
@@ -401,6 +406,7 @@ def _mean_std(values: list) -> tuple:
 
 def srhand_table(args, work: Path, table: str) -> dict:
     keys, labels = TABLES[table]
+    keys = [key for key in keys if key not in SCALE_SKIPS.get(args.scale, ())]
     jobs = srhand_jobs(args, work, keys, check_models=False)
     _, _, refs = sr_plan(args, work)
     run_keys = [job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
@@ -720,7 +726,8 @@ def section_claims(results_by_scale: dict) -> dict:
         out.append({"name": name, "words": claim.words, "metric": claim.metric, "sign": claim.sign,
                     "better": list(claim.better), "worse": list(claim.worse),
                     "scales": {scale: claims_lib.judge(claim, per_seed) for scale, per_seed in inputs.items()}})
-    return {"claims": out, "scales": list(results_by_scale)}
+    return {"claims": out, "scales": list(results_by_scale),
+            "scales_run": [scale for scale, results in results_by_scale.items() if results]}
 
 
 def claims_markdown(result: dict) -> list[str]:
@@ -738,8 +745,11 @@ def claims_markdown(result: dict) -> list[str]:
         cells = [c["name"], c["words"], f"{c['metric']} ({direction})"]
         for scale in scales:
             judged = c["scales"].get(scale)
+            if scale not in result.get("scales_run", scales):
+                cells += ["not run", "-"]
+                continue
             cells += [claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)),
-                      judged["verdict"] if judged else "not run"]
+                      judged["verdict"] if judged else "n/a"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -759,20 +769,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cpu: CPU-sized configs (the committed tables); medium: x16 at 256 px, subdivision 2, "
                              "about 4 h on 2 cores (docs/benchmark_protocol.md); paper: the paper's model sizes and "
                              "schedules on the paper-preset synthetic data (a GPU job)")
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS),
+                        help="default: all (medium: sr srhand ablation; the claims are always recomputed)")
     parser.add_argument("--data", help="synthetic captures (default: data/synthetic, or data/synthetic_paper)")
     parser.add_argument("--work", help="run folders (default: outputs/benchmark, or outputs/benchmark_paper)")
     parser.add_argument("--out", default=str(REPO / "benchmarks"),
                         help="where results.md/json (results_paper.md/json for --scale paper) go")
-    parser.add_argument("--steps", type=int, help="GIIF/LIIF training steps of the SR section (cpu: 324 = 6 epochs "
-                        "of conf/synthetic/giif.conf; paper: 0 = the config's epochs)")
-    parser.add_argument("--disc_steps", type=int, help="discriminator-stage steps (cpu: 108 = 2 epochs of "
+    parser.add_argument("--steps", type=int, help="GIIF/LIIF training steps of the SR section (cpu, medium: 324 = 6 "
+                        "epochs of conf/synthetic/giif.conf; paper: 0 = the config's epochs)")
+    parser.add_argument("--disc_steps", type=int, help="discriminator-stage steps (cpu, medium: 108 = 2 epochs of "
                         "conf/synthetic/disc.conf; paper: 0 = the config's epochs)")
     parser.add_argument("--giif_model", help="stage-2 GIIF for the main.py sections, its disc.pth beside it "
                         "(default: WORK/sr_disc/giif.pth)")
     parser.add_argument("--liif_model", help="LIIF (no normal maps) for the LIIF + XHand row (default: "
                         "WORK/sr_liif/giif.pth)")
-    parser.add_argument("--sr_seeds", type=int, nargs="+", default=[0, 1], help="SR-section seeds per row "
+    parser.add_argument("--sr_seeds", type=int, nargs="+", help="SR-section seeds per row (default 0 1; medium 0 1 2) "
                         "(seed 0's GIIF and LIIF supervise the main.py rows)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="main.py seeds per row")
     parser.add_argument("--jobs", type=int, default=2,
@@ -791,6 +802,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.data = args.data or str(REPO / data)
     args.work = args.work or str(REPO / work)
     args.results_stem = stem
+    args.sections = args.sections or SCALE_SECTIONS.get(args.scale, list(SECTIONS))
+    args.sr_seeds = args.sr_seeds or SCALE_SR_SEEDS.get(args.scale, [0, 1])
     args.steps = steps if args.steps is None else args.steps
     args.disc_steps = disc_steps if args.disc_steps is None else args.disc_steps
     args.giif_model = args.giif_model or str(Path(args.work) / "sr_disc" / "giif.pth")

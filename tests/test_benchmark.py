@@ -87,6 +87,9 @@ def test_mean_and_spread(bench):
 def test_medium_commands_load_their_configs(bench, tmp_path):
     args = bench.parse_args(["--scale", "medium", "--work", str(tmp_path), "--seeds", "0", "--sr_seeds", "0"])
     assert args.data.endswith("data/synthetic_medium") and args.results_stem == "results_medium"
+    defaults = bench.parse_args(["--scale", "medium"])
+    assert defaults.sr_seeds == [0, 1, 2] and defaults.sections == ["sr", "srhand", "ablation"]
+    assert bench.parse_args([]).sr_seeds == [0, 1] and "noise" in bench.parse_args([]).sections
     for _, seed, _, cmd in bench.sr_jobs(args, tmp_path):
         conf = _load(cmd)
         assert conf.get_int("data.hr_size") == 256 and conf.get_int("seed") == seed
@@ -267,4 +270,4 @@ def test_claims_table(bench):
     mano = by[("SRHand vs the input MANO mesh", "p2p_mm")]["scales"]["cpu"]
     assert mano["mean"] == pytest.approx(0.8) and mano["verdict"] == "reversed"
     text = "\n".join(bench.claims_markdown(out))
-    assert "| -0.500 ± 0.100 (n=3) | holds | - | n/a |" in text
+    assert "| -0.500 ± 0.100 (n=3) | holds | not run | - |" in text
