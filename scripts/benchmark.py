@@ -596,23 +596,33 @@ def speed_markdown(result: dict) -> list[str]:
     decode = result.get("giif_decode")
     if decode:
         rows = list(decode.get("results", [])) + list(decode.get("liif_results", []))
-        compare = any(row.get("reference_query_s") is not None for row in rows)
-        lines += ["", f"GIIF decode throughput (no gradient, every output pixel queried; {decode.get('threads')} "
-                  "thread(s)" + ("; old = the reference query path, new = the factorised one, timed interleaved in "
-                                 "one run" if compare else "") + "):", ""]
-        header = "| model | parameters (M) | output | encode (ms) | encode + query (ms) | output MP/s |"
-        if compare:
-            header += " query old (ms) | query new (ms) | speed-up |"
-        lines += [header, "|---|---|---|---|---|---|" + ("---|---|---|" if compare else "")]
-        for row in rows:
-            name = row["size"] + (f" {row['model']}" if row.get("model") and row["model"] != "giif" else "")
-            line = (f"| {name} | {row['params_M']:.2f} | {row['out']}x{row['out']} | "
-                    f"{1000 * row['encode_s']:.0f} | {1000 * row['decode_s']:.0f} | {row['decode_MPps']:.3f} |")
-            if compare:
-                old = row.get("reference_query_s")
-                line += (f" {1000 * old:.0f} |" if old is not None else " - |") + f" {1000 * row['query_s']:.0f} |"
-                line += f" {row['query_speedup']:.2f}x |" if row.get("query_speedup") is not None else " - |"
-            lines.append(line)
+        if any(row.get("reference_query_s") is not None for row in rows):
+            lines += ["", decode.get("note") or (
+                "GIIF and LIIF decode (no gradient, every output pixel queried; `scripts/benchmark_giif.py`): both "
+                "query paths of the same model timed interleaved in one run, medians: \"reference\" builds LIIF's "
+                "concatenated MLP input, \"factorised\" (the default) computes the first layer's feature terms once "
+                "per grid cell; max abs diff is between the two images."), "",
+                "| model | parameters (M) | output | threads | encode (ms) | query, reference (ms) | "
+                "query, factorised (ms) | speedup | max abs diff | decode MP/s |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+            for row in rows:
+                diff = row.get("max_abs_diff")
+                diff = "-" if diff is None else ("0" if diff == 0 else f"{diff:.1e}")
+                speedup = row.get("query_speedup")
+                lines.append(f"| {row['size']} {row.get('model', 'giif').upper()} | {row['params_M']:.2f} | "
+                             f"{row['out']}x{row['out']} | {row.get('threads', decode.get('threads'))} | "
+                             f"{1000 * row['encode_s']:.0f} | {1000 * row['reference_query_s']:.0f} | "
+                             f"{1000 * row['query_s']:.0f} | "
+                             + (f"{speedup:.2f}x" if speedup is not None else "-") + f" | {diff} | "
+                             f"{row['decode_MPps']:.3f} |")
+        else:
+            lines += ["", f"GIIF decode throughput (no gradient, every output pixel queried; {decode.get('threads')} "
+                      "thread(s)):", "",
+                      "| model | parameters (M) | output | encode (ms) | encode + query (ms) | output MP/s |",
+                      "|---|---|---|---|---|---|"]
+            for row in rows:
+                lines.append(f"| {row['size']} | {row['params_M']:.2f} | {row['out']}x{row['out']} | "
+                             f"{1000 * row['encode_s']:.0f} | {1000 * row['decode_s']:.0f} | {row['decode_MPps']:.3f} |")
     step_rows = [(k, v) for k, v in result.items() if k.startswith("srhand_step")]
     if step_rows:
         old_key = next((k for _, info in step_rows for row in info["rows"] for k in ("ms_old", "old_ms", "reference_ms")
