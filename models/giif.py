@@ -31,8 +31,11 @@ interpolation): ``W [z_n, r, z_l, q_l, c] + b = (W_n z_n + b) + (W_l z_l + W_q q
 bracketed terms are computed once per cell of the normal grid and of the LR grid (a 1x1 convolution with
 the first layer's own weight, so no new parameters) and gathered by the same indices the reference path
 gathers features with; only the 2-d coordinate and cell terms are computed per query (the cell term once
-per query, not per ensemble member). Equal to the reference path (``query_mode = "reference"``, which
-builds the concatenated input) up to float rounding, in values and gradients (``tests/test_giif.py``).
+per query, not per ensemble member). The MLP then runs in blocks of ``_ROW_BLOCK`` rows: a whole chunk's
+``(B*4*Q, 256)`` activations are fresh allocations that page-fault and stream through main memory at every
+layer, which cost the reference path about as much as its first layer. Equal to the reference path
+(``query_mode = "reference"``, which builds the concatenated input) up to float rounding, in values and
+gradients (``tests/test_giif.py``).
 
 Deviations from the reference code: normal maps are fed as is (``HGFilter(normal_input_renorm=True)``
 reproduces its ``(n - 0.5) / 0.5``); ``feat_unfold`` is implemented (on the LR features) instead of
