@@ -46,8 +46,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils import claims as claims_lib  # noqa: E402
 from utils import runstore  # noqa: E402
+from utils.benchmark_claims import claims_markdown, input_mano_row, section_claims  # noqa: E402
+from utils.benchmark_claims import mean_std as _mean_std  # noqa: E402
+from utils.benchmark_claims import summarise as _summarise  # noqa: E402
 
 SR_SCALES = ("x4", "x8", "x12.8", "x16")
 
@@ -395,15 +397,6 @@ def _row_metrics(m: dict) -> dict:
     return row
 
 
-def _mean_std(values: list) -> tuple:
-    import statistics
-
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
 def srhand_table(args, work: Path, table: str) -> dict:
     keys, labels = TABLES[table]
     keys = [key for key in keys if key not in SCALE_SKIPS.get(args.scale, ())]
@@ -423,32 +416,6 @@ def srhand_table(args, work: Path, table: str) -> dict:
         rows.update(input_mano_row(rows))
     return {"rows": rows, "seeds": list(args.seeds), "seconds": seconds,
             "noise_sets": NOISE_SETS if table == "noise" else None, **store_summary(entries.values(), seconds)}
-
-
-def _summarise(key: str, runs: dict) -> dict:
-    """A table row: per-seed metrics and their mean ± std."""
-    first = next(iter(runs.values()))
-    summary = {}
-    for metric in first:
-        if metric == "perceptual":
-            continue
-        mean, std = _mean_std([r.get(metric) for r in runs.values()])
-        summary[metric] = {"mean": mean, "std": std}
-    return {"key": key, "perceptual": first.get("perceptual"), "seeds": runs, "summary": summary}
-
-
-INPUT_MANO_LABEL = "input MANO mesh (no reconstruction)"
-
-
-def input_mano_row(rows: dict) -> dict:
-    """Table 1's reference row: the input MANO mesh's P2P, as the SRHand row's evaluations measured it
-    (``p2p_mm_mano``; ``paper_protocol.p2p_mano_truth_to_recon_mm``). Empty without an SRHand row."""
-    source = next((row for row in rows.values() if row.get("key") == "srhand"), None)
-    if source is None:
-        return {}
-    runs = {seed: {"p2p_mm": r.get("p2p_mm_mano"), "pp_p2p_mm": r.get("pp_p2p_mm_mano"),
-                   "perceptual": r.get("perceptual")} for seed, r in source["seeds"].items()}
-    return {INPUT_MANO_LABEL: {**_summarise("input_mano", runs), "reference": True}}
 
 
 def _fmt(stat: dict | None, digits: int) -> str:
@@ -641,127 +608,7 @@ def speed_markdown(result: dict) -> list[str]:
     return lines
 
 
-# ---------------------------------------------------------------------------------------------- claims
-CLAIM_DIGITS = {"p2p_mm": 3, "inconsistency": 4, "render_perc": 4, "x16_perc": 4}  # others: 2 (dB)
-
-
-def C(words: str, metric: str, better: tuple, worse: tuple, sign: int) -> claims_lib.Claim:
-    """A claim whose smallest meaningful difference is the last digit its table prints."""
-    return claims_lib.Claim(words, metric, better, worse, sign, min_effect=10.0 ** -CLAIM_DIGITS.get(metric, 2))
-
-
-T1 = ("Table 1: \"fine-tuning the SR module enhances its 3D reconstruction performance compared to its original "
-      "state\"")
-CLAIMS = [  # (short name, claim); rows: ("main", main.py row key) or ("sr", "<run>:<method>") of the SR section
-    ("GIIF vs bicubic supervision", C("Table 1: GIIF supervision beats bicubic (\"significantly outperforms "
-                                      "state-of-the-art image upsampling methods\")", "p2p_mm",
-                                      ("main", "giif_ours"), ("main", "bicubic_ours"), -1)),
-    ("GIIF vs bicubic supervision", C("Table 1: GIIF supervision beats bicubic", "render_psnr",
-                                      ("main", "giif_ours"), ("main", "bicubic_ours"), +1)),
-    ("GIIF vs LIIF supervision", C("Table 1: GIIF + XHand beats LIIF + XHand (\"significant improvements in "
-                                   "appearance and geometry quality compared to existing SR methods\")", "p2p_mm",
-                                   ("main", "giif_xhand"), ("main", "liif_xhand"), -1)),
-    ("GIIF vs LIIF supervision", C("Table 1: GIIF + XHand beats LIIF + XHand", "render_psnr",
-                                   ("main", "giif_xhand"), ("main", "liif_xhand"), +1)),
-    ("fine-tuning (w/ vs w/o ftd.)", C(T1, "p2p_mm", ("main", "srhand"), ("main", "giif_ours"), -1)),
-    ("fine-tuning (w/ vs w/o ftd.)", C("Table 4(b): \"mesh distance error and texture inconsistencies decrease "
-                                       "when adaptive fine-tuning is applied\"", "inconsistency",
-                                       ("main", "srhand"), ("main", "giif_ours"), -1)),
-    ("fine-tuning (w/ vs w/o ftd.)", C("Table 1: \"while improving photometric quality, as shown by the PSNR/LPIPS "
-                                       "(SR) metric\"", "sr_psnr", ("main", "srhand"), ("main", "giif_ours"), +1)),
-    ("SRHand vs XHand, same SR", C("Table 1 / 4(a): SRHand (Ours) beats XHand on GIIF w/ ftd. (\"SRHand achieves the "
-                                   "best overall performance, outperforming all tested configurations\")", "p2p_mm",
-                                   ("main", "srhand"), ("main", "ftd_xhand"), -1)),
-    ("SRHand vs XHand, same SR", C("Table 1 / 4(a): SRHand (Ours) beats XHand on GIIF w/ ftd.", "render_psnr",
-                                   ("main", "srhand"), ("main", "ftd_xhand"), +1)),
-    ("wavelet after consistency", C("Table 4(b): \"its inclusion alongside the consistency loss significantly "
-                                    "enhances visual quality\"", "sr_psnr", ("main", "ft_con_wav"), ("main", "ft_con"), +1)),
-    ("wavelet after consistency", C("Table 4(b): L_con + L_wave vs L_con", "render_psnr",
-                                    ("main", "ft_con_wav"), ("main", "ft_con"), +1)),
-    ("discriminator in fine-tuning", C("Table 4(b): \"When integrated with L_con and L_wave, L_D improves both "
-                                       "quantitative and qualitative metrics\"", "render_psnr",
-                                       ("main", "srhand"), ("main", "ft_con_wav"), +1)),
-    ("discriminator in fine-tuning", C("Table 4(b): L_con + L_wave + L_D vs L_con + L_wave", "render_perc",
-                                       ("main", "srhand"), ("main", "ft_con_wav"), -1)),
-    ("discriminator in GIIF training", C("Table 3: \"the discriminator refines photometric details and realism\" "
-                                         "(x16, equal steps)", "x16_psnr", ("sr", "disc:giif"),
-                                         ("sr", "giif_noadv:giif"), +1)),
-    ("discriminator in GIIF training", C("Table 3: GIIF + D vs GIIF w/o D (x16, equal steps)", "x16_perc",
-                                         ("sr", "disc:giif"), ("sr", "giif_noadv:giif"), -1)),
-    ("SRHand vs the input MANO mesh", C("new: SRHand's mesh is closer to the truth than the MANO mesh it starts from",
-                                        "p2p_mm", ("main", "srhand"), ("main", "input_mano"), -1)),
-]
-
 SCALE_STEMS = {"cpu": "results", "medium": "results_medium", "paper": "results_paper"}
-
-
-def _sr_row_key(label: str) -> str | None:
-    """The ``<run>:<method>`` of an SR-section row label (results written before ``row_keys`` existed)."""
-    if label.startswith("GIIF + D"):
-        return "disc:giif"
-    if label.startswith("GIIF w/o D") and "adv_weight 0" in label:
-        return "giif_noadv:giif"
-    return None
-
-
-def claim_inputs(results: dict) -> dict:
-    """``{(kind, row key): {seed: {metric: value}}}`` from a results.json's sections."""
-    per_seed = {}
-    for section in ("srhand", "ablation", "noise"):
-        rows = ((results.get(section) or {}).get("result") or {}).get("rows") or {}
-        if section == "srhand":
-            rows = {**rows, **input_mano_row(rows)}
-        for row in rows.values():
-            per_seed[("main", row["key"])] = {str(k): v for k, v in row["seeds"].items()}
-    sr = (results.get("sr") or {}).get("result") or {}
-    row_keys = sr.get("row_keys") or {}
-    for label, by_seed in (sr.get("per_seed") or {}).items():
-        key = row_keys.get(label) or _sr_row_key(label)
-        if key is None:
-            continue
-        flat = {}
-        for seed, by_scale in by_seed.items():
-            metrics = by_scale.get("x16") or {}
-            pkey = next((k for k in metrics if k.endswith("_masked") and not k.startswith(("psnr", "ssim"))), None)
-            flat[str(seed)] = {"x16_psnr": metrics.get("psnr_masked"), "x16_perc": metrics.get(pkey) if pkey else None}
-        per_seed[("sr", key)] = flat
-    return per_seed
-
-
-def section_claims(results_by_scale: dict) -> dict:
-    """Each claim judged at every scale with results: ``{"claims": [...], "scales": [...]}``."""
-    inputs = {scale: claim_inputs(results) for scale, results in results_by_scale.items()}
-    out = []
-    for name, claim in CLAIMS:
-        out.append({"name": name, "words": claim.words, "metric": claim.metric, "sign": claim.sign,
-                    "better": list(claim.better), "worse": list(claim.worse),
-                    "scales": {scale: claims_lib.judge(claim, per_seed) for scale, per_seed in inputs.items()}})
-    return {"claims": out, "scales": list(results_by_scale),
-            "scales_run": [scale for scale, results in results_by_scale.items() if results]}
-
-
-def claims_markdown(result: dict) -> list[str]:
-    scales = result["scales"]
-    lines = ["Each claim compares two rows seed by seed (rows that share a seed share the data and the GIIF "
-             "checkpoint): paired difference `better - worse` (mean ± standard deviation over the seeds, n seeds). "
-             "Verdict: **holds** if the mean difference exceeds one standard deviation of the differences in the "
-             "paper's direction, **reversed** if it does in the opposite direction, **within noise** otherwise, "
-             "n/a without 2 paired seeds (`utils/claims.py`, `docs/benchmark_protocol.md`).", ""]
-    header = "| claim | the paper's words | metric (better) |" + "".join(
-        f" {scale}: paired difference | {scale}: verdict |" for scale in scales)
-    lines += [header, "|---|---|---|" + "---|---|" * len(scales)]
-    for c in result["claims"]:
-        direction = "higher" if c["sign"] > 0 else "lower"
-        cells = [c["name"], c["words"], f"{c['metric']} ({direction})"]
-        for scale in scales:
-            judged = c["scales"].get(scale)
-            if scale not in result.get("scales_run", scales):
-                cells += ["not run", "-"]
-                continue
-            cells += [claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)),
-                      judged["verdict"] if judged else "n/a"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
 
 
 SECTIONS = {"sr": (section_sr, sr_markdown, "Super-resolution (paper Table 3, synthetic data)"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from utils import claims, runstore
+from utils.benchmark_claims import INPUT_MANO_LABEL
 from utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,7 +187,7 @@ def test_reuse_skip_and_revision_mix(bench, tmp_path, monkeypatch):
     entry = json.loads(next(store.rglob("*.json")).read_text())
     assert set(entry) >= {"key", "revision", "dirty", "date", "machine", "threads", "metrics"}
     assert "p2p_mm_per_frame" not in entry["metrics"]
-    assert first["rows"][bench.INPUT_MANO_LABEL]["summary"]["p2p_mm"]["mean"] == pytest.approx(0.3)
+    assert first["rows"][INPUT_MANO_LABEL]["summary"]["p2p_mm"]["mean"] == pytest.approx(0.3)
 
     # Another machine / work folder: everything reused, nothing run.
     ran.clear()

@@ -1,0 +1,171 @@
+"""The paper's claims as paired comparisons of ``scripts/benchmark.py`` rows, and Table 1's input-MANO row.
+
+Row summaries (``summarise``: per-seed metrics with mean ± std), the reference row "input MANO mesh (no
+reconstruction)" built from the SRHand row's evaluations, the claims (:data:`CLAIMS`: the paper's words,
+the two rows compared, the metric and the paper's direction), their judging per scale from a
+``results.json`` and the markdown claims table. The statistics and verdict rule live in
+:mod:`utils.claims`; ``docs/benchmark_protocol.md`` explains them.
+
+Imports only the standard library and :mod:`utils.claims`.
+"""
+
+from __future__ import annotations
+
+from utils import claims as claims_lib
+
+
+def mean_std(values: list) -> tuple:
+    """(mean, sample standard deviation) of the values that are not None; None where undefined."""
+    import statistics
+
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def summarise(key: str, runs: dict) -> dict:
+    """A table row: per-seed metrics and their mean ± std."""
+    first = next(iter(runs.values()))
+    summary = {}
+    for metric in first:
+        if metric == "perceptual":
+            continue
+        mean, std = mean_std([r.get(metric) for r in runs.values()])
+        summary[metric] = {"mean": mean, "std": std}
+    return {"key": key, "perceptual": first.get("perceptual"), "seeds": runs, "summary": summary}
+
+
+INPUT_MANO_LABEL = "input MANO mesh (no reconstruction)"
+
+
+def input_mano_row(rows: dict) -> dict:
+    """Table 1's reference row: the input MANO mesh's P2P, as the SRHand row's evaluations measured it
+    (``p2p_mm_mano``; ``paper_protocol.p2p_mano_truth_to_recon_mm``). Empty without an SRHand row."""
+    source = next((row for row in rows.values() if row.get("key") == "srhand"), None)
+    if source is None:
+        return {}
+    runs = {seed: {"p2p_mm": r.get("p2p_mm_mano"), "pp_p2p_mm": r.get("pp_p2p_mm_mano"),
+                   "perceptual": r.get("perceptual")} for seed, r in source["seeds"].items()}
+    return {INPUT_MANO_LABEL: {**summarise("input_mano", runs), "reference": True}}
+
+
+CLAIM_DIGITS = {"p2p_mm": 3, "inconsistency": 4, "render_perc": 4, "x16_perc": 4}  # others: 2 (dB)
+
+
+def C(words: str, metric: str, better: tuple, worse: tuple, sign: int) -> claims_lib.Claim:
+    """A claim whose smallest meaningful difference is the last digit its table prints."""
+    return claims_lib.Claim(words, metric, better, worse, sign, min_effect=10.0 ** -CLAIM_DIGITS.get(metric, 2))
+
+
+T1 = ("Table 1: \"fine-tuning the SR module enhances its 3D reconstruction performance compared to its original "
+      "state\"")
+CLAIMS = [  # (short name, claim); rows: ("main", main.py row key) or ("sr", "<run>:<method>") of the SR section
+    ("GIIF vs bicubic supervision", C("Table 1: GIIF supervision beats bicubic (\"significantly outperforms "
+                                      "state-of-the-art image upsampling methods\")", "p2p_mm",
+                                      ("main", "giif_ours"), ("main", "bicubic_ours"), -1)),
+    ("GIIF vs bicubic supervision", C("Table 1: GIIF supervision beats bicubic", "render_psnr",
+                                      ("main", "giif_ours"), ("main", "bicubic_ours"), +1)),
+    ("GIIF vs LIIF supervision", C("Table 1: GIIF + XHand beats LIIF + XHand (\"significant improvements in "
+                                   "appearance and geometry quality compared to existing SR methods\")", "p2p_mm",
+                                   ("main", "giif_xhand"), ("main", "liif_xhand"), -1)),
+    ("GIIF vs LIIF supervision", C("Table 1: GIIF + XHand beats LIIF + XHand", "render_psnr",
+                                   ("main", "giif_xhand"), ("main", "liif_xhand"), +1)),
+    ("fine-tuning (w/ vs w/o ftd.)", C(T1, "p2p_mm", ("main", "srhand"), ("main", "giif_ours"), -1)),
+    ("fine-tuning (w/ vs w/o ftd.)", C("Table 4(b): \"mesh distance error and texture inconsistencies decrease "
+                                       "when adaptive fine-tuning is applied\"", "inconsistency",
+                                       ("main", "srhand"), ("main", "giif_ours"), -1)),
+    ("fine-tuning (w/ vs w/o ftd.)", C("Table 1: \"while improving photometric quality, as shown by the PSNR/LPIPS "
+                                       "(SR) metric\"", "sr_psnr", ("main", "srhand"), ("main", "giif_ours"), +1)),
+    ("SRHand vs XHand, same SR", C("Table 1 / 4(a): SRHand (Ours) beats XHand on GIIF w/ ftd. (\"SRHand achieves the "
+                                   "best overall performance, outperforming all tested configurations\")", "p2p_mm",
+                                   ("main", "srhand"), ("main", "ftd_xhand"), -1)),
+    ("SRHand vs XHand, same SR", C("Table 1 / 4(a): SRHand (Ours) beats XHand on GIIF w/ ftd.", "render_psnr",
+                                   ("main", "srhand"), ("main", "ftd_xhand"), +1)),
+    ("wavelet after consistency", C("Table 4(b): \"its inclusion alongside the consistency loss significantly "
+                                    "enhances visual quality\"", "sr_psnr", ("main", "ft_con_wav"), ("main", "ft_con"), +1)),
+    ("wavelet after consistency", C("Table 4(b): L_con + L_wave vs L_con", "render_psnr",
+                                    ("main", "ft_con_wav"), ("main", "ft_con"), +1)),
+    ("discriminator in fine-tuning", C("Table 4(b): \"When integrated with L_con and L_wave, L_D improves both "
+                                       "quantitative and qualitative metrics\"", "render_psnr",
+                                       ("main", "srhand"), ("main", "ft_con_wav"), +1)),
+    ("discriminator in fine-tuning", C("Table 4(b): L_con + L_wave + L_D vs L_con + L_wave", "render_perc",
+                                       ("main", "srhand"), ("main", "ft_con_wav"), -1)),
+    ("discriminator in GIIF training", C("Table 3: \"the discriminator refines photometric details and realism\" "
+                                         "(x16, equal steps)", "x16_psnr", ("sr", "disc:giif"),
+                                         ("sr", "giif_noadv:giif"), +1)),
+    ("discriminator in GIIF training", C("Table 3: GIIF + D vs GIIF w/o D (x16, equal steps)", "x16_perc",
+                                         ("sr", "disc:giif"), ("sr", "giif_noadv:giif"), -1)),
+    ("SRHand vs the input MANO mesh", C("new: SRHand's mesh is closer to the truth than the MANO mesh it starts from",
+                                        "p2p_mm", ("main", "srhand"), ("main", "input_mano"), -1)),
+]
+
+
+
+def _sr_row_key(label: str) -> str | None:
+    """The ``<run>:<method>`` of an SR-section row label (results written before ``row_keys`` existed)."""
+    if label.startswith("GIIF + D"):
+        return "disc:giif"
+    if label.startswith("GIIF w/o D") and "adv_weight 0" in label:
+        return "giif_noadv:giif"
+    return None
+
+
+def claim_inputs(results: dict) -> dict:
+    """``{(kind, row key): {seed: {metric: value}}}`` from a results.json's sections."""
+    per_seed = {}
+    for section in ("srhand", "ablation", "noise"):
+        rows = ((results.get(section) or {}).get("result") or {}).get("rows") or {}
+        if section == "srhand":
+            rows = {**rows, **input_mano_row(rows)}
+        for row in rows.values():
+            per_seed[("main", row["key"])] = {str(k): v for k, v in row["seeds"].items()}
+    sr = (results.get("sr") or {}).get("result") or {}
+    row_keys = sr.get("row_keys") or {}
+    for label, by_seed in (sr.get("per_seed") or {}).items():
+        key = row_keys.get(label) or _sr_row_key(label)
+        if key is None:
+            continue
+        flat = {}
+        for seed, by_scale in by_seed.items():
+            metrics = by_scale.get("x16") or {}
+            pkey = next((k for k in metrics if k.endswith("_masked") and not k.startswith(("psnr", "ssim"))), None)
+            flat[str(seed)] = {"x16_psnr": metrics.get("psnr_masked"), "x16_perc": metrics.get(pkey) if pkey else None}
+        per_seed[("sr", key)] = flat
+    return per_seed
+
+
+def section_claims(results_by_scale: dict) -> dict:
+    """Each claim judged at every scale with results: ``{"claims": [...], "scales": [...]}``."""
+    inputs = {scale: claim_inputs(results) for scale, results in results_by_scale.items()}
+    out = []
+    for name, claim in CLAIMS:
+        out.append({"name": name, "words": claim.words, "metric": claim.metric, "sign": claim.sign,
+                    "better": list(claim.better), "worse": list(claim.worse),
+                    "scales": {scale: claims_lib.judge(claim, per_seed) for scale, per_seed in inputs.items()}})
+    return {"claims": out, "scales": list(results_by_scale),
+            "scales_run": [scale for scale, results in results_by_scale.items() if results]}
+
+
+def claims_markdown(result: dict) -> list[str]:
+    scales = result["scales"]
+    lines = ["Each claim compares two rows seed by seed (rows that share a seed share the data and the GIIF "
+             "checkpoint): paired difference `better - worse` (mean ± standard deviation over the seeds, n seeds). "
+             "Verdict: **holds** if the mean difference exceeds one standard deviation of the differences in the "
+             "paper's direction, **reversed** if it does in the opposite direction, **within noise** otherwise, "
+             "n/a without 2 paired seeds (`utils/claims.py`, `docs/benchmark_protocol.md`).", ""]
+    header = "| claim | the paper's words | metric (better) |" + "".join(
+        f" {scale}: paired difference | {scale}: verdict |" for scale in scales)
+    lines += [header, "|---|---|---|" + "---|---|" * len(scales)]
+    for c in result["claims"]:
+        direction = "higher" if c["sign"] > 0 else "lower"
+        cells = [c["name"], c["words"], f"{c['metric']} ({direction})"]
+        for scale in scales:
+            judged = c["scales"].get(scale)
+            if scale not in result.get("scales_run", scales):
+                cells += ["not run", "-"]
+                continue
+            cells += [claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)),
+                      judged["verdict"] if judged else "n/a"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
