@@ -96,3 +96,28 @@ def test_registry_round_trip_keeps_spectral_norm_state():
     rebuilt = models.make(spec, load_sd=True).eval()
     with torch.no_grad():
         assert torch.equal(disc(x), rebuilt(x))
+
+
+def test_disc_accuracy_counts_hand_pixels_only():
+    from trainers.disc_trainer import disc_accuracy
+
+    logits = torch.tensor([2.0, -1.0, 0.5, -3.0]).reshape(1, 1, 2, 2)
+    mask = torch.tensor([1.0, 1.0, 1.0, 0.0]).reshape(1, 1, 2, 2)  # the last pixel is background
+    # bce: real when the logit > 0 -> pixels 0 and 2 of the three hand pixels.
+    assert float(disc_accuracy(logits, mask, "real", "bce")) == pytest.approx(2 / 3)
+    assert float(disc_accuracy(logits, mask, "fake", "bce")) == pytest.approx(1 / 3)
+    # lsgan regresses 1 / 0: real when the output > 0.5 -> pixel 0 only.
+    assert float(disc_accuracy(logits, mask, "real", "lsgan")) == pytest.approx(1 / 3)
+
+
+def test_summarise_history_quarters_and_series():
+    from trainers.disc_trainer import summarise_history
+
+    history = [{"step": s, "d_acc_real": s / 10, "d_acc_fake": 0.5, "grad_norm_adv": 1.0, "grad_norm_l1": 2.0,
+                "grad_ratio_adv_l1": 0.5} for s in range(1, 9)]
+    summary = summarise_history(history, max_points=3)
+    assert summary["records"] == 8
+    assert summary["first_quarter"]["d_acc_real"] == pytest.approx(0.15)  # steps 1, 2
+    assert summary["last_quarter"]["d_acc_real"] == pytest.approx(0.75)  # steps 7, 8
+    assert [r["step"] for r in summary["series"]] == [1, 4, 7, 8]
+    assert summarise_history([]) == {}

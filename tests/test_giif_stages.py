@@ -130,6 +130,43 @@ def test_disc_stage_and_eval(tmp_path, tiny_capture_root):
     assert (disc_dir / "metrics.json").is_file()
 
 
+def test_disc_diagnostics_logged_and_do_not_change_training(tmp_path, tiny_capture_root):
+    """D's accuracies and the adversarial/L1 gradient ratio reach metrics.json with sane values; the
+    measurement leaves the trained weights bit-identical; at adv_weight 0 the ratio is exactly 0."""
+    giif_conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 2")
+    conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 4\ntrain.ckpt_every = 0\n"
+                      "model_disc { args { num_feat = 8 } }\nadv { adv_weight = 1.0 }", name="disc.conf")
+    giif = tmp_path / "giif_run" / "giif.pth"
+    assert run("giif", ["--conf", str(giif_conf), "--out", str(giif.parent)]) == 0
+
+    def disc_run(name: str, *sets: str) -> dict:
+        out = tmp_path / name
+        argv = ["--conf", str(conf), "--out", str(out), "--model_path", str(giif)]
+        for s in sets:
+            argv += ["--set", s]
+        assert run("disc", argv) == 0
+        return json.loads((out / "metrics.json").read_text())
+
+    report = disc_run("measured")  # log_every = 1: every step measured
+    diag = report["discriminator"]
+    assert diag["steps"] == 4 and diag["adv_weight"] == 1.0 and diag["records"] == 4
+    assert [r["step"] for r in diag["series"]] == [1, 2, 3, 4]
+    for record in diag["series"]:
+        assert 0.0 <= record["d_acc_real"] <= 1.0 and 0.0 <= record["d_acc_fake"] <= 1.0
+        assert record["grad_norm_l1"] > 0 and record["grad_norm_adv"] > 0
+        assert 0 < record["grad_ratio_adv_l1"] < 1e3
+    assert set(diag["first_quarter"]) == set(diag["last_quarter"]) >= {"d_acc_real", "grad_ratio_adv_l1"}
+
+    # Measuring (autograd.grad on the output, graph retained) leaves the update unchanged.
+    disc_run("unmeasured", "train.log_every=1000")
+    a = load_checkpoint(tmp_path / "measured" / "giif.pth")["model"]["sd"]
+    b = load_checkpoint(tmp_path / "unmeasured" / "giif.pth")["model"]["sd"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    zero = disc_run("no_adv", "adv.adv_weight=0.0")["discriminator"]
+    assert all(r["grad_ratio_adv_l1"] == 0.0 and r["grad_norm_l1"] > 0 for r in zero["series"])
+
+
 def test_disc_requires_stage1_model(tmp_path, tiny_capture_root, capsys):
     conf = write_conf(tmp_path, tiny_capture_root)
     assert run("disc", ["--conf", str(conf)]) == 2

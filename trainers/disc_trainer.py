@@ -11,10 +11,17 @@ Targets are per pixel and depend on the MANO mask (reference): real 1 inside / 0
 or LSGAN. Differences from the reference code: GIIF's learning rate follows ``adv.giif_lr_decay`` and
 the discriminator's ``adv.disc_lr_decay``, each stepped once per step (the reference attaches its only
 scheduler to the discriminator and steps it twice); train and validation subjects do not overlap.
+
+Diagnostics (measured, never part of the update): every ``train.log_every`` steps the trainer records
+D's accuracy on real and on fake hand pixels (mean over the steps since the last record) and the norm of
+the weighted adversarial term's gradient with respect to GIIF's output divided by the L1 term's
+(``torch.autograd.grad`` on the prediction, graph retained, no ``.grad`` touched, no random draw), to
+TensorBoard (``disc/*``) and, summarised, to ``metrics.json["discriminator"]``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -35,6 +42,53 @@ from utils.checkpoint import (
 from utils.config import ConfigError, conf_to_dict
 from utils.run_logging import check_finite
 
+DIAGNOSTICS = ("d_acc_real", "d_acc_fake", "grad_norm_adv", "grad_norm_l1", "grad_ratio_adv_l1")
+
+
+def disc_accuracy(logits: torch.Tensor, mask: torch.Tensor, kind: str, mode: str) -> torch.Tensor:
+    """Fraction of hand pixels (``mask > 0.5``) that D classifies correctly.
+
+    Outside the hand the targets are 0.5 (neither class), so those pixels are not counted. A pixel is
+    called real when ``sigmoid(logit) > 0.5`` (``mode='bce'``) or when the raw output is above 0.5
+    (``'lsgan'``, which regresses the targets 1 / 0 directly).
+
+    Args:
+        logits: ``(B, 1, H, W)`` raw discriminator outputs.
+        mask: ``(B, 1, H, W)`` hand mask.
+        kind: 'real' (correct = called real) or 'fake' (correct = called fake).
+        mode: the ``gan_loss`` mode.
+
+    Returns:
+        scalar in [0, 1] (NaN when the mask is empty).
+    """
+    called_real = logits > (0.0 if mode == "bce" else 0.5)
+    correct = called_real if kind == "real" else ~called_real
+    hand = mask > 0.5
+    return (correct & hand).sum().float() / hand.sum().float()
+
+
+def summarise_history(history: list[dict], max_points: int = 20) -> dict:
+    """Summary of the diagnostics records: means over the first and the last quarter of them, and a
+    series of about ``max_points`` records (every k-th one, plus the last)."""
+    if not history:
+        return {}
+    quarter = max(1, len(history) // 4)
+
+    def mean(records: list[dict], key: str) -> float:
+        values = [r[key] for r in records if key in r]
+        return sum(values) / len(values) if values else float("nan")
+
+    stride = max(1, -(-len(history) // max_points))
+    series = history[::stride]
+    if series[-1] is not history[-1]:
+        series = series + [history[-1]]
+    return {
+        "records": len(history),
+        "first_quarter": {k: mean(history[:quarter], k) for k in DIAGNOSTICS},
+        "last_quarter": {k: mean(history[-quarter:], k) for k in DIAGNOSTICS},
+        "series": series,
+    }
+
 
 class DiscTrainer(GiifTrainer):
     """GIIF + discriminator. Shares data, logging, checkpoints and evaluation with ``GiifTrainer``."""
@@ -52,6 +106,8 @@ class DiscTrainer(GiifTrainer):
         else:
             disc = registry.make(spec)
         self.disc = disc.to(self.device)
+        self.disc_history: list[dict] = []  # one diagnostics record per train.log_every steps
+        self._acc_sums = {"d_acc_real": 0.0, "d_acc_fake": 0.0, "n": 0}
         p = self.conf.get_int("train.patch_size")
         side = p if p > 0 else self.conf.get_int("data.hr_size")
         if side % 8:
@@ -86,6 +142,8 @@ class DiscTrainer(GiifTrainer):
         self.disc.eval()
         losses = self.sr_losses(pred, target)
         losses["adv"] = adv.get_float("adv_weight") * gan_loss(self.disc(pred), disc_targets(mask, "generator"), mode)
+        record_step = (self.step + 1) % self.conf.get_int("train.log_every") == 0
+        grads = self._grad_norms(losses, pred) if record_step else {}
         self._backward_and_step(losses)
 
         # Discriminator update(s).
@@ -93,20 +151,72 @@ class DiscTrainer(GiifTrainer):
         self.disc.train()
         fake = pred.detach()
         for _ in range(adv.get_int("disc_steps")):
-            d_real = gan_loss(self.ddp_disc(target), disc_targets(mask, "real"), mode)
-            d_fake = gan_loss(self.ddp_disc(fake), disc_targets(mask, "fake"), mode)
+            d_real_logits, d_fake_logits = self.ddp_disc(target), self.ddp_disc(fake)
+            d_real = gan_loss(d_real_logits, disc_targets(mask, "real"), mode)
+            d_fake = gan_loss(d_fake_logits, disc_targets(mask, "fake"), mode)
             d_loss = d_real + d_fake
             check_finite(self.step, {"disc_real": d_real, "disc_fake": d_fake})
             self.disc_optimizer.zero_grad(set_to_none=True)
             d_loss.backward()
             self.disc_optimizer.step()
         self.disc_scheduler.step()
+        self._record(d_real_logits, d_fake_logits, mask, mode, grads if record_step else None)
         self._last = {"lr": lr, "pred": fake, "target": target, "normal_map": normal_map}
         return {**losses, "disc_real": d_real.detach(), "disc_fake": d_fake.detach()}
+
+    # ------------------------------------------------------------------ diagnostics
+    def _grad_norms(self, losses: dict[str, torch.Tensor], pred: torch.Tensor) -> dict[str, float]:
+        """Norms of the weighted adversarial and L1 terms' gradients w.r.t. GIIF's output ``pred``.
+
+        ``torch.autograd.grad`` with the graph retained: no parameter's ``.grad`` is written and nothing
+        random is drawn, so the training step that follows is the one an unmeasured run takes.
+        """
+        norms = {}
+        for name, key in (("grad_norm_adv", "adv"), ("grad_norm_l1", "l1")):
+            term = losses[key]
+            if term.requires_grad:
+                (grad,) = torch.autograd.grad(term, pred, retain_graph=True, allow_unused=True)
+                norms[name] = 0.0 if grad is None else float(grad.norm())
+            else:
+                norms[name] = 0.0
+        norms["grad_ratio_adv_l1"] = norms["grad_norm_adv"] / max(norms["grad_norm_l1"], 1e-12)
+        return norms
+
+    @torch.no_grad()
+    def _record(self, real_logits, fake_logits, mask, mode: str, grads: dict | None) -> None:
+        """Accumulate D's accuracies; on a record step, log and store them with the gradient norms."""
+        sums = self._acc_sums
+        sums["d_acc_real"] += float(disc_accuracy(real_logits, mask, "real", mode))
+        sums["d_acc_fake"] += float(disc_accuracy(fake_logits, mask, "fake", mode))
+        sums["n"] += 1
+        if grads is None:
+            return
+        record = {"step": self.step + 1, "d_acc_real": sums["d_acc_real"] / sums["n"],
+                  "d_acc_fake": sums["d_acc_fake"] / sums["n"], **grads}
+        self._acc_sums = {"d_acc_real": 0.0, "d_acc_fake": 0.0, "n": 0}
+        self.disc_history.append(record)
+        self.log.log_scalars(record["step"], {k: v for k, v in record.items() if k != "step"}, prefix="disc")
+
+    def run_eval(self, save_vis: bool = False) -> dict:
+        """``GiifTrainer.run_eval`` plus, after training, the stage's settings and diagnostics."""
+        report = super().run_eval(save_vis=save_vis)
+        history = getattr(self, "disc_history", None)
+        if history:
+            adv = self.conf.get_config("adv")
+            report["discriminator"] = {
+                "steps": self.step, "adv_weight": adv.get_float("adv_weight"),
+                "disc_learning_rate": adv.get_float("disc_learning_rate"), "gan_mode": adv.get_string("gan_mode"),
+                **summarise_history(history),
+            }
+            if dist.is_main():
+                (self.run_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+        return report
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
         state = super()._state()
+        state["disc_history"] = list(self.disc_history)
+        state["disc_acc_sums"] = dict(self._acc_sums)  # so a resumed run records what an uninterrupted one does
         state["disc"] = model_entry(dist.unwrap(self.disc))
         state["disc_optimizer"] = self.disc_optimizer.state_dict()
         state["disc_scheduler"] = self.disc_scheduler.state_dict()
@@ -125,3 +235,5 @@ class DiscTrainer(GiifTrainer):
         self.disc.load_state_dict(ckpt["disc"]["sd"])
         self.disc_optimizer.load_state_dict(ckpt["disc_optimizer"])
         self.disc_scheduler.load_state_dict(ckpt["disc_scheduler"])
+        self.disc_history = list(ckpt.get("disc_history", []))
+        self._acc_sums = dict(ckpt.get("disc_acc_sums", {"d_acc_real": 0.0, "d_acc_fake": 0.0, "n": 0}))
