@@ -126,7 +126,7 @@ def output_refs(run_dir: Path, key: dict) -> dict:
 
 
 def execute(args, work: Path, kind: str, jobs: list[tuple], keys: list[dict], parallel: int = 1,
-            upstream: dict | None = None) -> tuple[dict, dict]:
+            upstream: dict | None = None, force: set | None = None) -> tuple[dict, dict]:
     """Run the jobs whose key is not in the run store (all with ``--fresh``), ``parallel`` at a time with
     ``cpu_count // parallel`` threads each, and store every finished run as it finishes.
 
@@ -134,6 +134,7 @@ def execute(args, work: Path, kind: str, jobs: list[tuple], keys: list[dict], pa
         jobs: ``(row, seed, run folder, command)`` in dependency order; keys: their run-store keys.
         upstream: checkpoint path -> index of the job writing it, for jobs that feed later ones: a stored
             job is re-run when a job to run needs its checkpoint and the file is not on this machine.
+        force: indices of jobs to run even when stored (their checkpoints are needed elsewhere).
 
     Returns:
         ``({run folder name: stored entry}, {run folder name: seconds of the runs executed})``.
@@ -142,7 +143,7 @@ def execute(args, work: Path, kind: str, jobs: list[tuple], keys: list[dict], pa
 
     store = runstore.RunStore(args.store)
     entries = {} if args.fresh else {j[2].name: store.get(kind, j[0], k) for j, k in zip(jobs, keys)}
-    todo = {i for i, j in enumerate(jobs) if not entries.get(j[2].name)}
+    todo = {i for i, j in enumerate(jobs) if not entries.get(j[2].name)} | set(force or ())
     for i in sorted(todo, reverse=True):  # a job to run needs its input checkpoints on disk
         for arg in jobs[i][3]:
             path = arg.split("=", 1)[-1]
@@ -401,12 +402,24 @@ def srhand_table(args, work: Path, table: str) -> dict:
     keys, labels = TABLES[table]
     keys = [key for key in keys if key not in SCALE_SKIPS.get(args.scale, ())]
     jobs = srhand_jobs(args, work, keys, check_models=False)
-    _, _, refs = sr_plan(args, work)
+    sr, sr_keys, refs = sr_plan(args, work)
     run_keys = [job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
     store = runstore.RunStore(args.store)
-    for (key, seed, run_dir, cmd), run_key in zip(jobs, run_keys):
-        if args.fresh or store.get("srhand", key, run_key) is None:
-            srhand_jobs(args, work, [key])  # a run to do: its checkpoint must be there (clear error if not)
+    todo = [key for (key, _, _, _), run_key in zip(jobs, run_keys)
+            if args.fresh or store.get("srhand", key, run_key) is None]
+    # Rows to run need their GIIF/LIIF and discriminator checkpoints; when the SR runs that write them are
+    # only in the store (another machine, or --work emptied), those SR runs are run again first.
+    producers = {str(j[2] / name): i for i, j in enumerate(sr) for name in ("giif.pth", "disc.pth")}
+    needed = {str(Path(args.giif_model).parent / "disc.pth")} if todo else set()
+    needed |= {str(Path(args.liif_model if SRHAND_RUNS[key][2] == "liif" else args.giif_model)) for key in todo}
+    force = {producers[path] for path in needed if path in producers and not Path(path).is_file()}
+    if force and not args.fresh:
+        print(f"[benchmark] main.py runs to do need {len(force)} SR checkpoint(s) not on this machine: re-running "
+              + ", ".join(sr[i][2].name for i in sorted(force)))
+        execute(args, work, "sr", sr, sr_keys, upstream={str(j[2] / "giif.pth"): i for i, j in enumerate(sr)},
+                force=force)
+    for key in todo:
+        srhand_jobs(args, work, [key])  # its checkpoint must be there now (clear error if not)
     entries, seconds = execute(args, work, "srhand", jobs, run_keys, parallel=args.jobs)
     rows = {}
     for key in keys:

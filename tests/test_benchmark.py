@@ -272,3 +272,38 @@ def test_claims_table(bench):
     assert mano["mean"] == pytest.approx(0.8) and mano["verdict"] == "reversed"
     text = "\n".join(bench.claims_markdown(out))
     assert "| -0.500 ± 0.100 (n=3) | holds | not run | - |" in text
+
+
+def test_stored_sr_runs_rerun_for_missing_checkpoints(bench, tmp_path, monkeypatch):
+    """A cut-off benchmark moved to another machine: the SR runs are in the store but their checkpoints are
+    not; main.py rows still to run get the SR runs they need re-run first (and only those)."""
+    data = _fake_meta(tmp_path / "data")
+    ran = []
+
+    def fake_run(cmd, log, env=None):
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        if cmd[1] == "main.py":
+            metrics = _fake_srhand_metrics(20.0, 1.0)
+        else:
+            scores = {"x16": {"psnr_masked": 20.0, "ssim_masked": 0.5}}
+            metrics = {"results": {"giif": scores, "bicubic": scores}, "perceptual": None, "num_images": 1,
+                       "degradation": "nearest"}
+            (out / "giif.pth").write_bytes(b"g")
+            (out / "disc.pth").write_bytes(b"d")
+        (out / "metrics.json").write_text(json.dumps(metrics))
+        ran.append(out.name)
+        return 1.0
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: ("aaaaaaa", False))
+    monkeypatch.setitem(bench.TABLES, "srhand", (["giif_ours"], {}))
+    argv = ["--data", str(data), "--store", str(tmp_path / "store"), "--seeds", "0", "--sr_seeds", "0"]
+    args = bench.parse_args([*argv, "--work", str(tmp_path / "w1")])
+    bench.section_sr(args, Path(args.work))
+    assert ran == ["sr_liif", "sr_giif", "sr_disc", "sr_giif_noadv"]
+    ran.clear()
+    args = bench.parse_args([*argv, "--work", str(tmp_path / "w2")])
+    assert bench.section_sr(args, Path(args.work))["executed"] == 0 and ran == []
+    bench.srhand_table(args, Path(args.work), "srhand")
+    assert ran == ["sr_giif", "sr_disc", "giif_ours_s0"]
