@@ -16,6 +16,12 @@ how many views and frames are held.
     python scripts/benchmark_srhand_step.py --size cpu
     python scripts/benchmark_srhand_step.py --size paper --parts train --device cuda
 
+``--compare`` times the reference path (every cache and fast path of the step off: the trainer's
+``finetune_masked_decode`` and ``finetune_cache_features`` False) and the current one in the same process,
+interleaved step by step, and reports medians and their ratio; it also checks that both paths give the same GIIF output and losses.
+``--profile`` prints the ``torch.profiler`` table of the top 10 operators of each part (and of the GIIF
+training step of ``conf/synthetic/giif.conf`` with ``--parts giif_train``).
+
 Prints a table, then one JSON line (the last line). Peak memory: on CUDA ``max_memory_allocated``
 around each part; on CPU the process's peak resident set size so far (``ru_maxrss``, which includes
 the data and the models, and only grows).
@@ -27,6 +33,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -74,6 +81,66 @@ def _timed_steps(fn, device: torch.device, steps: int) -> tuple[float, float]:
     return (time.perf_counter() - start) / steps, _peak_mb(device)
 
 
+FAST_PATHS = ("finetune_masked_decode", "finetune_cache_features")  # trainer attributes; False = the reference path
+
+
+def set_fast_paths(trainer, on: bool) -> None:
+    for name in FAST_PATHS:
+        setattr(trainer, name, on)
+
+
+def _interleaved(fns: dict, device: torch.device, steps: int) -> dict:
+    """Median seconds per call of each function in ``fns``, called in turn ``steps`` times (after a warm-up)."""
+    times = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(steps):
+        for key, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[key].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def profile_table(fn, rows: int = 10) -> str:
+    """``torch.profiler`` table (self CPU time) of one call of ``fn`` after a warm-up call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=36)
+
+
+@torch.no_grad()
+def check_finetune_paths(trainer, views: list[int]) -> dict:
+    """Max abs difference of the fine-tuning step's masked GIIF output between the reference and fast path."""
+    from trainers.srhand.setup import giif_decode, giif_decode_masked
+
+    d, fconf = trainer.data, trainer.conf.get_config("finetune")
+    lr, normal, mask = d.get("lr", 0, views), d.get("normal", 0, views), d.get("mask", 0, views)
+    ref = giif_decode(trainer.giif, lr, normal, d.size, fconf.get_int("chunk")) * mask
+    new = giif_decode_masked(trainer.giif, lr, normal, mask, fconf.get_int("chunk")) * mask
+    return {"sr_max_abs_diff": float((ref - new).abs().max()), "sr_bitwise_equal": bool(torch.equal(ref, new)),
+            "masked_fraction": float(mask.mean())}
+
+
+def giif_train_step(data: str, device: torch.device, work: Path):
+    """One GIIF training step of ``conf/synthetic/giif.conf`` (its first batch), as a callable."""
+    from trainers.giif_trainer import GiifTrainer
+
+    conf = load_config(REPO / "conf/synthetic/giif.conf", [f"data.data_path={data}", "use_tensorboard=false"],
+                       schema="giif")
+    trainer = GiifTrainer(conf, work / "giif_run", device, RunLogger(work / "giif_run", use_tensorboard=False))
+    trainer.build_data(train=True)
+    trainer.build_model()
+    trainer.build_optim()
+    batch = next(iter(trainer._train_loader()[0]))
+    return lambda: trainer.train_step(batch)
+
+
 def build_trainer(size: str, data: str, device: torch.device, work: Path, overrides: list[str],
                   finetune: bool = True) -> SRHandTrainer:
     """The trainer in its joint phase; without ``finetune`` the SR targets are bicubic (no GIIF decode,
@@ -103,7 +170,11 @@ def build_trainer(size: str, data: str, device: torch.device, work: Path, overri
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=list(SIZES), default="cpu")
-    parser.add_argument("--parts", nargs="+", choices=["train", "finetune"], default=["train", "finetune"])
+    parser.add_argument("--parts", nargs="+", choices=["train", "finetune", "giif_train"],
+                        default=["train", "finetune"])
+    parser.add_argument("--compare", action="store_true",
+                        help="time the reference path and the current one interleaved in this process")
+    parser.add_argument("--profile", action="store_true", help="print the top 10 operators of each part")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per part (after one warm-up step)")
@@ -121,30 +192,53 @@ def main() -> None:
                                 finetune="finetune" in args.parts)
         conf, d = trainer.conf, trainer.data
         epochs = conf.get_int("train.epochs")
-        rows = []
+        rows, parts, checks, profiles = [], {}, {}, {}
         if "train" in args.parts:
             batch = conf.get_int("train.batch_size")
             weights = trainer.loss_weights(epochs, epochs)
             views = list(range(min(batch, d.num_views)))
-            seconds, peak = _timed_steps(lambda: trainer._train_step(0, views, weights), device, args.steps)
-            rows.append({"part": "train step", "views": len(views), "ms": 1000 * seconds, "peak_mib": peak})
+            parts["train step"] = (views, lambda: trainer._train_step(0, views, weights))
         if "finetune" in args.parts:
             batch = conf.get_int("finetune.batch_size")
-            weights = conf_to_dict(conf, "finetune.weights")
-            views = list(range(min(batch, d.num_views)))
-            seconds, peak = _timed_steps(lambda: trainer._finetune_step(0, views, weights, None, None), device,
-                                         args.steps)
-            rows.append({"part": "GIIF fine-tuning step", "views": len(views), "ms": 1000 * seconds, "peak_mib": peak})
+            fweights = conf_to_dict(conf, "finetune.weights")
+            fviews = list(range(min(batch, d.num_views)))
+            parts["GIIF fine-tuning step"] = (fviews, lambda: trainer._finetune_step(0, fviews, fweights, None, None))
+            checks["finetune"] = check_finetune_paths(trainer, fviews)
+        if "giif_train" in args.parts:
+            parts["GIIF training step"] = ([], giif_train_step(args.data, device, Path(tmp)))
+        for name, (views, fn) in parts.items():
+            if args.profile:
+                profiles[name] = profile_table(fn)
+            if args.compare:
+                def ref(fn=fn):
+                    set_fast_paths(trainer, False)
+                    try:
+                        fn()
+                    finally:
+                        set_fast_paths(trainer, True)
+
+                med = _interleaved({"reference": ref, "current": fn}, device, args.steps)
+                rows.append({"part": name, "views": len(views), "ms": 1000 * med["current"],
+                             "reference_ms": 1000 * med["reference"], "ratio": med["current"] / med["reference"],
+                             "peak_mib": _peak_mb(device)})
+            else:
+                seconds, peak = _timed_steps(fn, device, args.steps)
+                rows.append({"part": name, "views": len(views), "ms": 1000 * seconds, "peak_mib": peak})
         info = {"size": args.size, "config": SIZES[args.size]["conf"], "device": str(device),
                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                 "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                 "vertices": trainer.avatar.num_verts, "resolution": list(d.size),
                 "giif_mparams": sum(p.numel() for p in trainer.giif.parameters()) / 1e6 if trainer.giif else None,
-                "rows": rows}
+                "rows": rows, "checks": checks}
     print(f"SRHand steps, {args.size} size ({info['config']}), {info['vertices']} vertices, "
           f"{d.size[0]} px, {device}, {info['threads']} threads")
+    for name, table in profiles.items():
+        print(f"== {name}: top operators by self CPU time\n{table}")
     for row in rows:
-        print(f"  {row['part']:<24} {row['views']} views  {row['ms']:9.1f} ms   peak {row['peak_mib']:8.0f} MiB")
+        ref = f"  reference {row['reference_ms']:9.1f} ms  ratio {row['ratio']:.2f}" if "ratio" in row else ""
+        print(f"  {row['part']:<24} {row['views']} views  {row['ms']:9.1f} ms{ref}   peak {row['peak_mib']:8.0f} MiB")
+    for name, check in checks.items():
+        print(f"  check {name}: {check}")
     print(json.dumps(info))
 
 

@@ -13,14 +13,48 @@ import numpy as np
 import torch
 
 from trainers import losses as L
-from trainers.srhand.setup import giif_decode, jet, round_epoch, surface_unconfidence
+from trainers.srhand.setup import giif_decode, giif_decode_masked, jet, round_epoch, surface_unconfidence
 from utils.config import conf_to_dict
 from utils.run_logging import check_finite
 from utils.seeding import keyed_generator
 
 
 class FinetuneMixin:
-    """Methods of :class:`trainers.srhand.SRHandTrainer` (finetune); state lives on the trainer."""
+    """Methods of :class:`trainers.srhand.SRHandTrainer` (finetune); state lives on the trainer.
+
+    ``finetune_masked_decode`` (default True): the fine-tuning step decodes GIIF at the MANO-masked pixels
+    only (:func:`giif_decode_masked`); False decodes every pixel and masks afterwards (the reference path,
+    kept for ``scripts/benchmark_srhand_step.py --reference`` and the equality checks).
+    """
+
+    finetune_masked_decode = True
+    finetune_cache_features = True
+    finetune_feature_cache_mib = 2048  # bound on the cached GIIF features (paper size: ~40 MiB per view)
+
+    def _frozen_giif_features(self, frame: int, views: list[int], lr: torch.Tensor, normal: torch.Tensor):
+        """GIIF's encoding of ``views`` of ``frame``, kept between steps while its encoders are not fine-tuned.
+
+        With ``finetune.params = imnet`` (the default) the encoders and their inputs never change, so their
+        features are the same at every visit of a (frame, views) batch; the entry is keyed on the encoders'
+        parameter versions, so a load or an update recomputes it. Returns None (encode in the step) when
+        ``finetune_cache_features`` is off or an encoder is trained.
+        """
+        giif = self.giif
+        encoders = [p for n, p in giif.named_parameters() if n.split(".")[0] in ("encoder", "normal_encoder")]
+        if not self.finetune_cache_features or any(p.requires_grad for p in encoders):
+            return None
+        versions = tuple(p._version for p in encoders)
+        cache = self.__dict__.setdefault("_giif_feature_cache", {})
+        key = (frame, tuple(views))
+        if key not in cache or cache[key][0] != versions:
+            with torch.no_grad():
+                feats = giif.encode(lr, normal if giif.use_normal else None)
+            held = sum(t.numel() * t.element_size() for _, f in cache.values()
+                       for t in (f.lr_feat, f.lr_flat, f.normal_feat, f.normal_flat) if t is not None)
+            if key not in cache and held > self.finetune_feature_cache_mib * 2**20:
+                return feats  # full: this batch is encoded at every visit
+            cache[key] = (versions, feats)
+        return cache[key][1]
 
     # ---- joint training -----------------------------------------------------------------------
     def finetune_epochs(self, epochs: int | None = None) -> list[int]:
@@ -137,8 +171,14 @@ class FinetuneMixin:
             out = self.avatar(d.pose[frame], d.trans[frame], d.cameras(frame, views), views, renderer=self.renderer)
         mask = d.get("mask", frame, views)
         fconf = self.conf.get_config("finetune")
-        sr = giif_decode(self.giif, d.get("lr", frame, views), d.get("normal", frame, views), d.size,
-                         fconf.get_int("chunk"), fconf.get_bool("checkpoint_chunks"))
+        lr, normal = d.get("lr", frame, views), d.get("normal", frame, views)
+        chunk, ckpt = fconf.get_int("chunk"), fconf.get_bool("checkpoint_chunks")
+        if self.finetune_masked_decode:
+            # Only the hand's pixels are decoded: the background is masked to 0 below anyway.
+            sr = giif_decode_masked(self.giif, lr, normal, mask, chunk, ckpt,
+                                    feats=self._frozen_giif_features(frame, views, lr, normal))
+        else:
+            sr = giif_decode(self.giif, lr, normal, d.size, chunk, ckpt)
         # Masked like the targets: the background carries no signal (and gets no gradient).
         sr = sr * mask
         terms = L.finetune_losses(sr, self.sr_orig[frame, views].float(), out["image"], out["uv_pix"],
