@@ -22,7 +22,7 @@ Every main.py row runs with seeds 0, 1, 2 and every SR row with seeds 0, 1 (mean
     python scripts/benchmark.py --sections sr speed    # a subset
     python scripts/benchmark.py --scale paper --jobs 1 # paper scale (GPU), to benchmarks/results_paper.*
 
-Every finished run's metrics.json (trimmed) is committed under ``benchmarks/runs/`` (``utils.runstore``),
+Every finished run's metrics.json (trimmed) is committed under ``benchmarks/runs/`` (``utils.bench.runstore``),
 keyed by its entry script, resolved config (machine-specific paths normalised away), seed, scale, input
 checkpoints and data generator settings, with the code revision that produced it. A run already in the
 store is not run again (``--fresh`` re-runs and overwrites), so an interrupted benchmark resumes on any
@@ -35,10 +35,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,162 +43,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils import runstore  # noqa: E402
-from utils.benchmark_claims import claims_markdown, input_mano_row, section_claims  # noqa: E402
-from utils.benchmark_claims import mean_std as _mean_std  # noqa: E402
-from utils.benchmark_claims import summarise as _summarise  # noqa: E402
+from utils.bench import runstore  # noqa: E402
+from utils.bench.claims_table import claims_markdown, input_mano_row, section_claims  # noqa: E402
+from utils.bench.claims_table import mean_std as _mean_std  # noqa: E402
+from utils.bench.claims_table import summarise as _summarise  # noqa: E402
+from utils.bench.report import (  # noqa: E402
+    merge_render_runs,
+    noise_markdown,
+    speed_markdown,
+    sr_markdown,
+    srhand_markdown,
+)
+from utils.bench.runner import (  # noqa: E402
+    execute,
+    git_rev,
+    job_key,
+    machine,
+    output_refs,
+    run,
+    store_summary,
+)
 
 SR_SCALES = ("x4", "x8", "x12.8", "x16")
-
-
-def run(cmd: list[str], log: Path, env: dict | None = None) -> float:
-    """Run ``cmd`` in the repository, output to ``log``; returns seconds. Raises on failure."""
-    start = time.time()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as handle:
-        result = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-    if result.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-20:])
-        raise SystemExit(f"benchmark step failed ({' '.join(cmd)}):\n{tail}\nfull log: {log}")
-    return time.time() - start
-
-
-def machine() -> dict:
-    import torch
-
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
-    try:
-        with open("/proc/cpuinfo") as handle:
-            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        info["cpu_model"] = platform.processor() or platform.machine()
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def git_rev() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except OSError:
-        return "unknown"
-
-
-# ---------------------------------------------------------------------------------------------- run store
-SCHEMA_OF = {"main_giif.py": "giif", "main_disc.py": "disc", "main.py": "srhand"}
-CHECKPOINT_INPUTS = ("giif_model", "disc_model")  # config keys naming an input checkpoint
-
-
-def resolved_config(cmd: list[str]) -> dict:
-    """The config ``cmd`` runs with (its ``--conf`` and ``--set`` through the entry's schema), as a dict."""
-    from utils.config import conf_to_dict, load_config
-
-    sets = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--set"]
-    conf = load_config(REPO / cmd[cmd.index("--conf") + 1], sets, schema=SCHEMA_OF[Path(cmd[1]).name])
-    return conf_to_dict(conf)
-
-
-def job_key(args, cmd: list[str], seed: int, refs: dict) -> dict:
-    """The run-store key of ``cmd`` (``utils.runstore``). Input checkpoints are named by ``refs``
-    (checkpoint path -> ``run:<key hash>`` of the benchmark run that writes it), else by their content."""
-    if not hasattr(args, "_data_settings"):
-        args._data_settings = runstore.data_settings(args.data)
-    config = resolved_config(cmd)
-    paths = {key: config.get(key) for key in CHECKPOINT_INPUTS if config.get(key)}
-    if "--model_path" in cmd:
-        paths["model_path"] = cmd[cmd.index("--model_path") + 1]
-    inputs = {name: refs.get(str(path)) or runstore.file_ref(path) for name, path in paths.items()}
-    return runstore.make_key(Path(cmd[1]).name, config, seed, args.scale, args._data_settings, inputs)
-
-
-def output_refs(run_dir: Path, key: dict) -> dict:
-    """Checkpoint paths a run writes -> ``run:<its key hash>``."""
-    ref = "run:" + runstore.key_hash(key)[:16]
-    return {str(run_dir / name): ref for name in ("giif.pth", "disc.pth")}
-
-
-def execute(args, work: Path, kind: str, jobs: list[tuple], keys: list[dict], parallel: int = 1,
-            upstream: dict | None = None, force: set | None = None) -> tuple[dict, dict]:
-    """Run the jobs whose key is not in the run store (all with ``--fresh``), ``parallel`` at a time with
-    ``cpu_count // parallel`` threads each, and store every finished run as it finishes.
-
-    Args:
-        jobs: ``(row, seed, run folder, command)`` in dependency order; keys: their run-store keys.
-        upstream: checkpoint path -> index of the job writing it, for jobs that feed later ones: a stored
-            job is re-run when a job to run needs its checkpoint and the file is not on this machine.
-        force: indices of jobs to run even when stored (their checkpoints are needed elsewhere).
-
-    Returns:
-        ``({run folder name: stored entry}, {run folder name: seconds of the runs executed})``.
-    """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    store = runstore.RunStore(args.store)
-    entries = {} if args.fresh else {j[2].name: store.get(kind, j[0], k) for j, k in zip(jobs, keys)}
-    todo = {i for i, j in enumerate(jobs) if not entries.get(j[2].name)} | set(force or ())
-    for i in sorted(todo, reverse=True):  # a job to run needs its input checkpoints on disk
-        for arg in jobs[i][3]:
-            path = arg.split("=", 1)[-1]
-            source = (upstream or {}).get(path)
-            if source is not None and not Path(path).is_file() and source not in todo:
-                print(f"[benchmark] {jobs[source][2].name}: stored, but {path} is not on this machine: re-running it")
-                todo.add(source)
-    reused = [jobs[i] for i in range(len(jobs)) if i not in todo]
-    if reused:
-        print(f"[benchmark] {kind}: {len(reused)} run(s) reused from {args.store}: "
-              + ", ".join(f"{j[2].name} ({runstore.revision_label(entries[j[2].name])})" for j in reused), flush=True)
-    for i in sorted(todo):
-        others = store.others(kind, jobs[i][0], keys[i])
-        if others and not args.fresh:
-            print(f"[benchmark] {jobs[i][2].name}: {len(others)} stored run(s) of this row and seed have another key "
-                  f"(config, data, inputs or scale changed); not used: {', '.join(p.name for p in others)}")
-    threads = max(1, (os.cpu_count() or 1) // max(1, parallel))
-    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cpu = machine().get("cpu_model")
-    seconds = {}
-    print(f"[benchmark] {kind}: {len(todo)} run(s) to do, {parallel} at a time", flush=True)
-
-    def one(i: int) -> tuple[int, float, tuple]:
-        row, _, run_dir, cmd = jobs[i]
-        revision = runstore.git_revision(REPO)  # the code the run starts from
-        took = run(cmd, work / "logs" / f"{kind}_{run_dir.name}.log", env)
-        return i, took, revision
-
-    # Jobs that feed others run first, in order; the rest in parallel.
-    feeders = sorted(i for i in todo if upstream and i in set(upstream.values()))
-    batches = [[i] for i in feeders] + [sorted(todo - set(feeders))]
-    for batch in batches:
-        with ThreadPoolExecutor(max(1, parallel)) as pool:
-            for future in as_completed([pool.submit(one, i) for i in batch]):
-                i, took, (rev, dirty) = future.result()
-                row, seed, run_dir, _ = jobs[i]
-                metrics = json.loads((run_dir / "metrics.json").read_text())
-                path = store.put(kind, row, keys[i], metrics, rev, dirty, seconds=took, threads=threads, machine=cpu)
-                entries[run_dir.name] = json.loads(path.read_text())
-                seconds[run_dir.name] = took
-                print(f"[benchmark] {run_dir.name}: {took:.0f} s, stored as {path.relative_to(args.store)}", flush=True)
-    return entries, seconds
-
-
-def store_summary(entries, executed: dict) -> dict:
-    """Revision mix and counts of the stored entries a table reads."""
-    entries = list(entries)
-    return {"revisions": runstore.revision_mix(entries), "runs": len(entries), "executed": len(executed)}
-
-
-def provenance_line(result: dict) -> str:
-    """"N of M runs executed now, the others from the run store; revisions: ..." (empty for old results)."""
-    if "revisions" not in result:
-        return ""
-    mix = [tuple(item) for item in result["revisions"]]
-    return (f"{result.get('executed', 0)} of the {result.get('runs', 0)} runs were executed by this command, the "
-            f"others read from the run store (`benchmarks/runs/`; `--fresh` re-runs all). Runs by code revision: "
-            f"{runstore.format_revision_mix(mix)}.")
 
 
 # ---------------------------------------------------------------------------------------------- SR
@@ -291,33 +154,6 @@ def section_sr(args, work: Path) -> dict:
             "row_keys": {label: f"{name}:{method}" for label, (name, method) in sources.items()},
             "perceptual": first["perceptual"], "num_images": first["num_images"],
             "degradation": first["degradation"], "seconds": timings, **store_summary(entries.values(), timings)}
-
-
-def sr_markdown(result: dict) -> list[str]:
-    perc = result["perceptual"] or "perceptual"
-    pkey = None
-    seeds = result.get("seeds", [0])
-    spread = (f" Mean over seeds {', '.join(map(str, seeds))} (PSNR ± standard deviation)." if len(seeds) > 1
-              else " One seed.")
-    lines = [f"Masked metrics on the SR validation subjects ({result['num_images']} images, "
-             f"LR by `{result['degradation']}` downsampling; perceptual metric: {perc}).{spread}"
-             + (" " + provenance_line(result) if provenance_line(result) else ""), ""]
-    header = "| method | " + " | ".join(f"{s} PSNR / SSIM / {perc.split('-')[0]}" for s in SR_SCALES) + " |"
-    lines += [header, "|---|" + "---|" * len(SR_SCALES)]
-    for name, by_scale in result["rows"].items():
-        cells = []
-        for scale in SR_SCALES:
-            row = by_scale.get(scale)
-            if row is None:
-                cells.append("-")
-                continue
-            pkey = pkey or next((k for k in row if k.endswith("_masked") and not k.startswith(("psnr", "ssim"))), None)
-            perc_value = f"{row[pkey]:.4f}" if pkey else "-"
-            std = (result.get("std") or {}).get(name, {}).get(scale, {}).get("psnr_masked")
-            psnr = f"{row['psnr_masked']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
-            cells.append(f"{psnr} / {row['ssim_masked']:.3f} / {perc_value}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
 
 
 # ---------------------------------------------------------------------------------------------- SRHand
@@ -431,62 +267,6 @@ def srhand_table(args, work: Path, table: str) -> dict:
             "noise_sets": NOISE_SETS if table == "noise" else None, **store_summary(entries.values(), seconds)}
 
 
-def _fmt(stat: dict | None, digits: int) -> str:
-    if not stat or stat["mean"] is None:
-        return "-"
-    text = f"{stat['mean']:.{digits}f}"
-    return text + (f" ± {stat['std']:.{digits}f}" if stat["std"] is not None else "")
-
-
-def srhand_markdown(result: dict, extra: list[tuple[str, str, int]] | None = None) -> list[str]:
-    rows = dict(result["rows"])
-    if any(row.get("key") == "srhand" for row in rows.values()) and any(
-            row.get("key") == "giif_xhand" for row in rows.values()):
-        rows.update(input_mano_row(rows))  # results written before the row existed
-    first = next(iter(rows.values()))
-    perc = first["perceptual"] or "perceptual"
-    seeds = result["seeds"]
-    total = sum(1 for row in rows.values() if not row.get("reference")) * len(seeds)
-    executed = len(result.get("seconds") or {})
-    provenance = provenance_line(result) or (
-        f"{executed} of the {total} runs were executed by this section, the others reused from existing run "
-        "folders (earlier sections or commands; `--fresh` re-runs all).")
-    lines = [f"Held-out frames and cameras of the reconstruction subject, inside the MANO mask; perceptual metric "
-             f"{perc}. Mean ± standard deviation over seeds {', '.join(map(str, seeds))} (initialisation and "
-             f"shuffles of main.py; the SR models are the same). {provenance}", ""]
-    extra_cols = extra or []
-    header = f"| row | SR PSNR | SR {perc} | render PSNR | render {perc} | P2P (mm) | inconsistency |"
-    header += "".join(f" {name} |" for name, _, _ in extra_cols)
-    lines += [header, "|---|---|---|---|---|---|---|" + "---|" * len(extra_cols)]
-    for name, row in rows.items():
-        s = row["summary"]
-        cells = [_fmt(s.get("sr_psnr"), 2), _fmt(s.get("sr_perc"), 4), _fmt(s.get("render_psnr"), 2),
-                 _fmt(s.get("render_perc"), 4), _fmt(s.get("p2p_mm"), 3), _fmt(s.get("inconsistency"), 4)]
-        cells += [_fmt(s.get(key), digits) for _, key, digits in extra_cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if any(row["summary"].get("pp_p2p_mm", {}).get("mean") is not None
-           or row["summary"].get("pp_render_psnr", {}).get("mean") is not None for row in rows.values()):
-        lines += paper_protocol_markdown(rows, perc)
-    return lines
-
-
-def paper_protocol_markdown(rows: dict, perc: str) -> list[str]:
-    """The same rows under the reference code's protocol (``paper_protocol`` in metrics.json)."""
-    lines = ["", "The same runs under the paper's protocol (`paper_protocol` in metrics.json): full-image SR "
-             "metrics against the MANO-masked GT; render and GT both masked by the predicted silhouette, full image; "
-             "P2P from the truth to the reconstruction only; inconsistency over windows of 8 consecutive frames of "
-             "one view.", "",
-             f"| row (paper protocol) | SR PSNR | SR SSIM | SR {perc} | render PSNR | render SSIM | render {perc} | "
-             "P2P truth->recon (mm) | inconsistency (8-frame windows) |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, row in rows.items():
-        s = row["summary"]
-        cells = [_fmt(s.get(k), d) for k, d in (("pp_sr_psnr", 2), ("pp_sr_ssim", 3), ("pp_sr_perc", 4),
-                                                ("pp_render_psnr", 2), ("pp_render_ssim", 3), ("pp_render_perc", 4),
-                                                ("pp_p2p_mm", 3), ("pp_inconsistency", 4))]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def section_srhand(args, work: Path) -> dict:
     return srhand_table(args, work, "srhand")
 
@@ -497,15 +277,6 @@ def section_ablation(args, work: Path) -> dict:
 
 def section_noise(args, work: Path) -> dict:
     return srhand_table(args, work, "noise")
-
-
-def noise_markdown(result: dict) -> list[str]:
-    lines = srhand_markdown(result, extra=[("MPJPE of the input (mm)", "mano_noise_mpjpe_mm", 2),
-                                           ("input MANO P2P (mm)", "p2p_mm_mano", 3)])
-    lines += ["", "Noise (`--set`): " + ", ".join(f"`{s}`" for s in result["noise_sets"] or []) + "; it is applied "
-              "to every frame the run reads (fitting and evaluation), so the crops, MANO masks and normal maps "
-              "follow the noisy hand as they would with estimated parameters."]
-    return lines
 
 
 # ---------------------------------------------------------------------------------------------- speed
@@ -530,95 +301,6 @@ def section_speed(args, work: Path) -> dict:
     runs = [out.pop(f"render_{k}") for k in range(RENDER_RUNS)]
     out["render"] = merge_render_runs(runs)
     return out
-
-
-RENDER_KEYS = ("ms_forward", "ms_forward_backward", "ms_lower_bound", "ratio_to_lower_bound")
-
-
-def merge_render_runs(runs: list[list[dict]]) -> list[dict]:
-    """One row per resolution; each timing a number (one run) or its ``[min, max]`` over the runs.
-    Keys a run did not report (older ``benchmark_render.py``) are left out."""
-    merged = []
-    for rows in zip(*runs):
-        row = {"res": rows[0]["res"], "faces": rows[0]["faces"], "runs": len(rows)}
-        for key in RENDER_KEYS:
-            values = [r[key] for r in rows if r.get(key) is not None]
-            if values:
-                row[key] = values[0] if len(values) == 1 else [min(values), max(values)]
-        merged.append(row)
-    return merged
-
-
-def _span(value, digits: int) -> str:
-    """A number, or a ``[min, max]`` range as ``min-max``; ``-`` when absent."""
-    if value is None:
-        return "-"
-    if isinstance(value, (list, tuple)):
-        return f"{value[0]:.{digits}f}-{value[1]:.{digits}f}"
-    return f"{value:.{digits}f}"
-
-
-def speed_markdown(result: dict) -> list[str]:
-    render = result.get("render", [])
-    runs = max((row.get("runs", 1) for row in render), default=1)
-    lines = ["Renderer (rasterize + interpolate + antialias, one view, the 3x-subdivided hand; "
-             "`scripts/benchmark_render.py`, 2 threads" + (f"; ranges over {runs} runs" if runs > 1 else "") + "). "
-             "Lower bound: rasterize + interpolate alone, forward + backward, timed interleaved in the same run; "
-             "ratio: median of per-repeat forward + backward / lower bound.", ""]
-    if result.get("render_note"):
-        lines += [result["render_note"], ""]
-    lines += ["| resolution | faces | forward (ms) | forward + backward (ms) | lower bound (ms) | ratio to lower bound |",
-              "|---|---|---|---|---|---|"]
-    for row in render:
-        lines.append(f"| {row['res']} | {row['faces']} | {_span(row.get('ms_forward'), 1)} | "
-                     f"{_span(row.get('ms_forward_backward'), 1)} | {_span(row.get('ms_lower_bound'), 1)} | "
-                     f"{_span(row.get('ratio_to_lower_bound'), 2)} |")
-    decode = result.get("giif_decode")
-    if decode:
-        rows = list(decode.get("results", [])) + list(decode.get("liif_results", []))
-        if any(row.get("reference_query_s") is not None for row in rows):
-            lines += ["", decode.get("note") or (
-                "GIIF and LIIF decode (no gradient, every output pixel queried; `scripts/benchmark_giif.py`): both "
-                "query paths of the same model timed interleaved in one run, medians: \"reference\" builds LIIF's "
-                "concatenated MLP input, \"factorised\" (the default) computes the first layer's feature terms once "
-                "per grid cell; max abs diff is between the two images."), "",
-                "| model | parameters (M) | output | threads | encode (ms) | query, reference (ms) | "
-                "query, factorised (ms) | speedup | max abs diff | decode MP/s |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
-            for row in rows:
-                diff = row.get("max_abs_diff")
-                diff = "-" if diff is None else ("0" if diff == 0 else f"{diff:.1e}")
-                speedup = row.get("query_speedup")
-                lines.append(f"| {row['size']} {row.get('model', 'giif').upper()} | {row['params_M']:.2f} | "
-                             f"{row['out']}x{row['out']} | {row.get('threads', decode.get('threads'))} | "
-                             f"{1000 * row['encode_s']:.0f} | {1000 * row['reference_query_s']:.0f} | "
-                             f"{1000 * row['query_s']:.0f} | "
-                             + (f"{speedup:.2f}x" if speedup is not None else "-") + f" | {diff} | "
-                             f"{row['decode_MPps']:.3f} |")
-        else:
-            lines += ["", f"GIIF decode throughput (no gradient, every output pixel queried; {decode.get('threads')} "
-                      "thread(s)):", "",
-                      "| model | parameters (M) | output | encode (ms) | encode + query (ms) | output MP/s |",
-                      "|---|---|---|---|---|---|"]
-            for row in rows:
-                lines.append(f"| {row['size']} | {row['params_M']:.2f} | {row['out']}x{row['out']} | "
-                             f"{1000 * row['encode_s']:.0f} | {1000 * row['decode_s']:.0f} | {row['decode_MPps']:.3f} |")
-    step_rows = [(k, v) for k, v in result.items() if k.startswith("srhand_step")]
-    if step_rows:
-        old_key = next((k for _, info in step_rows for row in info["rows"] for k in ("ms_old", "old_ms", "reference_ms")
-                        if k in row), None)
-        lines += ["", "SRHand steps (`scripts/benchmark_srhand_step.py`; peak memory on CPU is the process's peak "
-                  "resident set, data and models included):", "",
-                  "| config | vertices | px | step | views | threads | ms | peak MiB |" + (" old ms |" if old_key else ""),
-                  "|---|---|---|---|---|---|---|---|" + ("---|" if old_key else "")]
-        for _, info in step_rows:
-            for row in info["rows"]:
-                line = (f"| {info['config']} | {info['vertices']} | {info['resolution'][0]} | {row['part']} | "
-                        f"{row['views']} | {info['threads']} | {row['ms']:.0f} | {row['peak_mib']:.0f} |")
-                if old_key:
-                    line += f" {row[old_key]:.0f} |" if row.get(old_key) is not None else " - |"
-                lines.append(line)
-    return lines
 
 
 SCALE_STEMS = {"cpu": "results", "medium": "results_medium", "paper": "results_paper"}
@@ -664,7 +346,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="ignore the run store: re-run every run (and "
                         "empty --work first); the new entries replace the stored ones")
     parser.add_argument("--store", default=str(REPO / "benchmarks" / "runs"),
-                        help="run store: one committed JSON per finished run (utils/runstore.py)")
+                        help="run store: one committed JSON per finished run (utils/bench/runstore.py)")
     parser.add_argument("--report_only", action="store_true",
                         help="run nothing: rewrite results.md (and the claims) from results.json")
     args = parser.parse_args(argv)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from utils import claims, runstore
-from utils.benchmark_claims import INPUT_MANO_LABEL
+from utils.bench import claims, report, runner, runstore
+from utils.bench.claims_table import INPUT_MANO_LABEL
 from utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def test_missing_model_is_a_clear_error(bench, tmp_path):
 def test_mean_and_spread(bench):
     assert bench._mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert bench._mean_std([None, 2.0]) == (2.0, None)
-    assert bench._fmt({"mean": 2.0, "std": 1.0}, 2) == "2.00 ± 1.00"
+    assert report._fmt({"mean": 2.0, "std": 1.0}, 2) == "2.00 ± 1.00"
 
 
 # ---------------------------------------------------------------------------------------------- run store
@@ -172,7 +172,7 @@ def test_reuse_skip_and_revision_mix(bench, tmp_path, monkeypatch):
         return 1.0
 
     revisions = iter([("aaaaaaa", False)] * 4 + [("bbbbbbb", True)] * 100)
-    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(runner, "run", fake_run)
     monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: next(revisions))
     (tmp_path / "giif.pth").write_bytes(b"giif")
     argv = ["--data", str(data), "--store", str(store), "--seeds", "0", "1", "--jobs", "1",
@@ -295,7 +295,7 @@ def test_stored_sr_runs_rerun_for_missing_checkpoints(bench, tmp_path, monkeypat
         ran.append(out.name)
         return 1.0
 
-    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(runner, "run", fake_run)
     monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: ("aaaaaaa", False))
     monkeypatch.setitem(bench.TABLES, "srhand", (["giif_ours"], {}))
     argv = ["--data", str(data), "--store", str(tmp_path / "store"), "--seeds", "0", "--sr_seeds", "0"]

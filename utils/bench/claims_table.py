@@ -4,14 +4,14 @@ Row summaries (``summarise``: per-seed metrics with mean ± std), the reference 
 reconstruction)" built from the SRHand row's evaluations, the claims (:data:`CLAIMS`: the paper's words,
 the two rows compared, the metric and the paper's direction), their judging per scale from a
 ``results.json`` and the markdown claims table. The statistics and verdict rule live in
-:mod:`utils.claims`; ``docs/benchmark_protocol.md`` explains them.
+:mod:`utils.bench.claims`; ``docs/benchmark_protocol.md`` explains them.
 
-Imports only the standard library and :mod:`utils.claims`.
+Imports only the standard library and :mod:`utils.bench.claims`.
 """
 
 from __future__ import annotations
 
-from utils import claims as claims_lib
+from utils.bench import claims as claims_lib
 
 
 def mean_std(values: list) -> tuple:
@@ -153,7 +153,7 @@ def claims_markdown(result: dict) -> list[str]:
              "checkpoint): paired difference `better - worse` (mean ± standard deviation over the seeds, n seeds). "
              "Verdict: **holds** if the mean difference exceeds one standard deviation of the differences in the "
              "paper's direction, **reversed** if it does in the opposite direction, **within noise** otherwise, "
-             "n/a without 2 paired seeds (`utils/claims.py`, `docs/benchmark_protocol.md`).", ""]
+             "n/a without 2 paired seeds (`utils/bench/claims.py`, `docs/benchmark_protocol.md`).", ""]
     header = "| claim | the paper's words | metric (better) |" + "".join(
         f" {scale}: paired difference | {scale}: verdict |" for scale in scales)
     lines += [header, "|---|---|---|" + "---|---|" * len(scales)]

@@ -1,0 +1,10 @@
+"""Benchmark machinery behind ``scripts/benchmark.py``.
+
+What lives here: ``runner`` (entry-script subprocesses, run-store keys, parallel execution), ``runstore``
+(one committed JSON per finished run under ``benchmarks/runs/``), ``claims`` (paired statistics and the
+verdict rule), ``claims_table`` (the paper's claims and their table), ``report`` (the sections' markdown).
+
+Imports allowed: the standard library, and inside functions ``utils.config`` (resolving a command's config)
+and torch (the machine's description); nothing here imports ``models``, ``datasets`` or ``trainers``:
+benchmark rows run the entry scripts as subprocesses.
+"""

@@ -1,0 +1,195 @@
+"""Markdown tables of the benchmark sections (SR, Table 1 rows, paper protocol, noise, speed).
+
+Used by ``scripts/benchmark.py``; pure functions of the sections' result dicts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from utils.bench.claims_table import input_mano_row
+from utils.bench.runner import provenance_line
+
+REPO = Path(__file__).resolve().parents[2]
+SR_SCALES = ("x4", "x8", "x12.8", "x16")
+
+
+def sr_markdown(result: dict) -> list[str]:
+    perc = result["perceptual"] or "perceptual"
+    pkey = None
+    seeds = result.get("seeds", [0])
+    spread = (f" Mean over seeds {', '.join(map(str, seeds))} (PSNR ± standard deviation)." if len(seeds) > 1
+              else " One seed.")
+    lines = [f"Masked metrics on the SR validation subjects ({result['num_images']} images, "
+             f"LR by `{result['degradation']}` downsampling; perceptual metric: {perc}).{spread}"
+             + (" " + provenance_line(result) if provenance_line(result) else ""), ""]
+    header = "| method | " + " | ".join(f"{s} PSNR / SSIM / {perc.split('-')[0]}" for s in SR_SCALES) + " |"
+    lines += [header, "|---|" + "---|" * len(SR_SCALES)]
+    for name, by_scale in result["rows"].items():
+        cells = []
+        for scale in SR_SCALES:
+            row = by_scale.get(scale)
+            if row is None:
+                cells.append("-")
+                continue
+            pkey = pkey or next((k for k in row if k.endswith("_masked") and not k.startswith(("psnr", "ssim"))), None)
+            perc_value = f"{row[pkey]:.4f}" if pkey else "-"
+            std = (result.get("std") or {}).get(name, {}).get(scale, {}).get("psnr_masked")
+            psnr = f"{row['psnr_masked']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+            cells.append(f"{psnr} / {row['ssim_masked']:.3f} / {perc_value}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _fmt(stat: dict | None, digits: int) -> str:
+    if not stat or stat["mean"] is None:
+        return "-"
+    text = f"{stat['mean']:.{digits}f}"
+    return text + (f" ± {stat['std']:.{digits}f}" if stat["std"] is not None else "")
+
+
+def srhand_markdown(result: dict, extra: list[tuple[str, str, int]] | None = None) -> list[str]:
+    rows = dict(result["rows"])
+    if any(row.get("key") == "srhand" for row in rows.values()) and any(
+            row.get("key") == "giif_xhand" for row in rows.values()):
+        rows.update(input_mano_row(rows))  # results written before the row existed
+    first = next(iter(rows.values()))
+    perc = first["perceptual"] or "perceptual"
+    seeds = result["seeds"]
+    total = sum(1 for row in rows.values() if not row.get("reference")) * len(seeds)
+    executed = len(result.get("seconds") or {})
+    provenance = provenance_line(result) or (
+        f"{executed} of the {total} runs were executed by this section, the others reused from existing run "
+        "folders (earlier sections or commands; `--fresh` re-runs all).")
+    lines = [f"Held-out frames and cameras of the reconstruction subject, inside the MANO mask; perceptual metric "
+             f"{perc}. Mean ± standard deviation over seeds {', '.join(map(str, seeds))} (initialisation and "
+             f"shuffles of main.py; the SR models are the same). {provenance}", ""]
+    extra_cols = extra or []
+    header = f"| row | SR PSNR | SR {perc} | render PSNR | render {perc} | P2P (mm) | inconsistency |"
+    header += "".join(f" {name} |" for name, _, _ in extra_cols)
+    lines += [header, "|---|---|---|---|---|---|---|" + "---|" * len(extra_cols)]
+    for name, row in rows.items():
+        s = row["summary"]
+        cells = [_fmt(s.get("sr_psnr"), 2), _fmt(s.get("sr_perc"), 4), _fmt(s.get("render_psnr"), 2),
+                 _fmt(s.get("render_perc"), 4), _fmt(s.get("p2p_mm"), 3), _fmt(s.get("inconsistency"), 4)]
+        cells += [_fmt(s.get(key), digits) for _, key, digits in extra_cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if any(row["summary"].get("pp_p2p_mm", {}).get("mean") is not None
+           or row["summary"].get("pp_render_psnr", {}).get("mean") is not None for row in rows.values()):
+        lines += paper_protocol_markdown(rows, perc)
+    return lines
+
+
+def paper_protocol_markdown(rows: dict, perc: str) -> list[str]:
+    """The same rows under the reference code's protocol (``paper_protocol`` in metrics.json)."""
+    lines = ["", "The same runs under the paper's protocol (`paper_protocol` in metrics.json): full-image SR "
+             "metrics against the MANO-masked GT; render and GT both masked by the predicted silhouette, full image; "
+             "P2P from the truth to the reconstruction only; inconsistency over windows of 8 consecutive frames of "
+             "one view.", "",
+             f"| row (paper protocol) | SR PSNR | SR SSIM | SR {perc} | render PSNR | render SSIM | render {perc} | "
+             "P2P truth->recon (mm) | inconsistency (8-frame windows) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        s = row["summary"]
+        cells = [_fmt(s.get(k), d) for k, d in (("pp_sr_psnr", 2), ("pp_sr_ssim", 3), ("pp_sr_perc", 4),
+                                                ("pp_render_psnr", 2), ("pp_render_ssim", 3), ("pp_render_perc", 4),
+                                                ("pp_p2p_mm", 3), ("pp_inconsistency", 4))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def noise_markdown(result: dict) -> list[str]:
+    lines = srhand_markdown(result, extra=[("MPJPE of the input (mm)", "mano_noise_mpjpe_mm", 2),
+                                           ("input MANO P2P (mm)", "p2p_mm_mano", 3)])
+    lines += ["", "Noise (`--set`): " + ", ".join(f"`{s}`" for s in result["noise_sets"] or []) + "; it is applied "
+              "to every frame the run reads (fitting and evaluation), so the crops, MANO masks and normal maps "
+              "follow the noisy hand as they would with estimated parameters."]
+    return lines
+
+
+RENDER_KEYS = ("ms_forward", "ms_forward_backward", "ms_lower_bound", "ratio_to_lower_bound")
+
+
+def merge_render_runs(runs: list[list[dict]]) -> list[dict]:
+    """One row per resolution; each timing a number (one run) or its ``[min, max]`` over the runs.
+    Keys a run did not report (older ``benchmark_render.py``) are left out."""
+    merged = []
+    for rows in zip(*runs):
+        row = {"res": rows[0]["res"], "faces": rows[0]["faces"], "runs": len(rows)}
+        for key in RENDER_KEYS:
+            values = [r[key] for r in rows if r.get(key) is not None]
+            if values:
+                row[key] = values[0] if len(values) == 1 else [min(values), max(values)]
+        merged.append(row)
+    return merged
+
+
+def _span(value, digits: int) -> str:
+    """A number, or a ``[min, max]`` range as ``min-max``; ``-`` when absent."""
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return f"{value[0]:.{digits}f}-{value[1]:.{digits}f}"
+    return f"{value:.{digits}f}"
+
+
+def speed_markdown(result: dict) -> list[str]:
+    render = result.get("render", [])
+    runs = max((row.get("runs", 1) for row in render), default=1)
+    lines = ["Renderer (rasterize + interpolate + antialias, one view, the 3x-subdivided hand; "
+             "`scripts/benchmark_render.py`, 2 threads" + (f"; ranges over {runs} runs" if runs > 1 else "") + "). "
+             "Lower bound: rasterize + interpolate alone, forward + backward, timed interleaved in the same run; "
+             "ratio: median of per-repeat forward + backward / lower bound.", ""]
+    if result.get("render_note"):
+        lines += [result["render_note"], ""]
+    lines += ["| resolution | faces | forward (ms) | forward + backward (ms) | lower bound (ms) | ratio to lower bound |",
+              "|---|---|---|---|---|---|"]
+    for row in render:
+        lines.append(f"| {row['res']} | {row['faces']} | {_span(row.get('ms_forward'), 1)} | "
+                     f"{_span(row.get('ms_forward_backward'), 1)} | {_span(row.get('ms_lower_bound'), 1)} | "
+                     f"{_span(row.get('ratio_to_lower_bound'), 2)} |")
+    decode = result.get("giif_decode")
+    if decode:
+        rows = list(decode.get("results", [])) + list(decode.get("liif_results", []))
+        if any(row.get("reference_query_s") is not None for row in rows):
+            lines += ["", decode.get("note") or (
+                "GIIF and LIIF decode (no gradient, every output pixel queried; `scripts/benchmark_giif.py`): both "
+                "query paths of the same model timed interleaved in one run, medians: \"reference\" builds LIIF's "
+                "concatenated MLP input, \"factorised\" (the default) computes the first layer's feature terms once "
+                "per grid cell; max abs diff is between the two images."), "",
+                "| model | parameters (M) | output | threads | encode (ms) | query, reference (ms) | "
+                "query, factorised (ms) | speedup | max abs diff | decode MP/s |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+            for row in rows:
+                diff = row.get("max_abs_diff")
+                diff = "-" if diff is None else ("0" if diff == 0 else f"{diff:.1e}")
+                speedup = row.get("query_speedup")
+                lines.append(f"| {row['size']} {row.get('model', 'giif').upper()} | {row['params_M']:.2f} | "
+                             f"{row['out']}x{row['out']} | {row.get('threads', decode.get('threads'))} | "
+                             f"{1000 * row['encode_s']:.0f} | {1000 * row['reference_query_s']:.0f} | "
+                             f"{1000 * row['query_s']:.0f} | "
+                             + (f"{speedup:.2f}x" if speedup is not None else "-") + f" | {diff} | "
+                             f"{row['decode_MPps']:.3f} |")
+        else:
+            lines += ["", f"GIIF decode throughput (no gradient, every output pixel queried; {decode.get('threads')} "
+                      "thread(s)):", "",
+                      "| model | parameters (M) | output | encode (ms) | encode + query (ms) | output MP/s |",
+                      "|---|---|---|---|---|---|"]
+            for row in rows:
+                lines.append(f"| {row['size']} | {row['params_M']:.2f} | {row['out']}x{row['out']} | "
+                             f"{1000 * row['encode_s']:.0f} | {1000 * row['decode_s']:.0f} | {row['decode_MPps']:.3f} |")
+    step_rows = [(k, v) for k, v in result.items() if k.startswith("srhand_step")]
+    if step_rows:
+        old_key = next((k for _, info in step_rows for row in info["rows"] for k in ("ms_old", "old_ms", "reference_ms")
+                        if k in row), None)
+        lines += ["", "SRHand steps (`scripts/benchmark_srhand_step.py`; peak memory on CPU is the process's peak "
+                  "resident set, data and models included):", "",
+                  "| config | vertices | px | step | views | threads | ms | peak MiB |" + (" old ms |" if old_key else ""),
+                  "|---|---|---|---|---|---|---|---|" + ("---|" if old_key else "")]
+        for _, info in step_rows:
+            for row in info["rows"]:
+                line = (f"| {info['config']} | {info['vertices']} | {info['resolution'][0]} | {row['part']} | "
+                        f"{row['views']} | {info['threads']} | {row['ms']:.0f} | {row['peak_mib']:.0f} |")
+                if old_key:
+                    line += f" {row[old_key]:.0f} |" if row.get(old_key) is not None else " - |"
+                lines.append(line)
+    return lines

@@ -1,0 +1,170 @@
+"""Running benchmark rows: entry-script subprocesses, run-store keys, parallel execution, provenance.
+
+Used by ``scripts/benchmark.py``; every row is the project's own entry script run as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from utils.bench import runstore
+
+REPO = Path(__file__).resolve().parents[2]
+SR_SCALES = ("x4", "x8", "x12.8", "x16")
+
+
+def run(cmd: list[str], log: Path, env: dict | None = None) -> float:
+    """Run ``cmd`` in the repository, output to ``log``; returns seconds. Raises on failure."""
+    start = time.time()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as handle:
+        result = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-20:])
+        raise SystemExit(f"benchmark step failed ({' '.join(cmd)}):\n{tail}\nfull log: {log}")
+    return time.time() - start
+
+
+def machine() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+    try:
+        with open("/proc/cpuinfo") as handle:
+            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        info["cpu_model"] = platform.processor() or platform.machine()
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def git_rev() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------- run store
+SCHEMA_OF = {"main_giif.py": "giif", "main_disc.py": "disc", "main.py": "srhand"}
+
+
+CHECKPOINT_INPUTS = ("giif_model", "disc_model")  # config keys naming an input checkpoint
+
+
+def resolved_config(cmd: list[str]) -> dict:
+    """The config ``cmd`` runs with (its ``--conf`` and ``--set`` through the entry's schema), as a dict."""
+    from utils.config import conf_to_dict, load_config
+
+    sets = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--set"]
+    conf = load_config(REPO / cmd[cmd.index("--conf") + 1], sets, schema=SCHEMA_OF[Path(cmd[1]).name])
+    return conf_to_dict(conf)
+
+
+def job_key(args, cmd: list[str], seed: int, refs: dict) -> dict:
+    """The run-store key of ``cmd`` (``utils.bench.runstore``). Input checkpoints are named by ``refs``
+    (checkpoint path -> ``run:<key hash>`` of the benchmark run that writes it), else by their content."""
+    if not hasattr(args, "_data_settings"):
+        args._data_settings = runstore.data_settings(args.data)
+    config = resolved_config(cmd)
+    paths = {key: config.get(key) for key in CHECKPOINT_INPUTS if config.get(key)}
+    if "--model_path" in cmd:
+        paths["model_path"] = cmd[cmd.index("--model_path") + 1]
+    inputs = {name: refs.get(str(path)) or runstore.file_ref(path) for name, path in paths.items()}
+    return runstore.make_key(Path(cmd[1]).name, config, seed, args.scale, args._data_settings, inputs)
+
+
+def output_refs(run_dir: Path, key: dict) -> dict:
+    """Checkpoint paths a run writes -> ``run:<its key hash>``."""
+    ref = "run:" + runstore.key_hash(key)[:16]
+    return {str(run_dir / name): ref for name in ("giif.pth", "disc.pth")}
+
+
+def execute(args, work: Path, kind: str, jobs: list[tuple], keys: list[dict], parallel: int = 1,
+            upstream: dict | None = None, force: set | None = None) -> tuple[dict, dict]:
+    """Run the jobs whose key is not in the run store (all with ``--fresh``), ``parallel`` at a time with
+    ``cpu_count // parallel`` threads each, and store every finished run as it finishes.
+
+    Args:
+        jobs: ``(row, seed, run folder, command)`` in dependency order; keys: their run-store keys.
+        upstream: checkpoint path -> index of the job writing it, for jobs that feed later ones: a stored
+            job is re-run when a job to run needs its checkpoint and the file is not on this machine.
+        force: indices of jobs to run even when stored (their checkpoints are needed elsewhere).
+
+    Returns:
+        ``({run folder name: stored entry}, {run folder name: seconds of the runs executed})``.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    store = runstore.RunStore(args.store)
+    entries = {} if args.fresh else {j[2].name: store.get(kind, j[0], k) for j, k in zip(jobs, keys)}
+    todo = {i for i, j in enumerate(jobs) if not entries.get(j[2].name)} | set(force or ())
+    for i in sorted(todo, reverse=True):  # a job to run needs its input checkpoints on disk
+        for arg in jobs[i][3]:
+            path = arg.split("=", 1)[-1]
+            source = (upstream or {}).get(path)
+            if source is not None and not Path(path).is_file() and source not in todo:
+                print(f"[benchmark] {jobs[source][2].name}: stored, but {path} is not on this machine: re-running it")
+                todo.add(source)
+    reused = [jobs[i] for i in range(len(jobs)) if i not in todo]
+    if reused:
+        print(f"[benchmark] {kind}: {len(reused)} run(s) reused from {args.store}: "
+              + ", ".join(f"{j[2].name} ({runstore.revision_label(entries[j[2].name])})" for j in reused), flush=True)
+    for i in sorted(todo):
+        others = store.others(kind, jobs[i][0], keys[i])
+        if others and not args.fresh:
+            print(f"[benchmark] {jobs[i][2].name}: {len(others)} stored run(s) of this row and seed have another key "
+                  f"(config, data, inputs or scale changed); not used: {', '.join(p.name for p in others)}")
+    threads = max(1, (os.cpu_count() or 1) // max(1, parallel))
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cpu = machine().get("cpu_model")
+    seconds = {}
+    print(f"[benchmark] {kind}: {len(todo)} run(s) to do, {parallel} at a time", flush=True)
+
+    def one(i: int) -> tuple[int, float, tuple]:
+        row, _, run_dir, cmd = jobs[i]
+        revision = runstore.git_revision(REPO)  # the code the run starts from
+        took = run(cmd, work / "logs" / f"{kind}_{run_dir.name}.log", env)
+        return i, took, revision
+
+    # Jobs that feed others run first, in order; the rest in parallel.
+    feeders = sorted(i for i in todo if upstream and i in set(upstream.values()))
+    batches = [[i] for i in feeders] + [sorted(todo - set(feeders))]
+    for batch in batches:
+        with ThreadPoolExecutor(max(1, parallel)) as pool:
+            for future in as_completed([pool.submit(one, i) for i in batch]):
+                i, took, (rev, dirty) = future.result()
+                row, seed, run_dir, _ = jobs[i]
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                path = store.put(kind, row, keys[i], metrics, rev, dirty, seconds=took, threads=threads, machine=cpu)
+                entries[run_dir.name] = json.loads(path.read_text())
+                seconds[run_dir.name] = took
+                print(f"[benchmark] {run_dir.name}: {took:.0f} s, stored as {path.relative_to(args.store)}", flush=True)
+    return entries, seconds
+
+
+def store_summary(entries, executed: dict) -> dict:
+    """Revision mix and counts of the stored entries a table reads."""
+    entries = list(entries)
+    return {"revisions": runstore.revision_mix(entries), "runs": len(entries), "executed": len(executed)}
+
+
+def provenance_line(result: dict) -> str:
+    """"N of M runs executed now, the others from the run store; revisions: ..." (empty for old results)."""
+    if "revisions" not in result:
+        return ""
+    mix = [tuple(item) for item in result["revisions"]]
+    return (f"{result.get('executed', 0)} of the {result.get('runs', 0)} runs were executed by this command, the "
+            f"others read from the run store (`benchmarks/runs/`; `--fresh` re-runs all). Runs by code revision: "
+            f"{runstore.format_revision_mix(mix)}.")
