@@ -4,7 +4,8 @@ Stages, each the project's own command (run as a subprocess, exactly as a user w
 
 1. ``scripts/make_synthetic.py``   synthetic captures (train/val SR subjects, held-out reconstruction subject)
 2. ``main_giif.py``                GIIF on the SR training subjects, evaluated on the validation subjects
-3. ``main_disc.py``                adversarial stage, from stage 1
+3. ``main_disc.py``                adversarial stage, from stage 1; run twice: with the discriminator and
+                                   with adversarial weight 0 (equal steps without D's gradient)
 4. ``main.py``                     SRHand on the held-out subject (joint reconstruction + GIIF fine-tuning)
 5. ``main.py --eval --r``          evaluation on held-out frames, with --save_vis
 
@@ -66,6 +67,16 @@ def sr_table(report: dict, methods: dict[str, str], scales: list[str]) -> list[s
     return lines
 
 
+def _steps(checkpoint: Path) -> int | str:
+    """Training steps recorded in a checkpoint ('?' when it cannot be read)."""
+    try:
+        import torch
+
+        return torch.load(checkpoint, map_location="cpu", weights_only=False).get("step", "?")
+    except (OSError, RuntimeError):
+        return "?"
+
+
 def write_report(out: Path, runs: dict[str, Path], timings: dict[str, float], total: float) -> Path:
     lines = ["# SRHand demo report", "",
              "Synthetic captures (procedural hand, CPU-sized configs): numbers are for this toy scale, "
@@ -79,10 +90,18 @@ def write_report(out: Path, runs: dict[str, Path], timings: dict[str, float], to
     if giif_m.is_file() and disc_m.is_file():
         giif, disc = json.loads(giif_m.read_text()), json.loads(disc_m.read_text())
         scales = list(next(iter(giif["results"].values())).keys())
+        noadv_m = runs["disc_noadv"] / "metrics.json"
+        noadv = json.loads(noadv_m.read_text()) if noadv_m.is_file() else None
+        s1, s2 = _steps(runs["giif"] / "giif.pth"), disc.get("discriminator", {})
+        d_steps, weight, d_lr = s2.get("steps", "?"), s2.get("adv_weight", "?"), s2.get("disc_learning_rate", "?")
+        methods = {"bicubic": (giif, "bicubic"), f"GIIF (stage 1, {s1} steps)": (giif, "giif")}
+        if noadv is not None:
+            methods[f"GIIF, adversarial weight 0 ({s1} + {d_steps} steps)"] = (noadv, "giif")
+        methods[f"GIIF + discriminator ({s1} + {d_steps} steps, adversarial weight {weight}, D lr {d_lr})"] = (disc, "giif")
         lines += ["## Super-resolution on validation subjects (held-out people)", ""]
-        lines += sr_table(giif, {"bicubic": (giif, "bicubic"), "GIIF": (giif, "giif"),
-                                 "GIIF + discriminator": (disc, "giif")}, scales)
-        lines += [""]
+        lines += sr_table(giif, methods, scales)
+        lines += ["", "GIIF + discriminator trains more steps than stage-1 GIIF: compare it with the equal-step "
+                  "row at adversarial weight 0 (one seed here; benchmarks/disc_sweep.md has the seed spread).", ""]
         vis = sorted((runs["disc"] / "eval_vis").glob("x8*.png"))[:2] or sorted((runs["giif"] / "eval_vis").glob("*.png"))[:2]
         for path in vis:
             lines += [f"![SR grid: LR, bicubic, GIIF, GT, normal map]({os.path.relpath(path, out)})", ""]
@@ -132,7 +151,7 @@ def main() -> None:
     logs = out / "logs"
     py = sys.executable
     runs = {"giif": REPO / "outputs" / "synthetic_giif", "disc": REPO / "outputs" / "synthetic_disc",
-            "srhand": REPO / "outputs" / "synthetic_srhand"}
+            "disc_noadv": REPO / "outputs" / "synthetic_disc_noadv", "srhand": REPO / "outputs" / "synthetic_srhand"}
     if args.fresh:
         for path in [*runs.values(), out]:
             shutil.rmtree(path, ignore_errors=True)
@@ -149,6 +168,11 @@ def main() -> None:
         "disc", [py, "main_disc.py", "--conf", "conf/synthetic/disc.conf", "--model_path",
                  str(runs["giif"] / "giif.pth"), "--save_vis", *env_data],
         runs["disc"] / "metrics.json", args.fresh, logs)
+    timings["stage 2 at adversarial weight 0"] = stage(
+        "disc_noadv", [py, "main_disc.py", "--conf", "conf/synthetic/disc.conf", "--model_path",
+                       str(runs["giif"] / "giif.pth"), "--out", str(runs["disc_noadv"]), "--set", "adv.adv_weight=0.0",
+                       *env_data],
+        runs["disc_noadv"] / "metrics.json", args.fresh, logs)
     timings["SRHand (stage 3)"] = stage(
         "srhand", [py, "main.py", "--conf", "conf/synthetic/srhand.conf", *env_data],
         runs["srhand"] / "model.pth", args.fresh, logs)

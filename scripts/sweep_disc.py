@@ -147,8 +147,9 @@ def markdown(result: dict, meta: dict) -> str:
     lines = ["# Discriminator-stage sweep (issue 15)", "",
              f"`{meta['command']}` at `{meta['revision']}` on {meta['date']}, {meta['machine']}.", "",
              f"Stage-1 GIIF: `{meta['giif']}` ({meta['giif_steps']} steps); data `{meta['data']}`. Every run starts "
-             f"from it and trains the config's {result['rows'][0]['steps']} stage-2 steps "
-             f"(`{meta['conf']}`, only the adversarial weight, the D learning rate and the seed change). "
+             f"from it and trains {result['rows'][0]['steps']} stage-2 steps "
+             f"(`{meta['conf']}` with the command's `--set`; only the adversarial weight, the D learning rate and "
+             "the seed differ between runs). "
              f"Masked metrics on the SR validation subjects ({result['num_images']} images), perceptual metric {perc}. "
              "Seeds change D's initialisation, the patches, scales and batch order. Weight 0 is the equal-step "
              "run without D's gradient. Δ = run - weight-0 run of the same seed, mean ± std over seeds. "
