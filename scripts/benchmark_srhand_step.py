@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -46,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from models import registry  # noqa: E402
 from models.giif import giif_spec  # noqa: E402
+from trainers.gpu_check import peak_memory_mib, sync_device  # noqa: E402
 from trainers.srhand import SRHandTrainer  # noqa: E402
 from utils.checkpoint import make_checkpoint, model_entry, save_atomic  # noqa: E402
 from utils.config import conf_to_dict, load_config  # noqa: E402
@@ -57,28 +57,17 @@ SIZES = {
 }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def _timed_steps(fn, device: torch.device, steps: int) -> tuple[float, float]:
     """(mean seconds of ``steps`` calls after one warm-up call, peak memory in MiB)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     fn()
-    _sync(device)
+    sync_device(device)
     start = time.perf_counter()
     for _ in range(steps):
         fn()
-    _sync(device)
-    return (time.perf_counter() - start) / steps, _peak_mb(device)
+    sync_device(device)
+    return (time.perf_counter() - start) / steps, peak_memory_mib(device)
 
 
 FAST_PATHS = ("finetune_masked_decode", "finetune_cache_features")  # trainer attributes; False = the reference path
@@ -96,10 +85,10 @@ def _interleaved(fns: dict, device: torch.device, steps: int) -> dict:
         fn()
     for _ in range(steps):
         for key, fn in fns.items():
-            _sync(device)
+            sync_device(device)
             start = time.perf_counter()
             fn()
-            _sync(device)
+            sync_device(device)
             times[key].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -220,7 +209,7 @@ def main() -> None:
                 med = _interleaved({"reference": ref, "current": fn}, device, args.steps)
                 rows.append({"part": name, "views": len(views), "ms": 1000 * med["current"],
                              "reference_ms": 1000 * med["reference"], "ratio": med["current"] / med["reference"],
-                             "peak_mib": _peak_mb(device)})
+                             "peak_mib": peak_memory_mib(device)})
             else:
                 seconds, peak = _timed_steps(fn, device, args.steps)
                 rows.append({"part": name, "views": len(views), "ms": 1000 * seconds, "peak_mib": peak})

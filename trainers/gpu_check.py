@@ -67,12 +67,14 @@ class CheckSettings:
     work_dir: str | None = None
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on CPU. Call before reading a wall clock."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _peak_mib(device: torch.device) -> float:
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak memory in MiB: ``max_memory_allocated`` on CUDA, the process's peak resident set on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -88,11 +90,11 @@ def time_steps(fn, device: torch.device, steps: int, amp: bool = False) -> dict:
     """Mean seconds of ``steps`` calls of ``fn`` after one warm-up call (``amp``: under bf16 autocast)."""
     with _autocast(device, amp):
         fn()
-        _sync(device)
+        sync_device(device)
         start = time.perf_counter()
         for _ in range(steps):
             fn()
-        _sync(device)
+        sync_device(device)
     return {"step_s": (time.perf_counter() - start) / max(1, steps), "steps": steps}
 
 
@@ -219,10 +221,10 @@ class _Stages:
     def srhand_eval(self) -> dict:
         trainer = self.srhand()
         trainer.prepare_eval_from_training()
-        _sync(self.device)
+        sync_device(self.device)
         start = time.perf_counter()
         report = trainer.evaluate()
-        _sync(self.device)
+        sync_device(self.device)
         seconds = time.perf_counter() - start
         trainer.avatar.train()
         return {"step_s": seconds, "steps": 1, "frames": len(report.get("frames", [])) or 1}
@@ -301,7 +303,7 @@ def run_check(settings: CheckSettings, log=print) -> dict:
                 entry = {"status": "fail", "error": f"{type(err).__name__}: {err}",
                          "traceback": traceback.format_exc(limit=8)}
             if entry["status"] != "skipped":
-                entry["peak_mib"] = _peak_mib(device)
+                entry["peak_mib"] = peak_memory_mib(device)
             entry["wall_s"] = time.perf_counter() - t0
             result["stages"][name] = entry
             step = f"{entry['step_s'] * 1000:.1f} ms/step" if "step_s" in entry else entry.get("error", "")

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from datasets.synthetic._np import bezier, dist_to_polyline, normalize, smoothstep, sum_of_sines
-from datasets.synthetic.skeleton import FINGER_JOINTS, FINGERS, MM, HandFrame
+from datasets.synthetic.skeleton import FINGER_JOINTS, FINGERS, MM, HandFrame, finger_local
 
 SKIN_TONES = np.array([[0.86, 0.68, 0.58], [0.78, 0.57, 0.45], [0.62, 0.44, 0.33], [0.45, 0.30, 0.21],
                        [0.30, 0.19, 0.13]])
@@ -51,13 +51,7 @@ def detail_fields(rng, v, normals, w, frame: HandFrame, spacing_v) -> dict:
     jitter = lambda s: 1.0 + rng.uniform(-s, s)  # noqa: E731
 
     def local(j):
-        rel = v - J[j]
-        s = rel @ frame.axis[j]
-        q = rel - s[:, None] * frame.axis[j]
-        r = np.maximum(np.linalg.norm(q, axis=1), 1e-9)
-        cos_palmar = (q @ frame.palmar[j]) / r
-        lateral = q @ np.cross(frame.axis[j], frame.palmar[j])
-        return s, cos_palmar, lateral
+        return finger_local(v, frame, j)
 
     for finger in FINGERS:
         a, b, c = FINGER_JOINTS[finger]

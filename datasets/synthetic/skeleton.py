@@ -87,3 +87,14 @@ def hand_frame(joints, verts, weights, side: str) -> HandFrame:
         spread_axis[j] = sa
     return HandFrame(J, forward, thumbward, palm_normal, axis, palmar, flex_axis, spread_axis, tips, tip_vertex,
                      bone_length)
+
+
+def finger_local(v, frame: HandFrame, j):
+    """Along-bone coordinate ``s`` (m), cosine to the palmar direction and lateral offset of ``v`` about joint ``j``."""
+    rel = v - frame.joints[j]
+    s = rel @ frame.axis[j]
+    q = rel - s[:, None] * frame.axis[j]
+    r = np.maximum(np.linalg.norm(q, axis=1), 1e-9)
+    cos_palmar = (q @ frame.palmar[j]) / r
+    lateral = q @ np.cross(frame.axis[j], frame.palmar[j])
+    return s, cos_palmar, lateral

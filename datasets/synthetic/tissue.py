@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from datasets.synthetic._np import normalize, smoothstep, sum_of_sines
-from datasets.synthetic.skeleton import FINGER_JOINTS, FINGERS, MANO_PARENTS, MM, HandFrame
+from datasets.synthetic.skeleton import FINGER_JOINTS, FINGERS, MANO_PARENTS, MM, HandFrame, finger_local
 
 # Peak amplitudes (mm) of the static soft-tissue components, drawn uniformly per subject (per finger
 # or per joint where that applies). Positive = outwards along the normal.
@@ -51,17 +51,6 @@ POSE_RANGES = {
     "thenar_bulge": (1.5, 3.0),    # thumb opposition
 }
 THENAR_REF_ANGLE = math.radians(45.0)
-
-
-def _finger_local(v, frame: HandFrame, j):
-    """Along-bone coordinate ``s`` (m), cosine to the palmar direction and lateral offset of ``v`` about joint ``j``."""
-    rel = v - frame.joints[j]
-    s = rel @ frame.axis[j]
-    q = rel - s[:, None] * frame.axis[j]
-    r = np.maximum(np.linalg.norm(q, axis=1), 1e-9)
-    cos_palmar = (q @ frame.palmar[j]) / r
-    lateral = q @ np.cross(frame.axis[j], frame.palmar[j])
-    return s, cos_palmar, lateral
 
 
 def _segment_distance(v, a, b):
@@ -104,14 +93,14 @@ def soft_tissue(rng, v, normals, w, frame: HandFrame, nail) -> tuple:
         length = float(np.linalg.norm(frame.tips[k] - J[a]))
         u = np.clip((v - J[a]) @ along / length, 0.0, 1.0)
         parts["girth"] += MM * share * (girth[k] + taper[k] * u)
-        s, cos_p, _ = _finger_local(v, frame, c)
+        s, cos_p, _ = finger_local(v, frame, c)
         sn = s / frame.bone_length[c]
         parts["pad"] += MM * pad[k] * smoothstep(0.3, 0.7, w[:, c]) * smoothstep(0.0, 0.6, cos_p) \
             * _gauss(sn - 0.55, 0.25)
         for i, j in enumerate((a, b)):
             if finger == "thumb" and j == a:
                 continue  # the thumb's CMC sits inside the thenar eminence
-            s, cos_p, lateral = _finger_local(v, frame, j)
+            s, cos_p, lateral = finger_local(v, frame, j)
             region = smoothstep(0.2, 0.5, w[:, j] + w[:, MANO_PARENTS[j]])
             parts["knuckle"] += MM * knuckle[k, i] * region * smoothstep(0.2, 0.8, -cos_p) * _gauss(s, 5 * MM) \
                 * _gauss(lateral, 7 * MM)
@@ -203,7 +192,7 @@ def pose_deformation(rng, v, normals, w, frame: HandFrame) -> PoseDeformation:
         for j in FINGER_JOINTS[finger]:
             if j == 13:
                 continue  # the thumb's CMC moves the thenar eminence (below), not a knuckle
-            s, cos_p, lateral = _finger_local(v, frame, j)
+            s, cos_p, lateral = finger_local(v, frame, j)
             region = smoothstep(0.2, 0.5, w[:, j] + w[:, MANO_PARENTS[j]])
             dorsal = smoothstep(0.2, 0.8, -cos_p)
             palmar = smoothstep(0.2, 0.8, cos_p)
