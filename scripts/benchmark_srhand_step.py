@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from models import registry  # noqa: E402
 from models.giif import giif_spec  # noqa: E402
-from trainers.gpu_check import peak_memory_mib, sync_device  # noqa: E402
+from trainers.gpu_check import peak_memory_mib, sync_device, time_steps  # noqa: E402
 from trainers.srhand import SRHandTrainer  # noqa: E402
 from utils.checkpoint import make_checkpoint, model_entry, save_atomic  # noqa: E402
 from utils.config import conf_to_dict, load_config  # noqa: E402
@@ -61,13 +61,7 @@ def _timed_steps(fn, device: torch.device, steps: int) -> tuple[float, float]:
     """(mean seconds of ``steps`` calls after one warm-up call, peak memory in MiB)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    sync_device(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    sync_device(device)
-    return (time.perf_counter() - start) / steps, peak_memory_mib(device)
+    return time_steps(fn, device, steps)["step_s"], peak_memory_mib(device)
 
 
 FAST_PATHS = ("finetune_masked_decode", "finetune_cache_features")  # trainer attributes; False = the reference path
