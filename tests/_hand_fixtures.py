@@ -139,3 +139,31 @@ def write_chumpy_mano_pickle(path: str, data: dict) -> np.ndarray:
             else:
                 sys.modules[n] = saved[n]
     return expected
+
+
+# A GIIF small enough for CPU tests of every stage (same weights wherever it is built: seeded).
+TINY_GIIF = {"name": "giif", "args": {
+    "encoder": {"name": "rdn", "args": {"G0": 8, "kernel_size": 3, "D": 1, "C": 1, "G": 4}},
+    "normal_encoder": {"name": "hg_filter", "args": {"in_ch": 3, "num_stack": 1, "depth": 1, "n_feat": 8,
+                                                     "out_dim": 8, "norm": "group"}},
+    "hidden_list": [16]}}
+
+
+def write_tiny_sr_models(folder, capture_root) -> dict:
+    """Seeded random tiny GIIF and discriminator checkpoints in ``folder`` for main.py runs on the tiny capture.
+
+    Returns ``{"root": capture root, "giif": giif.pth, "disc": disc.pth}`` (paths).
+    """
+    from pathlib import Path
+
+    from models import registry
+    from utils.checkpoint import make_checkpoint, model_entry, save_atomic
+
+    folder = Path(folder)
+    torch.manual_seed(0)
+    giif = registry.make(TINY_GIIF)
+    disc = registry.make({"name": "unet_disc_sn", "args": {"num_feat": 4}})
+    config = {"data": {"normal_space": "camera", "normal_size": 32}}
+    save_atomic(make_checkpoint("giif", model_entry(giif), config=config), folder / "giif.pth")
+    save_atomic(make_checkpoint("disc", model_entry(disc), config=config), folder / "disc.pth")
+    return {"root": Path(capture_root), "giif": folder / "giif.pth", "disc": folder / "disc.pth"}

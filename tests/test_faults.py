@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _hand_fixtures import write_tiny_sr_models
 
-from models import registry
 from trainers.run import main_guard, run_sr_stage
-from utils.checkpoint import latest_checkpoint, load_checkpoint, make_checkpoint, model_entry, save_atomic
+from utils.checkpoint import latest_checkpoint, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"giif": "main_giif.py", "disc": "main_disc.py", "srhand": "main.py"}
@@ -43,11 +43,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBU
 ENV.pop("SRHAND_DEBUG", None)
 FAULTS: list[str] = []  # one line per injected fault and what happened (printed for the issue's closing note)
 
-TINY_GIIF = {"name": "giif", "args": {
-    "encoder": {"name": "rdn", "args": {"G0": 8, "kernel_size": 3, "D": 1, "C": 1, "G": 4}},
-    "normal_encoder": {"name": "hg_filter", "args": {"in_ch": 3, "num_stack": 1, "depth": 1, "n_feat": 8,
-                                                     "out_dim": 8, "norm": "group"}},
-    "hidden_list": [16]}}
 GIIF_MODEL_BLOCK = """
 model { name = giif, args {
   encoder { name = rdn, args { G0 = 8, kernel_size = 3, D = 1, C = 1, G = 4 } }
@@ -58,14 +53,7 @@ model { name = giif, args {
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory, tiny_capture_root):
-    folder = tmp_path_factory.mktemp("fault_models")
-    torch.manual_seed(0)
-    giif = registry.make(TINY_GIIF)
-    disc = registry.make({"name": "unet_disc_sn", "args": {"num_feat": 4}})
-    config = {"data": {"normal_space": "camera", "normal_size": 32}}
-    save_atomic(make_checkpoint("giif", model_entry(giif), config=config), folder / "giif.pth")
-    save_atomic(make_checkpoint("disc", model_entry(disc), config=config), folder / "disc.pth")
-    return {"root": Path(tiny_capture_root), "giif": folder / "giif.pth", "disc": folder / "disc.pth"}
+    return write_tiny_sr_models(tmp_path_factory.mktemp("fault_models"), tiny_capture_root)
 
 
 def sr_conf(tmp_path: Path, assets: dict, stage: str) -> Path:

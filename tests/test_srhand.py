@@ -3,7 +3,7 @@
 
 The capture is the session's ``tiny_capture_root`` (2 fitting views + 1 held-out view, 2 fitting frames +
 2 held-out frames, GT meshes at subdivision level 1); GIIF and the discriminator are tiny random networks
-saved here with ``registry.make`` + ``save_atomic(make_checkpoint(...))`` (nothing from outputs/).
+saved by ``_hand_fixtures.write_tiny_sr_models`` (nothing from outputs/).
 32 px crops, LR 8 px, subdivision level 1, 2 epochs per phase.
 """
 
@@ -14,20 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from _hand_fixtures import write_tiny_sr_models
 
-from models import registry
 from trainers.run import main_guard, run_srhand
 from trainers.srhand import SRHandTrainer, jet
-from utils.checkpoint import load_checkpoint, make_checkpoint, model_entry, save_atomic
+from utils.checkpoint import load_checkpoint, save_atomic
 from utils.config import load_config
 from utils.geometry.mesh_io import load_obj
 from utils.run_logging import RunLogger
-
-TINY_GIIF = {"name": "giif", "args": {
-    "encoder": {"name": "rdn", "args": {"G0": 8, "kernel_size": 3, "D": 1, "C": 1, "G": 4}},
-    "normal_encoder": {"name": "hg_filter", "args": {"in_ch": 3, "num_stack": 1, "depth": 1, "n_feat": 8,
-                                                     "out_dim": 8, "norm": "group"}},
-    "hidden_list": [16]}}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -42,15 +36,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory, tiny_capture_root):
-    folder = tmp_path_factory.mktemp("srhand_models")
-    torch.manual_seed(0)
-    giif = registry.make(TINY_GIIF)
-    disc = registry.make({"name": "unet_disc_sn", "args": {"num_feat": 4}})
-    config = {"data": {"normal_space": "camera", "normal_size": 32}}
-    save_atomic(make_checkpoint("giif", model_entry(giif), config=config), folder / "giif.pth")
-    save_atomic(make_checkpoint("disc", model_entry(disc), config=config), folder / "disc.pth")
+    assets = write_tiny_sr_models(tmp_path_factory.mktemp("srhand_models"), tiny_capture_root)
     meta = json.loads((Path(tiny_capture_root) / "synthetic_meta.json").read_text())["subjects"][0]
-    return {"root": Path(tiny_capture_root), "giif": folder / "giif.pth", "disc": folder / "disc.pth", "meta": meta}
+    return {**assets, "meta": meta}
 
 
 def write_conf(tmp_path: Path, assets: dict, extra: str = "") -> Path:
