@@ -9,6 +9,8 @@ a separate code path:
                subject: bicubic + Ours, LIIF + XHand, GIIF w/o ftd. + XHand / Ours, GIIF w/ ftd. + XHand,
                SRHand, hr + Ours;
 * ``ablation`` (Table 4(b)): fine-tuning with L_con, + L_wave, + L_D (``--set finetune.weights.*``);
+* ``identity`` (Table 4(a)): XHand vs Ours on the fine-tuned GIIF's SR images, on the reconstruction subject and on
+               a second identity (captures ``<data>_id2`` generated with seed 1 when missing);
 * ``noise``    (Table 5): SRHand from MANO parameters with Gaussian noise (~10 mm MPJPE) vs the GT ones;
 * ``speed``:   renderer forward/backward, GIIF decode throughput, one SRHand training and fine-tuning
                step with peak memory (``scripts/benchmark_{render,giif,srhand_step}.py``).
@@ -48,6 +50,7 @@ from utils.bench.claims_table import claims_markdown, input_mano_row, section_cl
 from utils.bench.claims_table import mean_std as _mean_std  # noqa: E402
 from utils.bench.claims_table import summarise as _summarise  # noqa: E402
 from utils.bench.report import (  # noqa: E402
+    identity_markdown,
     merge_render_runs,
     noise_markdown,
     speed_markdown,
@@ -84,8 +87,11 @@ SCALE_DEFAULTS = {  # --data, --work, results file stem, SR steps, discriminator
 }
 # The medium scale's captures (docs/benchmark_protocol.md): the paper preset's 256 px crops and x16, fewer
 # views, frames and subjects.
-MEDIUM_DATA_COMMAND = ("python scripts/make_synthetic.py --preset paper --raw-size 384 256 --num-views 12 "
-                       "--num-frames 12 --num-subjects 6 --out data/synthetic_medium")
+DATA_ARGS = {"cpu": [], "medium": ["--preset", "paper", "--raw-size", "384", "256", "--num-views", "12",
+                                    "--num-frames", "12", "--num-subjects", "6"], "paper": ["--preset", "paper"]}
+MEDIUM_DATA_COMMAND = " ".join(["python scripts/make_synthetic.py", *DATA_ARGS["medium"], "--out data/synthetic_medium"])
+# Table 4(a)'s second identity: the reconstruction subject of captures generated with another seed (same settings).
+IDENTITY_SEED = 1
 
 
 def _steps_sets(steps: int) -> list[str]:
@@ -187,11 +193,14 @@ TABLES = {  # section -> (row keys, label overrides)
     "ablation": (["giif_ours", "ft_con", "ft_con_wav", "srhand"],
                  {"giif_ours": "w/o ftd.", "srhand": "w/ ftd.: L_con + L_wave + L_D (SRHand)"}),
     "noise": (["srhand_noisy", "srhand"], {"srhand": "SRHand, ground-truth MANO parameters"}),
+    "identity": (["ftd_xhand", "srhand"], {"ftd_xhand": "XHand", "srhand": "Ours"}),
 }
 
 
-def srhand_jobs(args, work: Path, keys: list[str], check_models: bool = True) -> list[tuple[str, int, Path, list[str]]]:
-    """(key, seed, run folder, command) of every run of ``keys`` x ``args.seeds``."""
+def srhand_jobs(args, work: Path, keys: list[str], check_models: bool = True, data: str | None = None,
+                folder: str = "srhand") -> list[tuple[str, int, Path, list[str]]]:
+    """(key, seed, run folder, command) of every run of ``keys`` x ``args.seeds``, on the captures ``data``
+    (default ``args.data``), in ``work / folder``."""
     models_by_kind = {"giif": Path(args.giif_model), "liif": Path(args.liif_model)}
     jobs = []
     for key in keys:
@@ -201,9 +210,9 @@ def srhand_jobs(args, work: Path, keys: list[str], check_models: bool = True) ->
             raise SystemExit(f"{model}: no {kind.upper()} checkpoint for row {key!r}; run the SR section or "
                              f"`make demo` first (or pass --{kind}_model)")
         for seed in args.seeds:
-            run_dir = work / "srhand" / f"{key}_s{seed}"
+            run_dir = work / folder / f"{key}_s{seed}"
             cmd = [sys.executable, "main.py", "--conf", CONFS[args.scale]["srhand"], "--out", str(run_dir),
-                   "--set", f"data.data_path={args.data}", "--set", f"giif_model={model}",
+                   "--set", f"data.data_path={data or args.data}", "--set", f"giif_model={model}",
                    "--set", f"disc_model={Path(args.giif_model).parent / 'disc.pth'}", "--set", f"seed={seed}"]
             for item in sets:
                 cmd += ["--set", item]
@@ -234,10 +243,10 @@ def _row_metrics(m: dict) -> dict:
     return row
 
 
-def srhand_table(args, work: Path, table: str) -> dict:
+def srhand_table(args, work: Path, table: str, data: str | None = None, folder: str = "srhand") -> dict:
     keys, labels = TABLES[table]
     keys = [key for key in keys if key not in SCALE_SKIPS.get(args.scale, ())]
-    jobs = srhand_jobs(args, work, keys, check_models=False)
+    jobs = srhand_jobs(args, work, keys, check_models=False, data=data, folder=folder)
     sr, sr_keys, refs = sr_plan(args, work)
     run_keys = [job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
     store = runstore.RunStore(args.store)
@@ -255,7 +264,7 @@ def srhand_table(args, work: Path, table: str) -> dict:
         execute(args, work, "sr", sr, sr_keys, upstream={str(j[2] / "giif.pth"): i for i, j in enumerate(sr)},
                 force=force)
     for key in todo:
-        srhand_jobs(args, work, [key])  # its checkpoint must be there now (clear error if not)
+        srhand_jobs(args, work, [key], data=data, folder=folder)  # its checkpoint must be there now (clear error if not)
     entries, seconds = execute(args, work, "srhand", jobs, run_keys, parallel=args.jobs)
     rows = {}
     for key in keys:
@@ -277,6 +286,32 @@ def section_ablation(args, work: Path) -> dict:
 
 def section_noise(args, work: Path) -> dict:
     return srhand_table(args, work, "noise")
+
+
+def identity_data(args) -> Path:
+    """Table 4(a)'s second identity's captures: ``<data>_id2``, generated with seed ``IDENTITY_SEED``."""
+    return Path(str(args.data).rstrip("/") + "_id2")
+
+
+def section_identity(args, work: Path) -> dict:
+    """Table 4(a): XHand vs Ours (both on the fine-tuned GIIF's SR images) on two identities: the
+    reconstruction subject of ``--data`` (the Table 1 runs, reused) and that of captures generated with
+    another seed (same generator settings; GIIF never saw either subject)."""
+    second = identity_data(args)
+    if not (second / "synthetic_meta.json").is_file():
+        cmd = [sys.executable, "scripts/make_synthetic.py", *DATA_ARGS[args.scale], "--seed", str(IDENTITY_SEED),
+               "--out", str(second)]
+        print(f"[benchmark] generating the second identity's captures: {' '.join(cmd[1:])}", flush=True)
+        run(cmd, work / "logs" / "identity_data.log")
+    identities = {}
+    for label, data, folder in (("identity 1", args.data, "srhand"), ("identity 2", str(second), "identity2")):
+        table = srhand_table(args, work, "identity", data=data, folder=folder)
+        meta = json.loads((Path(data) / "synthetic_meta.json").read_text())
+        subject = next((sub for sub in meta.get("subjects", []) if sub.get("role") == "reconstruction"), {})
+        table["subject"] = {"generator_seed": meta["config"].get("seed"), "betas": subject.get("betas"),
+                            "input_mano_p2p_mm": (meta.get(subject.get("split", "test")) or {}).get("input_mano_p2p_mm")}
+        identities[label] = table
+    return {"identities": identities, "seeds": list(args.seeds)}
 
 
 # ---------------------------------------------------------------------------------------------- speed
@@ -310,9 +345,11 @@ SECTIONS = {"sr": (section_sr, sr_markdown, "Super-resolution (paper Table 3, sy
             "srhand": (section_srhand, srhand_markdown, "3D reconstruction from SR images (paper Table 1, synthetic data)"),
             "ablation": (section_ablation, srhand_markdown, "Fine-tuning loss ablation (paper Table 4(b), synthetic data)"),
             "noise": (section_noise, noise_markdown, "Noisy MANO parameters (paper Table 5, synthetic data)"),
+            "identity": (section_identity, identity_markdown,
+                         "Geometric enhancement per identity (paper Table 4(a), synthetic data)"),
             "speed": (section_speed, speed_markdown, "Speed")}
 CLAIMS_TITLE = "Claims: paired differences and verdicts (paper Tables 1, 3, 4(b))"
-ORDER = ("sr", "srhand", "ablation", "noise", "claims", "speed")
+ORDER = ("sr", "srhand", "ablation", "identity", "noise", "claims", "speed")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -307,3 +307,58 @@ def test_stored_sr_runs_rerun_for_missing_checkpoints(bench, tmp_path, monkeypat
     assert bench.section_sr(args, Path(args.work))["executed"] == 0 and ran == []
     bench.srhand_table(args, Path(args.work), "srhand")
     assert ran == ["sr_giif", "sr_disc", "giif_ours_s0"]
+
+
+def test_identity_section(bench, tmp_path, monkeypatch):
+    """Table 4(a): XHand vs Ours on the Table 1 subject (the same stored runs) and on a second identity, whose
+    captures are generated with another seed when missing and key their own runs; its claims are judged."""
+    data = _fake_meta(tmp_path / "data")
+    ran, generated = [], []
+
+    def fake_run(cmd, log, env=None):
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        second = any(a.startswith("data.data_path=") and a.endswith("_id2") for a in cmd)
+        seed = int(next(a for a in cmd if a.startswith("seed=")).split("=")[1])
+        enh = "model.use_enh=false" not in cmd
+        metrics = _fake_srhand_metrics(20.0 + seed + enh + 5 * second, 1.0 - 0.1 * enh, paper=True)
+        (out / "metrics.json").write_text(json.dumps(metrics))
+        ran.append(f"{out.parent.name}/{out.name}")
+        return 1.0
+
+    def fake_generate(cmd, log, env=None):
+        generated.append(cmd[1:])
+        _fake_meta(Path(cmd[cmd.index("--out") + 1]), seed=int(cmd[cmd.index("--seed") + 1]))
+        return 1.0
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(bench, "run", fake_generate)
+    monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: ("aaaaaaa", False))
+    (tmp_path / "giif.pth").write_bytes(b"giif")
+    argv = ["--data", str(data), "--store", str(tmp_path / "store"), "--seeds", "0", "1", "--jobs", "1",
+            "--giif_model", str(tmp_path / "giif.pth"), "--work", str(tmp_path / "w")]
+    args = bench.parse_args(argv)
+    monkeypatch.setitem(bench.TABLES, "srhand", (["ftd_xhand", "srhand"], {}))
+    bench.srhand_table(args, Path(args.work), "srhand")  # Table 1 first: identity 1's runs are in the store
+    ran.clear()
+    result = bench.section_identity(args, Path(args.work))
+    assert generated == [["scripts/make_synthetic.py", "--seed", "1", "--out", str(data) + "_id2"]]
+    assert sorted(ran) == ["identity2/ftd_xhand_s0", "identity2/ftd_xhand_s1", "identity2/srhand_s0",
+                           "identity2/srhand_s1"]
+    one, two = result["identities"]["identity 1"], result["identities"]["identity 2"]
+    assert one["executed"] == 0 and two["executed"] == 4 and two["subject"]["generator_seed"] == 1
+    assert list(two["rows"]) == ["XHand", "Ours"]
+    assert two["rows"]["Ours"]["summary"]["render_psnr"]["mean"] == pytest.approx(26.5)
+    assert one["rows"]["Ours"]["summary"]["render_psnr"]["mean"] == pytest.approx(21.5)
+    # Run again: the second identity's captures exist and its runs are stored.
+    ran.clear()
+    assert bench.section_identity(args, Path(args.work))["identities"]["identity 2"]["executed"] == 0 and ran == []
+
+    text = "\n".join(bench.identity_markdown(result))
+    assert "| identity 2 (generator seed 1) | Ours | 26.50 ± 0.71 | 0.0900 ± 0.0000 | 25.50 ± 0.71 | 0.800 ± 0.000 |" in text
+    claims_out = bench.section_claims({"cpu": {"identity": {"result": result}}})
+    by = {(c["name"], c["metric"]): c["scales"]["cpu"] for c in claims_out["claims"]}
+    psnr = by[("SRHand vs XHand, second identity", "render_psnr")]
+    assert psnr["mean"] == pytest.approx(1.0) and psnr["std"] == pytest.approx(0.0)
+    p2p = by[("SRHand vs XHand, second identity", "p2p_mm")]
+    assert p2p["mean"] == pytest.approx(-0.1) and p2p["verdict"] == "holds"

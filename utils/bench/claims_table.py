@@ -96,6 +96,11 @@ CLAIMS = [  # (short name, claim); rows: ("main", main.py row key) or ("sr", "<r
                                          ("sr", "giif_noadv:giif"), +1)),
     ("discriminator in GIIF training", C("Table 3: GIIF + D vs GIIF w/o D (x16, equal steps)", "x16_perc",
                                          ("sr", "disc:giif"), ("sr", "giif_noadv:giif"), -1)),
+    ("SRHand vs XHand, second identity", C("Table 4(a): Ours beats XHand on both identities (PSNR +1.15 and "
+                                           "+0.70 dB there); here on a second synthetic identity",
+                                           "render_psnr", ("identity2", "srhand"), ("identity2", "ftd_xhand"), +1)),
+    ("SRHand vs XHand, second identity", C("Table 4(a): Ours vs XHand, synthetic identity 2", "p2p_mm",
+                                           ("identity2", "srhand"), ("identity2", "ftd_xhand"), -1)),
     ("SRHand vs the input MANO mesh", C("new: SRHand's mesh is closer to the truth than the MANO mesh it starts from",
                                         "p2p_mm", ("main", "srhand"), ("main", "input_mano"), -1)),
 ]
@@ -120,6 +125,9 @@ def claim_inputs(results: dict) -> dict:
             rows = {**rows, **input_mano_row(rows)}
         for row in rows.values():
             per_seed[("main", row["key"])] = {str(k): v for k, v in row["seeds"].items()}
+    identities = ((results.get("identity") or {}).get("result") or {}).get("identities") or {}
+    for row in (identities.get("identity 2") or {}).get("rows", {}).values():
+        per_seed[("identity2", row["key"])] = {str(k): v for k, v in row["seeds"].items()}
     sr = (results.get("sr") or {}).get("result") or {}
     row_keys = sr.get("row_keys") or {}
     for label, by_seed in (sr.get("per_seed") or {}).items():

@@ -75,14 +75,16 @@ def resolved_config(cmd: list[str]) -> dict:
 def job_key(args, cmd: list[str], seed: int, refs: dict) -> dict:
     """The run-store key of ``cmd`` (``utils.bench.runstore``). Input checkpoints are named by ``refs``
     (checkpoint path -> ``run:<key hash>`` of the benchmark run that writes it), else by their content."""
-    if not hasattr(args, "_data_settings"):
-        args._data_settings = runstore.data_settings(args.data)
+    data = next((a.split("=", 1)[1] for a in cmd if a.startswith("data.data_path=")), args.data)
+    cache = args.__dict__.setdefault("_data_settings", {})
+    if data not in cache:  # the captures the command reads (a second identity has its own folder)
+        cache[data] = runstore.data_settings(data)
     config = resolved_config(cmd)
     paths = {key: config.get(key) for key in CHECKPOINT_INPUTS if config.get(key)}
     if "--model_path" in cmd:
         paths["model_path"] = cmd[cmd.index("--model_path") + 1]
     inputs = {name: refs.get(str(path)) or runstore.file_ref(path) for name, path in paths.items()}
-    return runstore.make_key(Path(cmd[1]).name, config, seed, args.scale, args._data_settings, inputs)
+    return runstore.make_key(Path(cmd[1]).name, config, seed, args.scale, cache[data], inputs)
 
 
 def output_refs(run_dir: Path, key: dict) -> dict:
