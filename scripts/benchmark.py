@@ -9,6 +9,9 @@ a separate code path:
                subject: bicubic + Ours, LIIF + XHand, GIIF w/o ftd. + XHand / Ours, GIIF w/ ftd. + XHand,
                SRHand, hr + Ours;
 * ``ablation`` (Table 4(b)): fine-tuning with L_con, + L_wave, + L_D (``--set finetune.weights.*``);
+* ``static``   (Table 2's protocol): one pose seen by 40 cameras, novel views at x4 and x16: bicubic + Ours, LIIF +
+               XHand, SRHand, hr + Ours (captures ``<data>_static``, generated when missing; the NeRF-SR, DiSR-NeRF
+               and SRGS rows of the paper are not re-implemented);
 * ``identity`` (Table 4(a)): XHand vs Ours on the fine-tuned GIIF's SR images, on the reconstruction subject and on
                a second identity (captures ``<data>_id2`` generated with seed 1 when missing);
 * ``noise``    (Table 5): SRHand from MANO parameters with Gaussian noise (~10 mm MPJPE) vs the GT ones;
@@ -56,6 +59,7 @@ from utils.bench.report import (  # noqa: E402
     speed_markdown,
     sr_markdown,
     srhand_markdown,
+    static_markdown,
 )
 from utils.bench.runner import (  # noqa: E402
     execute,
@@ -66,6 +70,7 @@ from utils.bench.runner import (  # noqa: E402
     run,
     store_summary,
 )
+from utils.config import load_config  # noqa: E402
 
 SR_SCALES = ("x4", "x8", "x12.8", "x16")
 
@@ -74,7 +79,8 @@ SR_SCALES = ("x4", "x8", "x12.8", "x16")
 # Configs per scale: CPU-sized (the committed tables) and the paper's sizes on the paper-preset data.
 CONFS = {
     "cpu": {"giif": "conf/synthetic/giif.conf", "liif": "conf/synthetic/liif.conf",
-            "disc": "conf/synthetic/disc.conf", "srhand": "conf/synthetic/srhand.conf"},
+            "disc": "conf/synthetic/disc.conf", "srhand": "conf/synthetic/srhand.conf",
+            "static": "conf/synthetic/static.conf"},
     "medium": {"giif": "conf/synthetic/medium/giif.conf", "liif": "conf/synthetic/medium/liif.conf",
                "disc": "conf/synthetic/medium/disc.conf", "srhand": "conf/synthetic/medium/srhand.conf"},
     "paper": {"giif": "conf/synthetic/paper/giif.conf", "liif": "conf/synthetic/paper/liif.conf",
@@ -90,6 +96,10 @@ SCALE_DEFAULTS = {  # --data, --work, results file stem, SR steps, discriminator
 DATA_ARGS = {"cpu": [], "medium": ["--preset", "paper", "--raw-size", "384", "256", "--num-views", "12",
                                     "--num-frames", "12", "--num-subjects", "6"], "paper": ["--preset", "paper"]}
 MEDIUM_DATA_COMMAND = " ".join(["python scripts/make_synthetic.py", *DATA_ARGS["medium"], "--out data/synthetic_medium"])
+# Table 2's static captures: one pose, 40 fitting + 8 held-out cameras (conf/synthetic/static.conf).
+STATIC_DATA_ARGS = ["--num-views", "40", "--num-heldout-views", "8", "--num-frames", "1", "--num-subjects", "3"]
+STATIC_FACTORS = (4, 16)  # x4 and x16, as the paper's Table 2
+STATIC_KEYS = ["bicubic_ours", "liif_xhand", "srhand", "hr_ours"]
 # Table 4(a)'s second identity: the reconstruction subject of captures generated with another seed (same settings).
 IDENTITY_SEED = 1
 
@@ -194,13 +204,16 @@ TABLES = {  # section -> (row keys, label overrides)
                  {"giif_ours": "w/o ftd.", "srhand": "w/ ftd.: L_con + L_wave + L_D (SRHand)"}),
     "noise": (["srhand_noisy", "srhand"], {"srhand": "SRHand, ground-truth MANO parameters"}),
     "identity": (["ftd_xhand", "srhand"], {"ftd_xhand": "XHand", "srhand": "Ours"}),
+    "static": (STATIC_KEYS, {}),
 }
 
 
 def srhand_jobs(args, work: Path, keys: list[str], check_models: bool = True, data: str | None = None,
-                folder: str = "srhand") -> list[tuple[str, int, Path, list[str]]]:
+                folder: str = "srhand", conf: str | None = None,
+                extra: tuple[str, ...] = ()) -> list[tuple[str, int, Path, list[str]]]:
     """(key, seed, run folder, command) of every run of ``keys`` x ``args.seeds``, on the captures ``data``
-    (default ``args.data``), in ``work / folder``."""
+    (default ``args.data``), in ``work / folder``, from ``conf`` (default: the scale's srhand config) with
+    the ``--set`` items ``extra`` after each row's own."""
     models_by_kind = {"giif": Path(args.giif_model), "liif": Path(args.liif_model)}
     jobs = []
     for key in keys:
@@ -211,10 +224,10 @@ def srhand_jobs(args, work: Path, keys: list[str], check_models: bool = True, da
                              f"`make demo` first (or pass --{kind}_model)")
         for seed in args.seeds:
             run_dir = work / folder / f"{key}_s{seed}"
-            cmd = [sys.executable, "main.py", "--conf", CONFS[args.scale]["srhand"], "--out", str(run_dir),
+            cmd = [sys.executable, "main.py", "--conf", conf or CONFS[args.scale]["srhand"], "--out", str(run_dir),
                    "--set", f"data.data_path={data or args.data}", "--set", f"giif_model={model}",
                    "--set", f"disc_model={Path(args.giif_model).parent / 'disc.pth'}", "--set", f"seed={seed}"]
-            for item in sets:
+            for item in (*sets, *extra):
                 cmd += ["--set", item]
             jobs.append((key, seed, run_dir, cmd))
     return jobs
@@ -243,10 +256,12 @@ def _row_metrics(m: dict) -> dict:
     return row
 
 
-def srhand_table(args, work: Path, table: str, data: str | None = None, folder: str = "srhand") -> dict:
-    keys, labels = TABLES[table]
-    keys = [key for key in keys if key not in SCALE_SKIPS.get(args.scale, ())]
-    jobs = srhand_jobs(args, work, keys, check_models=False, data=data, folder=folder)
+def srhand_table(args, work: Path, table: str, data: str | None = None, folder: str = "srhand",
+                 conf: str | None = None, extra: tuple[str, ...] = (), keys: list[str] | None = None) -> dict:
+    """One table of main.py rows (``TABLES[table]``, or ``keys``) x ``args.seeds``; see :func:`srhand_jobs`."""
+    all_keys, labels = TABLES[table]
+    keys = [key for key in (keys or all_keys) if key not in SCALE_SKIPS.get(args.scale, ())]
+    jobs = srhand_jobs(args, work, keys, check_models=False, data=data, folder=folder, conf=conf, extra=extra)
     sr, sr_keys, refs = sr_plan(args, work)
     run_keys = [job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
     store = runstore.RunStore(args.store)
@@ -264,13 +279,13 @@ def srhand_table(args, work: Path, table: str, data: str | None = None, folder: 
         execute(args, work, "sr", sr, sr_keys, upstream={str(j[2] / "giif.pth"): i for i, j in enumerate(sr)},
                 force=force)
     for key in todo:
-        srhand_jobs(args, work, [key], data=data, folder=folder)  # its checkpoint must be there now (clear error if not)
+        srhand_jobs(args, work, [key], data=data, folder=folder, conf=conf)  # its checkpoint must be there now
     entries, seconds = execute(args, work, "srhand", jobs, run_keys, parallel=args.jobs)
     rows = {}
     for key in keys:
         runs = {seed: _row_metrics(entries[f"{key}_s{seed}"]["metrics"]) for seed in args.seeds}
         rows[labels.get(key, SRHAND_RUNS[key][0])] = _summarise(key, runs)
-    if table == "srhand":
+    if table in ("srhand", "static"):
         rows.update(input_mano_row(rows))
     return {"rows": rows, "seeds": list(args.seeds), "seconds": seconds,
             "noise_sets": NOISE_SETS if table == "noise" else None, **store_summary(entries.values(), seconds)}
@@ -288,6 +303,35 @@ def section_noise(args, work: Path) -> dict:
     return srhand_table(args, work, "noise")
 
 
+def _generated(args, work: Path, path: Path, extra: list[str], what: str) -> Path:
+    """``path``, after generating synthetic captures there (the scale's settings, then ``extra``) if missing."""
+    if not (path / "synthetic_meta.json").is_file():
+        cmd = [sys.executable, "scripts/make_synthetic.py", *DATA_ARGS[args.scale], *extra, "--out", str(path)]
+        print(f"[benchmark] generating {what}: {' '.join(cmd[1:])}", flush=True)
+        run(cmd, work / "logs" / f"data_{path.name}.log")
+    return path
+
+
+def section_static(args, work: Path) -> dict:
+    """Table 2's protocol: one pose seen by 40 cameras, novel views (8 held-out cameras of that pose) at x4
+    and x16: SRHand against its own baselines (bicubic + Ours, LIIF + XHand) and hr + Ours (upper bound,
+    run once: the scale factor does not reach it). Captures ``<data>_static`` (generated when missing)."""
+    if "static" not in CONFS[args.scale]:
+        raise SystemExit(f"the static section has no config at --scale {args.scale} (CONFS[{args.scale!r}]['static'])")
+    data = _generated(args, work, Path(str(args.data).rstrip("/") + "_static"), STATIC_DATA_ARGS,
+                      "the single-pose captures of Table 2")
+    hr_size = load_config(REPO / CONFS[args.scale]["static"], schema="srhand").get_int("data.hr_size")
+    factors = {}
+    for factor in STATIC_FACTORS:
+        keys = [key for key in STATIC_KEYS if key != "hr_ours"]
+        factors[f"x{factor}"] = srhand_table(args, work, "static", data=str(data), folder=f"static_x{factor}",
+                                             conf=CONFS[args.scale]["static"], keys=keys,
+                                             extra=(f"data.lr_size={hr_size // factor}",))
+    upper = srhand_table(args, work, "static", data=str(data), folder="static_hr", conf=CONFS[args.scale]["static"],
+                         keys=["hr_ours"])
+    return {"factors": factors, "upper_bound": upper, "seeds": list(args.seeds), "hr_size": hr_size}
+
+
 def identity_data(args) -> Path:
     """Table 4(a)'s second identity's captures: ``<data>_id2``, generated with seed ``IDENTITY_SEED``."""
     return Path(str(args.data).rstrip("/") + "_id2")
@@ -297,12 +341,8 @@ def section_identity(args, work: Path) -> dict:
     """Table 4(a): XHand vs Ours (both on the fine-tuned GIIF's SR images) on two identities: the
     reconstruction subject of ``--data`` (the Table 1 runs, reused) and that of captures generated with
     another seed (same generator settings; GIIF never saw either subject)."""
-    second = identity_data(args)
-    if not (second / "synthetic_meta.json").is_file():
-        cmd = [sys.executable, "scripts/make_synthetic.py", *DATA_ARGS[args.scale], "--seed", str(IDENTITY_SEED),
-               "--out", str(second)]
-        print(f"[benchmark] generating the second identity's captures: {' '.join(cmd[1:])}", flush=True)
-        run(cmd, work / "logs" / "identity_data.log")
+    second = _generated(args, work, identity_data(args), ["--seed", str(IDENTITY_SEED)],
+                        "the second identity's captures")
     identities = {}
     for label, data, folder in (("identity 1", args.data, "srhand"), ("identity 2", str(second), "identity2")):
         table = srhand_table(args, work, "identity", data=data, folder=folder)
@@ -345,11 +385,13 @@ SECTIONS = {"sr": (section_sr, sr_markdown, "Super-resolution (paper Table 3, sy
             "srhand": (section_srhand, srhand_markdown, "3D reconstruction from SR images (paper Table 1, synthetic data)"),
             "ablation": (section_ablation, srhand_markdown, "Fine-tuning loss ablation (paper Table 4(b), synthetic data)"),
             "noise": (section_noise, noise_markdown, "Noisy MANO parameters (paper Table 5, synthetic data)"),
+            "static": (section_static, static_markdown,
+                       "Single pose, novel views, x4 and x16 (paper Table 2's protocol, synthetic data)"),
             "identity": (section_identity, identity_markdown,
                          "Geometric enhancement per identity (paper Table 4(a), synthetic data)"),
             "speed": (section_speed, speed_markdown, "Speed")}
 CLAIMS_TITLE = "Claims: paired differences and verdicts (paper Tables 1, 3, 4(b))"
-ORDER = ("sr", "srhand", "ablation", "identity", "noise", "claims", "speed")
+ORDER = ("sr", "srhand", "static", "ablation", "identity", "noise", "claims", "speed")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

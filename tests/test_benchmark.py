@@ -362,3 +362,49 @@ def test_identity_section(bench, tmp_path, monkeypatch):
     assert psnr["mean"] == pytest.approx(1.0) and psnr["std"] == pytest.approx(0.0)
     p2p = by[("SRHand vs XHand, second identity", "p2p_mm")]
     assert p2p["mean"] == pytest.approx(-0.1) and p2p["verdict"] == "holds"
+
+
+def test_static_section(bench, tmp_path, monkeypatch):
+    """Table 2's protocol: single-pose captures generated when missing, three rows at x4 (LR 32) and x16 (LR 8)
+    and hr + Ours once, every command through the static config's schema, evaluated on held-out cameras."""
+    data = _fake_meta(tmp_path / "data")
+    cmds, generated = {}, []
+
+    def fake_run(cmd, log, env=None):
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        lr = next((int(a.split("=")[1]) for a in cmd if a.startswith("data.lr_size=")), None)
+        seed = int(next(a for a in cmd if a.startswith("seed=")).split("=")[1])
+        metrics = _fake_srhand_metrics(20.0 + seed + (lr or 64) / 8, 1.0, paper=True)
+        (out / "metrics.json").write_text(json.dumps(metrics))
+        cmds[f"{out.parent.name}/{out.name}"] = cmd
+        return 1.0
+
+    def fake_generate(cmd, log, env=None):
+        generated.append(cmd[1:])
+        _fake_meta(Path(cmd[cmd.index("--out") + 1]), num_views=40)
+        return 1.0
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(bench, "run", fake_generate)
+    monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: ("aaaaaaa", False))
+    (tmp_path / "giif.pth").write_bytes(b"giif")
+    args = bench.parse_args(["--data", str(data), "--store", str(tmp_path / "store"), "--seeds", "0", "1",
+                             "--jobs", "1", "--giif_model", str(tmp_path / "giif.pth"),
+                             "--liif_model", str(tmp_path / "giif.pth"), "--work", str(tmp_path / "w")])
+    result = bench.section_static(args, Path(args.work))
+    assert generated == [["scripts/make_synthetic.py", *bench.STATIC_DATA_ARGS, "--out", str(data) + "_static"]]
+    assert sorted(cmds) == sorted([f"static_x{f}/{k}_s{s}" for f in (4, 16) for k in ("bicubic_ours", "liif_xhand",
+                                                                                      "srhand") for s in (0, 1)]
+                                  + ["static_hr/hr_ours_s0", "static_hr/hr_ours_s1"])
+    for name, cmd in cmds.items():
+        conf = _load(cmd)
+        assert conf.get_string("data.data_path") == str(data) + "_static" and conf.get_int("data.num_views") == 40
+        assert conf.get_int("data.num_frames") == 1 and len(conf.get_list("eval.cameras")) == 8
+        assert not conf.get_bool("eval.exclude_fit_frames")
+        assert conf.get_int("data.lr_size") == {"static_x4": 32, "static_x16": 8, "static_hr": 16}[name.split("/")[0]]
+    assert result["factors"]["x16"]["rows"]["SRHand (GIIF w/ ftd. + Ours)"]["summary"]["render_psnr"]["mean"] \
+        == pytest.approx(21.5)
+    text = "\n".join(bench.static_markdown(result))
+    assert "| x4 | SRHand (GIIF w/ ftd. + Ours) | 25.50 ± 0.71 | 24.50 ± 0.71 |" in text
+    assert "| HR | hr + Ours (upper bound) |" in text
