@@ -355,6 +355,11 @@ def test_left_hand_capture(tmp_path):
         read_interhand_sequence(tmp_path, *RECON, hand="right")
     s = seq.sample(0, 0, size=32)
     assert s["mask"].sum() > 50
+    # The --save_vis picture reads the left hand too (it used to ask the reader for a right hand).
+    from datasets.synthetic.visualise import save_visualisation
+
+    path = save_visualisation(tmp_path, tmp_path / "vis.png", hr_size=32, num_views=2, num_frames=1)
+    assert os.path.getsize(path) > 1000
 
 
 def test_annotation_is_deterministic_and_near_the_keypoints():

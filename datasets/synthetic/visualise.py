@@ -4,7 +4,9 @@ beside the annotated MANO mesh (tinted by its distance to the truth)."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +29,9 @@ def save_visualisation(data_path, path, hr_size: int = 128, num_views: int = 4, 
     from datasets.interhand import read_interhand_sequence
     from utils.image_io import make_grid, write_image
 
-    seq = read_interhand_sequence(data_path, "test", "Capture0", RECON_SEQUENCE, mano_dir=mano_dir)
+    meta = json.loads((Path(data_path) / "synthetic_meta.json").read_text())
+    side = meta["config"].get("hand_side", "right")
+    seq = read_interhand_sequence(data_path, "test", "Capture0", RECON_SEQUENCE, hand=side, mano_dir=mano_dir)
     crops, masks, normals = [], [], []
     frames = np.linspace(0, seq.num_frames - 1, num_frames).round().astype(int)
     views = np.linspace(0, seq.num_views - 1, num_views).round().astype(int)
