@@ -408,3 +408,19 @@ def test_static_section(bench, tmp_path, monkeypatch):
     text = "\n".join(bench.static_markdown(result))
     assert "| x4 | SRHand (GIIF w/ ftd. + Ours) | 25.50 ± 0.71 | 24.50 ± 0.71 |" in text
     assert "| HR | hr + Ours (upper bound) |" in text
+
+
+def test_versus_input_mano_column():
+    """Per-seed P2P minus the run's own input-MANO P2P: mean ± std, size in stds, side of the input mesh."""
+    def row(p2p, mano):
+        return {"key": "x", "seeds": {str(s): {"p2p_mm": a, "p2p_mm_mano": b} for s, (a, b) in enumerate(zip(p2p, mano))}}
+
+    assert report.versus_input_mano(row([1.0, 1.2, 1.1], [1.5, 1.5, 1.5])) == "-0.400 ± 0.100 (4.0 std, closer)"
+    assert report.versus_input_mano(row([2.0, 1.0, 1.6], [1.5, 1.5, 1.5])) == "+0.033 ± 0.503 (0.1 std, within noise)"
+    assert report.versus_input_mano(row([2.0, 2.2, 2.1], [1.5, 1.6, 1.5])) == "+0.567 ± 0.058 (9.8 std, farther)"
+    assert report.versus_input_mano({**row([1.0, 1.0], [1.5, 1.5]), "reference": True}) == "-"
+    text = "\n".join(report.srhand_markdown({"rows": {"SRHand": {**row([1.0, 1.2, 1.1], [1.5, 1.5, 1.5]), "key": "srhand",
+                                                                  "perceptual": "x", "summary": {
+                                                                      "p2p_mm_mano": {"mean": 1.5, "std": 0.0}}}},
+                                             "seeds": [0, 1, 2]}))
+    assert "| -0.400 ± 0.100 (4.0 std, closer) |" in text and "P2P - input MANO, paired (mm)" in text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from utils.bench import claims as claims_lib
 from utils.bench.claims_table import input_mano_row
 from utils.bench.runner import provenance_line
 
@@ -65,19 +66,43 @@ def srhand_markdown(result: dict, extra: list[tuple[str, str, int]] | None = Non
              f"{perc}. Mean ± standard deviation over seeds {', '.join(map(str, seeds))} (initialisation and "
              f"shuffles of main.py; the SR models are the same). {provenance}", ""]
     extra_cols = extra or []
+    vs_mano = any(row["summary"].get("p2p_mm_mano", {}).get("mean") is not None for row in rows.values())
     header = f"| row | SR PSNR | SR {perc} | render PSNR | render {perc} | P2P (mm) | inconsistency |"
     header += "".join(f" {name} |" for name, _, _ in extra_cols)
-    lines += [header, "|---|---|---|---|---|---|---|" + "---|" * len(extra_cols)]
+    header += " P2P - input MANO, paired (mm) |" if vs_mano else ""
+    lines += [header, "|---|---|---|---|---|---|---|" + "---|" * (len(extra_cols) + vs_mano)]
     for name, row in rows.items():
         s = row["summary"]
         cells = [_fmt(s.get("sr_psnr"), 2), _fmt(s.get("sr_perc"), 4), _fmt(s.get("render_psnr"), 2),
                  _fmt(s.get("render_perc"), 4), _fmt(s.get("p2p_mm"), 3), _fmt(s.get("inconsistency"), 4)]
         cells += [_fmt(s.get(key), digits) for _, key, digits in extra_cols]
+        if vs_mano:
+            cells.append(versus_input_mano(row))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if vs_mano:
+        lines += ["", "P2P - input MANO: each run's P2P minus that of the MANO mesh it starts from (the same "
+                  "evaluation frames), per seed; mean ± std over the seeds, the mean in standard deviations of "
+                  "the differences, and **closer** / **farther** when it exceeds one of them (else within noise)."]
     if any(row["summary"].get("pp_p2p_mm", {}).get("mean") is not None
            or row["summary"].get("pp_render_psnr", {}).get("mean") is not None for row in rows.values()):
         lines += paper_protocol_markdown(rows, perc)
     return lines
+
+
+def versus_input_mano(row: dict) -> str:
+    """Paired per-seed ``P2P(row) - P2P(input MANO mesh of that run)`` in mm: mean ± std, its size in
+    standard deviations of the differences and which side of the input mesh the row is on."""
+    if row.get("reference"):
+        return "-"
+    diffs = claims_lib.paired_differences({s: m.get("p2p_mm") for s, m in row["seeds"].items()},
+                                          {s: m.get("p2p_mm_mano") for s, m in row["seeds"].items()})
+    stats = claims_lib.paired_stats(diffs)
+    if stats.n < 2 or stats.std is None:
+        return "-" if stats.mean is None else f"{stats.mean:+.3f}"
+    word = {claims_lib.HOLDS: "closer", claims_lib.REVERSED: "farther"}.get(
+        claims_lib.verdict(stats, -1, 1e-3), "within noise")
+    size = "inf" if stats.std == 0 else f"{abs(stats.mean) / stats.std:.1f}"
+    return f"{stats.mean:+.3f} ± {stats.std:.3f} ({size} std, {word})"
 
 
 def paper_protocol_markdown(rows: dict, perc: str) -> list[str]:
