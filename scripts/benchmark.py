@@ -364,7 +364,8 @@ def section_speed(args, work: Path) -> dict:
     steps = [(f"render_{k}", [py, "scripts/benchmark_render.py", "--repeats", "10", "--threads", "2",
                               "--res", "256", "512"]) for k in range(RENDER_RUNS)]
     steps += [("giif_decode", [py, "scripts/benchmark_giif.py"]),
-              ("srhand_step_cpu", [py, "scripts/benchmark_srhand_step.py", "--size", "cpu", "--data", args.data])]
+              ("srhand_step_cpu", [py, "scripts/benchmark_srhand_step.py", "--size", "cpu", "--data", args.data,
+                                   "--threads", "2", "--compare"])]
     if args.paper_steps:
         steps.append(("srhand_step_paper", [py, "scripts/benchmark_srhand_step.py", "--size", "paper", "--data",
                                             args.data, "--steps", "2", "--parts", *args.paper_steps]))

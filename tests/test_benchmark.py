@@ -235,6 +235,13 @@ def test_speed_columns(bench):
     old = "\n".join(bench.speed_markdown({"render": [{"res": 256, "faces": 9, "ms_forward": 1.0,
                                                        "ms_forward_backward": 2.0}]}))
     assert "| 256 | 9 | 1.0 | 2.0 | - | - |" in old
+    steps = {"srhand_step_cpu": {"config": "cpu", "vertices": 3093, "resolution": [128, 128], "threads": 2,
+                                 "rows": [{"part": "finetune", "views": 4, "ms": 250.0, "peak_mib": 900.0,
+                                           "reference_ms": 1000.0, "ratio": 0.25},
+                                          {"part": "train", "views": 4, "ms": 200.0, "peak_mib": 900.0}]}}
+    text = "\n".join(bench.speed_markdown(steps))
+    assert "| cpu | 3093 | 128 | finetune | 4 | 2 | 250 | 900 | 1000 | 0.25 |" in text
+    assert "| cpu | 3093 | 128 | train | 4 | 2 | 200 | 900 | - | - |" in text
 
 
 # ---------------------------------------------------------------------------------------------- claims

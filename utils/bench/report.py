@@ -265,14 +265,18 @@ def speed_markdown(result: dict) -> list[str]:
         old_key = next((k for _, info in step_rows for row in info["rows"] for k in ("ms_old", "old_ms", "reference_ms")
                         if k in row), None)
         lines += ["", "SRHand steps (`scripts/benchmark_srhand_step.py`; peak memory on CPU is the process's peak "
-                  "resident set, data and models included):", "",
-                  "| config | vertices | px | step | views | threads | ms | peak MiB |" + (" old ms |" if old_key else ""),
-                  "|---|---|---|---|---|---|---|---|" + ("---|" if old_key else "")]
+                  "resident set, data and models included" + (
+                      "; reference path: the same step with issue 12's caches and masked decode off, timed "
+                      "interleaved in the same process, ratio = ms / reference" if old_key else "") + "):", "",
+                  "| config | vertices | px | step | views | threads | ms | peak MiB |"
+                  + (" reference path ms | ratio |" if old_key else ""),
+                  "|---|---|---|---|---|---|---|---|" + ("---|---|" if old_key else "")]
         for _, info in step_rows:
             for row in info["rows"]:
                 line = (f"| {info['config']} | {info['vertices']} | {info['resolution'][0]} | {row['part']} | "
                         f"{row['views']} | {info['threads']} | {row['ms']:.0f} | {row['peak_mib']:.0f} |")
                 if old_key:
-                    line += f" {row[old_key]:.0f} |" if row.get(old_key) is not None else " - |"
+                    line += (f" {row[old_key]:.0f} | {row[old_key] and row['ms'] / row[old_key]:.2f} |"
+                             if row.get(old_key) is not None else " - | - |")
                 lines.append(line)
     return lines
