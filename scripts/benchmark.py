@@ -260,7 +260,8 @@ def srhand_table(args, work: Path, table: str, data: str | None = None, folder: 
                  conf: str | None = None, extra: tuple[str, ...] = (), keys: list[str] | None = None) -> dict:
     """One table of main.py rows (``TABLES[table]``, or ``keys``) x ``args.seeds``; see :func:`srhand_jobs`."""
     all_keys, labels = TABLES[table]
-    keys = [key for key in (keys or all_keys) if key not in SCALE_SKIPS.get(args.scale, ())]
+    keys = [key for key in (keys or all_keys) if key not in SCALE_SKIPS.get(args.scale, ())
+            and (not getattr(args, "rows", None) or key in args.rows)]
     jobs = srhand_jobs(args, work, keys, check_models=False, data=data, folder=folder, conf=conf, extra=extra)
     sr, sr_keys, refs = sr_plan(args, work)
     run_keys = [job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
@@ -418,6 +419,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sr_seeds", type=int, nargs="+", help="SR-section seeds per row (default 0 1; medium 0 1 2) "
                         "(seed 0's GIIF and LIIF supervise the main.py rows)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="main.py seeds per row")
+    parser.add_argument("--rows", nargs="+", choices=list(SRHAND_RUNS),
+                        help="only these main.py rows in the sections run (e.g. a diagnostic on other captures); "
+                             "default: every row of each table")
     parser.add_argument("--jobs", type=int, default=2,
                         help="main.py runs at once (each with cpu_count / jobs threads; use 1 on a GPU)")
     parser.add_argument("--paper_steps", nargs="*", choices=["train", "finetune"],

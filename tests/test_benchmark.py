@@ -431,3 +431,27 @@ def test_versus_input_mano_column():
                                                                       "p2p_mm_mano": {"mean": 1.5, "std": 0.0}}}},
                                              "seeds": [0, 1, 2]}))
     assert "| -0.400 ± 0.100 (4.0 std, closer) |" in text and "P2P - input MANO, paired (mm)" in text
+
+
+def test_rows_option_limits_the_main_rows(bench, tmp_path, monkeypatch):
+    data = _fake_meta(tmp_path / "data")
+    ran = []
+
+    def fake_run(cmd, log, env=None):
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(_fake_srhand_metrics(20.0, 1.0)))
+        ran.append(out.name)
+        return 1.0
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: ("aaaaaaa", False))
+    (tmp_path / "giif.pth").write_bytes(b"giif")
+    args = bench.parse_args(["--data", str(data), "--store", str(tmp_path / "store"), "--seeds", "0", "--jobs", "1",
+                             "--giif_model", str(tmp_path / "giif.pth"), "--work", str(tmp_path / "w"),
+                             "--rows", "hr_ours", "srhand"])
+    rows = bench.srhand_table(args, Path(args.work), "srhand")["rows"]
+    assert sorted(ran) == ["hr_ours_s0", "srhand_s0"]
+    assert INPUT_MANO_LABEL in rows and len(rows) == 3
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--rows", "no_such_row"])
