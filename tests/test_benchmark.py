@@ -455,3 +455,17 @@ def test_rows_option_limits_the_main_rows(bench, tmp_path, monkeypatch):
     assert INPUT_MANO_LABEL in rows and len(rows) == 3
     with pytest.raises(SystemExit):
         bench.parse_args(["--rows", "no_such_row"])
+
+
+def test_stage2_key_ignores_the_superseded_config_checkpoint(bench, tmp_path):
+    """main_disc.py reads --model_path; the config's giif_model (used only without it) must not key the run,
+    or a default checkpoint appearing on the machine (e.g. after `make demo`) would orphan every stored run."""
+    data = _fake_meta(tmp_path / "data")
+    args = bench.parse_args(["--work", str(tmp_path / "w"), "--data", str(data), "--sr_seeds", "0"])
+    jobs = bench.sr_jobs(args, tmp_path / "w")
+    _, _, _, cmd = next(j for j in jobs if j[0] == "disc")
+    cmd = [*cmd, "--set", f"giif_model={tmp_path / 'default_giif.pth'}"]
+    before = bench.job_key(args, cmd, 0, {})
+    (tmp_path / "default_giif.pth").write_bytes(b"another checkpoint")
+    after = bench.job_key(args, cmd, 0, {})
+    assert before == after and "giif_model" not in after["inputs"] and "model_path" in after["inputs"]

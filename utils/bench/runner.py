@@ -81,7 +81,8 @@ def job_key(args, cmd: list[str], seed: int, refs: dict) -> dict:
         cache[data] = runstore.data_settings(data)
     config = resolved_config(cmd)
     paths = {key: config.get(key) for key in CHECKPOINT_INPUTS if config.get(key)}
-    if "--model_path" in cmd:
+    if "--model_path" in cmd:  # supersedes the config's giif_model (trainers/run.py reads it only without)
+        paths.pop("giif_model", None)
         paths["model_path"] = cmd[cmd.index("--model_path") + 1]
     inputs = {name: refs.get(str(path)) or runstore.file_ref(path) for name, path in paths.items()}
     return runstore.make_key(Path(cmd[1]).name, config, seed, args.scale, cache[data], inputs)
