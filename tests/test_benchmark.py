@@ -362,7 +362,8 @@ def test_identity_section(bench, tmp_path, monkeypatch):
     assert bench.section_identity(args, Path(args.work))["identities"]["identity 2"]["executed"] == 0 and ran == []
 
     text = "\n".join(bench.identity_markdown(result))
-    assert "| identity 2 (generator seed 1) | Ours | 26.50 ± 0.71 | 0.0900 ± 0.0000 | 25.50 ± 0.71 | 0.800 ± 0.000 |" in text
+    assert "| identity 2 (generator seed 1) | Ours | 26.50 ± 0.71 | 0.0900 ± 0.0000 | 25.50 ± 0.71 | 0.800 ± 0.000 | 0.0500 ± 0.0000 | 0.900 ± 0.000 | 0.300 ± 0.000 |" in text
+    assert text.index("identity 2: ") > text.index("| identity 2 (generator seed 1) | Ours")
     claims_out = bench.section_claims({"cpu": {"identity": {"result": result}}})
     by = {(c["name"], c["metric"]): c["scales"]["cpu"] for c in claims_out["claims"]}
     psnr = by[("SRHand vs XHand, second identity", "render_psnr")]
