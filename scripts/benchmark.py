@@ -80,7 +80,7 @@ SR_SCALES = ("x4", "x8", "x12.8", "x16")
 CONFS = {
     "cpu": {"giif": "conf/synthetic/giif.conf", "liif": "conf/synthetic/liif.conf",
             "disc": "conf/synthetic/disc.conf", "srhand": "conf/synthetic/srhand.conf",
-            "static": "conf/synthetic/static.conf"},
+            "static": "conf/synthetic/srhand_static.conf"},
     "medium": {"giif": "conf/synthetic/medium/giif.conf", "liif": "conf/synthetic/medium/liif.conf",
                "disc": "conf/synthetic/medium/disc.conf", "srhand": "conf/synthetic/medium/srhand.conf"},
     "paper": {"giif": "conf/synthetic/paper/giif.conf", "liif": "conf/synthetic/paper/liif.conf",
@@ -96,7 +96,7 @@ SCALE_DEFAULTS = {  # --data, --work, results file stem, SR steps, discriminator
 DATA_ARGS = {"cpu": [], "medium": ["--preset", "paper", "--raw-size", "384", "256", "--num-views", "12",
                                     "--num-frames", "12", "--num-subjects", "6"], "paper": ["--preset", "paper"]}
 MEDIUM_DATA_COMMAND = " ".join(["python scripts/make_synthetic.py", *DATA_ARGS["medium"], "--out data/synthetic_medium"])
-# Table 2's static captures: one pose, 40 fitting + 8 held-out cameras (conf/synthetic/static.conf).
+# Table 2's static captures: one pose, 40 fitting + 8 held-out cameras (conf/synthetic/srhand_static.conf).
 STATIC_DATA_ARGS = ["--num-views", "40", "--num-heldout-views", "8", "--num-frames", "1", "--num-subjects", "3"]
 STATIC_FACTORS = (4, 16)  # x4 and x16, as the paper's Table 2
 STATIC_KEYS = ["bicubic_ours", "liif_xhand", "srhand", "hr_ours"]
