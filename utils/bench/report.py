@@ -122,6 +122,21 @@ def paper_protocol_markdown(rows: dict, perc: str) -> list[str]:
     return lines
 
 
+# Render and geometry columns of the Table 2 / 4(a) sections: ours (masked), the paper's protocol, P2P.
+RENDER_COLUMNS = (("render_psnr", 2), ("render_perc", 4), ("pp_render_psnr", 2), ("pp_render_ssim", 3),
+                  ("pp_render_perc", 4), ("p2p_mm", 3))
+
+
+def _provenance_after(tables) -> list[str]:
+    """One provenance line per ``(name, table)``, for after a table that spans several sections."""
+    lines = []
+    for name, table in tables:
+        line = provenance_line(table)
+        if line:
+            lines += ["", f"{name}: {line}"]
+    return lines
+
+
 def static_markdown(result: dict) -> list[str]:
     """Table 2's protocol: novel views of one pose at x4 and x16 (and the HR-supervised upper bound)."""
     seeds = result["seeds"]
@@ -140,15 +155,9 @@ def static_markdown(result: dict) -> list[str]:
     for factor, table in tables:
         for name, row in table["rows"].items():
             s = row["summary"]
-            cells = [_fmt(s.get(k), d) for k, d in (("sr_psnr", 2), ("render_psnr", 2), ("render_perc", 4),
-                                                    ("pp_render_psnr", 2), ("pp_render_ssim", 3),
-                                                    ("pp_render_perc", 4), ("p2p_mm", 3))]
+            cells = [_fmt(s.get(k), d) for k, d in (("sr_psnr", 2), *RENDER_COLUMNS)]
             lines.append(f"| {factor} | {name} | " + " | ".join(cells) + " |")
-    for factor, table in tables:
-        line = provenance_line(table)
-        if line:
-            lines += ["", f"{factor}: {line}"]
-    return lines
+    return lines + _provenance_after(tables)
 
 
 def identity_markdown(result: dict) -> list[str]:
@@ -172,15 +181,9 @@ def identity_markdown(result: dict) -> list[str]:
             if row.get("reference"):
                 continue
             s = row["summary"]
-            cells = [_fmt(s.get(k), d) for k, d in (("render_psnr", 2), ("render_perc", 4), ("pp_render_psnr", 2),
-                                                    ("pp_render_ssim", 3), ("pp_render_perc", 4), ("p2p_mm", 3),
-                                                    ("p2p_mm_mano", 3))]
+            cells = [_fmt(s.get(k), d) for k, d in (*RENDER_COLUMNS, ("p2p_mm_mano", 3))]
             lines.append(f"| {ident} | {method} | " + " | ".join(cells) + " |")
-    for name, table in result["identities"].items():
-        line = provenance_line(table)
-        if line:
-            lines += ["", f"{name}: {line}"]
-    return lines
+    return lines + _provenance_after(result["identities"].items())
 
 
 def noise_markdown(result: dict) -> list[str]:
@@ -279,7 +282,7 @@ def speed_markdown(result: dict) -> list[str]:
                 line = (f"| {info['config']} | {info['vertices']} | {info['resolution'][0]} | {row['part']} | "
                         f"{row['views']} | {info['threads']} | {row['ms']:.0f} | {row['peak_mib']:.0f} |")
                 if old_key:
-                    line += (f" {row[old_key]:.0f} | {row[old_key] and row['ms'] / row[old_key]:.2f} |"
-                             if row.get(old_key) is not None else " - | - |")
+                    line += (f" {row[old_key]:.0f} | {row['ms'] / row[old_key]:.2f} |"
+                             if row.get(old_key) else " - | - |")
                 lines.append(line)
     return lines
