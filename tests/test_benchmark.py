@@ -79,6 +79,8 @@ def test_missing_model_is_a_clear_error(bench, tmp_path):
 def test_mean_and_spread(bench):
     assert bench._mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert bench._mean_std([None, 2.0]) == (2.0, None)
+    assert bench._mean_std([float("nan"), 1.0, 3.0]) == (2.0, 2.0 ** 0.5)  # undefined for one run: skipped
+    assert bench._mean_std([float("nan")]) == (None, None)
     assert report._fmt({"mean": 2.0, "std": 1.0}, 2) == "2.00 ± 1.00"
 
 

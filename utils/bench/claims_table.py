@@ -15,10 +15,12 @@ from utils.bench import claims as claims_lib
 
 
 def mean_std(values: list) -> tuple:
-    """(mean, sample standard deviation) of the values that are not None; None where undefined."""
+    """(mean, sample standard deviation) of the values that are not None or NaN (a metric undefined for
+    that run, e.g. the 8-frame windowed inconsistency of a single-frame capture); None where undefined."""
+    import math
     import statistics
 
-    values = [v for v in values if v is not None]
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:
         return None, None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
