@@ -43,8 +43,9 @@ def main(out_dir: str) -> None:
 if __name__ == "__main__":
     main(sys.argv[1])
     # Leave without interpreter finalisation: Gloo's worker threads can still be joinable when it runs,
-    # and on rare exits (once in this project's many suite runs, 2026-11-29) that aborts ("terminate called without an active exception",
-    # SIGABRT; pytorch/pytorch#179291 describes the race) after every result above has been written.
+    # and on rare exits (once in this project's many suite runs, 2026-11-29) that aborts the process
+    # ("terminate called without an active exception", SIGABRT; pytorch/pytorch#179291 describes the
+    # race) after every result above has been written.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
