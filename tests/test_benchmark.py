@@ -281,7 +281,7 @@ def test_claims_table(bench):
     assert mano["mean"] == pytest.approx(0.8) and mano["verdict"] == "reversed"
     text = "\n".join(bench.claims_markdown(out))
     assert "| -0.500 ± 0.100 (n=3) | holds | not run | - |" in text
-    # a scale that ran without a claim's rows (the medium scale skips bicubic + Ours) says so
+    # a scale that ran without a claim's rows (the medium scale has no identity section) says so
     assert "| p2p_mm (lower) | rows not run | - | not run | - |" in text
 
 

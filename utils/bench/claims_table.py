@@ -175,7 +175,7 @@ def claims_markdown(result: dict) -> list[str]:
             if scale not in result.get("scales_run", scales):
                 cells += ["not run", "-"]
                 continue
-            if not judged or not judged.get("n"):  # the scale ran, but not both rows (e.g. SCALE_SKIPS)
+            if not judged or not judged.get("n"):  # the scale ran, but not both rows (a skipped row or section)
                 cells += ["rows not run", "-"]
                 continue
             cells += [claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)), judged["verdict"]]
