@@ -193,9 +193,6 @@ SRHAND_RUNS = {
     # Table 5: SRHand from noisy MANO parameters (fitting and evaluation), see data.mano_noise.
     "srhand_noisy": ("SRHand, noisy MANO parameters", ["sr_source=giif_finetuned", *NOISE_SETS], "giif"),
 }
-# Rows a scale leaves out. The medium scale runs every Table 1 row: its measured 121 min without the bicubic
-# and LIIF rows left room for them in the 4-hour budget (docs/benchmark_protocol.md).
-SCALE_SKIPS: dict[str, tuple[str, ...]] = {}
 # Sections and SR seeds per scale when not given.
 SCALE_SECTIONS = {"medium": ["sr", "srhand", "ablation"]}
 SCALE_SR_SEEDS = {"medium": [0, 1, 2]}
@@ -261,8 +258,7 @@ def srhand_table(args, work: Path, table: str, data: str | None = None, folder: 
                  conf: str | None = None, extra: tuple[str, ...] = (), keys: list[str] | None = None) -> dict:
     """One table of main.py rows (``TABLES[table]``, or ``keys``) x ``args.seeds``; see :func:`srhand_jobs`."""
     all_keys, labels = TABLES[table]
-    keys = [key for key in (keys or all_keys) if key not in SCALE_SKIPS.get(args.scale, ())
-            and (not getattr(args, "rows", None) or key in args.rows)]
+    keys = [key for key in (keys or all_keys) if not getattr(args, "rows", None) or key in args.rows]
     jobs = srhand_jobs(args, work, keys, check_models=False, data=data, folder=folder, conf=conf, extra=extra)
     sr, sr_keys, refs = sr_plan(args, work)
     run_keys = [job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
