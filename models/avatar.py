@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
+from utils import fastpaths
 from utils.geometry.lbs import batch_rodrigues, linear_blend_skinning, rigid_transforms
 from utils.geometry.mesh import loop_subdivide, uniform_laplacian, unique_edges, vertex_normals
 from utils.geometry.sh import sh_shade
@@ -127,17 +128,24 @@ class ConditionNetwork(nn.Module):
         """The MLP output ``h`` ``(N, d_code)`` for condition ``cond (d_cond,)``."""
         if cond.shape != (self.d_cond,):
             raise ValueError(f"cond must be ({self.d_cond},), got {tuple(cond.shape)}")
-        parts = [cond.to(self.latent.dtype).expand(self.num_points, -1), self.latent]
+        cond = cond.to(self.latent.dtype)
+        per_vertex = [self.latent]
         if self.d_extra:
             if extra is None or extra.shape != (self.num_points, self.d_extra):
                 got = None if extra is None else tuple(extra.shape)
                 raise ValueError(f"extra must be ({self.num_points}, {self.d_extra}), got {got}")
-            parts.append(extra.to(self.latent.dtype))
-        x = torch.cat(parts, dim=-1)
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = self.activation(x)
+            per_vertex.append(extra.to(self.latent.dtype))
+        first = self.layers[0]
+        if fastpaths.enabled("condition_first_layer"):
+            # The first layer is linear in [cond, latent, extra] and cond is the same for every vertex:
+            # its part is one (width, d_cond) matrix-vector product, broadcast as the bias.
+            weight = first.weight
+            shared = F.linear(cond, weight[:, :self.d_cond], first.bias)
+            x = torch.addmm(shared, torch.cat(per_vertex, dim=-1), weight[:, self.d_cond:].t())
+        else:
+            x = first(torch.cat([cond.expand(self.num_points, -1), *per_vertex], dim=-1))
+        for layer in self.layers[1:]:
+            x = layer(self.activation(x))
         return x
 
     def forward(self, cond: torch.Tensor, extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

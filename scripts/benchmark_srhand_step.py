@@ -17,8 +17,10 @@ how many views and frames are held.
     python scripts/benchmark_srhand_step.py --size paper --parts train --device cuda
 
 ``--compare`` times the reference path (every cache and fast path of the step off: the trainer's
-``finetune_masked_decode`` and ``finetune_cache_features`` False) and the current one in the same process,
-interleaved step by step, and reports medians and their ratio; it also checks that both paths give the same GIIF output and losses.
+``finetune_masked_decode`` and ``finetune_cache_features`` False, and every switch of ``utils.fastpaths``
+off) and the current one in the same process, interleaved step by step, and reports medians and their
+ratio; it also checks that both paths give the same GIIF output, and the same joint-step losses and
+gradients.
 ``--profile`` prints the ``torch.profiler`` table of the top 10 operators of each part (and of the GIIF
 training step of ``conf/synthetic/giif.conf`` with ``--parts giif_train``).
 
@@ -47,6 +49,7 @@ from models import registry  # noqa: E402
 from models.giif import giif_spec  # noqa: E402
 from trainers.gpu_check import peak_memory_mib, sync_device, time_steps  # noqa: E402
 from trainers.srhand import SRHandTrainer  # noqa: E402
+from utils import fastpaths  # noqa: E402
 from utils.checkpoint import make_checkpoint, model_entry, save_atomic  # noqa: E402
 from utils.config import conf_to_dict, load_config  # noqa: E402
 from utils.run_logging import RunLogger  # noqa: E402
@@ -70,6 +73,25 @@ FAST_PATHS = ("finetune_masked_decode", "finetune_cache_features")  # trainer at
 def set_fast_paths(trainer, on: bool) -> None:
     for name in FAST_PATHS:
         setattr(trainer, name, on)
+
+
+def check_train_paths(trainer, views: list[int], weights: dict) -> dict:
+    """Largest relative differences of the joint step's loss terms and parameter gradients between the
+    reference paths (``utils.fastpaths`` off) and the fast ones; no optimiser step is taken."""
+    params = [p for p in trainer.avatar.parameters() if p.requires_grad]
+
+    def losses_and_grads():
+        terms = trainer._train_losses(0, views, weights)
+        grads = torch.autograd.grad(terms["total"], params, allow_unused=True)
+        flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+        return {k: float(v) for k, v in terms.items()}, flat
+
+    with fastpaths.reference_paths():
+        ref_terms, ref_grad = losses_and_grads()
+    terms, grad = losses_and_grads()
+    term_diff = max(abs(terms[k] - ref_terms[k]) / max(abs(ref_terms[k]), 1e-12) for k in ref_terms)
+    grad_diff = float((grad - ref_grad).abs().max() / ref_grad.abs().max().clamp(min=1e-30))
+    return {"loss_max_rel_diff": term_diff, "grad_max_rel_diff": grad_diff}
 
 
 def _interleaved(fns: dict, device: torch.device, steps: int) -> dict:
@@ -181,6 +203,7 @@ def main() -> None:
             weights = trainer.loss_weights(epochs, epochs)
             views = list(range(min(batch, d.num_views)))
             parts["train step"] = (views, lambda: trainer._train_step(0, views, weights))
+            checks["train"] = check_train_paths(trainer, views, weights)
         if "finetune" in args.parts:
             batch = conf.get_int("finetune.batch_size")
             fweights = conf_to_dict(conf, "finetune.weights")
@@ -196,7 +219,8 @@ def main() -> None:
                 def ref(fn=fn):
                     set_fast_paths(trainer, False)
                     try:
-                        fn()
+                        with fastpaths.reference_paths():
+                            fn()
                     finally:
                         set_fast_paths(trainer, True)
 

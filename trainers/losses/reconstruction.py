@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from models.avatar import MEAN_HAND_ALBEDO_RGB
+from utils import fastpaths
 
 Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -41,6 +42,7 @@ def photometric_loss(
     perceptual: Perceptual | None = None,
     l1_weight: float = 0.8,
     perceptual_weight: float = 0.2,
+    perceptual_target=None,
 ) -> torch.Tensor:
     """``L_pho``: L1 over valid pixels plus a perceptual distance (paper sec. 3.4.1).
 
@@ -52,13 +54,15 @@ def photometric_loss(
         pred: ``(B, 3, H, W)`` rendered image. target: ``(B, 3, H, W)`` SR image.
         valid: ``(B, 1, H, W)`` (target mask AND rasterised coverage), or ``None``.
         perceptual: image distance callable; skipped when ``None`` or its weight is 0.
+        perceptual_target: ``perceptual.prepare(target * valid)``, passed when several terms share it.
     Returns:
         Scalar.
     """
     loss = l1_weight * masked_l1(pred, target, valid)
     if perceptual is not None and perceptual_weight != 0:
-        masked_target = target if valid is None else target * valid.to(target.dtype)
-        loss = loss + perceptual_weight * perceptual(pred, masked_target)
+        if perceptual_target is None:
+            perceptual_target = target if valid is None else target * valid.to(target.dtype)
+        loss = loss + perceptual_weight * perceptual(pred, perceptual_target)
     return loss
 
 
@@ -278,12 +282,18 @@ def reconstruction_losses(
     w = merge_weights(RECON_WEIGHTS, cfg)
     image = out["image"]
     terms: dict[str, torch.Tensor] = {}
+    shared = None  # both perceptual terms compare with sr * valid: encode it once (fast path)
+    if (perceptual is not None and hasattr(perceptual, "prepare") and w["photometric_perceptual"]
+            and w["mean_texture"] and not w["mean_texture_grayscale"]
+            and fastpaths.enabled("shared_perceptual_target")):
+        shared = perceptual.prepare(sr * valid.to(sr.dtype))
     terms["photometric"] = w["photometric"] * photometric_loss(
-        image, sr, valid, perceptual, w["photometric_l1"], w["photometric_perceptual"]
+        image, sr, valid, perceptual, w["photometric_l1"], w["photometric_perceptual"], shared
     )
     if w["mean_texture"] and perceptual is not None:
-        terms["mean_texture"] = w["mean_texture"] * mean_texture_loss(
-            out["shading_only"], sr, perceptual, valid, grayscale=w["mean_texture_grayscale"]
+        terms["mean_texture"] = w["mean_texture"] * (
+            perceptual(out["shading_only"], shared) if shared is not None else mean_texture_loss(
+                out["shading_only"], sr, perceptual, valid, grayscale=w["mean_texture_grayscale"])
         )
     q = w["lap_quantile"]
     if w["lap_delta"]:

@@ -166,16 +166,20 @@ class PhasesMixin:
                 self.save()
         return True
 
-    def _train_step(self, frame: int, views: list[int], weights: dict) -> dict:
-        t0 = time.time()
+    def _train_losses(self, frame: int, views: list[int], weights: dict) -> dict:
+        """The weighted reconstruction terms of one joint step (``"total"`` included), with their graph."""
         d = self.data
         out = self.avatar(d.pose[frame], d.trans[frame], d.cameras(frame, views), views, renderer=self.renderer)
         sr, mask = self.sr[frame, views].float(), d.get("mask", frame, views)
         valid = mask * out["coverage"].to(mask.dtype)
-        terms = L.reconstruction_losses(
+        return L.reconstruction_losses(
             out, sr, valid, laplacian=self.ops["laplacian"], edges=self.ops["edges"],
             rest_sq_lengths=self.ops["rest_sq_lengths"], weights_init=self.avatar.weights_init,
             delta_anchor=self.prephase_result.get("delta"), perceptual=self.perceptual, mask=mask, cfg=weights)
+
+    def _train_step(self, frame: int, views: list[int], weights: dict) -> dict:
+        t0 = time.time()
+        terms = self._train_losses(frame, views, weights)
         self._optimise(self.optimizer, terms)
         self.timing["train_step_s"].append(time.time() - t0)
         return terms

@@ -27,6 +27,7 @@ from utils.checkpoint import (
     load_checkpoint,
 )
 from utils.config import ConfigError, conf_to_dict
+from utils.metrics.perceptual import PreparedTarget
 
 SR_SOURCES = ("giif_finetuned", "giif", "bicubic", "hr")
 
@@ -146,11 +147,20 @@ class ResizedPerceptual:
         self.net, self.size = net, int(size)
         self.name = getattr(net, "name", type(net).__name__) + (f"@{self.size}px" if self.size else "")
 
-    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.size and tuple(pred.shape[-2:]) != (self.size, self.size):
-            pred = F.interpolate(pred, size=(self.size, self.size), mode="area")
-            target = F.interpolate(target, size=(self.size, self.size), mode="area")
-        return self.net(pred, target)
+    def _resize(self, image: torch.Tensor) -> torch.Tensor:
+        if self.size and tuple(image.shape[-2:]) != (self.size, self.size):
+            image = F.interpolate(image, size=(self.size, self.size), mode="area")
+        return image
+
+    def prepare(self, target: torch.Tensor):
+        """The resized ``target`` encoded once (``PerceptualLoss.prepare``) when the network can, else
+        the resized target itself; either can be passed as ``target`` to several calls."""
+        target = self._resize(target)
+        return self.net.prepare(target) if hasattr(self.net, "prepare") else target
+
+    def __call__(self, pred: torch.Tensor, target) -> torch.Tensor:
+        target = target if isinstance(target, PreparedTarget) else self._resize(target)
+        return self.net(self._resize(pred), target)
 
 
 def round_epoch(fraction: float, epochs: int) -> int:

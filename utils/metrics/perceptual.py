@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from utils import dist
+from utils import dist, fastpaths
 
 TRUNK_WEIGHT_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 _announced: set[str] = set()
@@ -224,6 +224,18 @@ class _Frozen:
         return self.module
 
 
+@dataclass
+class PreparedTarget:
+    """A target encoded once by :meth:`PerceptualLoss.prepare`, to be compared with several predictions.
+
+    ``image`` is the target in [0, 1] as given; ``features`` its network features, or ``None`` when the
+    network has no reusable features (LPIPS, or the ``perceptual_trunk`` fast path switched off).
+    """
+
+    image: torch.Tensor
+    features: list[torch.Tensor] | None = None
+
+
 class PerceptualLoss(torch.nn.Module):
     """Perceptual training loss between RGB images in [0, 1] (mean over the batch).
 
@@ -234,7 +246,9 @@ class PerceptualLoss(torch.nn.Module):
 
     The network is frozen, always in eval mode (LPIPS heads contain dropout), follows the input's
     device, and is kept out of ``state_dict()``/``parameters()`` so it never lands in a model
-    checkpoint or an optimizer. Gradients flow to the prediction.
+    checkpoint or an optimizer. Gradients flow to the prediction. ST-LPIPS-alex runs through
+    :class:`utils.metrics.perceptual_fast.FastSTLPIPS` (fast path ``perceptual_trunk``), which also lets
+    a target be encoded once for several predictions (:meth:`prepare`).
     """
 
     def __init__(self, kind: str = "auto"):
@@ -244,6 +258,7 @@ class PerceptualLoss(torch.nn.Module):
         self.kind = kind
         self.name = "none"
         self._net = None
+        self._fast = None
         if kind != "none":
             choice = choose_perceptual({"lpips_vgg": "lpips"}.get(kind, kind), net="vgg",
                                        fallback_net="alex", purpose="training loss")
@@ -251,13 +266,41 @@ class PerceptualLoss(torch.nn.Module):
                 warnings.warn(f"perceptual loss falls back to ST-LPIPS-alex: {choice.reason}", stacklevel=2)
             self.name = choice.label
             self._net = _Frozen(choice.module)
+            from utils.metrics import perceptual_fast
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean perceptual distance; ``pred``/``target`` ``(B, 3, H, W)`` in [0, 1]. Returns a scalar."""
-        pred, target = as_nchw(pred, "pred"), as_nchw(target, "target")
+            if choice.name == "ST-LPIPS" and perceptual_fast.supports(choice.module):
+                self._fast = perceptual_fast.FastSTLPIPS(choice.module)
+
+    def _use_fast(self) -> bool:
+        return self._fast is not None and fastpaths.enabled("perceptual_trunk")
+
+    def prepare(self, target: torch.Tensor) -> PreparedTarget:
+        """Encode ``target`` ``(B, 3, H, W)`` in [0, 1] once, without gradient, for several calls."""
+        target = as_nchw(target, "target")
+        if self._net is None or not self._use_fast():
+            return PreparedTarget(target)
+        self._net.on(target.device)
+        with torch.no_grad():
+            return PreparedTarget(target, self._fast.features(target * 2.0 - 1.0))
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor | PreparedTarget) -> torch.Tensor:
+        """Mean perceptual distance; ``pred`` ``(B, 3, H, W)`` in [0, 1], ``target`` the same or a
+        :class:`PreparedTarget` of that shape. Returns a scalar."""
+        prepared = target if isinstance(target, PreparedTarget) else None
+        pred = as_nchw(pred, "pred")
+        target = as_nchw(prepared.image if prepared else target, "target")
+        if pred.shape != target.shape:
+            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
         if self._net is None:
             return pred.new_zeros(())
         net = self._net.on(pred.device)
+        if self._use_fast():
+            if prepared is not None and prepared.features is not None:
+                target_feats = [f.to(pred.device) for f in prepared.features]
+            else:
+                with torch.set_grad_enabled(target.requires_grad and torch.is_grad_enabled()):
+                    target_feats = self._fast.features(target.to(pred.device) * 2.0 - 1.0)
+            return self._fast.distance(self._fast.features(pred * 2.0 - 1.0), target_feats).mean()
         return net(pred * 2.0 - 1.0, target.to(pred.device) * 2.0 - 1.0).mean()
 
     def extra_repr(self) -> str:
