@@ -363,7 +363,7 @@ def section_speed(args, work: Path) -> dict:
                               "--res", "256", "512"]) for k in range(RENDER_RUNS)]
     steps += [("giif_decode", [py, "scripts/benchmark_giif.py"]),
               ("srhand_step_cpu", [py, "scripts/benchmark_srhand_step.py", "--size", "cpu", "--data", args.data,
-                                   "--threads", "2", "--compare"])]
+                                   "--threads", "2", "--compare", "--parts", "train", "finetune", "giif_train"])]
     if args.paper_steps:
         steps.append(("srhand_step_paper", [py, "scripts/benchmark_srhand_step.py", "--size", "paper", "--data",
                                             args.data, "--steps", "2", "--parts", *args.paper_steps]))

@@ -133,7 +133,8 @@ def check_finetune_paths(trainer, views: list[int]) -> dict:
 
 
 def giif_train_step(data: str, device: torch.device, work: Path):
-    """One GIIF training step of ``conf/synthetic/giif.conf`` (its first batch), as a callable."""
+    """One GIIF training step of ``conf/synthetic/giif.conf`` (its first batch: 8 patches of 48 x 48 px), as a
+    callable."""
     from trainers.giif_trainer import GiifTrainer
 
     conf = load_config(REPO / "conf/synthetic/giif.conf", [f"data.data_path={data}", "use_tensorboard=false"],
@@ -210,8 +211,10 @@ def main() -> None:
             fviews = list(range(min(batch, d.num_views)))
             parts["GIIF fine-tuning step"] = (fviews, lambda: trainer._finetune_step(0, fviews, fweights, None, None))
             checks["finetune"] = check_finetune_paths(trainer, fviews)
+        extra = {}  # table columns of a part that does not run the SRHand config
         if "giif_train" in args.parts:
-            parts["GIIF training step"] = ([], giif_train_step(args.data, device, Path(tmp)))
+            parts["GIIF training step"] = (list(range(8)), giif_train_step(args.data, device, Path(tmp)))
+            extra["GIIF training step"] = {"config": "conf/synthetic/giif.conf", "px": 48, "vertices": None}
         for name, (views, fn) in parts.items():
             if args.profile:
                 profiles[name] = profile_table(fn)
@@ -227,10 +230,11 @@ def main() -> None:
                 med = _interleaved({"reference": ref, "current": fn}, device, args.steps)
                 rows.append({"part": name, "views": len(views), "ms": 1000 * med["current"],
                              "reference_ms": 1000 * med["reference"], "ratio": med["current"] / med["reference"],
-                             "peak_mib": peak_memory_mib(device)})
+                             "peak_mib": peak_memory_mib(device), **extra.get(name, {})})
             else:
                 seconds, peak = _timed_steps(fn, device, args.steps)
-                rows.append({"part": name, "views": len(views), "ms": 1000 * seconds, "peak_mib": peak})
+                rows.append({"part": name, "views": len(views), "ms": 1000 * seconds, "peak_mib": peak,
+                             **extra.get(name, {})})
         info = {"size": args.size, "config": SIZES[args.size]["conf"], "device": str(device),
                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                 "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),

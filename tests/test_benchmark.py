@@ -240,10 +240,18 @@ def test_speed_columns(bench):
     steps = {"srhand_step_cpu": {"config": "cpu", "vertices": 3093, "resolution": [128, 128], "threads": 2,
                                  "rows": [{"part": "finetune", "views": 4, "ms": 250.0, "peak_mib": 900.0,
                                            "reference_ms": 1000.0, "ratio": 0.25},
-                                          {"part": "train", "views": 4, "ms": 200.0, "peak_mib": 900.0}]}}
+                                          {"part": "train", "views": 4, "ms": 200.0, "peak_mib": 900.0},
+                                          {"part": "GIIF training step", "views": 8, "ms": 50.0, "peak_mib": 900.0,
+                                           "reference_ms": 100.0, "config": "giif.conf", "px": 48,
+                                           "vertices": None}],
+                                 "checks": {"train": {"loss_max_rel_diff": 2e-7, "grad_max_rel_diff": 3e-7},
+                                            "finetune": {"sr_bitwise_equal": True, "sr_max_abs_diff": 0.0}}}}
     text = "\n".join(bench.speed_markdown(steps))
     assert "| cpu | 3093 | 128 | finetune | 4 | 2 | 250 | 900 | 1000 | 0.25 |" in text
     assert "| cpu | 3093 | 128 | train | 4 | 2 | 200 | 900 | - | - |" in text
+    assert "| giif.conf | - | 48 | GIIF training step | 8 | 2 | 50 | 900 | 100 | 0.50 |" in text
+    assert "loss terms equal to 2.0e-07 and parameter gradients to 3.0e-07" in text
+    assert "masked GIIF decode bitwise equal to the full decode" in text
 
 
 # ---------------------------------------------------------------------------------------------- claims

@@ -272,17 +272,31 @@ def speed_markdown(result: dict) -> list[str]:
                         if k in row), None)
         lines += ["", "SRHand steps (`scripts/benchmark_srhand_step.py`; peak memory on CPU is the process's peak "
                   "resident set, data and models included" + (
-                      "; reference path: the same step with issue 12's caches and masked decode off, timed "
-                      "interleaved in the same process, ratio = ms / reference" if old_key else "") + "):", "",
+                      "; reference path: the same step with issue 12's caches, masked decode and "
+                      "`utils.fastpaths` off, timed interleaved in the same process, ratio = ms / reference"
+                      if old_key else "") + "):", "",
                   "| config | vertices | px | step | views | threads | ms | peak MiB |"
                   + (" reference path ms | ratio |" if old_key else ""),
                   "|---|---|---|---|---|---|---|---|" + ("---|---|" if old_key else "")]
         for _, info in step_rows:
             for row in info["rows"]:
-                line = (f"| {info['config']} | {info['vertices']} | {info['resolution'][0]} | {row['part']} | "
+                verts = row.get("vertices", info["vertices"])
+                line = (f"| {row.get('config', info['config'])} | {'-' if verts is None else verts} | "
+                        f"{row.get('px', info['resolution'][0])} | {row['part']} | "
                         f"{row['views']} | {info['threads']} | {row['ms']:.0f} | {row['peak_mib']:.0f} |")
                 if old_key:
                     line += (f" {row[old_key]:.0f} | {row['ms'] / row[old_key]:.2f} |"
                              if row.get(old_key) else " - | - |")
                 lines.append(line)
+        for _, info in step_rows:
+            checks = info.get("checks", {})
+            if "train" in checks:
+                lines += ["", f"Fast and reference paths of the joint step ({info['config']}): loss terms equal to "
+                          f"{checks['train']['loss_max_rel_diff']:.1e} and parameter gradients to "
+                          f"{checks['train']['grad_max_rel_diff']:.1e} (largest relative difference)."]
+            if "finetune" in checks:
+                lines += ["", "Fine-tuning step: masked GIIF decode "
+                          + ("bitwise equal to" if checks["finetune"]["sr_bitwise_equal"] else
+                             f"within {checks['finetune']['sr_max_abs_diff']:.1e} of")
+                          + " the full decode."]
     return lines
