@@ -2,7 +2,8 @@
 
 What lives here: ``image`` (PSNR, SSIM, masked variants, the perceptual metric wrapper), ``geometry``
 (point-to-surface distances, P2P in mm, MPJPE, multi-view inconsistency), ``perceptual`` (offline
-LPIPS / ST-LPIPS networks and their fall-backs).
+LPIPS / ST-LPIPS networks and their fall-backs), ``perceptual_fast`` (the ST-LPIPS-alex training loss
+with less work per step, checked against the package's network).
 
 Imports allowed: torch, numpy, ``utils`` infrastructure, ``utils.geometry``; lpips and stlpips_pytorch
 inside functions. Nothing here imports ``models``, ``datasets`` or ``trainers``.
