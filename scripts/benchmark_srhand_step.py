@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from models import registry  # noqa: E402
 from models.giif import giif_spec  # noqa: E402
-from trainers.gpu_check import peak_memory_mib, sync_device, time_steps  # noqa: E402
+from trainers.gpu_check import fast_path_parity, peak_memory_mib, sync_device, time_steps  # noqa: E402
 from trainers.srhand import SRHandTrainer  # noqa: E402
 from utils import fastpaths  # noqa: E402
 from utils.checkpoint import make_checkpoint, model_entry, save_atomic  # noqa: E402
@@ -73,25 +73,6 @@ FAST_PATHS = ("finetune_masked_decode", "finetune_cache_features")  # trainer at
 def set_fast_paths(trainer, on: bool) -> None:
     for name in FAST_PATHS:
         setattr(trainer, name, on)
-
-
-def check_train_paths(trainer, views: list[int], weights: dict) -> dict:
-    """Largest relative differences of the joint step's loss terms and parameter gradients between the
-    reference paths (``utils.fastpaths`` off) and the fast ones; no optimiser step is taken."""
-    params = [p for p in trainer.avatar.parameters() if p.requires_grad]
-
-    def losses_and_grads():
-        terms = trainer._train_losses(0, views, weights)
-        grads = torch.autograd.grad(terms["total"], params, allow_unused=True)
-        flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
-        return {k: float(v) for k, v in terms.items()}, flat
-
-    with fastpaths.reference_paths():
-        ref_terms, ref_grad = losses_and_grads()
-    terms, grad = losses_and_grads()
-    term_diff = max(abs(terms[k] - ref_terms[k]) / max(abs(ref_terms[k]), 1e-12) for k in ref_terms)
-    grad_diff = float((grad - ref_grad).abs().max() / ref_grad.abs().max().clamp(min=1e-30))
-    return {"loss_max_rel_diff": term_diff, "grad_max_rel_diff": grad_diff}
 
 
 def _interleaved(fns: dict, device: torch.device, steps: int) -> dict:
@@ -204,7 +185,7 @@ def main() -> None:
             weights = trainer.loss_weights(epochs, epochs)
             views = list(range(min(batch, d.num_views)))
             parts["train step"] = (views, lambda: trainer._train_step(0, views, weights))
-            checks["train"] = check_train_paths(trainer, views, weights)
+            checks["train"] = fast_path_parity(trainer, views, weights)
         if "finetune" in args.parts:
             batch = conf.get_int("finetune.batch_size")
             fweights = conf_to_dict(conf, "finetune.weights")

@@ -30,10 +30,14 @@ def test_cpu_tiny_dry_run(tmp_path):
     result = json.loads(out.with_suffix(".json").read_text())
     stages = result["stages"]
     assert list(stages) == ["giif_train", "disc_step", "srhand_joint", "srhand_finetune", "srhand_eval",
-                            "nvdiffrast_parity"]
+                            "fastpaths_parity", "nvdiffrast_parity"]
     for name in ("giif_train", "disc_step", "srhand_joint", "srhand_finetune", "srhand_eval"):
         assert stages[name]["status"] == "pass", (name, stages[name].get("traceback"))
         assert stages[name]["step_s"] > 0 and stages[name]["peak_mib"] > 0
+    parity = stages["fastpaths_parity"]
+    assert parity["status"] == "pass", parity.get("traceback")
+    # the tiny config's displacement terms are ~1e-7 of the total: rounding shows at 1e-4 relative there
+    assert 0 <= parity["loss_max_rel_diff"] < 1e-3 and 0 <= parity["grad_rel_norm_diff"] < 1e-5
     assert stages["nvdiffrast_parity"]["status"] == "skipped"  # needs CUDA
     assert status == 0 and result["passed"]
     assert result["env"]["size"] == "tiny" and result["env"]["device"] == "cpu"

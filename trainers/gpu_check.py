@@ -10,6 +10,8 @@ step time, the peak memory and pass/fail:
 * ``srhand_joint`` / ``srhand_finetune``: ``SRHandTrainer._train_step`` / ``_finetune_step`` in the joint
   phase (``conf/synthetic/paper/srhand.conf``, subdivision 3, 256 px);
 * ``srhand_eval``: ``SRHandTrainer.evaluate`` on one held-out frame;
+* ``fastpaths_parity``: the joint step's loss terms and parameter gradients with the fast paths of
+  ``utils.fastpaths`` on and off, on this device (their tests run on the CPU only);
 * ``nvdiffrast_parity``: when ``nvdiffrast.torch`` imports and the device is CUDA, the paper-size hand
   rendered by both backends (triangle ids, interpolated attributes, antialiased coverage).
 
@@ -38,7 +40,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-STAGES = ("giif_train", "disc_step", "srhand_joint", "srhand_finetune", "srhand_eval", "nvdiffrast_parity")
+STAGES = ("giif_train", "disc_step", "srhand_joint", "srhand_finetune", "srhand_eval", "fastpaths_parity",
+          "nvdiffrast_parity")
 
 # Toy sizes for the CPU dry run (as tests/test_srhand.py); paper sizes are the configs' own.
 TINY_DATA = dict(raw_size=(64, 64), hr_size=32, num_views=2, num_heldout_views=1, num_frames=2, num_subjects=3,
@@ -229,6 +232,15 @@ class _Stages:
         trainer.avatar.train()
         return {"step_s": seconds, "steps": 1, "frames": len(report.get("frames", [])) or 1}
 
+    def fastpaths_parity(self) -> dict:
+        trainer = self.srhand()
+        epochs = trainer.conf.get_int("train.epochs")
+        views = list(range(min(trainer.conf.get_int("train.batch_size"), trainer.data.num_views)))
+        out = fast_path_parity(trainer, views, trainer.loss_weights(epochs, epochs))
+        # CUDA convolutions may run in TF32, where another summation order moves values by ~1e-3.
+        ok = out["loss_max_rel_diff"] <= 1e-3 and out["grad_rel_norm_diff"] <= 1e-2
+        return {"status": "pass" if ok else "fail", **out}
+
     def nvdiffrast_parity(self) -> dict:
         if self.device.type != "cuda":
             return {"status": "skipped", "reason": "needs CUDA"}
@@ -237,6 +249,34 @@ class _Stages:
         except ImportError as err:
             return {"status": "skipped", "reason": f"nvdiffrast does not import ({err})"}
         return render_parity(self.srhand(), self.device)
+
+
+def fast_path_parity(trainer, views: list[int], weights: dict) -> dict:
+    """The SRHand joint step's loss terms and parameter gradients, ``utils.fastpaths`` off vs on.
+
+    No optimiser step is taken. Returns the largest relative difference of a loss term
+    (``loss_max_rel_diff``; a term under a millionth of the total is compared with that instead), of a gradient element relative to the largest gradient element
+    (``grad_max_rel_diff``) and of the whole gradient vector (``grad_rel_norm_diff``, which a ReLU or
+    max-pool kink flipped by rounding moves far less than the elementwise one).
+    """
+    from utils import fastpaths
+
+    params = [p for p in trainer.avatar.parameters() if p.requires_grad]
+
+    def losses_and_grads():
+        terms = trainer._train_losses(0, views, weights)
+        grads = torch.autograd.grad(terms["total"], params, allow_unused=True)
+        flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+        return {k: float(v) for k, v in terms.items()}, flat
+
+    with fastpaths.reference_paths():
+        ref_terms, ref_grad = losses_and_grads()
+    terms, grad = losses_and_grads()
+    scale = ref_grad.abs().max().clamp(min=1e-30)
+    floor = 1e-6 * abs(ref_terms["total"]) + 1e-30  # terms below a millionth of the total are rounding noise
+    return {"loss_max_rel_diff": max(abs(terms[k] - ref_terms[k]) / max(abs(ref_terms[k]), floor) for k in ref_terms),
+            "grad_max_rel_diff": float((grad - ref_grad).abs().max() / scale),
+            "grad_rel_norm_diff": float((grad - ref_grad).norm() / ref_grad.norm().clamp(min=1e-30))}
 
 
 def render_parity(trainer, device: torch.device) -> dict:
@@ -341,6 +381,9 @@ def markdown_summary(result: dict) -> str:
         amp = f"{e['amp_bf16_step_s'] * 1000:.1f}" if "amp_bf16_step_s" in e else ""
         peak = f"{e['peak_mib']:.0f}" if "peak_mib" in e else ""
         note = e.get("error") or e.get("reason") or ""
+        if name == "fastpaths_parity" and "loss_max_rel_diff" in e:
+            note = (f"losses {e['loss_max_rel_diff']:.1e}, gradients {e['grad_rel_norm_diff']:.1e} "
+                    "(relative, fast vs reference)")
         if name == "nvdiffrast_parity" and "same_triangle" in e:
             note = (f"same triangle {e['same_triangle']:.4f}, interp max {e['interp_max_abs_m']:.1e} m, "
                     f"AA off {e['antialias_off_fraction']:.4f}")
