@@ -44,6 +44,22 @@ def test_switches():
             pass
 
 
+def test_switches_from_environment(monkeypatch):
+    assert fastpaths.from_environment(None) == frozenset()
+    assert fastpaths.from_environment("all") == frozenset(fastpaths.FAST_PATHS)
+    assert fastpaths.from_environment(" sh_matmul, perceptual_trunk ") == {"sh_matmul", "perceptual_trunk"}
+    with pytest.raises(ValueError, match="SRHAND_REFERENCE_PATHS.*unknown fast paths \\['shmatmul'\\]"):
+        fastpaths.from_environment("shmatmul")
+    monkeypatch.setattr(fastpaths, "_from_env", None)
+    monkeypatch.setenv("SRHAND_REFERENCE_PATHS", "sh_matmul")
+    with pytest.warns(UserWarning, match="reference paths for sh_matmul"):
+        assert not fastpaths.enabled("sh_matmul")
+    assert fastpaths.enabled("perceptual_trunk")
+    monkeypatch.setattr(fastpaths, "_from_env", None)
+    monkeypatch.delenv("SRHAND_REFERENCE_PATHS")
+    assert fastpaths.enabled("sh_matmul")
+
+
 def test_first_conv_gradcheck():
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(5, 3, 11, 11, generator=gen, dtype=torch.float64)
