@@ -366,7 +366,7 @@ def section_speed(args, work: Path) -> dict:
                                    "--threads", "2", "--compare", "--parts", "train", "finetune", "giif_train"])]
     if args.paper_steps:
         steps.append(("srhand_step_paper", [py, "scripts/benchmark_srhand_step.py", "--size", "paper", "--data",
-                                            args.data, "--steps", "2", "--parts", *args.paper_steps]))
+                                            args.data, "--steps", "3", "--compare", "--parts", *args.paper_steps]))
     for name, cmd in steps:
         log = work / "logs" / f"speed_{name}.log"
         run(cmd, log)
