@@ -255,9 +255,10 @@ def fast_path_parity(trainer, views: list[int], weights: dict) -> dict:
     """The SRHand joint step's loss terms and parameter gradients, ``utils.fastpaths`` off vs on.
 
     No optimiser step is taken. Returns the largest relative difference of a loss term
-    (``loss_max_rel_diff``; a term under a millionth of the total is compared with that instead), of a gradient element relative to the largest gradient element
-    (``grad_max_rel_diff``) and of the whole gradient vector (``grad_rel_norm_diff``, which a ReLU or
-    max-pool kink flipped by rounding moves far less than the elementwise one).
+    (``loss_max_rel_diff``; a term under a millionth of the total is compared with that instead), of a
+    gradient element relative to the largest gradient element (``grad_max_rel_diff``) and of the whole
+    gradient vector (``grad_rel_norm_diff``, which a ReLU or max-pool kink flipped by rounding moves far
+    less than the elementwise one).
     """
     from utils import fastpaths
 
