@@ -72,6 +72,9 @@ from datasets.goliath_files import (  # noqa: F401 (the file-format names are pa
     uncorrect_colors,
     zip_names,
 )
+from datasets.goliath_fit import fit_capture_mano
+from datasets.interhand import select_frames
+from utils.geometry.mano import HandModel, resolve_hand_model_path
 
 # ----------------------------------------------------------------------------------------------
 # The sequence
@@ -309,9 +312,6 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
         log: callable for progress lines (default: silent).
         verbose: print the summary.
     """
-    from datasets.goliath_fit import fit_capture_mano
-    from datasets.interhand import select_frames
-
     capture_dir = os.fspath(capture_dir)
     if not os.path.isdir(capture_dir):
         raise FileNotFoundError(f"{capture_dir}: expected a Goliath capture folder (m--...--Hands--<side>)")
@@ -409,8 +409,6 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
     first = names[0]
     H, W = image_size(image_zip(capture_dir, first), images[first][chosen[0]])
     cams = build_cameras(calibration, names, (H, W), float(image_scale), calib_path)
-
-    from utils.geometry.mano import HandModel, resolve_hand_model_path
 
     model_path = resolve_hand_model_path(mano_dir, hand)
     hand_model = HandModel.from_file(model_path, side=hand)

@@ -19,7 +19,7 @@ import os
 import numpy as np
 import torch
 
-from datasets.goliath import MM, GoliathFormatError, read_ply_bytes, read_zip_member, target_member
+from datasets.goliath_files import MM, GoliathFormatError, read_ply_bytes, read_zip_member, target_member
 from utils.geometry.mano import MANO_FINGERTIP_VERTEX_IDS
 
 CACHE_VERSION = 1
