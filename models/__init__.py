@@ -1,29 +1,22 @@
 """Networks: LR encoder (RDN), normal encoder (stacked hourglass), GIIF/LIIF, U-Net discriminator.
 
-``import models`` is cheap: it loads the registry only. The network modules are imported by
-``models.make`` on first use, or on attribute access (``models.GIIF``).
+``import models`` imports the registry and the network modules below, which registers every network
+(``models.make({"name": "giif", ...})``): this import list is the one list of the models. It loads
+torch, but no weights, no optional package and no file. The hand avatar (:mod:`models.avatar`) is not a
+registered network and is imported on its own.
+
+Imports allowed: ``models``, ``utils``; nothing here imports ``datasets`` or ``trainers``.
 """
 
 from __future__ import annotations
 
-import importlib
+from models.discriminator import UNetDiscriminatorSN
+from models.giif import GIIF, LIIF, MLP
+from models.hourglass import HGFilter
+from models.rdn import RDN
+from models.registry import lookup, make, model_spec, register, registered_names
 
-from models.registry import make, model_spec, register, registered_names
-
-__all__ = ["make", "model_spec", "register", "registered_names"]
-
-# Public classes, imported on first attribute access.
-_LAZY = {
-    "RDN": "models.rdn",
-    "HGFilter": "models.hourglass",
-    "GIIF": "models.giif",
-    "LIIF": "models.giif",
-    "MLP": "models.giif",
-    "UNetDiscriminatorSN": "models.discriminator",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'models' has no attribute {name!r}")
+__all__ = [
+    "GIIF", "HGFilter", "LIIF", "MLP", "RDN", "UNetDiscriminatorSN",
+    "lookup", "make", "model_spec", "register", "registered_names",
+]

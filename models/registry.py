@@ -11,8 +11,14 @@ Unlike LIIF, the registered class records the arguments it was built with (defau
 ``model_spec(model)`` gives back a spec that rebuilds the same architecture, and a checkpoint
 ``{"model": {"name", "args", "sd"}}`` can be reloaded without the training config.
 
-This module imports nothing heavy; the model modules are imported on the first ``make`` of a name that
-is not registered yet, so ``import models`` loads no file and touches no GPU.
+Runtime arguments: ``@register(name, runtime=("chunk_size",))`` names constructor arguments that
+choose how a network computes, not what it computes (a chunk size, a memory layout, a fast kernel).
+The constructor accepts them but the spec does not record them, so a checkpoint rebuilds with their
+defaults and the same weights load whichever way they were trained; ``make(spec, args={...})`` sets
+them for one build.
+
+The registered names are those of the modules that ``models/__init__.py`` imports (``import models``
+registers them all); this module itself imports only the standard library.
 """
 
 from __future__ import annotations
@@ -20,36 +26,39 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
-import importlib
-import importlib.util
 import inspect
 from typing import Any, Callable
 
 _REGISTRY: dict[str, type] = {}
 
-# Modules holding registered networks, imported lazily by `make` (optional ones are skipped when absent).
-_MODEL_MODULES = (
-    "models.rdn",
-    "models.hourglass",
-    "models.giif",
-    "models.discriminator",
-    "models.avatar",
-)
 
-
-def register(name: str) -> Callable[[type], type]:
+def register(name: str, runtime: tuple[str, ...] = ()) -> Callable[[type], type]:
     """Class decorator registering a network under ``name``.
 
     The class's ``__init__`` is wrapped so that an instance built directly (``GIIF(...)``) or through
     ``make`` remembers ``{"name": name, "args": {...}}`` with all default arguments filled in. Arguments
     must be plain data (numbers, strings, lists, dicts, None) for the spec to be serialisable.
+
+    Args:
+        name: the registered name (the spec's ``"name"``).
+        runtime: constructor arguments that choose how the network computes, not what: accepted by the
+            constructor, left out of the recorded spec (see the module docstring).
+
+    Raises:
+        KeyError: ``name`` is registered by another class.
+        TypeError: a ``runtime`` name is not a keyword argument of the constructor.
     """
+    runtime = (runtime,) if isinstance(runtime, str) else tuple(runtime)
 
     def decorator(cls: type) -> type:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise KeyError(f"model name {name!r} is already registered by {_REGISTRY[name].__qualname__}")
         original_init = cls.__init__
         signature = inspect.signature(original_init)
+        unknown = [arg for arg in runtime if arg not in signature.parameters]
+        if unknown:
+            raise TypeError(f"register({name!r}, runtime=...): {unknown} are not arguments of "
+                            f"{cls.__qualname__}.__init__ {signature}")
 
         @functools.wraps(original_init)
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -61,6 +70,8 @@ def register(name: str) -> Callable[[type], type]:
                 bound.apply_defaults()
                 recorded = dict(bound.arguments)
                 recorded.pop(next(iter(signature.parameters)))  # `self`
+                for arg in runtime:
+                    recorded.pop(arg, None)
                 object.__setattr__(self, "_model_spec", {"name": name, "args": copy.deepcopy(recorded)})
 
         cls.__init__ = __init__
@@ -71,29 +82,17 @@ def register(name: str) -> Callable[[type], type]:
     return decorator
 
 
-def _import_model_modules(until: str | None = None) -> None:
-    """Import the model modules in order, stopping once ``until`` is registered (all when None)."""
-    for module_name in _MODEL_MODULES:
-        if until is not None and until in _REGISTRY:
-            return
-        if importlib.util.find_spec(module_name) is not None:
-            importlib.import_module(module_name)
-
-
 def registered_names() -> list[str]:
-    """Names of all registered networks (imports the model modules)."""
-    _import_model_modules()
+    """Names of all registered networks, sorted."""
     return sorted(_REGISTRY)
 
 
 def lookup(name: str) -> type:
-    """The class registered as ``name`` (importing model modules as needed).
+    """The class registered as ``name``.
 
     Raises:
         KeyError: unknown name, with the closest registered name.
     """
-    if name not in _REGISTRY:
-        _import_model_modules(until=name)
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -107,7 +106,8 @@ def make(spec: dict, load_sd: bool = False, args: dict | None = None):
     Args:
         spec: the model spec; ``args`` may be omitted (all defaults).
         load_sd: load ``spec["sd"]`` (strict) into the new network.
-        args: keyword arguments overriding ``spec["args"]`` (shallow update).
+        args: keyword arguments overriding ``spec["args"]`` (shallow update); this is also where runtime
+            arguments (not recorded in specs) are set.
 
     Returns:
         the ``nn.Module``, on CPU; move it with ``.to(device)``.

@@ -502,8 +502,35 @@ def test_registry_liif_name_overrides_and_errors():
     assert giif_spec("paper")["args"]["encoder"]["args"]["G0"] == 128
 
 
-def test_import_models_is_cheap():
-    code = "import sys, models; assert 'torch' not in sys.modules and 'models.giif' not in sys.modules"
+def test_registry_runtime_args_are_accepted_but_not_recorded(monkeypatch):
+    from models import registry
+
+    # a private registry, so the test network does not outlive the test
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @models.register("test_runtime_net", runtime=("chunk_size",))
+    class Net(nn.Module):
+        def __init__(self, width: int = 4, chunk_size: int | None = None):
+            super().__init__()
+            self.linear = nn.Linear(width, width)
+            self.chunk_size = chunk_size
+
+    net = Net(width=3, chunk_size=7)
+    assert net.chunk_size == 7
+    spec = models.model_spec(net, with_sd=True)
+    assert spec["args"] == {"width": 3}  # the runtime argument is not part of what the network is
+    rebuilt = models.make(spec, load_sd=True)
+    assert rebuilt.chunk_size is None and torch.equal(rebuilt.linear.weight, net.linear.weight)
+    chunked = models.make(spec, load_sd=True, args={"chunk_size": 2})
+    assert chunked.chunk_size == 2 and models.model_spec(chunked)["args"] == {"width": 3}
+    with pytest.raises(TypeError, match="not arguments of"):
+        models.register("test_bad_runtime", runtime=("nope",))(Net)
+
+
+def test_import_models_registers_every_network():
+    # the network modules are imported by `import models` itself: no lazy list to keep in step
+    code = ("import sys, models; assert {'giif', 'liif', 'rdn', 'hg_filter', 'unet_disc_sn'} <= "
+            "set(models.registry._REGISTRY); assert 'models.avatar' not in sys.modules")
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
 
