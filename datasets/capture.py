@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from datasets import preprocess
+from utils.errors import InputError
 from utils.geometry.camera import image_hw
 from utils.seeding import keyed_generator
 
@@ -80,11 +81,11 @@ class CaptureSequence:
         F_ = len(self.frame_ids)
         V = len(self.cameras.names)
         if self.hand_side not in ("right", "left"):
-            raise ValueError(f"{self.name}: hand_side must be 'right' or 'left', got {self.hand_side!r}")
+            raise InputError(f"{self.name}: hand_side must be 'right' or 'left', got {self.hand_side!r}")
         for key, dim in (("mano_pose", 48), ("mano_shape", 10), ("mano_trans", 3)):
             value = torch.as_tensor(np.asarray(getattr(self, key), dtype=np.float32))
             if value.shape != (F_, dim):
-                raise ValueError(f"{self.name}: {key} must have shape ({F_}, {dim}), got {tuple(value.shape)}")
+                raise InputError(f"{self.name}: {key} must have shape ({F_}, {dim}), got {tuple(value.shape)}")
             setattr(self, key, value)
         if len(self.image_paths) != F_ or any(len(row) != V for row in self.image_paths):
             raise ValueError(f"{self.name}: image_paths must be {F_} lists of {V} paths")
@@ -177,7 +178,7 @@ class CaptureSequence:
             image = np.ascontiguousarray(np.rot90(image, k))
         H, W = self.cameras.image_size
         if image.shape[:2] != (H, W):
-            raise ValueError(f"{path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but camera "
+            raise InputError(f"{path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but camera "
                              f"{self.cameras.names[view_index]} of {self.name} expects {W}x{H}")
         if is_black(image):
             key = (int(self.frame_ids[frame_index]), self.cameras.names[view_index])
@@ -203,7 +204,7 @@ class CaptureSequence:
     def _crop_box(self, verts, frame_index, view_index, ratio):
         uv, z = self.project(verts, view_index)
         if not bool((z > 0).all()):
-            raise ValueError(f"{self.name}: MANO hand of frame {self.frame_ids[frame_index]} is (partly) behind "
+            raise InputError(f"{self.name}: MANO hand of frame {self.frame_ids[frame_index]} is (partly) behind "
                              f"camera {self.cameras.names[view_index]}")
         return preprocess.square_crop_box(uv, ratio)
 
@@ -280,7 +281,7 @@ class CaptureSequence:
         try:
             return self.frame_ids.index(int(frame_id))
         except ValueError:
-            raise ValueError(f"{self.name}: frame {frame_id} is not in this sequence") from None
+            raise InputError(f"{self.name}: frame {frame_id} is not in this sequence") from None
 
     def gt_mesh(self, frame_index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Ground-truth mesh ``verts (Vg, 3)`` (world, metres) and ``faces (Fg, 3)`` of one frame.
@@ -299,7 +300,7 @@ class CaptureSequence:
         frame_id = int(self.frame_ids[frame_index])
         rows = np.nonzero(gt["frame_ids"] == frame_id)[0]
         if len(rows) == 0:
-            raise KeyError(f"{self.gt_mesh_path}: no ground-truth mesh for frame {frame_id}")
+            raise InputError(f"{self.gt_mesh_path}: no ground-truth mesh for frame {frame_id}")
         with np.load(self.gt_mesh_path, mmap_mode="r") as data:
             verts = np.array(data["verts"][rows[0]], dtype=np.float32)
         return torch.from_numpy(verts), torch.from_numpy(gt["faces"].astype(np.int64))
@@ -343,7 +344,7 @@ def perturb_mano(seq: CaptureSequence, pose_std: float = 0.0, shape_std: float =
     """
     for name, value in (("pose_std", pose_std), ("shape_std", shape_std), ("trans_std", trans_std)):
         if not value >= 0:
-            raise ValueError(f"perturb_mano: {name} must be >= 0, got {value}")
+            raise InputError(f"perturb_mano: {name} must be >= 0, got {value}")
     pose, shape, trans = seq.mano_pose.clone(), seq.mano_shape.clone(), seq.mano_trans.clone()
     d_shape = torch.randn(shape.shape[1], generator=keyed_generator(seed, "shape")) * shape_std
     for f, frame_id in enumerate(seq.frame_ids):

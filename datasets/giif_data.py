@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets import interhand
+from utils.errors import InputError
 
 
 def split_captures(captures, num_val: int = 4, val_captures=None, order: str = "numeric") -> tuple[list, list]:
@@ -43,10 +44,10 @@ def split_captures(captures, num_val: int = 4, val_captures=None, order: str = "
         val = [interhand.capture_dirname(c) for c in val_captures]
         missing = [c for c in val if c not in names]
         if missing:
-            raise ValueError(f"validation capture(s) {missing} not among {names}")
+            raise InputError(f"validation capture(s) {missing} not among {names}")
         return [n for n in names if n not in val], val
     if not 0 <= num_val < len(names):
-        raise ValueError(f"num_val must be in [0, {len(names) - 1}] for {len(names)} captures, got {num_val}")
+        raise InputError(f"num_val must be in [0, {len(names) - 1}] for {len(names)} captures, got {num_val}")
     return names[: len(names) - num_val], names[len(names) - num_val:]
 
 
@@ -108,7 +109,7 @@ class GiifDataset(Dataset):
         self.items = [(s, f, v) for s, seq in enumerate(self.sequences)
                       for f in range(seq.num_frames) for v in range(seq.num_views)]
         if not self.items:
-            raise ValueError(f"{self.data_path}: no usable {hand}-hand frame in split '{split}' "
+            raise InputError(f"{self.data_path}: no usable {hand}-hand frame in split '{split}' "
                              f"captures {captures}")
 
     def __len__(self) -> int:
@@ -125,7 +126,7 @@ class GiifDataset(Dataset):
                 continue
             break
         else:
-            raise ValueError(f"{self.data_path}: every image of this dataset is black")
+            raise InputError(f"{self.data_path}: every image of this dataset is black")
         parts = seq.name.split("/")
         return {
             "hr": sample["image"] * sample["mask"], "mask": sample["mask"], "normal_map": sample["normal_map"],

@@ -74,6 +74,7 @@ from datasets.goliath_files import (  # noqa: F401 (the file-format names are pa
 )
 from datasets.goliath_fit import fit_capture_mano
 from datasets.interhand import select_frames
+from utils.errors import InputError
 from utils.geometry.mano import HandModel, resolve_hand_model_path
 
 # ----------------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ class GoliathSequence(CaptureSequence):
             image = decode_rgb(data, what)
         H, W = self.cameras.image_size
         if image.shape[:2] != (H, W):
-            raise ValueError(f"{what}: image is {image.shape[1]}x{image.shape[0]} (WxH) but camera "
+            raise InputError(f"{what}: image is {image.shape[1]}x{image.shape[0]} (WxH) but camera "
                              f"{self.cameras.names[view_index]} of {self.name} expects {W}x{H}")
         if self.color_correction:
             image = correct_colors(image)
@@ -221,7 +222,7 @@ def crop_to_hand(verts: torch.Tensor, faces: torch.Tensor, mano_verts: torch.Ten
     keep_f = keep_v[faces].all(dim=1)
     faces = faces[keep_f]
     if len(faces) == 0:
-        raise ValueError("crop_to_hand: no scan face lies near the MANO hand (scan and MANO in different frames?)")
+        raise InputError("crop_to_hand: no scan face lies near the MANO hand (scan and MANO in different frames?)")
     used = torch.unique(faces)
     remap = torch.full((len(verts),), -1, dtype=torch.long)
     remap[used] = torch.arange(len(used))
@@ -238,13 +239,13 @@ def _select_cameras(available: list, cameras, report: dict, capture_dir) -> list
         return list(available)
     if isinstance(cameras, (int, np.integer)):
         if int(cameras) <= 0:
-            raise ValueError(f"camera count must be positive, got {cameras}")
+            raise InputError(f"camera count must be positive, got {cameras}")
         return list(available)[: int(cameras)]
     names = [c if str(c).startswith("cam") else f"cam{c}" for c in cameras]
     for n in names:
         if n not in available:
             why = report["dropped_cameras"].get(n, "not in camera_calibration.json")
-            raise ValueError(f"{capture_dir}: requested camera {n} is not usable ({why}); usable: {available}")
+            raise InputError(f"{capture_dir}: requested camera {n} is not usable ({why}); usable: {available}")
     return names
 
 
@@ -316,17 +317,17 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
     if not os.path.isdir(capture_dir):
         raise FileNotFoundError(f"{capture_dir}: expected a Goliath capture folder (m--...--Hands--<side>)")
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     if fit_target not in ("registration", "scan"):
-        raise ValueError(f"fit_target must be 'registration' or 'scan', got {fit_target!r}")
+        raise InputError(f"fit_target must be 'registration' or 'scan', got {fit_target!r}")
     info = capture_info(capture_dir)
     if hand is None:
         if info["side"] is None:
-            raise ValueError(f"{capture_dir}: the folder name does not end in --Hands--right or --Hands--left; "
+            raise InputError(f"{capture_dir}: the folder name does not end in --Hands--right or --Hands--left; "
                              "pass hand='right' or 'left'")
         hand = info["side"]
     elif info["side"] is not None and hand != info["side"]:
-        raise ValueError(f"{capture_dir} is a {info['side']}-hand capture, hand = {hand!r}")
+        raise InputError(f"{capture_dir} is a {info['side']}-hand capture, hand = {hand!r}")
     report = {"skipped_frames": {}, "dropped_cameras": {}, "black_images": [], "notes": []}
 
     # Cameras: calibrated, with an image zip, with a segmentation zip.
@@ -349,7 +350,7 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
             usable.append(n)
     names = _select_cameras(usable, cameras, report, capture_dir)
     if not names:
-        raise ValueError(f"{capture_dir}: no usable camera (calibrated, with image and segmentation zips); "
+        raise InputError(f"{capture_dir}: no usable camera (calibrated, with image and segmentation zips); "
                          f"dropped: {report['dropped_cameras']}")
 
     # Frames: the split, fully lit, present in every selected camera, with the fit targets.
@@ -391,7 +392,7 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
         for f in chosen:
             why = "not in frame_splits_list.csv" if f not in splits else reason(f)
             if why:
-                raise ValueError(f"{capture_dir}: requested frame {f}: {why}")
+                raise InputError(f"{capture_dir}: requested frame {f}: {why}")
     else:
         candidates = sorted(f for f, s in splits.items() if split == "all" or s == split)
         usable_frames = []
@@ -403,7 +404,7 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
                 usable_frames.append(f)
         chosen = select_frames(usable_frames, num_frames, frame_mode)
         if not chosen:
-            raise ValueError(f"{capture_dir}: no usable {split} frame ({len(candidates)} candidate(s); skipped: "
+            raise InputError(f"{capture_dir}: no usable {split} frame ({len(candidates)} candidate(s); skipped: "
                              f"{ {k: len(v) for k, v in report['skipped_frames'].items()} })")
 
     first = names[0]

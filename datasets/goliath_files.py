@@ -17,6 +17,8 @@ import zipfile
 
 import numpy as np
 
+from utils.errors import InputError
+
 CAPTURE_RE = re.compile(r"^m--\d+--\d+--(?P<subject>[A-Za-z0-9]+)--pilot--ProjectGoliath--Hands--(?P<side>left|right)$")
 SPLITS = ("train", "test", "all")
 # Goliath's loader reads hand images at half the calibrated resolution (get_camera_parameters(ds=2)):
@@ -30,7 +32,7 @@ MM = 1e-3
 _MEMBER_RE = re.compile(r"^cam(?P<cam>[^/]+)/(?P<frame>\d+)(?P<ext>\.[A-Za-z]+)$")
 
 
-class GoliathFormatError(ValueError):
+class GoliathFormatError(InputError):
     """A Goliath file exists but does not hold what the reader expects (the message names file and fact)."""
 
 
@@ -239,7 +241,7 @@ def read_calibration(capture_dir, distortion: str = "error") -> dict:
             as Goliath's own loader does.
     """
     if distortion not in ("error", "ignore"):
-        raise ValueError(f"distortion must be 'error' or 'ignore', got {distortion!r}")
+        raise InputError(f"distortion must be 'error' or 'ignore', got {distortion!r}")
     path = os.path.join(os.fspath(capture_dir), "camera_calibration.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: expected the Goliath camera calibration (camera_calibration.json)")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from datasets.goliath_files import MM, GoliathFormatError, read_ply_bytes, read_zip_member, target_member
+from utils.errors import InputError
 from utils.geometry.mano import MANO_FINGERTIP_VERTEX_IDS
 
 CACHE_VERSION = 1
@@ -34,7 +35,7 @@ def keypoint_rows(keypoint_order) -> list:
     """
     if isinstance(keypoint_order, str):
         if keypoint_order != "interhand":
-            raise ValueError(f"keypoint_order must be 'interhand' or 21 row indices, got {keypoint_order!r}")
+            raise InputError(f"keypoint_order must be 'interhand' or 21 row indices, got {keypoint_order!r}")
         from datasets.interhand import INTERHAND_FROM_MANO
 
         rows = []
@@ -44,7 +45,7 @@ def keypoint_rows(keypoint_order) -> list:
         return rows
     rows = [int(r) for r in keypoint_order]
     if len(rows) != 21:
-        raise ValueError(f"keypoint_order needs 21 row indices (hand_joints order), got {len(rows)}")
+        raise InputError(f"keypoint_order needs 21 row indices (hand_joints order), got {len(rows)}")
     return rows
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from datasets.capture import CaptureSequence
+from utils.errors import InputError
 
 SPLITS = ("train", "val", "test")
 ANNOTATION_KINDS = ("camera", "MANO_NeuralAnnot", "joint_3d", "data")
@@ -74,7 +75,7 @@ def capture_key(capture) -> str:
     """JSON key of a capture: ``"Capture3"`` -> ``"3"``."""
     m = _CAPTURE_RE.match(capture_dirname(capture))
     if not m:
-        raise ValueError(f"not a capture name: {capture!r} (expected CaptureN or N)")
+        raise InputError(f"not a capture name: {capture!r} (expected CaptureN or N)")
     return str(int(m.group(1)))
 
 
@@ -86,7 +87,7 @@ def camera_key(camera: str) -> str:
 def annotation_path(data_path, split: str, kind: str) -> str:
     """``ROOT/annotations/{split}/InterHand2.6M_{split}_{kind}.json``."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     if kind not in ANNOTATION_KINDS:
         raise ValueError(f"annotation kind must be one of {ANNOTATION_KINDS}, got {kind!r}")
     return os.path.join(os.fspath(data_path), "annotations", split, f"InterHand2.6M_{split}_{kind}.json")
@@ -108,7 +109,7 @@ def gt_mesh_path(data_path, split: str, capture, seq_name: str) -> str:
 _JSON_CACHE: dict = {}
 
 
-class NoUsableFrames(ValueError):
+class NoUsableFrames(InputError):
     """A sequence exists but none of its frames passes the selection (e.g. two-hand frames only)."""
 
 
@@ -138,7 +139,7 @@ def capture_annotation(data_path, split: str, kind: str, capture) -> tuple:
     path = annotation_path(data_path, split, kind)
     key = capture_key(capture)
     if key not in data:
-        raise KeyError(f"{path}: no entry for capture '{key}' ({capture_dirname(capture)})")
+        raise InputError(f"{path}: no entry for capture '{key}' ({capture_dirname(capture)})")
     return data[key], path
 
 
@@ -196,13 +197,13 @@ def select_cameras(available, cameras=None, color_only: bool = True, drop=DROP_C
         names = [c if str(c).startswith("cam") else f"cam{c}" for c in cameras]
         missing = [n for n in names if n not in available]
         if missing:
-            raise ValueError(f"requested camera(s) {missing} not found; available: {available}")
+            raise InputError(f"requested camera(s) {missing} not found; available: {available}")
         return names
     drop = set(drop or ())
     usable = [n for n in available if n not in drop and (not color_only or n.startswith(COLOR_CAMERA_PREFIX))]
     if cameras is not None:
         if int(cameras) <= 0:
-            raise ValueError(f"camera count must be positive, got {cameras}")
+            raise InputError(f"camera count must be positive, got {cameras}")
         usable = usable[: int(cameras)]
     return usable
 
@@ -218,12 +219,12 @@ def select_frames(frame_ids, num_frames=None, mode: str = "strided") -> list:
         return ids
     n = int(num_frames)
     if n <= 0:
-        raise ValueError(f"num_frames must be positive, got {num_frames}")
+        raise InputError(f"num_frames must be positive, got {num_frames}")
     if mode == "strided":
         return ids[:: max(len(ids) // n, 1)][:n]
     if mode == "first":
         return ids[:n]
-    raise ValueError(f"frame mode must be 'strided', 'first' or 'all', got {mode!r}")
+    raise InputError(f"frame mode must be 'strided', 'first' or 'all', got {mode!r}")
 
 
 _SIZE_CACHE: dict = {}
@@ -255,12 +256,12 @@ def read_cameras(data_path, split: str, capture, names, image_size):
     ck = capture_key(capture)
     for field_name in ("campos", "camrot", "focal", "princpt"):
         if field_name not in cam:
-            raise KeyError(f"{path}: capture '{ck}' lacks the '{field_name}' table")
+            raise InputError(f"{path}: capture '{ck}' lacks the '{field_name}' table")
     Ks, Rs, ts = [], [], []
     for name in names:
         key = camera_key(name)
         if any(key not in cam[f] for f in ("campos", "camrot", "focal", "princpt")):
-            raise KeyError(f"{path}: capture '{ck}' has no complete calibration for camera '{key}' ({name})")
+            raise InputError(f"{path}: capture '{ck}' has no complete calibration for camera '{key}' ({name})")
         R, t = interhand_to_opencv(torch.tensor(cam["campos"][key], dtype=torch.float64),
                                    torch.tensor(cam["camrot"][key], dtype=torch.float64))
         fx, fy = cam["focal"][key]
@@ -299,15 +300,15 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
         CaptureSequence (or a dict of them for ``hand="both"``).
     """
     if hand not in ("right", "left", "both"):
-        raise ValueError(f"hand must be 'right', 'left' or 'both', got {hand!r}")
+        raise InputError(f"hand must be 'right', 'left' or 'both', got {hand!r}")
     if rotated_camera not in ("drop", "ccw", "cw", "error"):
-        raise ValueError(f"rotated_camera must be drop, ccw, cw or error, got {rotated_camera!r}")
+        raise InputError(f"rotated_camera must be drop, ccw, cw or error, got {rotated_camera!r}")
     capture = capture_dirname(capture)
     name = f"{split}/{capture}/{seq_name}"
     seq_root = sequence_dir(data_path, split, capture, seq_name)
     names = select_cameras(list_cameras(data_path, split, capture, seq_name), cameras, color_only, drop_cameras)
     if not names:
-        raise ValueError(f"{seq_root}: no usable camera folder (colour cameras minus the drop list)")
+        raise InputError(f"{seq_root}: no usable camera folder (colour cameras minus the drop list)")
 
     # Frames on disk, per camera.
     frames_per_cam = {n: list_frames(os.path.join(seq_root, n)) for n in names}
@@ -337,7 +338,7 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
                 + (" (stored rotated)" if transposed else ""))
         if rotated_camera == "error" or isinstance(cameras, (list, tuple)):
             hint = "; pass rotated_camera='ccw' or 'cw' to turn its images back" if transposed else ""
-            raise ValueError(f"{os.path.join(seq_root, n)}: {what}{hint}")
+            raise InputError(f"{os.path.join(seq_root, n)}: {what}{hint}")
         report["dropped_cameras"][n] = what
         names.remove(n)
         del frames_per_cam[n]
@@ -380,7 +381,7 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
                 reason = f"{other} hand also present (single-hand frames only)"
             if reason is not None:
                 if frame_ids is not None:
-                    raise KeyError(f"{mano_file}: capture '{ck}' frame '{f}': {reason}")
+                    raise InputError(f"{mano_file}: capture '{ck}' frame '{f}': {reason}")
                 side_report["skipped_frames"].setdefault(reason, []).append(f)
                 continue
             p = entry[side]
@@ -389,7 +390,7 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
                 shape = np.asarray(p["shape"], dtype=np.float32).reshape(10)
                 trans = np.asarray(p["trans"], dtype=np.float32).reshape(3)
             except (KeyError, ValueError, TypeError) as err:
-                raise ValueError(f"{mano_file}: capture '{ck}' frame '{f}' {side}: expected pose (48), "
+                raise InputError(f"{mano_file}: capture '{ck}' frame '{f}' {side}: expected pose (48), "
                                  f"shape (10), trans (3): {err}") from None
             usable.append(f)
             params.append((pose, shape, trans))
@@ -454,7 +455,7 @@ class InterHandWriter:
 
     def __init__(self, root, split: str):
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise InputError(f"split must be one of {SPLITS}, got {split!r}")
         self.root, self.split = os.fspath(root), split
         self.cameras: dict = {}
         self.mano: dict = {}

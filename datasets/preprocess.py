@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.errors import InputError
 from utils.geometry.camera import crop_affine_cv2, crop_intrinsics, image_hw
 
 DEGRADATIONS = ("nearest", "bicubic", "area")
@@ -126,7 +127,7 @@ def degrade(hr: torch.Tensor, size=None, scale: float | None = None, mode: str =
         Aw = area_resample_matrix(W, w, dtype=x.dtype, device=x.device)
         out = torch.einsum("ih,bchw,jw->bcij", Ah, x, Aw)
     else:
-        raise ValueError(f"mode must be one of {DEGRADATIONS}, got {mode!r}")
+        raise InputError(f"mode must be one of {DEGRADATIONS}, got {mode!r}")
     return out[0] if squeeze else out
 
 
@@ -175,7 +176,7 @@ def render_mask_and_normals(verts_world: torch.Tensor, faces: torch.Tensor, K: t
     from utils.render import get_renderer
 
     if normal_space not in ("camera", "world"):
-        raise ValueError(f"normal_space must be 'camera' or 'world', got {normal_space!r}")
+        raise InputError(f"normal_space must be 'camera' or 'world', got {normal_space!r}")
     h, w = image_hw(size)
     renderer = get_renderer(backend)
     cams = Cameras(K=K, R=R, t=t, image_size=(h, w), names=[str(i) for i in range(K.shape[0])])

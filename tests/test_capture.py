@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from datasets.capture import CaptureSequence, is_black
+from utils.errors import InputError
 
 
 def _cameras(n=2, size=(40, 30)):
@@ -84,7 +85,7 @@ def test_gt_mesh_lookup(tmp_path):
     seq = _sequence(tmp_path, gt_mesh_path=str(path))
     v, f = seq.gt_mesh(0)
     assert torch.equal(v, torch.from_numpy(verts[1])) and f.dtype == torch.long
-    with pytest.raises(KeyError, match="frame 10"):
+    with pytest.raises(InputError, match="frame 10"):
         seq.gt_mesh(1)
 
 

@@ -320,3 +320,44 @@ def test_really_read_only_run_folder(trained, capsys):
     finally:
         os.chmod(run_dir, 0o755)
     assert last.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------- user errors vs bugs
+def minimal_giif_conf(tmp_path: Path) -> Path:
+    path = tmp_path / "min.conf"
+    path.write_text(f"exp_name = guard\nout_root = {json.dumps(str(tmp_path / 'runs'))}\nuse_tensorboard = false\n"
+                    f"data {{ data_path = {json.dumps(str(tmp_path))} }}\n")
+    return path
+
+
+def raise_in_stage_body(monkeypatch, error: BaseException) -> None:
+    """Make the giif stage raise ``error`` once its run folder is set up (where a trainer's bug would)."""
+    from trainers.giif_trainer import GiifTrainer
+
+    def build_data(self, train: bool = True):
+        raise error
+
+    monkeypatch.setattr(GiifTrainer, "build_data", build_data)
+    monkeypatch.delenv("SRHAND_DEBUG", raising=False)
+
+
+@pytest.mark.parametrize("error", [KeyError("train.nope"), ValueError("a bug"), OSError(errno.EIO, "a bug")],
+                         ids=["KeyError", "ValueError", "OSError"])
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch, error):
+    """A plain KeyError / ValueError / OSError is a bug, not a user error: it propagates (traceback), no exit 2."""
+    raise_in_stage_body(monkeypatch, error)
+    with pytest.raises(type(error)) as info:
+        run_giif(minimal_giif_conf(tmp_path))
+    assert info.value is error
+    assert not (tmp_path / "runs" / "guard" / ".run.lock").exists()  # close_run released the lock all the same
+
+
+def test_an_input_error_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    from utils.errors import InputError
+
+    raise_in_stage_body(monkeypatch, InputError("data.data_path = /x: no capture there (check the path)"))
+    assert run_giif(minimal_giif_conf(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "error: InputError: data.data_path = /x: no capture there (check the path)\n" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs" / "guard" / ".run.lock").exists()

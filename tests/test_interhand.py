@@ -15,6 +15,7 @@ import torch
 
 from datasets import interhand
 from datasets.interhand import InterHandWriter, read_interhand_sequence
+from utils.errors import InputError
 
 H, W = 24, 16
 CAMS = ["cam400002", "cam400004", "cam400006", "cam410001", "cam400412"]
@@ -165,20 +166,20 @@ def test_errors_name_what_is_missing(tree, tmp_path):
     root = tree["root"]
     with pytest.raises(FileNotFoundError, match=r"cam400004[/\\]image118\.jpg"):
         read_interhand_sequence(root, "test", 0, "SEQ_A", frame_ids=[118])
-    with pytest.raises(KeyError, match="MANO_NeuralAnnot.*'106'"):
+    with pytest.raises(InputError, match="MANO_NeuralAnnot.*'106'"):
         read_interhand_sequence(root, "test", 0, "SEQ_A", frame_ids=[106])
     with pytest.raises(FileNotFoundError, match="NOPE"):
         read_interhand_sequence(root, "test", 0, "NOPE")
     with pytest.raises(FileNotFoundError, match="InterHand2.6M_val_camera.json"):
         interhand.load_annotation(root, "val", "camera")
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(InputError, match="split"):
         interhand.annotation_path(root, "training", "camera")
     # a camera folder without calibration
     os.makedirs(os.path.join(root, "images", "test", "Capture0", "SEQ_A", "cam400090"))
     _write_jpeg(os.path.join(root, "images", "test", "Capture0", "SEQ_A", "cam400090", "image100.jpg"), H, W,
                 np.random.default_rng(1))
     try:
-        with pytest.raises(KeyError, match="camera '400090'"):
+        with pytest.raises(InputError, match="camera '400090'"):
             read_interhand_sequence(root, "test", 0, "SEQ_A", cameras=["cam400090"])
     finally:
         os.remove(os.path.join(root, "images", "test", "Capture0", "SEQ_A", "cam400090", "image100.jpg"))
@@ -187,7 +188,7 @@ def test_errors_name_what_is_missing(tree, tmp_path):
     os.makedirs(os.path.join(root, "images", "test", "Capture5", "S", "cam400002"))
     _write_jpeg(os.path.join(root, "images", "test", "Capture5", "S", "cam400002", "image1.jpg"), H, W,
                 np.random.default_rng(2))
-    with pytest.raises(KeyError, match="capture '5'"):
+    with pytest.raises(InputError, match="capture '5'"):
         read_interhand_sequence(root, "test", 5, "S")
     # missing image at load time
     seq = read_interhand_sequence(root, "test", 0, "SINGLE")

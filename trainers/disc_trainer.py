@@ -29,7 +29,7 @@ import torch
 from datasets.preprocess import degrade
 from models import registry
 from models.discriminator import disc_targets, gan_loss
-from trainers.giif_trainer import GiifTrainer, lr_lambda, model_spec_from_conf
+from trainers.giif_trainer import GiifTrainer, lr_lambda, make_from_conf, model_spec_from_conf
 from utils import dist
 from utils.checkpoint import (
     build_model,
@@ -100,11 +100,11 @@ class DiscTrainer(GiifTrainer):
         if model_path_disc:
             ckpt = load_checkpoint(model_path_disc, stage="disc")
             key = "disc" if "disc" in ckpt else "model"
-            check_arch_matches(ckpt[key], registry.model_spec(registry.make(spec)), what="discriminator")
+            check_arch_matches(ckpt[key], registry.model_spec(make_from_conf(spec, "model_disc")), what="discriminator")
             disc = build_model(ckpt, registry.make, key=key)
             self.log.info("discriminator initialised from %s", model_path_disc)
         else:
-            disc = registry.make(spec)
+            disc = make_from_conf(spec, "model_disc")
         self.disc = disc.to(self.device)
         self.disc_history: list[dict] = []  # one diagnostics record per train.log_every steps
         self._acc_sums = {"d_acc_real": 0.0, "d_acc_fake": 0.0, "n": 0}

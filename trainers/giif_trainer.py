@@ -100,6 +100,19 @@ def model_spec_from_conf(conf, key: str = "model") -> dict:
     return {"name": name, "args": spec.get("args", {})}
 
 
+def make_from_conf(spec: dict, key: str = "model"):
+    """The network of ``conf.<key>``, built from its :func:`model_spec_from_conf` spec.
+
+    Raises:
+        ConfigError: the constructor rejects an argument value (its ``ValueError``, prefixed with
+            ``<key>.args``): the value came from the config, so it is the user's to fix.
+    """
+    try:
+        return registry.make(spec)
+    except ValueError as err:
+        raise ConfigError(f"{key}.args: {err}") from err
+
+
 def lr_lambda(decay: float, floor: float):
     """The reference schedule: factor ``max(floor, 10^(-decay * step))`` (x0.1 every 1/decay steps)."""
     return lambda step: max(floor, 10.0 ** (-decay * step))
@@ -215,12 +228,12 @@ class GiifTrainer:
         spec = model_spec_from_conf(self.conf)
         if model_path:
             ckpt = load_checkpoint(model_path, stage=GIIF_STAGES)
-            model = registry.make(spec)
+            model = make_from_conf(spec)
             check_arch_matches(ckpt["model"], registry.model_spec(model), what=f"GIIF ({model_path})")
             model = build_model(ckpt, registry.make)
             self.log.info("GIIF initialised from %s (stage %s, step %d)", model_path, ckpt.get("stage"), ckpt.get("step", 0))
         else:
-            model = registry.make(spec)
+            model = make_from_conf(spec)
         self.model = model.to(self.device)
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log.info("model %s: %.2f M parameters", spec["name"], n_params / 1e6)
@@ -355,7 +368,7 @@ class GiifTrainer:
         epochs, max_steps = tconf.get_int("epochs"), tconf.get_int("max_steps")
         steps_per_epoch = len(loader)
         if steps_per_epoch == 0:
-            raise ValueError("the training set is smaller than one batch: lower train.batch_size")
+            raise ConfigError("the training set is smaller than one batch: lower train.batch_size")
         total = epochs * steps_per_epoch if max_steps < 0 else min(max_steps, epochs * steps_per_epoch)
         self.log.info("training %s for %d steps (%d per epoch), scales x%g..x%g", self.stage, total,
                       steps_per_epoch, tconf.get_float("scale_min"), tconf.get_float("scale_max"))

@@ -1,7 +1,10 @@
 """Shared start-up of the entry scripts: CLI -> config -> device/DDP -> run folder -> trainer.
 
-Errors a user can fix (config, paths, checkpoints, MANO files, data) are printed as one clear message
-and exit with status 2; set ``SRHAND_DEBUG=1`` to get the full traceback instead.
+Errors a user can fix (``utils.errors.InputError`` and its subclasses: config, checkpoints, MANO files,
+data; missing files; a held run folder; a failed write; a non-finite loss) are printed as one clear message
+and exit with status 2; set ``SRHAND_DEBUG=1`` to get the full traceback instead. Any other exception,
+a plain ``ValueError``, ``KeyError`` or ``OSError`` included, is a bug and keeps its traceback.
+
 
 Every invocation locks its run folder (``utils.run_lock``) before it writes anything there: a second
 process on the same folder stops with the holder's pid; the lock of a killed run is taken over with a
@@ -15,12 +18,17 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from utils.checkpoint import WriteFailedError
 from utils.cli import build_parser, resolve_device
 from utils.config import ConfigError, config_origin, load_config, save_resolved
+from utils.errors import InputError
 from utils.run_lock import RunLock, RunLockError, remove_stale_temp_files
+from utils.run_logging import NonFiniteLossError
 
-# Exceptions that mean "the input is wrong", reported without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, OSError)
+# Exceptions that mean "the user has something to fix", reported in one line without a traceback. Not
+# ValueError, KeyError or OSError in general: raised by a bug, those must show where.
+USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError, RunLockError, WriteFailedError,
+                                                NonFiniteLossError)
 
 
 def setup(stage: str, description: str, argv: Sequence[str] | None = None):
@@ -95,15 +103,17 @@ def check_data_counts(conf, seq) -> None:
 
 
 def main_guard(body: Callable[[], object]) -> int:
-    """Run ``body`` and turn user errors into a one-line message (exit 2) unless ``SRHAND_DEBUG`` is set."""
+    """Run ``body`` and turn ``USER_ERRORS`` into a one-line message (exit 2) unless ``SRHAND_DEBUG`` is set.
+
+    Returns:
+        0 when ``body`` returns, 2 for a user error; any other exception propagates with its traceback.
+    """
     from utils import dist
-    from utils.checkpoint import CheckpointError
-    from utils.run_logging import NonFiniteLossError
 
     try:
         body()
         return 0
-    except (*USER_ERRORS, CheckpointError, NonFiniteLossError, RunLockError) as err:
+    except USER_ERRORS as err:
         if os.environ.get("SRHAND_DEBUG"):
             raise
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
@@ -131,7 +141,7 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
         if stage == "disc" and not model_path and not args.resume:
             model_path = conf.get_string("giif_model") or None
             if model_path is None:
-                raise ValueError(
+                raise InputError(
                     "main_disc.py starts from a stage-1 GIIF: pass --model_path RUN/giif.pth "
                     "(written by main_giif.py) or set giif_model in the config"
                 )

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from datasets.preprocess import degrade
+from utils.errors import InputError
 from utils.image_io import make_grid, write_image
 from utils.metrics import image as metrics
 
@@ -110,7 +111,7 @@ def evaluate_sr(
                     write_image(vis_dir / f"{_scale_key(scale)}_{vis_written[scale]:03d}.png", grid)
                     vis_written[scale] += 1
     if num_images == 0:
-        raise ValueError("evaluate_sr got no images (is the validation set empty?)")
+        raise InputError("evaluate_sr got no images (is the validation set empty?)")
     results = {
         method: {scale: {k: v / num_images for k, v in row.items()} for scale, row in by_scale.items()}
         for method, by_scale in sums.items()

@@ -31,19 +31,22 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from utils.errors import InputError
+
 CHECKPOINT_FORMAT = "srhand-checkpoint/1"
 _MODEL_ENTRY_KEYS = ("name", "args", "sd")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A checkpoint is missing, unreadable, not one of ours, or does not fit the expected model."""
 
 
 class WriteFailedError(OSError):
     """An atomic write failed (disk full, read-only or missing folder, no permission, ...).
 
-    The destination keeps its previous content and the temporary file is removed. An ``OSError``, so
-    the entry scripts report it in one line with exit status 2.
+    The destination keeps its previous content and the temporary file is removed. Not the user's input
+    but theirs to fix: ``trainers.run.USER_ERRORS`` lists it, so the entry scripts report it in one line
+    with exit status 2.
     """
 
     def __init__(self, path: Path, err: OSError):
@@ -301,12 +304,20 @@ def build_model(ckpt: dict, make: Callable[..., Any], key: str = "model", strict
     Returns:
         the module (on CPU, or wherever ``make`` puts it) when ``strict``; else
         ``(module, missing_keys, unexpected_keys)``.
+
+    Raises:
+        CheckpointError: no such entry, a spec this code cannot build, or weights that do not fit it.
     """
     if key not in ckpt:
         raise CheckpointError(f"checkpoint has no {key!r} entry (entries: {sorted(ckpt)})")
     entry = ckpt[key]
     _check_model_entry(entry, key, "checkpoint")
-    module = make({"name": entry["name"], "args": entry["args"]})
+    try:
+        module = make({"name": entry["name"], "args": entry["args"]})
+    except (KeyError, TypeError, ValueError) as err:
+        # an unknown name or arguments this code's constructor rejects: the file, not the code, is off
+        raise CheckpointError(f"checkpoint entry {key!r}: this code cannot build {entry['name']!r} from the "
+                              f"entry's spec: {err}") from err
     own = module.state_dict()
     problems = []
     for name, tensor in entry["sd"].items():

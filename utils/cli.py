@@ -34,6 +34,8 @@ import argparse
 import os
 import re
 
+from utils.errors import InputError
+
 STAGES = ("giif", "disc", "srhand")
 
 
@@ -125,12 +127,12 @@ def resolve_device(name: str = "auto"):
     if name == "auto" and not available:
         return torch.device("cpu")
     if not available:
-        raise ValueError(f"--device {name} was requested but CUDA is not available (use --device cpu)")
+        raise InputError(f"--device {name} was requested but CUDA is not available (use --device cpu)")
     if name in ("auto", "cuda"):
         index = int(os.environ.get("LOCAL_RANK", 0))
     else:
         index = int(name.split(":")[1])
     count = torch.cuda.device_count()
     if index >= count:
-        raise ValueError(f"CUDA device {index} requested but only {count} visible")
+        raise InputError(f"CUDA device {index} requested but only {count} visible")
     return torch.device("cuda", index)

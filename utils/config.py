@@ -38,6 +38,7 @@ from typing import Any, Iterable, Sequence
 
 from utils.checkpoint import atomic_write_text
 from utils.config_rules import Rule, RuleSyntaxError, check_rules, parse_rules
+from utils.errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RULES_KEY = "rules"  # the schema block of meaning checks (utils/config_rules.py); not a config key
@@ -56,7 +57,7 @@ _HOCON_LITERAL = re.compile(
 _INCLUDE = re.compile(r"""^\s*include\s+(?:required\()?\s*(?:file\()?\s*"([^"]+)\"""", re.MULTILINE)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file cannot be read, or does not satisfy its schema."""
 
 

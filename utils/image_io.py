@@ -13,8 +13,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from utils.errors import InputError
 
-class ImageReadError(OSError):
+
+class ImageReadError(InputError, OSError):
     """An image file exists but is empty or cannot be decoded."""
 
 

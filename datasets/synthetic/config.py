@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from utils.errors import InputError
+
 # InterHand2.6M-style sequence names: the reconstruction subject's sequence and every SR subject's.
 RECON_SEQUENCE = "ROM03_RT_No_Occlusion"
 SR_SEQUENCE = "ROM01_RT_Synthetic"
@@ -71,7 +73,7 @@ class SyntheticConfig:
     @classmethod
     def preset(cls, name: str, **overrides) -> "SyntheticConfig":
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+            raise InputError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
         values = dict(PRESETS[name])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -80,18 +82,18 @@ class SyntheticConfig:
         self.raw_size = tuple(int(s) for s in (self.raw_size if not isinstance(self.raw_size, int)
                                                  else (self.raw_size, self.raw_size)))
         if self.num_subjects < 3:
-            raise ValueError(f"num_subjects must be >= 3 (train, val, reconstruction), got {self.num_subjects}")
+            raise InputError(f"num_subjects must be >= 3 (train, val, reconstruction), got {self.num_subjects}")
         if self.hand_side not in ("right", "left"):
-            raise ValueError(f"hand_side must be 'right' or 'left', got {self.hand_side!r}")
+            raise InputError(f"hand_side must be 'right' or 'left', got {self.hand_side!r}")
         for key in ("num_views", "num_frames", "supersample", "p2p_samples"):
             if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+                raise InputError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.surface not in ("v2", "mano"):
-            raise ValueError(f"surface must be 'v2' or 'mano', got {self.surface!r}")
+            raise InputError(f"surface must be 'v2' or 'mano', got {self.surface!r}")
         if self.annotation not in ("fit", "exact"):
-            raise ValueError(f"annotation must be 'fit' or 'exact', got {self.annotation!r}")
+            raise InputError(f"annotation must be 'fit' or 'exact', got {self.annotation!r}")
         if not (self.annotation_noise_mm >= 0 and self.p2p_frames >= 0):
-            raise ValueError(f"annotation_noise_mm and p2p_frames must be >= 0, got {self.annotation_noise_mm} "
+            raise InputError(f"annotation_noise_mm and p2p_frames must be >= 0, got {self.annotation_noise_mm} "
                              f"and {self.p2p_frames}")
 
     def subject_plan(self) -> list:
@@ -99,7 +101,7 @@ class SyntheticConfig:
         n_val = self.num_val_subjects if self.num_val_subjects is not None else max(1, self.num_subjects // 5)
         n_train = self.num_subjects - 1 - n_val
         if n_val < 1 or n_train < 1:
-            raise ValueError(f"{self.num_subjects} subjects cannot give >= 1 train and {n_val} val subject(s)")
+            raise InputError(f"{self.num_subjects} subjects cannot give >= 1 train and {n_val} val subject(s)")
         plan = [("test", "Capture0", "reconstruction")]
         plan += [("val", f"Capture{i}", "sr_val") for i in range(n_val)]
         plan += [("train", f"Capture{i}", "sr_train") for i in range(n_train)]

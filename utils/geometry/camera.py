@@ -29,6 +29,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from utils.errors import InputError
+
 DEFAULT_NEAR = 0.1  # metres; the reference renderer's near plane
 
 
@@ -246,7 +248,7 @@ class Cameras:
             if bool(behind.any()):
                 i = int(behind.nonzero()[0, 0])
                 zmax = float(x_cam[i, :, 2].max())
-                raise ValueError(
+                raise InputError(
                     f"camera {i} ({self.names[i]!r}): all {x_cam.shape[1]} vertices lie at "
                     f"Z <= near = {near} m (max Z = {zmax:.4g} m); check R, t and units (metres)"
                 )

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.errors import InputError
+
 __all__ = [
     "HandModelError", "HandModelFileNotFoundError", "HandModelFormatError", "load_mano_dict",
     "HandModel", "default_hand_model_path", "resolve_hand_model_path", "is_procedural_hand",
@@ -55,7 +57,7 @@ _REQUIRED_KEYS = ("v_template", "f", "weights", "J_regressor", "shapedirs", "pos
                   "kintree_table", "hands_components", "hands_mean")
 
 
-class HandModelError(Exception):
+class HandModelError(InputError):
     """Base class of the errors raised while loading a hand model."""
 
 
@@ -63,7 +65,7 @@ class HandModelFileNotFoundError(HandModelError, FileNotFoundError):
     """A hand model file (or the folder that should hold it) does not exist."""
 
 
-class HandModelFormatError(HandModelError, ValueError):
+class HandModelFormatError(HandModelError):
     """A file exists but is not a readable MANO-format hand model pickle."""
 
 
@@ -273,7 +275,7 @@ def _repo_root() -> str:
 
 def _check_side(side: str) -> str:
     if side not in ("right", "left"):
-        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+        raise InputError(f"side must be 'right' or 'left', got {side!r}")
     return side
 
 
@@ -401,7 +403,7 @@ class HandModel(nn.Module):
                 warnings.warn(f"no right-hand file beside {path}: cannot check the MANO left-hand "
                               "shapedirs bug (pass left_path_for_fix=<MANO_RIGHT.pkl>)", stacklevel=2)
             elif os.path.exists(right_path) and os.path.samefile(right_path, path):
-                raise ValueError(f"left_path_for_fix must be the RIGHT-hand file, got the left file {path}")
+                raise HandModelError(f"left_path_for_fix must be the RIGHT-hand file, got the left file {path}")
             else:
                 right = load_mano_dict(right_path)
                 left_x, right_x = data["shapedirs"][:, 0, :], right["shapedirs"][:, 0, :]

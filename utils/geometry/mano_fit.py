@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
+from utils.errors import InputError
 from utils.geometry.closest_point import PointCloudSearch
 from utils.geometry.mano_fit_solver import (
     _STAGE_PARAMS,
@@ -136,27 +137,27 @@ class FitSettings:
         self.stages, self.iterations = tuple(self.stages), tuple(int(n) for n in self.iterations)
         bad = [s for s in self.stages if s not in STAGES]
         if bad:
-            raise ValueError(f"FitSettings.stages: unknown stage(s) {bad}; choose from {STAGES}")
+            raise InputError(f"FitSettings.stages: unknown stage(s) {bad}; choose from {STAGES}")
         if len(self.iterations) != len(self.stages):
-            raise ValueError(f"FitSettings.iterations must give one count per stage: stages {self.stages}, "
+            raise InputError(f"FitSettings.iterations must give one count per stage: stages {self.stages}, "
                              f"iterations {self.iterations}")
         if self.robust not in ROBUST_LOSSES:
-            raise ValueError(f"FitSettings.robust must be one of {ROBUST_LOSSES}, got {self.robust!r}")
+            raise InputError(f"FitSettings.robust must be one of {ROBUST_LOSSES}, got {self.robust!r}")
         if self.align not in ALIGN_MODES:
-            raise ValueError(f"FitSettings.align must be one of {ALIGN_MODES}, got {self.align!r}")
+            raise InputError(f"FitSettings.align must be one of {ALIGN_MODES}, got {self.align!r}")
         if self.optimizer not in ("lm", "adam"):
-            raise ValueError(f"FitSettings.optimizer must be 'lm' or 'adam', got {self.optimizer!r}")
+            raise InputError(f"FitSettings.optimizer must be 'lm' or 'adam', got {self.optimizer!r}")
         if self.dtype not in ("float64", "float32"):
-            raise ValueError(f"FitSettings.dtype must be 'float64' or 'float32', got {self.dtype!r}")
+            raise InputError(f"FitSettings.dtype must be 'float64' or 'float32', got {self.dtype!r}")
         for name in ("weight_surface_to_target", "weight_target_to_surface", "weight_joints", "weight_pose_prior",
                      "weight_shape_prior", "weight_angle_limit", "refine_iterations", "tolerance"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"FitSettings.{name} must be >= 0, got {getattr(self, name)}")
+                raise InputError(f"FitSettings.{name} must be >= 0, got {getattr(self, name)}")
         if not self.robust_anneal >= 1:
-            raise ValueError(f"FitSettings.robust_anneal must be >= 1, got {self.robust_anneal}")
+            raise InputError(f"FitSettings.robust_anneal must be >= 1, got {self.robust_anneal}")
         for name in ("learning_rate", "learning_rate_final", "robust_scale_mm", "max_target_points"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"FitSettings.{name} must be > 0, got {getattr(self, name)}")
+                raise InputError(f"FitSettings.{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -206,39 +207,39 @@ def _check_inputs(hand_model, target_verts, target_faces, target_joints, init, s
     if target_verts is not None:
         target_verts = _as_tensor("target_verts", target_verts, dtype, device)
         if target_verts.dim() != 3 or target_verts.shape[-1] != 3 or target_verts.shape[1] < 1:
-            raise ValueError(f"fit_mano: target_verts must be (F, N, 3) points in metres (one row of N >= 1 "
+            raise InputError(f"fit_mano: target_verts must be (F, N, 3) points in metres (one row of N >= 1 "
                              f"points per frame), got {_shape_str(target_verts)}")
         if not torch.isfinite(target_verts).all():
-            raise ValueError("fit_mano: target_verts holds NaN or inf values")
+            raise InputError("fit_mano: target_verts holds NaN or inf values")
         frames["target_verts"] = target_verts.shape[0]
     if target_faces is not None:
         if target_verts is None:
             raise ValueError("fit_mano: target_faces given without target_verts")
         target_faces = torch.as_tensor(target_faces)
         if target_faces.dim() != 2 or target_faces.shape[1] != 3 or target_faces.shape[0] < 1:
-            raise ValueError(f"fit_mano: target_faces must be (M, 3) vertex indices, got {_shape_str(target_faces)}")
+            raise InputError(f"fit_mano: target_faces must be (M, 3) vertex indices, got {_shape_str(target_faces)}")
         if target_faces.is_floating_point():
             raise TypeError(f"fit_mano: target_faces must be integer indices, got dtype {target_faces.dtype}")
         target_faces = target_faces.long().cpu()
         num = target_verts.shape[1]
         if int(target_faces.min()) < 0 or int(target_faces.max()) >= num:
-            raise ValueError(f"fit_mano: target_faces index vertices {int(target_faces.min())}..{int(target_faces.max())} "
+            raise InputError(f"fit_mano: target_faces index vertices {int(target_faces.min())}..{int(target_faces.max())} "
                              f"but target_verts has N = {num} points per frame")
     if target_joints is not None:
         target_joints = _as_tensor("target_joints", target_joints, dtype, device)
         if target_joints.dim() != 3 or target_joints.shape[1:] not in ((21, 3), (16, 3)):
-            raise ValueError(f"fit_mano: target_joints must be (F, 21, 3) (16 MANO joints + 5 fingertips, "
+            raise InputError(f"fit_mano: target_joints must be (F, 21, 3) (16 MANO joints + 5 fingertips, "
                              f"datasets.capture.hand_joints order) or (F, 16, 3), got {_shape_str(target_joints)}")
         if torch.isinf(target_joints).any():
-            raise ValueError("fit_mano: target_joints holds inf values (use NaN for missing joints)")
+            raise InputError("fit_mano: target_joints holds inf values (use NaN for missing joints)")
         if not torch.isfinite(target_joints).all(-1).any(-1).all():
-            raise ValueError("fit_mano: a frame of target_joints has no finite joint")
+            raise InputError("fit_mano: a frame of target_joints has no finite joint")
         frames["target_joints"] = target_joints.shape[0]
     if len(set(frames.values())) > 1:
-        raise ValueError("fit_mano: frame counts differ: " + ", ".join(f"{k} has F = {v}" for k, v in frames.items()))
+        raise InputError("fit_mano: frame counts differ: " + ", ".join(f"{k} has F = {v}" for k, v in frames.items()))
     num_frames = next(iter(frames.values()))
     if num_frames < 1:
-        raise ValueError("fit_mano: the targets have no frame (F = 0)")
+        raise InputError("fit_mano: the targets have no frame (F = 0)")
 
     betas = hand_model.num_betas
     out = {}
@@ -247,7 +248,7 @@ def _check_inputs(hand_model, target_verts, target_faces, target_joints, init, s
             raise TypeError(f"fit_mano: init must be a dict with pose/shape/trans, got {type(init).__name__}")
         unknown = sorted(set(init) - {"pose", "shape", "trans"})
         if unknown:
-            raise ValueError(f"fit_mano: init has unknown key(s) {unknown}; expected pose, shape, trans")
+            raise InputError(f"fit_mano: init has unknown key(s) {unknown}; expected pose, shape, trans")
         expected = {"pose": [(num_frames, 48), (48,)], "shape": [(betas,), (num_frames, betas)],
                     "trans": [(num_frames, 3), (3,)]}
         for key, value in init.items():
@@ -255,7 +256,7 @@ def _check_inputs(hand_model, target_verts, target_faces, target_joints, init, s
                 continue
             value = _as_tensor(f"init['{key}']", value, dtype, device)
             if tuple(value.shape) not in expected[key]:
-                raise ValueError(f"fit_mano: init['{key}'] must be " + " or ".join(map(str, expected[key]))
+                raise InputError(f"fit_mano: init['{key}'] must be " + " or ".join(map(str, expected[key]))
                                  + f" (F = {num_frames}), got {_shape_str(value)}")
             out[key] = value
     return target_verts, target_faces, target_joints, out, num_frames
@@ -484,9 +485,9 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
         given = init_pose is not None and init_trans is not None
         align = "none" if given else ("joints" if target_joints is not None else "pca")
     if align == "joints" and target_joints is None:
-        raise ValueError("fit_mano: FitSettings.align = 'joints' needs target_joints")
+        raise InputError("fit_mano: FitSettings.align = 'joints' needs target_joints")
     if align == "pca" and target_verts is None:
-        raise ValueError("fit_mano: FitSettings.align = 'pca' needs target_verts")
+        raise InputError("fit_mano: FitSettings.align = 'pca' needs target_verts")
     hypotheses = 0
     objective.robust_scale_mm = settings.robust_scale_mm * settings.robust_anneal ** max(len(settings.stages) - 1, 0)
     if align != "none":

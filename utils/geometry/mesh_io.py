@@ -13,6 +13,8 @@ import os
 import numpy as np
 import torch
 
+from utils.errors import InputError
+
 __all__ = ["save_obj", "load_obj", "save_ply", "load_ply"]
 
 
@@ -89,7 +91,7 @@ def load_obj(path: str | os.PathLike):
             if parts[0] == "v":
                 values = [float(x) for x in parts[1:]]
                 if len(values) < 3:
-                    raise ValueError(f"{path}:{number}: vertex line needs 3 coordinates: {line.strip()}")
+                    raise InputError(f"{path}:{number}: vertex line needs 3 coordinates: {line.strip()}")
                 verts.append(values[:3])
                 colors.append(values[3:6] if len(values) >= 6 else None)
             elif parts[0] == "f":
@@ -98,12 +100,12 @@ def load_obj(path: str | os.PathLike):
                     i = int(token.split("/")[0])
                     idx.append(i - 1 if i > 0 else len(verts) + i)
                 if len(idx) < 3:
-                    raise ValueError(f"{path}:{number}: face line needs 3 vertices: {line.strip()}")
+                    raise InputError(f"{path}:{number}: face line needs 3 vertices: {line.strip()}")
                 faces += [(idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1)]
     verts_np = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
     faces_np = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     if len(faces_np) and (faces_np.min() < 0 or faces_np.max() >= len(verts_np)):
-        raise ValueError(f"{path}: faces reference vertices outside 1..{len(verts_np)}")
+        raise InputError(f"{path}: faces reference vertices outside 1..{len(verts_np)}")
     has_colors = len(colors) > 0 and all(c is not None for c in colors)
     return verts_np, faces_np, (np.asarray(colors, dtype=np.float64) if has_colors else None)
 
@@ -161,12 +163,12 @@ def load_ply(path: str | os.PathLike):
     """
     with open(path, "rb") as fh:
         if fh.readline().strip() != b"ply":
-            raise ValueError(f"{path}: not a PLY file")
+            raise InputError(f"{path}: not a PLY file")
         fmt, elements = None, []
         while True:
             line = fh.readline()
             if not line:
-                raise ValueError(f"{path}: PLY header has no end_header")
+                raise InputError(f"{path}: PLY header has no end_header")
             parts = line.decode("ascii", errors="replace").split()
             if not parts or parts[0] in ("comment", "obj_info"):
                 continue
@@ -180,7 +182,7 @@ def load_ply(path: str | os.PathLike):
                 elements[-1]["props"].append(parts[1:])
         body = fh.read()
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise ValueError(f"{path}: unsupported PLY format {fmt!r}")
+        raise InputError(f"{path}: unsupported PLY format {fmt!r}")
     end = "<" if fmt == "binary_little_endian" else ">"
     verts = faces = colors = None
     offset = 0
@@ -213,7 +215,7 @@ def load_ply(path: str | os.PathLike):
                 dt = np.dtype([("n", end + _PLY_TYPES[count_t]), ("idx", end + _PLY_TYPES[index_t], (int(n),))])
                 data = np.frombuffer(body, dtype=dt, count=el["count"], offset=offset)
                 if el["count"] and (data["n"] != n).any():
-                    raise ValueError(f"{path}: only faces with a constant vertex count are supported")
+                    raise InputError(f"{path}: only faces with a constant vertex count are supported")
                 table = {name: data["idx"]}
             else:
                 dt = np.dtype([(p[1], end + _PLY_TYPES[p[0]]) for p in el["props"]])
@@ -228,7 +230,7 @@ def load_ply(path: str | os.PathLike):
             (lists,) = table.values()
             faces = np.asarray([list(f) for f in lists] if fmt == "ascii" else lists, dtype=np.int64)
             if faces.ndim != 2 or faces.shape[1] != 3:
-                raise ValueError(f"{path}: only triangle faces are supported")
+                raise InputError(f"{path}: only triangle faces are supported")
     if verts is None:
-        raise ValueError(f"{path}: PLY file has no vertex element")
+        raise InputError(f"{path}: PLY file has no vertex element")
     return verts, (faces if faces is not None else np.zeros((0, 3), np.int64)), colors
