@@ -5,7 +5,6 @@ data; missing files; a held run folder; a failed write; a non-finite loss) are p
 and exit with status 2; set ``SRHAND_DEBUG=1`` to get the full traceback instead. Any other exception,
 a plain ``ValueError``, ``KeyError`` or ``OSError`` included, is a bug and keeps its traceback.
 
-
 Every invocation locks its run folder (``utils.run_lock``) before it writes anything there: a second
 process on the same folder stops with the holder's pid; the lock of a killed run is taken over with a
 warning, and the temporary files its interrupted atomic writes left are removed then.
@@ -13,8 +12,10 @@ warning, and the temporary files its interrupted atomic writes left are removed 
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,11 +32,29 @@ USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError, R
                                                 NonFiniteLossError)
 
 
-def setup(stage: str, description: str, argv: Sequence[str] | None = None):
+@dataclass(frozen=True)
+class RunSetup:
+    """What :func:`setup` prepared for one invocation; :func:`close_run` ends it.
+
+    Attributes:
+        args: the parsed command line. conf: the validated config.
+        run_dir: the run folder. device: this process's torch device.
+        logger: the run's ``RunLogger``. lock: the run folder's lock (held by the main rank only).
+    """
+
+    args: argparse.Namespace
+    conf: object
+    run_dir: Path
+    device: object
+    logger: object
+    lock: RunLock
+
+
+def setup(stage: str, description: str, argv: Sequence[str] | None = None) -> RunSetup:
     """Parse the CLI, load and validate the config, initialise devices/DDP, the run folder and logger.
 
     Returns:
-        ``(args, conf, run_dir, device, logger)``.
+        the :class:`RunSetup`; the caller ends the run with ``close_run(run)``, which releases its lock.
     """
     import torch
 
@@ -56,7 +75,6 @@ def setup(stage: str, description: str, argv: Sequence[str] | None = None):
         lock.acquire(warn=stale_warnings.append)
     try:
         logger = RunLogger(run_dir, use_tensorboard=conf.get_bool("use_tensorboard"))
-        logger.run_lock = lock  # released by close_run
         for message in stale_warnings:
             logger.warning("%s", message)
         if stale_warnings:
@@ -72,15 +90,13 @@ def setup(stage: str, description: str, argv: Sequence[str] | None = None):
         lock.release()
         raise
     logger.info("%s: run folder %s, device %s, world size %d", stage, run_dir, info.device, info.world_size)
-    return args, conf, run_dir, info.device, logger
+    return RunSetup(args=args, conf=conf, run_dir=run_dir, device=info.device, logger=logger, lock=lock)
 
 
-def close_run(logger) -> None:
+def close_run(run: RunSetup) -> None:
     """Close the run's logger and release its run-folder lock."""
-    logger.close()
-    lock = getattr(logger, "run_lock", None)
-    if lock is not None:
-        lock.release()
+    run.logger.close()
+    run.lock.release()
 
 
 def check_data_counts(conf, seq) -> None:
@@ -128,8 +144,9 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
     from trainers.disc_trainer import DiscTrainer
     from trainers.giif_trainer import GiifTrainer
 
-    args, conf, run_dir, device, logger = setup(stage, description, argv)
-    trainer = (DiscTrainer if stage == "disc" else GiifTrainer)(conf, run_dir, device, logger)
+    run = setup(stage, description, argv)
+    args, conf, run_dir = run.args, run.conf, run.run_dir
+    trainer = (DiscTrainer if stage == "disc" else GiifTrainer)(conf, run_dir, run.device, run.logger)
     try:
         if args.eval:
             model_path = args.model_path or str(run_dir / "giif.pth")
@@ -154,7 +171,7 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
         trainer.train()
         return trainer.run_eval(save_vis=args.save_vis)
     finally:
-        close_run(logger)
+        close_run(run)
 
 
 def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | None:
