@@ -243,3 +243,22 @@ def test_ddp_two_processes_keep_replicas_identical(tmp_path, tiny_capture_root):
     assert result.returncode == 0, result.stderr[-3000:]
     sums = json.loads((tmp_path / "runs" / "tiny" / "replica_checksums.json").read_text())
     assert len(sums) == 2 and sums[0] == pytest.approx(sums[1], rel=1e-12)
+
+
+@pytest.mark.parametrize("stage", ["giif", "disc"])
+def test_seed_reaches_the_trainer_through_its_constructor(tmp_path, monkeypatch, stage):
+    """``--seed`` (else the config's ``seed``) is the trainer's seed from its constructor on."""
+    from trainers.giif_trainer import GiifTrainer
+    from utils.errors import InputError
+
+    seen = []
+
+    def build_data(self, train: bool = True):
+        seen.append(self.seed)
+        raise InputError("stop here")  # the seed is all this test needs
+
+    monkeypatch.setattr(GiifTrainer, "build_data", build_data)
+    conf = write_conf(tmp_path, tmp_path, extra="seed = 5")
+    assert run(stage, ["--conf", str(conf), "--device", "cpu", "--seed", "11"]) == 2
+    assert run(stage, ["--conf", str(conf), "--device", "cpu"]) == 2
+    assert seen == [11, 5]

@@ -126,15 +126,18 @@ class GiifTrainer:
         run_dir: the run folder (checkpoints, logs, metrics.json, visualisations).
         device: torch device of this process.
         logger: the run's ``RunLogger``.
+        seed: the run's seed (``trainers.run`` passes ``--seed`` or the config's): data order, scale draws
+            and patch positions follow it. None takes the config's ``seed``.
     """
 
     stage = "giif"
 
-    def __init__(self, conf, run_dir: str | Path, device: torch.device, logger: RunLogger):
+    def __init__(self, conf, run_dir: str | Path, device: torch.device, logger: RunLogger, seed: int | None = None):
         self.conf = conf
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
         self.log = logger
+        self.seed = conf.get_int("seed") if seed is None else int(seed)
         self.step = 0
         self.epoch = 0
         self.model: torch.nn.Module | None = None
@@ -203,8 +206,8 @@ class GiifTrainer:
 
     def _train_loader(self) -> tuple[DataLoader, object]:
         tconf = self.conf.get_config("train")
-        sampler = dist.distributed_sampler(self.train_set, shuffle=True, seed=self.conf.get_int("seed"))
-        generator = torch.Generator().manual_seed(self.conf.get_int("seed"))
+        sampler = dist.distributed_sampler(self.train_set, shuffle=True, seed=self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
         self._loader_generator = generator  # reseeded every epoch (see train), so a resumed run sees the same order
         loader = DataLoader(
             self.train_set,
@@ -293,7 +296,7 @@ class GiifTrainer:
         tconf = self.conf.get_config("train")
         lo, hi = tconf.get_float("scale_min"), tconf.get_float("scale_max")
         # Seeded by the step so every DDP rank draws the same scale and a resumed run continues the sequence.
-        u = torch.rand((), generator=torch.Generator().manual_seed(self.conf.get_int("seed") * 100003 + self.step))
+        u = torch.rand((), generator=torch.Generator().manual_seed(self.seed * 100003 + self.step))
         return float(lo + (hi - lo) * u)
 
     def _queries(self, hr: torch.Tensor):
@@ -302,7 +305,7 @@ class GiifTrainer:
         p = self.conf.get_int("train.patch_size")
         coord = make_coord((H, W), flatten=False, device=hr.device, dtype=hr.dtype)  # (H, W, 2)
         if 0 < p < min(H, W):
-            g = torch.Generator().manual_seed(self.conf.get_int("seed") * 7919 + self.step)
+            g = torch.Generator().manual_seed(self.seed * 7919 + self.step)
             y0 = int(torch.randint(0, H - p + 1, (), generator=g))
             x0 = int(torch.randint(0, W - p + 1, (), generator=g))
             coord = coord[y0:y0 + p, x0:x0 + p]
@@ -378,7 +381,7 @@ class GiifTrainer:
         while self.step < total:
             if sampler is not None:
                 sampler.set_epoch(self.epoch)
-            self._loader_generator.manual_seed(self.conf.get_int("seed") * 1000003 + self.epoch)
+            self._loader_generator.manual_seed(self.seed * 1000003 + self.epoch)
             skip = self.step - self.epoch * steps_per_epoch  # batches already done in this epoch (resume)
             for i, batch in enumerate(loader):
                 if i < skip:

@@ -38,12 +38,14 @@ class RunSetup:
 
     Attributes:
         args: the parsed command line. conf: the validated config.
+        seed: ``--seed``, or the config's ``seed`` when the flag is not given.
         run_dir: the run folder. device: this process's torch device.
         logger: the run's ``RunLogger``. lock: the run folder's lock (held by the main rank only).
     """
 
     args: argparse.Namespace
     conf: object
+    seed: int
     run_dir: Path
     device: object
     logger: object
@@ -90,7 +92,7 @@ def setup(stage: str, description: str, argv: Sequence[str] | None = None) -> Ru
         lock.release()
         raise
     logger.info("%s: run folder %s, device %s, world size %d", stage, run_dir, info.device, info.world_size)
-    return RunSetup(args=args, conf=conf, run_dir=run_dir, device=info.device, logger=logger, lock=lock)
+    return RunSetup(args=args, conf=conf, seed=seed, run_dir=run_dir, device=info.device, logger=logger, lock=lock)
 
 
 def close_run(run: RunSetup) -> None:
@@ -146,7 +148,7 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
 
     run = setup(stage, description, argv)
     args, conf, run_dir = run.args, run.conf, run.run_dir
-    trainer = (DiscTrainer if stage == "disc" else GiifTrainer)(conf, run_dir, run.device, run.logger)
+    trainer = (DiscTrainer if stage == "disc" else GiifTrainer)(conf, run_dir, run.device, run.logger, seed=run.seed)
     try:
         if args.eval:
             model_path = args.model_path or str(run_dir / "giif.pth")
