@@ -27,7 +27,7 @@ import torch
 
 from datasets import preprocess
 from utils.errors import InputError
-from utils.geometry.camera import image_hw
+from utils.image_size import image_hw
 from utils.seeding import keyed_generator
 
 # An image whose every channel stays below this (in [0, 1]) counts as all-black (InterHand issue #134).

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from utils.errors import InputError
-from utils.geometry.camera import crop_affine_cv2, crop_intrinsics, image_hw
+from utils.geometry.camera import crop_affine_cv2, crop_intrinsics
+from utils.image_size import image_hw
 
 DEGRADATIONS = ("nearest", "bicubic", "area")
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from utils.errors import InputError
+from utils.image_size import image_hw
 
 DEFAULT_NEAR = 0.1  # metres; the reference renderer's near plane
 
@@ -38,20 +39,6 @@ def _as_tensor(x, dtype=None, device=None) -> torch.Tensor:
     if torch.is_tensor(x):
         return x.to(dtype=dtype or x.dtype, device=device or x.device)
     return torch.as_tensor(np.asarray(x), dtype=dtype or torch.float32, device=device)
-
-
-def image_hw(size) -> tuple[int, int]:
-    """``(H, W)`` from an int (square) or a pair; ValueError otherwise."""
-    if isinstance(size, (int, np.integer)):
-        h = w = int(size)
-    else:
-        try:
-            h, w = (int(s) for s in size)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected an image size int or (H, W), got {size!r}") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"image size must be positive, got (H, W) = ({h}, {w})")
-    return h, w
 
 
 def _apply(M: torch.Tensor, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:

@@ -24,9 +24,10 @@ What lives here:
 * ``mesh_render``: higher-level helpers (attribute, normal-map and mask rendering).
 
 Imports: ``common`` and ``reference`` import torch only; the op modules import ``common`` (and
-``antialias`` NumPy, for its silhouette search); ``torch_backend`` imports the op modules;
-``mesh_render`` may import ``utils.geometry``. Nothing here imports trainers, models or datasets, and
-nothing is imported from nvdiffrast at import time.
+``antialias`` NumPy, for its silhouette search; ``rasterize`` and ``nvdiffrast_backend``
+``utils.image_size``, for the resolution); ``torch_backend`` imports the op modules; ``mesh_render`` may
+import ``utils.geometry``. Nothing here imports trainers, models or datasets, and nothing is imported
+from nvdiffrast at import time.
 """
 
 from __future__ import annotations

@@ -107,16 +107,6 @@ def _check_rast(rast: torch.Tensor) -> tuple[int, int, int]:
     return rast.shape[0], rast.shape[1], rast.shape[2]
 
 
-def _resolution(resolution) -> tuple[int, int]:
-    try:
-        h, w = (int(r) for r in resolution)
-    except (TypeError, ValueError):
-        raise ValueError(f"resolution must be (H, W), got {resolution!r}") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"resolution must be positive, got (H, W) = ({h}, {w})")
-    return h, w
-
-
 # ---------------------------------------------------------------------------------------------
 # Shared geometry
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from utils.image_size import image_hw
+
 
 def is_available() -> bool:
     """True when ``nvdiffrast.torch`` imports and CUDA is available."""
@@ -55,7 +57,7 @@ class NvdiffrastRenderer:
         """See :func:`utils.render.torch_backend.rasterize`."""
         if clip.dim() != 3 or clip.shape[-1] != 4:
             raise ValueError(f"clip must have shape (B, V, 4), got {tuple(clip.shape)}")
-        h, w = (int(r) for r in resolution)
+        h, w = image_hw(resolution, "resolution")
         rast, _ = self._dr.rasterize(
             self._context(clip.device), clip.float().contiguous(), faces.int().contiguous(), resolution=(h, w)
         )

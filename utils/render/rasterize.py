@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import torch
 
+from utils.image_size import image_hw
 from utils.render.common import (
     _check_clip_faces,
     _check_rast,
     _face_vertex_rows,
     _owner_index,
     _pixel_edge_values,
-    _resolution,
     _stash_raster,
 )
 
@@ -192,7 +192,7 @@ def rasterize(
         (B, H, W, 4) ``(u, v, z/w, triangle_id + 1)``, background all zero, dtype of ``clip``.
     """
     faces = _check_clip_faces(clip, faces)
-    h, w = _resolution(resolution)
+    h, w = image_hw(resolution, "resolution")
     bsz = clip.shape[0]
     num_faces = faces.shape[0]
     clip_in = clip
