@@ -3,4 +3,7 @@
 and the synthetic capture generator (the synthetic/ package). See docs/data.md.
 
 Nothing is imported or loaded here: import the submodule you need.
+
+Imports allowed: ``utils``; nothing here imports ``models`` or ``trainers`` (the synthetic/ package has its
+own, narrower rule).
 """

@@ -39,9 +39,10 @@ What lives here, in dependency order:
 - ``generate``: :func:`generate` (the whole capture set, written to disk).
 - ``visualise``: :func:`save_visualisation` (the ``--save_vis`` picture).
 
-Imports allowed: numpy, torch, scipy (inside functions), ``utils`` (``utils.geometry`` incl. ``mano_fit``, ``utils.metrics``,
-``utils.render``, ``utils.image_io``) and :mod:`datasets.interhand` (writer/reader, inside
-functions). A module imports only the modules listed above it; nothing here imports ``models`` or
+Imports allowed: ``utils.geometry``, ``utils.metrics``, ``utils.render``, ``utils.image_io``,
+``utils.errors`` and ``datasets.interhand``; besides numpy, torch and scipy (inside functions).
+``utils.geometry`` includes ``mano_fit``; :mod:`datasets.interhand` (the writer/reader) is imported inside
+functions. A module imports only the modules listed above it; nothing here imports ``models`` or
 ``trainers``, and importing the package loads no file.
 """
 

@@ -23,11 +23,11 @@ What lives here:
 * ``reference``: slow per-pixel Python references of the three ops, for tests.
 * ``mesh_render``: higher-level helpers (attribute, normal-map and mask rendering).
 
-Imports: ``common`` and ``reference`` import torch only; the op modules import ``common`` (and
-``antialias`` NumPy, for its silhouette search; ``rasterize`` and ``nvdiffrast_backend``
-``utils.image_size``, for the resolution); ``torch_backend`` imports the op modules; ``mesh_render`` may
-import ``utils.geometry``. Nothing here imports trainers, models or datasets, and nothing is imported
-from nvdiffrast at import time.
+Imports allowed: ``utils.geometry`` and ``utils.image_size``; in detail, ``common`` and ``reference``
+import torch only; the op modules import ``common`` (and ``antialias`` NumPy, for its silhouette search;
+``rasterize`` and ``nvdiffrast_backend`` ``utils.image_size``, for the resolution); ``torch_backend``
+imports the op modules; only ``mesh_render`` imports ``utils.geometry``. Nothing here imports trainers,
+models or datasets, and nothing is imported from nvdiffrast at import time.
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ chains), ``surface`` (the mesh), ``rig`` (skinning weights, joint regressor, pos
 (:func:`build_hand`, :func:`mirror_to_left`, :func:`write_hand`), ``checks`` (:func:`check_hand`,
 self-intersections, winding numbers, :func:`render_preview`).
 
-Imports allowed: numpy; scipy, trimesh and cv2 inside the functions that need them. Nothing here
-imports torch, the rest of ``utils``, ``models``, ``datasets`` or ``trainers``; importing the package
+Imports allowed: none; numpy, and scipy, trimesh and cv2 inside the functions that need them. Nothing
+here imports torch, the rest of ``utils``, ``models``, ``datasets`` or ``trainers``; importing the package
 loads no file.
 """
 
