@@ -133,7 +133,7 @@ def capture_annotation(data_path, split: str, kind: str, capture) -> tuple:
     """The ``kind`` annotation's entry for ``capture`` and the file's path.
 
     Raises:
-        KeyError: the file has no entry for the capture (naming the file and the capture).
+        InputError: the file has no entry for the capture (naming the file and the capture).
     """
     data = load_annotation(data_path, split, kind)
     path = annotation_path(data_path, split, kind)

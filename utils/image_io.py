@@ -17,7 +17,8 @@ from utils.errors import InputError
 
 
 class ImageReadError(InputError, OSError):
-    """An image file exists but is empty or cannot be decoded."""
+    """An image file exists but is empty or cannot be decoded (an ``OSError`` too, as it was before it was an
+    ``InputError``)."""
 
 
 class AllBlackImageWarning(UserWarning):
