@@ -30,7 +30,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from utils import fastpaths
 from utils.geometry.lbs import batch_rodrigues, linear_blend_skinning, rigid_transforms
 from utils.geometry.mesh import loop_subdivide, uniform_laplacian, unique_edges, vertex_normals
 from utils.geometry.sh import sh_shade
@@ -136,14 +135,23 @@ class ConditionNetwork(nn.Module):
                 raise ValueError(f"extra must be ({self.num_points}, {self.d_extra}), got {got}")
             per_vertex.append(extra.to(self.latent.dtype))
         first = self.layers[0]
-        if fastpaths.enabled("condition_first_layer"):
-            # The first layer is linear in [cond, latent, extra] and cond is the same for every vertex:
-            # its part is one (width, d_cond) matrix-vector product, broadcast as the bias.
-            weight = first.weight
-            shared = F.linear(cond, weight[:, :self.d_cond], first.bias)
-            x = torch.addmm(shared, torch.cat(per_vertex, dim=-1), weight[:, self.d_cond:].t())
-        else:
-            x = first(torch.cat([cond.expand(self.num_points, -1), *per_vertex], dim=-1))
+        # The first layer is linear in [cond, latent, extra] and cond is the same for every vertex: its
+        # part is one (width, d_cond) matrix-vector product, broadcast as the bias (code_reference
+        # feeds the concatenated input instead; same values and gradients).
+        weight = first.weight
+        shared = F.linear(cond, weight[:, :self.d_cond], first.bias)
+        x = torch.addmm(shared, torch.cat(per_vertex, dim=-1), weight[:, self.d_cond:].t())
+        return self._hidden(x)
+
+    def code_reference(self, cond: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`code` with the condition repeated for every vertex and concatenated to its inputs, as
+        the MLP is written: the plain reference the tests compare it with, not used in training."""
+        per_vertex = [self.latent] + ([extra.to(self.latent.dtype)] if self.d_extra else [])
+        x = self.layers[0](torch.cat([cond.to(self.latent.dtype).expand(self.num_points, -1), *per_vertex], dim=-1))
+        return self._hidden(x)
+
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers after the first, from the first layer's output ``x (N, width)``."""
         for layer in self.layers[1:]:
             x = layer(self.activation(x))
         return x

@@ -27,10 +27,10 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from models.registry import register
-from utils import fastpaths
+from utils.errors import InputError
 
 
-@register("unet_disc_sn")
+@register("unet_disc_sn", runtime=("channels_last",))
 class UNetDiscriminatorSN(nn.Module):
     """U-Net discriminator with spectral norm (Real-ESRGAN ``UNetDiscriminatorSN``).
 
@@ -38,14 +38,19 @@ class UNetDiscriminatorSN(nn.Module):
         num_in_ch: input channels (3: RGB in [0, 1]).
         num_feat: base width F.
         skip_connection: add the encoder features to the decoder features.
+        channels_last: run the convolutions on channels-last activations, which oneDNN computes faster on
+            CPU (``benchmarks/profiles/srhand_steps.md``); the same function either way, so it is a runtime
+            argument: not part of the model spec, and the weights load in either layout.
 
     Input ``(B, num_in_ch, H, W)`` with H, W divisible by 8. Output logits ``(B, 1, H, W)``.
     """
 
-    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, skip_connection: bool = True):
+    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, skip_connection: bool = True,
+                 channels_last: bool = True):
         super().__init__()
         nf = num_feat
         self.skip_connection = skip_connection
+        self.channels_last = channels_last
         self.conv0 = nn.Conv2d(num_in_ch, nf, 3, 1, 1)
         self.conv1 = spectral_norm(nn.Conv2d(nf, nf * 2, 4, 2, 1, bias=False))
         self.conv2 = spectral_norm(nn.Conv2d(nf * 2, nf * 4, 4, 2, 1, bias=False))
@@ -65,9 +70,7 @@ class UNetDiscriminatorSN(nn.Module):
                 f"(three stride-2 levels), got {tuple(x.shape)}"
             )
 
-        if fastpaths.enabled("disc_channels_last"):
-            # oneDNN runs these convolutions ~1.5x faster channels-last (forward + input gradient of the
-            # F = 16 network at 4 x 128 px: 68 -> 44 ms; F = 64 at 2 x 256 px: 1.2 -> 0.85 s).
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
 
         def act(t: torch.Tensor) -> torch.Tensor:
@@ -139,4 +142,4 @@ def gan_loss(logits: torch.Tensor, target_map: torch.Tensor | float, mode: str =
         return F.binary_cross_entropy_with_logits(logits, target_map)
     if mode == "lsgan":
         return F.mse_loss(logits, target_map)
-    raise ValueError(f"mode must be 'bce' or 'lsgan', got {mode!r}")
+    raise InputError(f"mode must be 'bce' or 'lsgan', got {mode!r}")

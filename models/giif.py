@@ -164,7 +164,7 @@ def _check_image(name: str, x: torch.Tensor, channels: int = 3) -> None:
         raise ValueError(f"{name} must be a (B, {channels}, H, W) tensor, got {shape}")
 
 
-@register("giif")
+@register("giif", runtime=("query_mode",))
 class GIIF(nn.Module):
     """Geometric-aware implicit image function.
 
@@ -182,11 +182,11 @@ class GIIF(nn.Module):
     Sub-modules: ``encoder``, ``normal_encoder`` (None without normals), ``imnet``. Fine-tuning the decoder
     only = optimising ``imnet.parameters()``.
 
-    Attribute ``query_mode``: ``"factorized"`` (default) computes the first MLP layer's feature terms once
-    per feature-grid cell and gathers them; ``"reference"`` feeds the concatenated per-query input to
-    ``imnet`` as LIIF does. Same function (see the module docstring), so it is a plain attribute, not a
-    constructor argument: it is not part of the model spec or the state dict, and checkpoints of either
-    mode load into the other. A replaced ``imnet`` that is not an ``MLP`` always takes the reference path.
+        query_mode: ``"factorized"`` (default) computes the first MLP layer's feature terms once per
+            feature-grid cell and gathers them; ``"reference"`` feeds the concatenated per-query input to
+            ``imnet`` as LIIF does. The same function (see the module docstring), so it is a runtime
+            argument: not part of the model spec or the state dict, and checkpoints of either mode load
+            into the other. A replaced ``imnet`` that is not an ``MLP`` always takes the reference path.
     """
 
     def __init__(
@@ -199,8 +199,11 @@ class GIIF(nn.Module):
         cell_decode: bool = True,
         feat_unfold: bool = False,
         use_lr_coord: bool = True,
+        query_mode: str = "factorized",
     ):
         super().__init__()
+        if query_mode not in QUERY_MODES:
+            raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {query_mode!r}")
         if use_normal and normal_encoder is None:
             raise ValueError("use_normal=True needs a normal_encoder spec (e.g. models.giif.PAPER_HG_SPEC)")
         self.use_normal = use_normal
@@ -218,18 +221,7 @@ class GIIF(nn.Module):
             in_dim = lr_dim + 2
         in_dim += 2 if cell_decode else 0
         self.imnet = MLP(in_dim, 3, list(hidden_list))
-        self.query_mode = "factorized"
-
-    @property
-    def query_mode(self) -> str:
-        # modules pickled before the attribute existed take the default
-        return self.__dict__.get("_query_mode", "factorized")
-
-    @query_mode.setter
-    def query_mode(self, mode: str) -> None:
-        if mode not in QUERY_MODES:
-            raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {mode!r}")
-        self.__dict__["_query_mode"] = mode
+        self.query_mode = query_mode
 
     # ------------------------------------------------------------------ encoding
     def encode(self, lr: torch.Tensor, normal_map: torch.Tensor | None = None) -> GIIFFeatures:
@@ -451,7 +443,7 @@ class GIIF(nn.Module):
         return self.decode_feats(self.encode(lr, normal_map), out_size, chunk=chunk, clamp=clamp)
 
 
-@register("liif")
+@register("liif", runtime=("query_mode",))
 class LIIF(GIIF):
     """LIIF (the baseline): ``GIIF`` without the normal branch.
 
@@ -466,6 +458,7 @@ class LIIF(GIIF):
         local_ensemble: bool = True,
         cell_decode: bool = True,
         feat_unfold: bool = True,
+        query_mode: str = "factorized",
     ):
         super().__init__(
             encoder,
@@ -476,4 +469,5 @@ class LIIF(GIIF):
             cell_decode=cell_decode,
             feat_unfold=feat_unfold,
             use_lr_coord=False,
+            query_mode=query_mode,
         )

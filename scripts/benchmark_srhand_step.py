@@ -1,6 +1,6 @@
 """Time one SRHand (main.py) training step and one GIIF fine-tuning step, with peak memory.
 
-The steps are the trainer's own (``SRHandTrainer._train_step`` / ``_finetune_step``) on the synthetic
+The steps are the trainer's own (``trainers.srhand.phases.train_step`` / ``finetune.finetune_step``) on the synthetic
 reconstruction subject, set up as ``main.py`` sets them up (data, avatar, SR targets, discriminator),
 then moved to the joint phase with the late loss weights (the heaviest). Sizes:
 
@@ -16,11 +16,16 @@ how many views and frames are held.
     python scripts/benchmark_srhand_step.py --size cpu
     python scripts/benchmark_srhand_step.py --size paper --parts train --device cuda
 
-``--compare`` times the reference path (every cache and fast path of the step off: the trainer's
-``finetune_masked_decode`` and ``finetune_cache_features`` False, and every switch of ``utils.fastpaths``
-off) and the current one in the same process, interleaved step by step, and reports medians and their
-ratio; it also checks that both paths give the same GIIF output, and the same joint-step losses and
-gradients.
+``--compare`` times the reference path and the current one in the same process, interleaved step by
+step, and reports medians and their ratio; it also checks that both paths give the same GIIF output,
+and the same joint-step losses and gradients. The reference path is every choice of computation set to
+its plain version through the objects' own arguments (``trainers.srhand.bundle.reference_models``: the
+perceptual loss through the ``stlpips_pytorch`` forward, the discriminator on NCHW activations;
+``finetune.masked_decode = false``, no GIIF feature cache; the GIIF training step with
+``train.perceptual_impl = package``), plus the plain reference functions of the computations that have no
+choice left (SH shading as nine multiply-adds, ``utils.geometry.sh.sh_shade_reference``; the condition
+networks' concatenated first layer, ``ConditionNetwork.code_reference``), swapped in for the timed
+reference calls only (:func:`retired_paths_as_reference`).
 ``--profile`` prints the ``torch.profiler`` table of the top 10 operators of each part (and of the GIIF
 training step of ``conf/synthetic/giif.conf`` with ``--parts giif_train``).
 
@@ -32,6 +37,8 @@ the data and the models, and only grows).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import platform
 import statistics
@@ -48,10 +55,10 @@ sys.path.insert(0, str(REPO))
 from models import registry  # noqa: E402
 from models.giif import giif_spec  # noqa: E402
 from trainers.gpu_check import fast_path_parity, peak_memory_mib, sync_device, time_steps  # noqa: E402
-from trainers.srhand import SRHandTrainer  # noqa: E402
-from utils import fastpaths  # noqa: E402
+from trainers.srhand import SRHandTrainer, finetune, phases  # noqa: E402
+from trainers.srhand.bundle import reference_models  # noqa: E402
 from utils.checkpoint import make_checkpoint, model_entry, save_atomic  # noqa: E402
-from utils.config import conf_to_dict, load_config  # noqa: E402
+from utils.config import load_config  # noqa: E402
 from utils.run_logging import RunLogger  # noqa: E402
 
 SIZES = {
@@ -67,12 +74,25 @@ def _timed_steps(fn, device: torch.device, steps: int) -> tuple[float, float]:
     return time_steps(fn, device, steps)["step_s"], peak_memory_mib(device)
 
 
-FAST_PATHS = ("finetune_masked_decode", "finetune_cache_features")  # trainer attributes; False = the reference path
+@contextlib.contextmanager
+def retired_paths_as_reference():
+    """Inside the block, SH shading and the condition networks' first layer run their plain reference
+    functions (the fast versions are the only ones the library uses; the tests prove them equal)."""
+    from unittest import mock
+
+    import models.avatar
+    from utils.geometry.sh import sh_shade_reference
+
+    with mock.patch.object(models.avatar, "sh_shade", sh_shade_reference), \
+            mock.patch.object(models.avatar.ConditionNetwork, "code", models.avatar.ConditionNetwork.code_reference):
+        yield
 
 
-def set_fast_paths(trainer, on: bool) -> None:
-    for name in FAST_PATHS:
-        setattr(trainer, name, on)
+def reference_context(ctx):
+    """``ctx`` with the fine-tuning step's plain path: every pixel decoded, then masked."""
+    s = ctx.settings
+    return dataclasses.replace(ctx, settings=dataclasses.replace(
+        s, finetune=dataclasses.replace(s.finetune, masked_decode=False, feature_cache_mib=0)))
 
 
 def _interleaved(fns: dict, device: torch.device, steps: int) -> dict:
@@ -103,24 +123,25 @@ def profile_table(fn, rows: int = 10) -> str:
 @torch.no_grad()
 def check_finetune_paths(trainer, views: list[int]) -> dict:
     """Max abs difference of the fine-tuning step's masked GIIF output between the reference and fast path."""
-    from trainers.srhand.setup import giif_decode, giif_decode_masked
+    from trainers.srhand.giif_decode import giif_decode, giif_decode_masked
 
-    d, fconf = trainer.data, trainer.conf.get_config("finetune")
+    d, f, giif = trainer.fit.tensors, trainer.ctx.settings.finetune, trainer.models.giif
     lr, normal, mask = d.get("lr", 0, views), d.get("normal", 0, views), d.get("mask", 0, views)
-    ref = giif_decode(trainer.giif, lr, normal, d.size, fconf.get_int("chunk")) * mask
-    new = giif_decode_masked(trainer.giif, lr, normal, mask, fconf.get_int("chunk")) * mask
+    ref = giif_decode(giif, lr, normal, d.size, f.chunk) * mask
+    new = giif_decode_masked(giif, lr, normal, mask, f.chunk) * mask
     return {"sr_max_abs_diff": float((ref - new).abs().max()), "sr_bitwise_equal": bool(torch.equal(ref, new)),
             "masked_fraction": float(mask.mean())}
 
 
-def giif_train_step(data: str, device: torch.device, work: Path):
+def giif_train_step(data: str, device: torch.device, work: Path, perceptual_impl: str = "fast"):
     """One GIIF training step of ``conf/synthetic/giif.conf`` (its first batch: 8 patches of 48 x 48 px), as a
-    callable."""
+    callable; ``perceptual_impl`` chooses how its perceptual loss is computed."""
     from trainers.giif_trainer import GiifTrainer
 
-    conf = load_config(REPO / "conf/synthetic/giif.conf", [f"data.data_path={data}", "use_tensorboard=false"],
-                       schema="giif")
-    trainer = GiifTrainer(conf, work / "giif_run", device, RunLogger(work / "giif_run", use_tensorboard=False))
+    run = work / f"giif_run_{perceptual_impl}"
+    conf = load_config(REPO / "conf/synthetic/giif.conf", [f"data.data_path={data}", "use_tensorboard=false",
+                                                           f"train.perceptual_impl={perceptual_impl}"], schema="giif")
+    trainer = GiifTrainer(conf, run, device, RunLogger(run, use_tensorboard=False), seed=conf.get_int("seed"))
     trainer.build_data(train=True)
     trainer.build_model()
     trainer.build_optim()
@@ -147,10 +168,7 @@ def build_trainer(size: str, data: str, device: torch.device, work: Path, overri
     trainer = SRHandTrainer(conf, work / "run", device, RunLogger(work / "run", use_tensorboard=False))
     trainer.build_data()
     trainer.build_models()
-    # The joint phase, as after the pre-phases (the pre-phase result is the initial one).
-    trainer.phase = "train"
-    trainer._finish_prephase()
-    trainer._make_phase_optimizer()
+    trainer.enter_joint_phase()
     return trainer
 
 
@@ -177,36 +195,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(args.size, args.data, device, Path(tmp), args.overrides,
                                 finetune="finetune" in args.parts)
-        conf, d = trainer.conf, trainer.data
-        epochs = conf.get_int("train.epochs")
+        ctx, d = trainer.ctx, trainer.fit.tensors
+        s = ctx.settings
+        ref_ctx, ref_models = reference_context(ctx), reference_models(ctx, trainer.models)
+        epochs = s.train.epochs
         rows, parts, checks, profiles = [], {}, {}, {}
         if "train" in args.parts:
-            batch = conf.get_int("train.batch_size")
-            weights = trainer.loss_weights(epochs, epochs)
-            views = list(range(min(batch, d.num_views)))
-            parts["train step"] = (views, lambda: trainer._train_step(0, views, weights))
+            weights = phases.loss_weights(s.train, trainer.models.avatar.use_enh, epochs, epochs)
+            views = list(range(min(s.train.batch_size, d.num_views)))
+            parts["train step"] = (views, lambda: trainer.train_step(0, views, weights),
+                                   lambda: phases.train_step(ref_ctx, ref_models, d, trainer.targets, trainer.state, 0,
+                                                             views, weights))
             checks["train"] = fast_path_parity(trainer, views, weights)
         if "finetune" in args.parts:
-            batch = conf.get_int("finetune.batch_size")
-            fweights = conf_to_dict(conf, "finetune.weights")
-            fviews = list(range(min(batch, d.num_views)))
-            parts["GIIF fine-tuning step"] = (fviews, lambda: trainer._finetune_step(0, fviews, fweights, None, None))
+            fweights = dict(s.finetune.weights)
+            fviews = list(range(min(s.finetune.batch_size, d.num_views)))
+            parts["GIIF fine-tuning step"] = (
+                fviews, lambda: trainer.finetune_step(0, fviews, fweights),
+                lambda: finetune.finetune_step(ref_ctx, ref_models, d, trainer.targets, trainer.state, None, 0, fviews,
+                                               fweights, None, None))
             checks["finetune"] = check_finetune_paths(trainer, fviews)
         extra = {}  # table columns of a part that does not run the SRHand config
         if "giif_train" in args.parts:
-            parts["GIIF training step"] = (list(range(8)), giif_train_step(args.data, device, Path(tmp)))
+            parts["GIIF training step"] = (list(range(8)), giif_train_step(args.data, device, Path(tmp)),
+                                           giif_train_step(args.data, device, Path(tmp), "package"))
             extra["GIIF training step"] = {"config": "conf/synthetic/giif.conf", "px": 48, "vertices": None}
-        for name, (views, fn) in parts.items():
+        for name, (views, fn, ref_fn) in parts.items():
             if args.profile:
                 profiles[name] = profile_table(fn)
             if args.compare:
-                def ref(fn=fn):
-                    set_fast_paths(trainer, False)
-                    try:
-                        with fastpaths.reference_paths():
-                            fn()
-                    finally:
-                        set_fast_paths(trainer, True)
+                def ref(ref_fn=ref_fn):
+                    with retired_paths_as_reference():
+                        ref_fn()
 
                 med = _interleaved({"reference": ref, "current": fn}, device, args.steps)
                 rows.append({"part": name, "views": len(views), "ms": 1000 * med["current"],
@@ -219,8 +239,9 @@ def main() -> None:
         info = {"size": args.size, "config": SIZES[args.size]["conf"], "device": str(device),
                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                 "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                "vertices": trainer.avatar.num_verts, "resolution": list(d.size),
-                "giif_mparams": sum(p.numel() for p in trainer.giif.parameters()) / 1e6 if trainer.giif else None,
+                "vertices": trainer.models.avatar.num_verts, "resolution": list(d.size),
+                "giif_mparams": (sum(p.numel() for p in trainer.models.giif.parameters()) / 1e6
+                                 if trainer.models.giif is not None else None),
                 "rows": rows, "checks": checks}
     print(f"SRHand steps, {args.size} size ({info['config']}), {info['vertices']} vertices, "
           f"{d.size[0]} px, {device}, {info['threads']} threads")

@@ -1,4 +1,11 @@
-"""Fast paths of the training steps (``utils.fastpaths``) against their reference paths: values and gradients.
+"""Fast computations of the training steps against their plain references: values and gradients.
+
+Two kinds. Where a choice remains, the object takes an argument and both settings are compared
+(``PerceptualLoss(fast=...)``, ``UNetDiscriminatorSN(channels_last=...)``; GIIF's ``query_mode`` in
+tests/test_giif.py, the masked GIIF decode in tests/test_srhand_decode.py). Where none does, the library
+uses the fast function only and its plain reference function lives beside it for these tests
+(``sh_shade_reference``, ``ConditionNetwork.code_reference``; the shared perceptual target against the two
+separate terms).
 
 Gradient comparisons run in float64 where the network has ReLU-type kinks: in float32 a rounding
 difference can move a pre-activation across 0 and change one pixel's gradient legitimately.
@@ -10,10 +17,8 @@ import torch
 from models.avatar import ConditionNetwork
 from models.discriminator import UNetDiscriminatorSN
 from trainers import losses as L
-from trainers.srhand.setup import ResizedPerceptual
-from utils import fastpaths
-from utils.geometry.sh import sh_shade
-from utils.metrics.perceptual import PerceptualLoss, PreparedTarget, build_stlpips
+from utils.geometry.sh import sh_shade, sh_shade_reference
+from utils.metrics.perceptual import PerceptualLoss, PreparedTarget, ResizedPerceptual, build_stlpips
 from utils.metrics.perceptual_fast import FastSTLPIPS, _FirstConv, supports
 
 
@@ -27,37 +32,6 @@ def images(seed, shape=(2, 3, 64, 64), dtype=torch.float32):
 @pytest.fixture(scope="module")
 def stlpips_alex():
     return build_stlpips("alex").eval().requires_grad_(False)
-
-
-def test_switches():
-    assert all(fastpaths.enabled(n) for n in fastpaths.FAST_PATHS)
-    with fastpaths.reference_paths("sh_matmul"):
-        assert not fastpaths.enabled("sh_matmul") and fastpaths.enabled("perceptual_trunk")
-        with fastpaths.reference_paths():
-            assert not any(fastpaths.enabled(n) for n in fastpaths.FAST_PATHS)
-        assert not fastpaths.enabled("sh_matmul") and fastpaths.enabled("perceptual_trunk")
-    assert all(fastpaths.enabled(n) for n in fastpaths.FAST_PATHS)
-    with pytest.raises(KeyError, match="unknown fast path"):
-        fastpaths.enabled("nope")
-    with pytest.raises(KeyError, match="unknown fast paths"):
-        with fastpaths.reference_paths("nope"):
-            pass
-
-
-def test_switches_from_environment(monkeypatch):
-    assert fastpaths.from_environment(None) == frozenset()
-    assert fastpaths.from_environment("all") == frozenset(fastpaths.FAST_PATHS)
-    assert fastpaths.from_environment(" sh_matmul, perceptual_trunk ") == {"sh_matmul", "perceptual_trunk"}
-    with pytest.raises(ValueError, match="SRHAND_REFERENCE_PATHS.*unknown fast paths \\['shmatmul'\\]"):
-        fastpaths.from_environment("shmatmul")
-    monkeypatch.setattr(fastpaths, "_from_env", None)
-    monkeypatch.setenv("SRHAND_REFERENCE_PATHS", "sh_matmul")
-    with pytest.warns(UserWarning, match="reference paths for sh_matmul"):
-        assert not fastpaths.enabled("sh_matmul")
-    assert fastpaths.enabled("perceptual_trunk")
-    monkeypatch.setattr(fastpaths, "_from_env", None)
-    monkeypatch.delenv("SRHAND_REFERENCE_PATHS")
-    assert fastpaths.enabled("sh_matmul")
 
 
 def test_first_conv_gradcheck():
@@ -105,13 +79,12 @@ def test_fast_stlpips_rejects_other_networks(stlpips_alex):
 
 
 def test_perceptual_loss_prepared_target():
-    loss_fn = PerceptualLoss("stlpips")
+    loss_fn, package = PerceptualLoss("stlpips"), PerceptualLoss("stlpips", fast=False)
     target, pred = images(3)
     pred.requires_grad_(True)
-    with fastpaths.reference_paths("perceptual_trunk"):
-        ref = loss_fn(pred, target)
-        prepared_ref = loss_fn.prepare(target)
-        assert prepared_ref.features is None and torch.equal(loss_fn(pred, prepared_ref), ref)
+    ref = package(pred, target)
+    prepared_ref = package.prepare(target)
+    assert prepared_ref.features is None and torch.equal(package(pred, prepared_ref), ref)
     prepared = loss_fn.prepare(target)
     assert isinstance(prepared, PreparedTarget) and len(prepared.features) == 5
     assert not any(f.requires_grad for f in prepared.features)
@@ -151,12 +124,16 @@ def test_reconstruction_losses_share_the_perceptual_target():
                   cfg=cfg)
     fast = L.reconstruction_losses(out, sr, valid, **kwargs)
     assert calls == [(2, 3, 48, 48)]
-    with fastpaths.reference_paths():
-        ref = L.reconstruction_losses(out, sr, valid, **kwargs)
+    # the reference: each term encodes its own target
+    w = {**L.RECON_WEIGHTS, **cfg}
+    photometric = w["photometric"] * L.photometric_loss(image, sr, valid, perceptual, w["photometric_l1"],
+                                                        w["photometric_perceptual"])
+    mean_texture = w["mean_texture"] * L.mean_texture_loss(shading, sr, perceptual, valid)
     assert calls == [(2, 3, 48, 48)]
-    assert set(fast) == set(ref) == {"photometric", "mean_texture", "total"}
-    for key in ref:
-        assert torch.allclose(fast[key], ref[key], rtol=1e-5), key
+    assert set(fast) == {"photometric", "mean_texture", "total"}
+    assert torch.allclose(fast["photometric"], photometric, rtol=1e-5)
+    assert torch.allclose(fast["mean_texture"], mean_texture, rtol=1e-5)
+    assert torch.allclose(fast["total"], photometric + mean_texture, rtol=1e-5)
     calls.clear()
     L.reconstruction_losses(out, sr, valid, **{**kwargs, "cfg": {**cfg, "mean_texture_grayscale": True}})
     assert calls == []  # the grayscale mean-texture term has its own target
@@ -171,16 +148,19 @@ def test_condition_network_first_layer(d_extra):
     extra = torch.randn(50, d_extra, dtype=torch.float64) if d_extra else None
     params = list(net.parameters())
 
-    def run():
-        out, code = net(cond, extra)
-        return out, code, torch.autograd.grad((out.sin().sum() + code.sum()), params)
+    def run(code_fn):
+        code = code_fn(cond, extra)
+        return code, torch.autograd.grad(code.sin().sum(), params, allow_unused=True)
 
-    with fastpaths.reference_paths("condition_first_layer"):
-        ref = run()
-    new = run()
-    assert torch.allclose(new[0], ref[0], rtol=1e-12) and torch.allclose(new[1], ref[1], rtol=1e-12)
-    for g_new, g_ref in zip(new[2], ref[2]):
-        assert torch.allclose(g_new, g_ref, rtol=1e-10, atol=1e-14)
+    ref = run(net.code_reference)
+    new = run(net.code)
+    out, code = net(cond, extra)
+    assert torch.equal(code, new[0])  # forward goes through code
+    for g_new, g_ref in zip(new[1], ref[1]):
+        assert (g_new is None) == (g_ref is None)
+        if g_ref is not None:
+            assert torch.allclose(g_new, g_ref, rtol=1e-10, atol=1e-14)
+    assert torch.allclose(new[0], ref[0], rtol=1e-12)
 
 
 def test_sh_shade_matmul():
@@ -189,9 +169,8 @@ def test_sh_shade_matmul():
     coeffs = torch.randn(3, 27, generator=gen, dtype=torch.float64)
     normals.requires_grad_(True)
     coeffs.requires_grad_(True)
-    with fastpaths.reference_paths("sh_matmul"):
-        ref = sh_shade(normals, coeffs)
-        ref_grads = torch.autograd.grad(ref.pow(2).sum(), (normals, coeffs))
+    ref = sh_shade_reference(normals, coeffs)
+    ref_grads = torch.autograd.grad(ref.pow(2).sum(), (normals, coeffs))
     new = sh_shade(normals, coeffs)
     grads = torch.autograd.grad(new.pow(2).sum(), (normals, coeffs))
     assert new.shape == (3, 5, 7, 3) and torch.allclose(new, ref, rtol=1e-12)
@@ -202,12 +181,77 @@ def test_sh_shade_matmul():
 def test_discriminator_channels_last():
     torch.manual_seed(0)
     disc = UNetDiscriminatorSN(num_feat=8).double().eval().requires_grad_(False)
+    nchw = UNetDiscriminatorSN(num_feat=8, channels_last=False).double().eval().requires_grad_(False)
+    nchw.load_state_dict(disc.state_dict())
+    assert disc.channels_last and not nchw.channels_last
     x = torch.rand(2, 3, 32, 24, dtype=torch.float64, requires_grad=True)
-    with fastpaths.reference_paths("disc_channels_last"):
-        ref = disc(x)
-        (ref_grad,) = torch.autograd.grad(ref.sum(), x)
+    ref = nchw(x)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), x)
     out = disc(x)
     (grad,) = torch.autograd.grad(out.sum(), x)
     assert out.shape == (2, 1, 32, 24)
     assert torch.allclose(out, ref, rtol=1e-10, atol=1e-12)
     assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12)
+
+
+def _tiny_giif_inputs():
+    from _hand_fixtures import TINY_GIIF
+
+    from models import registry
+
+    torch.manual_seed(0)
+    giif = registry.make(TINY_GIIF).eval()
+    gen = torch.Generator().manual_seed(8)
+    lr = torch.rand(2, 3, 8, 8, generator=gen)
+    normal = torch.nn.functional.normalize(torch.randn(2, 3, 32, 32, generator=gen), dim=1)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[0, :, 4:20, 6:30] = 1  # views with masks of different sizes: the batch is padded to the larger one
+    mask[1, :, 10:14, 3:9] = 1
+    return giif, lr, normal, mask
+
+
+def test_masked_decode_equals_full_decode_times_mask():
+    """``finetune.masked_decode``: GIIF queried at the masked pixels only = every pixel decoded, then masked,
+    in values and in the gradients of GIIF's decoder (chunked and gradient-checkpointed alike)."""
+    from trainers.srhand.giif_decode import giif_decode, giif_decode_masked
+
+    giif, lr, normal, mask = _tiny_giif_inputs()
+    params = list(giif.imnet.parameters())
+    weights = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    results = []
+    for decode in (lambda: giif_decode(giif, lr, normal, (32, 32), 100) * mask,
+                   lambda: giif_decode_masked(giif, lr, normal, mask, 100),
+                   lambda: giif_decode_masked(giif, lr, normal, mask, 37, checkpoint=True)):
+        out = decode()
+        results.append((out.detach(), torch.autograd.grad((out * weights).sum(), params)))
+    (ref, ref_grads), *others = results
+    assert ref.abs().sum() > 0 and torch.equal(ref * mask, ref)
+    for out, grads in others:
+        assert torch.allclose(out, ref, atol=1e-6) and torch.equal(out * mask, out)
+        for g, r in zip(grads, ref_grads):
+            assert torch.allclose(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_giif_feature_cache():
+    """The cache gives the encoder's features while the encoders are frozen, recomputes them after an
+    encoder changes, refuses while an encoder is trained, and stops storing beyond its bound."""
+    from trainers.srhand.finetune import GiifFeatureCache
+
+    giif, lr, normal, _ = _tiny_giif_inputs()
+    giif.requires_grad_(False)
+    cache = GiifFeatureCache(max_mib=1)
+    first = cache.features(giif, 0, [0, 1], lr, normal)
+    fresh = giif.encode(lr, normal)
+    assert torch.equal(first.lr_feat, fresh.lr_feat) and torch.equal(first.normal_feat, fresh.normal_feat)
+    assert cache.features(giif, 0, [0, 1], lr, normal) is first  # a second visit: the stored entry
+    with torch.no_grad():
+        next(giif.encoder.parameters()).add_(0.1)  # an update of an encoder invalidates the entry
+    second = cache.features(giif, 0, [0, 1], lr, normal)
+    assert second is not first and not torch.equal(second.lr_feat, first.lr_feat)
+    next(giif.normal_encoder.parameters()).requires_grad_(True)
+    assert cache.features(giif, 0, [0, 1], lr, normal) is None  # fine-tuned encoders: no cache
+    next(giif.normal_encoder.parameters()).requires_grad_(False)
+    full = GiifFeatureCache(max_mib=0)
+    full.features(giif, 0, [0], lr[:1], normal[:1])  # stored: the cache was empty
+    full.features(giif, 1, [0], lr[:1], normal[:1])  # over the bound: returned, not stored
+    assert list(full._entries) == [(0, (0,))]

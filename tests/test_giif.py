@@ -324,15 +324,15 @@ def test_query_mode_is_not_part_of_the_spec_or_state_dict():
     assert model.query_mode == "factorized"
     spec = models.model_spec(model, with_sd=True)
     assert "query_mode" not in spec["args"]
-    rebuilt = models.make(spec, load_sd=True)
-    rebuilt.query_mode = "reference"
+    rebuilt = models.make(spec, load_sd=True, args={"query_mode": "reference"})
+    assert rebuilt.query_mode == "reference" and "query_mode" not in models.model_spec(rebuilt)["args"]
     assert list(rebuilt.state_dict()) == list(model.state_dict())
     lr, normals = torch.rand(1, 3, 4, 4), smooth_normals(16, 16)
     with torch.no_grad():
         out = model.decode(lr, normals, (19, 23))
         assert (rebuilt.decode(lr, normals, (19, 23)) - out).abs().max() < 1e-6
     with pytest.raises(ValueError, match="query_mode"):
-        model.query_mode = "fast"
+        tiny_giif(query_mode="fast")
 
 
 @pytest.mark.parametrize("use_normal", [True, False])

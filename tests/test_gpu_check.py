@@ -38,6 +38,8 @@ def test_cpu_tiny_dry_run(tmp_path):
     assert parity["status"] == "pass", parity.get("traceback")
     # the tiny config's displacement terms are ~1e-7 of the total: rounding shows at 1e-4 relative there
     assert 0 <= parity["loss_max_rel_diff"] < 1e-3 and 0 <= parity["grad_rel_norm_diff"] < 1e-5
+    assert set(parity["retired_max_rel_diff"]) == {"sh_shade", "condition_code"}
+    assert all(0 <= v < 1e-5 for v in parity["retired_max_rel_diff"].values())
     assert stages["nvdiffrast_parity"]["status"] == "skipped"  # needs CUDA
     assert status == 0 and result["passed"]
     assert result["env"]["size"] == "tiny" and result["env"]["device"] == "cpu"

@@ -132,12 +132,12 @@ class GiifTrainer:
 
     stage = "giif"
 
-    def __init__(self, conf, run_dir: str | Path, device: torch.device, logger: RunLogger, seed: int | None = None):
+    def __init__(self, conf, run_dir: str | Path, device: torch.device, logger: RunLogger, seed: int):
         self.conf = conf
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
         self.log = logger
-        self.seed = conf.get_int("seed") if seed is None else int(seed)
+        self.seed = int(seed)
         self.step = 0
         self.epoch = 0
         self.model: torch.nn.Module | None = None
@@ -251,7 +251,10 @@ class GiifTrainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tconf.get_float("learning_rate"))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(self.giif_lr_decay(), tconf.get_float("lr_floor")))
-        self.perceptual_loss = PerceptualLoss(tconf.get_string("perceptual")) \
+        impl = tconf.get_string("perceptual_impl")
+        if impl not in ("fast", "package"):
+            raise ConfigError(f"train.perceptual_impl must be fast or package, got {impl!r}")
+        self.perceptual_loss = PerceptualLoss(tconf.get_string("perceptual"), fast=impl == "fast") \
             if tconf.get_float("perceptual_weight") > 0 else None
         if self.perceptual_loss is not None:
             self.log.info("perceptual training loss: %s", self.perceptual_loss.name)

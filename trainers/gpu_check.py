@@ -7,11 +7,13 @@ step time, the peak memory and pass/fail:
 
 * ``giif_train``: ``GiifTrainer.train_step`` (``conf/synthetic/paper/giif.conf``);
 * ``disc_step``: ``DiscTrainer.train_step`` (GIIF + discriminator updates, ``conf/synthetic/paper/disc.conf``);
-* ``srhand_joint`` / ``srhand_finetune``: ``SRHandTrainer._train_step`` / ``_finetune_step`` in the joint
+* ``srhand_joint`` / ``srhand_finetune``: ``SRHandTrainer.train_step`` / ``finetune_step`` in the joint
   phase (``conf/synthetic/paper/srhand.conf``, subdivision 3, 256 px);
-* ``srhand_eval``: ``SRHandTrainer.evaluate`` on one held-out frame;
-* ``fastpaths_parity``: the joint step's loss terms and parameter gradients with the fast paths of
-  ``utils.fastpaths`` on and off, on this device (their tests run on the CPU only);
+* ``srhand_eval``: ``SRHandTrainer.evaluate_trained`` on one held-out frame;
+* ``fastpaths_parity``: on this device (their tests run on the CPU only), the joint step's loss terms and
+  parameter gradients with the networks' fast and plain computations
+  (``trainers.srhand.bundle.reference_models``), and the fast functions that have no plain alternative in
+  training against their reference functions (SH shading, the condition networks' first layer);
 * ``nvdiffrast_parity``: when ``nvdiffrast.torch`` imports and the device is CUDA, the paper-size hand
   rendered by both backends (triangle ids, interpolated attributes, antialiased coverage).
 
@@ -164,7 +166,7 @@ class _Stages:
         conf = load_config(_conf_path(stage, self.s.tiny), sets, schema=stage)
         run_dir = self.work / stage
         cls = DiscTrainer if stage == "disc" else GiifTrainer
-        trainer = cls(conf, run_dir, self.device, _logger(run_dir))
+        trainer = cls(conf, run_dir, self.device, _logger(run_dir), seed=conf.get_int("seed"))
         trainer.build_data(train=True)
         trainer.build_model()
         if stage == "disc":
@@ -198,47 +200,49 @@ class _Stages:
             trainer = SRHandTrainer(conf, run_dir, self.device, _logger(run_dir))
             trainer.build_data()
             trainer.build_models()
-            trainer.phase = "train"
-            trainer._finish_prephase()
-            trainer._make_phase_optimizer()
+            trainer.enter_joint_phase()
             self._srhand = trainer
         return self._srhand
 
+    def _joint_views_and_weights(self, trainer):
+        from trainers.srhand.phases import loss_weights
+
+        s = trainer.ctx.settings
+        views = list(range(min(s.train.batch_size, trainer.fit.tensors.num_views)))
+        return views, loss_weights(s.train, trainer.models.avatar.use_enh, s.train.epochs, s.train.epochs)
+
     def srhand_joint(self) -> dict:
         trainer = self.srhand()
-        epochs = trainer.conf.get_int("train.epochs")
-        weights = trainer.loss_weights(epochs, epochs)
-        views = list(range(min(trainer.conf.get_int("train.batch_size"), trainer.data.num_views)))
-        out = self._timed(lambda: trainer._train_step(0, views, weights))
-        return {**out, "views": len(views), "vertices": trainer.avatar.num_verts, "resolution": list(trainer.data.size)}
+        views, weights = self._joint_views_and_weights(trainer)
+        out = self._timed(lambda: trainer.train_step(0, views, weights))
+        return {**out, "views": len(views), "vertices": trainer.models.avatar.num_verts,
+                "resolution": list(trainer.fit.tensors.size)}
 
     def srhand_finetune(self) -> dict:
-        from utils.config import conf_to_dict
-
         trainer = self.srhand()
-        weights = conf_to_dict(trainer.conf, "finetune.weights")
-        views = list(range(min(trainer.conf.get_int("finetune.batch_size"), trainer.data.num_views)))
-        out = self._timed(lambda: trainer._finetune_step(0, views, weights, None, None))
+        f = trainer.ctx.settings.finetune
+        weights = dict(f.weights)
+        views = list(range(min(f.batch_size, trainer.fit.tensors.num_views)))
+        out = self._timed(lambda: trainer.finetune_step(0, views, weights))
         return {**out, "views": len(views)}
 
     def srhand_eval(self) -> dict:
         trainer = self.srhand()
-        trainer.prepare_eval_from_training()
         sync_device(self.device)
         start = time.perf_counter()
-        report = trainer.evaluate()
+        report = trainer.evaluate_trained(write=False)
         sync_device(self.device)
         seconds = time.perf_counter() - start
-        trainer.avatar.train()
-        return {"step_s": seconds, "steps": 1, "frames": len(report.get("frames", [])) or 1}
+        trainer.models.avatar.train()
+        return {"step_s": seconds, "steps": 1, "frames": len(report.get("eval_frames", [])) or 1}
 
     def fastpaths_parity(self) -> dict:
         trainer = self.srhand()
-        epochs = trainer.conf.get_int("train.epochs")
-        views = list(range(min(trainer.conf.get_int("train.batch_size"), trainer.data.num_views)))
-        out = fast_path_parity(trainer, views, trainer.loss_weights(epochs, epochs))
+        views, weights = self._joint_views_and_weights(trainer)
+        out = fast_path_parity(trainer, views, weights)
         # CUDA convolutions may run in TF32, where another summation order moves values by ~1e-3.
-        ok = out["loss_max_rel_diff"] <= 1e-3 and out["grad_rel_norm_diff"] <= 1e-2
+        ok = (out["loss_max_rel_diff"] <= 1e-3 and out["grad_rel_norm_diff"] <= 1e-2
+              and max(out["retired_max_rel_diff"].values()) <= 1e-3)
         return {"status": "pass" if ok else "fail", **out}
 
     def nvdiffrast_parity(self) -> dict:
@@ -252,32 +256,67 @@ class _Stages:
 
 
 def fast_path_parity(trainer, views: list[int], weights: dict) -> dict:
-    """The SRHand joint step's loss terms and parameter gradients, ``utils.fastpaths`` off vs on.
+    """The SRHand joint step's loss terms and parameter gradients with the networks' fast and plain
+    computations (``trainers.srhand.bundle.reference_models``), and each fast function without a plain
+    alternative in training against its reference function, on the trainer's device.
 
     No optimiser step is taken. Returns the largest relative difference of a loss term
     (``loss_max_rel_diff``; a term under a millionth of the total is compared with that instead), of a
     gradient element relative to the largest gradient element (``grad_max_rel_diff``) and of the whole
     gradient vector (``grad_rel_norm_diff``, which a ReLU or max-pool kink flipped by rounding moves far
-    less than the elementwise one).
+    less than the elementwise one); ``retired_max_rel_diff``: for ``sh_shade`` and the condition networks'
+    ``code``, the largest difference of output and input gradient from the reference function, relative to
+    the largest reference value.
     """
-    from utils import fastpaths
+    from trainers.srhand.bundle import reference_models
+    from trainers.srhand.phases import train_losses
 
-    params = [p for p in trainer.avatar.parameters() if p.requires_grad]
+    ctx, models, state = trainer.ctx, trainer.models, trainer.state
+    data, targets = trainer.fit.tensors, trainer.targets
+    params = [p for p in models.avatar.parameters() if p.requires_grad]
 
-    def losses_and_grads():
-        terms = trainer._train_losses(0, views, weights)
+    def losses_and_grads(bundle):
+        terms = train_losses(ctx, bundle, data, targets, state.prephase_result, 0, views, weights)
         grads = torch.autograd.grad(terms["total"], params, allow_unused=True)
         flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
-        return {k: float(v) for k, v in terms.items()}, flat
+        return {k: float(v.detach()) for k, v in terms.items()}, flat
 
-    with fastpaths.reference_paths():
-        ref_terms, ref_grad = losses_and_grads()
-    terms, grad = losses_and_grads()
+    ref_terms, ref_grad = losses_and_grads(reference_models(ctx, models))
+    terms, grad = losses_and_grads(models)
     scale = ref_grad.abs().max().clamp(min=1e-30)
     floor = 1e-6 * abs(ref_terms["total"]) + 1e-30  # terms below a millionth of the total are rounding noise
     return {"loss_max_rel_diff": max(abs(terms[k] - ref_terms[k]) / max(abs(ref_terms[k]), floor) for k in ref_terms),
             "grad_max_rel_diff": float((grad - ref_grad).abs().max() / scale),
-            "grad_rel_norm_diff": float((grad - ref_grad).norm() / ref_grad.norm().clamp(min=1e-30))}
+            "grad_rel_norm_diff": float((grad - ref_grad).norm() / ref_grad.norm().clamp(min=1e-30)),
+            "retired_max_rel_diff": retired_path_parity(models.avatar, data)}
+
+
+def retired_path_parity(avatar, data) -> dict:
+    """``sh_shade`` vs ``sh_shade_reference`` and ``ConditionNetwork.code`` vs ``code_reference`` on the
+    avatar's device and sizes (one frame's pose, 4 views of 128 x 128 normals): the largest difference of the
+    output and of the input gradient, relative to the largest reference value of each."""
+    from models.avatar import ConditionNetwork
+    from utils.geometry.sh import sh_shade, sh_shade_reference
+
+    device = avatar.verts_template.device
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    normals = torch.nn.functional.normalize(torch.randn(4, 128, 128, 3, generator=gen), dim=-1).to(device)
+    coeffs = torch.randn(4, 27, generator=gen).to(device)
+
+    def compare(fn, ref_fn, x, *args) -> float:
+        outs = []
+        for f in (fn, ref_fn):
+            xg = x.detach().clone().requires_grad_(True)
+            out = f(xg, *args)
+            (grad,) = torch.autograd.grad(out.sin().sum(), xg)
+            outs.append((out.detach(), grad))
+        (a, ga), (b, gb) = outs
+        return max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-30)),
+                   float((ga - gb).abs().max() / gb.abs().max().clamp(min=1e-30)))
+
+    net = next(m for m in avatar.modules() if isinstance(m, ConditionNetwork) and not m.d_extra)
+    return {"sh_shade": compare(sh_shade, sh_shade_reference, normals, coeffs),
+            "condition_code": compare(net.code, net.code_reference, avatar.condition(data.pose[0]))}
 
 
 def render_parity(trainer, device: torch.device) -> dict:
@@ -288,12 +327,12 @@ def render_parity(trainer, device: torch.device) -> dict:
     """
     from utils.render import get_renderer
 
-    d = trainer.data
+    d, avatar = trainer.fit.tensors, trainer.models.avatar
     views = list(range(min(4, d.num_views)))
     with torch.no_grad():
-        geo = trainer.avatar.forward_geometry(d.pose[0], d.trans[0])
+        geo = avatar.forward_geometry(d.pose[0], d.trans[0])
         clip = d.cameras(0, views).to_clip(geo["verts_posed"][None].expand(len(views), -1, -1)).contiguous()
-    faces = trainer.avatar.faces
+    faces = avatar.faces
     nv, th = get_renderer("nvdiffrast"), get_renderer("torch")
     r_nv, r_th = nv.rasterize(clip, faces, d.size), th.rasterize(clip, faces, d.size)
     same = r_nv[..., 3] == r_th[..., 3]
@@ -383,8 +422,9 @@ def markdown_summary(result: dict) -> str:
         peak = f"{e['peak_mib']:.0f}" if "peak_mib" in e else ""
         note = e.get("error") or e.get("reason") or ""
         if name == "fastpaths_parity" and "loss_max_rel_diff" in e:
+            retired = ", ".join(f"{k} {v:.1e}" for k, v in e.get("retired_max_rel_diff", {}).items())
             note = (f"losses {e['loss_max_rel_diff']:.1e}, gradients {e['grad_rel_norm_diff']:.1e} "
-                    "(relative, fast vs reference)")
+                    f"(relative, fast vs reference); {retired}")
         if name == "nvdiffrast_parity" and "same_triangle" in e:
             note = (f"same triangle {e['same_triangle']:.4f}, interp max {e['interp_max_abs_m']:.1e} m, "
                     f"AA off {e['antialias_off_fraction']:.4f}")

@@ -183,26 +183,22 @@ def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | No
     from utils import dist
     from utils.checkpoint import latest_checkpoint
 
-    args, conf, run_dir, device, logger = setup("srhand", description, argv)
-    trainer = SRHandTrainer(conf, run_dir, device, logger)
-    if args.seed is not None:
-        trainer.seed = args.seed
+    run = setup("srhand", description, argv)
+    args, conf, run_dir, logger = run.args, run.conf, run.run_dir, run.logger
     try:
         if dist.world_size() > 1:
-            raise ValueError("main.py fits one sequence on one device: launch it without torchrun")
+            raise InputError("main.py fits one sequence on one device: launch it without torchrun")
+        trainer = SRHandTrainer(conf, run_dir, run.device, logger, seed=run.seed)
         if args.eval:
-            trainer.load_for_eval(args.model_path or run_dir, args.implicit_path)
-            return trainer.run_eval(save_vis=args.save_vis)
+            return trainer.evaluate_saved(args.model_path or run_dir, args.implicit_path, save_vis=args.save_vis)
         if not args.r and latest_checkpoint(run_dir) is not None:
             logger.warning("%s already holds a checkpoint: starting a new run over it (pass --r to resume)", run_dir)
-        trainer.build_data()
-        if getattr(trainer, "seq", None) is not None:
-            check_data_counts(conf, trainer.seq)
+        fit = trainer.build_data()
+        check_data_counts(conf, fit.seq)
         trainer.build_models(resume=args.r, implicit_path=args.implicit_path)
         trainer.train()
-        if trainer.phase == "done" and conf.get_bool("eval.after_training"):
-            trainer.prepare_eval_from_training()
-            return trainer.run_eval(save_vis=args.save_vis)
+        if trainer.state.phase == "done" and conf.get_bool("eval.after_training"):
+            return trainer.evaluate_trained(save_vis=args.save_vis)
         return None
     finally:
-        close_run(logger)
+        close_run(run)

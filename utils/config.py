@@ -284,7 +284,8 @@ def load_schema(stage: str | Path):
     """``(schema_tree, rules)`` of a stage name or schema file (the tree without its ``rules`` block).
 
     Parsed schemas are cached per file and modification time (of the file and those it includes), as
-    pyhocon takes ~0.5 s for one; each call returns its own copy of the tree.
+    pyhocon is slow to parse one and the tests load the same schema many times; each call returns its
+    own copy of the tree.
     """
     schema_file = _resolve_schema(stage)
     key = tuple((str(f), f.stat().st_mtime_ns) for f in _included_files(schema_file))
@@ -424,3 +425,45 @@ def save_resolved(conf, run_dir: str | Path, argv: Sequence[str]) -> dict[str, P
         "command": atomic_write_text(run_dir / "command.txt", shlex.join(map(str, argv)) + "\n"),
         "git_rev": atomic_write_text(run_dir / "git_rev.txt", git_revision() + "\n"),
     }
+
+
+def read_section(cls: type, conf, key: str | None = None):
+    """The frozen dataclass ``cls`` filled from the config section ``key`` (the whole config when None).
+
+    Each field of ``cls`` is read from the key of the same name with the getter its annotation names:
+    ``int``, ``float``, ``bool``, ``str``, ``tuple`` (from a list), ``dict`` (a plain dict of the
+    sub-tree) or another dataclass (read recursively from the sub-tree). Keys of the section that
+    ``cls`` does not declare are ignored: a dataclass lists what its reader uses, the schema what a
+    config may hold.
+
+    Raises:
+        ConfigError: a field whose key is missing, naming the full key path.
+    """
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if not field.init:
+            continue
+        path = f"{key}.{field.name}" if key else field.name
+        try:
+            raw = _get_path(conf, path)
+        except (KeyError, TypeError):
+            raise ConfigError(f"the config has no key {path!r} (read into {cls.__name__}.{field.name})") from None
+        kind = hints[field.name]
+        origin = typing.get_origin(kind) or kind
+        if dataclasses.is_dataclass(kind):
+            values[field.name] = read_section(kind, conf, path)
+        elif origin is tuple:
+            values[field.name] = tuple(_plain(raw))
+        elif origin is dict:
+            values[field.name] = _plain(raw)
+        elif kind is float:
+            values[field.name] = float(raw)
+        elif kind in (int, bool, str):
+            values[field.name] = raw
+        else:
+            raise TypeError(f"{cls.__name__}.{field.name}: read_section cannot read a field of type {kind!r}")
+    return cls(**values)

@@ -10,6 +10,8 @@ lengths in metres. ``perceptual`` arguments are callables ``perceptual(pred, tar
 
 Formulas, weights and the differences from the reference code are tabulated in
 ``docs/srhand_model.md``.
+
+Imports allowed: ``models`` and ``utils``; nothing here imports ``datasets`` or the stages' trainers.
 """
 
 from trainers.losses.finetune import (

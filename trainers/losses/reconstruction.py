@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from models.avatar import MEAN_HAND_ALBEDO_RGB
-from utils import fastpaths
 
 Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -282,10 +281,11 @@ def reconstruction_losses(
     w = merge_weights(RECON_WEIGHTS, cfg)
     image = out["image"]
     terms: dict[str, torch.Tensor] = {}
-    shared = None  # both perceptual terms compare with sr * valid: encode it once (fast path)
+    # Both perceptual terms compare with sr * valid: it is encoded once (the same values as encoding it in
+    # each term, tests/test_losses.py).
+    shared = None
     if (perceptual is not None and hasattr(perceptual, "prepare") and w["photometric_perceptual"]
-            and w["mean_texture"] and not w["mean_texture_grayscale"]
-            and fastpaths.enabled("shared_perceptual_target")):
+            and w["mean_texture"] and not w["mean_texture_grayscale"]):
         shared = perceptual.prepare(sr * valid.to(sr.dtype))
     terms["photometric"] = w["photometric"] * photometric_loss(
         image, sr, valid, perceptual, w["photometric_l1"], w["photometric_perceptual"], shared

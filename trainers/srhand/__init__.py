@@ -1,16 +1,23 @@
 """Stage 3 of SRHand (``main.py``): avatar reconstruction with adaptive GIIF fine-tuning.
 
-``SRHandTrainer`` (:mod:`.trainer`) is the orchestrator that reads like the paper's procedure; each
-concern has its own module, and the trainer combines them as mixins whose methods share the
-trainer's state:
+The stage is a handful of explicit objects and the functions that advance them; a function's signature
+says what it reads, its docstring what it changes:
 
-- :mod:`.sequence`: the fitted frames and views in memory (``SequenceData``, ``prepare_sequence``),
-  reading the configured capture, MANO noise (paper Table 5);
-- :mod:`.setup`: avatar, GIIF, discriminator, optimisers, SR targets and shared tensor helpers;
-- :mod:`.phases`: albedo and shape-from-shading pre-phases, the joint phase;
+- :mod:`.settings`: ``SRHandSettings``, the config read once into frozen dataclasses;
+- :mod:`.context`: ``RunContext`` (frozen): settings, run folder, device, logger, seed, renderer;
+- :mod:`.sequence`: ``FitData`` / ``SequenceData``, the fitted frames and views in memory, read from the
+  configured capture with the MANO noise of paper Table 5 (``load_fit_data``, ``read_capture``);
+- :mod:`.bundle`: ``SRHandModels`` (frozen): avatar, GIIF and its frozen original, discriminator,
+  perceptual loss (``build_models``);
+- :mod:`.targets`: ``SRTargets``, the SR images that supervise the avatar;
+- :mod:`.state`: ``TrainingState`` (phase, epoch, steps, optimisers, pre-phase tensors, history) and the
+  ``FitRecord`` / ``FitProgress`` of a fit, with their checkpoints;
+- :mod:`.phases`: the albedo and shape-from-shading pre-phases and the joint phase;
 - :mod:`.finetune`: the adaptive fine-tuning rounds inside the joint phase;
-- :mod:`.state`: checkpoint state, save, resume, loading for evaluation;
-- :mod:`.evaluation`: held-out evaluation, metrics, panels, report.
+- :mod:`.evaluation`: held-out evaluation of a ``FittedAvatar``, metrics, panels, report;
+- :mod:`.giif_decode`, :mod:`.visuals`: GIIF decoding over whole images; the pictures' colour maps;
+- :mod:`.trainer`: ``SRHandTrainer``, the thin facade ``trainers.run``, the GPU check and the step
+  benchmark drive.
 
 Imports allowed: ``models``, ``datasets``, ``utils``, ``trainers.losses`` and ``trainers.sr_eval``;
 nothing here imports the other stages' trainers.
@@ -18,7 +25,7 @@ nothing here imports the other stages' trainers.
 
 from trainers.srhand.evaluation import format_report
 from trainers.srhand.sequence import SequenceData, SRHandInputError, prepare_sequence
-from trainers.srhand.setup import jet
 from trainers.srhand.trainer import SRHandTrainer
+from trainers.srhand.visuals import jet
 
 __all__ = ["SRHandTrainer", "SequenceData", "SRHandInputError", "format_report", "jet", "prepare_sequence"]

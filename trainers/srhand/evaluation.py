@@ -1,5 +1,9 @@
 """Evaluation of the SRHand stage on held-out frames (and cameras): rendered and SR image metrics, P2P
 against ground-truth meshes, inconsistency, panels and the text report written to ``metrics.json``.
+
+:func:`evaluate` takes a :class:`FittedAvatar` (the avatar with the GIIF and records of its fit, from the
+training just done or loaded by :func:`load_fitted_avatar`) and an :class:`EvalSelection`
+(:func:`select_evaluation`); it changes nothing but the files it writes.
 """
 
 from __future__ import annotations
@@ -7,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +20,19 @@ import torch.nn.functional as F
 
 from trainers import losses as L
 from trainers.sr_eval import bicubic_upsample, normal_to_rgb
-from trainers.srhand.sequence import SRHandInputError, camera_centres, sample_frame, synthetic_meta_entry
-from trainers.srhand.setup import surface_unconfidence
-from utils.checkpoint import (
-    make_checkpoint,
+from trainers.srhand.bundle import build_avatar, check_hand_model, hand_model_for, load_giif
+from trainers.srhand.context import RunContext
+from trainers.srhand.sequence import (
+    SRHandInputError,
+    camera_centres,
+    mano_noise_report,
+    read_capture,
+    sample_frame,
+    synthetic_meta_entry,
 )
+from trainers.srhand.state import FitProgress, FitRecord, read_model_checkpoint
+from trainers.srhand.targets import sr_batch
+from trainers.srhand.visuals import surface_unconfidence
 from utils.geometry.camera import Cameras
 from utils.metrics import image as metrics
 
@@ -27,7 +40,7 @@ REFERENCE_WINDOW = 8  # frames per inconsistency window in the reference's evalu
 
 
 def format_report(report: dict) -> str:
-    """A plain-text table of an :meth:`SRHandTrainer.evaluate` report."""
+    """A plain-text table of an :func:`evaluate` report."""
     perc, pk = report.get("perceptual"), report.get("perceptual_key")
     cfg = report["config"]
     lines = [f"sr_source={cfg['sr_source']} use_enh={cfg['use_enh']} x{cfg['scale']:g} "
@@ -105,256 +118,326 @@ def paper_protocol(report: dict, p2p: dict, p2p_mano: dict, incon_windowed: dict
     return out
 
 
-class EvaluationMixin:
-    """Methods of :class:`trainers.srhand.SRHandTrainer` (evaluation); state lives on the trainer."""
+@dataclass(frozen=True, slots=True)
+class FittedAvatar:
+    """A fitted avatar and what its evaluation needs with it.
 
-    def eval_selection(self) -> tuple[list[int], list[str], dict]:
-        """Frames and cameras to evaluate and, for cameras not fitted, the fitted camera whose SH they use."""
-        e = self.conf.get_config("eval")
-        d = self.conf.get_config("data")
-        ckpt = self.eval_ckpt
-        fit = ckpt["fit"]
-        meta = synthetic_meta_entry(d.get_string("data_path"), d.get_string("split"), d.get_string("capture"),
-                                    d.get_string("sequence"))
-        cameras = [str(c) for c in e.get_list("cameras")] or list(fit["cameras"])
-        if e.get_bool("include_heldout_cameras") and meta:
-            cameras += [c for c in meta.get("heldout_cameras", []) if c not in cameras]
-        full = self._read_sequence(cameras, num_frames=None)
-        frames = [int(f) for f in e.get_list("frames")]
-        if not frames:
-            candidates = list(meta["heldout_frame_ids"]) if meta and meta.get("heldout_frame_ids") else list(full.frame_ids)
-            if e.get_int("num_frames") > 0:
-                candidates = candidates[:e.get_int("num_frames")]
-            exclude = set(fit["frame_ids"]) if e.get_bool("exclude_fit_frames") else set()
-            frames = [f for f in candidates if f not in exclude]
-        if not frames:
-            raise SRHandInputError("no frame to evaluate: every candidate frame was used for fitting (set eval.frames)")
-        positions = [full.frame_index(f) for f in frames]
-        self.eval_seq = full.select(frames=positions)
-        centres = camera_centres(full.cameras.R, full.cameras.t)
-        fit_centres = fit["camera_centres"]
-        substitutes = {}
-        for v, name in enumerate(cameras):
-            if name not in fit["cameras"]:
-                nearest = int((fit_centres - centres[v]).norm(dim=-1).argmin())
-                substitutes[name] = fit["cameras"][nearest]
-        return frames, cameras, substitutes
+    Attributes:
+        avatar: the avatar (put in eval mode by :func:`evaluate`). avatar_args: its constructor record.
+        giif: the SR network whose images are evaluated (None for bicubic / hr supervision).
+        sr_source: how the SR images are made (``--implicit_path`` turns bicubic / hr into giif_finetuned).
+        record: what it was fitted to. progress: how far its fit went.
+    """
 
-    def _gt_mesh(self, frame_index: int, frame_id: int):
-        gt_dir = self.conf.get_string("eval.gt_mesh_dir")
-        if gt_dir:
-            from utils.geometry.mesh_io import load_obj
+    avatar: torch.nn.Module
+    avatar_args: dict
+    giif: torch.nn.Module | None
+    sr_source: str
+    record: FitRecord
+    progress: FitProgress
 
-            path = Path(gt_dir) / f"{frame_id}.obj"
-            if not path.is_file():
-                raise FileNotFoundError(f"eval.gt_mesh_dir = {gt_dir!r}: no mesh for frame {frame_id} ({path}); "
-                                        "export one with an sr_source = hr run and eval.export_meshes = true")
-            verts, faces = load_obj(path)[:2]
-            return torch.as_tensor(verts, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.long), str(gt_dir)
-        if self.eval_seq.gt_mesh_path:
-            verts, faces = self.eval_seq.gt_mesh(frame_index)
-            return verts, faces, self.eval_seq.gt_mesh_path
-        return None, None, None
 
-    @torch.no_grad()
-    def evaluate(self, save_vis: bool = False) -> dict:
-        """Metrics on held-out frames (and cameras): see the module docstring and docs/srhand_model.md."""
-        from utils.geometry.mesh_io import save_obj
-        from utils.image_io import make_grid, save_gif, write_image
-        from utils.metrics.geometry import (
-            inconsistency,
-            p2p_parts_mm,
-            sample_at_pixels,
-            windowed_inconsistency,
-        )
+@dataclass(frozen=True, slots=True)
+class EvalSelection:
+    """The frames and cameras evaluated.
 
-        start, cpu_start = time.time(), time.process_time()
-        e = self.conf.get_config("eval")
-        dconf = self.conf.get_config("data")
-        frames, cameras, substitutes = self.eval_selection()
-        fit_cams = self.eval_ckpt["fit"]["cameras"]
-        sh_index = [fit_cams.index(substitutes.get(c, c)) for c in cameras]
-        for cam, sub in substitutes.items():
-            self.log.info("camera %s was not fitted: its SH lighting is that of the nearest fitted camera %s", cam, sub)
-        perceptual = None
-        if e.get_string("perceptual") != "none":
-            perceptual = metrics.PerceptualMetric(e.get_string("perceptual"), net="alex", device=self.device)
-        perc_key = perceptual.name.lower().replace("-", "") if perceptual is not None else None
-        avatar = self.avatar.eval()
-        batch = max(1, e.get_int("batch_size"))
-        records: list[dict] = []
-        colours = defaultdict(list)
-        visibility = []
-        p2p, p2p_mano = {}, {}  # frame id -> {symmetric, pred_to_gt, gt_to_pred} in mm
-        gt_source = None
-        vis_frames = e.get_int("max_vis_frames") if save_vis else 0
-        gif_frames = []
-        export = e.get_bool("export_meshes") or save_vis
-        giif = self.giif.eval() if self.giif is not None else None
-        bar = self.log.progress(list(enumerate(frames)), desc="evaluate")
-        for fi, frame_id in bar:
-            geo = avatar.forward_geometry(self.eval_seq.mano_pose[fi].to(self.device),
-                                          self.eval_seq.mano_trans[fi].to(self.device))
-            panel_rows = []
-            for k in range(0, len(cameras), batch):
-                views = list(range(k, min(k + batch, len(cameras))))
-                s = {key: v.to(self.device) for key, v in
-                     sample_frame(self.eval_seq, fi, views, dconf, with_raw=True).items()}
-                size = tuple(s["hr"].shape[-2:])
-                cams = Cameras(K=s["K"], R=s["R"], t=s["t"], image_size=size, names=[cameras[v] for v in views])
-                out = avatar.render(geo["verts_posed"], geo["albedo"], cams, [sh_index[v] for v in views],
-                                    renderer=self.renderer)
-                render, mask = out["image"], s["mask"]
-                pred_mask = (out["mask"] > 0.5).to(mask.dtype)
-                sr = self._sr_batch(giif, self.sr_source, s["lr"], s["normal"], mask, s["hr"])
-                bicubic = bicubic_upsample(s["lr"], size) * mask
-                rows = self._image_metrics(render, s["hr"], mask, pred_mask, s["raw"], perceptual, perc_key)
-                sr_rows = self._sr_metrics(sr, s["hr"], mask, perceptual, perc_key) if self.sr_source != "hr" else None
-                bic_rows = self._sr_metrics(bicubic, s["hr"], mask, perceptual, perc_key)
-                for b, v in enumerate(views):
-                    rec = {"frame_id": frame_id, "camera": cameras[v], "fitted_camera": cameras[v] in fit_cams,
-                           "render": rows[b], "sr_bicubic": bic_rows[b]}
-                    if sr_rows is not None:
-                        rec["sr"] = sr_rows[b]
-                    records.append(rec)
-                visible = out["visible"]
-                visibility.append(visible.cpu())
-                for name, images in (("sr", sr), ("gt_hr", s["hr"]), ("bicubic", bicubic)):
-                    colours[name].append(sample_at_pixels(images, out["uv_pix"]).cpu())
-                if fi < vis_frames:
-                    albedo_img = self.renderer.interpolate(geo["albedo"][None].expand(len(views), -1, -1), out["rast"],
-                                                           avatar.faces).permute(0, 3, 1, 2)
-                    lr_up = F.interpolate(s["lr"], size=size, mode="nearest")
-                    panel_rows.append({"lr": lr_up, "sr": sr, "render": render, "shading": out["shading_only"],
-                                       "normal": normal_to_rgb(out["normal"]), "albedo": albedo_img, "gt": s["hr"],
-                                       "uv": out["uv_pix"], "visible": visible, "rast": out["rast"]})
-                if k == 0 and save_vis:
-                    gif_frames.append(make_grid([s["hr"][0], render[0], out["shading_only"][0]],
-                                                [f"GT {frame_id}", "render", "geometry"]))
-            # geometry
-            gt_v, gt_f, gt_source = self._gt_mesh(fi, frame_id)
-            if gt_v is not None:
-                p2p[frame_id] = p2p_parts_mm(geo["verts_posed"].cpu(), avatar.faces.cpu(), gt_v, gt_f,
-                                             num_samples=e.get_int("p2p_samples"))
-                p2p_mano[frame_id] = p2p_parts_mm(self.eval_seq.verts_world(fi), self.eval_seq.faces, gt_v, gt_f,
-                                                  num_samples=e.get_int("p2p_samples"))
-            if export:
-                save_obj(self.run_dir / "meshes" / f"{frame_id}.obj", geo["verts_posed"].cpu(), avatar.faces.cpu(),
-                         geo["albedo"].cpu())
-            if panel_rows:
-                self._write_panel(panel_rows, frame_id, e.get_int("max_vis_views"), make_grid, write_image)
-        if gif_frames:
-            save_gif(self.run_dir / "vis" / f"{cameras[0]}.gif", gif_frames, fps=e.get_float("gif_fps"))
+    Attributes:
+        frames: frame ids. cameras: camera names.
+        substitutes: camera not fitted -> the fitted camera whose SH lighting it uses (the nearest one).
+        seq: the ``CaptureSequence`` of those frames and cameras (MANO noise applied).
+        noise_mpjpe: frame id -> MPJPE (mm) of the perturbed MANO parameters (empty without noise).
+    """
 
-        window = e.get_int("inconsistency_window") or None
-        vis_all = torch.cat(visibility)
-        if window is not None:
-            window = min(window, vis_all.shape[0])
-        incon = {name: inconsistency(torch.cat(c), vis_all, window=window) for name, c in colours.items()}
-        # The reference's protocol: windows of REFERENCE_WINDOW consecutive frames of one view.
-        incon_windowed = {name: windowed_inconsistency(torch.cat(c), vis_all, len(cameras), REFERENCE_WINDOW)
-                          for name, c in colours.items()}
-        if self.sr_source == "hr":
-            incon["sr"] = incon["gt_hr"]
-            incon_windowed["sr"] = incon_windowed["gt_hr"]
-        report = self._report(records, frames, cameras, substitutes, p2p, p2p_mano, gt_source, incon, window,
-                              perceptual, time.time() - start)
-        report["paper_protocol"] = paper_protocol(report, p2p, p2p_mano, incon_windowed, min(REFERENCE_WINDOW,
-                                                                                            len(frames)))
-        report["eval_cpu_seconds"] = time.process_time() - cpu_start
-        return report
+    frames: list
+    cameras: list
+    substitutes: dict
+    seq: object
+    noise_mpjpe: dict
 
-    def _image_metrics(self, render, hr, mask, pred_mask, raw, perceptual, perc_key) -> list[dict]:
-        """Per-image metrics of the render: ``masked`` (both images masked by the GT MANO silhouette, statistics
-        inside it), ``full`` (whole image, GT masked by the MANO silhouette) and ``predmask`` (the reference
-        protocol: both images masked by the predicted silhouette, whole image)."""
-        pairs = {"masked": (render * mask, hr, mask), "full": (render, hr, None),
-                 "predmask": (render * pred_mask, raw * pred_mask, None)}
-        return self._metrics_rows(pairs, perceptual, perc_key)
 
-    def _sr_metrics(self, sr, hr, mask, perceptual, perc_key) -> list[dict]:
-        return self._metrics_rows({"masked": (sr, hr, mask), "full": (sr, hr, None)}, perceptual, perc_key)
+def load_fitted_avatar(ctx: RunContext, model_path: str | Path,
+                       implicit_path: str | None = None) -> tuple[FittedAvatar, Path]:
+    """The avatar of ``model_path/model.pth`` and its fine-tuned GIIF (``implicit_model.pth`` beside it, or
+    ``implicit_path``) for ``--eval``, and the folder it came from."""
+    ckpt, path = read_model_checkpoint(model_path)
+    record = FitRecord.from_checkpoint(ckpt)
+    noise = ctx.settings.data.mano_noise.record()
+    if record.mano_noise != noise:
+        ctx.log.warning("%s was fitted with data.mano_noise = %s, evaluated with %s (set data.mano_noise to "
+                        "evaluate on the parameters it was fitted with)", path, record.mano_noise, noise)
+    if record.hand_side != ctx.settings.data.hand:
+        raise SRHandInputError(f"{path} is a {record.hand_side} hand, data.hand = {ctx.settings.data.hand!r}")
+    hand_model = hand_model_for(ctx, record.hand_side)
+    avatar = build_avatar(ckpt["model"], hand_model).to(ctx.device).eval()
+    avatar_args = ckpt["model"]["args"]
+    check_hand_model(avatar, hand_model, torch.tensor(avatar_args["mean_shape"]), str(path))
+    sr_source = record.sr_source or ctx.settings.sr_source
+    giif = None
+    if implicit_path or sr_source in ("giif", "giif_finetuned"):
+        gpath = implicit_path or str(path.parent / "implicit_model.pth")
+        giif = load_giif(ctx, gpath, "--implicit_path" if implicit_path else "implicit_model.pth")
+        if implicit_path and sr_source not in ("giif", "giif_finetuned"):
+            sr_source = "giif_finetuned"
+    ctx.log.info("evaluating %s (phase %s, epoch %d, sr_source %s)", path, ckpt.get("phase"), ckpt["epoch"],
+                 sr_source)
+    fitted = FittedAvatar(avatar=avatar, avatar_args=avatar_args, giif=giif, sr_source=sr_source, record=record,
+                          progress=FitProgress.from_checkpoint(ckpt))
+    return fitted, path.parent
 
-    @staticmethod
-    def _metrics_rows(pairs: dict, perceptual, perc_key) -> list[dict]:
-        rows = None
-        for region, (pred, gt, m) in pairs.items():
-            values = {f"psnr_{region}": metrics.psnr(pred, gt, mask=m, reduction="none"),
-                      f"ssim_{region}": metrics.ssim(pred, gt, mask=m, reduction="none")}
-            if perceptual is not None:
-                values[f"{perc_key}_{region}"] = perceptual(pred, gt, reduction="none").cpu().numpy()
-            if rows is None:
-                rows = [{} for _ in range(pred.shape[0])]
-            for key, vals in values.items():
-                for b, value in enumerate(vals):
-                    rows[b][key] = float(value)
-        return rows
 
-    def _write_panel(self, rows: list[dict], frame_id: int, max_views: int, make_grid, write_image) -> None:
-        scale = self.conf.get_float("eval.unconf_vis_scale")
-        cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
-        _, var, _ = L.vertex_color_stats(cat["sr"], cat["uv"], cat["visible"])
-        unconf = surface_unconfidence(self.renderer, var, cat["rast"], self.avatar.faces, scale)
-        tiles, labels = [], []
-        names = ["LR", "SR", "render", "geometry", "normals", "albedo", "GT", "unconfidence"]
-        for b in range(min(max_views, cat["sr"].shape[0])):
-            tiles += [cat["lr"][b], cat["sr"][b], cat["render"][b], cat["shading"][b], cat["normal"][b],
-                      cat["albedo"][b], cat["gt"][b], unconf[b]]
-            labels += names
-        write_image(self.run_dir / "vis" / f"frame_{frame_id}.png", make_grid(tiles, labels, ncols=len(names)))
+def select_evaluation(ctx: RunContext, record: FitRecord, known_mpjpe: dict | None = None) -> EvalSelection:
+    """The frames and cameras to evaluate (``eval.*``) for a fit of ``record``, read from the capture.
 
-    def _report(self, records, frames, cameras, substitutes, p2p, p2p_mano, gt_source, incon, window, perceptual,
-                seconds) -> dict:
-        def mean_of(rows: list[dict]) -> dict:
-            keys = rows[0].keys() if rows else []
-            return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    Frames: ``eval.frames``, else the held-out frames of the synthetic metadata or every frame, the first
+    ``eval.num_frames``, without the fitting frames (``eval.exclude_fit_frames``). Cameras: ``eval.cameras``
+    or the fitted ones (plus the held-out ones with ``eval.include_heldout_cameras``). ``known_mpjpe``: the
+    MANO-noise MPJPE of frames read before (the fit's), completed by this read.
+    """
+    e, d = ctx.settings.eval, ctx.settings.data
+    meta = synthetic_meta_entry(d.data_path, d.split, d.capture, d.sequence)
+    cameras = [str(c) for c in e.cameras] or list(record.cameras)
+    if e.include_heldout_cameras and meta:
+        cameras += [c for c in meta.get("heldout_cameras", []) if c not in cameras]
+    full, mpjpe = read_capture(ctx, cameras, num_frames=None)
+    frames = [int(f) for f in e.frames]
+    if not frames:
+        candidates = list(meta["heldout_frame_ids"]) if meta and meta.get("heldout_frame_ids") else list(full.frame_ids)
+        if e.num_frames > 0:
+            candidates = candidates[:e.num_frames]
+        exclude = set(record.frame_ids) if e.exclude_fit_frames else set()
+        frames = [f for f in candidates if f not in exclude]
+    if not frames:
+        raise SRHandInputError("no frame to evaluate: every candidate frame was used for fitting (set eval.frames)")
+    seq = full.select(frames=[full.frame_index(f) for f in frames])
+    centres = camera_centres(full.cameras.R, full.cameras.t)
+    substitutes = {}
+    for v, name in enumerate(cameras):
+        if name not in record.cameras:
+            nearest = int((record.camera_centres - centres[v]).norm(dim=-1).argmin())
+            substitutes[name] = record.cameras[nearest]
+    return EvalSelection(frames=frames, cameras=cameras, substitutes=substitutes, seq=seq,
+                         noise_mpjpe={**(known_mpjpe or {}), **mpjpe})
 
-        groups = {"all": records, "fitted_cameras": [r for r in records if r["fitted_camera"]],
-                  "other_cameras": [r for r in records if not r["fitted_camera"]]}
-        groups = {k: v for k, v in groups.items() if v}
-        ckpt = self.eval_ckpt
-        fit = ckpt["fit"]
-        report = {
-            "config": {"sr_source": self.sr_source, "use_enh": bool(self.avatar.use_enh),
-                       "scale": fit["hr_size"] / fit["lr_size"], "hr_size": fit["hr_size"], "lr_size": fit["lr_size"],
-                       "degradation": fit["degradation"], "subdivision_levels": self.avatar_args["subdivision_levels"],
-                       "num_vertices": self.avatar.num_verts, "sequence": fit["sequence"],
-                       "fit_frames": len(fit["frame_ids"]), "fit_views": len(fit["cameras"]),
-                       "epoch": ckpt["epoch"], "phase": ckpt.get("phase")},
-            "eval_frames": frames, "eval_cameras": cameras, "sh_substitutes": substitutes,
-            "num_samples": len(records),
-            "perceptual": perceptual.label if perceptual is not None else None,
-            "perceptual_key": perceptual.name.lower().replace("-", "") if perceptual is not None else None,
-            "render": {k: mean_of([r["render"] for r in v]) for k, v in groups.items()},
-            "sr": ({k: mean_of([r["sr"] for r in v]) for k, v in groups.items()} if self.sr_source != "hr" else None),
-            "sr_bicubic": {k: mean_of([r["sr_bicubic"] for r in v]) for k, v in groups.items()},
-            "p2p_mm": float(np.mean([v["symmetric"] for v in p2p.values()])) if p2p else None,
-            "p2p_mm_mano": float(np.mean([v["symmetric"] for v in p2p_mano.values()])) if p2p_mano else None,
-            "p2p_mm_per_frame": {str(k): v["symmetric"] for k, v in p2p.items()},
-            "gt_mesh_source": gt_source,
-            "inconsistency": {"sr": incon["sr"], "gt_hr": incon["gt_hr"], "bicubic": incon["bicubic"],
-                              "window": window},
-            "finetune_rounds": ckpt.get("history", self.history),
-            "mano_noise": self.mano_noise_report(fit["frame_ids"], frames),
-            "eval_seconds": seconds,
-        }
-        if self.timing:
-            report["timing"] = self.timing_summary()
-        elif getattr(self, "model_folder", None) is not None and (self.model_folder / "timing.json").is_file():
-            report["timing"] = json.loads((self.model_folder / "timing.json").read_text())  # of the training run
-        return report
 
-    def run_eval(self, save_vis: bool = False) -> dict:
-        """``--eval``: :meth:`evaluate`, then ``metrics.json`` and a console table."""
-        report = self.evaluate(save_vis=save_vis)
-        path = self.run_dir / "metrics.json"
-        path.write_text(json.dumps(report, indent=2))
-        self.log.info("SRHand evaluation:\n%s", format_report(report))
-        self.log.info("metrics written to %s", path)
-        return report
+def gt_mesh(ctx: RunContext, seq, frame_index: int, frame_id: int):
+    """The ground-truth mesh of a frame: ``eval.gt_mesh_dir/<frame_id>.obj`` or the capture's own.
 
-    def prepare_eval_from_training(self) -> None:
-        """Evaluate the avatar just trained in this process (no reload)."""
-        self.eval_ckpt = make_checkpoint(self.stage, self._avatar_entry(), epoch=self.epoch, phase=self.phase,
-                                         history=self.history, **self._provenance())
-        self.avatar.eval()
+    Returns ``(verts (N, 3), faces (M, 3), source)`` or ``(None, None, None)`` when there is none.
+    """
+    gt_dir = ctx.settings.eval.gt_mesh_dir
+    if gt_dir:
+        from utils.geometry.mesh_io import load_obj
+
+        path = Path(gt_dir) / f"{frame_id}.obj"
+        if not path.is_file():
+            raise FileNotFoundError(f"eval.gt_mesh_dir = {gt_dir!r}: no mesh for frame {frame_id} ({path}); "
+                                    "export one with an sr_source = hr run and eval.export_meshes = true")
+        verts, faces = load_obj(path)[:2]
+        return torch.as_tensor(verts, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.long), str(gt_dir)
+    if seq.gt_mesh_path:
+        verts, faces = seq.gt_mesh(frame_index)
+        return verts, faces, seq.gt_mesh_path
+    return None, None, None
+
+
+@torch.no_grad()
+def evaluate(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection, save_vis: bool = False,
+             timing: dict | None = None) -> dict:
+    """Metrics of ``fitted`` on ``selection``: see the module docstring and docs/srhand_model.md.
+
+    ``timing``: the training's timing summary, reported with the metrics. Writes meshes (``eval.export_meshes``
+    or ``save_vis``) and, with ``save_vis``, panels and a GIF; changes nothing else (the networks are put in
+    eval mode). Returns the report (:func:`format_report`).
+    """
+    from utils.geometry.mesh_io import save_obj
+    from utils.image_io import make_grid, save_gif, write_image
+    from utils.metrics.geometry import inconsistency, p2p_parts_mm, sample_at_pixels, windowed_inconsistency
+
+    start, cpu_start = time.time(), time.process_time()
+    e, dconf = ctx.settings.eval, ctx.settings.data
+    frames, cameras, substitutes, seq = selection.frames, selection.cameras, selection.substitutes, selection.seq
+    fit_cams = fitted.record.cameras
+    sh_index = [fit_cams.index(substitutes.get(c, c)) for c in cameras]
+    for cam, sub in substitutes.items():
+        ctx.log.info("camera %s was not fitted: its SH lighting is that of the nearest fitted camera %s", cam, sub)
+    perceptual = None
+    if e.perceptual != "none":
+        perceptual = metrics.PerceptualMetric(e.perceptual, net="alex", device=ctx.device)
+    perc_key = perceptual.name.lower().replace("-", "") if perceptual is not None else None
+    avatar = fitted.avatar.eval()
+    batch = max(1, e.batch_size)
+    records: list[dict] = []
+    colours = defaultdict(list)
+    visibility = []
+    p2p, p2p_mano = {}, {}  # frame id -> {symmetric, pred_to_gt, gt_to_pred} in mm
+    gt_source = None
+    vis_frames = e.max_vis_frames if save_vis else 0
+    gif_frames = []
+    export = e.export_meshes or save_vis
+    giif = fitted.giif.eval() if fitted.giif is not None else None
+    for fi, frame_id in ctx.log.progress(list(enumerate(frames)), desc="evaluate"):
+        geo = avatar.forward_geometry(seq.mano_pose[fi].to(ctx.device), seq.mano_trans[fi].to(ctx.device))
+        panel_rows = []
+        for k in range(0, len(cameras), batch):
+            views = list(range(k, min(k + batch, len(cameras))))
+            s = {key: v.to(ctx.device) for key, v in sample_frame(seq, fi, views, dconf, with_raw=True).items()}
+            size = tuple(s["hr"].shape[-2:])
+            cams = Cameras(K=s["K"], R=s["R"], t=s["t"], image_size=size, names=[cameras[v] for v in views])
+            out = avatar.render(geo["verts_posed"], geo["albedo"], cams, [sh_index[v] for v in views],
+                                renderer=ctx.renderer)
+            render, mask = out["image"], s["mask"]
+            pred_mask = (out["mask"] > 0.5).to(mask.dtype)
+            sr = sr_batch(giif, fitted.sr_source, s["lr"], s["normal"], mask, s["hr"], ctx.settings.decode_chunk)
+            bicubic = bicubic_upsample(s["lr"], size) * mask
+            rows = _image_metrics(render, s["hr"], mask, pred_mask, s["raw"], perceptual, perc_key)
+            sr_rows = _sr_metrics(sr, s["hr"], mask, perceptual, perc_key) if fitted.sr_source != "hr" else None
+            bic_rows = _sr_metrics(bicubic, s["hr"], mask, perceptual, perc_key)
+            for b, v in enumerate(views):
+                rec = {"frame_id": frame_id, "camera": cameras[v], "fitted_camera": cameras[v] in fit_cams,
+                       "render": rows[b], "sr_bicubic": bic_rows[b]}
+                if sr_rows is not None:
+                    rec["sr"] = sr_rows[b]
+                records.append(rec)
+            visible = out["visible"]
+            visibility.append(visible.cpu())
+            for name, images in (("sr", sr), ("gt_hr", s["hr"]), ("bicubic", bicubic)):
+                colours[name].append(sample_at_pixels(images, out["uv_pix"]).cpu())
+            if fi < vis_frames:
+                albedo_img = ctx.renderer.interpolate(geo["albedo"][None].expand(len(views), -1, -1), out["rast"],
+                                                      avatar.faces).permute(0, 3, 1, 2)
+                lr_up = F.interpolate(s["lr"], size=size, mode="nearest")
+                panel_rows.append({"lr": lr_up, "sr": sr, "render": render, "shading": out["shading_only"],
+                                   "normal": normal_to_rgb(out["normal"]), "albedo": albedo_img, "gt": s["hr"],
+                                   "uv": out["uv_pix"], "visible": visible, "rast": out["rast"]})
+            if k == 0 and save_vis:
+                gif_frames.append(make_grid([s["hr"][0], render[0], out["shading_only"][0]],
+                                            [f"GT {frame_id}", "render", "geometry"]))
+        # geometry
+        gt_v, gt_f, gt_source = gt_mesh(ctx, seq, fi, frame_id)
+        if gt_v is not None:
+            p2p[frame_id] = p2p_parts_mm(geo["verts_posed"].cpu(), avatar.faces.cpu(), gt_v, gt_f,
+                                         num_samples=e.p2p_samples)
+            p2p_mano[frame_id] = p2p_parts_mm(seq.verts_world(fi), seq.faces, gt_v, gt_f, num_samples=e.p2p_samples)
+        if export:
+            save_obj(ctx.run_dir / "meshes" / f"{frame_id}.obj", geo["verts_posed"].cpu(), avatar.faces.cpu(),
+                     geo["albedo"].cpu())
+        if panel_rows:
+            _write_panel(ctx, avatar, panel_rows, frame_id, make_grid, write_image)
+    if gif_frames:
+        save_gif(ctx.run_dir / "vis" / f"{cameras[0]}.gif", gif_frames, fps=e.gif_fps)
+
+    window = e.inconsistency_window or None
+    vis_all = torch.cat(visibility)
+    if window is not None:
+        window = min(window, vis_all.shape[0])
+    incon = {name: inconsistency(torch.cat(c), vis_all, window=window) for name, c in colours.items()}
+    # The reference's protocol: windows of REFERENCE_WINDOW consecutive frames of one view.
+    incon_windowed = {name: windowed_inconsistency(torch.cat(c), vis_all, len(cameras), REFERENCE_WINDOW)
+                      for name, c in colours.items()}
+    if fitted.sr_source == "hr":
+        incon["sr"] = incon["gt_hr"]
+        incon_windowed["sr"] = incon_windowed["gt_hr"]
+    report = _report(ctx, fitted, selection, records, p2p, p2p_mano, gt_source, incon, window, perceptual,
+                     time.time() - start, timing)
+    report["paper_protocol"] = paper_protocol(report, p2p, p2p_mano, incon_windowed, min(REFERENCE_WINDOW,
+                                                                                        len(frames)))
+    report["eval_cpu_seconds"] = time.process_time() - cpu_start
+    return report
+
+
+def _image_metrics(render, hr, mask, pred_mask, raw, perceptual, perc_key) -> list[dict]:
+    """Per-image metrics of the render: ``masked`` (both images masked by the GT MANO silhouette, statistics
+    inside it), ``full`` (whole image, GT masked by the MANO silhouette) and ``predmask`` (the reference
+    protocol: both images masked by the predicted silhouette, whole image)."""
+    pairs = {"masked": (render * mask, hr, mask), "full": (render, hr, None),
+             "predmask": (render * pred_mask, raw * pred_mask, None)}
+    return _metrics_rows(pairs, perceptual, perc_key)
+
+
+def _sr_metrics(sr, hr, mask, perceptual, perc_key) -> list[dict]:
+    return _metrics_rows({"masked": (sr, hr, mask), "full": (sr, hr, None)}, perceptual, perc_key)
+
+
+def _metrics_rows(pairs: dict, perceptual, perc_key) -> list[dict]:
+    rows = None
+    for region, (pred, gt, m) in pairs.items():
+        values = {f"psnr_{region}": metrics.psnr(pred, gt, mask=m, reduction="none"),
+                  f"ssim_{region}": metrics.ssim(pred, gt, mask=m, reduction="none")}
+        if perceptual is not None:
+            values[f"{perc_key}_{region}"] = perceptual(pred, gt, reduction="none").cpu().numpy()
+        if rows is None:
+            rows = [{} for _ in range(pred.shape[0])]
+        for key, vals in values.items():
+            for b, value in enumerate(vals):
+                rows[b][key] = float(value)
+    return rows
+
+
+def _write_panel(ctx: RunContext, avatar, rows: list[dict], frame_id: int, make_grid, write_image) -> None:
+    """``vis/frame_<id>.png``: LR, SR, render, geometry, normals, albedo, GT and unconfidence per view."""
+    scale = ctx.settings.eval.unconf_vis_scale
+    cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+    _, var, _ = L.vertex_color_stats(cat["sr"], cat["uv"], cat["visible"])
+    unconf = surface_unconfidence(ctx.renderer, var, cat["rast"], avatar.faces, scale)
+    tiles, labels = [], []
+    names = ["LR", "SR", "render", "geometry", "normals", "albedo", "GT", "unconfidence"]
+    for b in range(min(ctx.settings.eval.max_vis_views, cat["sr"].shape[0])):
+        tiles += [cat["lr"][b], cat["sr"][b], cat["render"][b], cat["shading"][b], cat["normal"][b],
+                  cat["albedo"][b], cat["gt"][b], unconf[b]]
+        labels += names
+    write_image(ctx.run_dir / "vis" / f"frame_{frame_id}.png", make_grid(tiles, labels, ncols=len(names)))
+
+
+def _report(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection, records, p2p, p2p_mano, gt_source,
+            incon, window, perceptual, seconds, timing) -> dict:
+    def mean_of(rows: list[dict]) -> dict:
+        keys = rows[0].keys() if rows else []
+        return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+
+    groups = {"all": records, "fitted_cameras": [r for r in records if r["fitted_camera"]],
+              "other_cameras": [r for r in records if not r["fitted_camera"]]}
+    groups = {k: v for k, v in groups.items() if v}
+    fit, progress, sr_source = fitted.record, fitted.progress, fitted.sr_source
+    report = {
+        "config": {"sr_source": sr_source, "use_enh": bool(fitted.avatar.use_enh),
+                   "scale": fit.hr_size / fit.lr_size, "hr_size": fit.hr_size, "lr_size": fit.lr_size,
+                   "degradation": fit.degradation, "subdivision_levels": fitted.avatar_args["subdivision_levels"],
+                   "num_vertices": fitted.avatar.num_verts, "sequence": fit.sequence,
+                   "fit_frames": len(fit.frame_ids), "fit_views": len(fit.cameras),
+                   "epoch": progress.epoch, "phase": progress.phase},
+        "eval_frames": selection.frames, "eval_cameras": selection.cameras, "sh_substitutes": selection.substitutes,
+        "num_samples": len(records),
+        "perceptual": perceptual.label if perceptual is not None else None,
+        "perceptual_key": perceptual.name.lower().replace("-", "") if perceptual is not None else None,
+        "render": {k: mean_of([r["render"] for r in v]) for k, v in groups.items()},
+        "sr": ({k: mean_of([r["sr"] for r in v]) for k, v in groups.items()} if sr_source != "hr" else None),
+        "sr_bicubic": {k: mean_of([r["sr_bicubic"] for r in v]) for k, v in groups.items()},
+        "p2p_mm": float(np.mean([v["symmetric"] for v in p2p.values()])) if p2p else None,
+        "p2p_mm_mano": float(np.mean([v["symmetric"] for v in p2p_mano.values()])) if p2p_mano else None,
+        "p2p_mm_per_frame": {str(k): v["symmetric"] for k, v in p2p.items()},
+        "gt_mesh_source": gt_source,
+        "inconsistency": {"sr": incon["sr"], "gt_hr": incon["gt_hr"], "bicubic": incon["bicubic"],
+                          "window": window},
+        "finetune_rounds": progress.history,
+        "mano_noise": mano_noise_report(ctx.settings.data.mano_noise, selection.noise_mpjpe, fit.frame_ids,
+                                        selection.frames),
+        "eval_seconds": seconds,
+    }
+    if timing:
+        report["timing"] = timing
+    return report
+
+
+def training_timing(folder: Path) -> dict | None:
+    """The ``timing.json`` a training run wrote in ``folder``, or None."""
+    path = folder / "timing.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_metrics(ctx: RunContext, report: dict) -> Path:
+    """``metrics.json`` of ``report`` in the run folder, and its table in the log."""
+    path = ctx.run_dir / "metrics.json"
+    path.write_text(json.dumps(report, indent=2))
+    ctx.log.info("SRHand evaluation:\n%s", format_report(report))
+    ctx.log.info("metrics written to %s", path)
+    return path

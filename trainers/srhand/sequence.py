@@ -1,8 +1,8 @@
 """Sequence data of the SRHand stage: the frames and views a run fits, cropped, degraded and kept in memory.
 
 ``SequenceData`` holds the per-frame, per-view tensors (HR crops, LR inputs, masks, normal maps, cameras);
-``prepare_sequence`` builds it from a ``CaptureSequence``; ``SequenceMixin`` gives the trainer its reading
-of the configured capture (frame selection, MANO noise of paper Table 5).
+``prepare_sequence`` builds it from a ``CaptureSequence``; :func:`read_capture` reads the configured
+capture (with the MANO noise of paper Table 5) and :func:`load_fit_data` the frames and views a run fits.
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ import numpy as np
 import torch
 
 from datasets.preprocess import degrade
+from trainers.srhand.context import RunContext
+from trainers.srhand.settings import DataSettings, MANONoiseSettings
 from utils.config import ConfigError
+from utils.errors import InputError
 from utils.geometry.camera import Cameras
 
 
-class SRHandInputError(ValueError):
+class SRHandInputError(InputError):
     """Inputs that do not fit together (data vs checkpoint, cameras, hand model); reported without a traceback."""
 
 
-@dataclass
+@dataclass(slots=True)
 class SequenceData:
     """The prepared (frame, view) tensors of one sequence, on the training device.
 
@@ -84,17 +87,16 @@ def storage_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def sample_frame(seq, frame: int, views: Sequence[int], dconf, with_raw: bool = False) -> dict:
+def sample_frame(seq, frame: int, views: Sequence[int], data: DataSettings, with_raw: bool = False) -> dict:
     """Crop ``views`` of ``frame`` (``CaptureSequence.sample``) and stack them.
 
     Returns float32 CPU tensors: ``hr (B,3,H,W)`` (MANO-masked), ``mask (B,1,H,W)``, ``normal
     (B,3,Hn,Wn)``, ``K (B,3,3)``, ``R``, ``t``, ``lr (B,3,h,w)`` and with ``with_raw`` the unmasked crop
     ``raw``.
     """
-    size = dconf.get_int("hr_size")
     samples = [
-        seq.sample(frame, v, size=size, ratio=dconf.get_float("crop_ratio"),
-                   normal_space=dconf.get_string("normal_space"), normal_size=dconf.get_int("normal_size"))
+        seq.sample(frame, v, size=data.hr_size, ratio=data.crop_ratio, normal_space=data.normal_space,
+                   normal_size=data.normal_size)
         for v in views
     ]
     mask = torch.stack([s["mask"] for s in samples])
@@ -104,23 +106,24 @@ def sample_frame(seq, frame: int, views: Sequence[int], dconf, with_raw: bool = 
         "hr": hr, "mask": mask, "normal": torch.stack([s["normal_map"] for s in samples]),
         "K": torch.stack([s["K"] for s in samples]), "R": torch.stack([s["R"] for s in samples]),
         "t": torch.stack([s["t"] for s in samples]),
-        "lr": degrade(hr, size=dconf.get_int("lr_size"), mode=dconf.get_string("degradation")),
+        "lr": degrade(hr, size=data.lr_size, mode=data.degradation),
     }
     if with_raw:
         out["raw"] = raw
     return out
 
 
-def prepare_sequence(seq, dconf, device: torch.device, dtype: torch.dtype, progress=None) -> SequenceData:
+def prepare_sequence(seq, data: DataSettings, device: torch.device, dtype: torch.dtype,
+                     progress=None) -> SequenceData:
     """Crop every (frame, view) of ``seq`` once and keep the tensors on ``device`` (see :class:`SequenceData`)."""
     frames = range(seq.num_frames)
     views = list(range(seq.num_views))
     parts = defaultdict(list)
     for f in (progress(frames, desc="prepare data") if progress else frames):
-        s = sample_frame(seq, f, views, dconf)
+        s = sample_frame(seq, f, views, data)
         for key, value in s.items():
             parts[key].append(value)
-    size = dconf.get_int("hr_size")
+    size = data.hr_size
     return SequenceData(
         frame_ids=list(seq.frame_ids), camera_names=list(seq.camera_names),
         hr=torch.stack(parts["hr"]).to(device, dtype), mask=torch.stack(parts["mask"]).to(device).bool(),
@@ -129,6 +132,12 @@ def prepare_sequence(seq, dconf, device: torch.device, dtype: torch.dtype, progr
         pose=seq.mano_pose.to(device), shape=seq.mano_shape.to(device), trans=seq.mano_trans.to(device),
         size=(size, size),
     )
+
+
+def random_views(gen: torch.Generator, num_views: int, count: int | None = None) -> list[int]:
+    """A random order of the ``num_views`` views drawn from ``gen``, cut to ``count`` (None or < 0: all)."""
+    perm = torch.randperm(num_views, generator=gen).tolist()
+    return perm if count is None or count < 0 else perm[:count]
 
 
 def camera_centres(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -148,85 +157,99 @@ def synthetic_meta_entry(data_path: str, split: str, capture: str, sequence: str
     return None
 
 
-class SequenceMixin:
-    """Methods of :class:`trainers.srhand.SRHandTrainer` (sequence); state lives on the trainer."""
+def read_capture(ctx: RunContext, cameras, frame_ids=None, num_frames=None,
+                 frame_mode: str = "strided") -> tuple[object, dict[int, float]]:
+    """The configured capture (``data.*``) with ``cameras`` and the selected frames, MANO noise applied.
 
-    def _read_sequence(self, cameras, frame_ids=None, num_frames=None, frame_mode="strided"):
+    Args:
+        cameras: camera names, or a count of colour cameras (the first ones, sorted, minus ``drop_cam``).
+        frame_ids, num_frames, frame_mode: the frame selection of ``datasets.interhand.read_interhand_sequence``.
+    Returns:
+        The ``CaptureSequence`` and, for ``data.mano_noise``, the MPJPE (mm) of every frame's perturbed
+        parameters by frame id (empty without noise).
+    """
+    d = ctx.settings.data
+    if d.dataset == "goliath":  # one Goliath dome capture; MANO fitted, cached in the run
+        from datasets.goliath import read_from_config
+
+        seq = read_from_config(ctx.conf, ctx.run_dir, cameras, frame_ids, num_frames, frame_mode, log=ctx.log.info)
+    else:
         from datasets.interhand import read_interhand_sequence
 
-        d = self.conf.get_config("data")
-        if d.get_string("dataset") == "goliath":  # one Goliath dome capture; MANO fitted, cached in the run
-            from datasets.goliath import read_from_config
-
-            return self._perturb_mano(read_from_config(self.conf, self.run_dir, cameras, frame_ids, num_frames,
-                                                       frame_mode, log=self.log.info))
-        root = d.get_string("data_path")
-        if not Path(root).is_dir():
+        if not Path(d.data_path).is_dir():
             raise FileNotFoundError(
-                f"data.data_path = {root!r} is not a folder. Generate the synthetic captures with "
+                f"data.data_path = {d.data_path!r} is not a folder. Generate the synthetic captures with "
                 "`python scripts/make_synthetic.py` or point data.data_path (or $SRHAND_DATA) at InterHand2.6M.")
         seq = read_interhand_sequence(
-            root, d.get_string("split"), d.get_string("capture"), d.get_string("sequence"), hand=d.get_string("hand"),
-            cameras=cameras, num_frames=num_frames, frame_mode=frame_mode, frame_ids=frame_ids,
-            drop_cameras=tuple(d.get_list("drop_cam")), mano_dir=d.get_string("mano_dir") or None)
-        return self._perturb_mano(seq)
+            d.data_path, d.split, d.capture, d.sequence, hand=d.hand, cameras=cameras, num_frames=num_frames,
+            frame_mode=frame_mode, frame_ids=frame_ids, drop_cameras=tuple(d.drop_cam), mano_dir=d.mano_dir or None)
+    return perturb_sequence(seq, d.mano_noise, ctx.log)
 
-    def _mano_noise(self) -> dict:
-        n = self.conf.get_config("data.mano_noise")
-        stds = {k: n.get_float(k) for k in ("pose_std", "shape_std", "trans_std")}
-        for key, value in stds.items():
-            if not value >= 0:
-                raise ConfigError(f"data.mano_noise.{key} must be >= 0, got {value}")
-        return {**stds, "seed": n.get_int("seed")} if any(stds.values()) else {}
 
-    def _perturb_mano(self, seq):
-        """``data.mano_noise``: the sequence with noisy MANO parameters (paper Table 5); records the MPJPE."""
-        from datasets.capture import hand_joints, perturb_mano
-        from utils.metrics.geometry import mpjpe_mm
+def perturb_sequence(seq, noise: MANONoiseSettings, log) -> tuple[object, dict[int, float]]:
+    """``seq`` with noisy MANO parameters (paper Table 5) and the MPJPE (mm) of each frame's, by frame id.
 
-        noise = self._mano_noise()
-        if not noise:
-            return seq
-        noisy = perturb_mano(seq, **noise)
-        errors = mpjpe_mm(hand_joints(noisy), hand_joints(seq))
-        self.mano_noise_mpjpe.update({int(f): float(e) for f, e in zip(seq.frame_ids, errors)})
-        self.log.warning("data.mano_noise %s: MANO parameters of %d frames of %s perturbed, MPJPE %.2f mm",
-                         noise, seq.num_frames, seq.name, float(errors.mean()))
-        return noisy
+    Without noise, ``seq`` itself and ``{}``.
+    """
+    from datasets.capture import hand_joints, perturb_mano
+    from utils.metrics.geometry import mpjpe_mm
 
-    def mano_noise_report(self, fit_frames: Sequence[int], eval_frames: Sequence[int]) -> dict | None:
-        """The noise settings and the MPJPE (mm) of the perturbed parameters on the fitting and evaluated frames."""
-        noise = self._mano_noise()
-        if not noise:
-            return None
+    if not noise.active:
+        return seq, {}
+    record = noise.record()
+    noisy = perturb_mano(seq, **record)
+    errors = mpjpe_mm(hand_joints(noisy), hand_joints(seq))
+    log.warning("data.mano_noise %s: MANO parameters of %d frames of %s perturbed, MPJPE %.2f mm",
+                record, seq.num_frames, seq.name, float(errors.mean()))
+    return noisy, {int(f): float(e) for f, e in zip(seq.frame_ids, errors)}
 
-        def mean(frames):
-            values = [self.mano_noise_mpjpe[int(f)] for f in frames if int(f) in self.mano_noise_mpjpe]
-            return float(np.mean(values)) if values else None
 
-        return {**noise, "mpjpe_mm": mean(eval_frames), "mpjpe_mm_fit": mean(fit_frames)}
+def mano_noise_report(noise: MANONoiseSettings, mpjpe: dict[int, float], fit_frames: Sequence[int],
+                      eval_frames: Sequence[int]) -> dict | None:
+    """The noise settings and the mean MPJPE (mm) of the perturbed parameters on the fitting and evaluated
+    frames (``mpjpe``: frame id -> MPJPE); None without noise."""
+    if not noise.active:
+        return None
 
-    # ------------------------------------------------------------------ data
-    def build_data(self) -> SequenceData:
-        """Read the fitting frames and views and crop them (``self.data``)."""
-        d = self.conf.get_config("data")
-        cameras = [str(c) for c in d.get_list("cameras")] or d.get_int("num_views")
-        frame_ids = [int(f) for f in d.get_list("frame_ids")] or None
-        seq = self._read_sequence(cameras, frame_ids=frame_ids,
-                                  num_frames=None if frame_ids else d.get_int("num_frames"))
-        if isinstance(cameras, int) and seq.num_views < cameras:
-            raise SRHandInputError(f"data.num_views = {cameras} but {seq.name} has only {seq.num_views} usable "
-                                   f"colour cameras ({seq.camera_names})")
-        if frame_ids is None and seq.num_frames < d.get_int("num_frames"):
-            self.log.warning("data.num_frames = %d but %s has only %d usable frames", d.get_int("num_frames"),
-                             seq.name, seq.num_frames)
-        self.seq = seq
-        self.log.info("%s", seq.summary())
-        start = time.time()
-        dtype = storage_dtype(d.get_string("storage"), self.device)
-        self.data = prepare_sequence(seq, d, self.device, dtype, progress=self.log.progress)
-        self.log.info("fitting data: %d frames x %d views at %dx%d (LR %d, x%g), stored as %s, %.1f s",
-                      self.data.num_frames, self.data.num_views, *self.data.size, d.get_int("lr_size"),
-                      d.get_int("hr_size") / d.get_int("lr_size"), str(dtype).replace("torch.", ""),
-                      time.time() - start)
-        return self.data
+    def mean(frames):
+        values = [mpjpe[int(f)] for f in frames if int(f) in mpjpe]
+        return float(np.mean(values)) if values else None
+
+    return {**noise.record(), "mpjpe_mm": mean(eval_frames), "mpjpe_mm_fit": mean(fit_frames)}
+
+
+@dataclass(frozen=True, slots=True)
+class FitData:
+    """The frames and views a run fits: the capture read, its prepared tensors, its MANO noise.
+
+    Attributes:
+        seq: the ``CaptureSequence`` of the fitting frames and cameras (MANO noise applied).
+        tensors: its crops, LR inputs, masks, normal maps and cameras on the device (:class:`SequenceData`).
+        noise_mpjpe: frame id -> MPJPE (mm) of the perturbed MANO parameters (empty without noise).
+    """
+
+    seq: object
+    tensors: SequenceData
+    noise_mpjpe: dict
+
+
+def load_fit_data(ctx: RunContext) -> FitData:
+    """Read the fitting frames and views of ``data.*`` and crop them (logs what it read)."""
+    d = ctx.settings.data
+    cameras = [str(c) for c in d.cameras] or d.num_views
+    frame_ids = [int(f) for f in d.frame_ids] or None
+    seq, mpjpe = read_capture(ctx, cameras, frame_ids=frame_ids, num_frames=None if frame_ids else d.num_frames)
+    if isinstance(cameras, int) and seq.num_views < cameras:
+        raise SRHandInputError(f"data.num_views = {cameras} but {seq.name} has only {seq.num_views} usable "
+                               f"colour cameras ({seq.camera_names})")
+    if frame_ids is None and seq.num_frames < d.num_frames:
+        ctx.log.warning("data.num_frames = %d but %s has only %d usable frames", d.num_frames, seq.name,
+                        seq.num_frames)
+    ctx.log.info("%s", seq.summary())
+    start = time.time()
+    dtype = storage_dtype(d.storage, ctx.device)
+    tensors = prepare_sequence(seq, d, ctx.device, dtype, progress=ctx.log.progress)
+    ctx.log.info("fitting data: %d frames x %d views at %dx%d (LR %d, x%g), stored as %s, %.1f s",
+                 tensors.num_frames, tensors.num_views, *tensors.size, d.lr_size, d.hr_size / d.lr_size,
+                 str(dtype).replace("torch.", ""), time.time() - start)
+    return FitData(seq=seq, tensors=tensors, noise_mpjpe=mpjpe)

@@ -15,9 +15,9 @@ Phases (``docs/srhand_model.md``, section "Trainer"):
    render the current hand, decode SR with gradient, ``finetune_losses``, step GIIF's optimiser),
    after which every SR target is regenerated.
 
-Evaluation (``evaluate``) runs on frames (and optionally cameras) held out from fitting: rendered
-PSNR/SSIM/perceptual against the ground-truth HR crops, SR metrics, P2P against ground-truth meshes,
-and the inconsistency of the SR images across views and frames, all written to ``metrics.json``.
+Evaluation runs on frames (and optionally cameras) held out from fitting: rendered PSNR/SSIM/perceptual
+against the ground-truth HR crops, SR metrics, P2P against ground-truth meshes, and the inconsistency of
+the SR images across views and frames, all written to ``metrics.json``.
 
 Checkpoints (``<run>/checkpoints/last.pth``, atomic) hold everything a resume needs: phase, epoch,
 step, the avatar and its optimiser, the pre-phase tensors, the fine-tuned GIIF, its optimiser and the
@@ -29,83 +29,164 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from models.avatar import HandAvatar
-from trainers.srhand.evaluation import EvaluationMixin
-from trainers.srhand.finetune import FinetuneMixin
-from trainers.srhand.phases import PhasesMixin
-from trainers.srhand.sequence import SequenceMixin
-from trainers.srhand.setup import PHASES, SR_SOURCES, ModelsMixin
-from trainers.srhand.state import StateMixin
-from utils.config import ConfigError
+from trainers.srhand import phases
+from trainers.srhand.bundle import SRHandModels, avatar_arguments, build_models
+from trainers.srhand.context import RunContext
+from trainers.srhand.evaluation import (
+    FittedAvatar,
+    evaluate,
+    load_fitted_avatar,
+    select_evaluation,
+    training_timing,
+    write_metrics,
+)
+from trainers.srhand.finetune import GiifFeatureCache, feature_cache_for, finetune_step
+from trainers.srhand.sequence import FitData, load_fit_data
+from trainers.srhand.state import (
+    FitProgress,
+    FitRecord,
+    TrainingState,
+    read_resume_checkpoint,
+    save_checkpoints,
+)
+from trainers.srhand.targets import SRTargets, make_targets
 from utils.run_logging import RunLogger
 
 
-class SRHandTrainer(SequenceMixin, ModelsMixin, PhasesMixin, FinetuneMixin, StateMixin, EvaluationMixin):
-    """SRHand reconstruction with adaptive GIIF fine-tuning. See the module docstring.
+class SRHandTrainer:
+    """``main.py``'s stage 3 in the order of the paper's procedure, over the objects of this package.
+
+    ``build_data`` reads the fit (:class:`FitData`), ``build_models`` builds the networks
+    (:class:`SRHandModels`), the training state (:class:`TrainingState`, or the resumed one) and the SR
+    targets (:class:`SRTargets`); ``train`` runs the phases; ``evaluate_trained`` / ``evaluate_saved``
+    evaluate the avatar just trained or a saved one. Each object is built once and declared here.
 
     Args:
         conf: validated config (schema ``conf/schema/srhand.conf``).
         run_dir: the run folder.
         device: torch device.
         logger: the run's ``RunLogger``.
+        seed: initialisation and shuffle seed (default: the config's ``seed``).
     """
 
-    stage = "srhand"
+    __slots__ = ("ctx", "fit", "models", "state", "targets", "record", "feature_cache")
 
-    def __init__(self, conf, run_dir: str | Path, device: torch.device | str, logger: RunLogger):
-        self.conf = conf
-        self.run_dir = Path(run_dir)
-        self.device = torch.device(device)
-        self.log = logger
-        self.seed = conf.get_int("seed")
-        self.sr_source = conf.get_string("sr_source")
-        if self.sr_source not in SR_SOURCES:
-            raise ConfigError(f"sr_source must be one of {SR_SOURCES}, got {self.sr_source!r}")
-        self.phase, self.epoch, self.step = PHASES[0], 0, 0
-        self.avatar: HandAvatar | None = None
-        self.giif = None
-        self.giif_orig = None
-        self.disc = None
-        self.giif_optimizer = None
-        self.giif_initial: dict[str, torch.Tensor] = {}
-        self.optimizer = None
-        self.pre: dict[str, torch.Tensor] = {}
-        self.pre_optimizer = None
-        self.prephase_result: dict[str, torch.Tensor] = {}
-        self.history: list[dict] = []
-        self.timing: dict[str, list] = defaultdict(list)
-        self.perceptual = None
-        self._renderer = None
-        self._epochs_this_run = 0
-        self.mano_noise_mpjpe: dict[int, float] = {}  # frame id -> MPJPE (mm) of the perturbed parameters
+    def __init__(self, conf, run_dir: str | Path, device: torch.device | str, logger: RunLogger,
+                 seed: int | None = None):
+        self.ctx = RunContext.create(conf, run_dir, device, logger, seed)
+        self.fit: FitData | None = None
+        self.models: SRHandModels | None = None
+        self.state: TrainingState | None = None
+        self.targets: SRTargets | None = None
+        self.record: FitRecord | None = None
+        self.feature_cache: GiifFeatureCache | None = feature_cache_for(self.ctx.settings)
+
+    # ------------------------------------------------------------------ set-up
+    def build_data(self) -> FitData:
+        """Read and crop the fitting frames and views."""
+        self.fit = load_fit_data(self.ctx)
+        return self.fit
+
+    def build_models(self, resume: bool = False, implicit_path: str | None = None) -> None:
+        """The networks, the training state (continued from ``checkpoints/last.pth`` with ``resume``) and the
+        SR targets of the fit read by :meth:`build_data`."""
+        ctx, fit = self.ctx, self.fit
+        hand_model = fit.seq.hand_model()
+        args = avatar_arguments(ctx, fit.tensors)
+        ckpt = path = None
+        if resume:
+            ckpt, path = read_resume_checkpoint(ctx, fit, args)
+        self.models = build_models(ctx, fit.tensors, hand_model, args, implicit_path=implicit_path, resume=ckpt)
+        self.state = TrainingState.start(ctx.settings, self.models, fit.tensors.num_views)
+        if ckpt is not None:
+            self.state.restore(ckpt, ctx.settings, self.models)
+            ctx.log.info("resumed from %s: phase %s, epoch %d, step %d, %d fine-tuning round(s) done", path,
+                         self.state.phase, self.state.epoch, self.state.step, len(self.state.history))
+        self.record = FitRecord.of_fit(ctx.settings, fit, hand_model)
+        s, data = ctx.settings, fit.tensors
+        start = time.time()
+        self.targets = make_targets(self.models.giif, self.models.giif_orig, s.sr_source, data, s.eval.batch_size,
+                                    s.decode_chunk)
+        self.state.timing["sr_generation_s"].append(time.time() - start)
+        ctx.log.info("SR targets (%s) for %d images in %.1f s", s.sr_source, data.num_frames * data.num_views,
+                     time.time() - start)
+
+    # ------------------------------------------------------------------ training
+    def save(self) -> None:
+        """Checkpoint the fit (:func:`trainers.srhand.state.save_checkpoints`)."""
+        save_checkpoints(self.ctx, self.models, self.state, self.record)
 
     def train(self) -> dict:
         """Run (or continue) the phases until the end or ``stop_after_epochs``. Returns timings."""
+        ctx, models, state = self.ctx, self.models, self.state
+        data = self.fit.tensors
         start, cpu_start = time.time(), time.process_time()
-        while self.phase != "done":
-            finished = {"albedo": self._run_prephase, "sfs": self._run_prephase, "train": self._run_train}[self.phase]()
+        while state.phase != "done":
+            if state.phase == "train":
+                finished = phases.run_joint_phase(ctx, models, data, self.targets, state, self.feature_cache, self.save)
+            else:
+                finished = phases.run_prephase(ctx, models, data, self.targets, state, self.save)
             if not finished:
                 self.save()
-                self.log.info("stopped after %d epoch(s) in this run (stop_after_epochs) at phase %s, epoch %d; "
-                              "continue with --r", self._epochs_this_run, self.phase, self.epoch)
+                ctx.log.info("stopped after %d epoch(s) in this run (stop_after_epochs) at phase %s, epoch %d; "
+                             "continue with --r", state.epochs_this_run, state.phase, state.epoch)
                 break
-            self._next_phase()
+            phases.advance_phase(ctx, models, state)
             self.save()
         total = time.time() - start
-        summary = self.timing_summary()
+        summary = state.timing_summary()
         summary["train_wall_s"] = total
         summary["train_cpu_s"] = time.process_time() - cpu_start  # all threads; less sensitive to other load
-        self.log.info("training wall time %.1f s; %s", total,
-                      ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if k not in ("train_wall_s", "train_cpu_s")))
-        if self.run_dir.is_dir():
-            (self.run_dir / "timing.json").write_text(json.dumps(summary, indent=2))
+        ctx.log.info("training wall time %.1f s; %s", total,
+                     ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if k not in ("train_wall_s", "train_cpu_s")))
+        if ctx.run_dir.is_dir():
+            (ctx.run_dir / "timing.json").write_text(json.dumps(summary, indent=2))
         return summary
 
-    def timing_summary(self) -> dict:
-        return {k: float(np.mean(v)) for k, v in self.timing.items() if v}
+    def enter_joint_phase(self) -> None:
+        """Move a freshly built fit straight to the joint phase, as after the pre-phases (their result is the
+        initial one): for the step benchmark and the GPU check."""
+        phases.finish_prephase(self.ctx, self.models, self.state)
+        self.state.phase, self.state.epoch = "train", 0
+        self.state.make_phase_optimizer(self.ctx.settings, self.models)
+
+    def train_step(self, frame: int, views: list[int], weights: dict) -> dict:
+        """One joint step (:func:`trainers.srhand.phases.train_step`)."""
+        return phases.train_step(self.ctx, self.models, self.fit.tensors, self.targets, self.state, frame, views,
+                                 weights)
+
+    def finetune_step(self, frame: int, views: list[int], weights: dict):
+        """One GIIF fine-tuning step without pose-consistency history (:func:`.finetune.finetune_step`)."""
+        return finetune_step(self.ctx, self.models, self.fit.tensors, self.targets, self.state, self.feature_cache,
+                             frame, views, weights, None, None)
+
+    # ------------------------------------------------------------------ evaluation
+    def fitted_avatar(self) -> FittedAvatar:
+        """The avatar trained in this process, with its GIIF and records, for :func:`evaluate`."""
+        m = self.models
+        return FittedAvatar(avatar=m.avatar, avatar_args=m.avatar_args, giif=m.giif, sr_source=self.ctx.settings.sr_source,
+                            record=self.record, progress=FitProgress.of_state(self.state))
+
+    def evaluate_trained(self, save_vis: bool = False, write: bool = True) -> dict:
+        """Evaluate the avatar just trained (no reload); with ``write``, ``metrics.json`` and a table."""
+        fitted = self.fitted_avatar()
+        selection = select_evaluation(self.ctx, fitted.record, known_mpjpe=self.fit.noise_mpjpe)
+        report = evaluate(self.ctx, fitted, selection, save_vis=save_vis,
+                          timing=self.state.timing_summary() or None)
+        if write:
+            write_metrics(self.ctx, report)
+        return report
+
+    def evaluate_saved(self, model_path: str | Path, implicit_path: str | None = None,
+                       save_vis: bool = False) -> dict:
+        """``--eval``: evaluate the avatar of ``model_path`` (a run folder or its ``model.pth``), write
+        ``metrics.json`` and a table."""
+        fitted, folder = load_fitted_avatar(self.ctx, model_path, implicit_path)
+        selection = select_evaluation(self.ctx, fitted.record)
+        report = evaluate(self.ctx, fitted, selection, save_vis=save_vis, timing=training_timing(folder))
+        write_metrics(self.ctx, report)
+        return report

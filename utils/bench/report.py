@@ -272,8 +272,10 @@ def speed_markdown(result: dict) -> list[str]:
                         if k in row), None)
         lines += ["", "SRHand steps (`scripts/benchmark_srhand_step.py`; peak memory on CPU is the process's peak "
                   "resident set, data and models included" + (
-                      "; reference path: the same step with issue 12's caches, masked decode and "
-                      "`utils.fastpaths` off, timed interleaved in the same process, ratio = ms / reference"
+                      "; reference path: the same step with every computation on its plain version (the "
+                      "networks' `reference_models`, full GIIF decode, no feature cache, the reference functions "
+                      "of SH shading and the condition networks), timed interleaved in the same process, "
+                      "ratio = ms / reference"
                       if old_key else "") + "):", "",
                   "| config | vertices | px | step | views | threads | ms | peak MiB |"
                   + (" reference path ms | ratio |" if old_key else ""),

@@ -24,8 +24,6 @@ import math
 import torch
 from torch import nn
 
-from utils import fastpaths
-
 SH_A = (math.pi, 2 * math.pi / math.sqrt(3), 2 * math.pi / math.sqrt(8))
 SH_C = (
     1 / math.sqrt(4 * math.pi),
@@ -99,15 +97,22 @@ def sh_shade(
         )
     gamma = _coeff_matrix(sh_coeffs, ambient).to(normals.dtype)  # (B, 3, 9)
     basis = sh_basis(normals)  # (B, ..., 9)
-    if fastpaths.enabled("sh_matmul"):
-        # One (N, 9) x (9, 3) product per view: 5x faster forward + backward than the multiply-adds
-        # below at 4 x 128 x 128 pixels, on 1 and 2 threads.
-        out = torch.bmm(basis.reshape(basis.shape[0], -1, 9), gamma.transpose(1, 2))
-    else:  # reference: nine broadcast multiply-adds (each one's backward fills a (B, N, 1, 9) zero tensor)
-        flat = basis.reshape(basis.shape[0], -1, 1, 9)
-        out = flat[..., 0] * gamma[:, None, :, 0]
-        for k in range(1, 9):
-            out = out + flat[..., k] * gamma[:, None, :, k]
+    # One (N, 9) x (9, 3) product per view: the nine multiply-adds of sh_shade_reference, with a backward
+    # that does not fill a (B, N, 1, 9) zero tensor per coefficient.
+    out = torch.bmm(basis.reshape(basis.shape[0], -1, 9), gamma.transpose(1, 2))
+    return out.reshape(*normals.shape[:-1], 3)  # (B, ..., 3)
+
+
+def sh_shade_reference(
+    normals: torch.Tensor, sh_coeffs: torch.Tensor, ambient: float = DEFAULT_AMBIENT
+) -> torch.Tensor:
+    """:func:`sh_shade` written as the sum it is, nine broadcast multiply-adds: the plain reference the
+    tests compare it with (values and gradients), not used in training."""
+    gamma = _coeff_matrix(sh_coeffs, ambient).to(normals.dtype)  # (B, 3, 9)
+    flat = sh_basis(normals).reshape(normals.shape[0], -1, 1, 9)
+    out = flat[..., 0] * gamma[:, None, :, 0]
+    for k in range(1, 9):
+        out = out + flat[..., k] * gamma[:, None, :, k]
     return out.reshape(*normals.shape[:-1], 3)  # (B, ..., 3)
 
 

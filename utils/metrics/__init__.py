@@ -5,7 +5,7 @@ What lives here: ``image`` (PSNR, SSIM, masked variants, the perceptual metric w
 LPIPS / ST-LPIPS networks and their fall-backs), ``perceptual_fast`` (the ST-LPIPS-alex training loss
 with less work per step, checked against the package's network).
 
-Imports allowed: ``utils.compat``, ``utils.dist``, ``utils.fastpaths`` and ``utils.geometry``; besides
+Imports allowed: ``utils.compat``, ``utils.dist``, ``utils.errors`` and ``utils.geometry``; besides
 torch and numpy, and lpips and stlpips_pytorch inside functions. Nothing here imports ``models``,
 ``datasets`` or ``trainers``.
 """

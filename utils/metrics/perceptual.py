@@ -32,8 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from utils import dist, fastpaths
+from utils import dist
+from utils.errors import InputError
 
 TRUNK_WEIGHT_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 _announced: set[str] = set()
@@ -180,7 +182,7 @@ def choose_perceptual(kind: str = "auto", net: str = "alex", fallback_net: str =
         a frozen (``requires_grad=False``), eval-mode network with its name and the reason.
     """
     if kind not in ("auto", "lpips", "stlpips"):
-        raise ValueError(f"perceptual kind must be auto, lpips or stlpips, got {kind!r}")
+        raise InputError(f"perceptual kind must be auto, lpips or stlpips, got {kind!r}")
     trunk = cached_trunk(net)
     if kind == "lpips" or (kind == "auto" and trunk is not None):
         module = build_lpips(net, trunk)
@@ -229,7 +231,7 @@ class PreparedTarget:
     """A target encoded once by :meth:`PerceptualLoss.prepare`, to be compared with several predictions.
 
     ``image`` is the target in [0, 1] as given; ``features`` its network features, or ``None`` when the
-    network has no reusable features (LPIPS, or the ``perceptual_trunk`` fast path switched off).
+    network has no reusable features (LPIPS, or ``PerceptualLoss(fast=False)``).
     """
 
     image: torch.Tensor
@@ -243,18 +245,19 @@ class PerceptualLoss(torch.nn.Module):
         kind: ``"auto"`` (LPIPS-VGG when ``vgg16-397923af.pth`` is cached, else ST-LPIPS-alex, with a
             warning), ``"lpips_vgg"`` (error when not cached), ``"stlpips"`` (ST-LPIPS-alex) or
             ``"none"`` (always 0).
+        fast: compute ST-LPIPS-alex with :class:`utils.metrics.perceptual_fast.FastSTLPIPS` (the same
+            distance with less work; targets can be encoded once, :meth:`prepare`); False runs the
+            ``stlpips_pytorch`` module's own forward (``train.perceptual_impl = package``).
 
     The network is frozen, always in eval mode (LPIPS heads contain dropout), follows the input's
     device, and is kept out of ``state_dict()``/``parameters()`` so it never lands in a model
-    checkpoint or an optimizer. Gradients flow to the prediction. ST-LPIPS-alex runs through
-    :class:`utils.metrics.perceptual_fast.FastSTLPIPS` (fast path ``perceptual_trunk``), which also lets
-    a target be encoded once for several predictions (:meth:`prepare`).
+    checkpoint or an optimizer. Gradients flow to the prediction.
     """
 
-    def __init__(self, kind: str = "auto"):
+    def __init__(self, kind: str = "auto", fast: bool = True):
         super().__init__()
         if kind not in ("auto", "lpips_vgg", "stlpips", "none"):
-            raise ValueError(f"PerceptualLoss kind must be auto, lpips_vgg, stlpips or none, got {kind!r}")
+            raise InputError(f"PerceptualLoss kind must be auto, lpips_vgg, stlpips or none, got {kind!r}")
         self.kind = kind
         self.name = "none"
         self._net = None
@@ -268,16 +271,13 @@ class PerceptualLoss(torch.nn.Module):
             self._net = _Frozen(choice.module)
             from utils.metrics import perceptual_fast
 
-            if choice.name == "ST-LPIPS" and perceptual_fast.supports(choice.module):
+            if fast and choice.name == "ST-LPIPS" and perceptual_fast.supports(choice.module):
                 self._fast = perceptual_fast.FastSTLPIPS(choice.module)
-
-    def _use_fast(self) -> bool:
-        return self._fast is not None and fastpaths.enabled("perceptual_trunk")
 
     def prepare(self, target: torch.Tensor) -> PreparedTarget:
         """Encode ``target`` ``(B, 3, H, W)`` in [0, 1] once, without gradient, for several calls."""
         target = as_nchw(target, "target")
-        if self._net is None or not self._use_fast():
+        if self._net is None or self._fast is None:
             return PreparedTarget(target)
         self._net.on(target.device)
         with torch.no_grad():
@@ -294,7 +294,7 @@ class PerceptualLoss(torch.nn.Module):
         if self._net is None:
             return pred.new_zeros(())
         net = self._net.on(pred.device)
-        if self._use_fast():
+        if self._fast is not None:
             if prepared is not None and prepared.features is not None:
                 target_feats = [f.to(pred.device) for f in prepared.features]
             else:
@@ -305,3 +305,30 @@ class PerceptualLoss(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, name={self.name!r}"
+
+
+class ResizedPerceptual:
+    """A perceptual distance evaluated on images area-resized to ``size`` x ``size`` (``size`` 0: as given).
+
+    LPIPS-type networks cost most of a CPU training step at 128 px; LPIPS itself was calibrated on 64 x 64
+    patches, so the CPU configs compare at 64 px. ``name`` is the wrapped network's.
+    """
+
+    def __init__(self, net, size: int = 0):
+        self.net, self.size = net, int(size)
+        self.name = getattr(net, "name", type(net).__name__) + (f"@{self.size}px" if self.size else "")
+
+    def _resize(self, image: torch.Tensor) -> torch.Tensor:
+        if self.size and tuple(image.shape[-2:]) != (self.size, self.size):
+            image = F.interpolate(image, size=(self.size, self.size), mode="area")
+        return image
+
+    def prepare(self, target: torch.Tensor):
+        """The resized ``target`` encoded once (``PerceptualLoss.prepare``) when the network can, else
+        the resized target itself; either can be passed as ``target`` to several calls."""
+        target = self._resize(target)
+        return self.net.prepare(target) if hasattr(self.net, "prepare") else target
+
+    def __call__(self, pred: torch.Tensor, target) -> torch.Tensor:
+        target = target if isinstance(target, PreparedTarget) else self._resize(target)
+        return self.net(self._resize(pred), target)

@@ -2,17 +2,16 @@
 
 The ``stlpips_pytorch`` module stays the reference (and the metric). :class:`FastSTLPIPS` wraps that same
 module, with its weights, and computes the same distance (values within float rounding; input gradients
-equal in float64, ``tests/test_fastpaths.py``). Where the time goes at the CPU training size
-(4 images of 64 x 64, ``benchmarks/profiles/srhand_steps.md``) and what is done about it:
+equal in float64, ``tests/test_fastpaths.py``). What it does differently, and why (the measured times at
+the CPU training size are in ``benchmarks/profiles/srhand_steps.md``, "After, second pass"):
 
 * a target's features can be computed once (:meth:`FastSTLPIPS.features`) and compared with several
   predictions; a reconstruction step compares two renders with the same SR image;
-* activations and weights are channels-last, oneDNN's faster layout for these convolutions (~15 % per
-  pass), with the weights converted once rather than reordered at every call;
-* the first convolution (3 -> 64 channels, 11 x 11, stride 1) has a slow input gradient in oneDNN
-  (3 output channels leave its vector units idle: ~5x the forward's time). On CPU that gradient is one
-  GEMM of the (NCHW) output gradient with the weights followed by the 121 shifted adds of col2im
-  (:class:`_FirstConv`): 5.4 ms instead of 13-14 ms at 4 x 64 x 64, 2 threads.
+* activations and weights are channels-last, oneDNN's faster layout for these convolutions, with the
+  weights converted once rather than reordered at every call;
+* the first convolution (3 -> 64 channels, 11 x 11, stride 1) has a slow input gradient in oneDNN (its 3
+  output channels leave the vector units idle). On CPU that gradient is one GEMM of the (NCHW) output
+  gradient with the weights followed by the 121 shifted adds of col2im (:class:`_FirstConv`).
 """
 
 from __future__ import annotations
