@@ -30,6 +30,7 @@ Returns a JSON-ready dict (:func:`run_check`) and a short markdown summary (:fun
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import platform
 import resource
@@ -314,7 +315,12 @@ def retired_path_parity(avatar, data) -> dict:
         return max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-30)),
                    float((ga - gb).abs().max() / gb.abs().max().clamp(min=1e-30)))
 
-    net = next(m for m in avatar.modules() if isinstance(m, ConditionNetwork) and not m.d_extra)
+    # A copy of the avatar's first condition network with every parameter moved off its initial value (the
+    # zero-initialised last layer would make both outputs exactly 0).
+    net = copy.deepcopy(next(m for m in avatar.modules() if isinstance(m, ConditionNetwork) and not m.d_extra))
+    with torch.no_grad():
+        for param in net.parameters():
+            param.add_(0.1 * torch.randn(param.shape, generator=gen).to(device))
     return {"sh_shade": compare(sh_shade, sh_shade_reference, normals, coeffs),
             "condition_code": compare(net.code, net.code_reference, avatar.condition(data.pose[0]))}
 
