@@ -259,7 +259,7 @@ class CaptureSequence:
         return out
 
     # -- subsets and ground truth ---------------------------------------------------------------
-    def select(self, frames=None, views=None) -> "CaptureSequence":
+    def select(self, frames=None, views=None) -> CaptureSequence:
         """A new sequence restricted to frame positions ``frames`` and view positions or names ``views``."""
         fi = list(range(self.num_frames)) if frames is None else [int(f) for f in frames]
         if views is None:

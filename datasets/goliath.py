@@ -176,7 +176,7 @@ class GoliathSequence(CaptureSequence):
             verts, faces = crop_to_hand(verts, faces, *self.mano_frame(frame_index), self.scan_crop_radius)
         return verts, faces
 
-    def select(self, frames=None, views=None) -> "GoliathSequence":
+    def select(self, frames=None, views=None) -> GoliathSequence:
         sub = super().select(frames, views)
         fi = list(range(self.num_frames)) if frames is None else [int(f) for f in frames]
         vi = [self.cameras.names.index(n) for n in sub.cameras.names]

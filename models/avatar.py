@@ -94,7 +94,7 @@ class ConditionNetwork(nn.Module):
 
         dims = [d_cond + d_latent + d_extra] + [width] * depth + [d_code]
         layers = []
-        for i, (d_in, d_next) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (d_in, d_next) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             layer = nn.Linear(d_in, d_next)
             last = i == len(dims) - 2
             if init == "geometric":

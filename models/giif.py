@@ -45,8 +45,8 @@ exactly on cell boundaries, where the feature and its cell centre are still cons
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -137,7 +137,7 @@ def _stack_tables(tables: list[torch.Tensor], indices: list[torch.Tensor]) -> tu
     per-batch indices ``indices[k] (B, M)`` into rows of it, ``(B * M, K)``."""
     B = indices[0].shape[0]
     flat, rows, start = [], [], 0
-    for table, index in zip(tables, indices):
+    for table, index in zip(tables, indices, strict=True):
         N = table.shape[1]
         # table k, batch b starts at row start + b * N of the stacked table
         flat.append(index + (start + N * torch.arange(B, device=index.device)).unsqueeze(1))

@@ -13,7 +13,7 @@ Coordinates are ordered ``(row / y, col / x)``, i.e. ``coord[..., 0]`` indexes t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -135,7 +135,7 @@ def sr_jobs(args, work: Path) -> list[tuple[str, int, Path, list[str]]]:
 def sr_plan(args, work: Path) -> tuple[list[tuple], list[dict], dict]:
     """The SR jobs, their run-store keys and ``{checkpoint path: run:<key hash>}`` of their outputs."""
     jobs, keys, refs = sr_jobs(args, work), [], {}
-    for name, seed, run_dir, cmd in jobs:
+    for _, seed, run_dir, cmd in jobs:
         keys.append(job_key(args, cmd, seed, refs))
         refs.update(output_refs(run_dir, keys[-1]))
     return jobs, keys, refs
@@ -263,7 +263,7 @@ def srhand_table(args, work: Path, table: str, data: str | None = None, folder: 
     sr, sr_keys, refs = sr_plan(args, work)
     run_keys = [job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
     store = runstore.RunStore(args.store)
-    todo = [key for (key, _, _, _), run_key in zip(jobs, run_keys)
+    todo = [key for (key, _, _, _), run_key in zip(jobs, run_keys, strict=True)
             if args.fresh or store.get("srhand", key, run_key) is None]
     # Rows to run need their GIIF/LIIF and discriminator checkpoints; when the SR runs that write them are
     # only in the store (another machine, or --work emptied), those SR runs are run again first.
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.time()
         results[name] = {"result": compute(args, work), "seconds": time.time() - start, "command": command,
                          "git": git_rev(), "machine": machine(),
-                         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     # Claims: every scale with results beside this one (the CPU and medium tables side by side).
     by_scale = {}
     for scale, stem in SCALE_STEMS.items():
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         by_scale["medium"] = {}  # shown as "not run"
     results["claims"] = {"result": section_claims(by_scale), "seconds": 0.0, "command": command, "git": git_rev(),
                          "machine": machine(),
-                         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     results_path.write_text(json.dumps(results, indent=2))
     lines = ["# Benchmarks", "", "Produced by `python scripts/benchmark.py`; every row comes from the project's own "
              "entry scripts and configs. " + {"cpu": "Synthetic captures, CPU-sized models: a toy scale, not the paper's.",

@@ -21,6 +21,7 @@ compare), ``liif_results`` the LIIF rows.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import platform
@@ -74,6 +75,9 @@ def benchmark(
 ) -> list[dict]:
     torch.manual_seed(0)
     model = models.make(model_spec(size, model_name)).to(device).eval()
+    # the same weights in each query mode (a runtime argument of the constructor, not part of the spec)
+    by_mode = {mode: models.make(models.model_spec(model, with_sd=True), load_sd=True,
+                                 args={"query_mode": mode}).to(device).eval() for mode in MODES}
     num_params = sum(p.numel() for p in model.parameters())
     lr = torch.rand(batch, 3, lr_size, lr_size, device=device)
     normal_map = None
@@ -85,8 +89,7 @@ def benchmark(
         # warm-up with one full chunk per mode (allocator, first-touch page faults, kernel selection)
         warm = math.ceil(math.sqrt(min(chunk, max(out_sizes) ** 2)))
         for mode in MODES:
-            model.query_mode = mode
-            model.decode(lr, normal_map, (warm, warm), chunk=chunk)
+            by_mode[mode].decode(lr, normal_map, (warm, warm), chunk=chunk)
         encode_times = []
         for _ in range(repeats):
             seconds, feats = _time(lambda: model.encode(lr, normal_map), device)
@@ -99,10 +102,9 @@ def benchmark(
             images = {}
             for _ in range(repeats):
                 for mode in MODES:
-                    model.query_mode = mode
-                    seconds, images[mode] = _time(lambda: model.decode_feats(feats, (out, out), chunk=chunk), device)
+                    decode = functools.partial(by_mode[mode].decode_feats, feats, (out, out), chunk=chunk)
+                    seconds, images[mode] = _time(decode, device)
                     times[mode].append(seconds)
-            model.query_mode = "factorized"
             assert images["factorized"].shape == (batch, 3, out, out)
             query_s = statistics.median(times["factorized"])
             reference_s = statistics.median(times["reference"])

@@ -25,6 +25,7 @@ Prints a table, then as the last line a JSON list with one object per resolution
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -103,6 +104,37 @@ def _time_interleaved(fns: dict, repeats: int, sync) -> dict[str, list[float]]:
     return times
 
 
+def render_step(renderer, cams, verts_param: torch.Tensor, attr: torch.Tensor, faces: torch.Tensor, res: int, sync,
+                backward: bool, antialias: bool = True, phases: dict | None = None) -> None:
+    """One forward (and with ``backward`` backward) pass of the renderer at ``res`` x ``res``; ``phases``
+    collects the milliseconds of each part when given."""
+
+    def mark(name: str) -> None:
+        if phases is not None:
+            sync()
+            now = time.perf_counter()
+            phases.setdefault(name, []).append(1000.0 * (now - phases["_t"][0]))
+            phases["_t"][0] = now
+
+    if phases is not None:
+        phases.setdefault("_t", [0.0])[0] = time.perf_counter()
+    verts_param.grad, attr.grad = None, None
+    with torch.set_grad_enabled(backward):
+        clip = cams.to_clip(verts_param)
+        mark("to_clip")
+        rast = renderer.rasterize(clip, faces, (res, res))
+        mark("rasterize")
+        feats = renderer.interpolate(attr, rast, faces, clip=clip)
+        mark("interpolate")
+        shaded = renderer.antialias(feats[..., :7], rast, clip, faces) if antialias else feats[..., :7]
+        mark("antialias")
+        if backward:
+            loss = shaded.abs().mean() + feats[..., 7:].square().mean()
+            mark("loss")
+            loss.backward()
+            mark("backward")
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -137,7 +169,7 @@ def main(argv=None) -> list[dict]:
     extent = float(size[[i for i in range(3) if i != axis]].max())
     faces = torch.as_tensor(faces_np, dtype=torch.long, device=device)
     renderer = get_renderer(args.backend, aa_max_hops=args.aa_max_hops)
-    load = ", load average %.2f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(
         f"mesh: {desc}: {len(verts)} vertices, {len(faces)} faces; device {device}, threads "
         f"{torch.get_num_threads()}{load}, renderer {renderer!r}"
@@ -153,39 +185,13 @@ def main(argv=None) -> list[dict]:
         verts_param = verts[None].clone().requires_grad_(True)
         attr = attr_base.clone().requires_grad_(True)
 
-        def step(backward: bool, antialias: bool = True, phases: dict | None = None) -> None:
-            def mark(name: str) -> None:
-                if phases is not None:
-                    sync()
-                    now = time.perf_counter()
-                    phases.setdefault(name, []).append(1000.0 * (now - phases["_t"][0]))
-                    phases["_t"][0] = now
-
-            if phases is not None:
-                phases.setdefault("_t", [0.0])[0] = time.perf_counter()
-            verts_param.grad, attr.grad = None, None
-            with torch.set_grad_enabled(backward):
-                clip = cams.to_clip(verts_param)
-                mark("to_clip")
-                rast = renderer.rasterize(clip, faces, (res, res))
-                mark("rasterize")
-                feats = renderer.interpolate(attr, rast, faces, clip=clip)
-                mark("interpolate")
-                shaded = (
-                    renderer.antialias(feats[..., :7], rast, clip, faces) if antialias else feats[..., :7]
-                )
-                mark("antialias")
-                if backward:
-                    loss = shaded.abs().mean() + feats[..., 7:].square().mean()
-                    mark("loss")
-                    loss.backward()
-                    mark("backward")
+        step = functools.partial(render_step, renderer, cams, verts_param, attr, faces, res, sync)
 
         times = _time_interleaved(
             {
-                "forward": lambda: step(False),
-                "forward_backward": lambda: step(True),
-                "lower_bound": lambda: step(True, antialias=False),
+                "forward": functools.partial(step, False),
+                "forward_backward": functools.partial(step, True),
+                "lower_bound": functools.partial(step, True, antialias=False),
             },
             args.repeats,
             sync,

@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     residual = report["residual_mm"]
     shown = ", ".join(f"{k} {v:.4g}" for k, v in residual.items() if v is not None and not k.endswith("_max"))
     print(f"converged: {report['converged']}, iterations: {report['iterations']}; residual (mm): {shown}")
-    for frame, fid in zip(report["per_frame"], frame_ids):
+    for frame, fid in zip(report["per_frame"], frame_ids, strict=True):
         parts = [f"{k.replace('_mean', '')} {frame[k]:.4g}" for k in
                  ("surface_to_target_mean", "target_to_surface_mean", "joints_mean") if frame.get(k) is not None]
         print(f"  frame {fid}: mean (mm) " + ", ".join(parts))

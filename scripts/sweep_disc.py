@@ -224,7 +224,7 @@ def main() -> None:
     except (OSError, RuntimeError):
         pass
     meta = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-            "revision": git_rev(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "revision": git_rev(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": (lambda m: f"{m['cpu_model']} ({m['cpu_count']} CPU cores, torch {m['torch']}, "
                                   f"{args.threads} thread(s) per run, {args.jobs} run(s) at once)")(machine()),
             "giif": args.giif, "giif_steps": giif_meta.get("step"), "data": args.data, "conf": args.conf,

@@ -50,7 +50,7 @@ def true_parameters(model, frame: int):
 
     k = frame / len(FRAMES)
     curl = {j: (0.15 + 0.5 * k) * a for chain in ((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12))
-            for j, a in zip(chain, (0.8, 1.0, 0.6))}
+            for j, a in zip(chain, (0.8, 1.0, 0.6), strict=True)}
     curl.update({13: 0.2, 14: 0.3 * (1 + k), 15: 0.3})
     pose = curl_pose(model, curl).numpy() - model.pose_mean.double().numpy()  # model adds hands_mean
     pose[:3] = [0.3 + 0.4 * k, -0.2, 0.1]
@@ -67,7 +67,7 @@ def _cameras():
     H, W = IMAGE_HW
     eyes = [(0.0, -0.15, -0.55), (0.45, -0.1, -0.35), (-0.4, 0.1, -0.4), (0.1, 0.5, -0.3)]
     out = {}
-    for i, (name, eye) in enumerate(zip(CAMERAS, eyes)):
+    for i, (name, eye) in enumerate(zip(CAMERAS, eyes, strict=True)):
         R, t = look_at(eye, (0.0, 0.0, 0.0), up=(0.0, -1.0, 0.0), dtype=torch.float64)
         K = np.array([[95.0 + 3 * i, 0.0, W / 2 + 1.5 * i], [0.0, 96.0 + 3 * i, H / 2 - i], [0.0, 0.0, 1.0]])
         out[name] = (K, R.numpy(), t.numpy())

@@ -76,7 +76,7 @@ def curl_pose(model, angles: dict[int, float]) -> torch.Tensor:
 def typical_poses(model) -> dict[str, torch.Tensor]:
     """InterHand-like test poses (relative to a flat hand): flat, fist, spread, pinch, each (48,)."""
     fist = {j: a for chain in ((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12))
-            for j, a in zip(chain, (1.5, 1.7, 1.0))}
+            for j, a in zip(chain, (1.5, 1.7, 1.0), strict=True)}
     fist.update({13: 0.5, 14: 0.9, 15: 1.0})
     spread = torch.zeros(48, dtype=torch.float64)
     for j, angle in {1: 0.30, 4: 0.10, 10: -0.15, 7: -0.35, 13: 0.40}.items():

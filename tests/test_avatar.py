@@ -195,7 +195,7 @@ def test_set_prephase_and_renew_means():
     before = [avatar.forward_geometry(p, torch.zeros(3))["verts_posed"].detach() for p in poses]
     avatar.renew_means(poses)
     after = [avatar.forward_geometry(p, torch.zeros(3))["verts_posed"].detach() for p in poses]
-    for a, b in zip(after, before):
+    for a, b in zip(after, before, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 

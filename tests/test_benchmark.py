@@ -43,7 +43,7 @@ def test_every_command_loads_its_config(bench, scale, tmp_path):
         ("liif", 3, "sr_liif_s3"), ("giif", 3, "sr_giif_s3"), ("disc", 3, "sr_disc_s3"),
         ("giif_noadv", 3, "sr_giif_noadv_s3")]
     confs = [_load(cmd) for _, _, _, cmd in sr]
-    for (_, seed, _, cmd), conf in zip(sr, confs):
+    for (_, seed, _, _), conf in zip(sr, confs, strict=True):
         assert conf.get_string("data.data_path") == args.data and conf.get_int("seed") == seed
         if scale == "cpu":
             assert conf.get_int("train.max_steps") in (324, 108)
@@ -97,7 +97,7 @@ def test_medium_commands_load_their_configs(bench, tmp_path):
         conf = _load(cmd)
         assert conf.get_int("data.hr_size") == 256 and conf.get_int("seed") == seed
     keys = [key for table in bench.TABLES.values() for key in table[0]]
-    for key, _, _, cmd in bench.srhand_jobs(args, tmp_path, keys, check_models=False):
+    for _, _, _, cmd in bench.srhand_jobs(args, tmp_path, keys, check_models=False):
         conf = _load(cmd)
         assert (conf.get_int("data.hr_size"), conf.get_int("data.lr_size")) == (256, 16)
         assert conf.get_int("model.subdivision_levels") == 2
@@ -433,7 +433,7 @@ def test_static_section(bench, tmp_path, monkeypatch):
 def test_versus_input_mano_column():
     """Per-seed P2P minus the run's own input-MANO P2P: mean ± std, size in stds, side of the input mesh."""
     def row(p2p, mano):
-        return {"key": "x", "seeds": {str(s): {"p2p_mm": a, "p2p_mm_mano": b} for s, (a, b) in enumerate(zip(p2p, mano))}}
+        return {"key": "x", "seeds": {str(s): {"p2p_mm": a, "p2p_mm_mano": b} for s, (a, b) in enumerate(zip(p2p, mano, strict=True))}}
 
     assert report.versus_input_mano(row([1.0, 1.2, 1.1], [1.5, 1.5, 1.5])) == "-0.400 ± 0.100 (4.0 std, closer)"
     assert report.versus_input_mano(row([2.0, 1.0, 1.6], [1.5, 1.5, 1.5])) == "+0.033 ± 0.503 (0.1 std, within noise)"

@@ -13,7 +13,7 @@ from utils.errors import InputError
 def _cameras(n=2, size=(40, 30)):
     from utils.geometry.camera import Cameras, look_at
 
-    Rs, ts = zip(*[look_at([0.5 * np.cos(i), 0.0, 0.5 * np.sin(i) - 0.5], [0.0, 0.0, 0.0]) for i in range(n)])
+    Rs, ts = zip(*[look_at([0.5 * np.cos(i), 0.0, 0.5 * np.sin(i) - 0.5], [0.0, 0.0, 0.0]) for i in range(n)], strict=True)
     K = torch.tensor([[60.0, 0, size[1] / 2], [0, 60.0, size[0] / 2], [0, 0, 1]]).expand(n, 3, 3)
     return Cameras(K=K, R=torch.stack(Rs), t=torch.stack(ts), image_size=size,
                    names=[f"cam40000{i}" for i in range(n)])

@@ -156,7 +156,7 @@ def test_condition_network_first_layer(d_extra):
     new = run(net.code)
     out, code = net(cond, extra)
     assert torch.equal(code, new[0])  # forward goes through code
-    for g_new, g_ref in zip(new[1], ref[1]):
+    for g_new, g_ref in zip(new[1], ref[1], strict=True):
         assert (g_new is None) == (g_ref is None)
         if g_ref is not None:
             assert torch.allclose(g_new, g_ref, rtol=1e-10, atol=1e-14)
@@ -174,7 +174,7 @@ def test_sh_shade_matmul():
     new = sh_shade(normals, coeffs)
     grads = torch.autograd.grad(new.pow(2).sum(), (normals, coeffs))
     assert new.shape == (3, 5, 7, 3) and torch.allclose(new, ref, rtol=1e-12)
-    assert all(torch.allclose(a, b, rtol=1e-12) for a, b in zip(grads, ref_grads))
+    assert all(torch.allclose(a, b, rtol=1e-12) for a, b in zip(grads, ref_grads, strict=True))
     assert torch.autograd.gradcheck(lambda n, c: sh_shade(n, c), (normals[:1, :2, :2], coeffs[:1]))
 
 
@@ -228,7 +228,7 @@ def test_masked_decode_equals_full_decode_times_mask():
     assert ref.abs().sum() > 0 and torch.equal(ref * mask, ref)
     for out, grads in others:
         assert torch.allclose(out, ref, atol=1e-6) and torch.equal(out * mask, out)
-        for g, r in zip(grads, ref_grads):
+        for g, r in zip(grads, ref_grads, strict=True):
             assert torch.allclose(g, r, rtol=1e-4, atol=1e-6)
 
 

@@ -217,7 +217,7 @@ def assert_same_metrics(a: Path, b: Path, rel: float = 0.0) -> None:
                 compare(x[k], y[k], f"{where}.{k}")
         elif isinstance(x, list):
             assert isinstance(y, list) and len(x) == len(y), where
-            for i, (u, v) in enumerate(zip(x, y)):
+            for i, (u, v) in enumerate(zip(x, y, strict=True)):
                 compare(u, v, f"{where}[{i}]")
         elif isinstance(x, float) and rel > 0:
             assert y == pytest.approx(x, rel=rel, abs=1e-12), (where, x, y)

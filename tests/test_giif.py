@@ -245,7 +245,7 @@ def _query_values_and_grads(model, mode, lr, normals, coord, cell):
     weights = torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view_as(out)
     (out * weights).mean().backward()  # a weighted mean: gradients of order 1
     grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-    grads.update({name: t.grad for name, t in zip(("lr", "normals", "coord", "cell"), inputs) if t is not None})
+    grads.update({name: t.grad for name, t in zip(("lr", "normals", "coord", "cell"), inputs, strict=True) if t is not None})
     return out.detach(), grads
 
 

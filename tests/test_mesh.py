@@ -40,7 +40,7 @@ def test_subdivision_counts_on_the_hand_match_mano():
     counts = subdivision_counts(778, 1538, len(unique_edges(faces)), 3)
     assert [c[0] for c in counts] == list(MANO_VERTS) and [c[1] for c in counts] == list(MANO_FACES)
     verts = model.v_template
-    for level in range(3):
+    for _ in range(3):
         num_edges = len(unique_edges(faces))
         verts_next, faces_next, _ = loop_subdivide(verts, faces, 1)
         assert len(verts_next) == len(verts) + num_edges and len(faces_next) == 4 * len(faces)

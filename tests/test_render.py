@@ -56,11 +56,11 @@ def _icosphere(subdivisions=2, radius=1.0):
     for _ in range(subdivisions):
         mid, new_faces = {}, []
 
-        def midpoint(a, b):
+        def midpoint(a, b, mid=mid):
             key = (min(a, b), max(a, b))
             if key not in mid:
                 mid[key] = len(verts)
-                verts.append(tuple((x + y) / 2 for x, y in zip(verts[a], verts[b])))
+                verts.append(tuple((x + y) / 2 for x, y in zip(verts[a], verts[b], strict=True)))
             return mid[key]
 
         for a, b, c in faces:
@@ -248,7 +248,7 @@ def test_interpolate_hand_written_backward_matches_autograd():
             weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(7), dtype=F64)
             (out * weight).sum().backward()
             results.append((out.detach(), a.grad, c.grad))
-        for new, old in zip(*results):
+        for new, old in zip(*results, strict=True):
             assert torch.allclose(new, old, atol=1e-10)
     # Both inputs at once, two images.
     clip, faces = _random_scene(8, batch=2, num_verts=6, num_faces=4, extras=False)
@@ -274,11 +274,11 @@ def test_interpolate_reuses_the_raster_only_while_unchanged():
         return out.detach(), c.grad.clone()
 
     rast = tb.rasterize(clip, faces, (12, 12))
-    for a, b in zip(run(rast, clip), run(rast.clone(), clip)):
+    for a, b in zip(run(rast, clip), run(rast.clone(), clip), strict=True):
         assert torch.equal(a, b)
     with torch.no_grad():
         clip.mul_(1.01)  # the stashed edge values are stale now
-    for a, b in zip(run(rast, clip), run(rast.clone(), clip)):
+    for a, b in zip(run(rast, clip), run(rast.clone(), clip), strict=True):
         assert torch.equal(a, b)
     rast = tb.rasterize(clip, faces, (12, 12))
     with torch.no_grad():
@@ -518,7 +518,7 @@ def test_per_mesh_caches_follow_changes_to_the_faces(dtype):
 
     def same(a, b):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-        assert all(torch.equal(x, y) for x, y in zip(a[2], b[2]))
+        assert all(torch.equal(x, y) for x, y in zip(a[2], b[2], strict=True))
 
     faces = faces.to(dtype)
     render(faces)  # fills the caches
@@ -550,7 +550,7 @@ def test_ops_run_under_inference_mode():
     with torch.inference_mode():
         outside = run(clip, faces, color)
         inside = run(clip.clone(), faces.clone(), color.clone())
-    for a, b, c in zip(expect, outside, inside):
+    for a, b, c in zip(expect, outside, inside, strict=True):
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
@@ -564,7 +564,7 @@ def test_mesh_render_helpers():
     assert nmap.shape == (1, 3, 20, 20)
     hard = render_mask(renderer, verts, faces, cams, antialias=False)
     soft = render_mask(renderer, verts, faces, cams)
-    assert set(hard.unique().tolist()) <= {0.0, 1.0} and 0 < float(soft.min() + 1) and float(soft.max()) <= 1
+    assert set(hard.unique().tolist()) <= {0.0, 1.0} and float(soft.min() + 1) > 0 and float(soft.max()) <= 1
     norms = nmap.norm(dim=1, keepdim=True)
     assert (
         torch.allclose(norms[hard > 0], torch.ones(1, dtype=F64), atol=1e-6)

@@ -308,7 +308,7 @@ def test_run_folder_of_the_code_before_issue_21_evaluates_to_its_own_metrics(tmp
                 close(a[k], b[k], f"{path}.{k}")
         elif isinstance(a, list):
             assert len(a) == len(b), path
-            for i, (x, y) in enumerate(zip(a, b)):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
                 close(x, y, f"{path}[{i}]")
         elif isinstance(a, float):
             assert b == pytest.approx(a, rel=2e-3, abs=1e-4), path

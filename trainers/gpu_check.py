@@ -279,7 +279,7 @@ def fast_path_parity(trainer, views: list[int], weights: dict) -> dict:
     def losses_and_grads(bundle):
         terms = train_losses(ctx, bundle, data, targets, state.prephase_result, 0, views, weights)
         grads = torch.autograd.grad(terms["total"], params, allow_unused=True)
-        flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+        flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)])
         return {k: float(v.detach()) for k, v in terms.items()}, flat
 
     ref_terms, ref_grad = losses_and_grads(reference_models(ctx, models))

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from utils.checkpoint import WriteFailedError
 from utils.cli import build_parser, resolve_device

@@ -24,12 +24,14 @@ what ``--resume`` uses.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from utils.errors import InputError
 
@@ -100,10 +102,8 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException as err:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
         if isinstance(err, OSError) and not isinstance(err, WriteFailedError):
             raise WriteFailedError(path, err) from err
         raise

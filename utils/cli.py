@@ -128,10 +128,7 @@ def resolve_device(name: str = "auto"):
         return torch.device("cpu")
     if not available:
         raise InputError(f"--device {name} was requested but CUDA is not available (use --device cpu)")
-    if name in ("auto", "cuda"):
-        index = int(os.environ.get("LOCAL_RANK", 0))
-    else:
-        index = int(name.split(":")[1])
+    index = int(os.environ.get("LOCAL_RANK", 0)) if name in ("auto", "cuda") else int(name.split(":")[1])
     count = torch.cuda.device_count()
     if index >= count:
         raise InputError(f"CUDA device {index} requested but only {count} visible")

@@ -33,8 +33,9 @@ import json
 import re
 import shlex
 import subprocess
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from utils.checkpoint import atomic_write_text
 from utils.config_rules import Rule, RuleSyntaxError, check_rules, parse_rules

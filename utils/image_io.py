@@ -8,8 +8,9 @@ happens here and nowhere else. ``cv2`` and ``imageio`` are imported inside the f
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -166,7 +167,7 @@ def make_grid(
         thickness = 1 if font_scale < 0.7 else 2
         strip = int(round(28 * font_scale)) + 4
         labelled = []
-        for tile, label in zip(tiles, labels):
+        for tile, label in zip(tiles, labels, strict=True):
             # putText draws on 8-bit images only (OpenCV 5)
             header = np.full((strip, width, 3), int(round(pad_value * 255)), dtype=np.uint8)
             cv2.putText(header, str(label), (3, strip - 6), cv2.FONT_HERSHEY_SIMPLEX, font_scale,

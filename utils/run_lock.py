@@ -13,13 +13,14 @@ on NFS without lock support raise an ``OSError`` from ``flock``; that is reporte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 LOCK_NAME = ".run.lock"
 
@@ -139,10 +140,8 @@ class RunLock:
             return
         import fcntl
 
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(self.path)  # while still locked, so no one takes over a file we are removing
-        except OSError:
-            pass
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None

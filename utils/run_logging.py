@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from utils import dist
 
@@ -54,7 +55,7 @@ def check_finite(step: int, losses: Mapping[str, Any]) -> None:
         device = next(iter(tensors.values())).device
         flags = torch.stack([torch.isfinite(v.detach()).all().to(device) for v in tensors.values()])
         if not bool(flags.all()):
-            bad += [k for k, ok in zip(tensors, flags.tolist()) if not ok]
+            bad += [k for k, ok in zip(tensors, flags.tolist(), strict=True) if not ok]
     if not bad:
         return
     bad_text = ", ".join(f"{k}={_value(losses[k])}" for k in losses if k in bad)

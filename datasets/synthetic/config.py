@@ -71,7 +71,7 @@ class SyntheticConfig:
     p2p_samples: int = 2000
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "SyntheticConfig":
+    def preset(cls, name: str, **overrides) -> SyntheticConfig:
         if name not in PRESETS:
             raise InputError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
         values = dict(PRESETS[name])

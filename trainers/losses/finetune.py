@@ -61,7 +61,7 @@ def wavelet_loss(
     xl, xh = dwt(sr)
     yl, yh = dwt(sr_orig.to(sr.dtype))
     loss = low_weight * (xl - yl).abs().mean()
-    for a, b in zip(xh, yh):
+    for a, b in zip(xh, yh, strict=True):
         loss = loss + high_weight * (a - b).abs().mean()
     return loss
 
@@ -180,7 +180,7 @@ def _frozen(module: nn.Module):
     try:
         yield module
     finally:
-        for p, flag in zip(module.parameters(), flags):
+        for p, flag in zip(module.parameters(), flags, strict=True):
             p.requires_grad_(flag)
         module.train(was_training)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -201,7 +201,7 @@ def perturb_sequence(seq, noise: MANONoiseSettings, log) -> tuple[object, dict[i
     errors = mpjpe_mm(hand_joints(noisy), hand_joints(seq))
     log.warning("data.mano_noise %s: MANO parameters of %d frames of %s perturbed, MPJPE %.2f mm",
                 record, seq.num_frames, seq.name, float(errors.mean()))
-    return noisy, {int(f): float(e) for f, e in zip(seq.frame_ids, errors)}
+    return noisy, {int(f): float(e) for f, e in zip(seq.frame_ids, errors, strict=True)}
 
 
 def mano_noise_report(noise: MANONoiseSettings, mpjpe: dict[int, float], fit_frames: Sequence[int],

@@ -202,7 +202,7 @@ def merge_render_runs(runs: list[list[dict]]) -> list[dict]:
     """One row per resolution; each timing a number (one run) or its ``[min, max]`` over the runs.
     Keys a run did not report (older ``benchmark_render.py``) are left out."""
     merged = []
-    for rows in zip(*runs):
+    for rows in zip(*runs, strict=True):
         row = {"res": rows[0]["res"], "faces": rows[0]["faces"], "runs": len(rows)}
         for key in RENDER_KEYS:
             values = [r[key] for r in rows if r.get(key) is not None]

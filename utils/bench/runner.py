@@ -111,7 +111,7 @@ def execute(args, work: Path, kind: str, jobs: list[tuple], keys: list[dict], pa
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     store = runstore.RunStore(args.store)
-    entries = {} if args.fresh else {j[2].name: store.get(kind, j[0], k) for j, k in zip(jobs, keys)}
+    entries = {} if args.fresh else {j[2].name: store.get(kind, j[0], k) for j, k in zip(jobs, keys, strict=True)}
     todo = {i for i, j in enumerate(jobs) if not entries.get(j[2].name)} | set(force or ())
     for i in sorted(todo, reverse=True):  # a job to run needs its input checkpoints on disk
         for arg in jobs[i][3]:

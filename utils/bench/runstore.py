@@ -163,7 +163,7 @@ class RunStore:
         path = self.path(kind, row, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         entry = {"key": key, "key_hash": key_hash(key), "revision": revision, "dirty": bool(dirty),
-                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                  "machine": machine or platform.machine(),
                  "threads": threads, "seconds": seconds, "metrics": trim_metrics(metrics)}
         tmp = path.with_suffix(".json.tmp")

@@ -23,8 +23,8 @@ Conventions (docs/architecture.md, "Cameras"):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ def _apply(M: torch.Tensor, x: torch.Tensor, t: torch.Tensor | None = None) -> t
 
 def _check_shape(name: str, x: torch.Tensor, shape: tuple) -> None:
     """Raise ValueError unless ``x.shape`` matches ``shape`` (None = any size on that axis)."""
-    ok = x.dim() == len(shape) and all(s is None or s == d for s, d in zip(shape, x.shape))
+    ok = x.dim() == len(shape) and all(s is None or s == d for s, d in zip(shape, x.shape, strict=True))
     if not ok:
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
@@ -112,7 +112,7 @@ class Cameras:
     def dtype(self) -> torch.dtype:
         return self.K.dtype
 
-    def __getitem__(self, idx) -> "Cameras":
+    def __getitem__(self, idx) -> Cameras:
         """Cameras ``idx`` (int, slice, list of ints or index tensor); an int keeps the batch axis."""
         if isinstance(idx, (int, np.integer)):
             idx = [int(idx)]
@@ -124,7 +124,7 @@ class Cameras:
             idx = idx.to(self.device)
         return Cameras(K=self.K[idx], R=self.R[idx], t=self.t[idx], image_size=self.image_size, names=names)
 
-    def to(self, device=None, dtype=None) -> "Cameras":
+    def to(self, device=None, dtype=None) -> Cameras:
         """Copy on ``device`` / with float ``dtype``."""
         kw = {"device": device, "dtype": dtype}
         return Cameras(

@@ -15,7 +15,7 @@ pose blend shapes, which are zero for the procedural hand).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

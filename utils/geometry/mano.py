@@ -191,7 +191,7 @@ def _validate(data: dict, path: str) -> dict:
         return value
 
     def expect(key, value, shape):
-        ok = value.ndim == len(shape) and all(s is None or s == d for s, d in zip(shape, value.shape))
+        ok = value.ndim == len(shape) and all(s is None or s == d for s, d in zip(shape, value.shape, strict=True))
         if not ok:
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
             raise HandModelFormatError(f"{path}: '{key}' has shape {value.shape}, expected {want} "
@@ -374,7 +374,7 @@ class HandModel(nn.Module):
     @classmethod
     def from_file(cls, path: str | os.PathLike, side: str = "right", flat_hand_mean: bool = False,
                   left_path_for_fix: str | os.PathLike | None = None,
-                  dtype: torch.dtype = torch.float32) -> "HandModel":
+                  dtype: torch.dtype = torch.float32) -> HandModel:
         """Load a MANO v1.2 (or procedural) pickle for one hand.
 
         Args:

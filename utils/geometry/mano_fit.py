@@ -494,7 +494,7 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
         hypotheses = _align(objective, params, targets, align, settings)
 
     stage_iterations, converged = {}, False
-    for k, (stage, iterations) in enumerate(zip(settings.stages, settings.iterations)):
+    for k, (stage, iterations) in enumerate(zip(settings.stages, settings.iterations, strict=True)):
         names = _STAGE_PARAMS[stage]
         # Robust losses start wide (a far-off fit is not all outliers) and end at their scale.
         objective.robust_scale_mm = settings.robust_scale_mm * settings.robust_anneal ** (len(settings.stages) - 1 - k)

@@ -300,7 +300,7 @@ def _run_gauss_newton(objective, params, names, iterations, settings):
     x = pack(params)
     current = float(objective(unpack(x), exact=settings.exact_search)[0])
     damping = 1e-4
-    for step in range(iterations):
+    for step in range(iterations):  # noqa: B007 (its value after a break is the count returned)
         hessian = torch.zeros(size, size, dtype=x.dtype, device=x.device)
         gradient = torch.zeros(size, dtype=x.dtype, device=x.device)
         p = unpack(x)

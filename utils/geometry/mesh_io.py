@@ -67,7 +67,7 @@ def save_obj(path: str | os.PathLike, verts, faces, colors=None) -> None:
         lines += [f"v {x:.7g} {y:.7g} {z:.7g}" for x, y, z in verts]
     else:
         lines += [f"v {x:.7g} {y:.7g} {z:.7g} {r:.5f} {g:.5f} {b:.5f}"
-                  for (x, y, z), (r, g, b) in zip(verts, colors)]
+                  for (x, y, z), (r, g, b) in zip(verts, colors, strict=True)]
     lines += [f"f {a} {b} {c}" for a, b, c in faces + 1]
     _atomic_write(path, ("\n".join(lines) + "\n").encode("ascii"))
 
@@ -83,7 +83,7 @@ def load_obj(path: str | os.PathLike):
         (None unless every vertex line carries a colour).
     """
     verts, colors, faces = [], [], []
-    with open(path, "r", encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, 1):
             parts = line.split()
             if not parts:

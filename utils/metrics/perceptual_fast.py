@@ -127,7 +127,7 @@ class FastSTLPIPS:
     def distance(self, feats0: list[torch.Tensor], feats1: list[torch.Tensor]) -> torch.Tensor:
         """Per-image distance ``(B, 1, 1, 1)`` between two lists of :meth:`features`."""
         total = None
-        for lin, a, b in zip(self.model.lins, feats0, feats1):
+        for lin, a, b in zip(self.model.lins, feats0, feats1, strict=True):
             term = lin((a - b) ** 2).mean([2, 3], keepdim=True)
             total = term if total is None else total + term
         return total

@@ -189,7 +189,7 @@ def _silhouette_crossings(rast: torch.Tensor, clip: torch.Tensor, faces: torch.T
         b, r, c = todo.nonzero(as_tuple=True)
         p0 = (b * h + r) * w + c
         pairs.append((p0, p0 + (w if down else 1), torch.full_like(p0, down)))
-    pix0, pix1, down = (torch.cat(x) for x in zip(*pairs))
+    pix0, pix1, down = (torch.cat(x) for x in zip(*pairs, strict=True))
     if pix0.numel() == 0:
         return None
     tri_flat, z_flat = tri.reshape(-1), zw.reshape(-1)

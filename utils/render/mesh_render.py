@@ -12,7 +12,7 @@ Layouts: :func:`render_attributes` returns raster-native ``(B, H, W, C)`` tensor
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -74,14 +74,14 @@ def render_attributes(
                 )
             tensors.append(a.to(clip.dtype).expand(bsz, -1, -1))
         flat = renderer.interpolate(torch.cat(tensors, -1), rast, faces, clip=clip)
-        images = dict(zip(names, flat.split([t.shape[-1] for t in tensors], dim=-1)))
+        images = dict(zip(names, flat.split([t.shape[-1] for t in tensors], dim=-1), strict=True))
     # One antialias call for the coverage and every attribute that asks for it.
     aa_names = [n for n in names if n in antialias]
     stacked = torch.cat([valid[..., None].to(clip.dtype)] + [images[n] for n in aa_names], -1)
     blended = renderer.antialias(stacked, rast, clip, faces)
     parts = blended.split([1] + [images[n].shape[-1] for n in aa_names], dim=-1)
     out["mask"] = parts[0]
-    images.update(zip(aa_names, parts[1:]))
+    images.update(zip(aa_names, parts[1:], strict=True))
     out.update((n, images[n]) for n in names)
     return out
 

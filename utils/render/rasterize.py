@@ -214,7 +214,7 @@ def rasterize(
                         ends, torch.arange(budget, int(ends[-1]), budget, device=ends.device), right=True
                     )
                     bounds = [0] + sorted(set(cuts.tolist()) - {0}) + [len(inst)]
-                    for s0, s1 in zip(bounds[:-1], bounds[1:]):
+                    for s0, s1 in zip(bounds[:-1], bounds[1:], strict=True):
                         if s1 > s0:
                             _scatter_candidates(
                                 zbuf, inst[s0:s1], box[:, s0:s1], coef[:, s0:s1], num_faces, h, w

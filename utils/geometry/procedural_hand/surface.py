@@ -161,7 +161,7 @@ def build_surface(p: HandParams, topology: dict | None = None) -> dict:
     webs = []
     web_counts = {("pinky", "ring"): 1, ("ring", "middle"): 1, ("middle", "index"): 1,
                   ("index", "thumb"): 4}
-    for a_name, b_name in zip(DIGITS[:-1], DIGITS[1:]):
+    for a_name, b_name in zip(DIGITS[:-1], DIGITS[1:], strict=True):
         xa = mb.verts[base_rings[a_name][half]]  # radial side of the ulnar digit
         xb = mb.verts[base_rings[b_name][0]]  # ulnar side of the radial digit
         n = web_counts[(a_name, b_name)]
@@ -251,7 +251,7 @@ def build_surface(p: HandParams, topology: dict | None = None) -> dict:
     # --- palm rings, from the wrist (t = 0) to just below the loop P (t < 1) -------------------
     prev_ring = prev_tau = None
     palm_rings = []
-    for k, (t, n) in enumerate(zip(PALM_RING_T, PALM_RING_SIZES)):
+    for k, (t, n) in enumerate(zip(PALM_RING_T, PALM_RING_SIZES, strict=True)):
         tau = tau_p.copy() if k == len(PALM_RING_SIZES) - 1 else np.arange(n) / n
         assert len(tau) == n, (len(tau), n)
         loop = loop_at(tau)
@@ -275,7 +275,7 @@ def build_surface(p: HandParams, topology: dict | None = None) -> dict:
         if t >= 0.55:
             for lo_, hi_ in web_spans:
                 in_web |= (tau >= lo_) & (tau <= hi_)
-        ring = [mb.add(xi, -1, relax=bool(r)) for xi, r in zip(x, in_web)]
+        ring = [mb.add(xi, -1, relax=bool(r)) for xi, r in zip(x, in_web, strict=True)]
         palm_rings.append(ring)
         if prev_ring is not None:
             mb.zipper(prev_ring, prev_tau, ring, tau)
