@@ -1,9 +1,9 @@
 """Stage 1 of SRHand: train GIIF (geometric-aware implicit image function) on captures.
 
-    python main_giif.py --conf conf/giif_16_256_128.conf
-    python main_giif.py --conf conf/synthetic/giif.conf --set train.epochs=2
-    python main_giif.py --conf conf/synthetic/giif.conf --eval --model_path outputs/synthetic_giif/giif.pth --save_vis
-    torchrun --nproc_per_node 2 main_giif.py --conf ...        # multi-GPU / multi-process (DDP)
+python main_giif.py --conf conf/giif_16_256_128.conf
+python main_giif.py --conf conf/synthetic/giif.conf --set train.epochs=2
+python main_giif.py --conf conf/synthetic/giif.conf --eval --model_path outputs/synthetic_giif/giif.pth --save_vis
+torchrun --nproc_per_node 2 main_giif.py --conf ...        # multi-GPU / multi-process (DDP)
 """
 
 import sys

@@ -85,7 +85,9 @@ class CaptureSequence:
         for key, dim in (("mano_pose", 48), ("mano_shape", 10), ("mano_trans", 3)):
             value = torch.as_tensor(np.asarray(getattr(self, key), dtype=np.float32))
             if value.shape != (F_, dim):
-                raise InputError(f"{self.name}: {key} must have shape ({F_}, {dim}), got {tuple(value.shape)}")
+                raise InputError(
+                    f"{self.name}: {key} must have shape ({F_}, {dim}), got {tuple(value.shape)}"
+                )
             setattr(self, key, value)
         if len(self.image_paths) != F_ or any(len(row) != V for row in self.image_paths):
             raise ValueError(f"{self.name}: image_paths must be {F_} lists of {V} paths")
@@ -156,7 +158,9 @@ class CaptureSequence:
             return verts[frame_index], joints[frame_index]
         sl = slice(frame_index, frame_index + 1)
         with torch.no_grad():
-            verts, joints = self.hand_model().forward(self.mano_pose[sl], self.mano_shape[sl], self.mano_trans[sl])
+            verts, joints = self.hand_model().forward(
+                self.mano_pose[sl], self.mano_shape[sl], self.mano_trans[sl]
+            )
         return verts[0].float(), joints[0].float()
 
     def verts_world(self, frame_index: int) -> torch.Tensor:
@@ -178,8 +182,10 @@ class CaptureSequence:
             image = np.ascontiguousarray(np.rot90(image, k))
         H, W = self.cameras.image_size
         if image.shape[:2] != (H, W):
-            raise InputError(f"{path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but camera "
-                             f"{self.cameras.names[view_index]} of {self.name} expects {W}x{H}")
+            raise InputError(
+                f"{path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but camera "
+                f"{self.cameras.names[view_index]} of {self.name} expects {W}x{H}"
+            )
         if is_black(image):
             key = (int(self.frame_ids[frame_index]), self.cameras.names[view_index])
             if key not in self.report["black_images"]:
@@ -204,12 +210,22 @@ class CaptureSequence:
     def _crop_box(self, verts, frame_index, view_index, ratio):
         uv, z = self.project(verts, view_index)
         if not bool((z > 0).all()):
-            raise InputError(f"{self.name}: MANO hand of frame {self.frame_ids[frame_index]} is (partly) behind "
-                             f"camera {self.cameras.names[view_index]}")
+            raise InputError(
+                f"{self.name}: MANO hand of frame {self.frame_ids[frame_index]} is (partly) behind "
+                f"camera {self.cameras.names[view_index]}"
+            )
         return preprocess.square_crop_box(uv, ratio)
 
-    def sample(self, frame_index: int, view_index: int, size=256, ratio: float = 0.8,
-               normal_space: str = "camera", normal_size=None, with_image: bool = True) -> dict:
+    def sample(
+        self,
+        frame_index: int,
+        view_index: int,
+        size=256,
+        ratio: float = 0.8,
+        normal_space: str = "camera",
+        normal_size=None,
+        with_image: bool = True,
+    ) -> dict:
         """Crop-and-resize one view of one frame to ``size`` as the reference protocol does.
 
         Args:
@@ -234,23 +250,33 @@ class CaptureSequence:
         box = self._crop_box(verts, frame_index, view_index, ratio)
         K_crop = preprocess.crop_intrinsics(K.double(), box, (h, w)).float()
         out = {
-            "K": K_crop, "R": R, "t": t, "box": torch.as_tensor(box, dtype=torch.float32),
-            "mano_pose": self.mano_pose[frame_index], "mano_shape": self.mano_shape[frame_index],
-            "mano_trans": self.mano_trans[frame_index], "verts_world": verts,
+            "K": K_crop,
+            "R": R,
+            "t": t,
+            "box": torch.as_tensor(box, dtype=torch.float32),
+            "mano_pose": self.mano_pose[frame_index],
+            "mano_shape": self.mano_shape[frame_index],
+            "mano_trans": self.mano_trans[frame_index],
+            "verts_world": verts,
             "joints_world": joints,
-            "frame_id": int(self.frame_ids[frame_index]), "camera": self.cameras.names[view_index],
-            "frame_index": frame_index, "view_index": view_index, "hand_side": self.hand_side,
+            "frame_id": int(self.frame_ids[frame_index]),
+            "camera": self.cameras.names[view_index],
+            "frame_index": frame_index,
+            "view_index": view_index,
+            "hand_side": self.hand_side,
         }
         faces = self.faces
         mask, nmap = preprocess.render_mask_and_normals(
-            verts[None], faces, K_crop[None], R[None], t[None], (h, w), normal_space=normal_space)
+            verts[None], faces, K_crop[None], R[None], t[None], (h, w), normal_space=normal_space
+        )
         out["mask"] = mask[0]
         if (hn, wn) == (h, w):
             out["normal_map"] = nmap[0]
         else:
             K_n = preprocess.crop_intrinsics(K.double(), box, (hn, wn)).float()
             out["normal_map"] = preprocess.render_mask_and_normals(
-                verts[None], faces, K_n[None], R[None], t[None], (hn, wn), normal_space=normal_space)[1][0]
+                verts[None], faces, K_n[None], R[None], t[None], (hn, wn), normal_space=normal_space
+            )[1][0]
         if with_image:
             raw = self.load_image(frame_index, view_index)
             crop = preprocess.warp_to_crop(raw, box, (h, w), interpolation="linear")
@@ -267,11 +293,20 @@ class CaptureSequence:
         else:
             vi = [self.cameras.names.index(v) if isinstance(v, str) else int(v) for v in views]
         sub = CaptureSequence(
-            cameras=self.cameras[vi], frame_ids=[self.frame_ids[f] for f in fi],
-            mano_pose=self.mano_pose[fi], mano_shape=self.mano_shape[fi], mano_trans=self.mano_trans[fi],
-            hand_side=self.hand_side, image_paths=[[self.image_paths[f][v] for v in vi] for f in fi],
-            name=self.name, mano_file=self.mano_file, gt_mesh_path=self.gt_mesh_path,
-            image_rotations=dict(self.image_rotations), report=self.report, cache_mano=self.cache_mano)
+            cameras=self.cameras[vi],
+            frame_ids=[self.frame_ids[f] for f in fi],
+            mano_pose=self.mano_pose[fi],
+            mano_shape=self.mano_shape[fi],
+            mano_trans=self.mano_trans[fi],
+            hand_side=self.hand_side,
+            image_paths=[[self.image_paths[f][v] for v in vi] for f in fi],
+            name=self.name,
+            mano_file=self.mano_file,
+            gt_mesh_path=self.gt_mesh_path,
+            image_rotations=dict(self.image_rotations),
+            report=self.report,
+            cache_mano=self.cache_mano,
+        )
         if "hand_model" in self._cache:
             sub._cache["hand_model"] = self._cache["hand_model"]
         return sub
@@ -292,7 +327,9 @@ class CaptureSequence:
             if not self.gt_mesh_path:
                 raise FileNotFoundError(f"{self.name}: no ground-truth meshes for this sequence")
             if not os.path.isfile(self.gt_mesh_path):
-                raise FileNotFoundError(f"{self.gt_mesh_path}: expected the ground-truth mesh file of {self.name}")
+                raise FileNotFoundError(
+                    f"{self.gt_mesh_path}: expected the ground-truth mesh file of {self.name}"
+                )
             with np.load(self.gt_mesh_path) as data:
                 self._cache["gt"] = {k: data[k] for k in ("frame_ids", "faces")}
                 self._cache["gt"]["path"] = self.gt_mesh_path
@@ -307,8 +344,10 @@ class CaptureSequence:
 
     def summary(self) -> str:
         """One paragraph: sizes and what was skipped or flagged."""
-        lines = [f"{self.name}: {self.hand_side} hand, {self.num_frames} frames x {self.num_views} views, "
-                 f"images {self.cameras.image_size[1]}x{self.cameras.image_size[0]} (WxH)"]
+        lines = [
+            f"{self.name}: {self.hand_side} hand, {self.num_frames} frames x {self.num_views} views, "
+            f"images {self.cameras.image_size[1]}x{self.cameras.image_size[0]} (WxH)"
+        ]
         for reason, frames in self.report["skipped_frames"].items():
             lines.append(f"  skipped {len(frames)} frame(s): {reason}")
         for cam, reason in self.report["dropped_cameras"].items():
@@ -328,8 +367,9 @@ def hand_joints(seq: CaptureSequence) -> torch.Tensor:
     return torch.cat([joints, tips], dim=1)
 
 
-def perturb_mano(seq: CaptureSequence, pose_std: float = 0.0, shape_std: float = 0.0, trans_std: float = 0.0,
-                 seed: int = 0) -> CaptureSequence:
+def perturb_mano(
+    seq: CaptureSequence, pose_std: float = 0.0, shape_std: float = 0.0, trans_std: float = 0.0, seed: int = 0
+) -> CaptureSequence:
     """A copy of ``seq`` with Gaussian noise on its MANO parameters (fitting without ground-truth
     parameters, paper Table 5).
 

@@ -20,7 +20,9 @@ from datasets import interhand
 from utils.errors import InputError
 
 
-def split_captures(captures, num_val: int = 4, val_captures=None, order: str = "numeric") -> tuple[list, list]:
+def split_captures(
+    captures, num_val: int = 4, val_captures=None, order: str = "numeric"
+) -> tuple[list, list]:
     """Split capture names into (train, val) by subject.
 
     Args:
@@ -48,7 +50,7 @@ def split_captures(captures, num_val: int = 4, val_captures=None, order: str = "
         return [n for n in names if n not in val], val
     if not 0 <= num_val < len(names):
         raise InputError(f"num_val must be in [0, {len(names) - 1}] for {len(names)} captures, got {num_val}")
-    return names[: len(names) - num_val], names[len(names) - num_val:]
+    return names[: len(names) - num_val], names[len(names) - num_val :]
 
 
 class GiifDataset(Dataset):
@@ -77,10 +79,24 @@ class GiifDataset(Dataset):
     ``camera``.
     """
 
-    def __init__(self, data_path, split: str = "train", captures=None, sequences=None, cameras=None,
-                 hand: str = "right", single_hand_only: bool = True, size=256, normal_size=None,
-                 normal_space: str = "camera", crop_ratio: float = 0.8, frame_stride: int = 1,
-                 skip_black: bool = True, mano_dir=None, drop_cameras=interhand.DROP_CAMERAS):
+    def __init__(
+        self,
+        data_path,
+        split: str = "train",
+        captures=None,
+        sequences=None,
+        cameras=None,
+        hand: str = "right",
+        single_hand_only: bool = True,
+        size=256,
+        normal_size=None,
+        normal_space: str = "camera",
+        crop_ratio: float = 0.8,
+        frame_stride: int = 1,
+        skip_black: bool = True,
+        mano_dir=None,
+        drop_cameras=interhand.DROP_CAMERAS,
+    ):
         self.data_path = os.fspath(data_path)
         self.size, self.normal_size = size, normal_size
         self.normal_space, self.crop_ratio, self.skip_black = normal_space, crop_ratio, skip_black
@@ -97,8 +113,16 @@ class GiifDataset(Dataset):
             for seq_name in names:
                 try:
                     seq = interhand.read_interhand_sequence(
-                        self.data_path, split, capture, seq_name, hand=hand, cameras=cameras,
-                        drop_cameras=drop_cameras, single_hand_only=single_hand_only, mano_dir=mano_dir)
+                        self.data_path,
+                        split,
+                        capture,
+                        seq_name,
+                        hand=hand,
+                        cameras=cameras,
+                        drop_cameras=drop_cameras,
+                        single_hand_only=single_hand_only,
+                        mano_dir=mano_dir,
+                    )
                 except interhand.NoUsableFrames:
                     # A sequence with no usable frame (e.g. two-hand only) contributes nothing.
                     continue
@@ -106,11 +130,16 @@ class GiifDataset(Dataset):
                     seq = seq.select(frames=range(0, seq.num_frames, frame_stride))
                 seq.cache_mano = False  # one MANO forward per sample; thousands of sequences
                 self.sequences.append(seq)
-        self.items = [(s, f, v) for s, seq in enumerate(self.sequences)
-                      for f in range(seq.num_frames) for v in range(seq.num_views)]
+        self.items = [
+            (s, f, v)
+            for s, seq in enumerate(self.sequences)
+            for f in range(seq.num_frames)
+            for v in range(seq.num_views)
+        ]
         if not self.items:
-            raise InputError(f"{self.data_path}: no usable {hand}-hand frame in split '{split}' "
-                             f"captures {captures}")
+            raise InputError(
+                f"{self.data_path}: no usable {hand}-hand frame in split '{split}' " f"captures {captures}"
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -119,8 +148,14 @@ class GiifDataset(Dataset):
         for attempt in range(len(self.items)):
             s, f, v = self.items[(index + attempt) % len(self.items)]
             seq = self.sequences[s]
-            sample = seq.sample(f, v, size=self.size, ratio=self.crop_ratio, normal_space=self.normal_space,
-                                normal_size=self.normal_size)
+            sample = seq.sample(
+                f,
+                v,
+                size=self.size,
+                ratio=self.crop_ratio,
+                normal_space=self.normal_space,
+                normal_size=self.normal_size,
+            )
             if self.skip_black and sample["is_black"]:
                 self.skipped_black += 1
                 continue
@@ -129,11 +164,21 @@ class GiifDataset(Dataset):
             raise InputError(f"{self.data_path}: every image of this dataset is black")
         parts = seq.name.split("/")
         return {
-            "hr": sample["image"] * sample["mask"], "mask": sample["mask"], "normal_map": sample["normal_map"],
-            "K": sample["K"], "R": sample["R"], "t": sample["t"], "verts_world": sample["verts_world"],
-            "mano_pose": sample["mano_pose"], "mano_shape": sample["mano_shape"],
-            "mano_trans": sample["mano_trans"], "index": torch.tensor(index), "capture": parts[1],
-            "sequence": parts[2], "frame_id": sample["frame_id"], "camera": sample["camera"],
+            "hr": sample["image"] * sample["mask"],
+            "mask": sample["mask"],
+            "normal_map": sample["normal_map"],
+            "K": sample["K"],
+            "R": sample["R"],
+            "t": sample["t"],
+            "verts_world": sample["verts_world"],
+            "mano_pose": sample["mano_pose"],
+            "mano_shape": sample["mano_shape"],
+            "mano_trans": sample["mano_trans"],
+            "index": torch.tensor(index),
+            "capture": parts[1],
+            "sequence": parts[2],
+            "frame_id": sample["frame_id"],
+            "camera": sample["camera"],
         }
 
     def summary(self) -> str:

@@ -104,8 +104,9 @@ class GoliathSequence(CaptureSequence):
     def __post_init__(self):
         super().__post_init__()
         F_, V = self.num_frames, self.num_views
-        if self.segmentation_paths and (len(self.segmentation_paths) != F_
-                                        or any(len(row) != V for row in self.segmentation_paths)):
+        if self.segmentation_paths and (
+            len(self.segmentation_paths) != F_ or any(len(row) != V for row in self.segmentation_paths)
+        ):
             raise ValueError(f"{self.name}: segmentation_paths must be {F_} lists of {V} paths")
         if self.scan_paths and len(self.scan_paths) != F_:
             raise ValueError(f"{self.name}: scan_paths must hold {F_} paths")
@@ -130,8 +131,10 @@ class GoliathSequence(CaptureSequence):
         if mask.shape != (H, W):
             fy, fx = H / mask.shape[0], W / mask.shape[1]
             if fy != fx or fy != int(fy):
-                raise GoliathFormatError(f"{what}: segmentation is {mask.shape[1]}x{mask.shape[0]} (WxH), the "
-                                         f"images {W}x{H}: expected the same size or an integer fraction of it")
+                raise GoliathFormatError(
+                    f"{what}: segmentation is {mask.shape[1]}x{mask.shape[0]} (WxH), the "
+                    f"images {W}x{H}: expected the same size or an integer fraction of it"
+                )
             mask = np.repeat(np.repeat(mask, int(fy), axis=0), int(fx), axis=1)
         return mask
 
@@ -146,8 +149,10 @@ class GoliathSequence(CaptureSequence):
             image = decode_rgb(data, what)
         H, W = self.cameras.image_size
         if image.shape[:2] != (H, W):
-            raise InputError(f"{what}: image is {image.shape[1]}x{image.shape[0]} (WxH) but camera "
-                             f"{self.cameras.names[view_index]} of {self.name} expects {W}x{H}")
+            raise InputError(
+                f"{what}: image is {image.shape[1]}x{image.shape[0]} (WxH) but camera "
+                f"{self.cameras.names[view_index]} of {self.name} expects {W}x{H}"
+            )
         if self.color_correction:
             image = correct_colors(image)
         if self.apply_segmentation and self.segmentation_paths:
@@ -182,10 +187,14 @@ class GoliathSequence(CaptureSequence):
         vi = [self.cameras.names.index(n) for n in sub.cameras.names]
         out = GoliathSequence(
             **{f.name: getattr(sub, f.name) for f in fields(CaptureSequence)},
-            segmentation_paths=[[self.segmentation_paths[f][v] for v in vi] for f in fi] if self.segmentation_paths else [],
+            segmentation_paths=[[self.segmentation_paths[f][v] for v in vi] for f in fi]
+            if self.segmentation_paths
+            else [],
             scan_paths=[self.scan_paths[f] for f in fi] if self.scan_paths else [],
-            color_correction=self.color_correction, apply_segmentation=self.apply_segmentation,
-            scan_crop_radius=self.scan_crop_radius)
+            color_correction=self.color_correction,
+            apply_segmentation=self.apply_segmentation,
+            scan_crop_radius=self.scan_crop_radius,
+        )
         out._cache.update({k: v for k, v in sub._cache.items() if k == "hand_model"})
         return out
 
@@ -195,15 +204,22 @@ class GoliathSequence(CaptureSequence):
         if fit:
             res = fit.get("residual_mm", {})
             text = ", ".join(f"{k} {v:.2f}" for k, v in res.items() if isinstance(v, (int, float)))
-            lines.append(f"  MANO fitted to {fit.get('target')}: residual (mm) {text or '?'}"
-                         f"{' (cache ' + fit['cache'] + ')' if fit.get('cache') else ''}")
+            lines.append(
+                f"  MANO fitted to {fit.get('target')}: residual (mm) {text or '?'}"
+                f"{' (cache ' + fit['cache'] + ')' if fit.get('cache') else ''}"
+            )
         for note in self.report.get("notes", []):
             lines.append(f"  note: {note}")
         return "\n".join(lines)
 
 
-def crop_to_hand(verts: torch.Tensor, faces: torch.Tensor, mano_verts: torch.Tensor, mano_joints: torch.Tensor,
-                 radius: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+def crop_to_hand(
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    mano_verts: torch.Tensor,
+    mano_joints: torch.Tensor,
+    radius: float = 0.15,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The part of a scan that the MANO hand covers: faces whose vertices all lie within ``radius``
     (metres) of the MANO vertices' mean and distal of the MANO mesh's wrist end (the plane, normal to
     the wrist -> middle-MCP direction, through the MANO vertex farthest towards the forearm).
@@ -222,7 +238,9 @@ def crop_to_hand(verts: torch.Tensor, faces: torch.Tensor, mano_verts: torch.Ten
     keep_f = keep_v[faces].all(dim=1)
     faces = faces[keep_f]
     if len(faces) == 0:
-        raise InputError("crop_to_hand: no scan face lies near the MANO hand (scan and MANO in different frames?)")
+        raise InputError(
+            "crop_to_hand: no scan face lies near the MANO hand (scan and MANO in different frames?)"
+        )
     used = torch.unique(faces)
     remap = torch.full((len(verts),), -1, dtype=torch.long)
     remap[used] = torch.arange(len(used))
@@ -245,7 +263,9 @@ def _select_cameras(available: list, cameras, report: dict, capture_dir) -> list
     for n in names:
         if n not in available:
             why = report["dropped_cameras"].get(n, "not in camera_calibration.json")
-            raise InputError(f"{capture_dir}: requested camera {n} is not usable ({why}); usable: {available}")
+            raise InputError(
+                f"{capture_dir}: requested camera {n} is not usable ({why}); usable: {available}"
+            )
     return names
 
 
@@ -263,29 +283,51 @@ def build_cameras(calibration: dict, names: list, image_hw: tuple, scale: float,
                 f"{path}: camera {n}: the principal point ({K_full[0, 2]:.1f}, {K_full[1, 2]:.1f}) divided by "
                 f"image_scale = {scale:g} is ({K[0, 2]:.1f}, {K[1, 2]:.1f}), outside the {W}x{H} (WxH) images: "
                 f"expected a calibration for images {scale:g}x larger (Goliath: 4096x2668 sensor, 2048x1334 "
-                "images); set image_scale to the ratio of your calibration to your images")
+                "images); set image_scale to the ratio of your calibration to your images"
+            )
         Ks.append(K)
         Rs.append(R)
         ts.append(t_mm * MM)
-    cams = Cameras(K=torch.as_tensor(np.stack(Ks)).float(), R=torch.as_tensor(np.stack(Rs)).float(),
-                   t=torch.as_tensor(np.stack(ts)).float(), image_size=(H, W), names=list(names))
+    cams = Cameras(
+        K=torch.as_tensor(np.stack(Ks)).float(),
+        R=torch.as_tensor(np.stack(Rs)).float(),
+        t=torch.as_tensor(np.stack(ts)).float(),
+        image_size=(H, W),
+        names=list(names),
+    )
     centres = cams.centres().double()
     if len(names) >= 2:
         radius = float((centres - centres.mean(0)).norm(dim=1).median())
         if not 0.1 <= radius <= 20.0:
             raise GoliathFormatError(
                 f"{path}: camera centres lie {radius:.4g} m from their centroid after reading T's translation as "
-                "millimetres: expected a dome of about a metre (translations in mm)")
+                "millimetres: expected a dome of about a metre (translations in mm)"
+            )
     return cams
 
 
-def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = None, cameras=None,
-                          num_frames=None, frame_mode: str = "strided", frame_ids=None,
-                          image_scale: float = IMAGE_SCALE, distortion: str = "error",
-                          color_correction: bool = True, apply_segmentation: bool = True,
-                          fit_target: str = "registration", keypoint_order=None, fit_cache_dir=None,
-                          fit_settings=None, mano_params=None, mano_dir=None, scan_crop_radius: float = 0.15,
-                          log=None, verbose: bool = False) -> GoliathSequence:
+def read_goliath_sequence(
+    capture_dir,
+    split: str = "test",
+    hand: str | None = None,
+    cameras=None,
+    num_frames=None,
+    frame_mode: str = "strided",
+    frame_ids=None,
+    image_scale: float = IMAGE_SCALE,
+    distortion: str = "error",
+    color_correction: bool = True,
+    apply_segmentation: bool = True,
+    fit_target: str = "registration",
+    keypoint_order=None,
+    fit_cache_dir=None,
+    fit_settings=None,
+    mano_params=None,
+    mano_dir=None,
+    scan_crop_radius: float = 0.15,
+    log=None,
+    verbose: bool = False,
+) -> GoliathSequence:
     """Read one Goliath dome hand capture as a :class:`GoliathSequence` with fitted MANO parameters.
 
     Args:
@@ -323,8 +365,10 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
     info = capture_info(capture_dir)
     if hand is None:
         if info["side"] is None:
-            raise InputError(f"{capture_dir}: the folder name does not end in --Hands--right or --Hands--left; "
-                             "pass hand='right' or 'left'")
+            raise InputError(
+                f"{capture_dir}: the folder name does not end in --Hands--right or --Hands--left; "
+                "pass hand='right' or 'left'"
+            )
         hand = info["side"]
     elif info["side"] is not None and hand != info["side"]:
         raise InputError(f"{capture_dir} is a {info['side']}-hand capture, hand = {hand!r}")
@@ -350,15 +394,21 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
             usable.append(n)
     names = _select_cameras(usable, cameras, report, capture_dir)
     if not names:
-        raise InputError(f"{capture_dir}: no usable camera (calibrated, with image and segmentation zips); "
-                         f"dropped: {report['dropped_cameras']}")
+        raise InputError(
+            f"{capture_dir}: no usable camera (calibrated, with image and segmentation zips); "
+            f"dropped: {report['dropped_cameras']}"
+        )
 
     # Frames: the split, fully lit, present in every selected camera, with the fit targets.
     splits = read_frame_splits(capture_dir)
     patterns, light_meta, lights_path = read_light_patterns(capture_dir)
     images = {n: camera_frames(image_zip(capture_dir, n), n) for n in names}
     segs = {n: camera_frames(segmentation_zip(capture_dir, n), n) for n in names}
-    kinds = [] if mano_params is not None else [fit_target] + (["keypoints"] if keypoint_order is not None else [])
+    kinds = (
+        []
+        if mano_params is not None
+        else [fit_target] + (["keypoints"] if keypoint_order is not None else [])
+    )
     targets = {}
     for kind in set(kinds) | {"scan"}:
         zpath, _ = target_member(capture_dir, kind, 0)
@@ -366,8 +416,10 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
         if targets[kind] is None and kind in kinds:
             raise FileNotFoundError(f"{zpath}: expected the {kind} zip (the MANO fit target)")
     if keypoint_order is None and mano_params is None:
-        report["notes"].append("keypoints_3d not used: their schema and joint order are unconfirmed "
-                               "(set keypoint_order to use them)")
+        report["notes"].append(
+            "keypoints_3d not used: their schema and joint order are unconfirmed "
+            "(set keypoint_order to use them)"
+        )
 
     def reason(f):
         if f not in patterns:
@@ -404,8 +456,10 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
                 usable_frames.append(f)
         chosen = select_frames(usable_frames, num_frames, frame_mode)
         if not chosen:
-            raise InputError(f"{capture_dir}: no usable {split} frame ({len(candidates)} candidate(s); skipped: "
-                             f"{ {k: len(v) for k, v in report['skipped_frames'].items()} })")
+            raise InputError(
+                f"{capture_dir}: no usable {split} frame ({len(candidates)} candidate(s); skipped: "
+                f"{ {k: len(v) for k, v in report['skipped_frames'].items()} })"
+            )
 
     first = names[0]
     H, W = image_size(image_zip(capture_dir, first), images[first][chosen[0]])
@@ -414,35 +468,61 @@ def read_goliath_sequence(capture_dir, split: str = "test", hand: str | None = N
     model_path = resolve_hand_model_path(mano_dir, hand)
     hand_model = HandModel.from_file(model_path, side=hand)
     if mano_params is not None:
-        fit = {k: np.stack([np.asarray(mano_params[f][i], dtype=np.float32).reshape(n) for f in chosen])
-               for i, (k, n) in enumerate((("pose", 48), ("shape", 10), ("trans", 3)))}
+        fit = {
+            k: np.stack([np.asarray(mano_params[f][i], dtype=np.float32).reshape(n) for f in chosen])
+            for i, (k, n) in enumerate((("pose", 48), ("shape", 10), ("trans", 3)))
+        }
         report["notes"].append("MANO parameters given by the caller (not fitted)")
     else:
-        fit = fit_capture_mano(capture_dir, chosen, hand_model, cams, target=fit_target,
-                               keypoint_order=keypoint_order, cache_dir=fit_cache_dir, settings=fit_settings, log=log)
+        fit = fit_capture_mano(
+            capture_dir,
+            chosen,
+            hand_model,
+            cams,
+            target=fit_target,
+            keypoint_order=keypoint_order,
+            cache_dir=fit_cache_dir,
+            settings=fit_settings,
+            log=log,
+        )
         report["mano_fit"] = fit["report"]
 
     scan_zip = target_member(capture_dir, "scan", 0)[0]
-    scan_paths = [member_path(scan_zip, target_member(capture_dir, "scan", f)[1])
-                  if targets["scan"] is not None and target_member(capture_dir, "scan", f)[1] in targets["scan"]
-                  else None for f in chosen]
+    scan_paths = [
+        member_path(scan_zip, target_member(capture_dir, "scan", f)[1])
+        if targets["scan"] is not None and target_member(capture_dir, "scan", f)[1] in targets["scan"]
+        else None
+        for f in chosen
+    ]
     seq = GoliathSequence(
-        cameras=cams, frame_ids=list(chosen), mano_pose=fit["pose"], mano_shape=fit["shape"],
-        mano_trans=fit["trans"], hand_side=hand,
+        cameras=cams,
+        frame_ids=list(chosen),
+        mano_pose=fit["pose"],
+        mano_shape=fit["shape"],
+        mano_trans=fit["trans"],
+        hand_side=hand,
         image_paths=[[member_path(image_zip(capture_dir, n), images[n][f]) for n in names] for f in chosen],
-        name=f"goliath/{info['name']}", mano_file=mano_dir, gt_mesh_path=scan_zip if all(scan_paths) else None,
+        name=f"goliath/{info['name']}",
+        mano_file=mano_dir,
+        gt_mesh_path=scan_zip if all(scan_paths) else None,
         report=report,
-        segmentation_paths=[[member_path(segmentation_zip(capture_dir, n), segs[n][f]) for n in names] for f in chosen],
-        scan_paths=scan_paths, color_correction=color_correction, apply_segmentation=apply_segmentation,
-        scan_crop_radius=scan_crop_radius)
+        segmentation_paths=[
+            [member_path(segmentation_zip(capture_dir, n), segs[n][f]) for n in names] for f in chosen
+        ],
+        scan_paths=scan_paths,
+        color_correction=color_correction,
+        apply_segmentation=apply_segmentation,
+        scan_crop_radius=scan_crop_radius,
+    )
     seq._cache["hand_model"] = hand_model
     if verbose:
         print(seq.summary())
     return seq
 
 
-def read_from_config(conf, run_dir, cameras=None, frame_ids=None, num_frames=None, frame_mode: str = "strided",
-                     log=None) -> GoliathSequence:
+def read_from_config(
+    conf, run_dir, cameras=None, frame_ids=None, num_frames=None, frame_mode: str = "strided", log=None
+) -> GoliathSequence:
     """:func:`read_goliath_sequence` for main.py's config with ``data.dataset = goliath``.
 
     ``data.data_path`` is the capture folder; ``data.split`` a split of its ``frame_splits_list.csv`` (train,
@@ -463,9 +543,21 @@ def read_from_config(conf, run_dir, cameras=None, frame_ids=None, num_frames=Non
         if limit > 0:
             num_frames, frame_mode = limit, "first"
     return read_goliath_sequence(
-        d.get_string("data_path"), split=d.get_string("split"), hand=d.get_string("hand"),
-        cameras=cameras, num_frames=num_frames, frame_mode=frame_mode, frame_ids=frame_ids,
-        image_scale=g.get_float("image_scale"), distortion=g.get_string("distortion"),
-        color_correction=g.get_bool("color_correction"), apply_segmentation=g.get_bool("apply_segmentation"),
-        fit_target=g.get_string("fit_target"), keypoint_order=order, fit_cache_dir=cache,
-        mano_dir=d.get_string("mano_dir") or None, scan_crop_radius=g.get_float("scan_crop_radius"), log=log)
+        d.get_string("data_path"),
+        split=d.get_string("split"),
+        hand=d.get_string("hand"),
+        cameras=cameras,
+        num_frames=num_frames,
+        frame_mode=frame_mode,
+        frame_ids=frame_ids,
+        image_scale=g.get_float("image_scale"),
+        distortion=g.get_string("distortion"),
+        color_correction=g.get_bool("color_correction"),
+        apply_segmentation=g.get_bool("apply_segmentation"),
+        fit_target=g.get_string("fit_target"),
+        keypoint_order=order,
+        fit_cache_dir=cache,
+        mano_dir=d.get_string("mano_dir") or None,
+        scan_crop_radius=g.get_float("scan_crop_radius"),
+        log=log,
+    )

@@ -19,7 +19,9 @@ import numpy as np
 
 from utils.errors import InputError
 
-CAPTURE_RE = re.compile(r"^m--\d+--\d+--(?P<subject>[A-Za-z0-9]+)--pilot--ProjectGoliath--Hands--(?P<side>left|right)$")
+CAPTURE_RE = re.compile(
+    r"^m--\d+--\d+--(?P<subject>[A-Za-z0-9]+)--pilot--ProjectGoliath--Hands--(?P<side>left|right)$"
+)
 SPLITS = ("train", "test", "all")
 # Goliath's loader reads hand images at half the calibrated resolution (get_camera_parameters(ds=2)):
 # the calibration is for the 4096 x 2668 sensor, the released images are 2048 x 1334.
@@ -45,7 +47,11 @@ def capture_info(capture_dir) -> dict:
     """``{"name", "subject", "side"}`` from a capture folder name (side None when the name is not Goliath's)."""
     name = os.path.basename(os.path.normpath(os.fspath(capture_dir)))
     m = CAPTURE_RE.match(name)
-    return {"name": name, "subject": m.group("subject") if m else None, "side": m.group("side") if m else None}
+    return {
+        "name": name,
+        "subject": m.group("subject") if m else None,
+        "side": m.group("side") if m else None,
+    }
 
 
 def image_zip(capture_dir, camera: str) -> str:
@@ -58,7 +64,10 @@ def segmentation_zip(capture_dir, camera: str) -> str:
 
 TARGET_FILES = {
     # kind -> (zip relative to the capture, member name pattern)
-    "registration": (os.path.join("kinematic_tracking", "registration_vertices.zip"), "registration_vertices/{:06d}.ply"),
+    "registration": (
+        os.path.join("kinematic_tracking", "registration_vertices.zip"),
+        "registration_vertices/{:06d}.ply",
+    ),
     "scan": (os.path.join("scan_mesh", "scan_mesh.zip"), "{:06d}.ply"),
     "keypoints": (os.path.join("keypoints_3d", "keypoints_3d.zip"), "{:06d}.json"),
 }
@@ -149,8 +158,10 @@ def _require_avif(what: str) -> None:
     from PIL import features
 
     if what.lower().endswith(".avif") and not features.check("avif"):
-        raise RuntimeError(f"{what}: this Pillow ({PIL.__version__}) cannot decode AVIF; install "
-                           "pillow>=11.3 (its wheels include libavif; see requirements.txt)")
+        raise RuntimeError(
+            f"{what}: this Pillow ({PIL.__version__}) cannot decode AVIF; install "
+            "pillow>=11.3 (its wheels include libavif; see requirements.txt)"
+        )
 
 
 def _pil_image(data: bytes, what: str):
@@ -220,7 +231,9 @@ def read_ply_bytes(data: bytes, what: str) -> tuple[np.ndarray, np.ndarray]:
         try:
             verts, faces, _ = load_ply(path)
         except (ValueError, KeyError, IndexError) as err:
-            raise GoliathFormatError(f"{what}: cannot read the PLY ({str(err).replace(path, 'file')})") from None
+            raise GoliathFormatError(
+                f"{what}: cannot read the PLY ({str(err).replace(path, 'file')})"
+            ) from None
     return verts, faces
 
 
@@ -248,7 +261,7 @@ def read_calibration(capture_dir, distortion: str = "error") -> dict:
     with open(path) as fh:
         data = json.load(fh)
     if not isinstance(data, dict) or not isinstance(data.get("KRT"), list):
-        raise GoliathFormatError(f"{path}: expected {{\"KRT\": [{{\"cameraId\", \"K\", \"T\"}}, ...]}}")
+        raise GoliathFormatError(f'{path}: expected {{"KRT": [{{"cameraId", "K", "T"}}, ...]}}')
     cams = {}
     for i, entry in enumerate(data["KRT"]):
         try:
@@ -261,23 +274,30 @@ def read_calibration(capture_dir, distortion: str = "error") -> dict:
         if not (np.allclose(K_stored[:2, 2], 0.0) and np.isclose(K_stored[2, 2], 1.0) and K_stored[2, 0] > 0):
             raise GoliathFormatError(
                 f"{path}: camera {cid}: K = {K_stored.tolist()} is not a transposed intrinsic matrix (expected "
-                "[[fx, 0, 0], [s, fy, 0], [cx, cy, 1]], as Goliath's loader reads it with K.T)")
+                "[[fx, 0, 0], [s, fy, 0], [cx, cy, 1]], as Goliath's loader reads it with K.T)"
+            )
         if not (np.allclose(T_stored[:3, 3], 0.0) and np.isclose(T_stored[3, 3], 1.0)):
             raise GoliathFormatError(
                 f"{path}: camera {cid}: T is not a transposed 4x4 world-to-camera matrix (expected its last "
-                f"column (0, 0, 0, 1) and its last row [t, 1]), got {T_stored.tolist()}")
+                f"column (0, 0, 0, 1) and its last row [t, 1]), got {T_stored.tolist()}"
+            )
         Rt = T_stored.T[:3, :4]
         R, t_mm = Rt[:, :3], Rt[:, 3]
         if not (np.allclose(R @ R.T, np.eye(3), atol=1e-4) and np.linalg.det(R) > 0):
             raise GoliathFormatError(f"{path}: camera {cid}: T.T[:3, :3] is not a rotation")
-        coeffs = [c for key in ("distortion", "distortionCoeffs", "dist", "D") if key in entry
-                  for c in np.ravel(np.asarray(entry[key], dtype=np.float64))]
+        coeffs = [
+            c
+            for key in ("distortion", "distortionCoeffs", "dist", "D")
+            if key in entry
+            for c in np.ravel(np.asarray(entry[key], dtype=np.float64))
+        ]
         if distortion == "error" and any(abs(c) > 0 for c in coeffs):
             model = entry.get("distortionModel", "unknown model")
             raise GoliathFormatError(
                 f"{path}: camera {cid} has lens distortion ({model}, coefficients {coeffs}); this reader is "
                 "pinhole only. Goliath's own loader ignores distortion: pass distortion='ignore' "
-                "(data.goliath.distortion = ignore) to do the same")
+                "(data.goliath.distortion = ignore) to do the same"
+            )
         cams[name] = (K_stored.T.copy(), R, t_mm)
     if not cams:
         raise GoliathFormatError(f"{path}: KRT lists no camera")
@@ -300,8 +320,10 @@ def read_light_patterns(capture_dir) -> tuple[dict, dict | None, str]:
     """``({frame: pattern}, metadata or None, path)`` from ``lights/``; pattern 0 is fully lit."""
     path = os.path.join(os.fspath(capture_dir), "lights", "light_pattern_per_frame.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: expected the per-frame light patterns ([[frame, pattern], ...]); "
-                                "only fully-lit frames (pattern 0) carry segmentations and fit targets")
+        raise FileNotFoundError(
+            f"{path}: expected the per-frame light patterns ([[frame, pattern], ...]); "
+            "only fully-lit frames (pattern 0) carry segmentations and fit targets"
+        )
     with open(path) as fh:
         data = json.load(fh)
     try:

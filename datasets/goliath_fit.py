@@ -63,8 +63,10 @@ def parse_keypoints(data: bytes, what: str, rows: list) -> np.ndarray:
     if isinstance(obj, dict):
         found = [k for k in KEYPOINT_KEYS if isinstance(obj.get(k), list)]
         if len(found) != 1:
-            raise GoliathFormatError(f"{what}: keypoint schema unconfirmed; expected a list of [x, y, z(, score)] "
-                                     f"rows or a dict with one of {KEYPOINT_KEYS}, got keys {sorted(obj)}")
+            raise GoliathFormatError(
+                f"{what}: keypoint schema unconfirmed; expected a list of [x, y, z(, score)] "
+                f"rows or a dict with one of {KEYPOINT_KEYS}, got keys {sorted(obj)}"
+            )
         obj = obj[found[0]]
     try:
         table = np.asarray(obj, dtype=np.float64)
@@ -73,12 +75,16 @@ def parse_keypoints(data: bytes, what: str, rows: list) -> np.ndarray:
     if table is None or table.ndim != 2 or table.shape[1] < 3:
         raise GoliathFormatError(f"{what}: expected rows of [x, y, z] or [x, y, z, score] (mm)")
     if max(rows) >= len(table):
-        raise GoliathFormatError(f"{what}: keypoint_order uses row {max(rows)} but the file has {len(table)} rows")
+        raise GoliathFormatError(
+            f"{what}: keypoint_order uses row {max(rows)} but the file has {len(table)} rows"
+        )
     picked = table[rows, :3].copy()
     if table.shape[1] >= 4:
         picked[table[rows, 3] <= 0] = np.nan
     if np.isfinite(picked).all(axis=1).sum() < 6:
-        raise GoliathFormatError(f"{what}: fewer than 6 of the 21 keypoints used are valid (score > 0, finite)")
+        raise GoliathFormatError(
+            f"{what}: fewer than 6 of the 21 keypoints used are valid (score > 0, finite)"
+        )
     return picked
 
 
@@ -88,8 +94,10 @@ def _check_world_frame(points_m: np.ndarray, cameras, what: str) -> None:
     points_m = points_m[np.isfinite(points_m).all(axis=1)]
     extent = float(np.linalg.norm(points_m.max(0) - points_m.min(0)))
     if not 0.03 <= extent <= 2.0:
-        raise GoliathFormatError(f"{what}: the points span {extent / MM:.4g} units, read as millimetres that is "
-                                 f"{extent:.4g} m: expected a hand (and forearm) in millimetres")
+        raise GoliathFormatError(
+            f"{what}: the points span {extent / MM:.4g} units, read as millimetres that is "
+            f"{extent:.4g} m: expected a hand (and forearm) in millimetres"
+        )
     centroid = torch.as_tensor(points_m.mean(0), dtype=cameras.dtype)[None, None].expand(len(cameras), 1, 3)
     uv, z = cameras.project(centroid)
     H, W = cameras.image_size
@@ -97,7 +105,8 @@ def _check_world_frame(points_m: np.ndarray, cameras, what: str) -> None:
     if int(inside.sum()) * 2 < len(cameras):
         raise GoliathFormatError(
             f"{what}: the centroid {np.round(points_m.mean(0) / MM, 1).tolist()} (read as mm) is inside the image "
-            f"of {int(inside.sum())} of {len(cameras)} cameras: expected millimetres in the calibration's world frame")
+            f"of {int(inside.sum())} of {len(cameras)} cameras: expected millimetres in the calibration's world frame"
+        )
 
 
 def load_targets(capture_dir, frame_ids, target: str, cameras, keypoint_order=None) -> dict:
@@ -124,8 +133,14 @@ def load_targets(capture_dir, frame_ids, target: str, cameras, keypoint_order=No
     return {"points": points, "faces": faces, "joints": np.stack(joints) if rows is not None else None}
 
 
-def residuals_mm(verts: torch.Tensor, faces_mano: torch.Tensor, points: np.ndarray, faces, joints_fit=None,
-                 joints_target=None) -> dict:
+def residuals_mm(
+    verts: torch.Tensor,
+    faces_mano: torch.Tensor,
+    points: np.ndarray,
+    faces,
+    joints_fit=None,
+    joints_target=None,
+) -> dict:
     """Per-frame residual of a fit, millimetres: target -> MANO surface, MANO vertices -> target, keypoints."""
     from scipy.spatial import cKDTree
 
@@ -165,9 +180,13 @@ def _settings_dict(settings) -> dict:
 
 def cache_path(cache_dir, capture_dir, target: str, keypoint_order, hand_model, settings) -> str:
     """``<cache_dir>/mano_fit_<capture>_<hash>.npz``: one file per capture and fit configuration."""
-    spec = {"version": CACHE_VERSION, "target": target,
-            "keypoints": None if keypoint_order is None else keypoint_rows(keypoint_order),
-            "model": _model_id(hand_model), "settings": _settings_dict(settings)}
+    spec = {
+        "version": CACHE_VERSION,
+        "target": target,
+        "keypoints": None if keypoint_order is None else keypoint_rows(keypoint_order),
+        "model": _model_id(hand_model),
+        "settings": _settings_dict(settings),
+    }
     digest = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
     name = os.path.basename(os.path.normpath(os.fspath(capture_dir)))
     return os.path.join(os.fspath(cache_dir), f"mano_fit_{name}_{digest}.npz")
@@ -178,8 +197,16 @@ def _load_cache(path) -> dict:
         return {}
     with np.load(path, allow_pickle=False) as data:
         res = json.loads(str(data["residuals"]))
-        return {int(f): (data["pose"][i], data["shape"][i], data["trans"][i], res[str(int(f))], bool(data["converged"][i]))
-                for i, f in enumerate(data["frame_ids"])}
+        return {
+            int(f): (
+                data["pose"][i],
+                data["shape"][i],
+                data["trans"][i],
+                res[str(int(f))],
+                bool(data["converged"][i]),
+            )
+            for i, f in enumerate(data["frame_ids"])
+        }
 
 
 def _save_cache(path, entries: dict) -> None:
@@ -188,12 +215,15 @@ def _save_cache(path, entries: dict) -> None:
     frames = sorted(entries)
 
     def write(handle):
-        np.savez(handle, frame_ids=np.asarray(frames, dtype=np.int64),
-                 pose=np.stack([entries[f][0] for f in frames]).astype(np.float32),
-                 shape=np.stack([entries[f][1] for f in frames]).astype(np.float32),
-                 trans=np.stack([entries[f][2] for f in frames]).astype(np.float32),
-                 converged=np.asarray([entries[f][4] for f in frames], dtype=bool),
-                 residuals=np.asarray(json.dumps({str(f): entries[f][3] for f in frames})))
+        np.savez(
+            handle,
+            frame_ids=np.asarray(frames, dtype=np.int64),
+            pose=np.stack([entries[f][0] for f in frames]).astype(np.float32),
+            shape=np.stack([entries[f][1] for f in frames]).astype(np.float32),
+            trans=np.stack([entries[f][2] for f in frames]).astype(np.float32),
+            converged=np.asarray([entries[f][4] for f in frames], dtype=bool),
+            residuals=np.asarray(json.dumps({str(f): entries[f][3] for f in frames})),
+        )
 
     atomic_write(path, write)
 
@@ -210,14 +240,26 @@ def _fit(hand_model, points, faces, joints, settings):
 
     if not isinstance(settings, FitSettings):
         settings = FitSettings(**_settings_dict(settings))
-    return fit_mano(hand_model, target_verts=None if points is None else torch.as_tensor(points, dtype=torch.float32),
-                    target_faces=None if faces is None else torch.as_tensor(faces, dtype=torch.long),
-                    target_joints=None if joints is None else torch.as_tensor(joints, dtype=torch.float32),
-                    settings=settings)
+    return fit_mano(
+        hand_model,
+        target_verts=None if points is None else torch.as_tensor(points, dtype=torch.float32),
+        target_faces=None if faces is None else torch.as_tensor(faces, dtype=torch.long),
+        target_joints=None if joints is None else torch.as_tensor(joints, dtype=torch.float32),
+        settings=settings,
+    )
 
 
-def fit_capture_mano(capture_dir, frame_ids, hand_model, cameras, target: str = "registration", keypoint_order=None,
-                     cache_dir=None, settings=None, log=None) -> dict:
+def fit_capture_mano(
+    capture_dir,
+    frame_ids,
+    hand_model,
+    cameras,
+    target: str = "registration",
+    keypoint_order=None,
+    cache_dir=None,
+    settings=None,
+    log=None,
+) -> dict:
     """MANO parameters of the given frames, fitted (or read from the cache).
 
     Registration targets of all new frames are fitted in one call (one shape for the subject); scans,
@@ -233,18 +275,26 @@ def fit_capture_mano(capture_dir, frame_ids, hand_model, cameras, target: str = 
     log = log or (lambda *args, **kwargs: None)
     frame_ids = [int(f) for f in frame_ids]
     settings = default_settings(target) if settings is None else settings
-    path = cache_path(cache_dir, capture_dir, target, keypoint_order, hand_model, settings) if cache_dir else None
+    path = (
+        cache_path(cache_dir, capture_dir, target, keypoint_order, hand_model, settings)
+        if cache_dir
+        else None
+    )
     entries = _load_cache(path)
     missing = [f for f in frame_ids if f not in entries]
     if missing:
-        log(f"fitting MANO to the {target} of {len(missing)} frame(s) of {os.path.basename(str(capture_dir))}")
+        log(
+            f"fitting MANO to the {target} of {len(missing)} frame(s) of {os.path.basename(str(capture_dir))}"
+        )
         targets = load_targets(capture_dir, missing, target, cameras, keypoint_order)
         joints = targets["joints"]
         if target == "registration":
             counts = {len(p) for p in targets["points"]}
             if len(counts) != 1:
-                raise GoliathFormatError(f"{capture_dir}: registration vertex counts differ between frames "
-                                         f"({sorted(counts)}): expected one fixed topology")
+                raise GoliathFormatError(
+                    f"{capture_dir}: registration vertex counts differ between frames "
+                    f"({sorted(counts)}): expected one fixed topology"
+                )
             groups = [(list(range(len(missing))), np.stack(targets["points"]), None)]
         else:
             groups = [([i], targets["points"][i][None], targets["faces"][i]) for i in range(len(missing))]
@@ -254,25 +304,45 @@ def fit_capture_mano(capture_dir, frame_ids, hand_model, cameras, target: str = 
             with torch.no_grad():
                 shape = fit.shape.reshape(-1, 10)
                 shape = shape.expand(len(idx), 10) if shape.shape[0] == 1 else shape
-                verts, mano_joints = hand_model.forward(fit.pose.reshape(-1, 48).float(), shape.float(),
-                                                        fit.trans.reshape(-1, 3).float())
+                verts, mano_joints = hand_model.forward(
+                    fit.pose.reshape(-1, 48).float(), shape.float(), fit.trans.reshape(-1, 3).float()
+                )
             fit_joints = torch.cat([mano_joints, verts[:, list(MANO_FINGERTIP_VERTEX_IDS.values())]], dim=1)
             converged = bool(fit.report.get("converged", True)) if isinstance(fit.report, dict) else True
             for k, i in enumerate(idx):
-                res = residuals_mm(verts[k], hand_model.faces, targets["points"][i], targets["faces"][i],
-                                   fit_joints[k] if joints is not None else None,
-                                   joints[i] if joints is not None else None)
-                entries[missing[i]] = (fit.pose.reshape(-1, 48)[k].detach().numpy(), shape[k].detach().numpy(),
-                                       fit.trans.reshape(-1, 3)[k].detach().numpy(), res, converged)
+                res = residuals_mm(
+                    verts[k],
+                    hand_model.faces,
+                    targets["points"][i],
+                    targets["faces"][i],
+                    fit_joints[k] if joints is not None else None,
+                    joints[i] if joints is not None else None,
+                )
+                entries[missing[i]] = (
+                    fit.pose.reshape(-1, 48)[k].detach().numpy(),
+                    shape[k].detach().numpy(),
+                    fit.trans.reshape(-1, 3)[k].detach().numpy(),
+                    res,
+                    converged,
+                )
         if path:
             _save_cache(path, entries)
     rows = [entries[f] for f in frame_ids]
     per_frame = {f: entries[f][3] for f in frame_ids}
     kinds = sorted({k for r in per_frame.values() for k in r})
-    report = {"target": target, "keypoints": keypoint_order is not None,
-              "residual_mm": {k: float(np.mean([r[k] for r in per_frame.values() if k in r])) for k in kinds},
-              "per_frame_mm": per_frame, "converged": all(r[4] for r in rows),
-              "fitted": len(missing), "from_cache": len(frame_ids) - len(missing), "cache": path}
-    return {"pose": np.stack([r[0] for r in rows]).astype(np.float32),
-            "shape": np.stack([r[1] for r in rows]).astype(np.float32),
-            "trans": np.stack([r[2] for r in rows]).astype(np.float32), "report": report}
+    report = {
+        "target": target,
+        "keypoints": keypoint_order is not None,
+        "residual_mm": {k: float(np.mean([r[k] for r in per_frame.values() if k in r])) for k in kinds},
+        "per_frame_mm": per_frame,
+        "converged": all(r[4] for r in rows),
+        "fitted": len(missing),
+        "from_cache": len(frame_ids) - len(missing),
+        "cache": path,
+    }
+    return {
+        "pose": np.stack([r[0] for r in rows]).astype(np.float32),
+        "shape": np.stack([r[1] for r in rows]).astype(np.float32),
+        "trans": np.stack([r[2] for r in rows]).astype(np.float32),
+        "report": report,
+    }

@@ -39,9 +39,24 @@ SPLITS = ("train", "val", "test")
 ANNOTATION_KINDS = ("camera", "MANO_NeuralAnnot", "joint_3d", "data")
 # Cameras hand-avatar work (HandAvatar, XHand, SRHand) drops from the 5 fps release.
 DROP_CAMERAS = (
-    "cam400006", "cam400008", "cam400015", "cam400035", "cam400049", "cam400323", "cam410015",
-    "cam410018", "cam410028", "cam410062", "cam410063", "cam410068", "cam410210", "cam410211",
-    "cam410216", "cam410218", "cam410236", "cam410238",
+    "cam400006",
+    "cam400008",
+    "cam400015",
+    "cam400035",
+    "cam400049",
+    "cam400323",
+    "cam410015",
+    "cam410018",
+    "cam410028",
+    "cam410062",
+    "cam410063",
+    "cam410068",
+    "cam410210",
+    "cam410211",
+    "cam410216",
+    "cam410218",
+    "cam410236",
+    "cam410238",
 )
 COLOR_CAMERA_PREFIX = "cam400"
 _IMAGE_RE = re.compile(r"^image(\d+)\.jpg$")
@@ -50,12 +65,27 @@ _CAPTURE_RE = re.compile(r"^Capture(\d+)$")
 # InterHand joint order for one hand (21): thumb4..1, index4..1, middle4..1, ring4..1, pinky4..1,
 # wrist; "4" is the tip. As MANO joint ids (16 = tip of the finger given by TIP_FINGER_ORDER).
 INTERHAND_FROM_MANO = (
-    ("tip", 0), 15, 14, 13,    # thumb (MANO 13 CMC, 14 MCP, 15 IP)
-    ("tip", 1), 3, 2, 1,       # index
-    ("tip", 2), 6, 5, 4,       # middle
-    ("tip", 3), 12, 11, 10,    # ring
-    ("tip", 4), 9, 8, 7,       # pinky
-    0,                         # wrist
+    ("tip", 0),
+    15,
+    14,
+    13,  # thumb (MANO 13 CMC, 14 MCP, 15 IP)
+    ("tip", 1),
+    3,
+    2,
+    1,  # index
+    ("tip", 2),
+    6,
+    5,
+    4,  # middle
+    ("tip", 3),
+    12,
+    11,
+    10,  # ring
+    ("tip", 4),
+    9,
+    8,
+    7,  # pinky
+    0,  # wrist
 )
 TIP_FINGER_ORDER = ("thumb", "index", "middle", "ring", "pinky")
 
@@ -98,7 +128,9 @@ def sequence_dir(data_path, split: str, capture, seq_name: str) -> str:
 
 
 def image_path(data_path, split: str, capture, seq_name: str, camera: str, frame_id: int) -> str:
-    return os.path.join(sequence_dir(data_path, split, capture, seq_name), camera, f"image{int(frame_id)}.jpg")
+    return os.path.join(
+        sequence_dir(data_path, split, capture, seq_name), camera, f"image{int(frame_id)}.jpg"
+    )
 
 
 def gt_mesh_path(data_path, split: str, capture, seq_name: str) -> str:
@@ -160,20 +192,25 @@ def list_captures(data_path, split: str) -> list:
     root = os.path.join(os.fspath(data_path), "images", split)
     what = f"the InterHand2.6M image folder of split '{split}'"
     names = [n for n in _listdir(root, what) if _CAPTURE_RE.match(n)]
-    return sorted(names, key=lambda n: int(n[len("Capture"):]))
+    return sorted(names, key=lambda n: int(n[len("Capture") :]))
 
 
 def list_sequences(data_path, split: str, capture) -> list:
     """Sequence folder names of one capture, sorted."""
     root = os.path.join(os.fspath(data_path), "images", split, capture_dirname(capture))
-    return [n for n in _listdir(root, "a capture folder of sequences") if os.path.isdir(os.path.join(root, n))]
+    return [
+        n for n in _listdir(root, "a capture folder of sequences") if os.path.isdir(os.path.join(root, n))
+    ]
 
 
 def list_cameras(data_path, split: str, capture, seq_name: str) -> list:
     """Camera folder names (``cam400262`` ...) of one sequence, sorted."""
     root = sequence_dir(data_path, split, capture, seq_name)
-    return [n for n in _listdir(root, "a sequence folder of cam* folders")
-            if n.startswith("cam") and os.path.isdir(os.path.join(root, n))]
+    return [
+        n
+        for n in _listdir(root, "a sequence folder of cam* folders")
+        if n.startswith("cam") and os.path.isdir(os.path.join(root, n))
+    ]
 
 
 def list_frames(camera_dir: str) -> list:
@@ -261,22 +298,44 @@ def read_cameras(data_path, split: str, capture, names, image_size):
     for name in names:
         key = camera_key(name)
         if any(key not in cam[f] for f in ("campos", "camrot", "focal", "princpt")):
-            raise InputError(f"{path}: capture '{ck}' has no complete calibration for camera '{key}' ({name})")
-        R, t = interhand_to_opencv(torch.tensor(cam["campos"][key], dtype=torch.float64),
-                                   torch.tensor(cam["camrot"][key], dtype=torch.float64))
+            raise InputError(
+                f"{path}: capture '{ck}' has no complete calibration for camera '{key}' ({name})"
+            )
+        R, t = interhand_to_opencv(
+            torch.tensor(cam["campos"][key], dtype=torch.float64),
+            torch.tensor(cam["camrot"][key], dtype=torch.float64),
+        )
         fx, fy = cam["focal"][key]
         cx, cy = cam["princpt"][key]
         Ks.append(torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float64))
         Rs.append(torch.as_tensor(R, dtype=torch.float64).reshape(3, 3))
         ts.append(torch.as_tensor(t, dtype=torch.float64).reshape(3))
-    return Cameras(K=torch.stack(Ks).float(), R=torch.stack(Rs).float(), t=torch.stack(ts).float(),
-                   image_size=tuple(int(s) for s in image_size), names=list(names))
+    return Cameras(
+        K=torch.stack(Ks).float(),
+        R=torch.stack(Rs).float(),
+        t=torch.stack(ts).float(),
+        image_size=tuple(int(s) for s in image_size),
+        names=list(names),
+    )
 
 
-def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand: str = "right",
-                            cameras=None, num_frames=None, frame_mode: str = "strided", frame_ids=None,
-                            drop_cameras=DROP_CAMERAS, color_only: bool = True, single_hand_only: bool = False,
-                            rotated_camera: str = "drop", mano_dir=None, verbose: bool = False):
+def read_interhand_sequence(
+    data_path,
+    split: str,
+    capture,
+    seq_name: str,
+    hand: str = "right",
+    cameras=None,
+    num_frames=None,
+    frame_mode: str = "strided",
+    frame_ids=None,
+    drop_cameras=DROP_CAMERAS,
+    color_only: bool = True,
+    single_hand_only: bool = False,
+    rotated_camera: str = "drop",
+    mano_dir=None,
+    verbose: bool = False,
+):
     """Read one InterHand2.6M sequence as a :class:`CaptureSequence` (images stay on disk).
 
     Args:
@@ -306,7 +365,9 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
     capture = capture_dirname(capture)
     name = f"{split}/{capture}/{seq_name}"
     seq_root = sequence_dir(data_path, split, capture, seq_name)
-    names = select_cameras(list_cameras(data_path, split, capture, seq_name), cameras, color_only, drop_cameras)
+    names = select_cameras(
+        list_cameras(data_path, split, capture, seq_name), cameras, color_only, drop_cameras
+    )
     if not names:
         raise InputError(f"{seq_root}: no usable camera folder (colour cameras minus the drop list)")
 
@@ -323,8 +384,12 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
         raise FileNotFoundError(f"{seq_root}: no camera folder holds image*.jpg files")
 
     # Image size: the common one; transposed ones are the rotated camera.
-    sizes = {n: _camera_image_size(data_path, split, capture, n,
-                                   os.path.join(seq_root, n, f"image{frames_per_cam[n][0]}.jpg")) for n in names}
+    sizes = {
+        n: _camera_image_size(
+            data_path, split, capture, n, os.path.join(seq_root, n, f"image{frames_per_cam[n][0]}.jpg")
+        )
+        for n in names
+    }
     common = Counter(sizes.values()).most_common(1)[0][0]
     rotations = {}
     for n in list(names):
@@ -334,8 +399,9 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
         if transposed and rotated_camera in ("ccw", "cw"):
             rotations[n] = 1 if rotated_camera == "ccw" else 3
             continue
-        what = (f"images are {sizes[n][1]}x{sizes[n][0]} (WxH), the other cameras {common[1]}x{common[0]}"
-                + (" (stored rotated)" if transposed else ""))
+        what = f"images are {sizes[n][1]}x{sizes[n][0]} (WxH), the other cameras {common[1]}x{common[0]}" + (
+            " (stored rotated)" if transposed else ""
+        )
         if rotated_camera == "error" or isinstance(cameras, (list, tuple)):
             hint = "; pass rotated_camera='ccw' or 'cw' to turn its images back" if transposed else ""
             raise InputError(f"{os.path.join(seq_root, n)}: {what}{hint}")
@@ -350,8 +416,10 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
         for f in wanted:
             for n in names:
                 if f not in frames_per_cam[n]:
-                    raise FileNotFoundError(f"{image_path(data_path, split, capture, seq_name, n, f)}: "
-                                            f"expected the image of requested frame {f}")
+                    raise FileNotFoundError(
+                        f"{image_path(data_path, split, capture, seq_name, n, f)}: "
+                        f"expected the image of requested frame {f}"
+                    )
         candidates = wanted
     else:
         present = set.intersection(*(set(v) for v in frames_per_cam.values()))
@@ -367,8 +435,11 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
     result = {}
     for side in sides:
         other = "left" if side == "right" else "right"
-        side_report = {"skipped_frames": {k: list(v) for k, v in report["skipped_frames"].items()},
-                       "dropped_cameras": dict(report["dropped_cameras"]), "black_images": []}
+        side_report = {
+            "skipped_frames": {k: list(v) for k, v in report["skipped_frames"].items()},
+            "dropped_cameras": dict(report["dropped_cameras"]),
+            "black_images": [],
+        }
         usable, params = [], []
         for f in candidates:
             entry = mano.get(str(f))
@@ -390,16 +461,20 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
                 shape = np.asarray(p["shape"], dtype=np.float32).reshape(10)
                 trans = np.asarray(p["trans"], dtype=np.float32).reshape(3)
             except (KeyError, ValueError, TypeError) as err:
-                raise InputError(f"{mano_file}: capture '{ck}' frame '{f}' {side}: expected pose (48), "
-                                 f"shape (10), trans (3): {err}") from None
+                raise InputError(
+                    f"{mano_file}: capture '{ck}' frame '{f}' {side}: expected pose (48), "
+                    f"shape (10), trans (3): {err}"
+                ) from None
             usable.append(f)
             params.append((pose, shape, trans))
         chosen = usable if frame_ids is not None else select_frames(usable, num_frames, frame_mode)
         if not chosen:
             if hand == "both":
                 continue
-            raise NoUsableFrames(f"{name}: no usable {side}-hand frame ({len(candidates)} candidate frame(s); "
-                             f"skipped: { {k: len(v) for k, v in side_report['skipped_frames'].items()} })")
+            raise NoUsableFrames(
+                f"{name}: no usable {side}-hand frame ({len(candidates)} candidate frame(s); "
+                f"skipped: { {k: len(v) for k, v in side_report['skipped_frames'].items()} })"
+            )
         index = {f: i for i, f in enumerate(usable)}
         pose = np.stack([params[index[f]][0] for f in chosen])
         shape = np.stack([params[index[f]][1] for f in chosen])
@@ -407,11 +482,21 @@ def read_interhand_sequence(data_path, split: str, capture, seq_name: str, hand:
         cams = read_cameras(data_path, split, capture, names, common)
         gt_path = gt_mesh_path(data_path, split, capture, seq_name)
         seq = CaptureSequence(
-            cameras=cams, frame_ids=list(chosen), mano_pose=pose, mano_shape=shape, mano_trans=trans,
+            cameras=cams,
+            frame_ids=list(chosen),
+            mano_pose=pose,
+            mano_shape=shape,
+            mano_trans=trans,
             hand_side=side,
-            image_paths=[[image_path(data_path, split, capture, seq_name, n, f) for n in names] for f in chosen],
-            name=name, mano_file=mano_dir, gt_mesh_path=gt_path if os.path.isfile(gt_path) else None,
-            image_rotations=rotations, report=side_report)
+            image_paths=[
+                [image_path(data_path, split, capture, seq_name, n, f) for n in names] for f in chosen
+            ],
+            name=name,
+            mano_file=mano_dir,
+            gt_mesh_path=gt_path if os.path.isfile(gt_path) else None,
+            image_rotations=rotations,
+            report=side_report,
+        )
         if verbose:
             print(seq.summary())
         result[side] = seq
@@ -468,10 +553,13 @@ class InterHandWriter:
         from utils.geometry.camera import opencv_to_interhand
 
         K = np.asarray(K, dtype=np.float64)
-        campos, camrot = opencv_to_interhand(torch.as_tensor(np.asarray(R), dtype=torch.float64),
-                                             torch.as_tensor(np.asarray(t), dtype=torch.float64))
-        cam = self.cameras.setdefault(capture_key(capture),
-                                      {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}})
+        campos, camrot = opencv_to_interhand(
+            torch.as_tensor(np.asarray(R), dtype=torch.float64),
+            torch.as_tensor(np.asarray(t), dtype=torch.float64),
+        )
+        cam = self.cameras.setdefault(
+            capture_key(capture), {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}}
+        )
         key = camera_key(camera)
         cam["campos"][key] = np.asarray(campos, dtype=np.float64).reshape(3).tolist()
         cam["camrot"][key] = np.asarray(camrot, dtype=np.float64).reshape(3, 3).tolist()
@@ -480,23 +568,32 @@ class InterHandWriter:
 
     def add_mano(self, capture, frame_id: int, hand: str, pose, shape, trans) -> None:
         """MANO NeuralAnnot entry (world, metres); the other hand is written as ``None``."""
-        entry = self.mano.setdefault(capture_key(capture), {}).setdefault(str(int(frame_id)),
-                                                                           {"right": None, "left": None})
-        entry[hand] = {"pose": np.asarray(pose, dtype=np.float64).reshape(48).tolist(),
-                       "shape": np.asarray(shape, dtype=np.float64).reshape(10).tolist(),
-                       "trans": np.asarray(trans, dtype=np.float64).reshape(3).tolist()}
+        entry = self.mano.setdefault(capture_key(capture), {}).setdefault(
+            str(int(frame_id)), {"right": None, "left": None}
+        )
+        entry[hand] = {
+            "pose": np.asarray(pose, dtype=np.float64).reshape(48).tolist(),
+            "shape": np.asarray(shape, dtype=np.float64).reshape(10).tolist(),
+            "trans": np.asarray(trans, dtype=np.float64).reshape(3).tolist(),
+        }
 
     def add_joints(self, capture, frame_id: int, hand: str, joints_world) -> None:
         """21 joints of one hand in InterHand order (world, metres); the other hand's are zero, invalid."""
         joints = np.asarray(joints_world, dtype=np.float64).reshape(21, 3) * 1000.0
-        entry = self.joints.setdefault(capture_key(capture), {}).setdefault(str(int(frame_id)), {
-            "world_coord": np.zeros((42, 3)).tolist(), "joint_valid": [0] * 42,
-            "hand_type": hand, "hand_type_valid": 1})
+        entry = self.joints.setdefault(capture_key(capture), {}).setdefault(
+            str(int(frame_id)),
+            {
+                "world_coord": np.zeros((42, 3)).tolist(),
+                "joint_valid": [0] * 42,
+                "hand_type": hand,
+                "hand_type_valid": 1,
+            },
+        )
         offset = 0 if hand == "right" else 21
         world = np.asarray(entry["world_coord"])
-        world[offset:offset + 21] = joints
+        world[offset : offset + 21] = joints
         entry["world_coord"] = world.tolist()
-        entry["joint_valid"][offset:offset + 21] = [1] * 21
+        entry["joint_valid"][offset : offset + 21] = [1] * 21
         entry["hand_type"] = hand if entry["hand_type"] == hand else "interacting"
 
     def image_path(self, capture, seq_name: str, camera: str, frame_id: int) -> str:
@@ -505,23 +602,54 @@ class InterHandWriter:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return path
 
-    def add_image(self, capture, seq_name: str, camera: str, frame_id: int, width: int, height: int,
-                  subject: int, bbox, hand_type: str = "right") -> None:
+    def add_image(
+        self,
+        capture,
+        seq_name: str,
+        camera: str,
+        frame_id: int,
+        width: int,
+        height: int,
+        subject: int,
+        bbox,
+        hand_type: str = "right",
+    ) -> None:
         """COCO-style ``images[]`` and ``annotations[]`` entries (``bbox`` = [x, y, w, h] pixels)."""
         image_id = len(self.images)
         rel = os.path.join(capture_dirname(capture), seq_name, camera, f"image{int(frame_id)}.jpg")
-        self.images.append({"id": image_id, "file_name": rel, "width": int(width), "height": int(height),
-                            "capture": int(capture_key(capture)), "subject": int(subject),
-                            "seq_name": seq_name, "camera": camera_key(camera), "frame_idx": int(frame_id)})
+        self.images.append(
+            {
+                "id": image_id,
+                "file_name": rel,
+                "width": int(width),
+                "height": int(height),
+                "capture": int(capture_key(capture)),
+                "subject": int(subject),
+                "seq_name": seq_name,
+                "camera": camera_key(camera),
+                "frame_idx": int(frame_id),
+            }
+        )
         valid = [1] * 21 + [0] * 21 if hand_type == "right" else [0] * 21 + [1] * 21
-        self.annotations.append({"id": image_id, "image_id": image_id,
-                                 "bbox": [float(b) for b in bbox], "joint_valid": valid,
-                                 "hand_type": hand_type, "hand_type_valid": 1})
+        self.annotations.append(
+            {
+                "id": image_id,
+                "image_id": image_id,
+                "bbox": [float(b) for b in bbox],
+                "joint_valid": valid,
+                "hand_type": hand_type,
+                "hand_type_valid": 1,
+            }
+        )
 
     def write(self) -> list:
         """Write the four JSON files; returns their paths."""
-        tables = {"camera": self.cameras, "MANO_NeuralAnnot": self.mano, "joint_3d": self.joints,
-                  "data": {"images": self.images, "annotations": self.annotations}}
+        tables = {
+            "camera": self.cameras,
+            "MANO_NeuralAnnot": self.mano,
+            "joint_3d": self.joints,
+            "data": {"images": self.images, "annotations": self.annotations},
+        }
         paths = []
         for kind, table in tables.items():
             path = annotation_path(self.root, self.split, kind)

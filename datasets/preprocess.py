@@ -75,8 +75,14 @@ def warp_to_crop(image: np.ndarray, box, out_size, interpolation: str = "linear"
     flags = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
     if interpolation not in flags:
         raise ValueError(f"interpolation must be one of linear, cubic, nearest, area; got {interpolation!r}")
-    out = cv2.warpAffine(image, crop_affine_cv2(box, (h, w)), (w, h), flags=flags[interpolation],
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = cv2.warpAffine(
+        image,
+        crop_affine_cv2(box, (h, w)),
+        (w, h),
+        flags=flags[interpolation],
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     if image.ndim == 3 and out.ndim == 2:  # OpenCV drops a trailing singleton channel
         out = out[..., None]
     return out
@@ -151,9 +157,17 @@ def area_resample_matrix(n_in: int, n_out: int, dtype=torch.float32, device=None
 # ----------------------------------------------------------------------------------------------
 
 
-def render_mask_and_normals(verts_world: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, R: torch.Tensor,
-                            t: torch.Tensor, size, normal_space: str = "camera", antialias: bool = False,
-                            backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+def render_mask_and_normals(
+    verts_world: torch.Tensor,
+    faces: torch.Tensor,
+    K: torch.Tensor,
+    R: torch.Tensor,
+    t: torch.Tensor,
+    size,
+    normal_space: str = "camera",
+    antialias: bool = False,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rasterise a mesh to a binary mask and a normal map in one pass.
 
     Args:
@@ -195,6 +209,13 @@ def render_mask_and_normals(verts_world: torch.Tensor, faces: torch.Tensor, K: t
     return mask.permute(0, 3, 1, 2).contiguous(), nmap.permute(0, 3, 1, 2).contiguous()
 
 
-
-__all__ = ["DEGRADATIONS", "square_crop_box", "crop_intrinsics", "warp_to_crop",
-           "lr_size_for_scale", "degrade", "area_resample_matrix", "render_mask_and_normals"]
+__all__ = [
+    "DEGRADATIONS",
+    "square_crop_box",
+    "crop_intrinsics",
+    "warp_to_crop",
+    "lr_size_for_scale",
+    "degrade",
+    "area_resample_matrix",
+    "render_mask_and_normals",
+]

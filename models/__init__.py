@@ -17,6 +17,15 @@ from models.rdn import RDN
 from models.registry import lookup, make, model_spec, register, registered_names
 
 __all__ = [
-    "GIIF", "HGFilter", "LIIF", "MLP", "RDN", "UNetDiscriminatorSN",
-    "lookup", "make", "model_spec", "register", "registered_names",
+    "GIIF",
+    "HGFilter",
+    "LIIF",
+    "MLP",
+    "RDN",
+    "UNetDiscriminatorSN",
+    "lookup",
+    "make",
+    "model_spec",
+    "register",
+    "registered_names",
 ]

@@ -139,15 +139,17 @@ class ConditionNetwork(nn.Module):
         # part is one (width, d_cond) matrix-vector product, broadcast as the bias (code_reference
         # feeds the concatenated input instead; same values and gradients).
         weight = first.weight
-        shared = F.linear(cond, weight[:, :self.d_cond], first.bias)
-        x = torch.addmm(shared, torch.cat(per_vertex, dim=-1), weight[:, self.d_cond:].t())
+        shared = F.linear(cond, weight[:, : self.d_cond], first.bias)
+        x = torch.addmm(shared, torch.cat(per_vertex, dim=-1), weight[:, self.d_cond :].t())
         return self._hidden(x)
 
     def code_reference(self, cond: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`code` with the condition repeated for every vertex and concatenated to its inputs, as
         the MLP is written: the plain reference the tests compare it with, not used in training."""
         per_vertex = [self.latent] + ([extra.to(self.latent.dtype)] if self.d_extra else [])
-        x = self.layers[0](torch.cat([cond.to(self.latent.dtype).expand(self.num_points, -1), *per_vertex], dim=-1))
+        x = self.layers[0](
+            torch.cat([cond.to(self.latent.dtype).expand(self.num_points, -1), *per_vertex], dim=-1)
+        )
         return self._hidden(x)
 
     def _hidden(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +158,9 @@ class ConditionNetwork(nn.Module):
             x = layer(self.activation(x))
         return x
 
-    def forward(self, cond: torch.Tensor, extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, cond: torch.Tensor, extra: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-vertex output for one frame.
 
         Args:
@@ -266,7 +270,10 @@ class HandAvatar(nn.Module):
         joints = J_regressor.float() @ v_shaped  # (16, 3) rest joints of the shaped 778-vertex template
 
         verts, faces_sub, weights = loop_subdivide(
-            v_shaped, torch.as_tensor(faces).long(), subdivision_levels, weights=torch.as_tensor(lbs_weights).float()
+            v_shaped,
+            torch.as_tensor(faces).long(),
+            subdivision_levels,
+            weights=torch.as_tensor(lbs_weights).float(),
         )
         verts, weights = torch.as_tensor(verts).float(), torch.as_tensor(weights).float()
         self.register_buffer("verts_template", verts)  # (V, 3) canonical subdivided template
@@ -285,9 +292,15 @@ class HandAvatar(nn.Module):
             torch.log(1000.0 * (weights + 1e-6)), width=lbs_width, depth=lbs_depth, **net_kw
         )
         albedo0 = torch.tensor(MEAN_HAND_ALBEDO_RGB).expand(num_verts, 3)
-        self.color_net = ConditionNetwork(torch.logit(albedo0), width=color_width, depth=color_depth, **net_kw)
+        self.color_net = ConditionNetwork(
+            torch.logit(albedo0), width=color_width, depth=color_depth, **net_kw
+        )
         self.delta_net = ConditionNetwork(
-            torch.zeros(num_verts, 3), width=delta_width, depth=delta_depth, d_extra=3 if use_enh else 0, **net_kw
+            torch.zeros(num_verts, 3),
+            width=delta_width,
+            depth=delta_depth,
+            d_extra=3 if use_enh else 0,
+            **net_kw,
         )
         self.sh_coeffs = nn.Parameter(torch.zeros(num_views, 27))
 

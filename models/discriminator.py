@@ -45,8 +45,9 @@ class UNetDiscriminatorSN(nn.Module):
     Input ``(B, num_in_ch, H, W)`` with H, W divisible by 8. Output logits ``(B, 1, H, W)``.
     """
 
-    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, skip_connection: bool = True,
-                 channels_last: bool = True):
+    def __init__(
+        self, num_in_ch: int = 3, num_feat: int = 64, skip_connection: bool = True, channels_last: bool = True
+    ):
         super().__init__()
         nf = num_feat
         self.skip_connection = skip_connection

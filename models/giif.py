@@ -132,7 +132,9 @@ class GIIFFeatures:
         )
 
 
-def _stack_tables(tables: list[torch.Tensor], indices: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _stack_tables(
+    tables: list[torch.Tensor], indices: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack per-cell tables ``tables[k] (B, N_k, C)`` into one ``(sum_k B * N_k, C)`` table and turn their
     per-batch indices ``indices[k] (B, M)`` into rows of it, ``(B * M, K)``."""
     B = indices[0].shape[0]

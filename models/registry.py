@@ -58,8 +58,10 @@ def register(name: str, runtime: tuple[str, ...] = ()) -> Callable[[type], type]
         signature = inspect.signature(original_init)
         unknown = [arg for arg in runtime if arg not in signature.parameters]
         if unknown:
-            raise TypeError(f"register({name!r}, runtime=...): {unknown} are not arguments of "
-                            f"{cls.__qualname__}.__init__ {signature}")
+            raise TypeError(
+                f"register({name!r}, runtime=...): {unknown} are not arguments of "
+                f"{cls.__qualname__}.__init__ {signature}"
+            )
 
         @functools.wraps(original_init)
         def __init__(self, *args: Any, **kwargs: Any) -> None:

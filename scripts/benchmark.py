@@ -78,13 +78,25 @@ SR_SCALES = ("x4", "x8", "x12.8", "x16")
 # ---------------------------------------------------------------------------------------------- SR
 # Configs per scale: CPU-sized (the committed tables) and the paper's sizes on the paper-preset data.
 CONFS = {
-    "cpu": {"giif": "conf/synthetic/giif.conf", "liif": "conf/synthetic/liif.conf",
-            "disc": "conf/synthetic/disc.conf", "srhand": "conf/synthetic/srhand.conf",
-            "static": "conf/synthetic/srhand_static.conf"},
-    "medium": {"giif": "conf/synthetic/medium/giif.conf", "liif": "conf/synthetic/medium/liif.conf",
-               "disc": "conf/synthetic/medium/disc.conf", "srhand": "conf/synthetic/medium/srhand.conf"},
-    "paper": {"giif": "conf/synthetic/paper/giif.conf", "liif": "conf/synthetic/paper/liif.conf",
-              "disc": "conf/synthetic/paper/disc.conf", "srhand": "conf/synthetic/paper/srhand.conf"},
+    "cpu": {
+        "giif": "conf/synthetic/giif.conf",
+        "liif": "conf/synthetic/liif.conf",
+        "disc": "conf/synthetic/disc.conf",
+        "srhand": "conf/synthetic/srhand.conf",
+        "static": "conf/synthetic/srhand_static.conf",
+    },
+    "medium": {
+        "giif": "conf/synthetic/medium/giif.conf",
+        "liif": "conf/synthetic/medium/liif.conf",
+        "disc": "conf/synthetic/medium/disc.conf",
+        "srhand": "conf/synthetic/medium/srhand.conf",
+    },
+    "paper": {
+        "giif": "conf/synthetic/paper/giif.conf",
+        "liif": "conf/synthetic/paper/liif.conf",
+        "disc": "conf/synthetic/paper/disc.conf",
+        "srhand": "conf/synthetic/paper/srhand.conf",
+    },
 }
 SCALE_DEFAULTS = {  # --data, --work, results file stem, SR steps, discriminator-stage steps (0 = the config's epochs)
     "cpu": ("data/synthetic", "outputs/benchmark", "results", 324, 108),
@@ -93,11 +105,37 @@ SCALE_DEFAULTS = {  # --data, --work, results file stem, SR steps, discriminator
 }
 # The medium scale's captures (docs/benchmark_protocol.md): the paper preset's 256 px crops and x16, fewer
 # views, frames and subjects.
-DATA_ARGS = {"cpu": [], "medium": ["--preset", "paper", "--raw-size", "384", "256", "--num-views", "12",
-                                    "--num-frames", "12", "--num-subjects", "6"], "paper": ["--preset", "paper"]}
-MEDIUM_DATA_COMMAND = " ".join(["python scripts/make_synthetic.py", *DATA_ARGS["medium"], "--out data/synthetic_medium"])
+DATA_ARGS = {
+    "cpu": [],
+    "medium": [
+        "--preset",
+        "paper",
+        "--raw-size",
+        "384",
+        "256",
+        "--num-views",
+        "12",
+        "--num-frames",
+        "12",
+        "--num-subjects",
+        "6",
+    ],
+    "paper": ["--preset", "paper"],
+}
+MEDIUM_DATA_COMMAND = " ".join(
+    ["python scripts/make_synthetic.py", *DATA_ARGS["medium"], "--out data/synthetic_medium"]
+)
 # Table 2's static captures: one pose, 40 fitting + 8 held-out cameras (conf/synthetic/srhand_static.conf).
-STATIC_DATA_ARGS = ["--num-views", "40", "--num-heldout-views", "8", "--num-frames", "1", "--num-subjects", "3"]
+STATIC_DATA_ARGS = [
+    "--num-views",
+    "40",
+    "--num-heldout-views",
+    "8",
+    "--num-frames",
+    "1",
+    "--num-subjects",
+    "3",
+]
 STATIC_FACTORS = (4, 16)  # x4 and x16, as the paper's Table 2
 STATIC_KEYS = ["bicubic_ours", "liif_xhand", "srhand", "hr_ours"]
 # Table 4(a)'s second identity: the reconstruction subject of captures generated with another seed (same settings).
@@ -119,16 +157,50 @@ def sr_jobs(args, work: Path) -> list[tuple[str, int, Path, list[str]]]:
         seed_set = ["--set", f"seed={seed}"]
         for name in ("liif", "giif"):
             run_dir = work / f"sr_{name}{suffix}"
-            jobs.append((name, seed, run_dir, [py, "main_giif.py", "--conf", confs[name], "--out", str(run_dir), *data,
-                                               *seed_set, *_steps_sets(args.steps)]))
+            jobs.append(
+                (
+                    name,
+                    seed,
+                    run_dir,
+                    [
+                        py,
+                        "main_giif.py",
+                        "--conf",
+                        confs[name],
+                        "--out",
+                        str(run_dir),
+                        *data,
+                        *seed_set,
+                        *_steps_sets(args.steps),
+                    ],
+                )
+            )
         # Stage 2 continues GIIF for disc_steps more steps; with the adversarial weight at 0 it gives the same
         # extra steps and schedule without the discriminator's gradient (GIIF + D compared at equal cost).
         giif = work / f"sr_giif{suffix}" / "giif.pth"
         for name, extra in (("disc", []), ("giif_noadv", ["--set", "adv.adv_weight=0.0"])):
             run_dir = work / f"sr_{name}{suffix}"
-            jobs.append((name, seed, run_dir, [py, "main_disc.py", "--conf", confs["disc"], "--out", str(run_dir),
-                                               "--model_path", str(giif), *data, *extra, *seed_set,
-                                               *_steps_sets(args.disc_steps)]))
+            jobs.append(
+                (
+                    name,
+                    seed,
+                    run_dir,
+                    [
+                        py,
+                        "main_disc.py",
+                        "--conf",
+                        confs["disc"],
+                        "--out",
+                        str(run_dir),
+                        "--model_path",
+                        str(giif),
+                        *data,
+                        *extra,
+                        *seed_set,
+                        *_steps_sets(args.disc_steps),
+                    ],
+                )
+            )
     return jobs
 
 
@@ -166,16 +238,28 @@ def section_sr(args, work: Path) -> dict:
             rows[label][scale] = {m: mean for m, (mean, _) in stats.items()}
             stds[label][scale] = {m: std for m, (_, std) in stats.items()}
     first = reports[("giif", args.sr_seeds[0])]
-    return {"rows": rows, "std": stds, "per_seed": per_seed, "seeds": list(args.sr_seeds),
-            "row_keys": {label: f"{name}:{method}" for label, (name, method) in sources.items()},
-            "perceptual": first["perceptual"], "num_images": first["num_images"],
-            "degradation": first["degradation"], "seconds": timings, **store_summary(entries.values(), timings)}
+    return {
+        "rows": rows,
+        "std": stds,
+        "per_seed": per_seed,
+        "seeds": list(args.sr_seeds),
+        "row_keys": {label: f"{name}:{method}" for label, (name, method) in sources.items()},
+        "perceptual": first["perceptual"],
+        "num_images": first["num_images"],
+        "degradation": first["degradation"],
+        "seconds": timings,
+        **store_summary(entries.values(), timings),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- SRHand
 # Gaussian noise on the MANO parameters for Table 5: 9.6 mm MPJPE on the evaluated frames of the synthetic
 # subject (the paper's 9.54 mm; 11.3 mm over all its frames); the measured MPJPE is reported with the row.
-NOISE_SETS = ["data.mano_noise.pose_std=0.052", "data.mano_noise.trans_std=0.0045", "data.mano_noise.shape_std=0.3"]
+NOISE_SETS = [
+    "data.mano_noise.pose_std=0.052",
+    "data.mano_noise.trans_std=0.0045",
+    "data.mano_noise.shape_std=0.3",
+]
 # main.py rows on the held-out reconstruction subject, all from conf/synthetic/srhand.conf with --set
 # overrides: key -> (label, overrides, GIIF checkpoint: "giif" = stage-2 GIIF, "liif" = LIIF, no normals).
 SRHAND_RUNS = {
@@ -187,9 +271,16 @@ SRHAND_RUNS = {
     "srhand": ("SRHand (GIIF w/ ftd. + Ours)", ["sr_source=giif_finetuned"], "giif"),
     "hr_ours": ("hr + Ours (upper bound)", ["sr_source=hr"], "giif"),
     # Table 4(b): the fine-tuning loss terms (pose consistency belongs to the consistency term).
-    "ft_con": ("w/ ftd.: L_con", ["sr_source=giif_finetuned", "finetune.weights.wavelet=0",
-                                  "finetune.weights.disc=0"], "giif"),
-    "ft_con_wav": ("w/ ftd.: L_con + L_wave", ["sr_source=giif_finetuned", "finetune.weights.disc=0"], "giif"),
+    "ft_con": (
+        "w/ ftd.: L_con",
+        ["sr_source=giif_finetuned", "finetune.weights.wavelet=0", "finetune.weights.disc=0"],
+        "giif",
+    ),
+    "ft_con_wav": (
+        "w/ ftd.: L_con + L_wave",
+        ["sr_source=giif_finetuned", "finetune.weights.disc=0"],
+        "giif",
+    ),
     # Table 5: SRHand from noisy MANO parameters (fitting and evaluation), see data.mano_noise.
     "srhand_noisy": ("SRHand, noisy MANO parameters", ["sr_source=giif_finetuned", *NOISE_SETS], "giif"),
 }
@@ -197,18 +288,30 @@ SRHAND_RUNS = {
 SCALE_SECTIONS = {"medium": ["sr", "srhand", "ablation"]}
 SCALE_SR_SEEDS = {"medium": [0, 1, 2]}
 TABLES = {  # section -> (row keys, label overrides)
-    "srhand": (["bicubic_ours", "liif_xhand", "giif_xhand", "giif_ours", "ftd_xhand", "srhand", "hr_ours"], {}),
-    "ablation": (["giif_ours", "ft_con", "ft_con_wav", "srhand"],
-                 {"giif_ours": "w/o ftd.", "srhand": "w/ ftd.: L_con + L_wave + L_D (SRHand)"}),
+    "srhand": (
+        ["bicubic_ours", "liif_xhand", "giif_xhand", "giif_ours", "ftd_xhand", "srhand", "hr_ours"],
+        {},
+    ),
+    "ablation": (
+        ["giif_ours", "ft_con", "ft_con_wav", "srhand"],
+        {"giif_ours": "w/o ftd.", "srhand": "w/ ftd.: L_con + L_wave + L_D (SRHand)"},
+    ),
     "noise": (["srhand_noisy", "srhand"], {"srhand": "SRHand, ground-truth MANO parameters"}),
     "identity": (["ftd_xhand", "srhand"], {"ftd_xhand": "XHand", "srhand": "Ours"}),
     "static": (STATIC_KEYS, {}),
 }
 
 
-def srhand_jobs(args, work: Path, keys: list[str], check_models: bool = True, data: str | None = None,
-                folder: str = "srhand", conf: str | None = None,
-                extra: tuple[str, ...] = ()) -> list[tuple[str, int, Path, list[str]]]:
+def srhand_jobs(
+    args,
+    work: Path,
+    keys: list[str],
+    check_models: bool = True,
+    data: str | None = None,
+    folder: str = "srhand",
+    conf: str | None = None,
+    extra: tuple[str, ...] = (),
+) -> list[tuple[str, int, Path, list[str]]]:
     """(key, seed, run folder, command) of every run of ``keys`` x ``args.seeds``, on the captures ``data``
     (default ``args.data``), in ``work / folder``, from ``conf`` (default: the scale's srhand config) with
     the ``--set`` items ``extra`` after each row's own."""
@@ -218,13 +321,28 @@ def srhand_jobs(args, work: Path, keys: list[str], check_models: bool = True, da
         _, sets, kind = SRHAND_RUNS[key]
         model = models_by_kind[kind]
         if check_models and not model.is_file():
-            raise SystemExit(f"{model}: no {kind.upper()} checkpoint for row {key!r}; run the SR section or "
-                             f"`make demo` first (or pass --{kind}_model)")
+            raise SystemExit(
+                f"{model}: no {kind.upper()} checkpoint for row {key!r}; run the SR section or "
+                f"`make demo` first (or pass --{kind}_model)"
+            )
         for seed in args.seeds:
             run_dir = work / folder / f"{key}_s{seed}"
-            cmd = [sys.executable, "main.py", "--conf", conf or CONFS[args.scale]["srhand"], "--out", str(run_dir),
-                   "--set", f"data.data_path={data or args.data}", "--set", f"giif_model={model}",
-                   "--set", f"disc_model={Path(args.giif_model).parent / 'disc.pth'}", "--set", f"seed={seed}"]
+            cmd = [
+                sys.executable,
+                "main.py",
+                "--conf",
+                conf or CONFS[args.scale]["srhand"],
+                "--out",
+                str(run_dir),
+                "--set",
+                f"data.data_path={data or args.data}",
+                "--set",
+                f"giif_model={model}",
+                "--set",
+                f"disc_model={Path(args.giif_model).parent / 'disc.pth'}",
+                "--set",
+                f"seed={seed}",
+            ]
             for item in (*sets, *extra):
                 cmd += ["--set", item]
             jobs.append((key, seed, run_dir, cmd))
@@ -236,26 +354,46 @@ def _row_metrics(m: dict) -> dict:
     pk = m.get("perceptual_key", "lpips")
     sr = (m.get("sr") or {}).get("all") or {}
     render = m["render"]["all"]
-    row = {"sr_psnr": sr.get("psnr_masked"), "sr_perc": sr.get(f"{pk}_masked"),
-           "render_psnr": render["psnr_masked"], "render_perc": render[f"{pk}_masked"],
-           "p2p_mm": m["p2p_mm"], "p2p_mm_mano": m.get("p2p_mm_mano"),
-           "inconsistency": (m.get("inconsistency") or {}).get("sr"),
-           "mano_noise_mpjpe_mm": (m.get("mano_noise") or {}).get("mpjpe_mm"),
-           "perceptual": m.get("perceptual")}
+    row = {
+        "sr_psnr": sr.get("psnr_masked"),
+        "sr_perc": sr.get(f"{pk}_masked"),
+        "render_psnr": render["psnr_masked"],
+        "render_perc": render[f"{pk}_masked"],
+        "p2p_mm": m["p2p_mm"],
+        "p2p_mm_mano": m.get("p2p_mm_mano"),
+        "inconsistency": (m.get("inconsistency") or {}).get("sr"),
+        "mano_noise_mpjpe_mm": (m.get("mano_noise") or {}).get("mpjpe_mm"),
+        "perceptual": m.get("perceptual"),
+    }
     paper = m.get("paper_protocol")
     if paper:
         p_render, p_sr = paper.get("render") or {}, paper.get("sr") or {}
-        row.update({"pp_sr_psnr": p_sr.get("psnr"), "pp_sr_ssim": p_sr.get("ssim"), "pp_sr_perc": p_sr.get(pk),
-                    "pp_render_psnr": p_render.get("psnr"), "pp_render_ssim": p_render.get("ssim"),
-                    "pp_render_perc": p_render.get(pk),
-                    "pp_inconsistency": paper.get("inconsistency_windowed"),
-                    "pp_p2p_mm": paper.get("p2p_truth_to_recon_mm"),
-                    "pp_p2p_mm_mano": paper.get("p2p_mano_truth_to_recon_mm")})
+        row.update(
+            {
+                "pp_sr_psnr": p_sr.get("psnr"),
+                "pp_sr_ssim": p_sr.get("ssim"),
+                "pp_sr_perc": p_sr.get(pk),
+                "pp_render_psnr": p_render.get("psnr"),
+                "pp_render_ssim": p_render.get("ssim"),
+                "pp_render_perc": p_render.get(pk),
+                "pp_inconsistency": paper.get("inconsistency_windowed"),
+                "pp_p2p_mm": paper.get("p2p_truth_to_recon_mm"),
+                "pp_p2p_mm_mano": paper.get("p2p_mano_truth_to_recon_mm"),
+            }
+        )
     return row
 
 
-def srhand_table(args, work: Path, table: str, data: str | None = None, folder: str = "srhand",
-                 conf: str | None = None, extra: tuple[str, ...] = (), keys: list[str] | None = None) -> dict:
+def srhand_table(
+    args,
+    work: Path,
+    table: str,
+    data: str | None = None,
+    folder: str = "srhand",
+    conf: str | None = None,
+    extra: tuple[str, ...] = (),
+    keys: list[str] | None = None,
+) -> dict:
     """One table of main.py rows (``TABLES[table]``, or ``keys``) x ``args.seeds``; see :func:`srhand_jobs`."""
     all_keys, labels = TABLES[table]
     keys = [key for key in (keys or all_keys) if not getattr(args, "rows", None) or key in args.rows]
@@ -263,21 +401,37 @@ def srhand_table(args, work: Path, table: str, data: str | None = None, folder: 
     sr, sr_keys, refs = sr_plan(args, work)
     run_keys = [job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
     store = runstore.RunStore(args.store)
-    todo = [key for (key, _, _, _), run_key in zip(jobs, run_keys, strict=True)
-            if args.fresh or store.get("srhand", key, run_key) is None]
+    todo = [
+        key
+        for (key, _, _, _), run_key in zip(jobs, run_keys, strict=True)
+        if args.fresh or store.get("srhand", key, run_key) is None
+    ]
     # Rows to run need their GIIF/LIIF and discriminator checkpoints; when the SR runs that write them are
     # only in the store (another machine, or --work emptied), those SR runs are run again first.
     producers = {str(j[2] / name): i for i, j in enumerate(sr) for name in ("giif.pth", "disc.pth")}
     needed = {str(Path(args.giif_model).parent / "disc.pth")} if todo else set()
-    needed |= {str(Path(args.liif_model if SRHAND_RUNS[key][2] == "liif" else args.giif_model)) for key in todo}
+    needed |= {
+        str(Path(args.liif_model if SRHAND_RUNS[key][2] == "liif" else args.giif_model)) for key in todo
+    }
     force = {producers[path] for path in needed if path in producers and not Path(path).is_file()}
     if force and not args.fresh:
-        print(f"[benchmark] main.py runs to do need {len(force)} SR checkpoint(s) not on this machine: re-running "
-              + ", ".join(sr[i][2].name for i in sorted(force)))
-        execute(args, work, "sr", sr, sr_keys, upstream={str(j[2] / "giif.pth"): i for i, j in enumerate(sr)},
-                force=force)
+        print(
+            f"[benchmark] main.py runs to do need {len(force)} SR checkpoint(s) not on this machine: re-running "
+            + ", ".join(sr[i][2].name for i in sorted(force))
+        )
+        execute(
+            args,
+            work,
+            "sr",
+            sr,
+            sr_keys,
+            upstream={str(j[2] / "giif.pth"): i for i, j in enumerate(sr)},
+            force=force,
+        )
     for key in todo:
-        srhand_jobs(args, work, [key], data=data, folder=folder, conf=conf)  # its checkpoint must be there now
+        srhand_jobs(
+            args, work, [key], data=data, folder=folder, conf=conf
+        )  # its checkpoint must be there now
     entries, seconds = execute(args, work, "srhand", jobs, run_keys, parallel=args.jobs)
     rows = {}
     for key in keys:
@@ -285,8 +439,13 @@ def srhand_table(args, work: Path, table: str, data: str | None = None, folder: 
         rows[labels.get(key, SRHAND_RUNS[key][0])] = _summarise(key, runs)
     if table in ("srhand", "static"):
         rows.update(input_mano_row(rows))
-    return {"rows": rows, "seeds": list(args.seeds), "seconds": seconds,
-            "noise_sets": NOISE_SETS if table == "noise" else None, **store_summary(entries.values(), seconds)}
+    return {
+        "rows": rows,
+        "seeds": list(args.seeds),
+        "seconds": seconds,
+        "noise_sets": NOISE_SETS if table == "noise" else None,
+        **store_summary(entries.values(), seconds),
+    }
 
 
 def section_srhand(args, work: Path) -> dict:
@@ -304,7 +463,14 @@ def section_noise(args, work: Path) -> dict:
 def _generated(args, work: Path, path: Path, extra: list[str], what: str) -> Path:
     """``path``, after generating synthetic captures there (the scale's settings, then ``extra``) if missing."""
     if not (path / "synthetic_meta.json").is_file():
-        cmd = [sys.executable, "scripts/make_synthetic.py", *DATA_ARGS[args.scale], *extra, "--out", str(path)]
+        cmd = [
+            sys.executable,
+            "scripts/make_synthetic.py",
+            *DATA_ARGS[args.scale],
+            *extra,
+            "--out",
+            str(path),
+        ]
         print(f"[benchmark] generating {what}: {' '.join(cmd[1:])}", flush=True)
         run(cmd, work / "logs" / f"data_{path.name}.log")
     return path
@@ -315,18 +481,39 @@ def section_static(args, work: Path) -> dict:
     and x16: SRHand against its own baselines (bicubic + Ours, LIIF + XHand) and hr + Ours (upper bound,
     run once: the scale factor does not reach it). Captures ``<data>_static`` (generated when missing)."""
     if "static" not in CONFS[args.scale]:
-        raise SystemExit(f"the static section has no config at --scale {args.scale} (CONFS[{args.scale!r}]['static'])")
-    data = _generated(args, work, Path(str(args.data).rstrip("/") + "_static"), STATIC_DATA_ARGS,
-                      "the single-pose captures of Table 2")
+        raise SystemExit(
+            f"the static section has no config at --scale {args.scale} (CONFS[{args.scale!r}]['static'])"
+        )
+    data = _generated(
+        args,
+        work,
+        Path(str(args.data).rstrip("/") + "_static"),
+        STATIC_DATA_ARGS,
+        "the single-pose captures of Table 2",
+    )
     hr_size = load_config(REPO / CONFS[args.scale]["static"], schema="srhand").get_int("data.hr_size")
     factors = {}
     for factor in STATIC_FACTORS:
         keys = [key for key in STATIC_KEYS if key != "hr_ours"]
-        factors[f"x{factor}"] = srhand_table(args, work, "static", data=str(data), folder=f"static_x{factor}",
-                                             conf=CONFS[args.scale]["static"], keys=keys,
-                                             extra=(f"data.lr_size={hr_size // factor}",))
-    upper = srhand_table(args, work, "static", data=str(data), folder="static_hr", conf=CONFS[args.scale]["static"],
-                         keys=["hr_ours"])
+        factors[f"x{factor}"] = srhand_table(
+            args,
+            work,
+            "static",
+            data=str(data),
+            folder=f"static_x{factor}",
+            conf=CONFS[args.scale]["static"],
+            keys=keys,
+            extra=(f"data.lr_size={hr_size // factor}",),
+        )
+    upper = srhand_table(
+        args,
+        work,
+        "static",
+        data=str(data),
+        folder="static_hr",
+        conf=CONFS[args.scale]["static"],
+        keys=["hr_ours"],
+    )
     return {"factors": factors, "upper_bound": upper, "seeds": list(args.seeds), "hr_size": hr_size}
 
 
@@ -339,15 +526,22 @@ def section_identity(args, work: Path) -> dict:
     """Table 4(a): XHand vs Ours (both on the fine-tuned GIIF's SR images) on two identities: the
     reconstruction subject of ``--data`` (the Table 1 runs, reused) and that of captures generated with
     another seed (same generator settings; GIIF never saw either subject)."""
-    second = _generated(args, work, identity_data(args), ["--seed", str(IDENTITY_SEED)],
-                        "the second identity's captures")
+    second = _generated(
+        args, work, identity_data(args), ["--seed", str(IDENTITY_SEED)], "the second identity's captures"
+    )
     identities = {}
-    for label, data, folder in (("identity 1", args.data, "srhand"), ("identity 2", str(second), "identity2")):
+    for label, data, folder in (
+        ("identity 1", args.data, "srhand"),
+        ("identity 2", str(second), "identity2"),
+    ):
         table = srhand_table(args, work, "identity", data=data, folder=folder)
         meta = json.loads((Path(data) / "synthetic_meta.json").read_text())
         subject = next((sub for sub in meta.get("subjects", []) if sub.get("role") == "reconstruction"), {})
-        table["subject"] = {"generator_seed": meta["config"].get("seed"), "betas": subject.get("betas"),
-                            "input_mano_p2p_mm": (meta.get(subject.get("split", "test")) or {}).get("input_mano_p2p_mm")}
+        table["subject"] = {
+            "generator_seed": meta["config"].get("seed"),
+            "betas": subject.get("betas"),
+            "input_mano_p2p_mm": (meta.get(subject.get("split", "test")) or {}).get("input_mano_p2p_mm"),
+        }
         identities[label] = table
     return {"identities": identities, "seeds": list(args.seeds)}
 
@@ -359,14 +553,53 @@ RENDER_RUNS = 3  # renderer benchmark runs; the table gives their range (a share
 def section_speed(args, work: Path) -> dict:
     py = sys.executable
     out = {}
-    steps = [(f"render_{k}", [py, "scripts/benchmark_render.py", "--repeats", "10", "--threads", "2",
-                              "--res", "256", "512"]) for k in range(RENDER_RUNS)]
-    steps += [("giif_decode", [py, "scripts/benchmark_giif.py"]),
-              ("srhand_step_cpu", [py, "scripts/benchmark_srhand_step.py", "--size", "cpu", "--data", args.data,
-                                   "--threads", "2", "--compare", "--parts", "train", "finetune", "giif_train"])]
+    steps = [
+        (
+            f"render_{k}",
+            [py, "scripts/benchmark_render.py", "--repeats", "10", "--threads", "2", "--res", "256", "512"],
+        )
+        for k in range(RENDER_RUNS)
+    ]
+    steps += [
+        ("giif_decode", [py, "scripts/benchmark_giif.py"]),
+        (
+            "srhand_step_cpu",
+            [
+                py,
+                "scripts/benchmark_srhand_step.py",
+                "--size",
+                "cpu",
+                "--data",
+                args.data,
+                "--threads",
+                "2",
+                "--compare",
+                "--parts",
+                "train",
+                "finetune",
+                "giif_train",
+            ],
+        ),
+    ]
     if args.paper_steps:
-        steps.append(("srhand_step_paper", [py, "scripts/benchmark_srhand_step.py", "--size", "paper", "--data",
-                                            args.data, "--steps", "3", "--compare", "--parts", *args.paper_steps]))
+        steps.append(
+            (
+                "srhand_step_paper",
+                [
+                    py,
+                    "scripts/benchmark_srhand_step.py",
+                    "--size",
+                    "paper",
+                    "--data",
+                    args.data,
+                    "--steps",
+                    "3",
+                    "--compare",
+                    "--parts",
+                    *args.paper_steps,
+                ],
+            )
+        )
     for name, cmd in steps:
         log = work / "logs" / f"speed_{name}.log"
         run(cmd, log)
@@ -380,56 +613,127 @@ def section_speed(args, work: Path) -> dict:
 SCALE_STEMS = {"cpu": "results", "medium": "results_medium", "paper": "results_paper"}
 
 
-SECTIONS = {"sr": (section_sr, sr_markdown, "Super-resolution (paper Table 3, synthetic data)"),
-            "srhand": (section_srhand, srhand_markdown, "3D reconstruction from SR images (paper Table 1, synthetic data)"),
-            "ablation": (section_ablation, srhand_markdown, "Fine-tuning loss ablation (paper Table 4(b), synthetic data)"),
-            "noise": (section_noise, noise_markdown, "Noisy MANO parameters (paper Table 5, synthetic data)"),
-            "static": (section_static, static_markdown,
-                       "Single pose, novel views, x4 and x16 (paper Table 2's protocol, synthetic data)"),
-            "identity": (section_identity, identity_markdown,
-                         "Geometric enhancement per identity (paper Table 4(a), synthetic data)"),
-            "speed": (section_speed, speed_markdown, "Speed")}
+SECTIONS = {
+    "sr": (section_sr, sr_markdown, "Super-resolution (paper Table 3, synthetic data)"),
+    "srhand": (
+        section_srhand,
+        srhand_markdown,
+        "3D reconstruction from SR images (paper Table 1, synthetic data)",
+    ),
+    "ablation": (
+        section_ablation,
+        srhand_markdown,
+        "Fine-tuning loss ablation (paper Table 4(b), synthetic data)",
+    ),
+    "noise": (section_noise, noise_markdown, "Noisy MANO parameters (paper Table 5, synthetic data)"),
+    "static": (
+        section_static,
+        static_markdown,
+        "Single pose, novel views, x4 and x16 (paper Table 2's protocol, synthetic data)",
+    ),
+    "identity": (
+        section_identity,
+        identity_markdown,
+        "Geometric enhancement per identity (paper Table 4(a), synthetic data)",
+    ),
+    "speed": (section_speed, speed_markdown, "Speed"),
+}
 CLAIMS_TITLE = "Claims: paired differences and verdicts (paper Tables 1, 3, 4(b))"
 ORDER = ("sr", "srhand", "static", "ablation", "identity", "noise", "claims", "speed")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", choices=list(CONFS), default="cpu",
-                        help="cpu: CPU-sized configs (the committed tables); medium: x16 at 256 px, subdivision 2, "
-                             "about 4 h on 2 cores (docs/benchmark_protocol.md); paper: the paper's model sizes and "
-                             "schedules on the paper-preset synthetic data (a GPU job)")
-    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS),
-                        help="default: all (medium: sr srhand ablation; the claims are always recomputed)")
-    parser.add_argument("--data", help="synthetic captures (default: data/synthetic, or data/synthetic_paper)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scale",
+        choices=list(CONFS),
+        default="cpu",
+        help="cpu: CPU-sized configs (the committed tables); medium: x16 at 256 px, subdivision 2, "
+        "about 4 h on 2 cores (docs/benchmark_protocol.md); paper: the paper's model sizes and "
+        "schedules on the paper-preset synthetic data (a GPU job)",
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=list(SECTIONS),
+        help="default: all (medium: sr srhand ablation; the claims are always recomputed)",
+    )
+    parser.add_argument(
+        "--data", help="synthetic captures (default: data/synthetic, or data/synthetic_paper)"
+    )
     parser.add_argument("--work", help="run folders (default: outputs/benchmark, or outputs/benchmark_paper)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks"),
-                        help="where results.md/json (results_paper.md/json for --scale paper) go")
-    parser.add_argument("--steps", type=int, help="GIIF/LIIF training steps of the SR section (cpu, medium: 324 = 6 "
-                        "epochs of conf/synthetic/giif.conf; paper: 0 = the config's epochs)")
-    parser.add_argument("--disc_steps", type=int, help="discriminator-stage steps (cpu, medium: 108 = 2 epochs of "
-                        "conf/synthetic/disc.conf; paper: 0 = the config's epochs)")
-    parser.add_argument("--giif_model", help="stage-2 GIIF for the main.py sections, its disc.pth beside it "
-                        "(default: WORK/sr_disc/giif.pth)")
-    parser.add_argument("--liif_model", help="LIIF (no normal maps) for the LIIF + XHand row (default: "
-                        "WORK/sr_liif/giif.pth)")
-    parser.add_argument("--sr_seeds", type=int, nargs="+", help="SR-section seeds per row (default 0 1; medium 0 1 2) "
-                        "(seed 0's GIIF and LIIF supervise the main.py rows)")
+    parser.add_argument(
+        "--out",
+        default=str(REPO / "benchmarks"),
+        help="where results.md/json (results_paper.md/json for --scale paper) go",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="GIIF/LIIF training steps of the SR section (cpu, medium: 324 = 6 "
+        "epochs of conf/synthetic/giif.conf; paper: 0 = the config's epochs)",
+    )
+    parser.add_argument(
+        "--disc_steps",
+        type=int,
+        help="discriminator-stage steps (cpu, medium: 108 = 2 epochs of "
+        "conf/synthetic/disc.conf; paper: 0 = the config's epochs)",
+    )
+    parser.add_argument(
+        "--giif_model",
+        help="stage-2 GIIF for the main.py sections, its disc.pth beside it "
+        "(default: WORK/sr_disc/giif.pth)",
+    )
+    parser.add_argument(
+        "--liif_model",
+        help="LIIF (no normal maps) for the LIIF + XHand row (default: " "WORK/sr_liif/giif.pth)",
+    )
+    parser.add_argument(
+        "--sr_seeds",
+        type=int,
+        nargs="+",
+        help="SR-section seeds per row (default 0 1; medium 0 1 2) "
+        "(seed 0's GIIF and LIIF supervise the main.py rows)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="main.py seeds per row")
-    parser.add_argument("--rows", nargs="+", choices=list(SRHAND_RUNS),
-                        help="only these main.py rows in the sections run (e.g. a diagnostic on other captures); "
-                             "default: every row of each table")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="main.py runs at once (each with cpu_count / jobs threads; use 1 on a GPU)")
-    parser.add_argument("--paper_steps", nargs="*", choices=["train", "finetune"],
-                        help="speed section: paper-size SRHand steps to time (default: both on CUDA, train on a "
-                             "CPU, where the paper-size fine-tuning set-up alone takes over 15 minutes)")
-    parser.add_argument("--fresh", action="store_true", help="ignore the run store: re-run every run (and "
-                        "empty --work first); the new entries replace the stored ones")
-    parser.add_argument("--store", default=str(REPO / "benchmarks" / "runs"),
-                        help="run store: one committed JSON per finished run (utils/bench/runstore.py)")
-    parser.add_argument("--report_only", action="store_true",
-                        help="run nothing: rewrite results.md (and the claims) from results.json")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        choices=list(SRHAND_RUNS),
+        help="only these main.py rows in the sections run (e.g. a diagnostic on other captures); "
+        "default: every row of each table",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="main.py runs at once (each with cpu_count / jobs threads; use 1 on a GPU)",
+    )
+    parser.add_argument(
+        "--paper_steps",
+        nargs="*",
+        choices=["train", "finetune"],
+        help="speed section: paper-size SRHand steps to time (default: both on CUDA, train on a "
+        "CPU, where the paper-size fine-tuning set-up alone takes over 15 minutes)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore the run store: re-run every run (and "
+        "empty --work first); the new entries replace the stored ones",
+    )
+    parser.add_argument(
+        "--store",
+        default=str(REPO / "benchmarks" / "runs"),
+        help="run store: one committed JSON per finished run (utils/bench/runstore.py)",
+    )
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="run nothing: rewrite results.md (and the claims) from results.json",
+    )
     args = parser.parse_args(argv)
     data, work, stem, steps, disc_steps = SCALE_DEFAULTS[args.scale]
     args.data = args.data or str(REPO / data)
@@ -453,7 +757,11 @@ def main(argv: list[str] | None = None) -> None:
 
     work, out = Path(args.work), Path(args.out)
     if not args.report_only and not (Path(args.data) / "synthetic_meta.json").is_file():
-        hint = MEDIUM_DATA_COMMAND if args.scale == "medium" else f"python scripts/make_synthetic.py --out {args.data}"
+        hint = (
+            MEDIUM_DATA_COMMAND
+            if args.scale == "medium"
+            else f"python scripts/make_synthetic.py --out {args.data}"
+        )
         raise SystemExit(f"{args.data}: no synthetic captures; run `{hint}` first")
     if args.fresh and not args.report_only:
         shutil.rmtree(work, ignore_errors=True)
@@ -461,13 +769,18 @@ def main(argv: list[str] | None = None) -> None:
     results_path = out / f"{args.results_stem}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     command = " ".join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
-    for name in ([] if args.report_only else args.sections):
+    for name in [] if args.report_only else args.sections:
         compute, _, title = SECTIONS[name]
         print(f"[benchmark] {title} ...", flush=True)
         start = time.time()
-        results[name] = {"result": compute(args, work), "seconds": time.time() - start, "command": command,
-                         "git": git_rev(), "machine": machine(),
-                         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+        results[name] = {
+            "result": compute(args, work),
+            "seconds": time.time() - start,
+            "command": command,
+            "git": git_rev(),
+            "machine": machine(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
     # Claims: every scale with results beside this one (the CPU and medium tables side by side).
     by_scale = {}
     for scale, stem in SCALE_STEMS.items():
@@ -478,25 +791,42 @@ def main(argv: list[str] | None = None) -> None:
             by_scale[scale] = json.loads(path.read_text())
     if args.scale != "paper" and "medium" not in by_scale:
         by_scale["medium"] = {}  # shown as "not run"
-    results["claims"] = {"result": section_claims(by_scale), "seconds": 0.0, "command": command, "git": git_rev(),
-                         "machine": machine(),
-                         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    results["claims"] = {
+        "result": section_claims(by_scale),
+        "seconds": 0.0,
+        "command": command,
+        "git": git_rev(),
+        "machine": machine(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
     results_path.write_text(json.dumps(results, indent=2))
-    lines = ["# Benchmarks", "", "Produced by `python scripts/benchmark.py`; every row comes from the project's own "
-             "entry scripts and configs. " + {"cpu": "Synthetic captures, CPU-sized models: a toy scale, not the paper's.",
-                                              "medium": "Synthetic captures at the paper's x16 (LR 16 -> 256 px), "
-                                              "subdivision 2, reduced schedules (docs/benchmark_protocol.md).",
-                                              "paper": "Paper-preset synthetic captures, the paper's model sizes and "
-                                              "schedules."}[args.scale], ""]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `python scripts/benchmark.py`; every row comes from the project's own "
+        "entry scripts and configs. "
+        + {
+            "cpu": "Synthetic captures, CPU-sized models: a toy scale, not the paper's.",
+            "medium": "Synthetic captures at the paper's x16 (LR 16 -> 256 px), "
+            "subdivision 2, reduced schedules (docs/benchmark_protocol.md).",
+            "paper": "Paper-preset synthetic captures, the paper's model sizes and " "schedules.",
+        }[args.scale],
+        "",
+    ]
     for name in ORDER:
         entry = results.get(name)
         if entry is None:
             continue
         markdown, title = (claims_markdown, CLAIMS_TITLE) if name == "claims" else SECTIONS[name][1:]
         m = entry["machine"]
-        lines += [f"## {title}", "", f"`{entry['command']}` at `{entry['git']}` on {entry['date']}, "
-                  f"{m.get('gpu') or m.get('cpu_model') or 'CPU'} ({m['cpu_count']} CPU cores, torch {m['torch']}), "
-                  f"{entry['seconds']:.0f} s.", ""]
+        lines += [
+            f"## {title}",
+            "",
+            f"`{entry['command']}` at `{entry['git']}` on {entry['date']}, "
+            f"{m.get('gpu') or m.get('cpu_model') or 'CPU'} ({m['cpu_count']} CPU cores, torch {m['torch']}), "
+            f"{entry['seconds']:.0f} s.",
+            "",
+        ]
         lines += markdown(entry["result"]) + [""]
     md_path = out / f"{args.results_stem}.md"
     md_path.write_text("\n".join(lines))

@@ -45,7 +45,10 @@ def model_spec(size: str, model: str) -> dict:
     spec = giif_spec(size)
     if model == "giif":
         return spec
-    return {"name": "liif", "args": {"encoder": spec["args"]["encoder"], "hidden_list": spec["args"]["hidden_list"]}}
+    return {
+        "name": "liif",
+        "args": {"encoder": spec["args"]["encoder"], "hidden_list": spec["args"]["hidden_list"]},
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -76,8 +79,12 @@ def benchmark(
     torch.manual_seed(0)
     model = models.make(model_spec(size, model_name)).to(device).eval()
     # the same weights in each query mode (a runtime argument of the constructor, not part of the spec)
-    by_mode = {mode: models.make(models.model_spec(model, with_sd=True), load_sd=True,
-                                 args={"query_mode": mode}).to(device).eval() for mode in MODES}
+    by_mode = {
+        mode: models.make(models.model_spec(model, with_sd=True), load_sd=True, args={"query_mode": mode})
+        .to(device)
+        .eval()
+        for mode in MODES
+    }
     num_params = sum(p.numel() for p in model.parameters())
     lr = torch.rand(batch, 3, lr_size, lr_size, device=device)
     normal_map = None
@@ -148,7 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--normal-size", type=int, default=256)
     parser.add_argument("--chunk", type=int, default=30000, help="queries per chunk")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per mode (medians reported)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed repetitions per mode (medians reported)"
+    )
     args = parser.parse_args(argv)
 
     if args.threads > 0:

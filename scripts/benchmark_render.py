@@ -104,8 +104,18 @@ def _time_interleaved(fns: dict, repeats: int, sync) -> dict[str, list[float]]:
     return times
 
 
-def render_step(renderer, cams, verts_param: torch.Tensor, attr: torch.Tensor, faces: torch.Tensor, res: int, sync,
-                backward: bool, antialias: bool = True, phases: dict | None = None) -> None:
+def render_step(
+    renderer,
+    cams,
+    verts_param: torch.Tensor,
+    attr: torch.Tensor,
+    faces: torch.Tensor,
+    res: int,
+    sync,
+    backward: bool,
+    antialias: bool = True,
+    phases: dict | None = None,
+) -> None:
     """One forward (and with ``backward`` backward) pass of the renderer at ``res`` x ``res``; ``phases``
     collects the milliseconds of each part when given."""
 

@@ -83,16 +83,24 @@ def retired_paths_as_reference():
     import models.avatar
     from utils.geometry.sh import sh_shade_reference
 
-    with mock.patch.object(models.avatar, "sh_shade", sh_shade_reference), \
-            mock.patch.object(models.avatar.ConditionNetwork, "code", models.avatar.ConditionNetwork.code_reference):
+    with (
+        mock.patch.object(models.avatar, "sh_shade", sh_shade_reference),
+        mock.patch.object(
+            models.avatar.ConditionNetwork, "code", models.avatar.ConditionNetwork.code_reference
+        ),
+    ):
         yield
 
 
 def reference_context(ctx):
     """``ctx`` with the fine-tuning step's plain path: every pixel decoded, then masked."""
     s = ctx.settings
-    return dataclasses.replace(ctx, settings=dataclasses.replace(
-        s, finetune=dataclasses.replace(s.finetune, masked_decode=False, feature_cache_mib=0)))
+    return dataclasses.replace(
+        ctx,
+        settings=dataclasses.replace(
+            s, finetune=dataclasses.replace(s.finetune, masked_decode=False, feature_cache_mib=0)
+        ),
+    )
 
 
 def _interleaved(fns: dict, device: torch.device, steps: int) -> dict:
@@ -129,8 +137,11 @@ def check_finetune_paths(trainer, views: list[int]) -> dict:
     lr, normal, mask = d.get("lr", 0, views), d.get("normal", 0, views), d.get("mask", 0, views)
     ref = giif_decode(giif, lr, normal, d.size, f.chunk) * mask
     new = giif_decode_masked(giif, lr, normal, mask, f.chunk) * mask
-    return {"sr_max_abs_diff": float((ref - new).abs().max()), "sr_bitwise_equal": bool(torch.equal(ref, new)),
-            "masked_fraction": float(mask.mean())}
+    return {
+        "sr_max_abs_diff": float((ref - new).abs().max()),
+        "sr_bitwise_equal": bool(torch.equal(ref, new)),
+        "masked_fraction": float(mask.mean()),
+    }
 
 
 def giif_train_step(data: str, device: torch.device, work: Path, perceptual_impl: str = "fast"):
@@ -139,8 +150,11 @@ def giif_train_step(data: str, device: torch.device, work: Path, perceptual_impl
     from trainers.giif_trainer import GiifTrainer
 
     run = work / f"giif_run_{perceptual_impl}"
-    conf = load_config(REPO / "conf/synthetic/giif.conf", [f"data.data_path={data}", "use_tensorboard=false",
-                                                           f"train.perceptual_impl={perceptual_impl}"], schema="giif")
+    conf = load_config(
+        REPO / "conf/synthetic/giif.conf",
+        [f"data.data_path={data}", "use_tensorboard=false", f"train.perceptual_impl={perceptual_impl}"],
+        schema="giif",
+    )
     trainer = GiifTrainer(conf, run, device, RunLogger(run, use_tensorboard=False), seed=conf.get_int("seed"))
     trainer.build_data(train=True)
     trainer.build_model()
@@ -149,21 +163,31 @@ def giif_train_step(data: str, device: torch.device, work: Path, perceptual_impl
     return lambda: trainer.train_step(batch)
 
 
-def build_trainer(size: str, data: str, device: torch.device, work: Path, overrides: list[str],
-                  finetune: bool = True) -> SRHandTrainer:
+def build_trainer(
+    size: str, data: str, device: torch.device, work: Path, overrides: list[str], finetune: bool = True
+) -> SRHandTrainer:
     """The trainer in its joint phase; without ``finetune`` the SR targets are bicubic (no GIIF decode,
     which at paper size takes most of the set-up time on a CPU)."""
     spec = SIZES[size]
     torch.manual_seed(0)
     normal_size = 256 if size == "paper" else 128
     config = {"data": {"normal_space": "camera", "normal_size": normal_size}}
-    save_atomic(make_checkpoint("giif", model_entry(registry.make(giif_spec(spec["giif"]))), config=config),
-                work / "giif.pth")
+    save_atomic(
+        make_checkpoint("giif", model_entry(registry.make(giif_spec(spec["giif"]))), config=config),
+        work / "giif.pth",
+    )
     disc = registry.make({"name": "unet_disc_sn", "args": spec["disc_args"]})
     save_atomic(make_checkpoint("disc", model_entry(disc), config=config), work / "disc.pth")
-    sets = [f"data.data_path={data}", "data.num_views=8", "data.num_frames=2", f"giif_model={work / 'giif.pth'}",
-            f"disc_model={work / 'disc.pth'}", f"sr_source={'giif_finetuned' if finetune else 'bicubic'}",
-            "use_tensorboard=false", *overrides]
+    sets = [
+        f"data.data_path={data}",
+        "data.num_views=8",
+        "data.num_frames=2",
+        f"giif_model={work / 'giif.pth'}",
+        f"disc_model={work / 'disc.pth'}",
+        f"sr_source={'giif_finetuned' if finetune else 'bicubic'}",
+        "use_tensorboard=false",
+        *overrides,
+    ]
     conf = load_config(REPO / spec["conf"], sets, schema="srhand")
     trainer = SRHandTrainer(conf, work / "run", device, RunLogger(work / "run", use_tensorboard=False))
     trainer.build_data()
@@ -173,12 +197,18 @@ def build_trainer(size: str, data: str, device: torch.device, work: Path, overri
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", choices=list(SIZES), default="cpu")
-    parser.add_argument("--parts", nargs="+", choices=["train", "finetune", "giif_train"],
-                        default=["train", "finetune"])
-    parser.add_argument("--compare", action="store_true",
-                        help="time the reference path and the current one interleaved in this process")
+    parser.add_argument(
+        "--parts", nargs="+", choices=["train", "finetune", "giif_train"], default=["train", "finetune"]
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="time the reference path and the current one interleaved in this process",
+    )
     parser.add_argument("--profile", action="store_true", help="print the top 10 operators of each part")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
@@ -193,8 +223,9 @@ def main() -> None:
     device = torch.device(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(args.size, args.data, device, Path(tmp), args.overrides,
-                                finetune="finetune" in args.parts)
+        trainer = build_trainer(
+            args.size, args.data, device, Path(tmp), args.overrides, finetune="finetune" in args.parts
+        )
         ctx, d = trainer.ctx, trainer.fit.tensors
         s = ctx.settings
         ref_ctx, ref_models = reference_context(ctx), reference_models(ctx, trainer.models)
@@ -203,53 +234,103 @@ def main() -> None:
         if "train" in args.parts:
             weights = phases.loss_weights(s.train, trainer.models.avatar.use_enh, epochs, epochs)
             views = list(range(min(s.train.batch_size, d.num_views)))
-            parts["train step"] = (views, lambda: trainer.train_step(0, views, weights),
-                                   lambda: phases.train_step(ref_ctx, ref_models, d, trainer.targets, trainer.state, 0,
-                                                             views, weights))
+            parts["train step"] = (
+                views,
+                lambda: trainer.train_step(0, views, weights),
+                lambda: phases.train_step(
+                    ref_ctx, ref_models, d, trainer.targets, trainer.state, 0, views, weights
+                ),
+            )
             checks["train"] = fast_path_parity(trainer, views, weights)
         if "finetune" in args.parts:
             fweights = dict(s.finetune.weights)
             fviews = list(range(min(s.finetune.batch_size, d.num_views)))
             parts["GIIF fine-tuning step"] = (
-                fviews, lambda: trainer.finetune_step(0, fviews, fweights),
-                lambda: finetune.finetune_step(ref_ctx, ref_models, d, trainer.targets, trainer.state, None, 0, fviews,
-                                               fweights, None, None))
+                fviews,
+                lambda: trainer.finetune_step(0, fviews, fweights),
+                lambda: finetune.finetune_step(
+                    ref_ctx,
+                    ref_models,
+                    d,
+                    trainer.targets,
+                    trainer.state,
+                    None,
+                    0,
+                    fviews,
+                    fweights,
+                    None,
+                    None,
+                ),
+            )
             checks["finetune"] = check_finetune_paths(trainer, fviews)
         extra = {}  # table columns of a part that does not run the SRHand config
         if "giif_train" in args.parts:
-            parts["GIIF training step"] = (list(range(8)), giif_train_step(args.data, device, Path(tmp)),
-                                           giif_train_step(args.data, device, Path(tmp), "package"))
+            parts["GIIF training step"] = (
+                list(range(8)),
+                giif_train_step(args.data, device, Path(tmp)),
+                giif_train_step(args.data, device, Path(tmp), "package"),
+            )
             extra["GIIF training step"] = {"config": "conf/synthetic/giif.conf", "px": 48, "vertices": None}
         for name, (views, fn, ref_fn) in parts.items():
             if args.profile:
                 profiles[name] = profile_table(fn)
             if args.compare:
+
                 def ref(ref_fn=ref_fn):
                     with retired_paths_as_reference():
                         ref_fn()
 
                 med = _interleaved({"reference": ref, "current": fn}, device, args.steps)
-                rows.append({"part": name, "views": len(views), "ms": 1000 * med["current"],
-                             "reference_ms": 1000 * med["reference"], "ratio": med["current"] / med["reference"],
-                             "peak_mib": peak_memory_mib(device), **extra.get(name, {})})
+                rows.append(
+                    {
+                        "part": name,
+                        "views": len(views),
+                        "ms": 1000 * med["current"],
+                        "reference_ms": 1000 * med["reference"],
+                        "ratio": med["current"] / med["reference"],
+                        "peak_mib": peak_memory_mib(device),
+                        **extra.get(name, {}),
+                    }
+                )
             else:
                 seconds, peak = _timed_steps(fn, device, args.steps)
-                rows.append({"part": name, "views": len(views), "ms": 1000 * seconds, "peak_mib": peak,
-                             **extra.get(name, {})})
-        info = {"size": args.size, "config": SIZES[args.size]["conf"], "device": str(device),
-                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                "vertices": trainer.models.avatar.num_verts, "resolution": list(d.size),
-                "giif_mparams": (sum(p.numel() for p in trainer.models.giif.parameters()) / 1e6
-                                 if trainer.models.giif is not None else None),
-                "rows": rows, "checks": checks}
-    print(f"SRHand steps, {args.size} size ({info['config']}), {info['vertices']} vertices, "
-          f"{d.size[0]} px, {device}, {info['threads']} threads")
+                rows.append(
+                    {
+                        "part": name,
+                        "views": len(views),
+                        "ms": 1000 * seconds,
+                        "peak_mib": peak,
+                        **extra.get(name, {}),
+                    }
+                )
+        info = {
+            "size": args.size,
+            "config": SIZES[args.size]["conf"],
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "vertices": trainer.models.avatar.num_verts,
+            "resolution": list(d.size),
+            "giif_mparams": (
+                sum(p.numel() for p in trainer.models.giif.parameters()) / 1e6
+                if trainer.models.giif is not None
+                else None
+            ),
+            "rows": rows,
+            "checks": checks,
+        }
+    print(
+        f"SRHand steps, {args.size} size ({info['config']}), {info['vertices']} vertices, "
+        f"{d.size[0]} px, {device}, {info['threads']} threads"
+    )
     for name, table in profiles.items():
         print(f"== {name}: top operators by self CPU time\n{table}")
     for row in rows:
         ref = f"  reference {row['reference_ms']:9.1f} ms  ratio {row['ratio']:.2f}" if "ratio" in row else ""
-        print(f"  {row['part']:<24} {row['views']} views  {row['ms']:9.1f} ms{ref}   peak {row['peak_mib']:8.0f} MiB")
+        print(
+            f"  {row['part']:<24} {row['views']} views  {row['ms']:9.1f} ms{ref}   peak {row['peak_mib']:8.0f} MiB"
+        )
     for name, check in checks.items():
         print(f"  check {name}: {check}")
     print(json.dumps(info))

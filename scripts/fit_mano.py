@@ -104,13 +104,22 @@ def main(argv=None) -> int:
     parser.add_argument("--joints", help="target joints (.npy or .json), (F, 21, 3) or (F, 16, 3)")
     parser.add_argument("--out", required=True, help="output JSON of MANO parameters per frame")
     parser.add_argument("--report", help="report JSON (default: <out>_report.json)")
-    parser.add_argument("--mano_path", default=None, help="folder with MANO_RIGHT/LEFT.pkl or a file "
-                        "(default: $SRHAND_MANO_DIR, else the procedural hand)")
+    parser.add_argument(
+        "--mano_path",
+        default=None,
+        help="folder with MANO_RIGHT/LEFT.pkl or a file "
+        "(default: $SRHAND_MANO_DIR, else the procedural hand)",
+    )
     parser.add_argument("--side", default="right", choices=("right", "left"))
     parser.add_argument("--units", default="m", choices=("m", "mm"), help="units of the target files")
     parser.add_argument("--points_only", action="store_true", help="ignore the meshes' faces (point clouds)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a FitSettings field, e.g. --set robust=huber --set share_shape=False")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a FitSettings field, e.g. --set robust=huber --set share_shape=False",
+    )
     args = parser.parse_args(argv)
     if not args.mesh and not args.joints:
         parser.error("give --mesh, --joints or both")
@@ -135,8 +144,11 @@ def main(argv=None) -> int:
     print(f"hand model: {model_path}; {num_frames} frame(s)")
 
     # One call when every frame has the same vertex list (shared shape); otherwise frame by frame.
-    same_topology = bool(meshes) and all(v.shape == meshes[0][0].shape for v, _ in meshes) and all(
-        np.array_equal(f, meshes[0][1]) for _, f in meshes)
+    same_topology = (
+        bool(meshes)
+        and all(v.shape == meshes[0][0].shape for v, _ in meshes)
+        and all(np.array_equal(f, meshes[0][1]) for _, f in meshes)
+    )
     groups = [list(range(num_frames))] if not meshes or same_topology else [[i] for i in range(num_frames)]
     if len(groups) > 1:
         print("the meshes differ in vertex count or faces: fitting frame by frame (one shape per frame)")
@@ -149,8 +161,13 @@ def main(argv=None) -> int:
             target_faces = None if args.points_only or len(faces) == 0 else torch.as_tensor(faces)
         if joints is not None:
             target_joints = torch.as_tensor(joints[idx])
-        fit = fit_mano(hand_model, target_verts=target_verts, target_faces=target_faces,
-                       target_joints=target_joints, settings=settings)
+        fit = fit_mano(
+            hand_model,
+            target_verts=target_verts,
+            target_faces=target_faces,
+            target_joints=target_joints,
+            settings=settings,
+        )
         shape = fit.shape.reshape(-1, hand_model.num_betas).expand(len(idx), -1)
         poses.append(fit.pose.double().numpy())
         shapes.append(shape.double().numpy())
@@ -160,19 +177,38 @@ def main(argv=None) -> int:
     pose, shape, trans = (np.concatenate(x) for x in (poses, shapes, transes))
     frame_ids = _frame_ids(files, num_frames)
     other = "left" if args.side == "right" else "right"
-    params = {fid: {args.side: {"pose": pose[i].tolist(), "shape": shape[i].tolist(), "trans": trans[i].tolist()},
-                    other: None} for i, fid in enumerate(frame_ids)}
-    report = reports[0] if len(reports) == 1 else {
-        "iterations": sum(r["iterations"] for r in reports),
-        "converged": all(r["converged"] for r in reports),
-        "residual_mm": {k: (None if any(r["residual_mm"][k] is None for r in reports)
-                            else float(np.mean([r["residual_mm"][k] for r in reports])))
-                        for k in reports[0]["residual_mm"]},
-        "per_frame": [dict(r["per_frame"][0], frame=i) for i, r in enumerate(reports)],
-        "groups": reports,
+    params = {
+        fid: {
+            args.side: {"pose": pose[i].tolist(), "shape": shape[i].tolist(), "trans": trans[i].tolist()},
+            other: None,
+        }
+        for i, fid in enumerate(frame_ids)
     }
-    report = dict(report, frame_ids=frame_ids, hand_model=model_path, side=args.side,
-                  targets={"mesh": files, "joints": args.joints, "units": args.units})
+    report = (
+        reports[0]
+        if len(reports) == 1
+        else {
+            "iterations": sum(r["iterations"] for r in reports),
+            "converged": all(r["converged"] for r in reports),
+            "residual_mm": {
+                k: (
+                    None
+                    if any(r["residual_mm"][k] is None for r in reports)
+                    else float(np.mean([r["residual_mm"][k] for r in reports]))
+                )
+                for k in reports[0]["residual_mm"]
+            },
+            "per_frame": [dict(r["per_frame"][0], frame=i) for i, r in enumerate(reports)],
+            "groups": reports,
+        }
+    )
+    report = dict(
+        report,
+        frame_ids=frame_ids,
+        hand_model=model_path,
+        side=args.side,
+        targets={"mesh": files, "joints": args.joints, "units": args.units},
+    )
 
     from utils.checkpoint import atomic_write_text
 
@@ -184,8 +220,11 @@ def main(argv=None) -> int:
     shown = ", ".join(f"{k} {v:.4g}" for k, v in residual.items() if v is not None and not k.endswith("_max"))
     print(f"converged: {report['converged']}, iterations: {report['iterations']}; residual (mm): {shown}")
     for frame, fid in zip(report["per_frame"], frame_ids, strict=True):
-        parts = [f"{k.replace('_mean', '')} {frame[k]:.4g}" for k in
-                 ("surface_to_target_mean", "target_to_surface_mean", "joints_mean") if frame.get(k) is not None]
+        parts = [
+            f"{k.replace('_mean', '')} {frame[k]:.4g}"
+            for k in ("surface_to_target_mean", "target_to_surface_mean", "joints_mean")
+            if frame.get(k) is not None
+        ]
         print(f"  frame {fid}: mean (mm) " + ", ".join(parts))
     print(f"wrote {args.out} and {report_path}")
     return 0

@@ -31,7 +31,9 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true", help="toy sizes (the CPU dry run)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per stage after one warm-up step")
     p.add_argument("--amp", action="store_true", help="also time the steps under bf16 autocast (CUDA only)")
-    p.add_argument("--budget", type=float, default=420.0, help="seconds after which remaining stages are skipped")
+    p.add_argument(
+        "--budget", type=float, default=420.0, help="seconds after which remaining stages are skipped"
+    )
     p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
     p.add_argument("--out", default="gpu_check", help="output path without suffix: OUT.json and OUT.md")
@@ -40,8 +42,14 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    settings = CheckSettings(device=args.device, tiny=args.tiny, steps=args.steps, amp=args.amp,
-                             budget_s=args.budget, stages=tuple(args.stages))
+    settings = CheckSettings(
+        device=args.device,
+        tiny=args.tiny,
+        steps=args.steps,
+        amp=args.amp,
+        budget_s=args.budget,
+        stages=tuple(args.stages),
+    )
     result = run_check(settings)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +57,9 @@ def main(argv=None) -> int:
     summary = markdown_summary(result)
     out.with_suffix(".md").write_text(summary)
     print(summary)
-    print(f"[gpu_check] {'PASS' if result['passed'] else 'FAIL'}: {out.with_suffix('.json')}, {out.with_suffix('.md')}")
+    print(
+        f"[gpu_check] {'PASS' if result['passed'] else 'FAIL'}: {out.with_suffix('.json')}, {out.with_suffix('.md')}"
+    )
     return 0 if result["passed"] else 1
 
 

@@ -56,18 +56,39 @@ def one_run(args, weight: float, dlr: float, seed: int) -> tuple[str, float | No
     out = Path(args.work) / run_name(weight, dlr, seed)
     if (out / "metrics.json").is_file():
         return out.name, None
-    cmd = [sys.executable, "main_disc.py", "--conf", args.conf, "--out", str(out), "--model_path", args.giif,
-           "--set", f"data.data_path={args.data}", "--set", f"adv.adv_weight={weight}",
-           "--set", f"adv.disc_learning_rate={dlr}", "--set", f"seed={seed}",
-           "--set", "eval.scales=[" + ", ".join(s[1:] for s in SCALES) + "]"]
+    cmd = [
+        sys.executable,
+        "main_disc.py",
+        "--conf",
+        args.conf,
+        "--out",
+        str(out),
+        "--model_path",
+        args.giif,
+        "--set",
+        f"data.data_path={args.data}",
+        "--set",
+        f"adv.adv_weight={weight}",
+        "--set",
+        f"adv.disc_learning_rate={dlr}",
+        "--set",
+        f"seed={seed}",
+        "--set",
+        "eval.scales=[" + ", ".join(s[1:] for s in SCALES) + "]",
+    ]
     for item in args.set:
         cmd += ["--set", item]
     log = Path(args.work) / "logs" / f"{out.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with open(log, "w") as handle:
-        result = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(args.threads)})
+        result = subprocess.run(
+            cmd,
+            cwd=REPO,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(args.threads)},
+        )
     if result.returncode != 0:
         raise SystemExit(f"{out.name} failed (exit {result.returncode}); log: {log}")
     return out.name, time.time() - start
@@ -88,8 +109,11 @@ def collect(args, grid) -> dict:
     if not runs:
         raise SystemExit("no finished runs")
     first = next(iter(runs.values()))
-    pkey = next(k for k in first["results"]["giif"][SCALES[0]] if k.endswith("_masked")
-                and not k.startswith(("psnr", "ssim")))
+    pkey = next(
+        k
+        for k in first["results"]["giif"][SCALES[0]]
+        if k.endswith("_masked") and not k.startswith(("psnr", "ssim"))
+    )
     zero = {seed: r for (w, _, seed), r in runs.items() if w == 0}
     rows = []
     for weight, dlr in grid:
@@ -98,29 +122,46 @@ def collect(args, grid) -> dict:
         seeds = [s for s in args.seeds if (weight, dlr, s) in runs]
         if not seeds:
             continue
-        row = {"adv_weight": weight, "disc_learning_rate": None if weight == 0 else dlr, "seeds": seeds,
-               "steps": runs[(weight, dlr, seeds[0])].get("discriminator", {}).get("steps"), "scales": {},
-               "diagnostics": {}}
+        row = {
+            "adv_weight": weight,
+            "disc_learning_rate": None if weight == 0 else dlr,
+            "seeds": seeds,
+            "steps": runs[(weight, dlr, seeds[0])].get("discriminator", {}).get("steps"),
+            "scales": {},
+            "diagnostics": {},
+        }
         for scale in SCALES:
             cell = {}
             for metric in ("psnr_masked", "ssim_masked", pkey):
                 values = [runs[(weight, dlr, s)]["results"]["giif"][scale][metric] for s in seeds]
                 cell[metric] = mean_std(values)
-                paired = [runs[(weight, dlr, s)]["results"]["giif"][scale][metric] - zero[s]["results"]["giif"][scale][metric]
-                          for s in seeds if s in zero]
+                paired = [
+                    runs[(weight, dlr, s)]["results"]["giif"][scale][metric]
+                    - zero[s]["results"]["giif"][scale][metric]
+                    for s in seeds
+                    if s in zero
+                ]
                 if paired and weight != 0:
                     cell[f"delta_{metric}"] = mean_std(paired) + (len(paired),)
             row["scales"][scale] = cell
         for key in DIAG:
             for part in ("first_quarter", "last_quarter"):
-                values = [runs[(weight, dlr, s)]["discriminator"][part][key] for s in seeds
-                          if "discriminator" in runs[(weight, dlr, s)]]
+                values = [
+                    runs[(weight, dlr, s)]["discriminator"][part][key]
+                    for s in seeds
+                    if "discriminator" in runs[(weight, dlr, s)]
+                ]
                 if values:
                     row["diagnostics"][f"{key}_{part}"] = statistics.fmean(values)
         rows.append(row)
     bicubic = {scale: first["results"]["bicubic"][scale] for scale in SCALES}
-    return {"rows": rows, "perceptual_key": pkey, "perceptual": first.get("perceptual"),
-            "num_images": first.get("num_images"), "bicubic": bicubic}
+    return {
+        "rows": rows,
+        "perceptual_key": pkey,
+        "perceptual": first.get("perceptual"),
+        "num_images": first.get("num_images"),
+        "bicubic": bicubic,
+    }
 
 
 def verdict(row: dict, pkey: str) -> str:
@@ -144,25 +185,38 @@ def verdict(row: dict, pkey: str) -> str:
 
 def markdown(result: dict, meta: dict) -> str:
     pkey, perc = result["perceptual_key"], result["perceptual"] or "perceptual"
-    lines = ["# Discriminator-stage sweep (issue 15)", "",
-             f"`{meta['command']}` at `{meta['revision']}` on {meta['date']}, {meta['machine']}.", "",
-             f"Stage-1 GIIF: `{meta['giif']}` ({meta['giif_steps']} steps); data `{meta['data']}`. Every run starts "
-             f"from it and trains {result['rows'][0]['steps']} stage-2 steps "
-             f"(`{meta['conf']}` with the command's `--set`; only the adversarial weight, the D learning rate and "
-             "the seed differ between runs). "
-             f"Masked metrics on the SR validation subjects ({result['num_images']} images), perceptual metric {perc}. "
-             "Seeds change D's initialisation, the patches, scales and batch order. Weight 0 is the equal-step "
-             "run without D's gradient. Δ = run - weight-0 run of the same seed, mean ± std over seeds. "
-             "D accuracy: hand pixels classified correctly (real / fake), mean over the last quarter of training; "
-             "ratio: ‖∂(w·L_adv)/∂sr‖ / ‖∂L_l1/∂sr‖, first → last quarter.", ""]
-    head = "| weight | D lr | seeds | " + " | ".join(f"{s} PSNR / SSIM / {perc.split('-')[0]}" for s in SCALES)
+    lines = [
+        "# Discriminator-stage sweep (issue 15)",
+        "",
+        f"`{meta['command']}` at `{meta['revision']}` on {meta['date']}, {meta['machine']}.",
+        "",
+        f"Stage-1 GIIF: `{meta['giif']}` ({meta['giif_steps']} steps); data `{meta['data']}`. Every run starts "
+        f"from it and trains {result['rows'][0]['steps']} stage-2 steps "
+        f"(`{meta['conf']}` with the command's `--set`; only the adversarial weight, the D learning rate and "
+        "the seed differ between runs). "
+        f"Masked metrics on the SR validation subjects ({result['num_images']} images), perceptual metric {perc}. "
+        "Seeds change D's initialisation, the patches, scales and batch order. Weight 0 is the equal-step "
+        "run without D's gradient. Δ = run - weight-0 run of the same seed, mean ± std over seeds. "
+        "D accuracy: hand pixels classified correctly (real / fake), mean over the last quarter of training; "
+        "ratio: ‖∂(w·L_adv)/∂sr‖ / ‖∂L_l1/∂sr‖, first → last quarter.",
+        "",
+    ]
+    head = "| weight | D lr | seeds | " + " | ".join(
+        f"{s} PSNR / SSIM / {perc.split('-')[0]}" for s in SCALES
+    )
     head += " | " + " | ".join(f"{s} Δ{perc.split('-')[0]} / ΔPSNR" for s in SCALES)
     head += " | D acc real / fake | grad ratio | verdict |"
     lines += [head, "|" + "---|" * (3 + 2 * len(SCALES) + 3)]
     bic = result["bicubic"]
-    lines.append("| bicubic | - | - | " + " | ".join(
-        f"{bic[s]['psnr_masked']:.2f} / {bic[s]['ssim_masked']:.3f} / {bic[s][pkey]:.4f}" for s in SCALES)
-        + " | " + " | ".join("-" for _ in SCALES) + " | - | - | - |")
+    lines.append(
+        "| bicubic | - | - | "
+        + " | ".join(
+            f"{bic[s]['psnr_masked']:.2f} / {bic[s]['ssim_masked']:.3f} / {bic[s][pkey]:.4f}" for s in SCALES
+        )
+        + " | "
+        + " | ".join("-" for _ in SCALES)
+        + " | - | - | - |"
+    )
     for row in result["rows"]:
         cells = []
         for s in SCALES:
@@ -178,38 +232,62 @@ def markdown(result: dict, meta: dict) -> str:
             else:
                 deltas.append("-")
         d = row["diagnostics"]
-        acc = (f"{d['d_acc_real_last_quarter']:.2f} / {d['d_acc_fake_last_quarter']:.2f}"
-               if "d_acc_real_last_quarter" in d else "-")
-        ratio = (f"{d['grad_ratio_adv_l1_first_quarter']:.3g} → {d['grad_ratio_adv_l1_last_quarter']:.3g}"
-                 if "grad_ratio_adv_l1_last_quarter" in d else "-")
+        acc = (
+            f"{d['d_acc_real_last_quarter']:.2f} / {d['d_acc_fake_last_quarter']:.2f}"
+            if "d_acc_real_last_quarter" in d
+            else "-"
+        )
+        ratio = (
+            f"{d['grad_ratio_adv_l1_first_quarter']:.3g} → {d['grad_ratio_adv_l1_last_quarter']:.3g}"
+            if "grad_ratio_adv_l1_last_quarter" in d
+            else "-"
+        )
         lr = "-" if row["disc_learning_rate"] is None else f"{row['disc_learning_rate']:g}"
         seeds = ", ".join(map(str, row["seeds"]))
         v = "(reference)" if row["adv_weight"] == 0 else verdict(row, pkey)
-        lines.append(f"| {row['adv_weight']:g} | {lr} | {seeds} | " + " | ".join(cells) + " | " + " | ".join(deltas)
-                     + f" | {acc} | {ratio} | {v} |")
+        lines.append(
+            f"| {row['adv_weight']:g} | {lr} | {seeds} | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(deltas)
+            + f" | {acc} | {ratio} | {v} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--giif", required=True, help="stage-1 giif.pth every run starts from")
     parser.add_argument("--data", required=True, help="synthetic capture folder (the one stage 1 trained on)")
     parser.add_argument("--work", default="outputs/disc_sweep", help="run folders")
     parser.add_argument("--conf", default="conf/synthetic/disc.conf")
-    parser.add_argument("--grid", nargs="+", default=["0", "0.01:1e-4", "0.1:1e-3", "1:1e-3"],
-                        help="W or W:D (adversarial weight : D learning rate)")
+    parser.add_argument(
+        "--grid",
+        nargs="+",
+        default=["0", "0.01:1e-4", "0.1:1e-3", "1:1e-3"],
+        help="W or W:D (adversarial weight : D learning rate)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="runs at once")
     parser.add_argument("--threads", type=int, default=1, help="OMP threads per run")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra override for every run (e.g. train.max_steps=36); use a separate --work")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra override for every run (e.g. train.max_steps=36); use a separate --work",
+    )
     parser.add_argument("--report_only", action="store_true", help="only collect finished runs")
     parser.add_argument("--out", default="benchmarks/disc_sweep", help="report stem (.md and .json)")
     args = parser.parse_args()
     grid = parse_grid(args.grid)
     # Weight 0 does not depend on D's learning rate: one run per seed.
-    runs = sorted({(w, 1e-3 if w == 0 else d, s) for w, d in grid for s in args.seeds},
-                  key=lambda r: (r[2], r[0] != 0, r[0]))
+    runs = sorted(
+        {(w, 1e-3 if w == 0 else d, s) for w, d in grid for s in args.seeds},
+        key=lambda r: (r[2], r[0] != 0, r[0]),
+    )
     grid = list(dict.fromkeys((w, 1e-3 if w == 0 else d) for w, d in grid))
     if not args.report_only:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -223,12 +301,20 @@ def main() -> None:
         giif_meta = torch.load(args.giif, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError):
         pass
-    meta = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-            "revision": git_rev(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": (lambda m: f"{m['cpu_model']} ({m['cpu_count']} CPU cores, torch {m['torch']}, "
-                                  f"{args.threads} thread(s) per run, {args.jobs} run(s) at once)")(machine()),
-            "giif": args.giif, "giif_steps": giif_meta.get("step"), "data": args.data, "conf": args.conf,
-            "seeds": args.seeds}
+    meta = {
+        "command": "python " + " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
+        "revision": git_rev(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": (
+            lambda m: f"{m['cpu_model']} ({m['cpu_count']} CPU cores, torch {m['torch']}, "
+            f"{args.threads} thread(s) per run, {args.jobs} run(s) at once)"
+        )(machine()),
+        "giif": args.giif,
+        "giif_steps": giif_meta.get("step"),
+        "data": args.data,
+        "conf": args.conf,
+        "seeds": args.seeds,
+    }
     out = REPO / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(markdown(result, meta))

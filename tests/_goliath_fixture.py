@@ -49,8 +49,11 @@ def true_parameters(model, frame: int):
     from tests._hand_fixtures import curl_pose
 
     k = frame / len(FRAMES)
-    curl = {j: (0.15 + 0.5 * k) * a for chain in ((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12))
-            for j, a in zip(chain, (0.8, 1.0, 0.6), strict=True)}
+    curl = {
+        j: (0.15 + 0.5 * k) * a
+        for chain in ((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12))
+        for j, a in zip(chain, (0.8, 1.0, 0.6), strict=True)
+    }
     curl.update({13: 0.2, 14: 0.3 * (1 + k), 15: 0.3})
     pose = curl_pose(model, curl).numpy() - model.pose_mean.double().numpy()  # model adds hands_mean
     pose[:3] = [0.3 + 0.4 * k, -0.2, 0.1]
@@ -104,8 +107,14 @@ def _mask_png(mask: np.ndarray) -> bytes:
 
 def _ply(verts_mm: np.ndarray, faces=None) -> bytes:
     """Binary PLY bytes; vertices only when ``faces`` is None (as Goliath's registration files)."""
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(verts_mm)}",
-              "property float x", "property float y", "property float z"]
+    header = [
+        "ply",
+        "format binary_little_endian 1.0",
+        f"element vertex {len(verts_mm)}",
+        "property float x",
+        "property float y",
+        "property float z",
+    ]
     body = np.asarray(verts_mm, dtype="<f4").tobytes()
     if faces is not None:
         header += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
@@ -127,8 +136,22 @@ def _forearm_box(joints: np.ndarray):
         for s in (-0.03, 0.03):
             for u in (-0.02, 0.02):
                 corners.append(joints[0] + a * axis + s * side + u * up)
-    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
-                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+    faces = np.array(
+        [
+            [0, 1, 3],
+            [0, 3, 2],
+            [4, 6, 7],
+            [4, 7, 5],
+            [0, 4, 5],
+            [0, 5, 1],
+            [2, 3, 7],
+            [2, 7, 6],
+            [0, 2, 6],
+            [0, 6, 4],
+            [1, 5, 7],
+            [1, 7, 3],
+        ]
+    )
     return np.asarray(corners), faces
 
 
@@ -175,10 +198,14 @@ def write_goliath_capture(root, image_format: str = "avif", distortion=None) -> 
     with open(os.path.join(cap, "lights", "light_pattern_per_frame.json"), "w") as fh:
         json.dump([[f, 0 if f in FULLY_LIT else 1 + f % 2] for f in FRAMES], fh)
     all_lights = [[i, 5555] for i in range(40)]
-    meta = {"light_positions": [[float(i), 0.0, 1000.0] for i in range(40)],
-            "light_patterns": [{"light_index_durations": all_lights},
-                               {"light_index_durations": all_lights[:5]},
-                               {"light_index_durations": all_lights[5:10]}]}
+    meta = {
+        "light_positions": [[float(i), 0.0, 1000.0] for i in range(40)],
+        "light_patterns": [
+            {"light_index_durations": all_lights},
+            {"light_index_durations": all_lights[:5]},
+            {"light_index_durations": all_lights[5:10]},
+        ],
+    }
     with open(os.path.join(cap, "lights", "light_pattern_metadata.json"), "w") as fh:
         json.dump(meta, fh)
     with open(os.path.join(cap, "frame_splits_list.csv"), "w", newline="") as fh:
@@ -187,12 +214,23 @@ def write_goliath_capture(root, image_format: str = "avif", distortion=None) -> 
         for f in FRAMES:
             writer.writerow([f, "test" if f in TEST_FRAMES else "train"])
 
-    truth = {"capture_dir": cap, "cameras": {}, "full_K": {}, "params": {}, "verts": {}, "joints21": {},
-             "faces": faces}
+    truth = {
+        "capture_dir": cap,
+        "cameras": {},
+        "full_K": {},
+        "params": {},
+        "verts": {},
+        "joints21": {},
+        "faces": faces,
+    }
     names = [n for n in CAMERAS if n != NO_ZIP]
-    cameras = Cameras(K=torch.tensor(np.stack([cams[n][0] for n in names])).float(),
-                      R=torch.tensor(np.stack([cams[n][1] for n in names])).float(),
-                      t=torch.tensor(np.stack([cams[n][2] for n in names])).float(), image_size=IMAGE_HW, names=names)
+    cameras = Cameras(
+        K=torch.tensor(np.stack([cams[n][0] for n in names])).float(),
+        R=torch.tensor(np.stack([cams[n][1] for n in names])).float(),
+        t=torch.tensor(np.stack([cams[n][2] for n in names])).float(),
+        image_size=IMAGE_HW,
+        names=names,
+    )
     images = {n: {} for n in names}
     masks = {n: {} for n in names}
     skin = torch.tensor(SKIN)
@@ -205,10 +243,21 @@ def write_goliath_capture(root, image_format: str = "avif", distortion=None) -> 
     for f in FRAMES:
         pose, shape, trans = true_parameters(model, f)
         with torch.no_grad():
-            verts, joints = model.forward(torch.tensor(pose)[None].float(), torch.tensor(shape)[None].float(),
-                                          torch.tensor(trans)[None].float())
-        mask, n_cam = render_mask_and_normals(verts.expand(len(names), -1, -1), faces, cameras.K, cameras.R,
-                                              cameras.t, IMAGE_HW, normal_space="camera", backend="torch")
+            verts, joints = model.forward(
+                torch.tensor(pose)[None].float(),
+                torch.tensor(shape)[None].float(),
+                torch.tensor(trans)[None].float(),
+            )
+        mask, n_cam = render_mask_and_normals(
+            verts.expand(len(names), -1, -1),
+            faces,
+            cameras.K,
+            cameras.R,
+            cameras.t,
+            IMAGE_HW,
+            normal_space="camera",
+            backend="torch",
+        )
         mask, n_cam = mask.permute(0, 2, 3, 1), n_cam.permute(0, 2, 3, 1)  # (V, H, W, 1), (V, H, W, 3)
         shade = (0.35 + 0.65 * (-n_cam[..., 2:]).clamp(min=0)) * (1.0 if f in FULLY_LIT else 0.3)
         rgb = (mask * shade * skin + (1 - mask) * DOME).numpy()

@@ -14,8 +14,13 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANO_VERTS = (778, 3093, 12337, 49281)
 MANO_FACES = (1538, 6152, 24608, 98432)
-FINGER_CHAINS = {"index": (1, 2, 3), "middle": (4, 5, 6), "pinky": (7, 8, 9), "ring": (10, 11, 12),
-                 "thumb": (13, 14, 15)}
+FINGER_CHAINS = {
+    "index": (1, 2, 3),
+    "middle": (4, 5, 6),
+    "pinky": (7, 8, 9),
+    "ring": (10, 11, 12),
+    "thumb": (13, 14, 15),
+}
 
 
 def generator_module():
@@ -30,8 +35,9 @@ def procedural_model(side: str = "right", flat_hand_mean: bool = False, dtype: t
     """The shipped procedural hand as a HandModel (cached; do not modify it in a test)."""
     from utils.geometry.mano import HandModel, default_hand_model_path
 
-    return HandModel.from_file(default_hand_model_path(side), side=side, flat_hand_mean=flat_hand_mean,
-                               dtype=dtype)
+    return HandModel.from_file(
+        default_hand_model_path(side), side=side, flat_hand_mean=flat_hand_mean, dtype=dtype
+    )
 
 
 def grid_mesh(rows: int, cols: int, spacing: float = 0.01):
@@ -69,20 +75,27 @@ def curl_pose(model, angles: dict[int, float]) -> torch.Tensor:
     axes = flexion_axes(model)
     pose = np.zeros(48)
     for j, angle in angles.items():
-        pose[3 * j:3 * j + 3] = angle * axes[j]
+        pose[3 * j : 3 * j + 3] = angle * axes[j]
     return torch.tensor(pose)
 
 
 def typical_poses(model) -> dict[str, torch.Tensor]:
     """InterHand-like test poses (relative to a flat hand): flat, fist, spread, pinch, each (48,)."""
-    fist = {j: a for chain in ((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12))
-            for j, a in zip(chain, (1.5, 1.7, 1.0), strict=True)}
+    fist = {
+        j: a
+        for chain in ((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12))
+        for j, a in zip(chain, (1.5, 1.7, 1.0), strict=True)
+    }
     fist.update({13: 0.5, 14: 0.9, 15: 1.0})
     spread = torch.zeros(48, dtype=torch.float64)
     for j, angle in {1: 0.30, 4: 0.10, 10: -0.15, 7: -0.35, 13: 0.40}.items():
         spread[3 * j + 1] = angle  # about the palm normal
-    return {"flat": torch.zeros(48, dtype=torch.float64), "fist": curl_pose(model, fist), "spread": spread,
-            "pinch": curl_pose(model, {1: 0.6, 2: 0.8, 3: 0.5, 13: 0.3, 14: 0.5, 15: 0.5})}
+    return {
+        "flat": torch.zeros(48, dtype=torch.float64),
+        "fist": curl_pose(model, fist),
+        "spread": spread,
+        "pinch": curl_pose(model, {1: 0.6, 2: 0.8, 3: 0.5, 13: 0.3, 14: 0.5, 15: 0.5}),
+    }
 
 
 def fake_mano_dict(num_shape_stored: int = 20, posedirs_scale: float = 0.0, seed: int = 0) -> dict:
@@ -98,7 +111,9 @@ def fake_mano_dict(num_shape_stored: int = 20, posedirs_scale: float = 0.0, seed
     num_verts = data["v_template"].shape[0]
     full = np.concatenate([data["shapedirs"], rng.normal(0, 1e-3, (num_verts, 3, num_shape_stored - 10))], 2)
     data["_shapedirs_full"] = full
-    data["posedirs"] = rng.normal(0.0, posedirs_scale, (num_verts, 3, 135)) if posedirs_scale else data["posedirs"]
+    data["posedirs"] = (
+        rng.normal(0.0, posedirs_scale, (num_verts, 3, 135)) if posedirs_scale else data["posedirs"]
+    )
     data["J_regressor"] = scipy.sparse.csc_matrix(data["J_regressor"])
     return data
 
@@ -142,11 +157,17 @@ def write_chumpy_mano_pickle(path: str, data: dict) -> np.ndarray:
 
 
 # A GIIF small enough for CPU tests of every stage (same weights wherever it is built: seeded).
-TINY_GIIF = {"name": "giif", "args": {
-    "encoder": {"name": "rdn", "args": {"G0": 8, "kernel_size": 3, "D": 1, "C": 1, "G": 4}},
-    "normal_encoder": {"name": "hg_filter", "args": {"in_ch": 3, "num_stack": 1, "depth": 1, "n_feat": 8,
-                                                     "out_dim": 8, "norm": "group"}},
-    "hidden_list": [16]}}
+TINY_GIIF = {
+    "name": "giif",
+    "args": {
+        "encoder": {"name": "rdn", "args": {"G0": 8, "kernel_size": 3, "D": 1, "C": 1, "G": 4}},
+        "normal_encoder": {
+            "name": "hg_filter",
+            "args": {"in_ch": 3, "num_stack": 1, "depth": 1, "n_feat": 8, "out_dim": 8, "norm": "group"},
+        },
+        "hidden_list": [16],
+    },
+}
 
 
 def write_tiny_sr_models(folder, capture_root) -> dict:

@@ -15,8 +15,17 @@ import sys
 
 import numpy as np
 
-GOLDEN_CONFIG = dict(seed=5, raw_size=(48, 48), hr_size=32, num_views=2, num_heldout_views=1, num_frames=2,
-                     num_subjects=3, supersample=1, subdivision_levels=1)
+GOLDEN_CONFIG = dict(
+    seed=5,
+    raw_size=(48, 48),
+    hr_size=32,
+    num_views=2,
+    num_heldout_views=1,
+    num_frames=2,
+    num_subjects=3,
+    supersample=1,
+    subdivision_levels=1,
+)
 ARRAYS = ("verts", "verts_canonical", "albedo", "displacement", "mano_pose", "mano_shape", "mano_trans")
 
 
@@ -34,8 +43,11 @@ def digest(root) -> dict:
             with np.load(path) as data:
                 for key in ARRAYS:
                     a = data[key].astype(np.float64).ravel()
-                    out[f"{os.path.relpath(path, root)}/{key}"] = [float(a.sum()), float(np.abs(a).sum()),
-                                                                    float((a * np.cos(np.arange(a.size))).sum())]
+                    out[f"{os.path.relpath(path, root)}/{key}"] = [
+                        float(a.sum()),
+                        float(np.abs(a).sum()),
+                        float((a * np.cos(np.arange(a.size))).sum()),
+                    ]
         images = sorted(glob.glob(os.path.join(root, "images", split, "**", "*.jpg"), recursive=True))
         means = [float(np.asarray(Image.open(p), dtype=np.float64).mean()) for p in images]
         out[f"{split}/images"] = [len(images)] + means

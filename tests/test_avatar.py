@@ -120,8 +120,12 @@ def make_cameras(size=(32, 32), num=2):
     rts = [look_at(e) for e in eyes]
     f = 2.0 * size[1]
     K = torch.tensor([[f, 0.0, size[1] / 2], [0.0, f, size[0] / 2], [0.0, 0.0, 1.0]])
-    return Cameras(K=K.expand(num, 3, 3), R=torch.stack([r for r, _ in rts]), t=torch.stack([t for _, t in rts]),
-                   image_size=size)
+    return Cameras(
+        K=K.expand(num, 3, 3),
+        R=torch.stack([r for r, _ in rts]),
+        t=torch.stack([t for _, t in rts]),
+        image_size=size,
+    )
 
 
 def reference_lbs(verts, weights, joints, parents, pose):
@@ -146,8 +150,17 @@ def reference_lbs(verts, weights, joints, parents, pose):
 
 def small_avatar(levels=1, **kw):
     torch.manual_seed(0)
-    kw = dict(num_views=3, subdivision_levels=levels, lbs_width=16, lbs_depth=2, color_width=16, color_depth=2,
-              delta_width=16, delta_depth=2, **kw)
+    kw = dict(
+        num_views=3,
+        subdivision_levels=levels,
+        lbs_width=16,
+        lbs_depth=2,
+        color_width=16,
+        color_depth=2,
+        delta_width=16,
+        delta_depth=2,
+        **kw,
+    )
     return HandAvatar(**tiny_hand(), **kw)
 
 
@@ -164,9 +177,19 @@ def test_geometry_is_lbs_of_the_canonical_mesh():
     torch.testing.assert_close(out["albedo"], torch.tensor([0.44127, 0.36127, 0.31997]).expand(162, 3))
     shaped = hand["v_template"] + torch.einsum("vcs,s->vc", hand["shapedirs"], torch.linspace(-1, 1, 10))
     joints = (hand["J_regressor"] @ shaped).numpy()
-    expected = reference_lbs(avatar.verts_template.double().numpy(), avatar.weights_init.double().numpy(), joints,
-                             MANO_PARENTS, (pose + hand["pose_mean"]).double().numpy()) + trans.numpy()
-    torch.testing.assert_close(out["verts_posed"], torch.tensor(expected, dtype=torch.float32), atol=2e-6, rtol=0)
+    expected = (
+        reference_lbs(
+            avatar.verts_template.double().numpy(),
+            avatar.weights_init.double().numpy(),
+            joints,
+            MANO_PARENTS,
+            (pose + hand["pose_mean"]).double().numpy(),
+        )
+        + trans.numpy()
+    )
+    torch.testing.assert_close(
+        out["verts_posed"], torch.tensor(expected, dtype=torch.float32), atol=2e-6, rtol=0
+    )
     # identity rotations (pose = -pose_mean): the posed mesh is the canonical mesh, translated
     ident = avatar.forward_geometry(-hand["pose_mean"], trans)
     torch.testing.assert_close(ident["verts_posed"], avatar.verts_template + trans, atol=1e-6, rtol=0)
@@ -219,7 +242,9 @@ def test_render_shapes_and_mean_texture():
     # visible vertices project inside the image; a half-size raster halves uv_pix
     uv = out["uv_pix"][out["visible"]]
     assert (uv >= 0).all() and (uv <= 32).all()
-    half = avatar(torch.zeros(48), torch.zeros(3), cams, [2, 0], resolution=(16, 16), renderer=get_renderer("torch"))
+    half = avatar(
+        torch.zeros(48), torch.zeros(3), cams, [2, 0], resolution=(16, 16), renderer=get_renderer("torch")
+    )
     torch.testing.assert_close(half["uv_pix"], out["uv_pix"] / 2)
 
 
@@ -227,7 +252,9 @@ def test_image_gradient_reaches_networks_and_sh():
     avatar = small_avatar(levels=1)
     with torch.no_grad():
         avatar.sh_coeffs.normal_(0, 0.1)
-    out = avatar(torch.zeros(48), torch.zeros(3), make_cameras((24, 24)), [0, 1], renderer=get_renderer("torch"))
+    out = avatar(
+        torch.zeros(48), torch.zeros(3), make_cameras((24, 24)), [0, 1], renderer=get_renderer("torch")
+    )
     target = torch.rand_like(out["image"])
     ((out["image"] - target).abs().mean() + (out["shading_only"] - target).abs().mean()).backward()
 
@@ -245,13 +272,23 @@ def test_procedural_hand_if_present():
     if not os.path.exists(path):
         pytest.skip("procedural hand asset not generated (scripts/make_procedural_hand.py)")
     hand = HandModel.from_file(path, side="right")
-    avatar = HandAvatar.from_hand_model(hand, num_views=2, subdivision_levels=0, lbs_width=16, lbs_depth=1,
-                                        color_width=16, color_depth=1, delta_width=16, delta_depth=1)
+    avatar = HandAvatar.from_hand_model(
+        hand,
+        num_views=2,
+        subdivision_levels=0,
+        lbs_width=16,
+        lbs_depth=1,
+        color_width=16,
+        color_depth=1,
+        delta_width=16,
+        delta_depth=1,
+    )
     pose = 0.2 * torch.randn(48, generator=torch.Generator().manual_seed(0))
     out = avatar.forward_geometry(pose, torch.zeros(3))
     assert out["verts_posed"].shape == (778, 3)
-    expected = pose_mesh(hand, avatar.verts_template, avatar.weights_init, pose[None], torch.zeros(1, 10),
-                         torch.zeros(1, 3))
+    expected = pose_mesh(
+        hand, avatar.verts_template, avatar.weights_init, pose[None], torch.zeros(1, 10), torch.zeros(1, 3)
+    )
     torch.testing.assert_close(out["verts_posed"], expected.reshape(778, 3), atol=2e-6, rtol=0)
 
 
@@ -261,12 +298,21 @@ def test_mesh_operators_and_reconstruction_losses_end_to_end():
     assert ops["edges"].shape == (480, 2) and ops["laplacian"].shape == (162, 162)
     assert edge_stretch_loss(avatar.verts_template, ops["edges"], ops["rest_sq_lengths"]).item() == 0.0
     assert avatar.mesh_operators() is ops  # cached
-    out = avatar(0.1 * torch.ones(48), torch.zeros(3), make_cameras((24, 24)), [0, 1], renderer=get_renderer("torch"))
+    out = avatar(
+        0.1 * torch.ones(48), torch.zeros(3), make_cameras((24, 24)), [0, 1], renderer=get_renderer("torch")
+    )
     sr = torch.rand_like(out["image"])
     valid = out["coverage"].float()
-    terms = reconstruction_losses(out, sr, valid, laplacian=ops["laplacian"], edges=ops["edges"],
-                                  rest_sq_lengths=ops["rest_sq_lengths"], weights_init=avatar.weights_init,
-                                  delta_anchor=torch.zeros(avatar.num_verts, 3),
-                                  perceptual=lambda a, b: (a - b).pow(2).mean())
+    terms = reconstruction_losses(
+        out,
+        sr,
+        valid,
+        laplacian=ops["laplacian"],
+        edges=ops["edges"],
+        rest_sq_lengths=ops["rest_sq_lengths"],
+        weights_init=avatar.weights_init,
+        delta_anchor=torch.zeros(avatar.num_verts, 3),
+        perceptual=lambda a, b: (a - b).pow(2).mean(),
+    )
     terms["total"].backward()
     assert torch.isfinite(terms["total"]) and avatar.sh_coeffs.grad.abs().sum() > 0

@@ -35,13 +35,21 @@ def _load(cmd: list[str]):
 
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_every_command_loads_its_config(bench, scale, tmp_path):
-    args = bench.parse_args(["--scale", scale, "--work", str(tmp_path), "--seeds", "0", "1", "--sr_seeds", "0", "3"])
+    args = bench.parse_args(
+        ["--scale", scale, "--work", str(tmp_path), "--seeds", "0", "1", "--sr_seeds", "0", "3"]
+    )
     assert args.giif_model == str(tmp_path / "sr_disc" / "giif.pth")
     sr = bench.sr_jobs(args, tmp_path)
     assert [(name, seed, path.name) for name, seed, path, _ in sr] == [
-        ("liif", 0, "sr_liif"), ("giif", 0, "sr_giif"), ("disc", 0, "sr_disc"), ("giif_noadv", 0, "sr_giif_noadv"),
-        ("liif", 3, "sr_liif_s3"), ("giif", 3, "sr_giif_s3"), ("disc", 3, "sr_disc_s3"),
-        ("giif_noadv", 3, "sr_giif_noadv_s3")]
+        ("liif", 0, "sr_liif"),
+        ("giif", 0, "sr_giif"),
+        ("disc", 0, "sr_disc"),
+        ("giif_noadv", 0, "sr_giif_noadv"),
+        ("liif", 3, "sr_liif_s3"),
+        ("giif", 3, "sr_giif_s3"),
+        ("disc", 3, "sr_disc_s3"),
+        ("giif_noadv", 3, "sr_giif_noadv_s3"),
+    ]
     confs = [_load(cmd) for _, _, _, cmd in sr]
     for (_, seed, _, _), conf in zip(sr, confs, strict=True):
         assert conf.get_string("data.data_path") == args.data and conf.get_int("seed") == seed
@@ -58,14 +66,28 @@ def test_every_command_loads_its_config(bench, scale, tmp_path):
     confs = {(key, seed): _load(cmd) for key, seed, _, cmd in jobs if seed == 0}
     for (key, seed), conf in confs.items():
         assert conf.get_int("seed") == seed
-        assert conf.get_string("giif_model").endswith("sr_liif/giif.pth" if key == "liif_xhand" else "sr_disc/giif.pth")
+        assert conf.get_string("giif_model").endswith(
+            "sr_liif/giif.pth" if key == "liif_xhand" else "sr_disc/giif.pth"
+        )
     w = {key: confs[(key, 0)] for key in ("ft_con", "ft_con_wav", "srhand")}
-    assert (w["ft_con"].get_float("finetune.weights.wavelet"), w["ft_con"].get_float("finetune.weights.disc")) == (0, 0)
-    assert w["ft_con_wav"].get_float("finetune.weights.wavelet") > 0 == w["ft_con_wav"].get_float("finetune.weights.disc")
-    assert w["srhand"].get_float("finetune.weights.wavelet") > 0 and w["srhand"].get_float("finetune.weights.disc") > 0
+    assert (
+        w["ft_con"].get_float("finetune.weights.wavelet"),
+        w["ft_con"].get_float("finetune.weights.disc"),
+    ) == (0, 0)
+    assert (
+        w["ft_con_wav"].get_float("finetune.weights.wavelet")
+        > 0
+        == w["ft_con_wav"].get_float("finetune.weights.disc")
+    )
+    assert (
+        w["srhand"].get_float("finetune.weights.wavelet") > 0
+        and w["srhand"].get_float("finetune.weights.disc") > 0
+    )
     assert confs[("srhand_noisy", 0)].get_float("data.mano_noise.pose_std") > 0
     assert confs[("srhand", 0)].get_float("data.mano_noise.pose_std") == 0
-    assert not confs[("giif_xhand", 0)].get_bool("model.use_enh") and confs[("giif_ours", 0)].get_bool("model.use_enh")
+    assert not confs[("giif_xhand", 0)].get_bool("model.use_enh") and confs[("giif_ours", 0)].get_bool(
+        "model.use_enh"
+    )
     expected_levels = 1 if scale == "cpu" else 3
     assert confs[("srhand", 0)].get_int("model.subdivision_levels") == expected_levels
 
@@ -79,7 +101,7 @@ def test_missing_model_is_a_clear_error(bench, tmp_path):
 def test_mean_and_spread(bench):
     assert bench._mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert bench._mean_std([None, 2.0]) == (2.0, None)
-    assert bench._mean_std([float("nan"), 1.0, 3.0]) == (2.0, 2.0 ** 0.5)  # undefined for one run: skipped
+    assert bench._mean_std([float("nan"), 1.0, 3.0]) == (2.0, 2.0**0.5)  # undefined for one run: skipped
     assert bench._mean_std([float("nan")]) == (None, None)
     assert report._fmt({"mean": 2.0, "std": 1.0}, 2) == "2.00 ± 1.00"
 
@@ -105,14 +127,18 @@ def test_medium_commands_load_their_configs(bench, tmp_path):
 
 def _fake_meta(root: Path, **config) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    meta = {"generator": "datasets.synthetic", "config": {"seed": 0, "hr_size": 128, "mano_dir": "/home/x/mano",
-                                                           **config}, "hand_model": "/abs/path/hand.npz"}
+    meta = {
+        "generator": "datasets.synthetic",
+        "config": {"seed": 0, "hr_size": 128, "mano_dir": "/home/x/mano", **config},
+        "hand_model": "/abs/path/hand.npz",
+    }
     (root / "synthetic_meta.json").write_text(json.dumps(meta))
     return root
 
 
 def test_key_is_stable_and_sensitive(bench, tmp_path):
     """Same run from another checkout/work folder/data folder: same key; any computed setting: another key."""
+
     def key_of(work: Path, data: Path, extra=(), seed=0):
         args = bench.parse_args(["--work", str(work), "--data", str(data), "--seeds", str(seed)])
         _, _, refs = bench.sr_plan(args, work)
@@ -124,10 +150,12 @@ def test_key_is_stable_and_sensitive(bench, tmp_path):
     assert runstore.key_hash(a) == runstore.key_hash(b)
     assert "data_path" not in a["config"]["data"] and "exp_name" not in a["config"]
     assert a["inputs"]["giif_model"].startswith("run:") and a["data"]["config"]["mano_dir"] == "mano"
-    changed = [key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), ["train.epochs=31"]),
-               key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), seed=1),
-               key_of(tmp_path / "w1", _fake_meta(tmp_path / "d3", hr_size=256)),
-               key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), ["model.use_enh=false"])]
+    changed = [
+        key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), ["train.epochs=31"]),
+        key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), seed=1),
+        key_of(tmp_path / "w1", _fake_meta(tmp_path / "d3", hr_size=256)),
+        key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), ["model.use_enh=false"]),
+    ]
     hashes = {runstore.key_hash(k) for k in [a, *changed]}
     assert len(hashes) == 5
     # Upstream: another SR step count changes the GIIF run's key, hence every main.py key built on it.
@@ -138,22 +166,41 @@ def test_key_is_stable_and_sensitive(bench, tmp_path):
 
 
 def test_trim_metrics():
-    metrics = {"p2p_mm": 1.0, "p2p_mm_per_frame": {"3": 1.0}, "eval_frames": list(range(100)),
-               "render": {"all": {"psnr_masked": 20.0}}, "eval_cameras": ["a", "b"]}
-    assert runstore.trim_metrics(metrics) == {"p2p_mm": 1.0, "eval_frames": {"trimmed_list": 100},
-                                              "render": {"all": {"psnr_masked": 20.0}}, "eval_cameras": ["a", "b"]}
+    metrics = {
+        "p2p_mm": 1.0,
+        "p2p_mm_per_frame": {"3": 1.0},
+        "eval_frames": list(range(100)),
+        "render": {"all": {"psnr_masked": 20.0}},
+        "eval_cameras": ["a", "b"],
+    }
+    assert runstore.trim_metrics(metrics) == {
+        "p2p_mm": 1.0,
+        "eval_frames": {"trimmed_list": 100},
+        "render": {"all": {"psnr_masked": 20.0}},
+        "eval_cameras": ["a", "b"],
+    }
 
 
 def _fake_srhand_metrics(psnr: float, p2p: float, mano: float = 0.3, paper: bool = False) -> dict:
-    m = {"perceptual_key": "stlpipsalex", "perceptual": "ST-LPIPS-alex",
-         "sr": {"all": {"psnr_masked": psnr + 1, "stlpipsalex_masked": 0.1}},
-         "render": {"all": {"psnr_masked": psnr, "stlpipsalex_masked": 0.09}}, "p2p_mm": p2p, "p2p_mm_mano": mano,
-         "p2p_mm_per_frame": {"1": p2p}, "inconsistency": {"sr": 0.01}, "mano_noise": None}
+    m = {
+        "perceptual_key": "stlpipsalex",
+        "perceptual": "ST-LPIPS-alex",
+        "sr": {"all": {"psnr_masked": psnr + 1, "stlpipsalex_masked": 0.1}},
+        "render": {"all": {"psnr_masked": psnr, "stlpipsalex_masked": 0.09}},
+        "p2p_mm": p2p,
+        "p2p_mm_mano": mano,
+        "p2p_mm_per_frame": {"1": p2p},
+        "inconsistency": {"sr": 0.01},
+        "mano_noise": None,
+    }
     if paper:
-        m["paper_protocol"] = {"render": {"psnr": psnr - 1, "ssim": 0.8, "stlpipsalex": 0.05},
-                               "sr": {"psnr": psnr + 2, "ssim": 0.7, "stlpipsalex": 0.06},
-                               "inconsistency_windowed": 0.02, "p2p_truth_to_recon_mm": p2p / 2,
-                               "p2p_mano_truth_to_recon_mm": mano / 2}
+        m["paper_protocol"] = {
+            "render": {"psnr": psnr - 1, "ssim": 0.8, "stlpipsalex": 0.05},
+            "sr": {"psnr": psnr + 2, "ssim": 0.7, "stlpipsalex": 0.06},
+            "inconsistency_windowed": 0.02,
+            "p2p_truth_to_recon_mm": p2p / 2,
+            "p2p_mano_truth_to_recon_mm": mano / 2,
+        }
     return m
 
 
@@ -169,7 +216,9 @@ def test_reuse_skip_and_revision_mix(bench, tmp_path, monkeypatch):
         out.mkdir(parents=True, exist_ok=True)
         seed = int(next(a for a in cmd if a.startswith("seed=")).split("=")[1])
         enh = "model.use_enh=false" not in cmd
-        (out / "metrics.json").write_text(json.dumps(_fake_srhand_metrics(20.0 + seed + enh, 1.0 - 0.1 * enh)))
+        (out / "metrics.json").write_text(
+            json.dumps(_fake_srhand_metrics(20.0 + seed + enh, 1.0 - 0.1 * enh))
+        )
         ran.append(out.name)
         return 1.0
 
@@ -177,8 +226,21 @@ def test_reuse_skip_and_revision_mix(bench, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run", fake_run)
     monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: next(revisions))
     (tmp_path / "giif.pth").write_bytes(b"giif")
-    argv = ["--data", str(data), "--store", str(store), "--seeds", "0", "1", "--jobs", "1",
-            "--giif_model", str(tmp_path / "giif.pth"), "--liif_model", str(tmp_path / "giif.pth")]
+    argv = [
+        "--data",
+        str(data),
+        "--store",
+        str(store),
+        "--seeds",
+        "0",
+        "1",
+        "--jobs",
+        "1",
+        "--giif_model",
+        str(tmp_path / "giif.pth"),
+        "--liif_model",
+        str(tmp_path / "giif.pth"),
+    ]
     monkeypatch.setitem(bench.TABLES, "srhand", (["giif_ours", "srhand"], {}))
     args = bench.parse_args([*argv, "--work", str(tmp_path / "w1")])
     first = bench.srhand_table(args, Path(args.work), "srhand")
@@ -197,7 +259,9 @@ def test_reuse_skip_and_revision_mix(bench, tmp_path, monkeypatch):
     again = bench.srhand_table(args, Path(args.work), "srhand")
     assert ran == [] and again["executed"] == 0 and again["rows"].keys() == first["rows"].keys()
     # A changed config misses the store for the rows it touches; the table then mixes two revisions.
-    monkeypatch.setitem(bench.SRHAND_RUNS, "srhand", ("SRHand", ["sr_source=giif_finetuned", "train.epochs=31"], "giif"))
+    monkeypatch.setitem(
+        bench.SRHAND_RUNS, "srhand", ("SRHand", ["sr_source=giif_finetuned", "train.epochs=31"], "giif")
+    )
     mixed = bench.srhand_table(args, Path(args.work), "srhand")
     assert sorted(ran) == ["srhand_s0", "srhand_s1"]
     assert mixed["revisions"] == [("aaaaaaa", 2), ("bbbbbbb+dirty", 2)]
@@ -214,7 +278,10 @@ def test_reuse_skip_and_revision_mix(bench, tmp_path, monkeypatch):
 
 def test_paper_protocol_table(bench):
     runs = {seed: bench._row_metrics(_fake_srhand_metrics(20.0 + seed, 1.0, paper=True)) for seed in (0, 1)}
-    rows = {"SRHand": bench._summarise("srhand", runs), "GIIF w/o ftd. + XHand": bench._summarise("giif_xhand", runs)}
+    rows = {
+        "SRHand": bench._summarise("srhand", runs),
+        "GIIF w/o ftd. + XHand": bench._summarise("giif_xhand", runs),
+    }
     text = "\n".join(bench.srhand_markdown({"rows": rows, "seeds": [0, 1]}))
     assert "| row (paper protocol) |" in text
     assert "| SRHand | 22.50 ± 0.71 | 0.700 ± 0.000 | 0.0600 ± 0.0000 | 19.50 ± 0.71 |" in text
@@ -222,30 +289,90 @@ def test_paper_protocol_table(bench):
 
 
 def test_speed_columns(bench):
-    runs = [[{"res": 256, "faces": 9, "ms_forward": f, "ms_forward_backward": 2 * f, "ms_lower_bound": f,
-              "ratio_to_lower_bound": 1.4 + f / 100}] for f in (10.0, 12.0)]
+    runs = [
+        [
+            {
+                "res": 256,
+                "faces": 9,
+                "ms_forward": f,
+                "ms_forward_backward": 2 * f,
+                "ms_lower_bound": f,
+                "ratio_to_lower_bound": 1.4 + f / 100,
+            }
+        ]
+        for f in (10.0, 12.0)
+    ]
     merged = bench.merge_render_runs(runs)
-    assert merged == [{"res": 256, "faces": 9, "runs": 2, "ms_forward": [10.0, 12.0],
-                       "ms_forward_backward": [20.0, 24.0], "ms_lower_bound": [10.0, 12.0],
-                       "ratio_to_lower_bound": [1.5, 1.52]}]
-    decode = {"threads": 2, "results": [{"size": "cpu", "model": "giif", "params_M": 0.26, "out": 256, "encode_s": 0.01,
-                                         "decode_s": 0.1, "decode_MPps": 0.6, "query_s": 0.09,
-                                         "reference_query_s": 0.18, "query_speedup": 2.0}]}
+    assert merged == [
+        {
+            "res": 256,
+            "faces": 9,
+            "runs": 2,
+            "ms_forward": [10.0, 12.0],
+            "ms_forward_backward": [20.0, 24.0],
+            "ms_lower_bound": [10.0, 12.0],
+            "ratio_to_lower_bound": [1.5, 1.52],
+        }
+    ]
+    decode = {
+        "threads": 2,
+        "results": [
+            {
+                "size": "cpu",
+                "model": "giif",
+                "params_M": 0.26,
+                "out": 256,
+                "encode_s": 0.01,
+                "decode_s": 0.1,
+                "decode_MPps": 0.6,
+                "query_s": 0.09,
+                "reference_query_s": 0.18,
+                "query_speedup": 2.0,
+            }
+        ],
+    }
     text = "\n".join(bench.speed_markdown({"render": merged, "giif_decode": decode}))
     assert "| 256 | 9 | 10.0-12.0 | 20.0-24.0 | 10.0-12.0 | 1.50-1.52 |" in text
     assert "| cpu GIIF | 0.26 | 256x256 | 2 | 10 | 180 | 90 | 2.00x | - | 0.600 |" in text
-    old = "\n".join(bench.speed_markdown({"render": [{"res": 256, "faces": 9, "ms_forward": 1.0,
-                                                       "ms_forward_backward": 2.0}]}))
+    old = "\n".join(
+        bench.speed_markdown(
+            {"render": [{"res": 256, "faces": 9, "ms_forward": 1.0, "ms_forward_backward": 2.0}]}
+        )
+    )
     assert "| 256 | 9 | 1.0 | 2.0 | - | - |" in old
-    steps = {"srhand_step_cpu": {"config": "cpu", "vertices": 3093, "resolution": [128, 128], "threads": 2,
-                                 "rows": [{"part": "finetune", "views": 4, "ms": 250.0, "peak_mib": 900.0,
-                                           "reference_ms": 1000.0, "ratio": 0.25},
-                                          {"part": "train", "views": 4, "ms": 200.0, "peak_mib": 900.0},
-                                          {"part": "GIIF training step", "views": 8, "ms": 50.0, "peak_mib": 900.0,
-                                           "reference_ms": 100.0, "config": "giif.conf", "px": 48,
-                                           "vertices": None}],
-                                 "checks": {"train": {"loss_max_rel_diff": 2e-7, "grad_max_rel_diff": 3e-7},
-                                            "finetune": {"sr_bitwise_equal": True, "sr_max_abs_diff": 0.0}}}}
+    steps = {
+        "srhand_step_cpu": {
+            "config": "cpu",
+            "vertices": 3093,
+            "resolution": [128, 128],
+            "threads": 2,
+            "rows": [
+                {
+                    "part": "finetune",
+                    "views": 4,
+                    "ms": 250.0,
+                    "peak_mib": 900.0,
+                    "reference_ms": 1000.0,
+                    "ratio": 0.25,
+                },
+                {"part": "train", "views": 4, "ms": 200.0, "peak_mib": 900.0},
+                {
+                    "part": "GIIF training step",
+                    "views": 8,
+                    "ms": 50.0,
+                    "peak_mib": 900.0,
+                    "reference_ms": 100.0,
+                    "config": "giif.conf",
+                    "px": 48,
+                    "vertices": None,
+                },
+            ],
+            "checks": {
+                "train": {"loss_max_rel_diff": 2e-7, "grad_max_rel_diff": 3e-7},
+                "finetune": {"sr_bitwise_equal": True, "sr_max_abs_diff": 0.0},
+            },
+        }
+    }
     text = "\n".join(bench.speed_markdown(steps))
     assert "| cpu | 3093 | 128 | finetune | 4 | 2 | 250 | 900 | 1000 | 0.25 |" in text
     assert "| cpu | 3093 | 128 | train | 4 | 2 | 200 | 900 | - | - |" in text
@@ -260,7 +387,7 @@ def test_paired_statistics_by_hand():
     assert d == {"0": 2.0, "1": 3.0, "2": 1.0}
     s = claims.paired_stats(d)
     # mean 2, sample variance ((0)^2 + 1^2 + (-1)^2) / 2 = 1, t = 2 / (1 / sqrt 3) = 2 sqrt 3
-    assert (s.n, s.mean, s.std) == (3, 2.0, 1.0) and s.t == pytest.approx(2 * 3 ** 0.5)
+    assert (s.n, s.mean, s.std) == (3, 2.0, 1.0) and s.t == pytest.approx(2 * 3**0.5)
     assert claims.verdict(s, +1) == "holds" and claims.verdict(s, -1) == "reversed"
     small = claims.paired_stats([0.5, -0.5, 1.0])  # mean 1/3, std sqrt(7/12) = 0.764
     assert small.std == pytest.approx((7 / 12) ** 0.5)
@@ -274,12 +401,22 @@ def test_paired_statistics_by_hand():
 
 def test_claims_table(bench):
     def row(key, p2p_by_seed, mano=0.3):
-        runs = {str(s): {"p2p_mm": v, "p2p_mm_mano": mano, "render_psnr": 20.0, "perceptual": "x"}
-                for s, v in p2p_by_seed.items()}
+        runs = {
+            str(s): {"p2p_mm": v, "p2p_mm_mano": mano, "render_psnr": 20.0, "perceptual": "x"}
+            for s, v in p2p_by_seed.items()
+        }
         return {"key": key, "seeds": runs}
 
-    results = {"srhand": {"result": {"rows": {"SRHand": row("srhand", {0: 1.0, 1: 1.2, 2: 1.1}),
-                                              "w/o": row("giif_ours", {0: 1.5, 1: 1.6, 2: 1.7})}}}}
+    results = {
+        "srhand": {
+            "result": {
+                "rows": {
+                    "SRHand": row("srhand", {0: 1.0, 1: 1.2, 2: 1.1}),
+                    "w/o": row("giif_ours", {0: 1.5, 1: 1.6, 2: 1.7}),
+                }
+            }
+        }
+    }
     out = bench.section_claims({"cpu": results, "medium": {}})
     by = {(c["name"], c["metric"]): c for c in out["claims"]}
     ftd = by[("fine-tuning (w/ vs w/o ftd.)", "p2p_mm")]["scales"]
@@ -306,8 +443,12 @@ def test_stored_sr_runs_rerun_for_missing_checkpoints(bench, tmp_path, monkeypat
             metrics = _fake_srhand_metrics(20.0, 1.0)
         else:
             scores = {"x16": {"psnr_masked": 20.0, "ssim_masked": 0.5}}
-            metrics = {"results": {"giif": scores, "bicubic": scores}, "perceptual": None, "num_images": 1,
-                       "degradation": "nearest"}
+            metrics = {
+                "results": {"giif": scores, "bicubic": scores},
+                "perceptual": None,
+                "num_images": 1,
+                "degradation": "nearest",
+            }
             (out / "giif.pth").write_bytes(b"g")
             (out / "disc.pth").write_bytes(b"d")
         (out / "metrics.json").write_text(json.dumps(metrics))
@@ -354,16 +495,33 @@ def test_identity_section(bench, tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "run", fake_generate)
     monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: ("aaaaaaa", False))
     (tmp_path / "giif.pth").write_bytes(b"giif")
-    argv = ["--data", str(data), "--store", str(tmp_path / "store"), "--seeds", "0", "1", "--jobs", "1",
-            "--giif_model", str(tmp_path / "giif.pth"), "--work", str(tmp_path / "w")]
+    argv = [
+        "--data",
+        str(data),
+        "--store",
+        str(tmp_path / "store"),
+        "--seeds",
+        "0",
+        "1",
+        "--jobs",
+        "1",
+        "--giif_model",
+        str(tmp_path / "giif.pth"),
+        "--work",
+        str(tmp_path / "w"),
+    ]
     args = bench.parse_args(argv)
     monkeypatch.setitem(bench.TABLES, "srhand", (["ftd_xhand", "srhand"], {}))
     bench.srhand_table(args, Path(args.work), "srhand")  # Table 1 first: identity 1's runs are in the store
     ran.clear()
     result = bench.section_identity(args, Path(args.work))
     assert generated == [["scripts/make_synthetic.py", "--seed", "1", "--out", str(data) + "_id2"]]
-    assert sorted(ran) == ["identity2/ftd_xhand_s0", "identity2/ftd_xhand_s1", "identity2/srhand_s0",
-                           "identity2/srhand_s1"]
+    assert sorted(ran) == [
+        "identity2/ftd_xhand_s0",
+        "identity2/ftd_xhand_s1",
+        "identity2/srhand_s0",
+        "identity2/srhand_s1",
+    ]
     one, two = result["identities"]["identity 1"], result["identities"]["identity 2"]
     assert one["executed"] == 0 and two["executed"] == 4 and two["subject"]["generator_seed"] == 1
     assert list(two["rows"]) == ["XHand", "Ours"]
@@ -371,10 +529,16 @@ def test_identity_section(bench, tmp_path, monkeypatch):
     assert one["rows"]["Ours"]["summary"]["render_psnr"]["mean"] == pytest.approx(21.5)
     # Run again: the second identity's captures exist and its runs are stored.
     ran.clear()
-    assert bench.section_identity(args, Path(args.work))["identities"]["identity 2"]["executed"] == 0 and ran == []
+    assert (
+        bench.section_identity(args, Path(args.work))["identities"]["identity 2"]["executed"] == 0
+        and ran == []
+    )
 
     text = "\n".join(bench.identity_markdown(result))
-    assert "| identity 2 (generator seed 1) | Ours | 26.50 ± 0.71 | 0.0900 ± 0.0000 | 25.50 ± 0.71 | 0.800 ± 0.000 | 0.0500 ± 0.0000 | 0.900 ± 0.000 | 0.300 ± 0.000 |" in text
+    assert (
+        "| identity 2 (generator seed 1) | Ours | 26.50 ± 0.71 | 0.0900 ± 0.0000 | 25.50 ± 0.71 | 0.800 ± 0.000 | 0.0500 ± 0.0000 | 0.900 ± 0.000 | 0.300 ± 0.000 |"
+        in text
+    )
     assert text.index("identity 2: ") > text.index("| identity 2 (generator seed 1) | Ours")
     claims_out = bench.section_claims({"cpu": {"identity": {"result": result}}})
     by = {(c["name"], c["metric"]): c["scales"]["cpu"] for c in claims_out["claims"]}
@@ -409,22 +573,53 @@ def test_static_section(bench, tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "run", fake_generate)
     monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: ("aaaaaaa", False))
     (tmp_path / "giif.pth").write_bytes(b"giif")
-    args = bench.parse_args(["--data", str(data), "--store", str(tmp_path / "store"), "--seeds", "0", "1",
-                             "--jobs", "1", "--giif_model", str(tmp_path / "giif.pth"),
-                             "--liif_model", str(tmp_path / "giif.pth"), "--work", str(tmp_path / "w")])
+    args = bench.parse_args(
+        [
+            "--data",
+            str(data),
+            "--store",
+            str(tmp_path / "store"),
+            "--seeds",
+            "0",
+            "1",
+            "--jobs",
+            "1",
+            "--giif_model",
+            str(tmp_path / "giif.pth"),
+            "--liif_model",
+            str(tmp_path / "giif.pth"),
+            "--work",
+            str(tmp_path / "w"),
+        ]
+    )
     result = bench.section_static(args, Path(args.work))
-    assert generated == [["scripts/make_synthetic.py", *bench.STATIC_DATA_ARGS, "--out", str(data) + "_static"]]
-    assert sorted(cmds) == sorted([f"static_x{f}/{k}_s{s}" for f in (4, 16) for k in ("bicubic_ours", "liif_xhand",
-                                                                                      "srhand") for s in (0, 1)]
-                                  + ["static_hr/hr_ours_s0", "static_hr/hr_ours_s1"])
+    assert generated == [
+        ["scripts/make_synthetic.py", *bench.STATIC_DATA_ARGS, "--out", str(data) + "_static"]
+    ]
+    assert sorted(cmds) == sorted(
+        [
+            f"static_x{f}/{k}_s{s}"
+            for f in (4, 16)
+            for k in ("bicubic_ours", "liif_xhand", "srhand")
+            for s in (0, 1)
+        ]
+        + ["static_hr/hr_ours_s0", "static_hr/hr_ours_s1"]
+    )
     for name, cmd in cmds.items():
         conf = _load(cmd)
-        assert conf.get_string("data.data_path") == str(data) + "_static" and conf.get_int("data.num_views") == 40
+        assert (
+            conf.get_string("data.data_path") == str(data) + "_static"
+            and conf.get_int("data.num_views") == 40
+        )
         assert conf.get_int("data.num_frames") == 1 and len(conf.get_list("eval.cameras")) == 8
         assert not conf.get_bool("eval.exclude_fit_frames")
-        assert conf.get_int("data.lr_size") == {"static_x4": 32, "static_x16": 8, "static_hr": 16}[name.split("/")[0]]
-    assert result["factors"]["x16"]["rows"]["SRHand (GIIF w/ ftd. + Ours)"]["summary"]["render_psnr"]["mean"] \
-        == pytest.approx(21.5)
+        assert (
+            conf.get_int("data.lr_size")
+            == {"static_x4": 32, "static_x16": 8, "static_hr": 16}[name.split("/")[0]]
+        )
+    assert result["factors"]["x16"]["rows"]["SRHand (GIIF w/ ftd. + Ours)"]["summary"]["render_psnr"][
+        "mean"
+    ] == pytest.approx(21.5)
     text = "\n".join(bench.static_markdown(result))
     assert "| x4 | SRHand (GIIF w/ ftd. + Ours) | 25.50 ± 0.71 | 24.50 ± 0.71 |" in text
     assert "| HR | hr + Ours (upper bound) |" in text
@@ -432,17 +627,42 @@ def test_static_section(bench, tmp_path, monkeypatch):
 
 def test_versus_input_mano_column():
     """Per-seed P2P minus the run's own input-MANO P2P: mean ± std, size in stds, side of the input mesh."""
-    def row(p2p, mano):
-        return {"key": "x", "seeds": {str(s): {"p2p_mm": a, "p2p_mm_mano": b} for s, (a, b) in enumerate(zip(p2p, mano, strict=True))}}
 
-    assert report.versus_input_mano(row([1.0, 1.2, 1.1], [1.5, 1.5, 1.5])) == "-0.400 ± 0.100 (4.0 std, closer)"
-    assert report.versus_input_mano(row([2.0, 1.0, 1.6], [1.5, 1.5, 1.5])) == "+0.033 ± 0.503 (0.1 std, within noise)"
-    assert report.versus_input_mano(row([2.0, 2.2, 2.1], [1.5, 1.6, 1.5])) == "+0.567 ± 0.058 (9.8 std, farther)"
+    def row(p2p, mano):
+        return {
+            "key": "x",
+            "seeds": {
+                str(s): {"p2p_mm": a, "p2p_mm_mano": b}
+                for s, (a, b) in enumerate(zip(p2p, mano, strict=True))
+            },
+        }
+
+    assert (
+        report.versus_input_mano(row([1.0, 1.2, 1.1], [1.5, 1.5, 1.5])) == "-0.400 ± 0.100 (4.0 std, closer)"
+    )
+    assert (
+        report.versus_input_mano(row([2.0, 1.0, 1.6], [1.5, 1.5, 1.5]))
+        == "+0.033 ± 0.503 (0.1 std, within noise)"
+    )
+    assert (
+        report.versus_input_mano(row([2.0, 2.2, 2.1], [1.5, 1.6, 1.5])) == "+0.567 ± 0.058 (9.8 std, farther)"
+    )
     assert report.versus_input_mano({**row([1.0, 1.0], [1.5, 1.5]), "reference": True}) == "-"
-    text = "\n".join(report.srhand_markdown({"rows": {"SRHand": {**row([1.0, 1.2, 1.1], [1.5, 1.5, 1.5]), "key": "srhand",
-                                                                  "perceptual": "x", "summary": {
-                                                                      "p2p_mm_mano": {"mean": 1.5, "std": 0.0}}}},
-                                             "seeds": [0, 1, 2]}))
+    text = "\n".join(
+        report.srhand_markdown(
+            {
+                "rows": {
+                    "SRHand": {
+                        **row([1.0, 1.2, 1.1], [1.5, 1.5, 1.5]),
+                        "key": "srhand",
+                        "perceptual": "x",
+                        "summary": {"p2p_mm_mano": {"mean": 1.5, "std": 0.0}},
+                    }
+                },
+                "seeds": [0, 1, 2],
+            }
+        )
+    )
     assert "| -0.400 ± 0.100 (4.0 std, closer) |" in text and "P2P - input MANO, paired (mm)" in text
 
 
@@ -460,9 +680,25 @@ def test_rows_option_limits_the_main_rows(bench, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run", fake_run)
     monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: ("aaaaaaa", False))
     (tmp_path / "giif.pth").write_bytes(b"giif")
-    args = bench.parse_args(["--data", str(data), "--store", str(tmp_path / "store"), "--seeds", "0", "--jobs", "1",
-                             "--giif_model", str(tmp_path / "giif.pth"), "--work", str(tmp_path / "w"),
-                             "--rows", "hr_ours", "srhand"])
+    args = bench.parse_args(
+        [
+            "--data",
+            str(data),
+            "--store",
+            str(tmp_path / "store"),
+            "--seeds",
+            "0",
+            "--jobs",
+            "1",
+            "--giif_model",
+            str(tmp_path / "giif.pth"),
+            "--work",
+            str(tmp_path / "w"),
+            "--rows",
+            "hr_ours",
+            "srhand",
+        ]
+    )
     rows = bench.srhand_table(args, Path(args.work), "srhand")["rows"]
     assert sorted(ran) == ["hr_ours_s0", "srhand_s0"]
     assert INPUT_MANO_LABEL in rows and len(rows) == 3

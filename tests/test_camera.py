@@ -53,7 +53,10 @@ def _cameras(n=3, size=(40, 30), seed=0):
     # Cameras on a sphere looking at the origin, rolled by a random "up".
     ups = torch.randn(n, 3, generator=g, dtype=torch.float64)
     R = torch.stack(
-        [look_at(c.tolist(), up=u.tolist(), dtype=torch.float64)[0] for c, u in zip(centres, ups, strict=True)]
+        [
+            look_at(c.tolist(), up=u.tolist(), dtype=torch.float64)[0]
+            for c, u in zip(centres, ups, strict=True)
+        ]
     )
     t = -torch.einsum("nij,nj->ni", R, centres)
     return Cameras(K=K, R=R, t=t, image_size=size, names=[f"cam{i}" for i in range(n)]), centres

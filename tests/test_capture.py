@@ -13,10 +13,14 @@ from utils.errors import InputError
 def _cameras(n=2, size=(40, 30)):
     from utils.geometry.camera import Cameras, look_at
 
-    Rs, ts = zip(*[look_at([0.5 * np.cos(i), 0.0, 0.5 * np.sin(i) - 0.5], [0.0, 0.0, 0.0]) for i in range(n)], strict=True)
+    Rs, ts = zip(
+        *[look_at([0.5 * np.cos(i), 0.0, 0.5 * np.sin(i) - 0.5], [0.0, 0.0, 0.0]) for i in range(n)],
+        strict=True,
+    )
     K = torch.tensor([[60.0, 0, size[1] / 2], [0, 60.0, size[0] / 2], [0, 0, 1]]).expand(n, 3, 3)
-    return Cameras(K=K, R=torch.stack(Rs), t=torch.stack(ts), image_size=size,
-                   names=[f"cam40000{i}" for i in range(n)])
+    return Cameras(
+        K=K, R=torch.stack(Rs), t=torch.stack(ts), image_size=size, names=[f"cam40000{i}" for i in range(n)]
+    )
 
 
 def _sequence(tmp_path, num_frames=3, size=(40, 30), **kw):
@@ -31,9 +35,16 @@ def _sequence(tmp_path, num_frames=3, size=(40, 30), **kw):
             cv2.imwrite(p, np.full((size[0], size[1], 3), 0 if (f, v) == (1, 1) else 120, np.uint8))
             row.append(p)
         paths.append(row)
-    args = dict(cameras=cams, frame_ids=[10 * f for f in range(num_frames)],
-                mano_pose=np.zeros((num_frames, 48)), mano_shape=np.zeros((num_frames, 10)),
-                mano_trans=np.zeros((num_frames, 3)), hand_side="right", image_paths=paths, name="test/Capture0/X")
+    args = dict(
+        cameras=cams,
+        frame_ids=[10 * f for f in range(num_frames)],
+        mano_pose=np.zeros((num_frames, 48)),
+        mano_shape=np.zeros((num_frames, 10)),
+        mano_trans=np.zeros((num_frames, 3)),
+        hand_side="right",
+        image_paths=paths,
+        name="test/Capture0/X",
+    )
     args.update(kw)
     return CaptureSequence(**args)
 
@@ -105,8 +116,15 @@ def test_sample_on_the_procedural_hand(tmp_path):
 
     path = str(tmp_path / "img.jpg")
     cv2.imwrite(path, np.full((90, 100, 3), 200, np.uint8))
-    seq = CaptureSequence(cameras=cams, frame_ids=[0], mano_pose=pose, mano_shape=np.zeros((1, 10)),
-                          mano_trans=np.zeros((1, 3)), hand_side="right", image_paths=[[path]])
+    seq = CaptureSequence(
+        cameras=cams,
+        frame_ids=[0],
+        mano_pose=pose,
+        mano_shape=np.zeros((1, 10)),
+        mano_trans=np.zeros((1, 3)),
+        hand_side="right",
+        image_paths=[[path]],
+    )
     s = seq.sample(0, 0, size=64, normal_size=32)
     assert s["image"].shape == (3, 64, 64) and s["mask"].shape == (1, 64, 64)
     assert s["normal_map"].shape == (3, 32, 32)

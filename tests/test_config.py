@@ -75,7 +75,7 @@ def test_overrides_types_and_substitution(tmp_path, schema):
             "train.use_gan=true",
             "train.crop=[64, 48]",
             "data_path=/mnt/x//y#z",
-            "exp_name=\"quoted name\"",
+            'exp_name="quoted name"',
             "model.extra={depth: 3}",
         ],
         schema=schema,
@@ -109,14 +109,19 @@ def test_missing_required_and_type_errors(tmp_path, schema):
     cfg = write(tmp_path / "user.conf", "seed = 1\n")
     with pytest.raises(ConfigError, match=r"required key 'exp_name' is not set"):
         load_config(cfg, schema=schema)
-    cfg = write(tmp_path / "bad.conf", 'exp_name = a\ntrain { batch = 2.5, use_gan = "yes", learning_rate = 1 }\n')
+    cfg = write(
+        tmp_path / "bad.conf", 'exp_name = a\ntrain { batch = 2.5, use_gan = "yes", learning_rate = 1 }\n'
+    )
     with pytest.raises(ConfigError) as info:
         load_config(cfg, schema=schema)
     text = str(info.value)
     assert "'train.batch'" in text and "must be int" in text
     assert "'train.use_gan'" in text and "must be bool" in text
     assert "learning_rate" not in text  # int is fine for a float key
-    assert load_config(cfg, ["train.batch=2", "train.use_gan=false"], schema=schema)["train"]["learning_rate"] == 1.0
+    assert (
+        load_config(cfg, ["train.batch=2", "train.use_gan=false"], schema=schema)["train"]["learning_rate"]
+        == 1.0
+    )
 
 
 def test_missing_file_and_bad_syntax(tmp_path, schema):
@@ -149,7 +154,9 @@ def test_cli_flags_per_stage():
         ["--conf", "c.conf", "--model_path_disc", "d.pth", "--set", "a=1", "--set", "b.c=x", "--resume"]
     )
     assert args.overrides == ["a=1", "b.c=x"] and args.model_path_disc == "d.pth" and args.resume
-    args = build_parser("srhand").parse_args(["--conf", "c.conf", "--r", "--implicit_path", "g.pth", "--eval"])
+    args = build_parser("srhand").parse_args(
+        ["--conf", "c.conf", "--r", "--implicit_path", "g.pth", "--eval"]
+    )
     assert args.r and args.eval and args.implicit_path == "g.pth" and args.device == "auto"
     with pytest.raises(SystemExit):
         build_parser("giif").parse_args(["--conf", "c.conf", "--r"])  # --r is srhand's flag

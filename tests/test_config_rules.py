@@ -30,8 +30,10 @@ def minimal_conf(tmp_path: Path) -> Path:
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     path = tmp_path / "min.conf"
-    path.write_text(f"exp_name = walk\nout_root = {json.dumps(str(tmp_path / 'runs'))}\n"
-                    f"use_tensorboard = false\ndata {{ data_path = {json.dumps(str(data))} }}\n")
+    path.write_text(
+        f"exp_name = walk\nout_root = {json.dumps(str(tmp_path / 'runs'))}\n"
+        f"use_tensorboard = false\ndata {{ data_path = {json.dumps(str(data))} }}\n"
+    )
     return path
 
 
@@ -46,7 +48,7 @@ def numeric_keys(tree) -> list[str]:
 
 def bad_value(rules, key: str, default, lookup):
     """A value of ``default``'s type that breaks one of ``key``'s rules (None when none is found)."""
-    candidates = [-1, 0, -10**9, 10**9]
+    candidates = [-1, 0, -(10**9), 10**9]
     for rule in rules:
         refs = [lookup(r) for r in rule.references()]
         for b in [*rule.bounds(), *[float(r) for r in refs if is_number(r)]]:
@@ -111,12 +113,16 @@ def test_cross_key_rules_name_both_keys_and_origins(tmp_path):
         handle.write("train { scale_max = 2 }\n")
     with pytest.raises(ConfigError) as info:
         load_config(conf, ["train.scale_min=8"], schema="giif")
-    assert ("train.scale_min = 8.0 in --set train.scale_min=8: must be >= 1 and <= train.scale_max "
-            f"(where train.scale_max = 2.0 in {conf})") in str(info.value)
+    assert (
+        "train.scale_min = 8.0 in --set train.scale_min=8: must be >= 1 and <= train.scale_max "
+        f"(where train.scale_max = 2.0 in {conf})"
+    ) in str(info.value)
     # A default that breaks a rule because of another key: the origin says it is the schema's default.
     with pytest.raises(ConfigError) as info:
         load_config(minimal_conf(tmp_path), ["data.hr_size=8"], schema="srhand")
-    assert "data.lr_size = 16 in the default of" in str(info.value) and "data.hr_size = 8 in --set" in str(info.value)
+    assert "data.lr_size = 16 in the default of" in str(info.value) and "data.hr_size = 8 in --set" in str(
+        info.value
+    )
     with pytest.raises(ConfigError) as info:
         load_config(minimal_conf(tmp_path), ["finetune.start=0.9", "finetune.stop=0.5"], schema="srhand")
     assert "finetune.start = 0.9" in str(info.value) and "finetune.stop" in str(info.value)
@@ -126,7 +132,9 @@ def test_every_repository_config_satisfies_the_rules():
     checked = 0
     for path in sorted([*REPO.glob("conf/*.conf"), *REPO.glob("conf/synthetic/**/*.conf")]):
         name = path.name
-        stage = "srhand" if ("srhand" in name or name.startswith("ih_")) else "disc" if "disc" in name else "giif"
+        stage = (
+            "srhand" if ("srhand" in name or name.startswith("ih_")) else "disc" if "disc" in name else "giif"
+        )
         if "goliath" in name:
             continue  # its data.dataset / data.goliath keys land with issue 14
         load_config(path, ["data.data_path=unused", "exp_name=x"], schema=stage)
@@ -138,7 +146,9 @@ def test_rule_grammar():
     lookup = {"b": 2.0}.get
     rule = parse_rule("a", "-1 or >= 1 and < b")
     assert [rule.holds_for(v, lookup) for v in (-1, 0, 1, 1.5, 2)] == [True, False, True, True, False]
-    assert parse_rule("a", "in [0, 1]").holds_for(0.0, lookup) and not parse_rule("a", "in [0, 1]").holds_for(1.1, lookup)
+    assert parse_rule("a", "in [0, 1]").holds_for(0.0, lookup) and not parse_rule("a", "in [0, 1]").holds_for(
+        1.1, lookup
+    )
     assert parse_rule("a", "> 0").holds_for(float("nan"), lookup) is False
     each = parse_rule("a", "each >= 1")
     assert each.violations([1, 0.5, 3], lookup) == [0.5]
@@ -156,15 +166,30 @@ def test_bad_rule_in_a_schema_is_reported(tmp_path):
         load_config(tmp_path / "user.conf", schema=schema)
 
 
-@pytest.mark.parametrize("setting, key", [("train.epochs=-1", "train.epochs"),
-                                          ("train.scale_min=8", "train.scale_min")])
+@pytest.mark.parametrize(
+    "setting, key", [("train.epochs=-1", "train.epochs"), ("train.scale_min=8", "train.scale_min")]
+)
 def test_silent_cases_of_the_issue_exit_2(tmp_path, setting, key):
     """The two values the issue found taken silently, through the real command line."""
     conf = minimal_conf(tmp_path)
-    cmd = [sys.executable, str(REPO / "main_giif.py"), "--conf", str(conf), "--set", setting,
-           "--set", "train.scale_max=2"]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        str(REPO / "main_giif.py"),
+        "--conf",
+        str(conf),
+        "--set",
+        setting,
+        "--set",
+        "train.scale_max=2",
+    ]
+    result = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert key in result.stderr and "must be" in result.stderr
     assert not (tmp_path / "runs").exists()
@@ -180,8 +205,14 @@ def test_counts_checked_against_the_data(tmp_path):
     seq = SimpleNamespace(num_views=20, num_frames=2, name="test/Capture0/seq")
     with pytest.raises(ConfigError) as info:
         check_data_counts(conf, seq)
-    assert "data.num_frames = 5 in --set data.num_frames=5: must be <= 2 (the usable frames of test/Capture0/seq" \
+    assert (
+        "data.num_frames = 5 in --set data.num_frames=5: must be <= 2 (the usable frames of test/Capture0/seq"
         in str(info.value)
+    )
     assert "data.num_views" not in str(info.value)
-    check_data_counts(load_config(minimal_conf(tmp_path), ["data.frame_ids=[1, 2, 3]", "data.num_frames=5"],
-                                  schema="srhand"), seq)  # explicit frame ids: num_frames unused
+    check_data_counts(
+        load_config(
+            minimal_conf(tmp_path), ["data.frame_ids=[1, 2, 3]", "data.num_frames=5"], schema="srhand"
+        ),
+        seq,
+    )  # explicit frame ids: num_frames unused

@@ -113,8 +113,17 @@ def test_disc_accuracy_counts_hand_pixels_only():
 def test_summarise_history_quarters_and_series():
     from trainers.disc_trainer import summarise_history
 
-    history = [{"step": s, "d_acc_real": s / 10, "d_acc_fake": 0.5, "grad_norm_adv": 1.0, "grad_norm_l1": 2.0,
-                "grad_ratio_adv_l1": 0.5} for s in range(1, 9)]
+    history = [
+        {
+            "step": s,
+            "d_acc_real": s / 10,
+            "d_acc_fake": 0.5,
+            "grad_norm_adv": 1.0,
+            "grad_norm_l1": 2.0,
+            "grad_ratio_adv_l1": 0.5,
+        }
+        for s in range(1, 9)
+    ]
     summary = summarise_history(history, max_points=3)
     assert summary["records"] == 8
     assert summary["first_quarter"]["d_acc_real"] == pytest.approx(0.15)  # steps 1, 2

@@ -118,16 +118,21 @@ def test_reconstruction_losses_share_the_perceptual_target():
     shading = images(6, (2, 3, 48, 48))[1]
     valid = (torch.rand(2, 1, 48, 48, generator=torch.Generator().manual_seed(7)) > 0.3).float()
     out = {"image": image, "shading_only": shading}
-    cfg = {k: 0.0 for k in L.RECON_WEIGHTS if k not in ("photometric", "photometric_l1",
-                                                          "photometric_perceptual", "mean_texture")}
-    kwargs = dict(laplacian=None, edges=None, rest_sq_lengths=None, weights_init=None, perceptual=perceptual,
-                  cfg=cfg)
+    cfg = {
+        k: 0.0
+        for k in L.RECON_WEIGHTS
+        if k not in ("photometric", "photometric_l1", "photometric_perceptual", "mean_texture")
+    }
+    kwargs = dict(
+        laplacian=None, edges=None, rest_sq_lengths=None, weights_init=None, perceptual=perceptual, cfg=cfg
+    )
     fast = L.reconstruction_losses(out, sr, valid, **kwargs)
     assert calls == [(2, 3, 48, 48)]
     # the reference: each term encodes its own target
     w = {**L.RECON_WEIGHTS, **cfg}
-    photometric = w["photometric"] * L.photometric_loss(image, sr, valid, perceptual, w["photometric_l1"],
-                                                        w["photometric_perceptual"])
+    photometric = w["photometric"] * L.photometric_loss(
+        image, sr, valid, perceptual, w["photometric_l1"], w["photometric_perceptual"]
+    )
     mean_texture = w["mean_texture"] * L.mean_texture_loss(shading, sr, perceptual, valid)
     assert calls == [(2, 3, 48, 48)]
     assert set(fast) == {"photometric", "mean_texture", "total"}
@@ -142,8 +147,9 @@ def test_reconstruction_losses_share_the_perceptual_target():
 @pytest.mark.parametrize("d_extra", [0, 3])
 def test_condition_network_first_layer(d_extra):
     torch.manual_seed(0)
-    net = ConditionNetwork(torch.randn(50, 4), d_cond=7, width=16, depth=3, d_extra=d_extra,
-                           init="geometric").double()
+    net = ConditionNetwork(
+        torch.randn(50, 4), d_cond=7, width=16, depth=3, d_extra=d_extra, init="geometric"
+    ).double()
     cond = torch.randn(7, dtype=torch.float64)
     extra = torch.randn(50, d_extra, dtype=torch.float64) if d_extra else None
     params = list(net.parameters())
@@ -165,7 +171,9 @@ def test_condition_network_first_layer(d_extra):
 
 def test_sh_shade_matmul():
     gen = torch.Generator().manual_seed(0)
-    normals = torch.nn.functional.normalize(torch.randn(3, 5, 7, 3, generator=gen, dtype=torch.float64), dim=-1)
+    normals = torch.nn.functional.normalize(
+        torch.randn(3, 5, 7, 3, generator=gen, dtype=torch.float64), dim=-1
+    )
     coeffs = torch.randn(3, 27, generator=gen, dtype=torch.float64)
     normals.requires_grad_(True)
     coeffs.requires_grad_(True)
@@ -219,9 +227,11 @@ def test_masked_decode_equals_full_decode_times_mask():
     params = list(giif.imnet.parameters())
     weights = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     results = []
-    for decode in (lambda: giif_decode(giif, lr, normal, (32, 32), 100) * mask,
-                   lambda: giif_decode_masked(giif, lr, normal, mask, 100),
-                   lambda: giif_decode_masked(giif, lr, normal, mask, 37, checkpoint=True)):
+    for decode in (
+        lambda: giif_decode(giif, lr, normal, (32, 32), 100) * mask,
+        lambda: giif_decode_masked(giif, lr, normal, mask, 100),
+        lambda: giif_decode_masked(giif, lr, normal, mask, 37, checkpoint=True),
+    ):
         out = decode()
         results.append((out.detach(), torch.autograd.grad((out * weights).sum(), params)))
     (ref, ref_grads), *others = results

@@ -37,8 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"giif": "main_giif.py", "disc": "main_disc.py", "srhand": "main.py"}
 RESUME_FLAG = {"giif": "--resume", "disc": "--resume", "srhand": "--r"}
 # Log lines that open and close the training span over which kill moments are drawn.
-SPAN = {"giif": ("train step ", "training done"), "disc": ("train step ", "training done"),
-        "srhand": ("run folder", "training wall time")}
+SPAN = {
+    "giif": ("train step ", "training done"),
+    "disc": ("train step ", "training done"),
+    "srhand": ("run folder", "training wall time"),
+}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 ENV.pop("SRHAND_DEBUG", None)
 FAULTS: list[str] = []  # one line per injected fault and what happened (printed for the issue's closing note)
@@ -105,8 +108,14 @@ class Run:
 
     def __init__(self, argv: list[str], cwd: Path):
         self.start = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=cwd,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[tuple[float, str]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -165,8 +174,9 @@ def assert_same_weights(a: Path, b: Path, entries=("model",)) -> None:
             assert torch.equal(value, cb[entry]["sd"][key]), f"{a.name} {entry}.{key} differs after the kills"
 
 
-def kill_and_resume(stage: str, conf: Path, tmp_path: Path, kills: int, seed: int, extra=(),
-                    round_kill: bool = False):
+def kill_and_resume(
+    stage: str, conf: Path, tmp_path: Path, kills: int, seed: int, extra=(), round_kill: bool = False
+):
     """Reference run, then ``kills`` SIGKILLs with restarts, then a final run; returns both folders."""
     script = str(REPO / SCRIPTS[stage])
     base = [script, "--conf", str(conf), "--device", "cpu", *extra]
@@ -192,15 +202,22 @@ def kill_and_resume(stage: str, conf: Path, tmp_path: Path, kills: int, seed: in
         if not killed:
             assert run.proc.returncode == 0, run.output[-3000:]
         if what == "round":  # killed after the round began and before it ended
-            assert killed and run.seen("GIIF fine-tuning round") and not run.seen(" done in "), run.output[-3000:]
+            assert killed and run.seen("GIIF fine-tuning round") and not run.seen(" done in "), run.output[
+                -3000:
+            ]
         last = latest_checkpoint(faulty)
         state = load_checkpoint(last) if last is not None else None
-        where = (f"phase {state.get('phase', '-')}, epoch {state['epoch']}, step {state['step']}"
-                 if state is not None else "no checkpoint yet")
+        where = (
+            f"phase {state.get('phase', '-')}, epoch {state['epoch']}, step {state['step']}"
+            if state is not None
+            else "no checkpoint yet"
+        )
         count = check_left_behind(faulty)
-        FAULTS.append(f"{stage}: SIGKILL {delay:.2f} s after '{trigger}' ({what}): "
-                      f"{'killed' if killed else 'finished first'}; {count} checkpoint file(s) left, all load; "
-                      f"resume point: {where}")
+        FAULTS.append(
+            f"{stage}: SIGKILL {delay:.2f} s after '{trigger}' ({what}): "
+            f"{'killed' if killed else 'finished first'}; {count} checkpoint file(s) left, all load; "
+            f"resume point: {where}"
+        )
     argv = [*base, "--out", str(faulty)] + ([RESUME_FLAG[stage]] if latest_checkpoint(faulty) else [])
     final = Run(argv, tmp_path)
     assert final.wait() == 0, final.output[-3000:]
@@ -210,6 +227,7 @@ def kill_and_resume(stage: str, conf: Path, tmp_path: Path, kills: int, seed: in
 
 def assert_same_metrics(a: Path, b: Path, rel: float = 0.0) -> None:
     """``metrics.json`` of both folders equal apart from timings (floats within ``rel`` when it is > 0)."""
+
     def compare(x, y, where):
         if isinstance(x, dict):
             assert isinstance(y, dict) and set(x) == set(y), where
@@ -224,8 +242,11 @@ def assert_same_metrics(a: Path, b: Path, rel: float = 0.0) -> None:
         else:
             assert x == y, (where, x, y)
 
-    compare(strip_timings(json.loads((a / "metrics.json").read_text())),
-            strip_timings(json.loads((b / "metrics.json").read_text())), "metrics")
+    compare(
+        strip_timings(json.loads((a / "metrics.json").read_text())),
+        strip_timings(json.loads((b / "metrics.json").read_text())),
+        "metrics",
+    )
 
 
 def test_giif_killed_and_resumed(tmp_path, assets):
@@ -240,16 +261,21 @@ def test_disc_killed_and_resumed(tmp_path, assets):
     ref, faulty = kill_and_resume("disc", sr_conf(tmp_path, assets, "disc"), tmp_path, kills=2, seed=132)
     assert_same_weights(ref / "giif.pth", faulty / "giif.pth")
     assert_same_weights(ref / "disc.pth", faulty / "disc.pth")
-    assert_same_weights(ref / "checkpoints" / "last.pth", faulty / "checkpoints" / "last.pth", ("model", "disc"))
+    assert_same_weights(
+        ref / "checkpoints" / "last.pth", faulty / "checkpoints" / "last.pth", ("model", "disc")
+    )
     assert_same_metrics(ref, faulty)
 
 
 def test_srhand_killed_and_resumed_also_inside_a_finetuning_round(tmp_path, assets):
-    ref, faulty = kill_and_resume("srhand", srhand_conf(tmp_path, assets), tmp_path, kills=3, seed=133,
-                                  round_kill=True)
+    ref, faulty = kill_and_resume(
+        "srhand", srhand_conf(tmp_path, assets), tmp_path, kills=3, seed=133, round_kill=True
+    )
     assert_same_weights(ref / "model.pth", faulty / "model.pth")
     assert_same_weights(ref / "implicit_model.pth", faulty / "implicit_model.pth")
-    assert_same_metrics(ref, faulty, rel=1e-6)  # see docs/failure_modes.md: SR metrics differ in the 9th digit
+    assert_same_metrics(
+        ref, faulty, rel=1e-6
+    )  # see docs/failure_modes.md: SR metrics differ in the 9th digit
     assert any("(round): killed" in line for line in FAULTS if line.startswith("srhand"))
 
 
@@ -282,12 +308,16 @@ def test_disk_full_keeps_the_previous_checkpoint(trained, monkeypatch, capsys):
     monkeypatch.setattr(torch, "save", disk_full)
     assert run_giif(conf, "--resume", "--set", "train.max_steps=4") == 2
     err = capsys.readouterr().err
-    line = err[err.index("error: WriteFailedError"):].splitlines()[0]  # one line (after tqdm's bar on stderr)
+    line = err[err.index("error: WriteFailedError") :].splitlines()[
+        0
+    ]  # one line (after tqdm's bar on stderr)
     assert "last.pth" in line and "disk is full" in line and "previous version is unchanged" in line
     assert last.read_bytes() == before and load_checkpoint(last)["step"] == 2
     assert not list(run_dir.rglob(".*.tmp")) and not (run_dir / ".run.lock").exists()
-    FAULTS.append("giif: torch.save raising ENOSPC at the next checkpoint: exit 2, 'disk is full', "
-                  "last.pth unchanged (step 2), no temporary file left, lock released")
+    FAULTS.append(
+        "giif: torch.save raising ENOSPC at the next checkpoint: exit 2, 'disk is full', "
+        "last.pth unchanged (step 2), no temporary file left, lock released"
+    )
 
 
 def test_read_only_folder_keeps_the_previous_checkpoint(trained, monkeypatch, capsys):
@@ -306,8 +336,10 @@ def test_read_only_folder_keeps_the_previous_checkpoint(trained, monkeypatch, ca
     err = capsys.readouterr().err
     assert "last.pth" in err and "read-only file system" in err and "previous version is unchanged" in err
     assert last.read_bytes() == before
-    FAULTS.append("giif: checkpoint folder read-only (mkstemp raising EROFS): exit 2, 'read-only file system', "
-                  "last.pth unchanged")
+    FAULTS.append(
+        "giif: checkpoint folder read-only (mkstemp raising EROFS): exit 2, 'read-only file system', "
+        "last.pth unchanged"
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -325,8 +357,10 @@ def test_really_read_only_run_folder(trained, capsys):
 # ---------------------------------------------------------------------------------------------- user errors vs bugs
 def minimal_giif_conf(tmp_path: Path) -> Path:
     path = tmp_path / "min.conf"
-    path.write_text(f"exp_name = guard\nout_root = {json.dumps(str(tmp_path / 'runs'))}\nuse_tensorboard = false\n"
-                    f"data {{ data_path = {json.dumps(str(tmp_path))} }}\n")
+    path.write_text(
+        f"exp_name = guard\nout_root = {json.dumps(str(tmp_path / 'runs'))}\nuse_tensorboard = false\n"
+        f"data {{ data_path = {json.dumps(str(tmp_path))} }}\n"
+    )
     return path
 
 
@@ -341,15 +375,20 @@ def raise_in_stage_body(monkeypatch, error: BaseException) -> None:
     monkeypatch.delenv("SRHAND_DEBUG", raising=False)
 
 
-@pytest.mark.parametrize("error", [KeyError("train.nope"), ValueError("a bug"), OSError(errno.EIO, "a bug")],
-                         ids=["KeyError", "ValueError", "OSError"])
+@pytest.mark.parametrize(
+    "error",
+    [KeyError("train.nope"), ValueError("a bug"), OSError(errno.EIO, "a bug")],
+    ids=["KeyError", "ValueError", "OSError"],
+)
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch, error):
     """A plain KeyError / ValueError / OSError is a bug, not a user error: it propagates (traceback), no exit 2."""
     raise_in_stage_body(monkeypatch, error)
     with pytest.raises(type(error)) as info:
         run_giif(minimal_giif_conf(tmp_path))
     assert info.value is error
-    assert not (tmp_path / "runs" / "guard" / ".run.lock").exists()  # close_run released the lock all the same
+    assert not (
+        tmp_path / "runs" / "guard" / ".run.lock"
+    ).exists()  # close_run released the lock all the same
 
 
 def test_an_input_error_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):

@@ -240,12 +240,20 @@ def _query_values_and_grads(model, mode, lr, normals, coord, cell):
     scalar of it w.r.t. every parameter and every input (None for an input the model ignores)."""
     model.query_mode = mode
     model.zero_grad()
-    inputs = [t.detach().clone().requires_grad_() if t is not None else None for t in (lr, normals, coord, cell)]
+    inputs = [
+        t.detach().clone().requires_grad_() if t is not None else None for t in (lr, normals, coord, cell)
+    ]
     out = model(*inputs)
     weights = torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view_as(out)
     (out * weights).mean().backward()  # a weighted mean: gradients of order 1
     grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-    grads.update({name: t.grad for name, t in zip(("lr", "normals", "coord", "cell"), inputs, strict=True) if t is not None})
+    grads.update(
+        {
+            name: t.grad
+            for name, t in zip(("lr", "normals", "coord", "cell"), inputs, strict=True)
+            if t is not None
+        }
+    )
     return out.detach(), grads
 
 
@@ -257,7 +265,9 @@ def _factorized_case(case, dtype=torch.float32, batch=2, queries=700):
     lr = torch.rand(batch, 3, 5, 6, generator=g, dtype=dtype)
     normals = smooth_normals(20, 28).to(dtype).expand(batch, -1, -1, -1) if kwargs["use_normal"] else None
     coord = torch.rand(batch, queries, 2, generator=g, dtype=dtype) * 2 - 1
-    coord[:, :4] = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [-0.999, 0.999], [0.0, 0.0]], dtype=dtype)  # borders
+    coord[:, :4] = torch.tensor(
+        [[-1.0, -1.0], [1.0, 1.0], [-0.999, 0.999], [0.0, 0.0]], dtype=dtype
+    )  # borders
     cell = torch.rand(batch, queries, 2, generator=g, dtype=dtype) * 0.3 + 0.01
     return model, lr, normals, coord, cell
 
@@ -529,8 +539,10 @@ def test_registry_runtime_args_are_accepted_but_not_recorded(monkeypatch):
 
 def test_import_models_registers_every_network():
     # the network modules are imported by `import models` itself: no lazy list to keep in step
-    code = ("import sys, models; assert {'giif', 'liif', 'rdn', 'hg_filter', 'unet_disc_sn'} <= "
-            "set(models.registry._REGISTRY); assert 'models.avatar' not in sys.modules")
+    code = (
+        "import sys, models; assert {'giif', 'liif', 'rdn', 'hg_filter', 'unet_disc_sn'} <= "
+        "set(models.registry._REGISTRY); assert 'models.avatar' not in sys.modules"
+    )
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
 

@@ -90,7 +90,10 @@ def test_giif_train_eval_resume(tmp_path, tiny_capture_root):
 
     # --eval rebuilds the model from the checkpoint's own spec and writes grids with --save_vis.
     (run_dir / "metrics.json").unlink()
-    assert run("giif", ["--conf", str(conf), "--eval", "--model_path", str(run_dir / "giif.pth"), "--save_vis"]) == 0
+    assert (
+        run("giif", ["--conf", str(conf), "--eval", "--model_path", str(run_dir / "giif.pth"), "--save_vis"])
+        == 0
+    )
     assert (run_dir / "metrics.json").is_file()
     assert len(list((run_dir / "eval_vis").glob("*.png"))) == 3  # one grid per scale
 
@@ -99,8 +102,13 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_capture_root):
     conf = write_conf(tmp_path, tiny_capture_root, "train.ckpt_every = 0")
     assert run("giif", ["--conf", str(conf), "--out", str(tmp_path / "a"), "--set", "train.max_steps=4"]) == 0
     assert run("giif", ["--conf", str(conf), "--out", str(tmp_path / "b"), "--set", "train.max_steps=2"]) == 0
-    assert run("giif", ["--conf", str(conf), "--out", str(tmp_path / "b"), "--resume",
-                        "--set", "train.max_steps=4"]) == 0
+    assert (
+        run(
+            "giif",
+            ["--conf", str(conf), "--out", str(tmp_path / "b"), "--resume", "--set", "train.max_steps=4"],
+        )
+        == 0
+    )
     a = load_checkpoint(tmp_path / "a" / "giif.pth")["model"]["sd"]
     b = load_checkpoint(tmp_path / "b" / "giif.pth")["model"]["sd"]
     for key in a:
@@ -109,12 +117,19 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_capture_root):
 
 def test_disc_stage_and_eval(tmp_path, tiny_capture_root):
     giif_conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 2")
-    conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 2\nmodel_disc { args { num_feat = 8 } }",
-                      name="disc.conf")
+    conf = write_conf(
+        tmp_path,
+        tiny_capture_root,
+        "train.max_steps = 2\nmodel_disc { args { num_feat = 8 } }",
+        name="disc.conf",
+    )
     giif_dir = tmp_path / "giif_run"
     assert run("giif", ["--conf", str(giif_conf), "--out", str(giif_dir)]) == 0
     disc_dir = tmp_path / "disc_run"
-    assert run("disc", ["--conf", str(conf), "--out", str(disc_dir), "--model_path", str(giif_dir / "giif.pth")]) == 0
+    assert (
+        run("disc", ["--conf", str(conf), "--out", str(disc_dir), "--model_path", str(giif_dir / "giif.pth")])
+        == 0
+    )
     disc = load_checkpoint(disc_dir / "disc.pth", stage="disc")
     assert disc["model"]["name"] == "unet_disc_sn"
     last = load_checkpoint(disc_dir / "checkpoints" / "last.pth", stage="disc")
@@ -125,8 +140,23 @@ def test_disc_stage_and_eval(tmp_path, tiny_capture_root):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # The authors' validation command.
     (disc_dir / "metrics.json").unlink()
-    assert run("disc", ["--conf", str(conf), "--out", str(disc_dir), "--eval", "--model_path",
-                        str(disc_dir / "giif.pth"), "--model_path_disc", str(disc_dir / "disc.pth")]) == 0
+    assert (
+        run(
+            "disc",
+            [
+                "--conf",
+                str(conf),
+                "--out",
+                str(disc_dir),
+                "--eval",
+                "--model_path",
+                str(disc_dir / "giif.pth"),
+                "--model_path_disc",
+                str(disc_dir / "disc.pth"),
+            ],
+        )
+        == 0
+    )
     assert (disc_dir / "metrics.json").is_file()
 
 
@@ -134,8 +164,13 @@ def test_disc_diagnostics_logged_and_do_not_change_training(tmp_path, tiny_captu
     """D's accuracies and the adversarial/L1 gradient ratio reach metrics.json with sane values; the
     measurement leaves the trained weights bit-identical; at adv_weight 0 the ratio is exactly 0."""
     giif_conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 2")
-    conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 4\ntrain.ckpt_every = 0\n"
-                      "model_disc { args { num_feat = 8 } }\nadv { adv_weight = 1.0 }", name="disc.conf")
+    conf = write_conf(
+        tmp_path,
+        tiny_capture_root,
+        "train.max_steps = 4\ntrain.ckpt_every = 0\n"
+        "model_disc { args { num_feat = 8 } }\nadv { adv_weight = 1.0 }",
+        name="disc.conf",
+    )
     giif = tmp_path / "giif_run" / "giif.pth"
     assert run("giif", ["--conf", str(giif_conf), "--out", str(giif.parent)]) == 0
 
@@ -200,8 +235,21 @@ def test_config_and_checkpoint_errors(tmp_path, tiny_capture_root, capsys):
 
     assert run("giif", ["--conf", str(conf)]) == 0
     model_path = str(tmp_path / "runs" / "tiny" / "giif.pth")
-    assert run("giif", ["--conf", str(conf), "--eval", "--model_path", model_path,
-                        "--set", "model.args.hidden_list=[12]"]) == 2
+    assert (
+        run(
+            "giif",
+            [
+                "--conf",
+                str(conf),
+                "--eval",
+                "--model_path",
+                model_path,
+                "--set",
+                "model.args.hidden_list=[12]",
+            ],
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "hidden_list" in err and "different architecture" in err
 
@@ -226,19 +274,38 @@ def test_nan_guard_names_step_and_terms(tmp_path, tiny_capture_root, monkeypatch
 def test_entry_script_subprocess(tmp_path, tiny_capture_root):
     """The real command line, as a user runs it."""
     conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 1")
-    result = subprocess.run([sys.executable, str(REPO / "main_giif.py"), "--conf", str(conf)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, str(REPO / "main_giif.py"), "--conf", str(conf)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "runs" / "tiny" / "giif.pth").is_file()
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_keep_replicas_identical(tmp_path, tiny_capture_root):
-    conf = write_conf(tmp_path, tiny_capture_root, "train.max_steps = 2\ntrain.batch_size = 1\ntrain.check_replicas = true")
+    conf = write_conf(
+        tmp_path, tiny_capture_root, "train.max_steps = 2\ntrain.batch_size = 1\ntrain.check_replicas = true"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           str(REPO / "main_giif.py"), "--conf", str(conf), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        str(REPO / "main_giif.py"),
+        "--conf",
+        str(conf),
+        "--device",
+        "cpu",
+    ]
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     sums = json.loads((tmp_path / "runs" / "tiny" / "replica_checksums.json").read_text())

@@ -27,7 +27,9 @@ def render_rest_hand() -> np.ndarray:
     hand = HandModel.from_file(default_hand_model_path("right"))
     verts, _ = hand(torch.zeros(1, 48), torch.zeros(1, 10), torch.zeros(1, 3))
     centre = verts[0].mean(0)
-    R, t = look_at(eye=(centre + torch.tensor([0.0, -0.4, 0.0])).tolist(), target=centre.tolist(), up=(0.0, 0.0, 1.0))
+    R, t = look_at(
+        eye=(centre + torch.tensor([0.0, -0.4, 0.0])).tolist(), target=centre.tolist(), up=(0.0, 0.0, 1.0)
+    )
     focal = 1.5 * SIZE
     K = torch.tensor([[focal, 0.0, SIZE / 2], [0.0, focal, SIZE / 2], [0.0, 0.0, 1.0]])
     cams = Cameras(K=K[None], R=R[None], t=t[None], image_size=(SIZE, SIZE))

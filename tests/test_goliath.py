@@ -74,7 +74,9 @@ def test_cameras_frames_and_report(capture):
     assert skipped["not fully lit (light pattern 2, 5 lights)"] == [1, 5, 7]
     text = seq.summary()
     assert "dropped camera cam400003: no segmentation_fgbg zip" in text and "skipped 3 frame(s)" in text
-    with pytest.raises(ValueError, match=r"no usable train frame.*'segmentation missing in some selected camera': 1"):
+    with pytest.raises(
+        ValueError, match=r"no usable train frame.*'segmentation missing in some selected camera': 1"
+    ):
         read(capture, split="train")  # frame 9 has no segmentation in cam400002, 10 and 11 are partially lit
 
 
@@ -121,9 +123,18 @@ def test_known_points_project_to_rendered_pixels(capture):
         uv, z = seq.project(torch.as_tensor(points, dtype=torch.float32), v)
         assert np.allclose(uv.numpy(), expected, atol=1e-3) and np.allclose(z.numpy(), x_cam[:, 2], atol=1e-6)
     for fi, frame in enumerate(seq.frame_ids):
-        verts = torch.as_tensor(capture["verts"][frame], dtype=torch.float32)[None].expand(seq.num_views, -1, -1)
-        mask, _ = render_mask_and_normals(verts, seq.faces, seq.cameras.K, seq.cameras.R, seq.cameras.t,
-                                          seq.cameras.image_size, backend="torch")
+        verts = torch.as_tensor(capture["verts"][frame], dtype=torch.float32)[None].expand(
+            seq.num_views, -1, -1
+        )
+        mask, _ = render_mask_and_normals(
+            verts,
+            seq.faces,
+            seq.cameras.K,
+            seq.cameras.R,
+            seq.cameras.t,
+            seq.cameras.image_size,
+            backend="torch",
+        )
         for v in range(seq.num_views):
             seg = seq.load_segmentation(fi, v)
             ours = mask[v, 0].numpy() > 0
@@ -156,7 +167,9 @@ def test_sample_and_select(capture):
     import pickle
 
     copy = pickle.loads(pickle.dumps(sub))  # DataLoader workers: no open zip or hand model travels
-    assert isinstance(copy, goliath.GoliathSequence) and np.array_equal(copy.load_image(0, 0), sub.load_image(0, 0))
+    assert isinstance(copy, goliath.GoliathSequence) and np.array_equal(
+        copy.load_image(0, 0), sub.load_image(0, 0)
+    )
 
 
 def test_scan_ground_truth_is_cropped_to_the_hand(capture):
@@ -196,8 +209,10 @@ def test_calibration_errors(capture, tmp_path):
             T[3, :3] /= 1000.0
             e["T"] = T.tolist()
 
-    for edit, match in ((untransposed, "not a transposed intrinsic matrix"),
-                        (metres, "expected a dome of about a metre")):
+    for edit, match in (
+        (untransposed, "not a transposed intrinsic matrix"),
+        (metres, "expected a dome of about a metre"),
+    ):
         cap = copy_capture(capture, tmp_path / edit.__name__)
         _edit_calibration(cap, edit)
         with pytest.raises(GoliathFormatError, match=match) as err:
@@ -263,8 +278,12 @@ def test_fit_cache_and_residuals(capture, tmp_path, monkeypatch):
         assert len(points) == len(frames) and joints is None or len(joints) == len(frames)
         calls.append(frames)
         stack = [np.stack([capture["params"][f][i] for f in frames]) for i in range(3)]
-        return SimpleNamespace(pose=torch.tensor(stack[0]).float(), shape=torch.tensor(fx.SHAPE).float(),
-                               trans=torch.tensor(stack[2]).float(), report={"converged": True})
+        return SimpleNamespace(
+            pose=torch.tensor(stack[0]).float(),
+            shape=torch.tensor(fx.SHAPE).float(),
+            trans=torch.tensor(stack[2]).float(),
+            report={"converged": True},
+        )
 
     monkeypatch.setattr(goliath_fit, "_fit", truth_fit)
     pending = [[0, 3, 6]]
@@ -282,8 +301,13 @@ def test_fit_cache_and_residuals(capture, tmp_path, monkeypatch):
     assert calls == [[0, 3, 6]] and again.report["mano_fit"]["from_cache"] == 3
     assert torch.equal(again.mano_pose, seq.mano_pose)
     pending.append([9])
-    more = read_goliath_sequence(capture["capture_dir"], keypoint_order="interhand", fit_cache_dir=tmp_path,
-                                 split="all", cameras=["cam400001"])
+    more = read_goliath_sequence(
+        capture["capture_dir"],
+        keypoint_order="interhand",
+        fit_cache_dir=tmp_path,
+        split="all",
+        cameras=["cam400001"],
+    )
     assert more.frame_ids == [0, 3, 6, 9] and calls[-1] == [9]
     assert more.report["mano_fit"]["fitted"] == 1 and more.report["mano_fit"]["from_cache"] == 3
     # another fit configuration is another cache file
@@ -305,7 +329,10 @@ def test_fit_targets_must_be_in_the_world_frame_in_mm(capture, tmp_path, monkeyp
         for f in fx.FULLY_LIT:
             zf.writestr(f"registration_vertices/{f:06d}.ply", fx._ply(verts / 1000.0))
     goliath.clear_caches()
-    with pytest.raises(GoliathFormatError, match="registration_vertices.zip:registration_vertices/000000.ply: .* expected a hand .* in millimetres"):
+    with pytest.raises(
+        GoliathFormatError,
+        match="registration_vertices.zip:registration_vertices/000000.ply: .* expected a hand .* in millimetres",
+    ):
         read_goliath_sequence(cap["capture_dir"])
 
 
@@ -320,22 +347,29 @@ def test_scan_target_is_fitted_frame_by_frame(capture, tmp_path, monkeypatch):
         frame = fx.FULLY_LIT[len(seen)]
         seen.append((points.shape, faces.shape))
         p = capture["params"][frame]
-        return SimpleNamespace(pose=torch.tensor(p[0])[None].float(), shape=torch.tensor(p[1]).float(),
-                               trans=torch.tensor(p[2])[None].float(), report={"converged": True})
+        return SimpleNamespace(
+            pose=torch.tensor(p[0])[None].float(),
+            shape=torch.tensor(p[1]).float(),
+            trans=torch.tensor(p[2])[None].float(),
+            report={"converged": True},
+        )
 
     monkeypatch.setattr(goliath_fit, "_fit", truth_fit)
     seq = read_goliath_sequence(capture["capture_dir"], fit_target="scan", fit_cache_dir=tmp_path)
     assert len(seen) == 3 and all(points[0] == 1 and faces[0] > 3000 for points, faces in seen)
     res = seq.report["mano_fit"]["residual_mm"]
-    assert res["mano_to_target"] < 0.01 and res["target_to_mano"] > 0.05  # the forearm box (8 of 3101 points) is in the scan
+    assert (
+        res["mano_to_target"] < 0.01 and res["target_to_mano"] > 0.05
+    )  # the forearm box (8 of 3101 points) is in the scan
     assert "keypoints_3d not used" in seq.summary()
 
 
 def test_fitted_mano_is_close_to_the_truth(capture, tmp_path):
     """The project's fitter on the fixture's registrations and keypoints recovers the posed hand."""
     pytest.importorskip("utils.geometry.mano_fit")
-    seq = read_goliath_sequence(capture["capture_dir"], keypoint_order="interhand", fit_cache_dir=tmp_path,
-                                num_frames=2)
+    seq = read_goliath_sequence(
+        capture["capture_dir"], keypoint_order="interhand", fit_cache_dir=tmp_path, num_frames=2
+    )
     verts, _ = seq.mano_forward()
     for fi, frame in enumerate(seq.frame_ids):
         err_mm = np.linalg.norm(verts[fi].double().numpy() - capture["verts"][frame], axis=1).mean() * 1000
@@ -344,7 +378,9 @@ def test_fitted_mano_is_close_to_the_truth(capture, tmp_path):
     assert res["target_to_mano"] < 2.0 and res["keypoints"] < 3.0, res
     # the scan, forearm box included, without keypoints (a robust loss by default)
     scan = read_goliath_sequence(capture["capture_dir"], fit_target="scan", frame_ids=[3])
-    err_mm = np.linalg.norm(scan.mano_forward()[0][0].double().numpy() - capture["verts"][3], axis=1).mean() * 1000
+    err_mm = (
+        np.linalg.norm(scan.mano_forward()[0][0].double().numpy() - capture["verts"][3], axis=1).mean() * 1000
+    )
     assert err_mm < 2.0, err_mm  # about 0.9 mm
 
 
@@ -352,11 +388,17 @@ def test_fitted_mano_is_close_to_the_truth(capture, tmp_path):
 # main.py end to end on the fixture
 # ----------------------------------------------------------------------------------------------
 
-TINY_GIIF = {"name": "giif", "args": {
-    "encoder": {"name": "rdn", "args": {"G0": 8, "kernel_size": 3, "D": 1, "C": 1, "G": 4}},
-    "normal_encoder": {"name": "hg_filter", "args": {"in_ch": 3, "num_stack": 1, "depth": 1, "n_feat": 8,
-                                                     "out_dim": 8, "norm": "group"}},
-    "hidden_list": [16]}}
+TINY_GIIF = {
+    "name": "giif",
+    "args": {
+        "encoder": {"name": "rdn", "args": {"G0": 8, "kernel_size": 3, "D": 1, "C": 1, "G": 4}},
+        "normal_encoder": {
+            "name": "hg_filter",
+            "args": {"in_ch": 3, "num_stack": 1, "depth": 1, "n_feat": 8, "out_dim": 8, "norm": "group"},
+        },
+        "hidden_list": [16],
+    },
+}
 
 
 def test_main_runs_on_the_fixture(capture, tmp_path):
@@ -370,20 +412,52 @@ def test_main_runs_on_the_fixture(capture, tmp_path):
 
     torch.manual_seed(0)
     config = {"data": {"normal_space": "camera", "normal_size": 32}}
-    save_atomic(make_checkpoint("giif", model_entry(registry.make(TINY_GIIF)), config=config), tmp_path / "giif.pth")
-    save_atomic(make_checkpoint("disc", model_entry(registry.make({"name": "unet_disc_sn", "args": {"num_feat": 4}})),
-                                config=config), tmp_path / "disc.pth")
+    save_atomic(
+        make_checkpoint("giif", model_entry(registry.make(TINY_GIIF)), config=config), tmp_path / "giif.pth"
+    )
+    save_atomic(
+        make_checkpoint(
+            "disc",
+            model_entry(registry.make({"name": "unet_disc_sn", "args": {"num_feat": 4}})),
+            config=config,
+        ),
+        tmp_path / "disc.pth",
+    )
     sets = {
-        "exp_name": "tiny_goliath", "out_root": tmp_path / "runs", "use_tensorboard": "false",
-        "giif_model": tmp_path / "giif.pth", "disc_model": tmp_path / "disc.pth", "log_every": 4,
-        "data.data_path": capture["capture_dir"], "data.num_views": 2, "data.num_frames": 2, "data.hr_size": 32,
-        "data.lr_size": 8, "data.normal_size": 32, "data.goliath.keypoint_order": "interhand",
-        "model.subdivision_levels": 1, "model.lbs_width": 16, "model.lbs_depth": 2, "model.color_width": 16,
-        "model.color_depth": 2, "model.delta_width": 16, "model.delta_depth": 2,
-        "albedo.epochs": 2, "albedo.batch_size": 2, "sfs.epochs": 2, "sfs.batch_size": 2,
-        "train.epochs": 2, "train.batch_size": 2, "train.perceptual": "none", "train.renew_means_every": 1,
-        "finetune.update_term": 1, "finetune.inner_epochs": 2, "finetune.batch_size": 2,
-        "finetune.checkpoint_chunks": "false", "eval.perceptual": "none", "eval.p2p_samples": 300,
+        "exp_name": "tiny_goliath",
+        "out_root": tmp_path / "runs",
+        "use_tensorboard": "false",
+        "giif_model": tmp_path / "giif.pth",
+        "disc_model": tmp_path / "disc.pth",
+        "log_every": 4,
+        "data.data_path": capture["capture_dir"],
+        "data.num_views": 2,
+        "data.num_frames": 2,
+        "data.hr_size": 32,
+        "data.lr_size": 8,
+        "data.normal_size": 32,
+        "data.goliath.keypoint_order": "interhand",
+        "model.subdivision_levels": 1,
+        "model.lbs_width": 16,
+        "model.lbs_depth": 2,
+        "model.color_width": 16,
+        "model.color_depth": 2,
+        "model.delta_width": 16,
+        "model.delta_depth": 2,
+        "albedo.epochs": 2,
+        "albedo.batch_size": 2,
+        "sfs.epochs": 2,
+        "sfs.batch_size": 2,
+        "train.epochs": 2,
+        "train.batch_size": 2,
+        "train.perceptual": "none",
+        "train.renew_means_every": 1,
+        "finetune.update_term": 1,
+        "finetune.inner_epochs": 2,
+        "finetune.batch_size": 2,
+        "finetune.checkpoint_chunks": "false",
+        "eval.perceptual": "none",
+        "eval.p2p_samples": 300,
         "eval.num_frames": 3,  # the first 3 fully-lit test frames (0, 3, 6) minus the fitting ones
     }
     args = ["--conf", "conf/goliath_GIIF_16_256.conf", "--device", "cpu"]
@@ -403,7 +477,10 @@ def test_main_runs_on_the_fixture(capture, tmp_path):
         caches = list((run_dir / "goliath_mano").glob("mano_fit_*.npz"))
         assert len(caches) == 1
         (run_dir / "metrics.json").unlink()
-        assert main_guard(lambda: run_srhand("main.py", args + ["--eval", "--r", "--model_path", str(run_dir)])) == 0
+        assert (
+            main_guard(lambda: run_srhand("main.py", args + ["--eval", "--r", "--model_path", str(run_dir)]))
+            == 0
+        )
         again = json.loads((run_dir / "metrics.json").read_text())
         assert again["p2p_mm"] == pytest.approx(report["p2p_mm"], rel=1e-4)
     finally:

@@ -29,8 +29,15 @@ def test_cpu_tiny_dry_run(tmp_path):
     status = gpu_check.main(["--device", "cpu", "--tiny", "--steps", "1", "--out", str(out)])
     result = json.loads(out.with_suffix(".json").read_text())
     stages = result["stages"]
-    assert list(stages) == ["giif_train", "disc_step", "srhand_joint", "srhand_finetune", "srhand_eval",
-                            "fastpaths_parity", "nvdiffrast_parity"]
+    assert list(stages) == [
+        "giif_train",
+        "disc_step",
+        "srhand_joint",
+        "srhand_finetune",
+        "srhand_eval",
+        "fastpaths_parity",
+        "nvdiffrast_parity",
+    ]
     for name in ("giif_train", "disc_step", "srhand_joint", "srhand_finetune", "srhand_eval"):
         assert stages[name]["status"] == "pass", (name, stages[name].get("traceback"))
         assert stages[name]["step_s"] > 0 and stages[name]["peak_mib"] > 0
@@ -55,8 +62,9 @@ def test_failing_stage_is_recorded(monkeypatch, tmp_path):
 
     monkeypatch.setattr(gpu_check._Stages, "giif_train", broken)
     monkeypatch.setattr(gpu_check, "make_data", lambda root, tiny: root)  # no data needed for these stages
-    settings = gpu_check.CheckSettings(device="cpu", tiny=True, steps=1, stages=("giif_train", "nvdiffrast_parity"),
-                                       work_dir=str(tmp_path))
+    settings = gpu_check.CheckSettings(
+        device="cpu", tiny=True, steps=1, stages=("giif_train", "nvdiffrast_parity"), work_dir=str(tmp_path)
+    )
     result = gpu_check.run_check(settings, log=lambda *a: None)
     assert result["stages"]["giif_train"]["status"] == "fail"
     assert "boom" in result["stages"]["giif_train"]["error"]

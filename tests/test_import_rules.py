@@ -96,9 +96,12 @@ def package_rules() -> dict[str, tuple[list[str], str]]:
             rest = ITEM_RE.sub("", body).replace(",", " ").replace(" and ", " ").split()
             assert (allowed and not rest) or (not allowed and rest == ["none"]), (
                 f"{path.relative_to(REPO)}: 'Imports allowed: {body}' is not a list of ``module`` names (or "
-                "'none') up to the first ';' or the end of its paragraph")
+                "'none') up to the first ';' or the end of its paragraph"
+            )
             unknown = [a for a in allowed if a not in FILES]
-            assert not unknown, f"{path.relative_to(REPO)}: the rule names modules that do not exist: {unknown}"
+            assert (
+                not unknown
+            ), f"{path.relative_to(REPO)}: the rule names modules that do not exist: {unknown}"
             rules[name] = (allowed, f"Imports allowed: {body}")
     return rules
 
@@ -120,10 +123,29 @@ def within(module: str, package: str) -> bool:
 def test_packages_state_their_import_rules():
     rules = package_rules()
     # the packages whose rule this project has written down (scripts/ is not a package)
-    expected = {"models", "datasets", "datasets.synthetic", "utils", "utils.geometry", "utils.geometry.procedural_hand",
-                "utils.metrics", "utils.render", "utils.bench", "trainers", "trainers.srhand"}
-    assert expected <= set(rules), f"packages without an 'Imports allowed:' rule: {sorted(expected - set(rules))}"
-    assert rules["trainers.srhand"][0] == ["models", "datasets", "utils", "trainers.losses", "trainers.sr_eval"]
+    expected = {
+        "models",
+        "datasets",
+        "datasets.synthetic",
+        "utils",
+        "utils.geometry",
+        "utils.geometry.procedural_hand",
+        "utils.metrics",
+        "utils.render",
+        "utils.bench",
+        "trainers",
+        "trainers.srhand",
+    }
+    assert expected <= set(
+        rules
+    ), f"packages without an 'Imports allowed:' rule: {sorted(expected - set(rules))}"
+    assert rules["trainers.srhand"][0] == [
+        "models",
+        "datasets",
+        "utils",
+        "trainers.losses",
+        "trainers.sr_eval",
+    ]
 
 
 def test_every_import_is_allowed_by_its_package_rule():
@@ -138,7 +160,9 @@ def test_every_import_is_allowed_by_its_package_rule():
             if within(target, package) or any(within(target, a) for a in allowed):
                 continue
             init = Path(*package.split(".")) / "__init__.py"
-            violations.append(f"{path.relative_to(REPO)}:{lineno} imports {target}, not allowed by {init} ('{line}')")
+            violations.append(
+                f"{path.relative_to(REPO)}:{lineno} imports {target}, not allowed by {init} ('{line}')"
+            )
     assert not violations, "\n".join(violations)
 
 
@@ -198,8 +222,12 @@ def test_no_import_cycle_at_module_level():
     cycles = [c for c in strongly_connected_components(graph) if len(c) > 1]
     report = []
     for component in cycles:
-        edges = [f"{FILES[a].relative_to(REPO)}:{where[a, b]} imports {b}"
-                 for a in component for b in sorted(graph[a]) if b in component]
+        edges = [
+            f"{FILES[a].relative_to(REPO)}:{where[a, b]} imports {b}"
+            for a in component
+            for b in sorted(graph[a])
+            if b in component
+        ]
         report.append(f"cycle {component}:\n    " + "\n    ".join(edges))
     assert not cycles, "\n".join(report)
 
@@ -211,6 +239,11 @@ def test_the_checks_see_what_they_check():
     top_level = imports(ast.parse(FILES["trainers.run"].read_text()), module_level_only=True)
     assert "trainers.giif_trainer" not in {name for _, name in top_level}
     assert "utils.config" in {name for _, name in top_level}
-    guarded = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import models\nelse:\n    import utils\n")
+    guarded = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import models\nelse:\n    import utils\n"
+    )
     assert [name for _, name in imports(guarded, module_level_only=True)] == ["utils"]
-    assert sorted(map(sorted, strongly_connected_components({"a": {"b"}, "b": {"a"}, "c": {"a"}}))) == [["a", "b"], ["c"]]
+    assert sorted(map(sorted, strongly_connected_components({"a": {"b"}, "b": {"a"}, "c": {"a"}}))) == [
+        ["a", "b"],
+        ["c"],
+    ]

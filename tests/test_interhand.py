@@ -127,13 +127,18 @@ def test_camera_and_frame_selection(tree):
     # grey camera requested explicitly: allowed
     grey = read_interhand_sequence(root, "test", 0, "SEQ_A", cameras=["cam410001"])
     assert grey.frame_ids == [100, 112, 118]
-    assert read_interhand_sequence(root, "test", 0, "SEQ_A", cameras=["cam410001"], num_frames=2,
-                                   frame_mode="first").frame_ids == [100, 112]
+    assert read_interhand_sequence(
+        root, "test", 0, "SEQ_A", cameras=["cam410001"], num_frames=2, frame_mode="first"
+    ).frame_ids == [100, 112]
     assert interhand.select_frames(list(range(10)), 3) == [0, 3, 6]
     assert interhand.select_frames(list(range(10)), 3, "first") == [0, 1, 2]
     assert interhand.select_frames([5], 20) == [5]
-    assert interhand.select_cameras(CAMS, color_only=False) == ["cam400002", "cam400004", "cam400412",
-                                                                 "cam410001"]
+    assert interhand.select_cameras(CAMS, color_only=False) == [
+        "cam400002",
+        "cam400004",
+        "cam400412",
+        "cam410001",
+    ]
 
 
 def test_single_image_sequence(tree):
@@ -143,8 +148,9 @@ def test_single_image_sequence(tree):
 
 def test_rotated_camera_policies(tree):
     root = tree["root"]
-    seq = read_interhand_sequence(root, "test", 0, "SEQ_A", cameras=["cam400002", "cam400412"],
-                                  rotated_camera="ccw")
+    seq = read_interhand_sequence(
+        root, "test", 0, "SEQ_A", cameras=["cam400002", "cam400412"], rotated_camera="ccw"
+    )
     assert seq.image_rotations == {"cam400412": 1}
     assert seq.load_image(0, 1).shape == (H, W, 3)
     with pytest.raises(ValueError, match="cam400412.*stored rotated"):
@@ -176,8 +182,12 @@ def test_errors_name_what_is_missing(tree, tmp_path):
         interhand.annotation_path(root, "training", "camera")
     # a camera folder without calibration
     os.makedirs(os.path.join(root, "images", "test", "Capture0", "SEQ_A", "cam400090"))
-    _write_jpeg(os.path.join(root, "images", "test", "Capture0", "SEQ_A", "cam400090", "image100.jpg"), H, W,
-                np.random.default_rng(1))
+    _write_jpeg(
+        os.path.join(root, "images", "test", "Capture0", "SEQ_A", "cam400090", "image100.jpg"),
+        H,
+        W,
+        np.random.default_rng(1),
+    )
     try:
         with pytest.raises(InputError, match="camera '400090'"):
             read_interhand_sequence(root, "test", 0, "SEQ_A", cameras=["cam400090"])
@@ -186,8 +196,12 @@ def test_errors_name_what_is_missing(tree, tmp_path):
         os.rmdir(os.path.join(root, "images", "test", "Capture0", "SEQ_A", "cam400090"))
     # a capture absent from the MANO file
     os.makedirs(os.path.join(root, "images", "test", "Capture5", "S", "cam400002"))
-    _write_jpeg(os.path.join(root, "images", "test", "Capture5", "S", "cam400002", "image1.jpg"), H, W,
-                np.random.default_rng(2))
+    _write_jpeg(
+        os.path.join(root, "images", "test", "Capture5", "S", "cam400002", "image1.jpg"),
+        H,
+        W,
+        np.random.default_rng(2),
+    )
     with pytest.raises(InputError, match="capture '5'"):
         read_interhand_sequence(root, "test", 5, "S")
     # missing image at load time

@@ -28,8 +28,14 @@ def test_rodrigues_matches_scipy_and_is_a_rotation():
     from scipy.spatial.transform import Rotation
 
     torch.manual_seed(0)
-    vecs = torch.cat([torch.randn(20, 3, dtype=F64) * 1.5, torch.randn(5, 3, dtype=F64) * 1e-6,
-                      torch.zeros(1, 3, dtype=F64), torch.tensor([[np.pi - 1e-3, 0.0, 0.0]], dtype=F64)])
+    vecs = torch.cat(
+        [
+            torch.randn(20, 3, dtype=F64) * 1.5,
+            torch.randn(5, 3, dtype=F64) * 1e-6,
+            torch.zeros(1, 3, dtype=F64),
+            torch.tensor([[np.pi - 1e-3, 0.0, 0.0]], dtype=F64),
+        ]
+    )
     rot = batch_rodrigues(vecs)
     expected = Rotation.from_rotvec(vecs.numpy()).as_matrix()
     np.testing.assert_allclose(rot.numpy(), expected, atol=1e-12)
@@ -95,7 +101,9 @@ def test_rigid_transforms_match_reference_and_smplx():
     torch.testing.assert_close(transforms, transforms_ref)
     torch.testing.assert_close(posed, posed_ref)
     eye = torch.eye(3, dtype=F64).expand(2, 16, 3, 3)
-    torch.testing.assert_close(rigid_transforms(eye, joints, MANO_PARENTS), torch.eye(4, dtype=F64).expand(2, 16, 4, 4))
+    torch.testing.assert_close(
+        rigid_transforms(eye, joints, MANO_PARENTS), torch.eye(4, dtype=F64).expand(2, 16, 4, 4)
+    )
     with pytest.raises(ValueError, match="parents"):
         rigid_transforms(eye, joints, [0] + list(MANO_PARENTS[1:]))
 
@@ -123,7 +131,9 @@ def test_lbs_matches_reference_identity_and_broadcasting():
     torch.testing.assert_close(linear_blend_skinning(verts, weights.expand(batch, -1, -1), transforms), out)
     identity = torch.eye(4, dtype=F64).expand(batch, num_joints, 4, 4)
     torch.testing.assert_close(linear_blend_skinning(verts, weights, identity), verts)
-    torch.testing.assert_close(linear_blend_skinning(verts[0], weights, identity), verts[:1].expand(batch, -1, -1))
+    torch.testing.assert_close(
+        linear_blend_skinning(verts[0], weights, identity), verts[:1].expand(batch, -1, -1)
+    )
     with pytest.raises(ValueError, match="weights"):
         linear_blend_skinning(verts, weights[:, :3], transforms)
 
@@ -151,12 +161,15 @@ def test_pose_mesh_equals_smplx_forward(flat_hand_mean):
     torch.manual_seed(5)
     pose, shape, trans = torch.randn(3, 48) * 0.4, torch.randn(3, 10), torch.randn(3, 3) * 0.1
     verts_ref, joints_ref = model(pose, shape, trans)
-    verts, joints = pose_mesh(model, model.shaped_template(shape), model.lbs_weights, pose, shape, trans,
-                              return_joints=True)
+    verts, joints = pose_mesh(
+        model, model.shaped_template(shape), model.lbs_weights, pose, shape, trans, return_joints=True
+    )
     assert (verts - verts_ref).abs().max() < 1e-5 and (joints - joints_ref).abs().max() < 1e-5
     # One canonical template (a mean shape) for the whole batch, as SRHand uses it.
     mean_shape = shape.mean(0)
-    verts_mean = pose_mesh(model, model.shaped_template(mean_shape), model.lbs_weights, pose, mean_shape, trans)
+    verts_mean = pose_mesh(
+        model, model.shaped_template(mean_shape), model.lbs_weights, pose, mean_shape, trans
+    )
     verts_ref, _ = model(pose, mean_shape.expand(3, -1), trans)
     assert (verts_mean - verts_ref).abs().max() < 1e-5
 
@@ -166,7 +179,11 @@ def test_pose_mesh_with_pose_blendshapes_equals_smplx(tmp_path):
     write_chumpy_mano_pickle(str(path), fake_mano_dict(posedirs_scale=2e-3))
     model = HandModel.from_file(path, dtype=F64)
     torch.manual_seed(6)
-    pose, shape, trans = torch.randn(2, 48, dtype=F64) * 0.4, torch.randn(2, 10, dtype=F64), torch.randn(2, 3, dtype=F64)
+    pose, shape, trans = (
+        torch.randn(2, 48, dtype=F64) * 0.4,
+        torch.randn(2, 10, dtype=F64),
+        torch.randn(2, 3, dtype=F64),
+    )
     verts_ref, _ = model(pose, shape, trans)
     canonical = model.shaped_template(shape)
     with_bs = pose_mesh(model, canonical, model.lbs_weights, pose, shape, trans, use_pose_blendshapes=True)
@@ -174,7 +191,9 @@ def test_pose_mesh_with_pose_blendshapes_equals_smplx(tmp_path):
     without = pose_mesh(model, canonical, model.lbs_weights, pose, shape, trans)
     assert (without - verts_ref).abs().max() > 1e-4  # the blend shapes matter for this model
     with pytest.raises(ValueError, match="pose blend shapes"):
-        pose_mesh(model, canonical[0, :100], model.lbs_weights[:100], pose, shape, trans, use_pose_blendshapes=True)
+        pose_mesh(
+            model, canonical[0, :100], model.lbs_weights[:100], pose, shape, trans, use_pose_blendshapes=True
+        )
 
 
 def test_pose_mesh_identity_returns_the_input():

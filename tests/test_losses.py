@@ -114,7 +114,9 @@ def test_mean_texture_and_mask_loss():
     expected_rgb = ((0.4 * 3 + 0.5) / 4 + 0.5 + 0.5) / 3
     assert L.mean_texture_loss(shading, sr, l1, mask).item() == pytest.approx(expected_rgb)
     # grayscale compares channel means: 0.5 vs 0.3 where masked-in, 0.5 vs 0 at the masked pixel
-    assert L.mean_texture_loss(shading, sr, l1, mask, grayscale=True).item() == pytest.approx((0.2 * 3 + 0.5) / 4)
+    assert L.mean_texture_loss(shading, sr, l1, mask, grayscale=True).item() == pytest.approx(
+        (0.2 * 3 + 0.5) / 4
+    )
     assert L.mask_loss(torch.full((1, 1, 2, 2), 0.5), mask).item() == pytest.approx(0.25)
 
 
@@ -136,7 +138,9 @@ def test_wavelet_loss_values():
 def test_wavelet_loss_is_per_sample():
     # Opposite high-frequency perturbations of two images cancel in the reference's batch-summed
     # high bands; per sample they do not.
-    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2).float()[None, None].expand(1, 3, -1, -1)
+    checker = (
+        ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2).float()[None, None].expand(1, 3, -1, -1)
+    )
     base = torch.full((2, 3, 16, 16), 0.5)
     sr = base + 0.1 * torch.cat([checker, -checker]) - 0.1 * torch.cat([checker, -checker]).mean()
     loss = L.wavelet_loss(sr, base, low_weight=0.0)
@@ -322,20 +326,47 @@ def test_reconstruction_losses_combination():
     sr = torch.rand(1, 3, 4, 4)
     valid = torch.ones(1, 1, 4, 4)
     terms = L.reconstruction_losses(
-        out, sr, valid, laplacian=lap, edges=edges, rest_sq_lengths=torch.ones(4),
-        weights_init=torch.full((num_verts, 16), 1 / 16), delta_anchor=torch.zeros(num_verts, 3),
-        perceptual=mse, mask=valid, cfg={"mask": 1.0},
+        out,
+        sr,
+        valid,
+        laplacian=lap,
+        edges=edges,
+        rest_sq_lengths=torch.ones(4),
+        weights_init=torch.full((num_verts, 16), 1 / 16),
+        delta_anchor=torch.zeros(num_verts, 3),
+        perceptual=mse,
+        mask=valid,
+        cfg={"mask": 1.0},
     )
-    expected_keys = {"photometric", "mean_texture", "lap_delta", "lap_albedo", "lap_weights", "skinning", "edge",
-                     "delta_anchor", "albedo_prior", "mask", "total"}
+    expected_keys = {
+        "photometric",
+        "mean_texture",
+        "lap_delta",
+        "lap_albedo",
+        "lap_weights",
+        "skinning",
+        "edge",
+        "delta_anchor",
+        "albedo_prior",
+        "mask",
+        "total",
+    }
     assert set(terms) == expected_keys
     torch.testing.assert_close(terms["total"], sum(v for k, v in terms.items() if k != "total"))
     assert terms["delta_anchor"].item() == pytest.approx(0.01)
     terms["total"].backward()
     assert delta.grad.abs().sum() > 0
     with pytest.raises(KeyError, match="lap_weight"):
-        L.reconstruction_losses(out, sr, valid, laplacian=lap, edges=edges, rest_sq_lengths=torch.ones(4),
-                                weights_init=out["weights"], cfg={"lap_weight": 1})
+        L.reconstruction_losses(
+            out,
+            sr,
+            valid,
+            laplacian=lap,
+            edges=edges,
+            rest_sq_lengths=torch.ones(4),
+            weights_init=out["weights"],
+            cfg={"lap_weight": 1},
+        )
 
 
 def test_float64_gradcheck_of_statistics_and_wavelet():

@@ -38,8 +38,21 @@ from utils.geometry.mesh import uniform_laplacian
 
 torch.set_num_threads(1)
 
-MANO_KEYS = {"v_template", "f", "J", "J_regressor", "weights", "posedirs", "shapedirs", "hands_components",
-             "hands_coeffs", "hands_mean", "kintree_table", "bs_style", "bs_type"}
+MANO_KEYS = {
+    "v_template",
+    "f",
+    "J",
+    "J_regressor",
+    "weights",
+    "posedirs",
+    "shapedirs",
+    "hands_components",
+    "hands_coeffs",
+    "hands_mean",
+    "kintree_table",
+    "bs_style",
+    "bs_type",
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,9 +182,11 @@ def test_resolve_hand_model_path(tmp_path, monkeypatch):
 
 
 def test_imports_load_nothing():
-    code = ("import sys, utils.geometry.mano, utils.geometry.lbs, utils.geometry.mesh, utils.geometry.mesh_io\n"
-            "heavy = [m for m in ('smplx', 'trimesh', 'scipy.sparse', 'cv2') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys, utils.geometry.mano, utils.geometry.lbs, utils.geometry.mesh, utils.geometry.mesh_io\n"
+        "heavy = [m for m in ('smplx', 'trimesh', 'scipy.sparse', 'cv2') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 
 
@@ -241,8 +256,9 @@ def test_left_shapedirs_fix(tmp_path):
         warnings.simplefilter("always")
         unchecked = HandModel.from_file(tmp_path / "MANO_LEFT.pkl", side="left")
     assert not unchecked.shapedirs_fixed and any("shapedirs" in str(w.message) for w in caught)
-    fixed = HandModel.from_file(tmp_path / "MANO_LEFT.pkl", side="left",
-                                left_path_for_fix=default_hand_model_path("right"))
+    fixed = HandModel.from_file(
+        tmp_path / "MANO_LEFT.pkl", side="left", left_path_for_fix=default_hand_model_path("right")
+    )
     assert fixed.shapedirs_fixed
     np.testing.assert_allclose(fixed.shapedirs[:, 0].numpy(), -right["shapedirs"][:, 0], rtol=1e-6, atol=1e-9)
     # The right file beside the left one is found automatically (MANO ships them together).
@@ -275,8 +291,11 @@ def test_procedural_hand_dimensions_and_fingertips():
     assert 0.17 < extent.max() < 0.22  # hand length
     for name, (mcp, pip, dip) in FINGER_CHAINS.items():
         tip = verts[MANO_FINGERTIP_VERTEX_IDS[name]]
-        length = np.linalg.norm(joints[pip] - joints[mcp]) + np.linalg.norm(joints[dip] - joints[pip]) \
+        length = (
+            np.linalg.norm(joints[pip] - joints[mcp])
+            + np.linalg.norm(joints[dip] - joints[pip])
             + np.linalg.norm(tip - joints[dip])
+        )
         assert 0.05 < length < 0.11, (name, length)
         # The fingertip vertex is the extreme vertex of the last bone's skin along that bone.
         direction = (joints[dip] - joints[pip]) / np.linalg.norm(joints[dip] - joints[pip])
@@ -332,8 +351,9 @@ def test_pose_space_is_orthonormal_and_mild():
 
 def test_poses_stay_plausible():
     model = procedural_model("right", True, torch.float64)
-    edges = torch.tensor(generator_module().find_self_intersections(
-        model.v_template.numpy(), model.faces.numpy())[1])
+    edges = torch.tensor(
+        generator_module().find_self_intersections(model.v_template.numpy(), model.faces.numpy())[1]
+    )
     rest_len = (model.v_template[edges[:, 0]] - model.v_template[edges[:, 1]]).norm(dim=1)
     poses = typical_poses(model)
     verts, joints = model(torch.stack(list(poses.values())), torch.zeros(len(poses), 10, dtype=torch.float64))
@@ -359,7 +379,7 @@ def test_joints_follow_the_kinematic_tree():
     _, joints0 = model(base[None], torch.zeros(1, 10, dtype=torch.float64))
     for k in range(1, 16):
         pose = base.clone()
-        pose[3 * k:3 * k + 3] += torch.tensor([0.3, -0.2, 0.4], dtype=torch.float64)
+        pose[3 * k : 3 * k + 3] += torch.tensor([0.3, -0.2, 0.4], dtype=torch.float64)
         _, joints = model(pose[None], torch.zeros(1, 10, dtype=torch.float64))
         moved = {j for j in range(16) if (joints[0, j] - joints0[0, j]).norm() > 1e-9}
         assert moved == descendants[k] - {k}, (k, moved)
@@ -367,8 +387,9 @@ def test_joints_follow_the_kinematic_tree():
     bones = [(j, parents[j]) for j in range(1, 16)]
     _, posed = model(torch.randn(4, 48, dtype=torch.float64), torch.zeros(4, 10, dtype=torch.float64))
     for j, p in bones:
-        torch.testing.assert_close((posed[:, j] - posed[:, p]).norm(dim=-1),
-                                   (rest[j] - rest[p]).norm().expand(4))
+        torch.testing.assert_close(
+            (posed[:, j] - posed[:, p]).norm(dim=-1), (rest[j] - rest[p]).norm().expand(4)
+        )
 
 
 def test_generator_reproduces_the_shipped_pickles():
@@ -377,7 +398,11 @@ def test_generator_reproduces_the_shipped_pickles():
     for side, built in (("right", right), ("left", gen.mirror_to_left(right))):
         shipped = load_mano_dict(default_hand_model_path(side))
         for key in ("v_template", "weights", "shapedirs", "hands_mean", "hands_components", "J"):
-            np.testing.assert_allclose(built[key], shipped[key], atol=1e-9, err_msg=f"{side} {key}: "
-                                       "regenerate with scripts/make_procedural_hand.py")
+            np.testing.assert_allclose(
+                built[key],
+                shipped[key],
+                atol=1e-9,
+                err_msg=f"{side} {key}: " "regenerate with scripts/make_procedural_hand.py",
+            )
         np.testing.assert_array_equal(built["f"], shipped["f"])
         np.testing.assert_allclose(built["J_regressor"].toarray(), shipped["J_regressor"], atol=1e-9)

@@ -44,8 +44,14 @@ def hand():
     trans = torch.tensor([[0.02, -0.01, 0.35], [0.0, 0.03, 0.4], [-0.05, 0.0, 0.3]])
     with torch.no_grad():
         verts, joints = model(pose, shape, trans)
-    return {"model": model, "pose": pose, "shape": shape, "trans": trans, "verts": verts,
-            "joints": torch.cat([joints, verts[:, TIPS]], 1)}
+    return {
+        "model": model,
+        "pose": pose,
+        "shape": shape,
+        "trans": trans,
+        "verts": verts,
+        "joints": torch.cat([joints, verts[:, TIPS]], 1),
+    }
 
 
 def _template_error_mm(model, shape_a, shape_b) -> float:
@@ -62,8 +68,9 @@ def test_closest_point_search_matches_brute_force():
     verts, faces = model.v_template.double(), model.faces
     gen = torch.Generator().manual_seed(0)
     for spread in (0.0005, 0.005, 0.05):  # on the surface, near it, far away
-        points = verts[torch.randint(0, 778, (500,), generator=gen)] + spread * torch.randn(500, 3, generator=gen,
-                                                                                             dtype=torch.float64)
+        points = verts[torch.randint(0, 778, (500,), generator=gen)] + spread * torch.randn(
+            500, 3, generator=gen, dtype=torch.float64
+        )
         face_idx, bary, dist = TriangleMeshSearch(verts, faces).query(points)
         expected = point_to_surface_distance_brute(points, verts, faces)
         torch.testing.assert_close(dist, expected, atol=1e-12, rtol=0)
@@ -73,7 +80,9 @@ def test_closest_point_search_matches_brute_force():
         _, _, approx = TriangleMeshSearch(verts, faces).query(points, exact=False)
         assert (approx >= expected - 1e-12).all()  # an upper bound
     idx, dist = PointCloudSearch(verts).query(verts[:10] + 1e-4)
-    assert idx.tolist() == list(range(10)) and torch.allclose(dist, torch.full((10,), 3 ** 0.5 * 1e-4, dtype=torch.float64))
+    assert idx.tolist() == list(range(10)) and torch.allclose(
+        dist, torch.full((10,), 3**0.5 * 1e-4, dtype=torch.float64)
+    )
 
 
 def test_closest_point_barycentric_matches_the_metric_and_handles_degenerate_triangles():
@@ -84,7 +93,9 @@ def test_closest_point_barycentric_matches_the_metric_and_handles_degenerate_tri
     points = torch.randn(2000, 3, generator=gen, dtype=torch.float64) * 1.5
     bary = closest_point_barycentric(points, tris)
     closest = (bary[:, :, None] * tris).sum(1)
-    torch.testing.assert_close((points - closest).norm(dim=-1), point_triangle_distance(points, tris), atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        (points - closest).norm(dim=-1), point_triangle_distance(points, tris), atol=1e-10, rtol=0
+    )
     with pytest.raises(ValueError, match=r"points \(P,3\) and tris \(P,3,3\)"):
         closest_point_barycentric(points, tris[:10])
 
@@ -97,7 +108,9 @@ def test_recovers_generating_parameters_from_an_exact_mesh(hand):
     fit = fit_mano(model, target_verts=hand["verts"][:1], target_faces=model.faces)
     assert isinstance(fit, ManoFit)
     assert fit.pose.shape == (1, 48) and fit.shape.shape == (10,) and fit.trans.shape == (1, 3)
-    assert fit.verts.shape == (1, 778, 3) and fit.joints.shape == (1, 21, 3) and fit.pose.dtype == torch.float32
+    assert (
+        fit.verts.shape == (1, 778, 3) and fit.joints.shape == (1, 21, 3) and fit.pose.dtype == torch.float32
+    )
     vertex_error = (fit.verts - hand["verts"][:1]).norm(dim=-1) * 1000
     assert vertex_error.max() < 0.1, vertex_error.max()
     assert ((fit.joints - hand["joints"][:1]).norm(dim=-1) * 1000).max() < 0.1
@@ -134,7 +147,9 @@ def test_joints_only_fit_recovers_the_joints(hand):
 
 def test_several_frames_share_one_shape(hand):
     model = hand["model"]
-    fit = fit_mano(model, target_verts=hand["verts"][:2], target_faces=model.faces, target_joints=hand["joints"][:2])
+    fit = fit_mano(
+        model, target_verts=hand["verts"][:2], target_faces=model.faces, target_joints=hand["joints"][:2]
+    )
     assert fit.shape.shape == (10,) and fit.pose.shape == (2, 48) and fit.report["shared_shape"]
     assert ((fit.verts - hand["verts"][:2]).norm(dim=-1) * 1000).max() < 0.1
     assert _template_error_mm(model, fit.shape, hand["shape"]) < 0.1
@@ -149,15 +164,19 @@ def test_noisy_target_with_outliers_stays_stable(hand):
     gen = torch.Generator().manual_seed(5)
     noisy = hand["verts"][:1] + 0.0015 * torch.randn(1, 778, 3, generator=gen)
     outliers = torch.rand(778, generator=gen) < 0.03
-    noisy[0, outliers] += 0.03 * torch.nn.functional.normalize(torch.randn(int(outliers.sum()), 3, generator=gen), dim=-1)
+    noisy[0, outliers] += 0.03 * torch.nn.functional.normalize(
+        torch.randn(int(outliers.sum()), 3, generator=gen), dim=-1
+    )
     fit = fit_mano(model, target_verts=noisy, settings=FitSettings(robust="geman_mcclure"))
     vertex_error = (fit.verts - hand["verts"][:1]).norm(dim=-1) * 1000
     assert vertex_error.mean() < 1.0 and torch.quantile(vertex_error, 0.9) < 2.0, vertex_error
     assert fit.report["converged"]
     # The residual of the inliers is the noise: their mean distance to the surface ~ sigma.
     with torch.no_grad():
-        inlier_dist = point_to_surface_distance_brute(noisy[0, ~outliers].double(), fit.verts[0].double(),
-                                                      model.faces) * 1000
+        inlier_dist = (
+            point_to_surface_distance_brute(noisy[0, ~outliers].double(), fit.verts[0].double(), model.faces)
+            * 1000
+        )
     assert 0.7 < float(inlier_dist.mean()) < 1.8
 
 
@@ -171,13 +190,23 @@ def test_bad_inputs_raise_clear_errors(hand):
         ({"target_verts": verts[0]}, r"target_verts must be \(F, N, 3\).*got \(778, 3\)"),
         ({"target_verts": verts[:, :, :2]}, r"target_verts must be \(F, N, 3\).*got \(3, 778, 2\)"),
         ({"target_joints": joints[:, :20]}, r"target_joints must be \(F, 21, 3\).*got \(3, 20, 3\)"),
-        ({"target_verts": verts[:2], "target_joints": joints}, r"frame counts differ: target_verts has F = 2, "
-                                                               r"target_joints has F = 3"),
-        ({"target_verts": verts, "target_faces": model.faces[:, :2]}, r"target_faces must be \(M, 3\).*got \(1538, 2\)"),
-        ({"target_verts": verts[:, :100], "target_faces": model.faces}, r"target_faces index vertices 0..777 but "
-                                                                        r"target_verts has N = 100"),
+        (
+            {"target_verts": verts[:2], "target_joints": joints},
+            r"frame counts differ: target_verts has F = 2, " r"target_joints has F = 3",
+        ),
+        (
+            {"target_verts": verts, "target_faces": model.faces[:, :2]},
+            r"target_faces must be \(M, 3\).*got \(1538, 2\)",
+        ),
+        (
+            {"target_verts": verts[:, :100], "target_faces": model.faces},
+            r"target_faces index vertices 0..777 but " r"target_verts has N = 100",
+        ),
         ({"target_faces": model.faces, "target_joints": joints}, r"target_faces given without target_verts"),
-        ({"target_joints": joints, "init": {"pose": torch.zeros(2, 48)}}, r"init\['pose'\] must be \(3, 48\).*got \(2, 48\)"),
+        (
+            {"target_joints": joints, "init": {"pose": torch.zeros(2, 48)}},
+            r"init\['pose'\] must be \(3, 48\).*got \(2, 48\)",
+        ),
         ({"target_joints": joints, "init": {"betas": torch.zeros(10)}}, r"unknown key\(s\) \['betas'\]"),
     ]
     for kwargs, message in cases:
@@ -205,14 +234,17 @@ def test_init_is_used_and_adam_runs(hand):
     """Starting at the answer stays there (no re-alignment); the Adam schedule also runs."""
     model = hand["model"]
     init = {"pose": hand["pose"][:1], "shape": hand["shape"], "trans": hand["trans"][:1]}
-    fit = fit_mano(model, target_joints=hand["joints"][:1], init=init,
-                   settings=FitSettings(stages=(), iterations=()))
+    fit = fit_mano(
+        model, target_joints=hand["joints"][:1], init=init, settings=FitSettings(stages=(), iterations=())
+    )
     assert fit.report["alignment"] == "none" and fit.report["iterations"] == 0
     assert fit.report["residual_mm"]["joints_max"] < 1e-3
     torch.testing.assert_close(fit.pose, hand["pose"][:1])
     fit = fit_mano(model, target_joints=hand["joints"][:1], init=init)
     assert ((fit.joints - hand["joints"][:1]).norm(dim=-1) * 1000).max() < 0.05
-    settings = FitSettings(optimizer="adam", stages=("global", "pose"), iterations=(20, 20), refine_iterations=0)
+    settings = FitSettings(
+        optimizer="adam", stages=("global", "pose"), iterations=(20, 20), refine_iterations=0
+    )
     adam = fit_mano(model, target_joints=hand["joints"][:1], settings=settings)
     assert adam.report["stage_iterations"] == {"global": 20, "pose": 20} or not adam.report["converged"]
     assert adam.report["residual_mm"]["joints_mean"] < 10.0
@@ -246,7 +278,9 @@ def test_cli_round_trip_on_an_obj(tmp_path, capsys):
     entry = params["12"]["right"]
     assert (len(entry["pose"]), len(entry["shape"]), len(entry["trans"])) == (48, 10, 3)
     with torch.no_grad():
-        again, _ = model(torch.tensor([entry["pose"]]), torch.tensor(entry["shape"]), torch.tensor([entry["trans"]]))
+        again, _ = model(
+            torch.tensor([entry["pose"]]), torch.tensor(entry["shape"]), torch.tensor([entry["trans"]])
+        )
     assert float((again - verts).norm(dim=-1).max()) * 1000 < 0.1
     report = json.loads((tmp_path / "fit" / "mano_report.json").read_text())
     assert report["converged"] and report["frame_ids"] == ["12"] and report["residual_mm"]["p90"] < 0.05
@@ -263,15 +297,28 @@ def test_least_squares_rows_match_the_loss_and_their_jacobian_matches_autodiff()
     from utils.geometry import mano_fit_solver as solver
 
     model = copy.deepcopy(procedural_model()).double()
-    pose, shape = _pose(model, 1).double(), torch.randn(10, generator=torch.Generator().manual_seed(0)).double() * 0.5
+    pose, shape = (
+        _pose(model, 1).double(),
+        torch.randn(10, generator=torch.Generator().manual_seed(0)).double() * 0.5,
+    )
     with torch.no_grad():
         verts, joints = model(pose[None], shape, torch.tensor([[0.02, -0.01, 0.35]], dtype=torch.float64))
     target_joints = torch.cat([joints, verts[:, TIPS]], 1)
     target_joints[0, 3] = float("nan")
     x = torch.cat([pose * 0.9, torch.tensor([2.0, -1.0, 35.0], dtype=torch.float64), shape])  # trans in cm
-    params = {"orient": x[None, :3], "articulation": x[None, 3:48], "trans": x[None, 48:51], "shape": x[None, 51:]}
+    params = {
+        "orient": x[None, :3],
+        "articulation": x[None, 3:48],
+        "trans": x[None, 48:51],
+        "shape": x[None, 51:],
+    }
     for faces in (model.faces, None):
-        targets = {"points_all": verts + 0.001, "points": verts + 0.001, "faces": faces, "joints": target_joints}
+        targets = {
+            "points_all": verts + 0.001,
+            "points": verts + 0.001,
+            "faces": faces,
+            "joints": target_joints,
+        }
         objective = solver._Objective(model, FitSettings(exact_search=True), targets, 1, 1)
         with torch.no_grad():
             posed, _ = objective.forward(params)
@@ -280,4 +327,6 @@ def test_least_squares_rows_match_the_loss_and_their_jacobian_matches_autodiff()
         shape_prior = FitSettings().weight_shape_prior * shape.pow(2).sum()
         torch.testing.assert_close(rows(x).pow(2).sum() + shape_prior, loss, rtol=1e-6, atol=1e-9)
         free = torch.tensor([0, 1, 2, 10, 30, 48, 49, 50, 51, 55])
-        torch.testing.assert_close(rows.jacobian(x, free), torch.func.jacfwd(rows)(x)[:, free], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(
+            rows.jacobian(x, free), torch.func.jacfwd(rows)(x)[:, free], rtol=1e-9, atol=1e-9
+        )

@@ -65,14 +65,14 @@ def test_weight_upsampling_averages_edge_endpoints():
     verts, faces, _ = grid_mesh(4, 5)
     identity = np.eye(len(verts))
     new_verts, new_faces, w = loop_subdivide(verts, faces, 1, weights=identity)
-    np.testing.assert_array_equal(w[:len(verts)], identity)  # old vertices keep their weights
-    new = w[len(verts):]
+    np.testing.assert_array_equal(w[: len(verts)], identity)  # old vertices keep their weights
+    new = w[len(verts) :]
     assert ((new == 0.5).sum(1) == 2).all() and ((new > 0).sum(1) == 2).all()
     pairs = {tuple(np.nonzero(row)[0]) for row in new}
     assert pairs == set(map(tuple, unique_edges(faces).tolist()))
     # Independent check of the endpoint pairing: on a flat regular grid every Loop edge point is
     # the edge midpoint, i.e. exactly the averaged "weights" applied to the old positions.
-    np.testing.assert_allclose(new_verts[len(verts):], new @ verts, atol=1e-12)
+    np.testing.assert_allclose(new_verts[len(verts) :], new @ verts, atol=1e-12)
     # Rows still sum to one after several levels, on the hand.
     model = procedural_model("right")
     _, _, w3 = loop_subdivide(model.v_template, model.faces, 2, weights=model.lbs_weights)
@@ -153,8 +153,9 @@ def test_degenerate_faces_give_finite_normals_and_gradients():
     assert torch.isfinite(normals).all()
     normals.sum().backward()
     assert torch.isfinite(verts.grad).all()
-    assert torch.autograd.gradcheck(lambda v: vertex_normals(v, faces[1:]),
-                                    (torch.rand(4, 3, dtype=F64, requires_grad=True),))
+    assert torch.autograd.gradcheck(
+        lambda v: vertex_normals(v, faces[1:]), (torch.rand(4, 3, dtype=F64, requires_grad=True),)
+    )
 
 
 def test_unique_edges_and_lengths():
@@ -243,8 +244,10 @@ def test_obj_round_trip(tmp_path):
 
 def test_load_obj_handles_polygons_and_index_forms(tmp_path):
     path = tmp_path / "quad.obj"
-    path.write_text("# a quad\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvn 0 0 1\n"
-                    "f 1/1/1 2/1/1 3/1/1 4/1/1\nf -4//1 -2//1 -1//1\n")
+    path.write_text(
+        "# a quad\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvn 0 0 1\n"
+        "f 1/1/1 2/1/1 3/1/1 4/1/1\nf -4//1 -2//1 -1//1\n"
+    )
     verts, faces, colors = load_obj(path)
     assert verts.shape == (4, 3) and colors is None
     assert faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 2, 3]]
@@ -264,7 +267,9 @@ def test_ply_round_trip(tmp_path, binary):
     loaded = trimesh.load(path, process=False)
     np.testing.assert_allclose(loaded.vertices, verts.numpy(), atol=1e-7)
     np.testing.assert_array_equal(loaded.faces, faces.numpy())
-    np.testing.assert_allclose(loaded.visual.vertex_colors[:, :3] / 255.0, colors.numpy(), atol=0.5 / 255 + 1e-9)
+    np.testing.assert_allclose(
+        loaded.visual.vertex_colors[:, :3] / 255.0, colors.numpy(), atol=0.5 / 255 + 1e-9
+    )
     save_ply(path, verts, faces, binary=binary)
     assert load_ply(path)[2] is None
 

@@ -55,7 +55,9 @@ def test_ssim_identical_masked_and_tensor():
     value = ssim(noisy, gt)
     assert 0.0 < value < 0.99
     assert ssim(noisy, gt, np.ones((24, 24))) == pytest.approx(value, abs=1e-9)
-    tensor_value = ssim(torch.from_numpy(noisy).permute(2, 0, 1)[None], torch.from_numpy(gt).permute(2, 0, 1)[None])
+    tensor_value = ssim(
+        torch.from_numpy(noisy).permute(2, 0, 1)[None], torch.from_numpy(gt).permute(2, 0, 1)[None]
+    )
     assert tensor_value == pytest.approx(value, abs=1e-9)
     half = np.zeros((24, 24))
     half[:, :12] = 1

@@ -46,7 +46,11 @@ def random_mesh(num_verts=40, seed=0):
     """A bumpy open grid (rows x cols) with random heights: many triangle shapes and sizes."""
     g = torch.Generator().manual_seed(seed)
     n = int(math.sqrt(num_verts))
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, n, dtype=torch.float64), torch.linspace(0, 1, n, dtype=torch.float64), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.linspace(0, 1, n, dtype=torch.float64),
+        torch.linspace(0, 1, n, dtype=torch.float64),
+        indexing="ij",
+    )
     xs = xs + 0.03 * torch.randn(n, n, generator=g, dtype=torch.float64)
     verts = torch.stack([xs, ys, 0.2 * torch.rand(n, n, generator=g, dtype=torch.float64)], -1).reshape(-1, 3)
     faces = []
@@ -71,7 +75,9 @@ def test_point_triangle_distance_any_vertex_order_and_degenerate():
         torch.testing.assert_close(d, expected)
     # A zero-area triangle (collinear corners) behaves like the segment from (0,0,0) to (2,0,0).
     seg = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [2, 0, 0]]], dtype=torch.float64)
-    d = point_triangle_distance(torch.tensor([[1.0, 1, 0], [3, 0, 0]], dtype=torch.float64), seg.expand(2, -1, -1))
+    d = point_triangle_distance(
+        torch.tensor([[1.0, 1, 0], [3, 0, 0]], dtype=torch.float64), seg.expand(2, -1, -1)
+    )
     torch.testing.assert_close(d, torch.tensor([1.0, 1.0], dtype=torch.float64))
 
 
@@ -178,6 +184,8 @@ def test_windowed_inconsistency_per_view():
     # A window longer than the sequence shrinks to it: all 4 frames, variance 1/4 on view 0.
     assert windowed_inconsistency(colours, vis, num_views, window=8) == pytest.approx(1 / 8)
     # Pooled over views the same colours give a different number: the protocols are not interchangeable.
-    assert inconsistency(colours, vis) != pytest.approx(windowed_inconsistency(colours, vis, num_views, window=8))
+    assert inconsistency(colours, vis) != pytest.approx(
+        windowed_inconsistency(colours, vis, num_views, window=8)
+    )
     with pytest.raises(ValueError, match="whole number of frames"):
         windowed_inconsistency(colours[:7], vis[:7], num_views)

@@ -22,11 +22,11 @@ def test_square_crop_box_fills_ratio():
 def _blob(h, w, u, v, sigma=1.5):
     """Gaussian blob centred at continuous pixel (u, v) (pixel centres at +0.5)."""
     yy, xx = np.mgrid[0:h, 0:w] + 0.5
-    return np.exp(-0.5 * ((xx - u) ** 2 + (yy - v) ** 2) / sigma ** 2).astype(np.float32)
+    return np.exp(-0.5 * ((xx - u) ** 2 + (yy - v) ** 2) / sigma**2).astype(np.float32)
 
 
 def _centroid(img):
-    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]] + 0.5
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]] + 0.5
     return (img * xx).sum() / img.sum(), (img * yy).sum() / img.sum()
 
 
@@ -51,7 +51,9 @@ def test_warp_keeps_channels_and_black_border():
     out = preprocess.warp_to_crop(img, (-10.0, -10.0, 40.0), (16, 16))
     assert out.shape == (16, 16, 1)
     assert out[0, 0, 0] == 0.0 and out[8, 8, 0] == pytest.approx(1.0)
-    out_area = preprocess.warp_to_crop(np.ones((64, 64, 3), np.float32), (0, 0, 64), (8, 8), interpolation="area")
+    out_area = preprocess.warp_to_crop(
+        np.ones((64, 64, 3), np.float32), (0, 0, 64), (8, 8), interpolation="area"
+    )
     assert out_area.shape == (8, 8, 3)
     with pytest.raises(ValueError, match="interpolation"):
         preprocess.warp_to_crop(img, (0, 0, 20), 8, interpolation="lanczos")
@@ -111,8 +113,9 @@ def test_mask_and_normals_of_a_sphere():
     R, t = look_at([0.3, -0.2, -0.5], [0.0, 0.0, 0.0])
     K = torch.tensor([[90.0, 0, 32], [0, 90.0, 32], [0, 0, 1]])
     mask, n_cam = preprocess.render_mask_and_normals(verts[None], faces, K[None], R[None], t[None], (64, 64))
-    _, n_world = preprocess.render_mask_and_normals(verts[None], faces, K[None], R[None], t[None], (64, 64),
-                                                    normal_space="world")
+    _, n_world = preprocess.render_mask_and_normals(
+        verts[None], faces, K[None], R[None], t[None], (64, 64), normal_space="world"
+    )
     assert mask.shape == (1, 1, 64, 64) and n_cam.shape == (1, 3, 64, 64)
     inside = mask[0, 0] > 0
     assert 0.1 < inside.float().mean() < 0.9
@@ -123,4 +126,6 @@ def test_mask_and_normals_of_a_sphere():
     back = torch.einsum("ji,jhw->ihw", R, n_cam[0])
     assert torch.allclose(back, n_world[0], atol=1e-4)
     with pytest.raises(ValueError, match="normal_space"):
-        preprocess.render_mask_and_normals(verts[None], faces, K[None], R[None], t[None], 8, normal_space="ndc")
+        preprocess.render_mask_and_normals(
+            verts[None], faces, K[None], R[None], t[None], 8, normal_space="ndc"
+        )

@@ -28,8 +28,11 @@ time.sleep(120)
 
 def hold_lock(folder: Path) -> subprocess.Popen:
     """Another process holding the folder's lock (its pid is the holder's)."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=str(REPO), folder=str(folder))],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(repo=str(REPO), folder=str(folder))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -37,7 +40,9 @@ def hold_lock(folder: Path) -> subprocess.Popen:
 def minimal_conf(tmp_path: Path) -> Path:
     (tmp_path / "data").mkdir(exist_ok=True)
     path = tmp_path / "min.conf"
-    path.write_text(f"exp_name = x\nuse_tensorboard = false\ndata {{ data_path = {json.dumps(str(tmp_path / 'data'))} }}\n")
+    path.write_text(
+        f"exp_name = x\nuse_tensorboard = false\ndata {{ data_path = {json.dumps(str(tmp_path / 'data'))} }}\n"
+    )
     return path
 
 
@@ -48,8 +53,13 @@ def test_second_process_is_refused_with_the_holders_pid(tmp_path, capsys):
         with pytest.raises(RunLockError, match=f"in use by process {holder.pid} \\(running\\)"):
             RunLock(run_dir).acquire()
         # Through the entry point: exit 2, one clear line, nothing written into the folder.
-        code = main_guard(lambda: run_sr_stage("giif", "giif", ["--conf", str(minimal_conf(tmp_path)),
-                                                                 "--out", str(run_dir), "--device", "cpu"]))
+        code = main_guard(
+            lambda: run_sr_stage(
+                "giif",
+                "giif",
+                ["--conf", str(minimal_conf(tmp_path)), "--out", str(run_dir), "--device", "cpu"],
+            )
+        )
         assert code == 2
         err = capsys.readouterr().err
         assert f"in use by process {holder.pid}" in err and str(run_dir) in err
@@ -86,8 +96,11 @@ def test_entry_point_takes_over_a_stale_lock_with_a_warning(tmp_path):
     leftover = run_dir / "checkpoints" / ".last.pth.abc123.tmp"
     leftover.parent.mkdir()
     leftover.write_bytes(b"half a checkpoint")
-    code = main_guard(lambda: run_sr_stage("giif", "giif", ["--conf", str(minimal_conf(tmp_path)),
-                                                             "--out", str(run_dir), "--device", "cpu"]))
+    code = main_guard(
+        lambda: run_sr_stage(
+            "giif", "giif", ["--conf", str(minimal_conf(tmp_path)), "--out", str(run_dir), "--device", "cpu"]
+        )
+    )
     assert code == 2  # no captures in the empty data folder
     log = (run_dir / "log.txt").read_text()
     assert f"of process {holder.pid}" in log and "stale lock" in log and ".last.pth.abc123.tmp" in log

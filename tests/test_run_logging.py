@@ -15,8 +15,12 @@ def test_check_finite_names_step_and_terms():
     with pytest.raises(NonFiniteLossError) as info:
         check_finite(
             120,
-            {"l1": torch.tensor(0.25), "photo": torch.tensor(float("nan")), "lap": math.inf,
-             "map": torch.tensor([1.0, float("inf")])},
+            {
+                "l1": torch.tensor(0.25),
+                "photo": torch.tensor(float("nan")),
+                "lap": math.inf,
+                "map": torch.tensor([1.0, float("inf")]),
+            },
         )
     text = str(info.value)
     assert "step 120" in text and "photo=nan" in text and "lap=inf" in text and "map=" in text

@@ -70,7 +70,9 @@ eval {{ perceptual = none, p2p_samples = 300, include_heldout_cameras = true, ba
 
 
 def run(conf: Path, *args: str) -> int:
-    return main_guard(lambda: run_srhand("main.py", ["--conf", str(conf), "--device", "cpu", *map(str, args)]))
+    return main_guard(
+        lambda: run_srhand("main.py", ["--conf", str(conf), "--device", "cpu", *map(str, args)])
+    )
 
 
 def read_metrics(run_dir: Path) -> dict:
@@ -81,9 +83,18 @@ def test_train_eval_and_visualisation(tmp_path, assets):
     conf = write_conf(tmp_path, assets)
     run_dir = tmp_path / "runs" / "tiny"
     assert run(conf) == 0
-    for name in ("model.pth", "implicit_model.pth", "checkpoints/last.pth", "metrics.json", "timing.json",
-                 "prephase.obj", "config.conf", "finetune/round00_unconfidence.png",
-                 "finetune/round00_unconfidence_first.obj", "finetune/round00_unconfidence_last.obj"):
+    for name in (
+        "model.pth",
+        "implicit_model.pth",
+        "checkpoints/last.pth",
+        "metrics.json",
+        "timing.json",
+        "prephase.obj",
+        "config.conf",
+        "finetune/round00_unconfidence.png",
+        "finetune/round00_unconfidence_first.obj",
+        "finetune/round00_unconfidence_last.obj",
+    ):
         assert (run_dir / name).is_file(), name
     last = load_checkpoint(run_dir / "checkpoints" / "last.pth", stage="srhand")
     assert last["phase"] == "done" and last["epoch"] == 2 and len(last["history"]) == 1
@@ -107,7 +118,10 @@ def test_train_eval_and_visualisation(tmp_path, assets):
     # The reference's protocol beside ours: full-image predicted-silhouette rows, one-sided P2P whose two
     # directions average to our symmetric P2P, windowed inconsistency over the held-out frames.
     paper = report["paper_protocol"]
-    assert paper["render"]["psnr"] == row["psnr_predmask"] and paper["sr"]["psnr"] == report["sr"]["all"]["psnr_full"]
+    assert (
+        paper["render"]["psnr"] == row["psnr_predmask"]
+        and paper["sr"]["psnr"] == report["sr"]["all"]["psnr_full"]
+    )
     both = (paper["p2p_truth_to_recon_mm"] + paper["p2p_recon_to_truth_mm"]) / 2
     assert both == pytest.approx(report["p2p_mm"], rel=1e-9)
     assert paper["p2p_mano_truth_to_recon_mm"] > 0
@@ -139,8 +153,18 @@ def test_sr_sources_and_pseudo_ground_truth(tmp_path, assets):
     assert sorted(p.stem for p in (hr_dir / "meshes").glob("*.obj")) == sorted(map(str, hr["eval_frames"]))
     assert not (hr_dir / "implicit_model.pth").exists()
 
-    assert run(conf, "--out", bic_dir, "--set", "sr_source=bicubic",
-               "--set", f"eval.gt_mesh_dir={hr_dir / 'meshes'}") == 0
+    assert (
+        run(
+            conf,
+            "--out",
+            bic_dir,
+            "--set",
+            "sr_source=bicubic",
+            "--set",
+            f"eval.gt_mesh_dir={hr_dir / 'meshes'}",
+        )
+        == 0
+    )
     bic = read_metrics(bic_dir)
     assert bic["gt_mesh_source"] == str(hr_dir / "meshes") and bic["p2p_mm"] > 0
     assert bic["sr"]["all"]["psnr_masked"] == pytest.approx(bic["sr_bicubic"]["all"]["psnr_masked"])
@@ -185,7 +209,9 @@ def _changed(before: dict, module: torch.nn.Module) -> dict:
     return {k: not torch.equal(before[k], v) for k, v in module.state_dict().items()}
 
 
-@pytest.mark.parametrize("params, tuned", [("imnet", {"imnet"}), ("imnet+normal_encoder", {"imnet", "normal_encoder"})])
+@pytest.mark.parametrize(
+    "params, tuned", [("imnet", {"imnet"}), ("imnet+normal_encoder", {"imnet", "normal_encoder"})]
+)
 def test_finetune_round_changes_only_the_configured_parts(tmp_path, assets, params, tuned):
     trainer = _trainer(tmp_path, assets, f"finetune.params={params}", "finetune.inner_epochs=1")
     models, targets, state = trainer.models, trainer.targets, trainer.state
@@ -193,7 +219,9 @@ def test_finetune_round_changes_only_the_configured_parts(tmp_path, assets, para
     disc0 = {k: v.clone() for k, v in models.disc.state_dict().items()}
     avatar0 = {k: v.clone() for k, v in models.avatar.state_dict().items()}
     sr0 = targets.current.clone()
-    record = finetune_round(trainer.ctx, models, trainer.fit.tensors, targets, state, trainer.feature_cache, 1)
+    record = finetune_round(
+        trainer.ctx, models, trainer.fit.tensors, targets, state, trainer.feature_cache, 1
+    )
     changed = _changed(giif0, models.giif)
     for part in ("encoder", "normal_encoder", "imnet"):
         moved = any(v for k, v in changed.items() if k.startswith(part + "."))
@@ -212,17 +240,29 @@ def test_finetune_round_changes_only_the_configured_parts(tmp_path, assets, para
 def test_schedule_of_the_reference_config(tmp_path, assets):
     settings = read_settings(load_config(write_conf(tmp_path, assets), schema="srhand"))
     assert finetune_epochs(settings) == [1]  # the tiny config: window [1, 2) of 2 epochs, period 1 ...
-    paper = read_settings(load_config(Path(__file__).resolve().parents[1] / "conf" / "ih_GIIF_16_256.conf",
-                                      ["data.data_path=unused"], schema="srhand"))
+    paper = read_settings(
+        load_config(
+            Path(__file__).resolve().parents[1] / "conf" / "ih_GIIF_16_256.conf",
+            ["data.data_path=unused"],
+            schema="srhand",
+        )
+    )
     assert finetune_epochs(paper) == [350, 400, 450, 500]  # ... the paper config's is the reference's
     t = paper.train
     assert [i for i in range(1, 621) if renew_epoch(t, i, 620)] == [351, 401, 451, 501, 551, 601]
-    assert loss_weights(t, True, 309, 620)["lap_delta"] == 500 and loss_weights(t, True, 310, 620)["lap_delta"] == 900
+    assert (
+        loss_weights(t, True, 309, 620)["lap_delta"] == 500
+        and loss_weights(t, True, 310, 620)["lap_delta"] == 900
+    )
     assert loss_weights(t, True, 310, 620)["photometric"] == 60
-    assert loss_weights(t, False, 310, 620)["lap_delta"] == 500 and loss_weights(t, False, 1, 620)["mean_texture"] == 0
+    assert (
+        loss_weights(t, False, 310, 620)["lap_delta"] == 500
+        and loss_weights(t, False, 1, 620)["mean_texture"] == 0
+    )
     assert t.losses["photometric"] == 30  # the settings are not changed by the schedule
-    assert torch.allclose(jet(torch.tensor([0.0, 0.5, 1.0])),
-                          torch.tensor([[0.0, 0.0, 0.5], [0.5, 1.0, 0.5], [0.5, 0.0, 0.0]]))
+    assert torch.allclose(
+        jet(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([[0.0, 0.0, 0.5], [0.5, 1.0, 0.5], [0.5, 0.0, 0.0]])
+    )
 
 
 def test_input_errors(tmp_path, assets, capsys):
@@ -239,7 +279,9 @@ def test_input_errors(tmp_path, assets, capsys):
 
     # Camera mismatch: resuming with other fitting cameras than the checkpoint's.
     run_dir = tmp_path / "b"
-    assert run(conf, "--out", run_dir, "--set", "stop_after_epochs=5") == 0  # stops after the first joint epoch
+    assert (
+        run(conf, "--out", run_dir, "--set", "stop_after_epochs=5") == 0
+    )  # stops after the first joint epoch
     assert run(conf, "--out", run_dir, "--r", "--set", "data.num_views=1") == 2
     assert "data.num_views" in capsys.readouterr().err
     # Hand-model mismatch: the avatar was built from another MANO than data.mano_dir gives.
@@ -266,8 +308,9 @@ def test_noisy_mano_parameters(tmp_path, assets, capsys):
     entry = noisy["mano_noise"]
     assert (entry["pose_std"], entry["trans_std"], entry["shape_std"], entry["seed"]) == (0.1, 0.01, 0.0, 0)
     assert 5 < entry["mpjpe_mm"] < 60 and 5 < entry["mpjpe_mm_fit"] < 60
-    assert load_checkpoint(run_dir / "model.pth")["fit"]["mano_noise"] == {k: entry[k] for k in
-                                                                          ("pose_std", "shape_std", "trans_std", "seed")}
+    assert load_checkpoint(run_dir / "model.pth")["fit"]["mano_noise"] == {
+        k: entry[k] for k in ("pose_std", "shape_std", "trans_std", "seed")
+    }
 
     # The same model evaluated on the clean parameters (a warning says they differ from the fit's).
     assert run(conf, "--eval", "--r", "--model_path", run_dir, "--out", tmp_path / "clean_eval") == 0

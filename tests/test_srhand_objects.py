@@ -24,8 +24,19 @@ def _stage3_classes():
 def test_every_stage3_class_declares_its_attributes():
     classes = list(_stage3_classes())
     names = {c.__name__ for c in classes}
-    assert {"SRHandTrainer", "RunContext", "SRHandModels", "TrainingState", "SRTargets", "FitRecord",
-            "SequenceData", "FitData", "SRHandSettings", "GiifFeatureCache", "FittedAvatar"} <= names
+    assert {
+        "SRHandTrainer",
+        "RunContext",
+        "SRHandModels",
+        "TrainingState",
+        "SRTargets",
+        "FitRecord",
+        "SequenceData",
+        "FitData",
+        "SRHandSettings",
+        "GiifFeatureCache",
+        "FittedAvatar",
+    } <= names
     for cls in classes:
         undeclared = [k.__qualname__ for k in cls.__mro__[:-1] if "__slots__" not in vars(k)]
         assert not undeclared, f"{cls.__module__}.{cls.__qualname__}: no __slots__ in {undeclared}"

@@ -35,17 +35,40 @@ def _cli():
 def capture(tmp_path_factory):
     """The CLI, as a user runs it (plus --save_vis and --save_gt_normals)."""
     root = str(tmp_path_factory.mktemp("synthetic") / "out")
-    meta = _cli().main(["--out", root, "--seed", "7", "--raw-size", "64", "--hr-size", "48", "--num-views", "3",
-                        "--num-heldout-views", "1", "--num-frames", "2", "--num-subjects", "3", "--no-progress",
-                        "--save_vis", "--save_gt_normals"])
+    meta = _cli().main(
+        [
+            "--out",
+            root,
+            "--seed",
+            "7",
+            "--raw-size",
+            "64",
+            "--hr-size",
+            "48",
+            "--num-views",
+            "3",
+            "--num-heldout-views",
+            "1",
+            "--num-frames",
+            "2",
+            "--num-subjects",
+            "3",
+            "--no-progress",
+            "--save_vis",
+            "--save_gt_normals",
+        ]
+    )
     return root, synthetic.SyntheticConfig(**meta["config"]), meta
 
 
 def test_layout_and_metadata(capture):
     root, config, meta = capture
     roles = {(s["split"], s["capture"], s["role"]) for s in meta["subjects"]}
-    assert roles == {("test", "Capture0", "reconstruction"), ("val", "Capture0", "sr_val"),
-                     ("train", "Capture0", "sr_train")}
+    assert roles == {
+        ("test", "Capture0", "reconstruction"),
+        ("val", "Capture0", "sr_val"),
+        ("train", "Capture0", "sr_train"),
+    }
     assert meta["num_images"] == 4 * 4 + 2 * 3 * 2
     recon = meta["subjects"][0]
     assert recon["fit_cameras"] == ["cam400101", "cam400102", "cam400103"]
@@ -53,7 +76,9 @@ def test_layout_and_metadata(capture):
     assert len(recon["fit_frame_ids"]) == 2 and len(recon["heldout_frame_ids"]) == 2
     for split in ("train", "val", "test"):
         for kind in ("camera", "MANO_NeuralAnnot", "joint_3d", "data"):
-            assert os.path.isfile(os.path.join(root, "annotations", split, f"InterHand2.6M_{split}_{kind}.json"))
+            assert os.path.isfile(
+                os.path.join(root, "annotations", split, f"InterHand2.6M_{split}_{kind}.json")
+            )
     with open(os.path.join(root, "annotations", "test", "InterHand2.6M_test_data.json")) as f:
         data = json.load(f)
     assert len(data["images"]) == 16
@@ -86,8 +111,17 @@ def test_reader_round_trip(capture):
     # re-render one frame and compare with the JPEG
     verts, faces = seq.gt_mesh(1)
     cams = seq.cameras
-    out = synthetic.render_views(verts, faces, albedo, cams.K, cams.R, cams.t, (64, 64),
-                                 torch.tensor(recon["sh_coeffs"], dtype=torch.float32), supersample=2)
+    out = synthetic.render_views(
+        verts,
+        faces,
+        albedo,
+        cams.K,
+        cams.R,
+        cams.t,
+        (64, 64),
+        torch.tensor(recon["sh_coeffs"], dtype=torch.float32),
+        supersample=2,
+    )
     for v in range(seq.num_views):
         diff = np.abs(seq.load_image(1, v) - out["image"][v].numpy())
         assert diff.mean() < 0.02, (v, diff.mean())
@@ -101,7 +135,9 @@ def test_fitted_annotation(capture):
     verts_mano, joints = seq.mano_forward()
     with np.load(seq.gt_mesh_path) as gt:
         true_kp = torch.from_numpy(gt["true_keypoints"])
-        assert str(gt["surface"]) == "v2" and str(gt["annotation"]) == "fit" and gt["tissue"].shape == (49281,)
+        assert (
+            str(gt["surface"]) == "v2" and str(gt["annotation"]) == "fit" and gt["tissue"].shape == (49281,)
+        )
         gt_verts = torch.from_numpy(gt["verts"])
         true_pose = torch.from_numpy(gt["true_mano_pose"])
     assert not torch.allclose(seq.mano_pose, true_pose, atol=1e-3)  # fitted, not the generating parameters
@@ -115,7 +151,9 @@ def test_fitted_annotation(capture):
     # joint_3d holds the noisy keypoints the annotation was fitted to (InterHand: triangulated keypoints)
     world, valid = read_joints_3d(root, "test", "Capture0", seq.frame_ids)[seq.frame_ids[0]]
     assert valid[:21].all() and not valid[21:].any()
-    assert 0.3 < np.linalg.norm(world[20] - true_kp[0, 0].numpy()) * 1000 < 20  # wrist, metres after the reader
+    assert (
+        0.3 < np.linalg.norm(world[20] - true_kp[0, 0].numpy()) * 1000 < 20
+    )  # wrist, metres after the reader
     for split in ("test", "val", "train"):
         m = meta[split]
         assert set(m) >= {"input_mano_p2p_mm", "input_mano_p2p_p90_mm", "annotation_mpjpe_mm"}
@@ -167,17 +205,25 @@ def test_soft_tissue_within_documented_ranges():
     from utils.geometry.mano import HandModel, default_hand_model_path
 
     hand = HandModel.from_file(default_hand_model_path("right"))
-    subject = synthetic.make_subject(hand, np.random.default_rng(3), levels=1, surface="v2",
-                                     tissue_rng=np.random.default_rng(4))
+    subject = synthetic.make_subject(
+        hand, np.random.default_rng(3), levels=1, surface="v2", tissue_rng=np.random.default_rng(4)
+    )
     for key, value in subject.tissue_params.items():
         lo, hi = TISSUE_RANGES[key]
         assert np.all((np.asarray(value) >= lo) & (np.asarray(value) <= hi)), (key, value)
     parts = {k: v * 1000 for k, v in subject.tissue_parts.items()}  # mm
-    peak = {"girth": max(abs(TISSUE_RANGES["girth"][0]) + abs(TISSUE_RANGES["taper"][0]), TISSUE_RANGES["girth"][1]),
-            "knuckle": TISSUE_RANGES["knuckle"][1], "pad": TISSUE_RANGES["pad"][1],
-            "thenar": TISSUE_RANGES["thenar"][1], "hypothenar": TISSUE_RANGES["hypothenar"][1],
-            "palm": TISSUE_RANGES["palm_palmar"][1] + TISSUE_RANGES["palm_dorsal"][1],
-            "nail": TISSUE_RANGES["nail"][1], "irregular": 3.5 * TISSUE_RANGES["irregular"][1]}
+    peak = {
+        "girth": max(
+            abs(TISSUE_RANGES["girth"][0]) + abs(TISSUE_RANGES["taper"][0]), TISSUE_RANGES["girth"][1]
+        ),
+        "knuckle": TISSUE_RANGES["knuckle"][1],
+        "pad": TISSUE_RANGES["pad"][1],
+        "thenar": TISSUE_RANGES["thenar"][1],
+        "hypothenar": TISSUE_RANGES["hypothenar"][1],
+        "palm": TISSUE_RANGES["palm_palmar"][1] + TISSUE_RANGES["palm_dorsal"][1],
+        "nail": TISSUE_RANGES["nail"][1],
+        "irregular": 3.5 * TISSUE_RANGES["irregular"][1],
+    }
     for key, values in parts.items():
         assert np.abs(values).max() <= peak[key] * 1.05, (key, np.abs(values).max())
     # the named bulges reach their drawn amplitude somewhere (they are not silently empty)
@@ -185,14 +231,19 @@ def test_soft_tissue_within_documented_ranges():
         assert parts[key].max() > 0.8 * np.min(subject.tissue_params[key]), key
     total = subject.tissue * 1000
     assert 2.0 < np.abs(total).max() < 9.0 and 0.4 < np.abs(total).mean() < 3.0
-    assert np.allclose(subject.verts, subject.verts_smooth + (subject.displacement + subject.tissue)[:, None]
-                       * vertex_normals_np(subject.verts_smooth, subject.faces))
+    assert np.allclose(
+        subject.verts,
+        subject.verts_smooth
+        + (subject.displacement + subject.tissue)[:, None]
+        * vertex_normals_np(subject.verts_smooth, subject.faces),
+    )
     for key, value in subject.pose_deformation.params.items():
         lo, hi = POSE_RANGES[key]
         assert np.all((np.asarray(value) >= lo) & (np.asarray(value) <= hi)), key
     # same generators, same subject
-    again = synthetic.make_subject(hand, np.random.default_rng(3), levels=1, surface="v2",
-                                   tissue_rng=np.random.default_rng(4))
+    again = synthetic.make_subject(
+        hand, np.random.default_rng(3), levels=1, surface="v2", tissue_rng=np.random.default_rng(4)
+    )
     assert np.array_equal(again.verts, subject.verts)
     v1 = synthetic.make_subject(hand, np.random.default_rng(3), levels=1)
     assert np.array_equal(v1.albedo, subject.albedo) and np.array_equal(v1.displacement, subject.displacement)
@@ -202,8 +253,9 @@ def test_pose_deformation_zero_at_rest_and_grows_with_flexion():
     from utils.geometry.mano import HandModel, default_hand_model_path
 
     hand = HandModel.from_file(default_hand_model_path("right"))
-    subject = synthetic.make_subject(hand, np.random.default_rng(5), levels=1, surface="v2",
-                                     tissue_rng=np.random.default_rng(6))
+    subject = synthetic.make_subject(
+        hand, np.random.default_rng(5), levels=1, surface="v2", tissue_rng=np.random.default_rng(6)
+    )
     deform = subject.pose_deformation
     assert np.abs(deform.offsets(np.zeros((1, 16, 3)))).max() == 0.0
     # extension and spread leave it at zero: only flexion (and opposition) activate it
@@ -221,7 +273,9 @@ def test_pose_deformation_zero_at_rest_and_grows_with_flexion():
     bulge = off[:, dorsal].max(1)
     assert bulge[0] == 0 and np.all(np.diff(bulge) > 0), bulge
     assert 0.5 < bulge[-1] < 2.5  # mm at 95 degrees: A_d (1-2 mm) x (1 - cos 95 deg)
-    assert np.abs(off[:, ~(np.linalg.norm(subject.verts_smooth - frame.joints[2], axis=1) < 0.03)]).max() < 1e-6
+    assert (
+        np.abs(off[:, ~(np.linalg.norm(subject.verts_smooth - frame.joints[2], axis=1) < 0.03)]).max() < 1e-6
+    )
     # thenar bulge with thumb opposition
     axis = deform.opposition_axis
     opp = np.zeros((3, 16, 3))
@@ -231,12 +285,23 @@ def test_pose_deformation_zero_at_rest_and_grows_with_flexion():
     # posing: the rest pose (pose = -pose_mean) gives the canonical surface, flexion moves the GT
     rest = -hand.pose_mean[None].float()
     gt = synthetic.pose_subject(hand, subject, rest, torch.zeros(1, 3), levels=1)
-    v1 = synthetic.pose_subject(hand, synthetic.make_subject(hand, np.random.default_rng(5), levels=1), rest,
-                                torch.zeros(1, 3), levels=1)
-    assert torch.allclose(gt - v1, torch.as_tensor(subject.verts - subject.verts_smooth
-                                                   - subject.displacement[:, None]
-                                                   * vertex_normals_np(subject.verts_smooth, subject.faces),
-                                                   dtype=torch.float32)[None], atol=1e-6)
+    v1 = synthetic.pose_subject(
+        hand,
+        synthetic.make_subject(hand, np.random.default_rng(5), levels=1),
+        rest,
+        torch.zeros(1, 3),
+        levels=1,
+    )
+    assert torch.allclose(
+        gt - v1,
+        torch.as_tensor(
+            subject.verts
+            - subject.verts_smooth
+            - subject.displacement[:, None] * vertex_normals_np(subject.verts_smooth, subject.faces),
+            dtype=torch.float32,
+        )[None],
+        atol=1e-6,
+    )
 
 
 def test_crops_masks_and_normals(capture):
@@ -252,8 +317,10 @@ def test_crops_masks_and_normals(capture):
             x_cam = s["joints_world"] @ s["R"].T + s["t"]
             uv = x_cam[:, :2] / x_cam[:, 2:] @ s["K"][:2, :2].T + s["K"][:2, 2]
             assert (uv > 0).all() and (uv < 48).all()
-            gt_mask = read_image(os.path.join(root, "gt_masks", *RECON, seq.camera_names[v],
-                                              f"mask{seq.frame_ids[f]}.png"), on_black="ignore")[..., 0]
+            gt_mask = read_image(
+                os.path.join(root, "gt_masks", *RECON, seq.camera_names[v], f"mask{seq.frame_ids[f]}.png"),
+                on_black="ignore",
+            )[..., 0]
             gt_crop = warp_to_crop(gt_mask, s["box"].numpy(), (48, 48)) > 0.5
             mask = s["mask"][0].numpy() > 0
             iou = (mask & gt_crop).sum() / (mask | gt_crop).sum()
@@ -311,8 +378,12 @@ def test_determinism_and_detail_placement():
     crease = a.labels["crease"] > 0.5
     joint_dist = np.linalg.norm(a.verts_smooth[crease][:, None] - frame.joints[None, 1:], axis=-1).min(1)
     assert np.median(joint_dist) < 0.015
-    pose_a, drift_a, _ = synthetic.make_articulation(np.random.default_rng(1), frame, 5, hand.pose_mean.numpy())
-    pose_b, drift_b, _ = synthetic.make_articulation(np.random.default_rng(1), frame, 5, hand.pose_mean.numpy())
+    pose_a, drift_a, _ = synthetic.make_articulation(
+        np.random.default_rng(1), frame, 5, hand.pose_mean.numpy()
+    )
+    pose_b, drift_b, _ = synthetic.make_articulation(
+        np.random.default_rng(1), frame, 5, hand.pose_mean.numpy()
+    )
     assert np.array_equal(pose_a, pose_b) and np.array_equal(drift_a, drift_b)
     assert np.abs(np.diff(pose_a, axis=0)).max() < 1.0  # smooth: no jumps between frames
 
@@ -346,8 +417,16 @@ def test_gt_posing_matches_the_hand_model_with_pose_blend_shapes():
 
 
 def test_left_hand_capture(tmp_path):
-    config = synthetic.SyntheticConfig(seed=1, raw_size=(48, 48), num_views=2, num_heldout_views=0, num_frames=1,
-                                       num_subjects=3, subdivision_levels=1, hand_side="left")
+    config = synthetic.SyntheticConfig(
+        seed=1,
+        raw_size=(48, 48),
+        num_views=2,
+        num_heldout_views=0,
+        num_frames=1,
+        num_subjects=3,
+        subdivision_levels=1,
+        hand_side="left",
+    )
     synthetic.generate(config, tmp_path, progress=False, log=lambda *a: None)
     seq = read_interhand_sequence(tmp_path, *RECON, hand="left")
     assert seq.hand_side == "left" and seq.num_frames == 2
@@ -368,12 +447,17 @@ def test_annotation_is_deterministic_and_near_the_keypoints():
     from utils.geometry.mano import HandModel, default_hand_model_path
 
     hand = HandModel.from_file(default_hand_model_path("right"))
-    subject = synthetic.make_subject(hand, np.random.default_rng(8), levels=0, surface="v2",
-                                     tissue_rng=np.random.default_rng(9))
-    pose, drift, _ = synthetic.make_articulation(np.random.default_rng(10), subject.frame, 3, hand.pose_mean.numpy())
+    subject = synthetic.make_subject(
+        hand, np.random.default_rng(8), levels=0, surface="v2", tissue_rng=np.random.default_rng(9)
+    )
+    pose, drift, _ = synthetic.make_articulation(
+        np.random.default_rng(10), subject.frame, 3, hand.pose_mean.numpy()
+    )
     pose_t, trans_t = torch.as_tensor(pose, dtype=torch.float32), torch.as_tensor(drift, dtype=torch.float32)
     gt = synthetic.pose_subject(hand, subject, pose_t, trans_t, levels=0)
-    _, joints = hand.forward(pose_t, torch.as_tensor(subject.betas, dtype=torch.float32).expand(3, -1), trans_t)
+    _, joints = hand.forward(
+        pose_t, torch.as_tensor(subject.betas, dtype=torch.float32).expand(3, -1), trans_t
+    )
     keypoints = true_keypoints(joints, gt)
     a = annotate(hand, keypoints, np.random.default_rng(11), noise_mm=2.0)
     b = annotate(hand, keypoints, np.random.default_rng(11), noise_mm=2.0)

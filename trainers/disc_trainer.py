@@ -100,7 +100,9 @@ class DiscTrainer(GiifTrainer):
         if model_path_disc:
             ckpt = load_checkpoint(model_path_disc, stage="disc")
             key = "disc" if "disc" in ckpt else "model"
-            check_arch_matches(ckpt[key], registry.model_spec(make_from_conf(spec, "model_disc")), what="discriminator")
+            check_arch_matches(
+                ckpt[key], registry.model_spec(make_from_conf(spec, "model_disc")), what="discriminator"
+            )
             disc = build_model(ckpt, registry.make, key=key)
             self.log.info("discriminator initialised from %s", model_path_disc)
         else:
@@ -124,7 +126,9 @@ class DiscTrainer(GiifTrainer):
         self.ddp_disc = dist.wrap_ddp(self.disc, self.device)
         self.disc_optimizer = torch.optim.Adam(self.disc.parameters(), lr=adv.get_float("disc_learning_rate"))
         self.disc_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.disc_optimizer, lr_lambda(adv.get_float("disc_lr_decay"), self.conf.get_float("train.lr_floor")))
+            self.disc_optimizer,
+            lr_lambda(adv.get_float("disc_lr_decay"), self.conf.get_float("train.lr_floor")),
+        )
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         adv = self.conf.get_config("adv")
@@ -141,7 +145,9 @@ class DiscTrainer(GiifTrainer):
         self.disc.requires_grad_(False)
         self.disc.eval()
         losses = self.sr_losses(pred, target)
-        losses["adv"] = adv.get_float("adv_weight") * gan_loss(self.disc(pred), disc_targets(mask, "generator"), mode)
+        losses["adv"] = adv.get_float("adv_weight") * gan_loss(
+            self.disc(pred), disc_targets(mask, "generator"), mode
+        )
         record_step = (self.step + 1) % self.conf.get_int("train.log_every") == 0
         grads = self._grad_norms(losses, pred) if record_step else {}
         self._backward_and_step(losses)
@@ -191,8 +197,12 @@ class DiscTrainer(GiifTrainer):
         sums["n"] += 1
         if grads is None:
             return
-        record = {"step": self.step + 1, "d_acc_real": sums["d_acc_real"] / sums["n"],
-                  "d_acc_fake": sums["d_acc_fake"] / sums["n"], **grads}
+        record = {
+            "step": self.step + 1,
+            "d_acc_real": sums["d_acc_real"] / sums["n"],
+            "d_acc_fake": sums["d_acc_fake"] / sums["n"],
+            **grads,
+        }
         self._acc_sums = {"d_acc_real": 0.0, "d_acc_fake": 0.0, "n": 0}
         self.disc_history.append(record)
         self.log.log_scalars(record["step"], {k: v for k, v in record.items() if k != "step"}, prefix="disc")
@@ -204,8 +214,10 @@ class DiscTrainer(GiifTrainer):
         if history:
             adv = self.conf.get_config("adv")
             report["discriminator"] = {
-                "steps": self.step, "adv_weight": adv.get_float("adv_weight"),
-                "disc_learning_rate": adv.get_float("disc_learning_rate"), "gan_mode": adv.get_string("gan_mode"),
+                "steps": self.step,
+                "adv_weight": adv.get_float("adv_weight"),
+                "disc_learning_rate": adv.get_float("disc_learning_rate"),
+                "gan_mode": adv.get_string("gan_mode"),
                 **summarise_history(history),
             }
             if dist.is_main():
@@ -216,7 +228,9 @@ class DiscTrainer(GiifTrainer):
     def _state(self) -> dict:
         state = super()._state()
         state["disc_history"] = list(self.disc_history)
-        state["disc_acc_sums"] = dict(self._acc_sums)  # so a resumed run records what an uninterrupted one does
+        state["disc_acc_sums"] = dict(
+            self._acc_sums
+        )  # so a resumed run records what an uninterrupted one does
         state["disc"] = model_entry(dist.unwrap(self.disc))
         state["disc_optimizer"] = self.disc_optimizer.state_dict()
         state["disc_scheduler"] = self.disc_scheduler.state_dict()
@@ -226,9 +240,16 @@ class DiscTrainer(GiifTrainer):
         """``checkpoints/last.pth`` (both networks, resumable), ``giif.pth`` and ``disc.pth``."""
         super().save()
         if dist.is_main():
-            save_atomic(make_checkpoint("disc", model_entry(dist.unwrap(self.disc)), step=self.step,
-                                        epoch=self.epoch, config=conf_to_dict(self.conf)),
-                        Path(self.run_dir) / "disc.pth")
+            save_atomic(
+                make_checkpoint(
+                    "disc",
+                    model_entry(dist.unwrap(self.disc)),
+                    step=self.step,
+                    epoch=self.epoch,
+                    config=conf_to_dict(self.conf),
+                ),
+                Path(self.run_dir) / "disc.pth",
+            )
 
     def _resume_extra(self, ckpt: dict) -> None:
         check_arch_matches(ckpt["disc"], registry.model_spec(self.disc), what="discriminator")

@@ -181,7 +181,9 @@ class GiifTrainer:
                 f"data.data_path = {root!r} is not a folder. Generate the synthetic captures with "
                 "`python scripts/make_synthetic.py` or point data.data_path (or $SRHAND_DATA) at InterHand2.6M."
             )
-        val = [str(c) for c in data.get_list("val_captures")] or interhand.list_captures(root, data.get_string("val_split"))
+        val = [str(c) for c in data.get_list("val_captures")] or interhand.list_captures(
+            root, data.get_string("val_split")
+        )
         train = [str(c) for c in data.get_list("train_captures")]
         if not train:
             train = interhand.list_captures(root, data.get_string("train_split"))
@@ -208,7 +210,9 @@ class GiifTrainer:
         tconf = self.conf.get_config("train")
         sampler = dist.distributed_sampler(self.train_set, shuffle=True, seed=self.seed)
         generator = torch.Generator().manual_seed(self.seed)
-        self._loader_generator = generator  # reseeded every epoch (see train), so a resumed run sees the same order
+        self._loader_generator = (
+            generator  # reseeded every epoch (see train), so a resumed run sees the same order
+        )
         loader = DataLoader(
             self.train_set,
             batch_size=tconf.get_int("batch_size"),
@@ -222,8 +226,9 @@ class GiifTrainer:
         return loader, sampler
 
     def val_batches(self):
-        return DataLoader(self.val_set, batch_size=self.conf.get_int("eval.batch_size"), shuffle=False,
-                          collate_fn=collate)
+        return DataLoader(
+            self.val_set, batch_size=self.conf.get_int("eval.batch_size"), shuffle=False, collate_fn=collate
+        )
 
     # ------------------------------------------------------------------ model
     def build_model(self, model_path: str | None = None) -> None:
@@ -234,7 +239,12 @@ class GiifTrainer:
             model = make_from_conf(spec)
             check_arch_matches(ckpt["model"], registry.model_spec(model), what=f"GIIF ({model_path})")
             model = build_model(ckpt, registry.make)
-            self.log.info("GIIF initialised from %s (stage %s, step %d)", model_path, ckpt.get("stage"), ckpt.get("step", 0))
+            self.log.info(
+                "GIIF initialised from %s (stage %s, step %d)",
+                model_path,
+                ckpt.get("stage"),
+                ckpt.get("step", 0),
+            )
         else:
             model = make_from_conf(spec)
         self.model = model.to(self.device)
@@ -250,21 +260,30 @@ class GiifTrainer:
         self.ddp_model = dist.wrap_ddp(self.model, self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tconf.get_float("learning_rate"))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(self.giif_lr_decay(), tconf.get_float("lr_floor")))
+            self.optimizer, lr_lambda(self.giif_lr_decay(), tconf.get_float("lr_floor"))
+        )
         impl = tconf.get_string("perceptual_impl")
         if impl not in ("fast", "package"):
             raise ConfigError(f"train.perceptual_impl must be fast or package, got {impl!r}")
-        self.perceptual_loss = PerceptualLoss(tconf.get_string("perceptual"), fast=impl == "fast") \
-            if tconf.get_float("perceptual_weight") > 0 else None
+        self.perceptual_loss = (
+            PerceptualLoss(tconf.get_string("perceptual"), fast=impl == "fast")
+            if tconf.get_float("perceptual_weight") > 0
+            else None
+        )
         if self.perceptual_loss is not None:
             self.log.info("perceptual training loss: %s", self.perceptual_loss.name)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
         return make_checkpoint(
-            self.stage, model_entry(dist.unwrap(self.model)), optimizer=self.optimizer.state_dict(),
-            step=self.step, epoch=self.epoch, config=conf_to_dict(self.conf),
-            scheduler=self.scheduler.state_dict(), rng=torch.get_rng_state(),
+            self.stage,
+            model_entry(dist.unwrap(self.model)),
+            optimizer=self.optimizer.state_dict(),
+            step=self.step,
+            epoch=self.epoch,
+            config=conf_to_dict(self.conf),
+            scheduler=self.scheduler.state_dict(),
+            rng=torch.get_rng_state(),
         )
 
     def save(self) -> None:
@@ -272,14 +291,23 @@ class GiifTrainer:
         if not dist.is_main():
             return
         save_atomic(self._state(), checkpoint_dir(self.run_dir) / "last.pth")
-        save_atomic(make_checkpoint("giif", model_entry(dist.unwrap(self.model)), step=self.step,
-                                    epoch=self.epoch, config=conf_to_dict(self.conf)),
-                    self.run_dir / "giif.pth")
+        save_atomic(
+            make_checkpoint(
+                "giif",
+                model_entry(dist.unwrap(self.model)),
+                step=self.step,
+                epoch=self.epoch,
+                config=conf_to_dict(self.conf),
+            ),
+            self.run_dir / "giif.pth",
+        )
 
     def resume(self) -> None:
         path = latest_checkpoint(self.run_dir)
         if path is None:
-            raise CheckpointError(f"--resume: no checkpoint in {checkpoint_dir(self.run_dir)} (nothing to resume)")
+            raise CheckpointError(
+                f"--resume: no checkpoint in {checkpoint_dir(self.run_dir)} (nothing to resume)"
+            )
         ckpt = load_checkpoint(path, stage=self.stage)
         check_arch_matches(ckpt["model"], registry.model_spec(self.model), what="GIIF")
         self.model.load_state_dict(ckpt["model"]["sd"])
@@ -311,7 +339,7 @@ class GiifTrainer:
             g = torch.Generator().manual_seed(self.seed * 7919 + self.step)
             y0 = int(torch.randint(0, H - p + 1, (), generator=g))
             x0 = int(torch.randint(0, W - p + 1, (), generator=g))
-            coord = coord[y0:y0 + p, x0:x0 + p]
+            coord = coord[y0 : y0 + p, x0 : x0 + p]
             rows, cols = slice(y0, y0 + p), slice(x0, x0 + p)
         else:
             rows, cols = slice(0, H), slice(0, W)
@@ -359,8 +387,11 @@ class GiifTrainer:
         last = self._last
         size = last["target"].shape[-2:]
         grid = make_grid(
-            [F.interpolate(last["lr"][:1], size=tuple(size), mode="nearest")[0], last["pred"][0].clamp(0, 1),
-             last["target"][0]],
+            [
+                F.interpolate(last["lr"][:1], size=tuple(size), mode="nearest")[0],
+                last["pred"][0].clamp(0, 1),
+                last["target"][0],
+            ],
             labels=["LR", "prediction", "GT"],
         )
         self.log.log_image("train/grid", grid, self.step)
@@ -376,8 +407,14 @@ class GiifTrainer:
         if steps_per_epoch == 0:
             raise ConfigError("the training set is smaller than one batch: lower train.batch_size")
         total = epochs * steps_per_epoch if max_steps < 0 else min(max_steps, epochs * steps_per_epoch)
-        self.log.info("training %s for %d steps (%d per epoch), scales x%g..x%g", self.stage, total,
-                      steps_per_epoch, tconf.get_float("scale_min"), tconf.get_float("scale_max"))
+        self.log.info(
+            "training %s for %d steps (%d per epoch), scales x%g..x%g",
+            self.stage,
+            total,
+            steps_per_epoch,
+            tconf.get_float("scale_min"),
+            tconf.get_float("scale_max"),
+        )
         bar = self.log.progress(range(total), desc=self.stage, initial=self.step, total=total)
         start = time.time()
         self.model.train()
@@ -413,8 +450,13 @@ class GiifTrainer:
         if self.conf.get_bool("train.check_replicas"):
             self.check_replicas()
         elapsed = time.time() - start
-        self.log.info("%s training done: %d steps in %.1f s (%.3f s/step)", self.stage, self.step, elapsed,
-                      elapsed / max(1, total))
+        self.log.info(
+            "%s training done: %d steps in %.1f s (%.3f s/step)",
+            self.stage,
+            self.step,
+            elapsed,
+            elapsed / max(1, total),
+        )
         return {"steps": self.step, "seconds": elapsed}
 
     @torch.no_grad()
@@ -466,9 +508,15 @@ class GiifTrainer:
         if with_perceptual and econf.get_string("perceptual") != "none":
             perceptual = PerceptualMetric(econf.get_string("perceptual"), net="alex")
         return evaluate_sr(
-            predict, self.val_batches(), scales=scales or econf.get_list("scales"),
-            degradation=econf.get_string("degradation"), perceptual=perceptual, device=self.device,
-            vis_dir=vis_dir, max_vis=econf.get_int("max_vis"), method_name="giif",
+            predict,
+            self.val_batches(),
+            scales=scales or econf.get_list("scales"),
+            degradation=econf.get_string("degradation"),
+            perceptual=perceptual,
+            device=self.device,
+            vis_dir=vis_dir,
+            max_vis=econf.get_int("max_vis"),
+            method_name="giif",
         )
 
     def run_eval(self, save_vis: bool = False) -> dict:
@@ -481,4 +529,3 @@ class GiifTrainer:
             self.log.info("SR evaluation (%s):\n%s", report["model"], format_sr_table(report))
             self.log.info("metrics written to %s", path)
         return report
-

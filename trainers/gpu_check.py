@@ -43,21 +43,53 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-STAGES = ("giif_train", "disc_step", "srhand_joint", "srhand_finetune", "srhand_eval", "fastpaths_parity",
-          "nvdiffrast_parity")
+STAGES = (
+    "giif_train",
+    "disc_step",
+    "srhand_joint",
+    "srhand_finetune",
+    "srhand_eval",
+    "fastpaths_parity",
+    "nvdiffrast_parity",
+)
 
 # Toy sizes for the CPU dry run (as tests/test_srhand.py); paper sizes are the configs' own.
-TINY_DATA = dict(raw_size=(64, 64), hr_size=32, num_views=2, num_heldout_views=1, num_frames=2, num_subjects=3,
-                 supersample=1, subdivision_levels=1)
+TINY_DATA = dict(
+    raw_size=(64, 64),
+    hr_size=32,
+    num_views=2,
+    num_heldout_views=1,
+    num_frames=2,
+    num_subjects=3,
+    supersample=1,
+    subdivision_levels=1,
+)
 PAPER_DATA = dict(num_views=4, num_heldout_views=1, num_frames=2, num_subjects=3, supersample=1)
 FAST_DATA = dict(annotation="exact", p2p_frames=0)  # set when the generator knows them: no MANO fitting
 
-TINY_SR_SETS = ["data.hr_size=32", "data.normal_size=32", "data.max_val_images=2", "train.batch_size=2",
-                "train.patch_size=0", "train.perceptual_weight=0.0", "train.perceptual=none", "eval.perceptual=none"]
+TINY_SR_SETS = [
+    "data.hr_size=32",
+    "data.normal_size=32",
+    "data.max_val_images=2",
+    "train.batch_size=2",
+    "train.patch_size=0",
+    "train.perceptual_weight=0.0",
+    "train.perceptual=none",
+    "eval.perceptual=none",
+]
 PAPER_SR_SETS = ["data.max_val_images=2", "train.batch_size=4"]
-TINY_SRHAND_SETS = ["data.hr_size=32", "data.lr_size=8", "data.normal_size=32", "model.subdivision_levels=1",
-                    "train.perceptual=none", "train.batch_size=2", "finetune.batch_size=2", "eval.perceptual=none",
-                    "eval.p2p_samples=300", "eval.batch_size=3"]
+TINY_SRHAND_SETS = [
+    "data.hr_size=32",
+    "data.lr_size=8",
+    "data.normal_size=32",
+    "model.subdivision_levels=1",
+    "train.perceptual=none",
+    "train.batch_size=2",
+    "finetune.batch_size=2",
+    "eval.perceptual=none",
+    "eval.p2p_samples=300",
+    "eval.batch_size=3",
+]
 
 
 @dataclasses.dataclass
@@ -162,8 +194,12 @@ class _Stages:
         from trainers.giif_trainer import GiifTrainer
         from utils.config import load_config
 
-        sets = [f"data.data_path={self.data}", "use_tensorboard=false", "train.num_workers=0",
-                *(TINY_SR_SETS if self.s.tiny else PAPER_SR_SETS)]
+        sets = [
+            f"data.data_path={self.data}",
+            "use_tensorboard=false",
+            "train.num_workers=0",
+            *(TINY_SR_SETS if self.s.tiny else PAPER_SR_SETS),
+        ]
         conf = load_config(_conf_path(stage, self.s.tiny), sets, schema=stage)
         run_dir = self.work / stage
         cls = DiscTrainer if stage == "disc" else GiifTrainer
@@ -192,10 +228,18 @@ class _Stages:
             from utils.config import load_config
 
             giif, disc = _giif_checkpoints(self.work, self.s.tiny)
-            sets = [f"data.data_path={self.data}", "data.num_views=2" if self.s.tiny else "data.num_views=4",
-                    "data.num_frames=2", f"giif_model={giif}", f"disc_model={disc}", "sr_source=giif_finetuned",
-                    "use_tensorboard=false", "eval.num_frames=1", "eval.include_heldout_cameras=true",
-                    *(TINY_SRHAND_SETS if self.s.tiny else [])]
+            sets = [
+                f"data.data_path={self.data}",
+                "data.num_views=2" if self.s.tiny else "data.num_views=4",
+                "data.num_frames=2",
+                f"giif_model={giif}",
+                f"disc_model={disc}",
+                "sr_source=giif_finetuned",
+                "use_tensorboard=false",
+                "eval.num_frames=1",
+                "eval.include_heldout_cameras=true",
+                *(TINY_SRHAND_SETS if self.s.tiny else []),
+            ]
             conf = load_config(_conf_path("srhand", self.s.tiny), sets, schema="srhand")
             run_dir = self.work / "srhand"
             trainer = SRHandTrainer(conf, run_dir, self.device, _logger(run_dir))
@@ -216,8 +260,12 @@ class _Stages:
         trainer = self.srhand()
         views, weights = self._joint_views_and_weights(trainer)
         out = self._timed(lambda: trainer.train_step(0, views, weights))
-        return {**out, "views": len(views), "vertices": trainer.models.avatar.num_verts,
-                "resolution": list(trainer.fit.tensors.size)}
+        return {
+            **out,
+            "views": len(views),
+            "vertices": trainer.models.avatar.num_verts,
+            "resolution": list(trainer.fit.tensors.size),
+        }
 
     def srhand_finetune(self) -> dict:
         trainer = self.srhand()
@@ -242,8 +290,11 @@ class _Stages:
         views, weights = self._joint_views_and_weights(trainer)
         out = fast_path_parity(trainer, views, weights)
         # CUDA convolutions may run in TF32, where another summation order moves values by ~1e-3.
-        ok = (out["loss_max_rel_diff"] <= 1e-3 and out["grad_rel_norm_diff"] <= 1e-2
-              and max(out["retired_max_rel_diff"].values()) <= 1e-3)
+        ok = (
+            out["loss_max_rel_diff"] <= 1e-3
+            and out["grad_rel_norm_diff"] <= 1e-2
+            and max(out["retired_max_rel_diff"].values()) <= 1e-3
+        )
         return {"status": "pass" if ok else "fail", **out}
 
     def nvdiffrast_parity(self) -> dict:
@@ -279,17 +330,26 @@ def fast_path_parity(trainer, views: list[int], weights: dict) -> dict:
     def losses_and_grads(bundle):
         terms = train_losses(ctx, bundle, data, targets, state.prephase_result, 0, views, weights)
         grads = torch.autograd.grad(terms["total"], params, allow_unused=True)
-        flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)])
+        flat = torch.cat(
+            [
+                (torch.zeros_like(p) if g is None else g).reshape(-1)
+                for p, g in zip(params, grads, strict=True)
+            ]
+        )
         return {k: float(v.detach()) for k, v in terms.items()}, flat
 
     ref_terms, ref_grad = losses_and_grads(reference_models(ctx, models))
     terms, grad = losses_and_grads(models)
     scale = ref_grad.abs().max().clamp(min=1e-30)
     floor = 1e-6 * abs(ref_terms["total"]) + 1e-30  # terms below a millionth of the total are rounding noise
-    return {"loss_max_rel_diff": max(abs(terms[k] - ref_terms[k]) / max(abs(ref_terms[k]), floor) for k in ref_terms),
-            "grad_max_rel_diff": float((grad - ref_grad).abs().max() / scale),
-            "grad_rel_norm_diff": float((grad - ref_grad).norm() / ref_grad.norm().clamp(min=1e-30)),
-            "retired_max_rel_diff": retired_path_parity(models.avatar, data)}
+    return {
+        "loss_max_rel_diff": max(
+            abs(terms[k] - ref_terms[k]) / max(abs(ref_terms[k]), floor) for k in ref_terms
+        ),
+        "grad_max_rel_diff": float((grad - ref_grad).abs().max() / scale),
+        "grad_rel_norm_diff": float((grad - ref_grad).norm() / ref_grad.norm().clamp(min=1e-30)),
+        "retired_max_rel_diff": retired_path_parity(models.avatar, data),
+    }
 
 
 def retired_path_parity(avatar, data) -> dict:
@@ -312,17 +372,23 @@ def retired_path_parity(avatar, data) -> dict:
             (grad,) = torch.autograd.grad(out.sin().sum(), xg)
             outs.append((out.detach(), grad))
         (a, ga), (b, gb) = outs
-        return max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-30)),
-                   float((ga - gb).abs().max() / gb.abs().max().clamp(min=1e-30)))
+        return max(
+            float((a - b).abs().max() / b.abs().max().clamp(min=1e-30)),
+            float((ga - gb).abs().max() / gb.abs().max().clamp(min=1e-30)),
+        )
 
     # A copy of the avatar's first condition network with every parameter moved off its initial value (the
     # zero-initialised last layer would make both outputs exactly 0).
-    net = copy.deepcopy(next(m for m in avatar.modules() if isinstance(m, ConditionNetwork) and not m.d_extra))
+    net = copy.deepcopy(
+        next(m for m in avatar.modules() if isinstance(m, ConditionNetwork) and not m.d_extra)
+    )
     with torch.no_grad():
         for param in net.parameters():
             param.add_(0.1 * torch.randn(param.shape, generator=gen).to(device))
-    return {"sh_shade": compare(sh_shade, sh_shade_reference, normals, coeffs),
-            "condition_code": compare(net.code, net.code_reference, avatar.condition(data.pose[0]))}
+    return {
+        "sh_shade": compare(sh_shade, sh_shade_reference, normals, coeffs),
+        "condition_code": compare(net.code, net.code_reference, avatar.condition(data.pose[0])),
+    }
 
 
 def render_parity(trainer, device: torch.device) -> dict:
@@ -354,28 +420,40 @@ def render_parity(trainer, device: torch.device) -> dict:
     same_frac = float(same.float().mean())
     same_covered = float(same[covered].float().mean()) if covered.any() else 1.0
     ok = same_frac >= 0.99 and interp_err <= 1e-4 and aa_off <= 0.01
-    return {"status": "pass" if ok else "fail", "same_triangle": same_frac, "same_triangle_covered": same_covered,
-            "interp_max_abs_m": interp_err, "antialias_off_fraction": aa_off}
+    return {
+        "status": "pass" if ok else "fail",
+        "same_triangle": same_frac,
+        "same_triangle_covered": same_covered,
+        "interp_max_abs_m": interp_err,
+        "antialias_off_fraction": aa_off,
+    }
 
 
 def run_check(settings: CheckSettings, log=print) -> dict:
     """Run the selected stages; returns ``{"env": ..., "stages": {name: {"status", "step_s", "peak_mib", ...}}}``."""
     device = torch.device(settings.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda but torch.cuda.is_available() is False (use --device cpu --tiny for a dry run)")
+        raise RuntimeError(
+            "--device cuda but torch.cuda.is_available() is False (use --device cpu --tiny for a dry run)"
+        )
     start = time.perf_counter()
     result = {"env": environment(device, settings), "stages": {}}
     with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
-        log(f"[gpu_check] generating {'tiny' if settings.tiny else 'paper-size'} synthetic captures in {work}")
+        log(
+            f"[gpu_check] generating {'tiny' if settings.tiny else 'paper-size'} synthetic captures in {work}"
+        )
         data = make_data(work / "data", settings.tiny)
         result["data_s"] = time.perf_counter() - t0
         stages = _Stages(settings, device, data, work)
         for name in settings.stages:
             elapsed = time.perf_counter() - start
             if elapsed > settings.budget_s:
-                result["stages"][name] = {"status": "skipped", "reason": f"time budget {settings.budget_s:.0f} s spent"}
+                result["stages"][name] = {
+                    "status": "skipped",
+                    "reason": f"time budget {settings.budget_s:.0f} s spent",
+                }
                 log(f"[gpu_check] {name}: skipped (budget)")
                 continue
             if device.type == "cuda":
@@ -386,8 +464,11 @@ def run_check(settings: CheckSettings, log=print) -> dict:
                 entry = getattr(stages, name)()
                 entry.setdefault("status", "pass")
             except Exception as err:  # a failing stage is a result; the others still run
-                entry = {"status": "fail", "error": f"{type(err).__name__}: {err}",
-                         "traceback": traceback.format_exc(limit=8)}
+                entry = {
+                    "status": "fail",
+                    "error": f"{type(err).__name__}: {err}",
+                    "traceback": traceback.format_exc(limit=8),
+                }
             if entry["status"] != "skipped":
                 entry["peak_mib"] = peak_memory_mib(device)
             entry["wall_s"] = time.perf_counter() - t0
@@ -403,25 +484,41 @@ def environment(device: torch.device, settings: CheckSettings) -> dict:
     import subprocess
 
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10).stdout.strip() or None
+        rev = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         rev = None
-    return {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "git_revision": rev, "size": "tiny" if settings.tiny else "paper", "steps": settings.steps,
-            "amp": settings.amp, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "git_revision": rev,
+        "size": "tiny" if settings.tiny else "paper",
+        "steps": settings.steps,
+        "amp": settings.amp,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def markdown_summary(result: dict) -> str:
     """A short markdown table of ``result`` (for ``benchmarks/gpu.md``)."""
     env = result["env"]
-    lines = [f"`scripts/gpu_check.py` at `{env['git_revision']}` on {env['date']}: {env['gpu'] or env['device']}, "
-             f"torch {env['torch']} (CUDA {env['cuda']}), {env['size']} size, {env['steps']} timed steps per stage, "
-             f"{result['total_s']:.0f} s in all ({result.get('data_s', 0):.0f} s making the captures).", "",
-             "| stage | status | step (ms) | bf16 autocast step (ms) | peak memory (MiB) | note |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"`scripts/gpu_check.py` at `{env['git_revision']}` on {env['date']}: {env['gpu'] or env['device']}, "
+        f"torch {env['torch']} (CUDA {env['cuda']}), {env['size']} size, {env['steps']} timed steps per stage, "
+        f"{result['total_s']:.0f} s in all ({result.get('data_s', 0):.0f} s making the captures).",
+        "",
+        "| stage | status | step (ms) | bf16 autocast step (ms) | peak memory (MiB) | note |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, e in result["stages"].items():
         step = f"{e['step_s'] * 1000:.1f}" if "step_s" in e else ""
         amp = f"{e['amp_bf16_step_s'] * 1000:.1f}" if "amp_bf16_step_s" in e else ""
@@ -429,10 +526,16 @@ def markdown_summary(result: dict) -> str:
         note = e.get("error") or e.get("reason") or ""
         if name == "fastpaths_parity" and "loss_max_rel_diff" in e:
             retired = ", ".join(f"{k} {v:.1e}" for k, v in e.get("retired_max_rel_diff", {}).items())
-            note = (f"losses {e['loss_max_rel_diff']:.1e}, gradients {e['grad_rel_norm_diff']:.1e} "
-                    f"(relative, fast vs reference); {retired}")
+            note = (
+                f"losses {e['loss_max_rel_diff']:.1e}, gradients {e['grad_rel_norm_diff']:.1e} "
+                f"(relative, fast vs reference); {retired}"
+            )
         if name == "nvdiffrast_parity" and "same_triangle" in e:
-            note = (f"same triangle {e['same_triangle']:.4f}, interp max {e['interp_max_abs_m']:.1e} m, "
-                    f"AA off {e['antialias_off_fraction']:.4f}")
-        lines.append(f"| {name} | {e['status']} | {step} | {amp} | {peak} | {note.splitlines()[0] if note else ''} |")
+            note = (
+                f"same triangle {e['same_triangle']:.4f}, interp max {e['interp_max_abs_m']:.1e} m, "
+                f"AA off {e['antialias_off_fraction']:.4f}"
+            )
+        lines.append(
+            f"| {name} | {e['status']} | {step} | {amp} | {peak} | {note.splitlines()[0] if note else ''} |"
+        )
     return "\n".join(lines) + "\n"

@@ -28,8 +28,13 @@ from utils.run_logging import NonFiniteLossError
 
 # Exceptions that mean "the user has something to fix", reported in one line without a traceback. Not
 # ValueError, KeyError or OSError in general: raised by a bug, those must show where.
-USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError, RunLockError, WriteFailedError,
-                                                NonFiniteLossError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    InputError,
+    FileNotFoundError,
+    RunLockError,
+    WriteFailedError,
+    NonFiniteLossError,
+)
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,11 @@ def setup(stage: str, description: str, argv: Sequence[str] | None = None) -> Ru
         if stale_warnings:
             removed = remove_stale_temp_files(run_dir)
             if removed:
-                logger.warning("removed %d temporary file(s) of interrupted writes: %s", len(removed),
-                               ", ".join(str(p.relative_to(run_dir)) for p in removed))
+                logger.warning(
+                    "removed %d temporary file(s) of interrupted writes: %s",
+                    len(removed),
+                    ", ".join(str(p.relative_to(run_dir)) for p in removed),
+                )
         if dist.is_main():
             # An evaluation records its own config beside the run's, never over the training record.
             record_dir = run_dir / "eval" if args.eval else run_dir
@@ -92,7 +100,9 @@ def setup(stage: str, description: str, argv: Sequence[str] | None = None) -> Ru
         lock.release()
         raise
     logger.info("%s: run folder %s, device %s, world size %d", stage, run_dir, info.device, info.world_size)
-    return RunSetup(args=args, conf=conf, seed=seed, run_dir=run_dir, device=info.device, logger=logger, lock=lock)
+    return RunSetup(
+        args=args, conf=conf, seed=seed, run_dir=run_dir, device=info.device, logger=logger, lock=lock
+    )
 
 
 def close_run(run: RunSetup) -> None:
@@ -109,13 +119,17 @@ def check_data_counts(conf, seq) -> None:
     """
     data = conf.get_config("data")
     errors = []
-    checks = [("data.num_views", not data.get_list("cameras"), seq.num_views, "usable colour cameras"),
-              ("data.num_frames", not data.get_list("frame_ids"), seq.num_frames, "usable frames")]
+    checks = [
+        ("data.num_views", not data.get_list("cameras"), seq.num_views, "usable colour cameras"),
+        ("data.num_frames", not data.get_list("frame_ids"), seq.num_frames, "usable frames"),
+    ]
     for key, applies, available, what in checks:
         value = conf.get_int(key)
         if applies and value > available:
-            errors.append(f"{key} = {value} in {config_origin(conf, key)}: must be <= {available} "
-                          f"(the {what} of {seq.name} in {data.get_string('data_path')})")
+            errors.append(
+                f"{key} = {value} in {config_origin(conf, key)}: must be <= {available} "
+                f"(the {what} of {seq.name} in {data.get_string('data_path')})"
+            )
     if errors:
         raise ConfigError("\n  ".join(["the config asks for more than the data holds:", *errors]))
 
@@ -148,7 +162,9 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
 
     run = setup(stage, description, argv)
     args, conf, run_dir = run.args, run.conf, run.run_dir
-    trainer = (DiscTrainer if stage == "disc" else GiifTrainer)(conf, run_dir, run.device, run.logger, seed=run.seed)
+    trainer = (DiscTrainer if stage == "disc" else GiifTrainer)(
+        conf, run_dir, run.device, run.logger, seed=run.seed
+    )
     try:
         if args.eval:
             model_path = args.model_path or str(run_dir / "giif.pth")
@@ -190,9 +206,13 @@ def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | No
             raise InputError("main.py fits one sequence on one device: launch it without torchrun")
         trainer = SRHandTrainer(conf, run_dir, run.device, logger, seed=run.seed)
         if args.eval:
-            return trainer.evaluate_saved(args.model_path or run_dir, args.implicit_path, save_vis=args.save_vis)
+            return trainer.evaluate_saved(
+                args.model_path or run_dir, args.implicit_path, save_vis=args.save_vis
+            )
         if not args.r and latest_checkpoint(run_dir) is not None:
-            logger.warning("%s already holds a checkpoint: starting a new run over it (pass --r to resume)", run_dir)
+            logger.warning(
+                "%s already holds a checkpoint: starting a new run over it (pass --r to resume)", run_dir
+            )
         fit = trainer.build_data()
         check_data_counts(conf, fit.seq)
         trainer.build_models(resume=args.r, implicit_path=args.implicit_path)

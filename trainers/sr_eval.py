@@ -77,7 +77,7 @@ def evaluate_sr(
         {"psnr_masked", "psnr_full", "ssim_masked", "ssim_full", "<perc>_masked", "<perc>_full"}}}}``
         with ``method`` in ``(method_name, "bicubic")``; every value is the mean over images.
     """
-    perc_key = (perceptual.name.lower().replace("-", "") if perceptual is not None else None)
+    perc_key = perceptual.name.lower().replace("-", "") if perceptual is not None else None
     sums: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
     num_images = 0
     vis_written: dict = defaultdict(int)
@@ -89,7 +89,10 @@ def evaluate_sr(
         num_images += hr.shape[0]
         for scale in scales:
             lr = degrade(hr, scale=float(scale), mode=degradation)
-            outputs = {method_name: predict(lr, normal_map, size).clamp(0, 1), "bicubic": bicubic_upsample(lr, size)}
+            outputs = {
+                method_name: predict(lr, normal_map, size).clamp(0, 1),
+                "bicubic": bicubic_upsample(lr, size),
+            }
             for method, pred in outputs.items():
                 row = sums[method][_scale_key(scale)]
                 for region, m in (("masked", mask), ("full", None)):
@@ -105,7 +108,13 @@ def evaluate_sr(
                         break
                     lr_up = F.interpolate(lr[b : b + 1], size=size, mode="nearest")[0]
                     grid = make_grid(
-                        [lr_up, outputs["bicubic"][b], outputs[method_name][b], hr[b], normal_to_rgb(normal_map[b : b + 1])[0]],
+                        [
+                            lr_up,
+                            outputs["bicubic"][b],
+                            outputs[method_name][b],
+                            hr[b],
+                            normal_to_rgb(normal_map[b : b + 1])[0],
+                        ],
                         labels=[f"LR {_scale_key(scale)}", "bicubic", method_name, "GT", "normal map"],
                     )
                     write_image(vis_dir / f"{_scale_key(scale)}_{vis_written[scale]:03d}.png", grid)
@@ -134,7 +143,12 @@ def format_sr_table(report: dict) -> str:
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
     for method, by_scale in report["results"].items():
         for scale, row in by_scale.items():
-            lines.append(" | ".join([method, scale] + [f"{row[c]:.4f}" if "psnr" not in c else f"{row[c]:.2f}" for c in columns]))
+            lines.append(
+                " | ".join(
+                    [method, scale]
+                    + [f"{row[c]:.4f}" if "psnr" not in c else f"{row[c]:.2f}" for c in columns]
+                )
+            )
     note = f"{report['num_images']} images, degradation {report['degradation']}"
     if perc:
         note += f", perceptual metric: {perc}"

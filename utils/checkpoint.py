@@ -57,7 +57,7 @@ class WriteFailedError(OSError):
         super().__init__(err.errno, f"cannot write {path}: {err.strerror or err}{reason}")
 
     def __str__(self) -> str:
-        kept = ("the previous version is unchanged" if self.path.exists() else "nothing was written there")
+        kept = "the previous version is unchanged" if self.path.exists() else "nothing was written there"
         return f"{self.strerror}; {kept}"
 
 
@@ -316,8 +316,10 @@ def build_model(ckpt: dict, make: Callable[..., Any], key: str = "model", strict
         module = make({"name": entry["name"], "args": entry["args"]})
     except (KeyError, TypeError, ValueError) as err:
         # an unknown name or arguments this code's constructor rejects: the file, not the code, is off
-        raise CheckpointError(f"checkpoint entry {key!r}: this code cannot build {entry['name']!r} from the "
-                              f"entry's spec: {err}") from err
+        raise CheckpointError(
+            f"checkpoint entry {key!r}: this code cannot build {entry['name']!r} from the "
+            f"entry's spec: {err}"
+        ) from err
     own = module.state_dict()
     problems = []
     for name, tensor in entry["sd"].items():

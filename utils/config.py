@@ -103,7 +103,9 @@ def _parse(text: str, basedir: Path, what: str):
         message = str(err)
         hint = ""
         if "substitution" in message.lower() or "Cannot resolve" in message:
-            hint = " (a ${VAR} reference to an undefined key or environment variable; use ${?VAR} for optional)"
+            hint = (
+                " (a ${VAR} reference to an undefined key or environment variable; use ${?VAR} for optional)"
+            )
         raise ConfigError(f"cannot parse {what}: {message}{hint}") from err
 
 
@@ -143,7 +145,9 @@ def _defining_file(key: str, files: list[Path]) -> Path | None:
 def _type_name(value: Any) -> str:
     if _is_tree(value) or isinstance(value, dict):
         return "object"
-    return {bool: "bool", int: "int", float: "float", str: "str", list: "list"}.get(type(value), type(value).__name__)
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _coerce(value: Any, default: Any) -> tuple[bool, Any]:
@@ -166,8 +170,16 @@ def _coerce(value: Any, default: Any) -> tuple[bool, Any]:
 class _Validator:
     """Walks user config and schema together, collecting every problem before raising."""
 
-    def __init__(self, schema, source: str, files: list[Path], override_keys: list[str],
-                 user=None, schema_file: Path | None = None, override_values: dict[str, str] | None = None):
+    def __init__(
+        self,
+        schema,
+        source: str,
+        files: list[Path],
+        override_keys: list[str],
+        user=None,
+        schema_file: Path | None = None,
+        override_values: dict[str, str] | None = None,
+    ):
         self.schema = schema
         self.source = source
         self.files = files
@@ -337,8 +349,9 @@ def load_config(
         return user
     schema_file = _resolve_schema(schema)
     schema_tree, rules = load_schema(schema_file)
-    validator = _Validator(schema_tree, str(path), _included_files(path), override_keys, user, schema_file,
-                           override_values)
+    validator = _Validator(
+        schema_tree, str(path), _included_files(path), override_keys, user, schema_file, override_values
+    )
     merged = validator.merge(user, schema_tree, "")
     validator.check_required(merged)
     validator.errors += check_rules(rules, lambda key: _get_path(merged, key), validator.origin)
@@ -404,7 +417,11 @@ def git_revision(repo: str | Path = REPO_ROOT) -> str:
         ).stdout.strip()
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo, capture_output=True, text=True, check=True, timeout=20,
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=20,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as err:
         return f"unknown (git unavailable or not a repository: {type(err).__name__})"
@@ -452,7 +469,9 @@ def read_section(cls: type, conf, key: str | None = None):
         try:
             raw = _get_path(conf, path)
         except (KeyError, TypeError):
-            raise ConfigError(f"the config has no key {path!r} (read into {cls.__name__}.{field.name})") from None
+            raise ConfigError(
+                f"the config has no key {path!r} (read into {cls.__name__}.{field.name})"
+            ) from None
         kind = hints[field.name]
         origin = typing.get_origin(kind) or kind
         if dataclasses.is_dataclass(kind):

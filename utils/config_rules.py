@@ -31,7 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq, "!=": operator.ne,
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
 _NUMBER = re.compile(r"-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
@@ -107,22 +112,26 @@ def parse_rule(key: str, text: str) -> Rule:
     body = text.strip()
     each = body.startswith("each ")
     if each:
-        body = body[len("each "):].strip()
+        body = body[len("each ") :].strip()
     alternatives = []
     for alt_text in re.split(r"\s+or\s+", body):
         clauses = []
         for clause_text in re.split(r"\s+and\s+", alt_text.strip()):
             clause_text = clause_text.strip()
             if match := _INTERVAL.fullmatch(clause_text):
-                clauses += [Clause(">=", _operand(match.group(1), key, text)),
-                            Clause("<=", _operand(match.group(2), key, text))]
+                clauses += [
+                    Clause(">=", _operand(match.group(1), key, text)),
+                    Clause("<=", _operand(match.group(2), key, text)),
+                ]
             elif match := _CLAUSE.fullmatch(clause_text):
                 clauses.append(Clause(match.group(1), _operand(match.group(2), key, text)))
             elif _NUMBER.fullmatch(clause_text):
                 clauses.append(Clause("==", float(clause_text)))
             else:
-                raise RuleSyntaxError(f"rule for {key!r}: cannot read {clause_text!r} in {text!r} "
-                                      "(expected e.g. '>= 1', 'in [0, 1]', '< data.hr_size', '-1 or >= 1')")
+                raise RuleSyntaxError(
+                    f"rule for {key!r}: cannot read {clause_text!r} in {text!r} "
+                    "(expected e.g. '>= 1', 'in [0, 1]', '< data.hr_size', '-1 or >= 1')"
+                )
         alternatives.append(tuple(clauses))
     return Rule(key=key, text=text.strip(), alternatives=tuple(alternatives), each=each)
 
@@ -145,7 +154,9 @@ def parse_rules(block: Any, known_keys: Iterable[str] = ()) -> list[Rule]:
             rule = parse_rule(key, str(text))
             for name in [key, *rule.references()]:
                 if known and name not in known:
-                    raise RuleSyntaxError(f"rule {key!r} = {text!r} refers to {name!r}, which is not a key of the schema")
+                    raise RuleSyntaxError(
+                        f"rule {key!r} = {text!r} refers to {name!r}, which is not a key of the schema"
+                    )
             rules.append(rule)
     return rules
 
@@ -161,7 +172,9 @@ def format_value(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def check_rules(rules: Iterable[Rule], lookup: Callable[[str], Any], origin: Callable[[str], str]) -> list[str]:
+def check_rules(
+    rules: Iterable[Rule], lookup: Callable[[str], Any], origin: Callable[[str], str]
+) -> list[str]:
     """Every broken rule, one message each: ``<key> = <value> in <origin>: must be <rule>``.
 
     Args:
@@ -189,6 +202,8 @@ def check_rules(rules: Iterable[Rule], lookup: Callable[[str], Any], origin: Cal
             continue
         refs = [f"{ref} = {format_value(get(ref))} in {origin(ref)}" for ref in rule.references()]
         what = f" (element {format_value(bad[0])})" if rule.each else ""
-        errors.append(f"{rule.key} = {format_value(value)} in {origin(rule.key)}: must be {rule.text}{what}"
-                      + (f" (where {'; '.join(refs)})" if refs else ""))
+        errors.append(
+            f"{rule.key} = {format_value(value)} in {origin(rule.key)}: must be {rule.text}{what}"
+            + (f" (where {'; '.join(refs)})" if refs else "")
+        )
     return errors

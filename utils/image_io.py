@@ -93,7 +93,9 @@ def to_numpy_image(image: Any) -> np.ndarray:
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an image (H, W), (H, W, 1|3|4) or a tensor (C, H, W), got shape {image.shape}")
+        raise ValueError(
+            f"expected an image (H, W), (H, W, 1|3|4) or a tensor (C, H, W), got shape {image.shape}"
+        )
     return image
 
 
@@ -159,7 +161,9 @@ def make_grid(
     tiles = [to_uint8(img, what=f"image {i}").astype(np.float32) / 255.0 for i, img in enumerate(images)]
     height, width = tiles[0].shape[:2]
     tiles = [
-        t if t.shape[:2] == (height, width) else cv2.resize(t, (width, height), interpolation=cv2.INTER_NEAREST)
+        t
+        if t.shape[:2] == (height, width)
+        else cv2.resize(t, (width, height), interpolation=cv2.INTER_NEAREST)
         for t in tiles
     ]
     if labels is not None:
@@ -170,15 +174,25 @@ def make_grid(
         for tile, label in zip(tiles, labels, strict=True):
             # putText draws on 8-bit images only (OpenCV 5)
             header = np.full((strip, width, 3), int(round(pad_value * 255)), dtype=np.uint8)
-            cv2.putText(header, str(label), (3, strip - 6), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                        (0, 0, 0), thickness, cv2.LINE_AA)
+            cv2.putText(
+                header,
+                str(label),
+                (3, strip - 6),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                font_scale,
+                (0, 0, 0),
+                thickness,
+                cv2.LINE_AA,
+            )
             labelled.append(np.concatenate([header.astype(np.float32) / 255.0, tile], axis=0))
         tiles = labelled
     ncols = len(tiles) if ncols is None else max(1, int(ncols))
     nrows = -(-len(tiles) // ncols)
     tile_h, tile_w = tiles[0].shape[:2]
     grid = np.full(
-        (nrows * tile_h + (nrows - 1) * pad, ncols * tile_w + (ncols - 1) * pad, 3), pad_value, dtype=np.float32
+        (nrows * tile_h + (nrows - 1) * pad, ncols * tile_w + (ncols - 1) * pad, 3),
+        pad_value,
+        dtype=np.float32,
     )
     for index, tile in enumerate(tiles):
         row, col = divmod(index, ncols)

@@ -87,8 +87,10 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as err:
-                raise RunLockError(f"cannot create the lock file {self.path}: {err.strerror or err} "
-                                   "(is the output folder read-only?)") from err
+                raise RunLockError(
+                    f"cannot create the lock file {self.path}: {err.strerror or err} "
+                    "(is the output folder read-only?)"
+                ) from err
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -113,11 +115,17 @@ class RunLock:
             os.close(fd)
         previous = _read_holder(fd)
         if previous:
-            warn(f"taking over the stale lock {self.path} of process {previous.get('pid', '?')} on "
-                 f"{previous.get('host', '?')} (started {previous.get('started', '?')}), which is no longer "
-                 "running: the previous run ended without releasing it (killed or crashed)")
-        record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
+            warn(
+                f"taking over the stale lock {self.path} of process {previous.get('pid', '?')} on "
+                f"{previous.get('host', '?')} (started {previous.get('started', '?')}), which is no longer "
+                "running: the previous run ended without releasing it (killed or crashed)"
+            )
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "argv": sys.argv,
+        }
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, (json.dumps(record) + "\n").encode("utf-8"))
@@ -129,10 +137,14 @@ class RunLock:
         pid = holder.get("pid", "?")
         where = holder.get("host", "?")
         command = " ".join(map(str, holder.get("argv", []))) or "?"
-        alive = " (running)" if isinstance(pid, int) and where == socket.gethostname() and pid_alive(pid) else ""
-        return (f"run folder {self.run_dir} is in use by process {pid}{alive} on {where}, started "
-                f"{holder.get('started', '?')}: {command}. Wait for it to finish, or pick another folder "
-                "(--out, or exp_name); two runs writing one folder would mix their checkpoints and logs")
+        alive = (
+            " (running)" if isinstance(pid, int) and where == socket.gethostname() and pid_alive(pid) else ""
+        )
+        return (
+            f"run folder {self.run_dir} is in use by process {pid}{alive} on {where}, started "
+            f"{holder.get('started', '?')}: {command}. Wait for it to finish, or pick another folder "
+            "(--out, or exp_name); two runs writing one folder would mix their checkpoints and logs"
+        )
 
     def release(self) -> None:
         """Remove the lock file and drop the lock (no-op when not held)."""

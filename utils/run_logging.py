@@ -79,8 +79,9 @@ class RunLogger:
         rank: this process's rank; by default from ``utils.dist``.
     """
 
-    def __init__(self, run_dir: str | Path, use_tensorboard: bool = True, name: str = "srhand",
-                 rank: int | None = None):
+    def __init__(
+        self, run_dir: str | Path, use_tensorboard: bool = True, name: str = "srhand", rank: int | None = None
+    ):
         self.run_dir = Path(run_dir)
         self.rank = dist.rank() if rank is None else rank
         self.is_main = self.rank == 0
@@ -128,14 +129,17 @@ class RunLogger:
         for key, value in values.items():
             self.writer.add_scalar(f"{prefix}/{key}" if prefix else key, _value(value), step)
 
-    def log_losses(self, step: int, losses: Mapping[str, Any], prefix: str = "train",
-                   to_stdout: bool = True) -> None:
+    def log_losses(
+        self, step: int, losses: Mapping[str, Any], prefix: str = "train", to_stdout: bool = True
+    ) -> None:
         """Log every loss term by name: one line (stdout and log.txt) and TensorBoard scalars."""
         if not self.is_main:
             return
         values = {k: _value(v) for k, v in losses.items()}
         if to_stdout:
-            self.logger.info("%s step %d: %s", prefix, step, "  ".join(f"{k}={v:.5g}" for k, v in values.items()))
+            self.logger.info(
+                "%s step %d: %s", prefix, step, "  ".join(f"{k}={v:.5g}" for k, v in values.items())
+            )
         self.log_scalars(step, values, prefix)
 
     def log_image(self, tag: str, image: Any, step: int) -> None:

@@ -31,14 +31,16 @@ def rotvec_to_matrix(rv):
 
 def bezier(p0, p1, p2, n=64):
     t = np.linspace(0.0, 1.0, n)[:, None]
-    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
 
 
 def dist_to_polyline(points, line):
     """Distance of 2D ``points (N,2)`` to a polyline ``(M,2)``."""
     a, b = line[:-1], line[1:]
     ab = b - a
-    t = np.clip(np.einsum("nmk,mk->nm", points[:, None] - a[None], ab) / np.maximum((ab ** 2).sum(1), 1e-18), 0, 1)
+    t = np.clip(
+        np.einsum("nmk,mk->nm", points[:, None] - a[None], ab) / np.maximum((ab**2).sum(1), 1e-18), 0, 1
+    )
     closest = a[None] + t[..., None] * ab[None]
     return np.linalg.norm(points[:, None] - closest, axis=-1).min(1)
 
@@ -56,7 +58,9 @@ def vertex_normals_np(verts, faces):
     """(N,3) float64 unit vertex normals of a numpy mesh (``utils.geometry.mesh.vertex_normals``)."""
     from utils.geometry.mesh import vertex_normals
 
-    n = vertex_normals(torch.as_tensor(verts, dtype=torch.float64)[None], torch.as_tensor(faces, dtype=torch.long))
+    n = vertex_normals(
+        torch.as_tensor(verts, dtype=torch.float64)[None], torch.as_tensor(faces, dtype=torch.long)
+    )
     return n[0].numpy()
 
 

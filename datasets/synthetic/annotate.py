@@ -33,8 +33,16 @@ def fit_settings(**overrides):
     """
     from utils.geometry.mano_fit import FitSettings
 
-    values = dict(stages=("global", "pose", "all"), iterations=(30, 80, 80), optimizer="adam", refine_iterations=0,
-                  tolerance=1e-9, dtype="float32", weight_shape_prior=1.0, weight_pose_prior=1e-3)
+    values = dict(
+        stages=("global", "pose", "all"),
+        iterations=(30, 80, 80),
+        optimizer="adam",
+        refine_iterations=0,
+        tolerance=1e-9,
+        dtype="float32",
+        weight_shape_prior=1.0,
+        weight_pose_prior=1e-3,
+    )
     values.update(overrides)
     return FitSettings(**values)
 
@@ -51,8 +59,13 @@ def true_keypoints(joints16: torch.Tensor, gt_verts: torch.Tensor) -> torch.Tens
     return torch.cat([joints16, gt_verts[:, list(MANO_FINGERTIP_VERTEX_IDS.values())]], dim=1)
 
 
-def annotate(hand_model, keypoints: torch.Tensor, rng: np.random.Generator, noise_mm: float = DEFAULT_NOISE_MM,
-             settings=None) -> dict:
+def annotate(
+    hand_model,
+    keypoints: torch.Tensor,
+    rng: np.random.Generator,
+    noise_mm: float = DEFAULT_NOISE_MM,
+    settings=None,
+) -> dict:
     """MANO parameters fitted to noisy keypoints of the truth, as a dataset's annotation.
 
     Args:
@@ -73,9 +86,15 @@ def annotate(hand_model, keypoints: torch.Tensor, rng: np.random.Generator, nois
     noise = rng.normal(0.0, noise_mm * 1e-3, tuple(keypoints.shape))
     target = keypoints.double() + torch.as_tensor(noise)
     fit = fit_mano(hand_model, target_joints=target.float(), settings=settings or fit_settings())
-    return {"pose": fit.pose.double().numpy(), "shape": fit.shape.double().numpy(), "trans": fit.trans.double().numpy(),
-            "verts": fit.verts.float(), "joints": fit.joints.float(), "noisy_keypoints": target.float(),
-            "report": fit.report}
+    return {
+        "pose": fit.pose.double().numpy(),
+        "shape": fit.shape.double().numpy(),
+        "trans": fit.trans.double().numpy(),
+        "verts": fit.verts.float(),
+        "joints": fit.joints.float(),
+        "noisy_keypoints": target.float(),
+        "report": fit.report,
+    }
 
 
 def surface_distances_mm(pred_verts, pred_faces, gt_verts, gt_faces, num_samples: int = 2000, seed: int = 0):
@@ -91,7 +110,10 @@ def surface_distances_mm(pred_verts, pred_faces, gt_verts, gt_faces, num_samples
     from utils.metrics.geometry import point_to_surface_distance, sample_surface
 
     generator = torch.Generator().manual_seed(seed)
-    pred_verts, gt_verts = torch.as_tensor(pred_verts).detach().double(), torch.as_tensor(gt_verts).detach().double()
+    pred_verts, gt_verts = (
+        torch.as_tensor(pred_verts).detach().double(),
+        torch.as_tensor(gt_verts).detach().double(),
+    )
     pred_faces, gt_faces = torch.as_tensor(pred_faces), torch.as_tensor(gt_faces)
     pts_pred = sample_surface(pred_verts, pred_faces, num_samples, generator)
     pts_gt = sample_surface(gt_verts, gt_faces, num_samples, generator)
@@ -123,7 +145,9 @@ def split_summary(entries: list, mpjpe: list) -> dict:
     """
     p2p = [v for e in entries for v in e["p2p_mm"]]
     dist = np.concatenate([e["distances_mm"] for e in entries])
-    return {"input_mano_p2p_mm": round(float(np.mean(p2p)), 4),
-            "input_mano_p2p_p90_mm": round(float(np.percentile(dist, 90)), 4),
-            "annotation_mpjpe_mm": round(float(np.mean(mpjpe)), 4),
-            "num_p2p_frames": len(p2p)}
+    return {
+        "input_mano_p2p_mm": round(float(np.mean(p2p)), 4),
+        "input_mano_p2p_p90_mm": round(float(np.percentile(dist, 90)), 4),
+        "annotation_mpjpe_mm": round(float(np.mean(mpjpe)), 4),
+        "num_p2p_frames": len(p2p),
+    }

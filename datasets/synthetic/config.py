@@ -12,12 +12,26 @@ SR_SEQUENCE = "ROM01_RT_Synthetic"
 
 PRESETS = {
     # CPU-sized: a few minutes on 2 cores.
-    "cpu": dict(raw_size=(192, 192), hr_size=128, num_views=12, num_heldout_views=2, num_frames=12,
-                num_subjects=5, supersample=2),
+    "cpu": dict(
+        raw_size=(192, 192),
+        hr_size=128,
+        num_views=12,
+        num_heldout_views=2,
+        num_frames=12,
+        num_subjects=5,
+        supersample=2,
+    ),
     # The paper's protocol: 256x256 crops, 20 views x 20 frames (+ held-out frames and views),
     # InterHand-like portrait raw images.
-    "paper": dict(raw_size=(512, 334), hr_size=256, num_views=20, num_heldout_views=2, num_frames=20,
-                  num_subjects=10, supersample=2),
+    "paper": dict(
+        raw_size=(512, 334),
+        hr_size=256,
+        num_views=20,
+        num_heldout_views=2,
+        num_frames=20,
+        num_subjects=10,
+        supersample=2,
+    ),
 }
 
 
@@ -79,10 +93,14 @@ class SyntheticConfig:
         return cls(**values)
 
     def __post_init__(self):
-        self.raw_size = tuple(int(s) for s in (self.raw_size if not isinstance(self.raw_size, int)
-                                                 else (self.raw_size, self.raw_size)))
+        self.raw_size = tuple(
+            int(s)
+            for s in (self.raw_size if not isinstance(self.raw_size, int) else (self.raw_size, self.raw_size))
+        )
         if self.num_subjects < 3:
-            raise InputError(f"num_subjects must be >= 3 (train, val, reconstruction), got {self.num_subjects}")
+            raise InputError(
+                f"num_subjects must be >= 3 (train, val, reconstruction), got {self.num_subjects}"
+            )
         if self.hand_side not in ("right", "left"):
             raise InputError(f"hand_side must be 'right' or 'left', got {self.hand_side!r}")
         for key in ("num_views", "num_frames", "supersample", "p2p_samples"):
@@ -93,15 +111,19 @@ class SyntheticConfig:
         if self.annotation not in ("fit", "exact"):
             raise InputError(f"annotation must be 'fit' or 'exact', got {self.annotation!r}")
         if not (self.annotation_noise_mm >= 0 and self.p2p_frames >= 0):
-            raise InputError(f"annotation_noise_mm and p2p_frames must be >= 0, got {self.annotation_noise_mm} "
-                             f"and {self.p2p_frames}")
+            raise InputError(
+                f"annotation_noise_mm and p2p_frames must be >= 0, got {self.annotation_noise_mm} "
+                f"and {self.p2p_frames}"
+            )
 
     def subject_plan(self) -> list:
         """``[(split, capture, role)]`` per subject index: reconstruction first, then val, then train."""
         n_val = self.num_val_subjects if self.num_val_subjects is not None else max(1, self.num_subjects // 5)
         n_train = self.num_subjects - 1 - n_val
         if n_val < 1 or n_train < 1:
-            raise InputError(f"{self.num_subjects} subjects cannot give >= 1 train and {n_val} val subject(s)")
+            raise InputError(
+                f"{self.num_subjects} subjects cannot give >= 1 train and {n_val} val subject(s)"
+            )
         plan = [("test", "Capture0", "reconstruction")]
         plan += [("val", f"Capture{i}", "sr_val") for i in range(n_val)]
         plan += [("train", f"Capture{i}", "sr_train") for i in range(n_train)]

@@ -22,8 +22,9 @@ import numpy as np
 from datasets.synthetic._np import bezier, dist_to_polyline, normalize, smoothstep, sum_of_sines
 from datasets.synthetic.skeleton import FINGER_JOINTS, FINGERS, MM, HandFrame, finger_local
 
-SKIN_TONES = np.array([[0.86, 0.68, 0.58], [0.78, 0.57, 0.45], [0.62, 0.44, 0.33], [0.45, 0.30, 0.21],
-                       [0.30, 0.19, 0.13]])
+SKIN_TONES = np.array(
+    [[0.86, 0.68, 0.58], [0.78, 0.57, 0.45], [0.62, 0.44, 0.33], [0.45, 0.30, 0.21], [0.30, 0.19, 0.13]]
+)
 
 
 def skin_tone(rng) -> np.ndarray:
@@ -71,8 +72,10 @@ def detail_fields(rng, v, normals, w, frame: HandFrame, spacing_v) -> dict:
             for k in range(lines):
                 sk = centre + (k - (lines - 1) / 2) * spacing + rng.normal(0, 0.3 * MM)
                 tilt = rng.normal(0.0, 0.08)  # creases are not exactly perpendicular to the bone
-                crease = np.maximum(crease, strength * region * palmar *
-                                    np.exp(-0.5 * ((s - sk - tilt * lateral) / sigma) ** 2))
+                crease = np.maximum(
+                    crease,
+                    strength * region * palmar * np.exp(-0.5 * ((s - sk - tilt * lateral) / sigma) ** 2),
+                )
         # Dorsal knuckle wrinkles over PIP and DIP (and MCP), short arcs.
         for j, count in ((a, 3), (b, 5), (c, 3)):
             if finger == "thumb" and j == a:
@@ -87,7 +90,7 @@ def detail_fields(rng, v, normals, w, frame: HandFrame, spacing_v) -> dict:
             strength = rng.uniform(0.4, 0.8)
             for k in range(count):
                 sk = (k - (count - 1) / 2) * spacing
-                g = np.exp(-0.5 * ((s - sk - curvature * lateral ** 2) / sigma) ** 2)
+                g = np.exp(-0.5 * ((s - sk - curvature * lateral**2) / sigma) ** 2)
                 knuckle = np.maximum(knuckle, strength * region * dorsal * envelope * g)
         # Fingernail on the dorsal side of the distal phalanx.
         s, cos_p, lateral = local(c)
@@ -108,20 +111,40 @@ def detail_fields(rng, v, normals, w, frame: HandFrame, spacing_v) -> dict:
     rel = v - J[0]
     xy = np.stack([rel @ frame.forward, rel @ frame.thumbward], 1) / L
     on_palm = smoothstep(0.1, 0.45, normals @ frame.palm_normal) * smoothstep(0.4, 0.7, w[:, 0] + w[:, 13])
-    mcp = {f: np.array([(J[FINGER_JOINTS[f][0]] - J[0]) @ frame.forward,
-                        (J[FINGER_JOINTS[f][0]] - J[0]) @ frame.thumbward]) / L for f in FINGERS}
+    mcp = {
+        f: np.array(
+            [
+                (J[FINGER_JOINTS[f][0]] - J[0]) @ frame.forward,
+                (J[FINGER_JOINTS[f][0]] - J[0]) @ frame.thumbward,
+            ]
+        )
+        / L
+        for f in FINGERS
+    }
     jit = lambda: rng.normal(0.0, 0.03, 2)  # noqa: E731
     ulnar = mcp["pinky"][1] - 0.12
     lines = [
         # heart line: ulnar edge below the little finger -> between index and middle
-        (np.array([0.80, ulnar]) + jit(), np.array([0.70, 0.5 * (mcp["ring"][1] + mcp["middle"][1])]) + jit(),
-         np.array([0.86, 0.5 * (mcp["index"][1] + mcp["middle"][1])]) + jit(), 1.0),
+        (
+            np.array([0.80, ulnar]) + jit(),
+            np.array([0.70, 0.5 * (mcp["ring"][1] + mcp["middle"][1])]) + jit(),
+            np.array([0.86, 0.5 * (mcp["index"][1] + mcp["middle"][1])]) + jit(),
+            1.0,
+        ),
         # head line: radial edge between thumb and index -> across the palm
-        (np.array([0.72, mcp["index"][1] + 0.08]) + jit(), np.array([0.55, mcp["middle"][1]]) + jit(),
-         np.array([0.50, ulnar + 0.15]) + jit(), 1.0),
+        (
+            np.array([0.72, mcp["index"][1] + 0.08]) + jit(),
+            np.array([0.55, mcp["middle"][1]]) + jit(),
+            np.array([0.50, ulnar + 0.15]) + jit(),
+            1.0,
+        ),
         # life line: around the thenar eminence towards the wrist
-        (np.array([0.70, mcp["index"][1] + 0.07]) + jit(), np.array([0.40, mcp["middle"][1] + 0.02]) + jit(),
-         np.array([0.08, 0.5 * (mcp["index"][1] + mcp["middle"][1])]) + jit(), 1.0),
+        (
+            np.array([0.70, mcp["index"][1] + 0.07]) + jit(),
+            np.array([0.40, mcp["middle"][1] + 0.02]) + jit(),
+            np.array([0.08, 0.5 * (mcp["index"][1] + mcp["middle"][1])]) + jit(),
+            1.0,
+        ),
     ]
     for _ in range(int(rng.integers(3, 8))):  # minor, subject-specific creases
         p0 = np.array([rng.uniform(0.2, 0.8), rng.uniform(ulnar, mcp["index"][1])])
@@ -132,7 +155,9 @@ def detail_fields(rng, v, normals, w, frame: HandFrame, spacing_v) -> dict:
     for p0, p1, p2, strength in lines:
         d = dist_to_polyline(xy[candidates], bezier(p0, p1, p2)) * L
         sigma = np.hypot(rng.uniform(0.55, 0.8) * MM, 0.6 * spacing_v[candidates])
-        palm_lines[candidates] = np.maximum(palm_lines[candidates], strength * np.exp(-0.5 * (d / sigma) ** 2))
+        palm_lines[candidates] = np.maximum(
+            palm_lines[candidates], strength * np.exp(-0.5 * (d / sigma) ** 2)
+        )
     palm_lines *= on_palm
 
     # Freckles / moles on the back of the hand.
@@ -144,9 +169,18 @@ def detail_fields(rng, v, normals, w, frame: HandFrame, spacing_v) -> dict:
         for i in rng.choice(N, size=spots, p=probs):
             radius = rng.uniform(0.5, 1.4) * MM
             d2 = ((v - v[i]) ** 2).sum(1)
-            freckles = np.maximum(freckles, rng.uniform(0.4, 1.0) * np.exp(-0.5 * d2 / radius ** 2))
-    return {"crease": crease, "knuckle": knuckle, "palm_lines": palm_lines, "nail": nail, "lunula": lunula,
-            "free_edge": free_edge, "nail_groove": nail_groove, "freckles": freckles, "dorsal": dorsal_side}
+            freckles = np.maximum(freckles, rng.uniform(0.4, 1.0) * np.exp(-0.5 * d2 / radius**2))
+    return {
+        "crease": crease,
+        "knuckle": knuckle,
+        "palm_lines": palm_lines,
+        "nail": nail,
+        "lunula": lunula,
+        "free_edge": free_edge,
+        "nail_groove": nail_groove,
+        "freckles": freckles,
+        "dorsal": dorsal_side,
+    }
 
 
 def compose_surface(rng, v, normals, f: dict, skin, frame: HandFrame):
@@ -159,9 +193,13 @@ def compose_surface(rng, v, normals, f: dict, skin, frame: HandFrame):
     for finger in FINGERS:
         a, b, c = FINGER_JOINTS[finger]
         for j in (b, c):
-            red = np.maximum(red, np.exp(-0.5 * (np.linalg.norm(v - frame.joints[j], axis=1) / (5 * MM)) ** 2))
+            red = np.maximum(
+                red, np.exp(-0.5 * (np.linalg.norm(v - frame.joints[j], axis=1) / (5 * MM)) ** 2)
+            )
         k = FINGERS.index(finger)
-        red = np.maximum(red, 0.8 * np.exp(-0.5 * (np.linalg.norm(v - frame.tips[k], axis=1) / (6 * MM)) ** 2))
+        red = np.maximum(
+            red, 0.8 * np.exp(-0.5 * (np.linalg.norm(v - frame.tips[k], axis=1) / (6 * MM)) ** 2)
+        )
     tone = tone * (1.0 + red[:, None] * np.array([0.04, -0.05, -0.05]) * rng.uniform(0.5, 1.5))
     blotch = sum_of_sines(rng, v, 16, (6 * MM, 25 * MM))
     pores = sum_of_sines(rng, v, 48, (0.5 * MM, 2.0 * MM))
@@ -173,13 +211,21 @@ def compose_surface(rng, v, normals, f: dict, skin, frame: HandFrame):
     albedo = albedo * (1 - f["freckles"][:, None]) + mole * f["freckles"][:, None]
     nail_rgb = np.array([0.86, 0.66, 0.64]) * rng.uniform(0.92, 1.05, 3)
     nail_rgb = 0.75 * nail_rgb + 0.25 * skin  # nails take some of the underlying tone
-    nail_col = nail_rgb[None] * (1 - f["lunula"][:, None]) + np.array([0.93, 0.86, 0.84]) * f["lunula"][:, None]
-    nail_col = nail_col * (1 - f["free_edge"][:, None]) + np.array([0.92, 0.88, 0.80]) * f["free_edge"][:, None]
+    nail_col = (
+        nail_rgb[None] * (1 - f["lunula"][:, None]) + np.array([0.93, 0.86, 0.84]) * f["lunula"][:, None]
+    )
+    nail_col = (
+        nail_col * (1 - f["free_edge"][:, None]) + np.array([0.92, 0.88, 0.80]) * f["free_edge"][:, None]
+    )
     albedo = albedo * (1 - f["nail"][:, None]) + nail_col * f["nail"][:, None]
     albedo = np.clip(albedo, 0.02, 0.98)
 
-    disp = (-rng.uniform(0.3, 0.5) * MM * f["crease"] - rng.uniform(0.2, 0.35) * MM * f["palm_lines"]
-            - rng.uniform(0.1, 0.2) * MM * f["knuckle"] + rng.uniform(0.15, 0.3) * MM * f["nail"]
-            - rng.uniform(0.2, 0.3) * MM * f["nail_groove"]
-            + 0.03 * MM * sum_of_sines(rng, v, 32, (0.5 * MM, 2.0 * MM)))
+    disp = (
+        -rng.uniform(0.3, 0.5) * MM * f["crease"]
+        - rng.uniform(0.2, 0.35) * MM * f["palm_lines"]
+        - rng.uniform(0.1, 0.2) * MM * f["knuckle"]
+        + rng.uniform(0.15, 0.3) * MM * f["nail"]
+        - rng.uniform(0.2, 0.3) * MM * f["nail_groove"]
+        + 0.03 * MM * sum_of_sines(rng, v, 32, (0.5 * MM, 2.0 * MM))
+    )
     return albedo.astype(np.float64), disp

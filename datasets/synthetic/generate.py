@@ -46,11 +46,14 @@ def _interhand_keypoints(keypoints21):
     """(21, 3) InterHand order from ``hand_joints`` order (16 MANO joints, then the tips thumb..pinky)."""
     from datasets.interhand import INTERHAND_FROM_MANO
 
-    return np.stack([keypoints21[16 + e[1]] if isinstance(e, tuple) else keypoints21[e] for e in INTERHAND_FROM_MANO])
+    return np.stack(
+        [keypoints21[16 + e[1]] if isinstance(e, tuple) else keypoints21[e] for e in INTERHAND_FROM_MANO]
+    )
 
 
-def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite: bool = False,
-             log=print) -> dict:
+def generate(
+    config: SyntheticConfig, out_dir, progress: bool = True, overwrite: bool = False, log=print
+) -> dict:
     """Generate every subject and sequence of ``config`` under ``out_dir``; returns the metadata dict.
 
     Writes ``images/``, ``annotations/``, ``gt_meshes/``, ``gt_masks/`` and ``synthetic_meta.json``.
@@ -80,16 +83,27 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
     H, W = config.raw_size
     seeds = np.random.SeedSequence(config.seed).spawn(config.num_subjects)
     writers = {}
-    meta = {"generator": "datasets.synthetic", "config": asdict(config), "hand_model": mano_file,
-            "subjects": [], "num_images": 0}
+    meta = {
+        "generator": "datasets.synthetic",
+        "config": asdict(config),
+        "hand_model": mano_file,
+        "subjects": [],
+        "num_images": 0,
+    }
     accuracy = {}  # split -> ([input_mano_error results], [per-frame MPJPE])
     plan = config.subject_plan()
     bar = _progress(sum(_num_renders(config, role) for _, _, role in plan), progress)
     for index, (split, capture, role) in enumerate(plan):
         rng = np.random.default_rng(seeds[index])
         tissue_seed, annotation_seed = seeds[index].spawn(2)  # children: the v1 stream ``rng`` is unchanged
-        subject = make_subject(hand, rng, index=index, levels=config.subdivision_levels, surface=config.surface,
-                               tissue_rng=np.random.default_rng(tissue_seed))
+        subject = make_subject(
+            hand,
+            rng,
+            index=index,
+            levels=config.subdivision_levels,
+            surface=config.surface,
+            tissue_rng=np.random.default_rng(tissue_seed),
+        )
         recon = role == "reconstruction"
         seq_name = RECON_SEQUENCE if recon else SR_SEQUENCE
         num_frames = 2 * config.num_frames if recon else config.num_frames
@@ -107,8 +121,9 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
         # Cameras: away from the forearm (the wrist side of the mean pose).
         forearm = (joints[:, 0] - joints[:, 4]).mean(0).numpy()
         names = _camera_names(config.num_views, num_heldout_views)
-        K, R, t, _ = make_camera_rig(rng, detailed.reshape(-1, 3).numpy()[::7], len(names), (H, W),
-                                     avoid_direction=forearm)
+        K, R, t, _ = make_camera_rig(
+            rng, detailed.reshape(-1, 3).numpy()[::7], len(names), (H, W), avoid_direction=forearm
+        )
         order = rng.permutation(len(names))  # held-out cameras are interleaved among the fitting ones
         K, R, t = K[order], R[order], t[order]
         sh = make_sh_lighting(rng, len(names))
@@ -117,7 +132,9 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
         # The annotation: fitted to noisy keypoints of the truth (as InterHand's), or the exact parameters.
         keypoints = true_keypoints(joints, detailed)
         if config.annotation == "fit":
-            ann = annotate(hand, keypoints, np.random.default_rng(annotation_seed), config.annotation_noise_mm)
+            ann = annotate(
+                hand, keypoints, np.random.default_rng(annotation_seed), config.annotation_noise_mm
+            )
             ann_pose, ann_trans = ann["pose"], ann["trans"]
             ann_shape = np.repeat(ann["shape"][None], num_frames, 0)
             ann_coarse, ann_joints = ann["verts"], ann["joints"]
@@ -125,13 +142,19 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
         else:
             ann, ann_pose, ann_shape, ann_trans, ann_coarse = None, pose, shape, trans, coarse
             ann_joints = torch.cat([joints, coarse[:, list(MANO_FINGERTIP_VERTEX_IDS.values())]], dim=1)
-            joint_3d = [_interhand_joints(joints[k].numpy(), coarse[k].numpy(), subject.frame.tip_vertex)
-                        for k in range(num_frames)]
+            joint_3d = [
+                _interhand_joints(joints[k].numpy(), coarse[k].numpy(), subject.frame.tip_vertex)
+                for k in range(num_frames)
+            ]
         mpjpe = mpjpe_mm(ann_joints, keypoints).tolist()
         error = None
         if config.p2p_frames > 0:
-            measured = np.unique(np.linspace(0, num_frames - 1, min(config.p2p_frames, num_frames)).round().astype(int))
-            error = input_mano_error(ann_coarse, hand.faces, detailed, subject.faces, measured, config.p2p_samples)
+            measured = np.unique(
+                np.linspace(0, num_frames - 1, min(config.p2p_frames, num_frames)).round().astype(int)
+            )
+            error = input_mano_error(
+                ann_coarse, hand.faces, detailed, subject.faces, measured, config.p2p_samples
+            )
             entries, mpjpes = accuracy.setdefault(split, ([], []))
             entries.append(error)
             mpjpes.extend(mpjpe)
@@ -150,44 +173,91 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
             writer.add_mano(capture, frame_id, side, ann_pose[k], ann_shape[k], ann_trans[k])
             writer.add_joints(capture, frame_id, side, joint_3d[k])
             with torch.no_grad():
-                rendered = render_views(detailed[k], faces_t, albedo_t, K_t, R_t, t_t, (H, W), sh_t,
-                                        supersample=config.supersample, with_normals=config.save_gt_normals,
-                                        renderer=renderer)
+                rendered = render_views(
+                    detailed[k],
+                    faces_t,
+                    albedo_t,
+                    K_t,
+                    R_t,
+                    t_t,
+                    (H, W),
+                    sh_t,
+                    supersample=config.supersample,
+                    with_normals=config.save_gt_normals,
+                    renderer=renderer,
+                )
             for v, name in enumerate(names):
                 path = writer.image_path(capture, seq_name, name, frame_id)
                 write_image(path, rendered["image"][v].numpy())
                 gt_dir = (split, capture, seq_name, name)
                 mask_path = os.path.join(out_dir, "gt_masks", *gt_dir, f"mask{frame_id}.png")
-                write_image(mask_path, (rendered["coverage"][v].numpy() >= 0.5).astype(np.uint8)[..., None]
-                            .repeat(3, 2) * 255)
+                write_image(
+                    mask_path,
+                    (rendered["coverage"][v].numpy() >= 0.5).astype(np.uint8)[..., None].repeat(3, 2) * 255,
+                )
                 if config.save_gt_normals:
                     npath = os.path.join(out_dir, "gt_normals", *gt_dir, f"normal{frame_id}.png")
-                    write_image(npath, 0.5 * (rendered["normal_map"][v].numpy() + 1.0)
-                                * (rendered["coverage"][v].numpy()[..., None] >= 0.5))
+                    write_image(
+                        npath,
+                        0.5
+                        * (rendered["normal_map"][v].numpy() + 1.0)
+                        * (rendered["coverage"][v].numpy()[..., None] >= 0.5),
+                    )
                 uv = bbox_uv[v, k]
                 lo, hi = uv.min(0), uv.max(0)
-                writer.add_image(capture, seq_name, name, frame_id, W, H, subject=index,
-                                 bbox=[lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], hand_type=side)
+                writer.add_image(
+                    capture,
+                    seq_name,
+                    name,
+                    frame_id,
+                    W,
+                    H,
+                    subject=index,
+                    bbox=[lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]],
+                    hand_type=side,
+                )
                 meta["num_images"] += 1
             bar.update(len(names))
         gt_path = gt_mesh_path(out_dir, split, capture, seq_name)
         os.makedirs(os.path.dirname(gt_path), exist_ok=True)
-        np.savez(gt_path, frame_ids=np.asarray(frame_ids, dtype=np.int64), faces=subject.faces.astype(np.int32),
-                 verts=detailed.numpy().astype(np.float32),
-                 verts_canonical=subject.verts.astype(np.float32),
-                 verts_canonical_smooth=subject.verts_smooth.astype(np.float32),
-                 albedo=subject.albedo.astype(np.float32), displacement=subject.displacement.astype(np.float32),
-                 weights=subject.weights.astype(np.float32), betas=subject.betas.astype(np.float32),
-                 mano_pose=ann_pose.astype(np.float32), mano_shape=ann_shape.astype(np.float32),
-                 mano_trans=ann_trans.astype(np.float32), tip_vertex=subject.frame.tip_vertex,
-                 **{f"label_{k}": v.astype(np.float16) for k, v in subject.labels.items()},
-                 **_truth_arrays(config, subject, pose, shape, trans, keypoints))
-        entry = {"index": index, "role": role, "split": split, "capture": capture, "sequence": seq_name,
-                 "hand_side": side, "betas": subject.betas.tolist(), "skin_rgb": subject.skin_rgb.tolist(),
-                 "frame_ids": frame_ids, "cameras": names, "K": K.tolist(), "R": R.tolist(), "t": t.tolist(),
-                 "sh_coeffs": sh.tolist(),
-                 "gt_meshes": os.path.relpath(gt_path, out_dir), "signals": signals,
-                 "surface": config.surface, "annotation": _annotation_entry(config, ann, error, mpjpe)}
+        np.savez(
+            gt_path,
+            frame_ids=np.asarray(frame_ids, dtype=np.int64),
+            faces=subject.faces.astype(np.int32),
+            verts=detailed.numpy().astype(np.float32),
+            verts_canonical=subject.verts.astype(np.float32),
+            verts_canonical_smooth=subject.verts_smooth.astype(np.float32),
+            albedo=subject.albedo.astype(np.float32),
+            displacement=subject.displacement.astype(np.float32),
+            weights=subject.weights.astype(np.float32),
+            betas=subject.betas.astype(np.float32),
+            mano_pose=ann_pose.astype(np.float32),
+            mano_shape=ann_shape.astype(np.float32),
+            mano_trans=ann_trans.astype(np.float32),
+            tip_vertex=subject.frame.tip_vertex,
+            **{f"label_{k}": v.astype(np.float16) for k, v in subject.labels.items()},
+            **_truth_arrays(config, subject, pose, shape, trans, keypoints),
+        )
+        entry = {
+            "index": index,
+            "role": role,
+            "split": split,
+            "capture": capture,
+            "sequence": seq_name,
+            "hand_side": side,
+            "betas": subject.betas.tolist(),
+            "skin_rgb": subject.skin_rgb.tolist(),
+            "frame_ids": frame_ids,
+            "cameras": names,
+            "K": K.tolist(),
+            "R": R.tolist(),
+            "t": t.tolist(),
+            "sh_coeffs": sh.tolist(),
+            "gt_meshes": os.path.relpath(gt_path, out_dir),
+            "signals": signals,
+            "surface": config.surface,
+            "annotation": _annotation_entry(config, ann, error, mpjpe),
+        }
         if subject.tissue_params is not None:
             entry["tissue_mm"] = subject.tissue_params
             entry["pose_deformation_mm"] = subject.pose_deformation.params
@@ -195,11 +265,13 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
             entry["fit_frame_ids"] = frame_ids[::2]
             entry["heldout_frame_ids"] = frame_ids[1::2]
             entry["fit_cameras"] = names[: config.num_views]
-            entry["heldout_cameras"] = names[config.num_views:]
+            entry["heldout_cameras"] = names[config.num_views :]
         meta["subjects"].append(entry)
         p2p_note = "" if error is None else f", input MANO P2P {np.mean(error['p2p_mm']):.2f} mm"
-        log(f"[synthetic] {split}/{capture}/{seq_name}: {role}, {num_frames} frames x {len(names)} views, "
-            f"annotation {config.annotation}: MPJPE {np.mean(mpjpe):.2f} mm{p2p_note} ({time.time() - t_start:.1f} s)")
+        log(
+            f"[synthetic] {split}/{capture}/{seq_name}: {role}, {num_frames} frames x {len(names)} views, "
+            f"annotation {config.annotation}: MPJPE {np.mean(mpjpe):.2f} mm{p2p_note} ({time.time() - t_start:.1f} s)"
+        )
     bar.close()
     for writer in writers.values():
         writer.write()
@@ -214,9 +286,14 @@ def generate(config: SyntheticConfig, out_dir, progress: bool = True, overwrite:
 
 def _truth_arrays(config, subject, pose, shape, trans, keypoints) -> dict:
     """The npz arrays beside the annotation: the parameters that posed the subject, its keypoints, its tissue."""
-    out = {"true_mano_pose": pose.astype(np.float32), "true_mano_shape": shape.astype(np.float32),
-           "true_mano_trans": trans.astype(np.float32), "true_keypoints": keypoints.numpy().astype(np.float32),
-           "surface": np.asarray(config.surface), "annotation": np.asarray(config.annotation)}
+    out = {
+        "true_mano_pose": pose.astype(np.float32),
+        "true_mano_shape": shape.astype(np.float32),
+        "true_mano_trans": trans.astype(np.float32),
+        "true_keypoints": keypoints.numpy().astype(np.float32),
+        "surface": np.asarray(config.surface),
+        "annotation": np.asarray(config.annotation),
+    }
     if subject.tissue is not None:
         out["tissue"] = subject.tissue.astype(np.float32)
     return out
@@ -226,14 +303,23 @@ def _annotation_entry(config, ann, error, mpjpe) -> dict:
     """The subject's annotation record in ``synthetic_meta.json``."""
     entry = {"mode": config.annotation, "mpjpe_mm": round(float(np.mean(mpjpe)), 4)}
     if error is not None:
-        entry.update(p2p_frames=error["frames"], input_mano_p2p_mm=[round(v, 4) for v in error["p2p_mm"]],
-                     input_mano_p2p_p90_mm=round(float(np.percentile(error["distances_mm"], 90)), 4))
+        entry.update(
+            p2p_frames=error["frames"],
+            input_mano_p2p_mm=[round(v, 4) for v in error["p2p_mm"]],
+            input_mano_p2p_p90_mm=round(float(np.percentile(error["distances_mm"], 90)), 4),
+        )
     if ann is not None:
         report = ann["report"]
-        entry.update(noise_mm=config.annotation_noise_mm, fitted_betas=np.round(ann["shape"], 4).tolist(),
-                     fit={"iterations": report["iterations"], "converged": report["converged"],
-                          "seconds": round(report["time_s"], 2),
-                          "keypoint_residual_mm": round(report["residual_mm"]["joints_mean"], 4)})
+        entry.update(
+            noise_mm=config.annotation_noise_mm,
+            fitted_betas=np.round(ann["shape"], 4).tolist(),
+            fit={
+                "iterations": report["iterations"],
+                "converged": report["converged"],
+                "seconds": round(report["time_s"], 2),
+                "keypoint_residual_mm": round(report["residual_mm"]["joints_mean"], 4),
+            },
+        )
     return entry
 
 

@@ -64,15 +64,19 @@ def make_articulation(rng, frame: HandFrame, num_frames: int, pose_mean, base_ro
             curl = np.clip(0.65 * sig[f"curl_{finger}"][k] + 0.5 * sig["fist"][k], 0.0, 0.9)
             if finger == "thumb":
                 curl_t = curl * 0.7
-                full[k, a] = math.radians(20.0 * curl_t + 25.0 * pinch) * frame.flex_axis[a] \
+                full[k, a] = (
+                    math.radians(20.0 * curl_t + 25.0 * pinch) * frame.flex_axis[a]
                     + math.radians(35.0 * pinch + 10.0 * curl_t) * opposition_axis
+                )
                 full[k, b] = math.radians(35.0 * curl_t + 20.0 * pinch) * frame.flex_axis[b]
                 full[k, c] = math.radians(55.0 * curl_t + 25.0 * pinch) * frame.flex_axis[c]
                 continue
             if finger == "index":
                 curl = max(curl, 0.55 * pinch)
-            full[k, a] = math.radians(flex_deg["mcp"] * curl) * frame.flex_axis[a] \
+            full[k, a] = (
+                math.radians(flex_deg["mcp"] * curl) * frame.flex_axis[a]
                 + math.radians(spread_deg[finger] * sig["spread"][k] * (1 - curl)) * frame.spread_axis[a]
+            )
             full[k, b] = math.radians(flex_deg["pip"] * curl) * frame.flex_axis[b]
             full[k, c] = math.radians(flex_deg["dip"] * curl * rng.uniform(0.9, 1.0)) * frame.flex_axis[c]
     if base_rotation is None:
@@ -84,9 +88,11 @@ def make_articulation(rng, frame: HandFrame, num_frames: int, pose_mean, base_ro
         base_rotation = dst @ src.T
     wrist_flex_axis = normalize(np.cross(frame.forward, frame.palm_normal))
     for k in range(F_):
-        local = (Rotation.from_rotvec(sig["twist"][k] * frame.forward)
-                 * Rotation.from_rotvec(sig["wrist_flex"][k] * wrist_flex_axis)
-                 * Rotation.from_rotvec(sig["wrist_dev"][k] * frame.palm_normal))
+        local = (
+            Rotation.from_rotvec(sig["twist"][k] * frame.forward)
+            * Rotation.from_rotvec(sig["wrist_flex"][k] * wrist_flex_axis)
+            * Rotation.from_rotvec(sig["wrist_dev"][k] * frame.palm_normal)
+        )
         full[k, 0] = (Rotation.from_matrix(base_rotation) * local).as_rotvec()
     pose = full.reshape(F_, 48) - np.asarray(pose_mean, dtype=np.float64).reshape(1, 48)
     return pose, drift, {k: v.tolist() for k, v in sig.items()}

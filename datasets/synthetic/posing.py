@@ -14,8 +14,9 @@ import torch
 from datasets.synthetic.subject import Subject
 
 
-def pose_subject(hand_model, subject: Subject, pose: torch.Tensor, trans: torch.Tensor,
-                 levels: int = 3) -> torch.Tensor:
+def pose_subject(
+    hand_model, subject: Subject, pose: torch.Tensor, trans: torch.Tensor, levels: int = 3
+) -> torch.Tensor:
     """Ground-truth posed meshes ``(F, N, 3)`` (world, metres) for MANO ``pose (F,48)``, ``trans (F,3)``.
 
     Linear blend skinning of the detailed canonical mesh with the subdivided weights
@@ -44,7 +45,8 @@ def pose_subject(hand_model, subject: Subject, pose: torch.Tensor, trans: torch.
         rotmats = batch_rodrigues((pose + hand_model.pose_mean.float().cpu()).reshape(len(pose), 16, 3))
         feature = (rotmats[:, 1:] - torch.eye(3)).reshape(len(pose), -1)  # (F, 135)
         offsets = torch.einsum("fp,vcp->vfc", feature, posedirs).reshape(posedirs.shape[0], -1)  # (778, 3F)
-        _, _, offsets_sub = loop_subdivide(torch.as_tensor(subject.verts_coarse), hand_model.faces.cpu(), levels,
-                                           weights=offsets.double())
+        _, _, offsets_sub = loop_subdivide(
+            torch.as_tensor(subject.verts_coarse), hand_model.faces.cpu(), levels, weights=offsets.double()
+        )
         verts = verts + offsets_sub.float().reshape(-1, len(pose), 3).permute(1, 0, 2)
     return pose_mesh(hand_model, verts, weights, pose, shape, trans).float()

@@ -9,9 +9,20 @@ from __future__ import annotations
 import torch
 
 
-def render_views(verts_world: torch.Tensor, faces: torch.Tensor, albedo: torch.Tensor, K, R, t, raw_size,
-                 sh_coeffs, supersample: int = 2, with_normals: bool = False, renderer=None,
-                 views_per_pass: int = 4) -> dict:
+def render_views(
+    verts_world: torch.Tensor,
+    faces: torch.Tensor,
+    albedo: torch.Tensor,
+    K,
+    R,
+    t,
+    raw_size,
+    sh_coeffs,
+    supersample: int = 2,
+    with_normals: bool = False,
+    renderer=None,
+    views_per_pass: int = 4,
+) -> dict:
     """Render a mesh from V cameras, supersampled and box-filtered.
 
     Args:
@@ -57,8 +68,10 @@ def render_views(verts_world: torch.Tensor, faces: torch.Tensor, albedo: torch.T
             irradiance = sh_shade(n[v, y[sel], x[sel]][None], sh_coeffs[start + v][None].to(n.dtype))[0]
             color[v, y[sel], x[sel]] = (pix[v, y[sel], x[sel], :3] * irradiance).clamp(0.0, 1.0)
         cov = covered.to(verts.dtype)
-        out = {"image": pool(color.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1),
-               "coverage": pool(cov[:, None], s)[:, 0]}
+        out = {
+            "image": pool(color.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1),
+            "coverage": pool(cov[:, None], s)[:, 0],
+        }
         if with_normals:
             n_cam = torch.einsum("vij,vhwj->vhwi", R[sl].to(n.dtype), n) * cov[..., None]
             n_cam = pool(n_cam.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)

@@ -19,7 +19,7 @@ from datasets.synthetic._np import normalize, rotvec_to_matrix
 def fibonacci_sphere(n):
     i = np.arange(n) + 0.5
     phi = np.arccos(1 - 2 * i / n)
-    theta = np.pi * (1 + 5 ** 0.5) * i
+    theta = np.pi * (1 + 5**0.5) * i
     return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], 1)
 
 
@@ -33,8 +33,16 @@ def rotation_between(a, b):
     return rotvec_to_matrix(normalize(v) * angle)
 
 
-def make_camera_rig(rng, points_world, num_views: int, raw_size, avoid_direction=None,
-                    avoid_angle_deg: float = 40.0, fill=(0.55, 0.8), distance=(0.6, 0.9)):
+def make_camera_rig(
+    rng,
+    points_world,
+    num_views: int,
+    raw_size,
+    avoid_direction=None,
+    avoid_angle_deg: float = 40.0,
+    fill=(0.55, 0.8),
+    distance=(0.6, 0.9),
+):
     """V cameras spread around the hand, each seeing every point with the hand off-centre.
 
     Args:
@@ -55,8 +63,10 @@ def make_camera_rig(rng, points_world, num_views: int, raw_size, avoid_direction
     H, W = raw_size
     pts = np.asarray(points_world, dtype=np.float64)
     centre = 0.5 * (pts.min(0) + pts.max(0))
-    cand = fibonacci_sphere(max(64, 8 * num_views)) @ rotvec_to_matrix(normalize(rng.normal(size=3))
-                                                                       * rng.uniform(0, np.pi)).T
+    cand = (
+        fibonacci_sphere(max(64, 8 * num_views))
+        @ rotvec_to_matrix(normalize(rng.normal(size=3)) * rng.uniform(0, np.pi)).T
+    )
     if avoid_direction is not None:
         keep = cand @ normalize(avoid_direction) < math.cos(math.radians(avoid_angle_deg))
         cand = cand[keep]
@@ -85,15 +95,22 @@ def make_camera_rig(rng, points_world, num_views: int, raw_size, avoid_direction
         free = np.array([W, H]) - f * span
         offset_pix = rng.uniform(-0.45, 0.45, 2) * free
         mid = 0.5 * (n.max(0) + n.min(0))
-        Q = rotation_between(normalize(np.array([mid[0], mid[1], 1.0])),
-                              normalize(np.array([offset_pix[0] / f, offset_pix[1] / f, 1.0])))
+        Q = rotation_between(
+            normalize(np.array([mid[0], mid[1], 1.0])),
+            normalize(np.array([offset_pix[0] / f, offset_pix[1] / f, 1.0])),
+        )
         R = Q @ R0
         K = np.array([[f, 0.0, W / 2.0], [0.0, f, H / 2.0], [0.0, 0.0, 1.0]])
         # Rotation distorts the projection slightly: shrink the focal length until everything fits.
         for _ in range(50):
             x = (pts - eye) @ R.T
             uv = x[:, :2] / x[:, 2:3] * K[0, 0] + K[:2, 2]
-            if uv.min() >= 1.0 and uv[:, 0].max() <= W - 1.0 and uv[:, 1].max() <= H - 1.0 and x[:, 2].min() > 0.1:
+            if (
+                uv.min() >= 1.0
+                and uv[:, 0].max() <= W - 1.0
+                and uv[:, 1].max() <= H - 1.0
+                and x[:, 2].min() > 0.1
+            ):
                 break
             K[0, 0] *= 0.95
             K[1, 1] *= 0.95
@@ -115,9 +132,12 @@ def make_sh_lighting(rng, num_views: int) -> np.ndarray:
     out = np.zeros((num_views, 3, 9))
     for v in range(num_views):
         d = normalize(key + rng.normal(0.0, 0.25, 3))
-        out[v] = directional_sh(rng.uniform(0.55, 0.7), rng.uniform(0.3, 0.45), d,
-                                 second_order=rng.normal(0.0, 0.03, 5)) \
+        out[v] = (
+            directional_sh(
+                rng.uniform(0.55, 0.7), rng.uniform(0.3, 0.45), d, second_order=rng.normal(0.0, 0.03, 5)
+            )
             * (rng.uniform(0.9, 1.1) * (1.0 + rng.uniform(-0.04, 0.04, 3)))[:, None]
+        )
     return to_sh_convention(out)
 
 

@@ -13,8 +13,13 @@ from datasets.synthetic._np import normalize, orth
 
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 # MANO joint order: 0 wrist, 1-3 index, 4-6 middle, 7-9 pinky, 10-12 ring, 13-15 thumb.
-FINGER_JOINTS = {"thumb": (13, 14, 15), "index": (1, 2, 3), "middle": (4, 5, 6), "ring": (10, 11, 12),
-                 "pinky": (7, 8, 9)}
+FINGER_JOINTS = {
+    "thumb": (13, 14, 15),
+    "index": (1, 2, 3),
+    "middle": (4, 5, 6),
+    "ring": (10, 11, 12),
+    "pinky": (7, 8, 9),
+}
 FINGERS = ("thumb", "index", "middle", "ring", "pinky")  # InterHand's finger order
 MM = 1e-3
 
@@ -85,8 +90,19 @@ def hand_frame(joints, verts, weights, side: str) -> HandFrame:
         flex_axis[j] = normalize(np.cross(axis[j], palmar[j]))
         sa = palm_normal if np.dot(np.cross(palm_normal, axis[j]), thumbward) > 0 else -palm_normal
         spread_axis[j] = sa
-    return HandFrame(J, forward, thumbward, palm_normal, axis, palmar, flex_axis, spread_axis, tips, tip_vertex,
-                     bone_length)
+    return HandFrame(
+        J,
+        forward,
+        thumbward,
+        palm_normal,
+        axis,
+        palmar,
+        flex_axis,
+        spread_axis,
+        tips,
+        tip_vertex,
+        bone_length,
+    )
 
 
 def finger_local(v, frame: HandFrame, j):

@@ -61,8 +61,14 @@ class Subject:
     pose_deformation: PoseDeformation | None = None
 
 
-def make_subject(hand_model, rng: np.random.Generator, index: int = 0, levels: int = 3, surface: str = "mano",
-                 tissue_rng: np.random.Generator | None = None) -> Subject:
+def make_subject(
+    hand_model,
+    rng: np.random.Generator,
+    index: int = 0,
+    levels: int = 3,
+    surface: str = "mano",
+    tissue_rng: np.random.Generator | None = None,
+) -> Subject:
     """Draw a subject: shape, skin tone, and the detailed canonical surface on the subdivided mesh.
 
     ``surface="mano"``: the shaped MANO template, subdivided, plus the detail (the v1 subjects).
@@ -80,10 +86,14 @@ def make_subject(hand_model, rng: np.random.Generator, index: int = 0, levels: i
     v_shaped = v_template + shapedirs @ betas
     faces = hand_model.faces.detach().cpu().numpy().astype(np.int64)
     weights = hand_model.lbs_weights.detach().double().cpu().numpy()
-    J = hand_model.J_regressor.detach().double().cpu().to_dense().numpy() @ v_shaped \
-        if hand_model.J_regressor.is_sparse else hand_model.J_regressor.detach().double().cpu().numpy() @ v_shaped
-    v_sub, f_sub, w_sub = loop_subdivide(torch.as_tensor(v_shaped), torch.as_tensor(faces), levels,
-                                         weights=torch.as_tensor(weights))
+    J = (
+        hand_model.J_regressor.detach().double().cpu().to_dense().numpy() @ v_shaped
+        if hand_model.J_regressor.is_sparse
+        else hand_model.J_regressor.detach().double().cpu().numpy() @ v_shaped
+    )
+    v_sub, f_sub, w_sub = loop_subdivide(
+        torch.as_tensor(v_shaped), torch.as_tensor(faces), levels, weights=torch.as_tensor(weights)
+    )
     v_sub = np.asarray(v_sub, dtype=np.float64)
     f_sub = np.asarray(f_sub, dtype=np.int64)
     w_sub = np.asarray(w_sub, dtype=np.float64)
@@ -94,12 +104,24 @@ def make_subject(hand_model, rng: np.random.Generator, index: int = 0, levels: i
     skin = skin_tone(rng)
     albedo, disp = compose_surface(rng, v_sub, normals, fields, skin, frame)
     verts = v_sub + disp[:, None] * normals
-    subject = Subject(index=index, betas=betas, skin_rgb=skin, verts_coarse=v_shaped, verts_smooth=v_sub,
-                      verts=verts, faces=f_sub, weights=w_sub, albedo=albedo, displacement=disp,
-                      labels=fields, frame=frame, side=side)
+    subject = Subject(
+        index=index,
+        betas=betas,
+        skin_rgb=skin,
+        verts_coarse=v_shaped,
+        verts_smooth=v_sub,
+        verts=verts,
+        faces=f_sub,
+        weights=w_sub,
+        albedo=albedo,
+        displacement=disp,
+        labels=fields,
+        frame=frame,
+        side=side,
+    )
     if surface == "v2":
         if tissue_rng is None:
-            tissue_rng = np.random.default_rng(rng.integers(2 ** 63))
+            tissue_rng = np.random.default_rng(rng.integers(2**63))
         tissue, parts, params = soft_tissue(tissue_rng, v_sub, normals, w_sub, frame, fields["nail"])
         subject.surface = surface
         subject.verts = v_sub + (disp + tissue)[:, None] * normals

@@ -30,25 +30,25 @@ from datasets.synthetic.skeleton import FINGER_JOINTS, FINGERS, MANO_PARENTS, MM
 # Peak amplitudes (mm) of the static soft-tissue components, drawn uniformly per subject (per finger
 # or per joint where that applies). Positive = outwards along the normal.
 TISSUE_RANGES = {
-    "girth": (-1.0, 2.5),          # per finger, uniform over the finger
-    "taper": (-2.5, 0.0),          # per finger, tip minus base (negative: thinner towards the tip)
-    "knuckle": (0.8, 1.8),         # per MCP/PIP joint, dorsal bump
-    "pad": (1.0, 3.0),             # per finger, palmar fingertip pad
-    "thenar": (2.0, 4.0),          # palmar bulge over the thumb metacarpal
-    "hypothenar": (1.5, 3.0),      # palmar bulge along the ulnar edge of the palm
-    "palm_palmar": (-0.5, 2.5),    # palm thickness, palmar side
-    "palm_dorsal": (-0.5, 1.0),    # palm thickness, dorsal side
-    "nail": (0.5, 1.0),            # nail plate raised above the surrounding skin
-    "irregular": (0.4, 0.8),       # standard deviation of a 15-50 mm wavelength random field
+    "girth": (-1.0, 2.5),  # per finger, uniform over the finger
+    "taper": (-2.5, 0.0),  # per finger, tip minus base (negative: thinner towards the tip)
+    "knuckle": (0.8, 1.8),  # per MCP/PIP joint, dorsal bump
+    "pad": (1.0, 3.0),  # per finger, palmar fingertip pad
+    "thenar": (2.0, 4.0),  # palmar bulge over the thumb metacarpal
+    "hypothenar": (1.5, 3.0),  # palmar bulge along the ulnar edge of the palm
+    "palm_palmar": (-0.5, 2.5),  # palm thickness, palmar side
+    "palm_dorsal": (-0.5, 1.0),  # palm thickness, dorsal side
+    "nail": (0.5, 1.0),  # nail plate raised above the surrounding skin
+    "irregular": (0.4, 0.8),  # standard deviation of a 15-50 mm wavelength random field
 }
 
 # Pose-dependent components (mm at a(theta) = 1, i.e. 90 degrees of flexion; 45 degrees of opposition
 # for the thenar bulge), drawn per joint / subject.
 POSE_RANGES = {
-    "dorsal_bulge": (1.0, 2.0),    # per finger joint, dorsal side over the joint
-    "palmar_bulge": (0.8, 1.6),    # per finger joint, two bulges either side of the palmar crease
-    "palmar_fold": (0.5, 1.0),     # per finger joint, the crease between them deepens
-    "thenar_bulge": (1.5, 3.0),    # thumb opposition
+    "dorsal_bulge": (1.0, 2.0),  # per finger joint, dorsal side over the joint
+    "palmar_bulge": (0.8, 1.6),  # per finger joint, two bulges either side of the palmar crease
+    "palmar_fold": (0.5, 1.0),  # per finger joint, the crease between them deepens
+    "thenar_bulge": (1.5, 3.0),  # thumb opposition
 }
 THENAR_REF_ANGLE = math.radians(45.0)
 
@@ -80,8 +80,10 @@ def soft_tissue(rng, v, normals, w, frame: HandFrame, nail) -> tuple:
     U = lambda key, size=None: rng.uniform(*TISSUE_RANGES[key], size)  # noqa: E731  (mm)
     J = frame.joints
     N = len(v)
-    parts = {k: np.zeros(N) for k in ("girth", "knuckle", "pad", "thenar", "hypothenar", "palm", "nail",
-                                      "irregular")}
+    parts = {
+        k: np.zeros(N)
+        for k in ("girth", "knuckle", "pad", "thenar", "hypothenar", "palm", "nail", "irregular")
+    }
     params = {}
     # Fingers: girth + linear taper over the finger's skinning share, pads, static knuckles.
     girth, taper, pad = U("girth", 5), U("taper", 5), U("pad", 5)
@@ -95,42 +97,81 @@ def soft_tissue(rng, v, normals, w, frame: HandFrame, nail) -> tuple:
         parts["girth"] += MM * share * (girth[k] + taper[k] * u)
         s, cos_p, _ = finger_local(v, frame, c)
         sn = s / frame.bone_length[c]
-        parts["pad"] += MM * pad[k] * smoothstep(0.3, 0.7, w[:, c]) * smoothstep(0.0, 0.6, cos_p) \
+        parts["pad"] += (
+            MM
+            * pad[k]
+            * smoothstep(0.3, 0.7, w[:, c])
+            * smoothstep(0.0, 0.6, cos_p)
             * _gauss(sn - 0.55, 0.25)
+        )
         for i, j in enumerate((a, b)):
             if finger == "thumb" and j == a:
                 continue  # the thumb's CMC sits inside the thenar eminence
             s, cos_p, lateral = finger_local(v, frame, j)
             region = smoothstep(0.2, 0.5, w[:, j] + w[:, MANO_PARENTS[j]])
-            parts["knuckle"] += MM * knuckle[k, i] * region * smoothstep(0.2, 0.8, -cos_p) * _gauss(s, 5 * MM) \
+            parts["knuckle"] += (
+                MM
+                * knuckle[k, i]
+                * region
+                * smoothstep(0.2, 0.8, -cos_p)
+                * _gauss(s, 5 * MM)
                 * _gauss(lateral, 7 * MM)
+            )
     params.update(girth=girth.tolist(), taper=taper.tolist(), pad=pad.tolist(), knuckle=knuckle.tolist())
 
     # Palm: eminences (distance to a line segment, palmar side only) and thickness.
     palm_side = smoothstep(0.05, 0.5, normals @ frame.palm_normal)
     thumb_side = normalize(frame.palm_normal + 0.6 * frame.thumbward)
     thenar = U("thenar")
-    parts["thenar"] = MM * thenar * smoothstep(0.0, 0.5, normals @ thumb_side) \
-        * _gauss(_segment_distance(v, J[13] + 0.15 * (J[14] - J[13]), J[13] + 0.85 * (J[14] - J[13])), 11 * MM) \
+    parts["thenar"] = (
+        MM
+        * thenar
+        * smoothstep(0.0, 0.5, normals @ thumb_side)
+        * _gauss(
+            _segment_distance(v, J[13] + 0.15 * (J[14] - J[13]), J[13] + 0.85 * (J[14] - J[13])), 11 * MM
+        )
         * smoothstep(0.3, 0.6, w[:, 0] + w[:, 13] + w[:, 14])
+    )
     hypo = U("hypothenar")
     ulnar = -frame.thumbward * 9 * MM
-    parts["hypothenar"] = MM * hypo * palm_side * smoothstep(0.5, 0.8, w[:, 0]) \
-        * _gauss(_segment_distance(v, J[0] + 0.2 * (J[7] - J[0]) + ulnar, J[0] + 0.75 * (J[7] - J[0]) + ulnar),
-                 10 * MM)
+    parts["hypothenar"] = (
+        MM
+        * hypo
+        * palm_side
+        * smoothstep(0.5, 0.8, w[:, 0])
+        * _gauss(
+            _segment_distance(v, J[0] + 0.2 * (J[7] - J[0]) + ulnar, J[0] + 0.75 * (J[7] - J[0]) + ulnar),
+            10 * MM,
+        )
+    )
     palm_palmar, palm_dorsal = U("palm_palmar"), U("palm_dorsal")
     palm = smoothstep(0.4, 0.8, w[:, 0])
-    parts["palm"] = MM * palm * (palm_palmar * palm_side
-                                 + palm_dorsal * smoothstep(0.05, 0.5, -(normals @ frame.palm_normal)))
+    parts["palm"] = (
+        MM
+        * palm
+        * (palm_palmar * palm_side + palm_dorsal * smoothstep(0.05, 0.5, -(normals @ frame.palm_normal)))
+    )
     nail_raise = U("nail")
     parts["nail"] = MM * nail_raise * nail
     irregular = U("irregular")
     parts["irregular"] = MM * irregular * sum_of_sines(rng, v, 12, (15 * MM, 50 * MM))
-    params.update(thenar=thenar, hypothenar=hypo, palm_palmar=palm_palmar, palm_dorsal=palm_dorsal, nail=nail_raise,
-                  irregular=irregular)
+    params.update(
+        thenar=thenar,
+        hypothenar=hypo,
+        palm_palmar=palm_palmar,
+        palm_dorsal=palm_dorsal,
+        nail=nail_raise,
+        irregular=irregular,
+    )
     offset = sum(parts.values())
-    return offset, parts, {k: (np.round(v, 4).tolist() if isinstance(v, list) else round(float(v), 4))
-                           for k, v in params.items()}
+    return (
+        offset,
+        parts,
+        {
+            k: (np.round(v, 4).tolist() if isinstance(v, list) else round(float(v), 4))
+            for k, v in params.items()
+        },
+    )
 
 
 @dataclass
@@ -197,17 +238,39 @@ def pose_deformation(rng, v, normals, w, frame: HandFrame) -> PoseDeformation:
             dorsal = smoothstep(0.2, 0.8, -cos_p)
             palmar = smoothstep(0.2, 0.8, cos_p)
             i = j - 1
-            fields[:, i] = MM * region * (
-                amp_d[i] * dorsal * _gauss(s, 5 * MM) * _gauss(lateral, 7 * MM)
-                + palmar * (amp_b[i] * (_gauss(s - 4 * MM, 2.5 * MM) + _gauss(s + 4 * MM, 2.5 * MM))
-                            - amp_f[i] * _gauss(s, 1.5 * MM)))
+            fields[:, i] = (
+                MM
+                * region
+                * (
+                    amp_d[i] * dorsal * _gauss(s, 5 * MM) * _gauss(lateral, 7 * MM)
+                    + palmar
+                    * (
+                        amp_b[i] * (_gauss(s - 4 * MM, 2.5 * MM) + _gauss(s + 4 * MM, 2.5 * MM))
+                        - amp_f[i] * _gauss(s, 1.5 * MM)
+                    )
+                )
+            )
     thumb_side = normalize(frame.palm_normal + 0.6 * frame.thumbward)
     amp_t = U("thenar_bulge")
-    thenar = MM * amp_t * smoothstep(0.0, 0.5, normals @ thumb_side) \
-        * _gauss(_segment_distance(v, J[13] + 0.2 * (J[14] - J[13]), J[13] + 0.8 * (J[14] - J[13])), 12 * MM) \
+    thenar = (
+        MM
+        * amp_t
+        * smoothstep(0.0, 0.5, normals @ thumb_side)
+        * _gauss(_segment_distance(v, J[13] + 0.2 * (J[14] - J[13]), J[13] + 0.8 * (J[14] - J[13])), 12 * MM)
         * smoothstep(0.3, 0.6, w[:, 0] + w[:, 13] + w[:, 14])
+    )
     opposition_axis = normalize(np.cross(frame.thumbward, frame.palm_normal))
-    params = {"dorsal_bulge": np.round(amp_d, 4).tolist(), "palmar_bulge": np.round(amp_b, 4).tolist(),
-              "palmar_fold": np.round(amp_f, 4).tolist(), "thenar_bulge": round(float(amp_t), 4)}
-    return PoseDeformation(joint_fields=fields, thenar_field=thenar, flex_axis=frame.flex_axis[1:].copy(),
-                           opposition_axis=opposition_axis, normals=normals, params=params)
+    params = {
+        "dorsal_bulge": np.round(amp_d, 4).tolist(),
+        "palmar_bulge": np.round(amp_b, 4).tolist(),
+        "palmar_fold": np.round(amp_f, 4).tolist(),
+        "thenar_bulge": round(float(amp_t), 4),
+    }
+    return PoseDeformation(
+        joint_fields=fields,
+        thenar_field=thenar,
+        flex_axis=frame.flex_axis[1:].copy(),
+        opposition_axis=opposition_axis,
+        normals=normals,
+        params=params,
+    )

@@ -17,8 +17,9 @@ from datasets.synthetic.rig import directional_sh, to_sh_convention
 from datasets.synthetic.skeleton import FINGERS
 
 
-def save_visualisation(data_path, path, hr_size: int = 128, num_views: int = 4, num_frames: int = 2,
-                       mano_dir=None) -> str:
+def save_visualisation(
+    data_path, path, hr_size: int = 128, num_views: int = 4, num_frames: int = 2, mano_dir=None
+) -> str:
     """Picture of the reconstruction sequence as the reader sees it, plus detail close-ups.
 
     Rows: HR crops (``num_views`` views x ``num_frames`` frames), their MANO masks over the crop,
@@ -47,9 +48,13 @@ def save_visualisation(data_path, path, hr_size: int = 128, num_views: int = 4, 
     close = _closeups(data_path, size=hr_size * 2) + _truth_vs_annotation(seq, size=hr_size * 2)
     up = lambda im: np.kron(im, np.ones((2, 2, 1)))  # noqa: E731
     tiles = [up(c) for c in crops] + [up(c) for c in masks] + [up(c) for c in normals] + close
-    labels = ([f"f{seq.frame_ids[f]} {seq.cameras.names[v]}" for f in frames for v in views]
-              + ["MANO mask"] * n + ["MANO normals (cam)"] * n + ["GT close-up"] * (len(close) - 2)
-              + ["truth", "annotated MANO (red: 5 mm off)"])
+    labels = (
+        [f"f{seq.frame_ids[f]} {seq.cameras.names[v]}" for f in frames for v in views]
+        + ["MANO mask"] * n
+        + ["MANO normals (cam)"] * n
+        + ["GT close-up"] * (len(close) - 2)
+        + ["truth", "annotated MANO (red: 5 mm off)"]
+    )
     grid = make_grid(tiles, labels=labels, ncols=n)
     write_image(path, grid)
     return os.fspath(path)
@@ -78,12 +83,17 @@ def _truth_vs_annotation(seq, size=256, frame_index=0):
     up = [0.0, -1.0, 0.0] if abs(float(d[1])) < 0.9 else [0.0, 0.0, 1.0]
     R, t = look_at(eye.tolist(), centre.tolist(), up)
     K = torch.tensor([[1.6 * size, 0, size / 2], [0, 1.6 * size, size / 2], [0, 0, 1.0]])
-    light = torch.as_tensor(to_sh_convention(directional_sh(0.55, 0.45, d.numpy())[None]), dtype=torch.float32)
+    light = torch.as_tensor(
+        to_sh_convention(directional_sh(0.55, 0.45, d.numpy())[None]), dtype=torch.float32
+    )
     out = []
-    for verts, faces, albedo in ((gt_verts, gt_faces, grey.expand(len(gt_verts), 3)),
-                                 (mano_verts, mano_faces, mano_albedo)):
-        img = render_views(verts, faces, albedo.contiguous(), K[None], R[None], t[None], (size, size), light,
-                           supersample=2)["image"][0]
+    for verts, faces, albedo in (
+        (gt_verts, gt_faces, grey.expand(len(gt_verts), 3)),
+        (mano_verts, mano_faces, mano_albedo),
+    ):
+        img = render_views(
+            verts, faces, albedo.contiguous(), K[None], R[None], t[None], (size, size), light, supersample=2
+        )["image"][0]
         out.append(img.numpy())
     return out
 
@@ -106,8 +116,11 @@ def _closeups(data_path, size=256, renderer=None):
     palm_dir = torch.nn.functional.normalize((normals * (palm > 0.9)[:, None]).sum(0), dim=0)
     near_tip = ((verts - verts[tip]).norm(dim=1) < 0.015) & (nail > 0.5)
     nail_dir = torch.nn.functional.normalize((normals * near_tip[:, None]).sum(0), dim=0)
-    views = [(centre + 0.4 * palm_dir, centre, 2.0 * size), (centre - 0.4 * palm_dir, centre, 2.0 * size),
-             (verts[tip] + 0.12 * nail_dir, verts[tip] - 0.008 * nail_dir, 3.5 * size)]
+    views = [
+        (centre + 0.4 * palm_dir, centre, 2.0 * size),
+        (centre - 0.4 * palm_dir, centre, 2.0 * size),
+        (verts[tip] + 0.12 * nail_dir, verts[tip] - 0.008 * nail_dir, 3.5 * size),
+    ]
     out = []
     for eye, target, focal in views:
         d = torch.nn.functional.normalize(eye - target, dim=0)
@@ -117,7 +130,17 @@ def _closeups(data_path, size=256, renderer=None):
         # Headlight-ish lighting: ambient plus a light from the camera.
         light = to_sh_convention(directional_sh(0.55, 0.45, d.numpy())[None])
         light = torch.as_tensor(light, dtype=torch.float32)
-        img = render_views(verts, faces, albedo, K[None], R[None], t[None], (size, size), light,
-                           supersample=2, renderer=renderer)["image"][0]
+        img = render_views(
+            verts,
+            faces,
+            albedo,
+            K[None],
+            R[None],
+            t[None],
+            (size, size),
+            light,
+            supersample=2,
+            renderer=renderer,
+        )["image"][0]
         out.append(img.numpy())
     return out

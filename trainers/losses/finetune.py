@@ -127,7 +127,9 @@ def unconfidence_map(
         value = value.detach()
     col = uv_pix[..., 0].detach().floor().long().clamp(0, width - 1)
     row = uv_pix[..., 1].detach().floor().long().clamp(0, height - 1)
-    flat_index = (torch.arange(batch, device=var.device)[:, None] * (height * width) + row * width + col)[visible]
+    flat_index = (torch.arange(batch, device=var.device)[:, None] * (height * width) + row * width + col)[
+        visible
+    ]
     values = value[None].expand(batch, -1)[visible]
     out = torch.zeros(batch * height * width, dtype=var.dtype, device=var.device)
     out = out.scatter_reduce(0, flat_index, values, reduce="amax", include_self=True)

@@ -75,7 +75,9 @@ def laplacian_norms(x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
         ``(V,)`` ``||(L x)_v||_2``.
     """
     if x.ndim != 2 or laplacian.shape != (x.shape[0], x.shape[0]):
-        raise ValueError(f"expected x (V,C) and laplacian (V,V); got {tuple(x.shape)} and {tuple(laplacian.shape)}")
+        raise ValueError(
+            f"expected x (V,C) and laplacian (V,V); got {tuple(x.shape)} and {tuple(laplacian.shape)}"
+        )
     lx = torch.sparse.mm(laplacian, x) if laplacian.is_sparse else laplacian @ x
     return lx.norm(dim=-1)
 
@@ -284,16 +286,24 @@ def reconstruction_losses(
     # Both perceptual terms compare with sr * valid: it is encoded once (the same values as encoding it in
     # each term, tests/test_losses.py).
     shared = None
-    if (perceptual is not None and hasattr(perceptual, "prepare") and w["photometric_perceptual"]
-            and w["mean_texture"] and not w["mean_texture_grayscale"]):
+    if (
+        perceptual is not None
+        and hasattr(perceptual, "prepare")
+        and w["photometric_perceptual"]
+        and w["mean_texture"]
+        and not w["mean_texture_grayscale"]
+    ):
         shared = perceptual.prepare(sr * valid.to(sr.dtype))
     terms["photometric"] = w["photometric"] * photometric_loss(
         image, sr, valid, perceptual, w["photometric_l1"], w["photometric_perceptual"], shared
     )
     if w["mean_texture"] and perceptual is not None:
         terms["mean_texture"] = w["mean_texture"] * (
-            perceptual(out["shading_only"], shared) if shared is not None else mean_texture_loss(
-                out["shading_only"], sr, perceptual, valid, grayscale=w["mean_texture_grayscale"])
+            perceptual(out["shading_only"], shared)
+            if shared is not None
+            else mean_texture_loss(
+                out["shading_only"], sr, perceptual, valid, grayscale=w["mean_texture_grayscale"]
+            )
         )
     q = w["lap_quantile"]
     if w["lap_delta"]:

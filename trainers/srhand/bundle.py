@@ -76,8 +76,11 @@ def hand_model_for(ctx: RunContext, side: str):
 
 def avatar_arguments(ctx: RunContext, data: SequenceData) -> dict:
     """The avatar's constructor record for a fit of ``data``: ``model.*``, the view count, the mean shape."""
-    return {**ctx.settings.model, "num_views": data.num_views,
-            "mean_shape": [float(x) for x in data.shape.mean(0).cpu()]}
+    return {
+        **ctx.settings.model,
+        "num_views": data.num_views,
+        "mean_shape": [float(x) for x in data.shape.mean(0).cpu()],
+    }
 
 
 def build_avatar(entry: dict, hand_model) -> HandAvatar:
@@ -91,7 +94,9 @@ def build_avatar(entry: dict, hand_model) -> HandAvatar:
     return avatar
 
 
-def check_hand_model(avatar: HandAvatar, hand_model, mean_shape: torch.Tensor, what: str, tol_mm: float = 1.0):
+def check_hand_model(
+    avatar: HandAvatar, hand_model, mean_shape: torch.Tensor, what: str, tol_mm: float = 1.0
+):
     """Raise ``SRHandInputError`` when ``hand_model`` is not the one the avatar was built from.
 
     Compares the rest joints the avatar stores with those of ``hand_model`` at the same mean shape.
@@ -103,7 +108,8 @@ def check_hand_model(avatar: HandAvatar, hand_model, mean_shape: torch.Tensor, w
         raise SRHandInputError(
             f"{what}: the hand model of data.mano_dir ({getattr(hand_model, 'source_path', '?')}) is not the one "
             f"the avatar was built from (rest joints differ by up to {diff:.1f} mm): set data.mano_dir to the MANO "
-            "files used for training")
+            "files used for training"
+        )
 
 
 def load_giif(ctx: RunContext, path: str, key_name: str) -> torch.nn.Module:
@@ -117,11 +123,14 @@ def load_giif(ctx: RunContext, path: str, key_name: str) -> torch.nn.Module:
             trained on normal maps of another space than ``data.normal_space``.
     """
     if not path:
-        raise ConfigError(f"sr_source = {ctx.settings.sr_source!r} needs a GIIF checkpoint: set {key_name} "
-                          "(main_disc.py's giif.pth) or pass --implicit_path")
+        raise ConfigError(
+            f"sr_source = {ctx.settings.sr_source!r} needs a GIIF checkpoint: set {key_name} "
+            "(main_disc.py's giif.pth) or pass --implicit_path"
+        )
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{key_name} = {path!r}: no such file (train GIIF with main_giif.py / "
-                                "main_disc.py first)")
+        raise FileNotFoundError(
+            f"{key_name} = {path!r}: no such file (train GIIF with main_giif.py / " "main_disc.py first)"
+        )
     try:
         ckpt = load_checkpoint(path, stage=("giif", "disc"))
         if ckpt["model"]["name"] not in ("giif", "liif"):
@@ -131,15 +140,27 @@ def load_giif(ctx: RunContext, path: str, key_name: str) -> torch.nn.Module:
         raise SRHandInputError(f"{key_name}: {err}") from None
     trained = (ckpt.get("config") or {}).get("data", {})
     data = ctx.settings.data
-    if getattr(giif, "use_normal", False) and trained.get("normal_space", data.normal_space) != data.normal_space:
+    if (
+        getattr(giif, "use_normal", False)
+        and trained.get("normal_space", data.normal_space) != data.normal_space
+    ):
         raise SRHandInputError(
             f"{key_name} ({path}) was trained with data.normal_space = {trained['normal_space']!r}, this config "
-            f"has data.normal_space = {data.normal_space!r}: set it to {trained['normal_space']!r}")
+            f"has data.normal_space = {data.normal_space!r}: set it to {trained['normal_space']!r}"
+        )
     if "normal_size" in trained and trained["normal_size"] != data.normal_size:
-        ctx.log.warning("%s was trained with normal maps of %s pixels, data.normal_size = %d", key_name,
-                        trained["normal_size"], data.normal_size)
-    ctx.log.info("GIIF loaded from %s (%s, %.2f M parameters)", path, ckpt["model"]["name"],
-                 sum(p.numel() for p in giif.parameters()) / 1e6)
+        ctx.log.warning(
+            "%s was trained with normal maps of %s pixels, data.normal_size = %d",
+            key_name,
+            trained["normal_size"],
+            data.normal_size,
+        )
+    ctx.log.info(
+        "GIIF loaded from %s (%s, %.2f M parameters)",
+        path,
+        ckpt["model"]["name"],
+        sum(p.numel() for p in giif.parameters()) / 1e6,
+    )
     return giif.to(ctx.device).eval()
 
 
@@ -148,8 +169,10 @@ def load_disc(ctx: RunContext) -> torch.nn.Module | None:
     path, weight = ctx.settings.disc_model, float(ctx.settings.finetune.weights["disc"])
     if not path:
         if weight > 0:
-            raise ConfigError("finetune.weights.disc > 0 needs the stage-2 discriminator: set disc_model "
-                              "(main_disc.py's disc.pth), or set finetune.weights.disc = 0")
+            raise ConfigError(
+                "finetune.weights.disc > 0 needs the stage-2 discriminator: set disc_model "
+                "(main_disc.py's disc.pth), or set finetune.weights.disc = 0"
+            )
         return None
     if not Path(path).is_file():
         raise FileNotFoundError(f"disc_model = {path!r}: no such file")
@@ -172,13 +195,21 @@ def perceptual_loss(ctx: RunContext) -> ResizedPerceptual | None:
         return None
     from utils.metrics.perceptual import PerceptualLoss
 
-    loss = ResizedPerceptual(PerceptualLoss(t.perceptual, fast=t.perceptual_impl == "fast"), t.perceptual_size)
+    loss = ResizedPerceptual(
+        PerceptualLoss(t.perceptual, fast=t.perceptual_impl == "fast"), t.perceptual_size
+    )
     ctx.log.info("perceptual training loss: %s", loss.name)
     return loss
 
 
-def build_models(ctx: RunContext, data: SequenceData, hand_model, avatar_args: dict,
-                 implicit_path: str | None = None, resume: dict | None = None) -> SRHandModels:
+def build_models(
+    ctx: RunContext,
+    data: SequenceData,
+    hand_model,
+    avatar_args: dict,
+    implicit_path: str | None = None,
+    resume: dict | None = None,
+) -> SRHandModels:
     """The networks of a fit of ``data``: a new avatar (or the one of ``resume``), GIIF, discriminator, loss.
 
     Args:
@@ -189,15 +220,23 @@ def build_models(ctx: RunContext, data: SequenceData, hand_model, avatar_args: d
     """
     s = ctx.settings
     torch.manual_seed(ctx.seed)
-    avatar = HandAvatar.from_hand_model(hand_model, **dict(avatar_args, mean_shape=torch.tensor(
-        avatar_args["mean_shape"]))).to(ctx.device)
-    ctx.log.info("avatar: %d vertices, %d faces, use_enh=%s, %.2f M parameters", avatar.num_verts,
-                 avatar.faces.shape[0], avatar.use_enh, sum(p.numel() for p in avatar.parameters()) / 1e6)
+    avatar = HandAvatar.from_hand_model(
+        hand_model, **dict(avatar_args, mean_shape=torch.tensor(avatar_args["mean_shape"]))
+    ).to(ctx.device)
+    ctx.log.info(
+        "avatar: %d vertices, %d faces, use_enh=%s, %.2f M parameters",
+        avatar.num_verts,
+        avatar.faces.shape[0],
+        avatar.use_enh,
+        sum(p.numel() for p in avatar.parameters()) / 1e6,
+    )
     ops = avatar.mesh_operators()
     giif = giif_orig = disc = None
     names: list[str] = []
     if s.sr_source in ("giif", "giif_finetuned"):
-        giif = load_giif(ctx, implicit_path or s.giif_model, "--implicit_path" if implicit_path else "giif_model")
+        giif = load_giif(
+            ctx, implicit_path or s.giif_model, "--implicit_path" if implicit_path else "giif_model"
+        )
         giif.requires_grad_(False)
     if s.sr_source == "giif_finetuned":
         names = finetuned_parameter_names(giif, s.finetune.params)
@@ -205,16 +244,22 @@ def build_models(ctx: RunContext, data: SequenceData, hand_model, avatar_args: d
         for name in names:
             named[name].requires_grad_(True)
         disc = load_disc(ctx)
-        ctx.log.info("GIIF fine-tuning: %s (%d tensors, %.3f M parameters), discriminator %s", s.finetune.params,
-                     len(names), sum(named[n].numel() for n in names) / 1e6, "on" if disc is not None else "off")
+        ctx.log.info(
+            "GIIF fine-tuning: %s (%d tensors, %.3f M parameters), discriminator %s",
+            s.finetune.params,
+            len(names),
+            sum(named[n].numel() for n in names) / 1e6,
+            "on" if disc is not None else "off",
+        )
     perceptual = perceptual_loss(ctx)
     initial = {}
     if resume is not None:
         avatar.load_state_dict(resume["model"]["sd"])
         if giif is not None and "giif" in resume:
             if implicit_path:
-                ctx.log.warning("--implicit_path %s replaces the fine-tuned GIIF of the resumed checkpoint",
-                                implicit_path)
+                ctx.log.warning(
+                    "--implicit_path %s replaces the fine-tuned GIIF of the resumed checkpoint", implicit_path
+                )
             else:
                 giif.load_state_dict(resume["giif"]["sd"])
         if names and "giif_initial" in resume:
@@ -227,8 +272,17 @@ def build_models(ctx: RunContext, data: SequenceData, hand_model, avatar_args: d
             named = dict(giif_orig.named_parameters())
             for name, value in initial.items():
                 named[name].copy_(value.to(ctx.device))
-    return SRHandModels(avatar=avatar, avatar_args=avatar_args, hand_model=hand_model, ops=ops, giif=giif,
-                        giif_orig=giif_orig, finetune_names=tuple(names), disc=disc, perceptual=perceptual)
+    return SRHandModels(
+        avatar=avatar,
+        avatar_args=avatar_args,
+        hand_model=hand_model,
+        ops=ops,
+        giif=giif,
+        giif_orig=giif_orig,
+        finetune_names=tuple(names),
+        disc=disc,
+        perceptual=perceptual,
+    )
 
 
 def reference_models(ctx: RunContext, models: SRHandModels) -> SRHandModels:

@@ -35,11 +35,19 @@ class RunContext:
     renderer: object
 
     @classmethod
-    def create(cls, conf, run_dir: str | Path, device: torch.device | str, log: RunLogger,
-               seed: int | None = None) -> RunContext:
+    def create(
+        cls, conf, run_dir: str | Path, device: torch.device | str, log: RunLogger, seed: int | None = None
+    ) -> RunContext:
         """Read the settings of ``conf`` (validated against the srhand schema) and make the renderer."""
         from utils.render import get_renderer
 
         settings = read_settings(conf)
-        return cls(settings=settings, conf=conf, run_dir=Path(run_dir), device=torch.device(device), log=log,
-                   seed=settings.seed if seed is None else int(seed), renderer=get_renderer("auto"))
+        return cls(
+            settings=settings,
+            conf=conf,
+            run_dir=Path(run_dir),
+            device=torch.device(device),
+            log=log,
+            seed=settings.seed if seed is None else int(seed),
+            renderer=get_renderer("auto"),
+        )

@@ -43,9 +43,11 @@ def format_report(report: dict) -> str:
     """A plain-text table of an :func:`evaluate` report."""
     perc, pk = report.get("perceptual"), report.get("perceptual_key")
     cfg = report["config"]
-    lines = [f"sr_source={cfg['sr_source']} use_enh={cfg['use_enh']} x{cfg['scale']:g} "
-             f"({cfg['lr_size']} -> {cfg['hr_size']}), {report['num_samples']} images "
-             f"({len(report['eval_frames'])} frames x {len(report['eval_cameras'])} cameras)"]
+    lines = [
+        f"sr_source={cfg['sr_source']} use_enh={cfg['use_enh']} x{cfg['scale']:g} "
+        f"({cfg['lr_size']} -> {cfg['hr_size']}), {report['num_samples']} images "
+        f"({len(report['eval_frames'])} frames x {len(report['eval_cameras'])} cameras)"
+    ]
     header = ["rows", "group", "PSNR", "SSIM"] + ([perc] if perc else []) + ["PSNR full", "SSIM full"]
     lines += [" | ".join(header), " | ".join("---" for _ in header)]
     for name in ("render", "sr", "sr_bicubic"):
@@ -59,14 +61,20 @@ def format_report(report: dict) -> str:
             cells += [f"{row['psnr_full']:.2f}", f"{row['ssim_full']:.4f}"]
             lines.append(" | ".join(cells))
     if report.get("p2p_mm") is not None:
-        lines.append(f"P2P {report['p2p_mm']:.3f} mm (MANO input: {report['p2p_mm_mano']:.3f} mm; "
-                     f"ground truth: {report['gt_mesh_source']})")
+        lines.append(
+            f"P2P {report['p2p_mm']:.3f} mm (MANO input: {report['p2p_mm_mano']:.3f} mm; "
+            f"ground truth: {report['gt_mesh_source']})"
+        )
     inc = report["inconsistency"]
-    lines.append(f"inconsistency: SR {inc['sr']:.6f}, GT HR {inc['gt_hr']:.6f}, bicubic {inc['bicubic']:.6f}"
-                 + (f" (window {inc['window']})" if inc["window"] else ""))
+    lines.append(
+        f"inconsistency: SR {inc['sr']:.6f}, GT HR {inc['gt_hr']:.6f}, bicubic {inc['bicubic']:.6f}"
+        + (f" (window {inc['window']})" if inc["window"] else "")
+    )
     if report.get("sh_substitutes"):
-        lines.append("SH of the nearest fitted camera used for: "
-                     + ", ".join(f"{k} <- {v}" for k, v in report["sh_substitutes"].items()))
+        lines.append(
+            "SH of the nearest fitted camera used for: "
+            + ", ".join(f"{k} <- {v}" for k, v in report["sh_substitutes"].items())
+        )
     paper = report.get("paper_protocol")
     if paper:
         cells = [f"render PSNR {paper['render']['psnr']:.2f}", f"SSIM {paper['render']['ssim']:.4f}"]
@@ -74,13 +82,21 @@ def format_report(report: dict) -> str:
             cells.append(f"{perc} {paper['render'][pk]:.4f}")
         if paper.get("sr"):
             cells += [f"SR PSNR {paper['sr']['psnr']:.2f}", f"SR SSIM {paper['sr']['ssim']:.4f}"]
-        cells.append(f"inconsistency (window {paper['inconsistency_window']}) {paper['inconsistency_windowed']:.6f}")
+        cells.append(
+            f"inconsistency (window {paper['inconsistency_window']}) {paper['inconsistency_windowed']:.6f}"
+        )
         if paper.get("p2p_truth_to_recon_mm") is not None:
-            cells.append(f"P2P truth->recon {paper['p2p_truth_to_recon_mm']:.3f} mm "
-                         f"(MANO input {paper['p2p_mano_truth_to_recon_mm']:.3f} mm)")
-        lines.append("paper protocol (full image, GT masked by the predicted silhouette): " + ", ".join(cells))
+            cells.append(
+                f"P2P truth->recon {paper['p2p_truth_to_recon_mm']:.3f} mm "
+                f"(MANO input {paper['p2p_mano_truth_to_recon_mm']:.3f} mm)"
+            )
+        lines.append(
+            "paper protocol (full image, GT masked by the predicted silhouette): " + ", ".join(cells)
+        )
     if perc:
-        lines.append(f"(perceptual metric: {perc}; masked = inside the GT MANO silhouette, full = whole image)")
+        lines.append(
+            f"(perceptual metric: {perc}; masked = inside the GT MANO silhouette, full = whole image)"
+        )
     return "\n".join(lines)
 
 
@@ -93,6 +109,7 @@ def paper_protocol(report: dict, p2p: dict, p2p_mano: dict, incon_windowed: dict
     ``window`` consecutive frames of one view, mean over views; P2P from the truth to the
     reconstruction only (one-sided), and the reverse direction for completeness.
     """
+
     def mean_dir(values: dict, key: str):
         return float(np.mean([v[key] for v in values.values()])) if values else None
 
@@ -106,15 +123,17 @@ def paper_protocol(report: dict, p2p: dict, p2p_mano: dict, incon_windowed: dict
         out["sr"] = {"psnr": sr["psnr_full"], "ssim": sr["ssim_full"]}
         if pk:
             out["sr"][pk] = sr[f"{pk}_full"]
-    out.update({
-        "inconsistency_windowed": incon_windowed["sr"],
-        "inconsistency_windowed_all": dict(incon_windowed),
-        "inconsistency_window": window,
-        "p2p_truth_to_recon_mm": mean_dir(p2p, "gt_to_pred"),
-        "p2p_recon_to_truth_mm": mean_dir(p2p, "pred_to_gt"),
-        "p2p_mano_truth_to_recon_mm": mean_dir(p2p_mano, "gt_to_pred"),
-        "p2p_mano_recon_to_truth_mm": mean_dir(p2p_mano, "pred_to_gt"),
-    })
+    out.update(
+        {
+            "inconsistency_windowed": incon_windowed["sr"],
+            "inconsistency_windowed_all": dict(incon_windowed),
+            "inconsistency_window": window,
+            "p2p_truth_to_recon_mm": mean_dir(p2p, "gt_to_pred"),
+            "p2p_recon_to_truth_mm": mean_dir(p2p, "pred_to_gt"),
+            "p2p_mano_truth_to_recon_mm": mean_dir(p2p_mano, "gt_to_pred"),
+            "p2p_mano_recon_to_truth_mm": mean_dir(p2p_mano, "pred_to_gt"),
+        }
+    )
     return out
 
 
@@ -155,16 +174,22 @@ class EvalSelection:
     noise_mpjpe: dict
 
 
-def load_fitted_avatar(ctx: RunContext, model_path: str | Path,
-                       implicit_path: str | None = None) -> tuple[FittedAvatar, Path]:
+def load_fitted_avatar(
+    ctx: RunContext, model_path: str | Path, implicit_path: str | None = None
+) -> tuple[FittedAvatar, Path]:
     """The avatar of ``model_path/model.pth`` and its fine-tuned GIIF (``implicit_model.pth`` beside it, or
     ``implicit_path``) for ``--eval``, and the folder it came from."""
     ckpt, path = read_model_checkpoint(model_path)
     record = FitRecord.from_checkpoint(ckpt)
     noise = ctx.settings.data.mano_noise.record()
     if record.mano_noise != noise:
-        ctx.log.warning("%s was fitted with data.mano_noise = %s, evaluated with %s (set data.mano_noise to "
-                        "evaluate on the parameters it was fitted with)", path, record.mano_noise, noise)
+        ctx.log.warning(
+            "%s was fitted with data.mano_noise = %s, evaluated with %s (set data.mano_noise to "
+            "evaluate on the parameters it was fitted with)",
+            path,
+            record.mano_noise,
+            noise,
+        )
     if record.hand_side != ctx.settings.data.hand:
         raise SRHandInputError(f"{path} is a {record.hand_side} hand, data.hand = {ctx.settings.data.hand!r}")
     hand_model = hand_model_for(ctx, record.hand_side)
@@ -178,10 +203,17 @@ def load_fitted_avatar(ctx: RunContext, model_path: str | Path,
         giif = load_giif(ctx, gpath, "--implicit_path" if implicit_path else "implicit_model.pth")
         if implicit_path and sr_source not in ("giif", "giif_finetuned"):
             sr_source = "giif_finetuned"
-    ctx.log.info("evaluating %s (phase %s, epoch %d, sr_source %s)", path, ckpt.get("phase"), ckpt["epoch"],
-                 sr_source)
-    fitted = FittedAvatar(avatar=avatar, avatar_args=avatar_args, giif=giif, sr_source=sr_source, record=record,
-                          progress=FitProgress.from_checkpoint(ckpt))
+    ctx.log.info(
+        "evaluating %s (phase %s, epoch %d, sr_source %s)", path, ckpt.get("phase"), ckpt["epoch"], sr_source
+    )
+    fitted = FittedAvatar(
+        avatar=avatar,
+        avatar_args=avatar_args,
+        giif=giif,
+        sr_source=sr_source,
+        record=record,
+        progress=FitProgress.from_checkpoint(ckpt),
+    )
     return fitted, path.parent
 
 
@@ -201,13 +233,19 @@ def select_evaluation(ctx: RunContext, record: FitRecord, known_mpjpe: dict | No
     full, mpjpe = read_capture(ctx, cameras, num_frames=None)
     frames = [int(f) for f in e.frames]
     if not frames:
-        candidates = list(meta["heldout_frame_ids"]) if meta and meta.get("heldout_frame_ids") else list(full.frame_ids)
+        candidates = (
+            list(meta["heldout_frame_ids"])
+            if meta and meta.get("heldout_frame_ids")
+            else list(full.frame_ids)
+        )
         if e.num_frames > 0:
-            candidates = candidates[:e.num_frames]
+            candidates = candidates[: e.num_frames]
         exclude = set(record.frame_ids) if e.exclude_fit_frames else set()
         frames = [f for f in candidates if f not in exclude]
     if not frames:
-        raise SRHandInputError("no frame to evaluate: every candidate frame was used for fitting (set eval.frames)")
+        raise SRHandInputError(
+            "no frame to evaluate: every candidate frame was used for fitting (set eval.frames)"
+        )
     seq = full.select(frames=[full.frame_index(f) for f in frames])
     centres = camera_centres(full.cameras.R, full.cameras.t)
     substitutes = {}
@@ -215,8 +253,13 @@ def select_evaluation(ctx: RunContext, record: FitRecord, known_mpjpe: dict | No
         if name not in record.cameras:
             nearest = int((record.camera_centres - centres[v]).norm(dim=-1).argmin())
             substitutes[name] = record.cameras[nearest]
-    return EvalSelection(frames=frames, cameras=cameras, substitutes=substitutes, seq=seq,
-                         noise_mpjpe={**(known_mpjpe or {}), **mpjpe})
+    return EvalSelection(
+        frames=frames,
+        cameras=cameras,
+        substitutes=substitutes,
+        seq=seq,
+        noise_mpjpe={**(known_mpjpe or {}), **mpjpe},
+    )
 
 
 def gt_mesh(ctx: RunContext, seq, frame_index: int, frame_id: int):
@@ -230,10 +273,16 @@ def gt_mesh(ctx: RunContext, seq, frame_index: int, frame_id: int):
 
         path = Path(gt_dir) / f"{frame_id}.obj"
         if not path.is_file():
-            raise FileNotFoundError(f"eval.gt_mesh_dir = {gt_dir!r}: no mesh for frame {frame_id} ({path}); "
-                                    "export one with an sr_source = hr run and eval.export_meshes = true")
+            raise FileNotFoundError(
+                f"eval.gt_mesh_dir = {gt_dir!r}: no mesh for frame {frame_id} ({path}); "
+                "export one with an sr_source = hr run and eval.export_meshes = true"
+            )
         verts, faces = load_obj(path)[:2]
-        return torch.as_tensor(verts, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.long), str(gt_dir)
+        return (
+            torch.as_tensor(verts, dtype=torch.float32),
+            torch.as_tensor(faces, dtype=torch.long),
+            str(gt_dir),
+        )
     if seq.gt_mesh_path:
         verts, faces = seq.gt_mesh(frame_index)
         return verts, faces, seq.gt_mesh_path
@@ -241,8 +290,13 @@ def gt_mesh(ctx: RunContext, seq, frame_index: int, frame_id: int):
 
 
 @torch.no_grad()
-def evaluate(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection, save_vis: bool = False,
-             timing: dict | None = None) -> dict:
+def evaluate(
+    ctx: RunContext,
+    fitted: FittedAvatar,
+    selection: EvalSelection,
+    save_vis: bool = False,
+    timing: dict | None = None,
+) -> dict:
     """Metrics of ``fitted`` on ``selection``: see the module docstring and docs/srhand_model.md.
 
     ``timing``: the training's timing summary, reported with the metrics. Writes meshes (``eval.export_meshes``
@@ -255,11 +309,18 @@ def evaluate(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection, sa
 
     start, cpu_start = time.time(), time.process_time()
     e, dconf = ctx.settings.eval, ctx.settings.data
-    frames, cameras, substitutes, seq = selection.frames, selection.cameras, selection.substitutes, selection.seq
+    frames, cameras, substitutes, seq = (
+        selection.frames,
+        selection.cameras,
+        selection.substitutes,
+        selection.seq,
+    )
     fit_cams = fitted.record.cameras
     sh_index = [fit_cams.index(substitutes.get(c, c)) for c in cameras]
     for cam, sub in substitutes.items():
-        ctx.log.info("camera %s was not fitted: its SH lighting is that of the nearest fitted camera %s", cam, sub)
+        ctx.log.info(
+            "camera %s was not fitted: its SH lighting is that of the nearest fitted camera %s", cam, sub
+        )
     perceptual = None
     if e.perceptual != "none":
         perceptual = metrics.PerceptualMetric(e.perceptual, net="alex", device=ctx.device)
@@ -280,21 +341,33 @@ def evaluate(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection, sa
         panel_rows = []
         for k in range(0, len(cameras), batch):
             views = list(range(k, min(k + batch, len(cameras))))
-            s = {key: v.to(ctx.device) for key, v in sample_frame(seq, fi, views, dconf, with_raw=True).items()}
+            s = {
+                key: v.to(ctx.device) for key, v in sample_frame(seq, fi, views, dconf, with_raw=True).items()
+            }
             size = tuple(s["hr"].shape[-2:])
             cams = Cameras(K=s["K"], R=s["R"], t=s["t"], image_size=size, names=[cameras[v] for v in views])
-            out = avatar.render(geo["verts_posed"], geo["albedo"], cams, [sh_index[v] for v in views],
-                                renderer=ctx.renderer)
+            out = avatar.render(
+                geo["verts_posed"], geo["albedo"], cams, [sh_index[v] for v in views], renderer=ctx.renderer
+            )
             render, mask = out["image"], s["mask"]
             pred_mask = (out["mask"] > 0.5).to(mask.dtype)
-            sr = sr_batch(giif, fitted.sr_source, s["lr"], s["normal"], mask, s["hr"], ctx.settings.decode_chunk)
+            sr = sr_batch(
+                giif, fitted.sr_source, s["lr"], s["normal"], mask, s["hr"], ctx.settings.decode_chunk
+            )
             bicubic = bicubic_upsample(s["lr"], size) * mask
             rows = _image_metrics(render, s["hr"], mask, pred_mask, s["raw"], perceptual, perc_key)
-            sr_rows = _sr_metrics(sr, s["hr"], mask, perceptual, perc_key) if fitted.sr_source != "hr" else None
+            sr_rows = (
+                _sr_metrics(sr, s["hr"], mask, perceptual, perc_key) if fitted.sr_source != "hr" else None
+            )
             bic_rows = _sr_metrics(bicubic, s["hr"], mask, perceptual, perc_key)
             for b, v in enumerate(views):
-                rec = {"frame_id": frame_id, "camera": cameras[v], "fitted_camera": cameras[v] in fit_cams,
-                       "render": rows[b], "sr_bicubic": bic_rows[b]}
+                rec = {
+                    "frame_id": frame_id,
+                    "camera": cameras[v],
+                    "fitted_camera": cameras[v] in fit_cams,
+                    "render": rows[b],
+                    "sr_bicubic": bic_rows[b],
+                }
                 if sr_rows is not None:
                     rec["sr"] = sr_rows[b]
                 records.append(rec)
@@ -303,24 +376,47 @@ def evaluate(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection, sa
             for name, images in (("sr", sr), ("gt_hr", s["hr"]), ("bicubic", bicubic)):
                 colours[name].append(sample_at_pixels(images, out["uv_pix"]).cpu())
             if fi < vis_frames:
-                albedo_img = ctx.renderer.interpolate(geo["albedo"][None].expand(len(views), -1, -1), out["rast"],
-                                                      avatar.faces).permute(0, 3, 1, 2)
+                albedo_img = ctx.renderer.interpolate(
+                    geo["albedo"][None].expand(len(views), -1, -1), out["rast"], avatar.faces
+                ).permute(0, 3, 1, 2)
                 lr_up = F.interpolate(s["lr"], size=size, mode="nearest")
-                panel_rows.append({"lr": lr_up, "sr": sr, "render": render, "shading": out["shading_only"],
-                                   "normal": normal_to_rgb(out["normal"]), "albedo": albedo_img, "gt": s["hr"],
-                                   "uv": out["uv_pix"], "visible": visible, "rast": out["rast"]})
+                panel_rows.append(
+                    {
+                        "lr": lr_up,
+                        "sr": sr,
+                        "render": render,
+                        "shading": out["shading_only"],
+                        "normal": normal_to_rgb(out["normal"]),
+                        "albedo": albedo_img,
+                        "gt": s["hr"],
+                        "uv": out["uv_pix"],
+                        "visible": visible,
+                        "rast": out["rast"],
+                    }
+                )
             if k == 0 and save_vis:
-                gif_frames.append(make_grid([s["hr"][0], render[0], out["shading_only"][0]],
-                                            [f"GT {frame_id}", "render", "geometry"]))
+                gif_frames.append(
+                    make_grid(
+                        [s["hr"][0], render[0], out["shading_only"][0]],
+                        [f"GT {frame_id}", "render", "geometry"],
+                    )
+                )
         # geometry
         gt_v, gt_f, gt_source = gt_mesh(ctx, seq, fi, frame_id)
         if gt_v is not None:
-            p2p[frame_id] = p2p_parts_mm(geo["verts_posed"].cpu(), avatar.faces.cpu(), gt_v, gt_f,
-                                         num_samples=e.p2p_samples)
-            p2p_mano[frame_id] = p2p_parts_mm(seq.verts_world(fi), seq.faces, gt_v, gt_f, num_samples=e.p2p_samples)
+            p2p[frame_id] = p2p_parts_mm(
+                geo["verts_posed"].cpu(), avatar.faces.cpu(), gt_v, gt_f, num_samples=e.p2p_samples
+            )
+            p2p_mano[frame_id] = p2p_parts_mm(
+                seq.verts_world(fi), seq.faces, gt_v, gt_f, num_samples=e.p2p_samples
+            )
         if export:
-            save_obj(ctx.run_dir / "meshes" / f"{frame_id}.obj", geo["verts_posed"].cpu(), avatar.faces.cpu(),
-                     geo["albedo"].cpu())
+            save_obj(
+                ctx.run_dir / "meshes" / f"{frame_id}.obj",
+                geo["verts_posed"].cpu(),
+                avatar.faces.cpu(),
+                geo["albedo"].cpu(),
+            )
         if panel_rows:
             _write_panel(ctx, avatar, panel_rows, frame_id, make_grid, write_image)
     if gif_frames:
@@ -332,15 +428,30 @@ def evaluate(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection, sa
         window = min(window, vis_all.shape[0])
     incon = {name: inconsistency(torch.cat(c), vis_all, window=window) for name, c in colours.items()}
     # The reference's protocol: windows of REFERENCE_WINDOW consecutive frames of one view.
-    incon_windowed = {name: windowed_inconsistency(torch.cat(c), vis_all, len(cameras), REFERENCE_WINDOW)
-                      for name, c in colours.items()}
+    incon_windowed = {
+        name: windowed_inconsistency(torch.cat(c), vis_all, len(cameras), REFERENCE_WINDOW)
+        for name, c in colours.items()
+    }
     if fitted.sr_source == "hr":
         incon["sr"] = incon["gt_hr"]
         incon_windowed["sr"] = incon_windowed["gt_hr"]
-    report = _report(ctx, fitted, selection, records, p2p, p2p_mano, gt_source, incon, window, perceptual,
-                     time.time() - start, timing)
-    report["paper_protocol"] = paper_protocol(report, p2p, p2p_mano, incon_windowed, min(REFERENCE_WINDOW,
-                                                                                        len(frames)))
+    report = _report(
+        ctx,
+        fitted,
+        selection,
+        records,
+        p2p,
+        p2p_mano,
+        gt_source,
+        incon,
+        window,
+        perceptual,
+        time.time() - start,
+        timing,
+    )
+    report["paper_protocol"] = paper_protocol(
+        report, p2p, p2p_mano, incon_windowed, min(REFERENCE_WINDOW, len(frames))
+    )
     report["eval_cpu_seconds"] = time.process_time() - cpu_start
     return report
 
@@ -349,8 +460,11 @@ def _image_metrics(render, hr, mask, pred_mask, raw, perceptual, perc_key) -> li
     """Per-image metrics of the render: ``masked`` (both images masked by the GT MANO silhouette, statistics
     inside it), ``full`` (whole image, GT masked by the MANO silhouette) and ``predmask`` (the reference
     protocol: both images masked by the predicted silhouette, whole image)."""
-    pairs = {"masked": (render * mask, hr, mask), "full": (render, hr, None),
-             "predmask": (render * pred_mask, raw * pred_mask, None)}
+    pairs = {
+        "masked": (render * mask, hr, mask),
+        "full": (render, hr, None),
+        "predmask": (render * pred_mask, raw * pred_mask, None),
+    }
     return _metrics_rows(pairs, perceptual, perc_key)
 
 
@@ -361,8 +475,10 @@ def _sr_metrics(sr, hr, mask, perceptual, perc_key) -> list[dict]:
 def _metrics_rows(pairs: dict, perceptual, perc_key) -> list[dict]:
     rows = None
     for region, (pred, gt, m) in pairs.items():
-        values = {f"psnr_{region}": metrics.psnr(pred, gt, mask=m, reduction="none"),
-                  f"ssim_{region}": metrics.ssim(pred, gt, mask=m, reduction="none")}
+        values = {
+            f"psnr_{region}": metrics.psnr(pred, gt, mask=m, reduction="none"),
+            f"ssim_{region}": metrics.ssim(pred, gt, mask=m, reduction="none"),
+        }
         if perceptual is not None:
             values[f"{perc_key}_{region}"] = perceptual(pred, gt, reduction="none").cpu().numpy()
         if rows is None:
@@ -382,30 +498,64 @@ def _write_panel(ctx: RunContext, avatar, rows: list[dict], frame_id: int, make_
     tiles, labels = [], []
     names = ["LR", "SR", "render", "geometry", "normals", "albedo", "GT", "unconfidence"]
     for b in range(min(ctx.settings.eval.max_vis_views, cat["sr"].shape[0])):
-        tiles += [cat["lr"][b], cat["sr"][b], cat["render"][b], cat["shading"][b], cat["normal"][b],
-                  cat["albedo"][b], cat["gt"][b], unconf[b]]
+        tiles += [
+            cat["lr"][b],
+            cat["sr"][b],
+            cat["render"][b],
+            cat["shading"][b],
+            cat["normal"][b],
+            cat["albedo"][b],
+            cat["gt"][b],
+            unconf[b],
+        ]
         labels += names
     write_image(ctx.run_dir / "vis" / f"frame_{frame_id}.png", make_grid(tiles, labels, ncols=len(names)))
 
 
-def _report(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection, records, p2p, p2p_mano, gt_source,
-            incon, window, perceptual, seconds, timing) -> dict:
+def _report(
+    ctx: RunContext,
+    fitted: FittedAvatar,
+    selection: EvalSelection,
+    records,
+    p2p,
+    p2p_mano,
+    gt_source,
+    incon,
+    window,
+    perceptual,
+    seconds,
+    timing,
+) -> dict:
     def mean_of(rows: list[dict]) -> dict:
         keys = rows[0].keys() if rows else []
         return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 
-    groups = {"all": records, "fitted_cameras": [r for r in records if r["fitted_camera"]],
-              "other_cameras": [r for r in records if not r["fitted_camera"]]}
+    groups = {
+        "all": records,
+        "fitted_cameras": [r for r in records if r["fitted_camera"]],
+        "other_cameras": [r for r in records if not r["fitted_camera"]],
+    }
     groups = {k: v for k, v in groups.items() if v}
     fit, progress, sr_source = fitted.record, fitted.progress, fitted.sr_source
     report = {
-        "config": {"sr_source": sr_source, "use_enh": bool(fitted.avatar.use_enh),
-                   "scale": fit.hr_size / fit.lr_size, "hr_size": fit.hr_size, "lr_size": fit.lr_size,
-                   "degradation": fit.degradation, "subdivision_levels": fitted.avatar_args["subdivision_levels"],
-                   "num_vertices": fitted.avatar.num_verts, "sequence": fit.sequence,
-                   "fit_frames": len(fit.frame_ids), "fit_views": len(fit.cameras),
-                   "epoch": progress.epoch, "phase": progress.phase},
-        "eval_frames": selection.frames, "eval_cameras": selection.cameras, "sh_substitutes": selection.substitutes,
+        "config": {
+            "sr_source": sr_source,
+            "use_enh": bool(fitted.avatar.use_enh),
+            "scale": fit.hr_size / fit.lr_size,
+            "hr_size": fit.hr_size,
+            "lr_size": fit.lr_size,
+            "degradation": fit.degradation,
+            "subdivision_levels": fitted.avatar_args["subdivision_levels"],
+            "num_vertices": fitted.avatar.num_verts,
+            "sequence": fit.sequence,
+            "fit_frames": len(fit.frame_ids),
+            "fit_views": len(fit.cameras),
+            "epoch": progress.epoch,
+            "phase": progress.phase,
+        },
+        "eval_frames": selection.frames,
+        "eval_cameras": selection.cameras,
+        "sh_substitutes": selection.substitutes,
         "num_samples": len(records),
         "perceptual": perceptual.label if perceptual is not None else None,
         "perceptual_key": perceptual.name.lower().replace("-", "") if perceptual is not None else None,
@@ -416,11 +566,16 @@ def _report(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection, rec
         "p2p_mm_mano": float(np.mean([v["symmetric"] for v in p2p_mano.values()])) if p2p_mano else None,
         "p2p_mm_per_frame": {str(k): v["symmetric"] for k, v in p2p.items()},
         "gt_mesh_source": gt_source,
-        "inconsistency": {"sr": incon["sr"], "gt_hr": incon["gt_hr"], "bicubic": incon["bicubic"],
-                          "window": window},
+        "inconsistency": {
+            "sr": incon["sr"],
+            "gt_hr": incon["gt_hr"],
+            "bicubic": incon["bicubic"],
+            "window": window,
+        },
         "finetune_rounds": progress.history,
-        "mano_noise": mano_noise_report(ctx.settings.data.mano_noise, selection.noise_mpjpe, fit.frame_ids,
-                                        selection.frames),
+        "mano_noise": mano_noise_report(
+            ctx.settings.data.mano_noise, selection.noise_mpjpe, fit.frame_ids, selection.frames
+        ),
         "eval_seconds": seconds,
     }
     if timing:

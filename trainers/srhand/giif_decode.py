@@ -13,7 +13,9 @@ from utils.config import ConfigError
 GIIF_PARTS = ("encoder", "normal_encoder", "imnet")
 
 
-def _query_chunks(giif, feats, coord: torch.Tensor, cell: torch.Tensor, chunk: int, checkpoint: bool) -> torch.Tensor:
+def _query_chunks(
+    giif, feats, coord: torch.Tensor, cell: torch.Tensor, chunk: int, checkpoint: bool
+) -> torch.Tensor:
     """``giif.query`` of ``coord``/``cell`` ``(B, Q, 2)`` in chunks of ``chunk`` queries: ``(B, Q, 3)``.
 
     With ``checkpoint`` (and gradient enabled) each chunk is recomputed in the backward pass instead of
@@ -22,7 +24,7 @@ def _query_chunks(giif, feats, coord: torch.Tensor, cell: torch.Tensor, chunk: i
     chunk = max(1, int(chunk))
     preds = []
     for start in range(0, coord.shape[1], chunk):
-        c, ce = coord[:, start:start + chunk], cell[:, start:start + chunk]
+        c, ce = coord[:, start : start + chunk], cell[:, start : start + chunk]
         if checkpoint and torch.is_grad_enabled():
             preds.append(torch_checkpoint(giif.query, feats, c, ce, use_reentrant=False))
         else:
@@ -30,8 +32,9 @@ def _query_chunks(giif, feats, coord: torch.Tensor, cell: torch.Tensor, chunk: i
     return torch.cat(preds, dim=1)
 
 
-def giif_decode(giif, lr: torch.Tensor, normal: torch.Tensor, size: Sequence[int], chunk: int,
-                checkpoint: bool = False) -> torch.Tensor:
+def giif_decode(
+    giif, lr: torch.Tensor, normal: torch.Tensor, size: Sequence[int], chunk: int, checkpoint: bool = False
+) -> torch.Tensor:
     """GIIF output ``(B, 3, H, W)`` (not clamped) under the caller's grad mode.
 
     Like ``GIIF.decode`` but optionally with gradient checkpointing per chunk of queries, so that
@@ -45,8 +48,15 @@ def giif_decode(giif, lr: torch.Tensor, normal: torch.Tensor, size: Sequence[int
     return _query_chunks(giif, feats, coord, cell, chunk, checkpoint).transpose(1, 2).reshape(B, 3, H, W)
 
 
-def giif_decode_masked(giif, lr: torch.Tensor, normal: torch.Tensor, mask: torch.Tensor, chunk: int,
-                       checkpoint: bool = False, feats=None) -> torch.Tensor:
+def giif_decode_masked(
+    giif,
+    lr: torch.Tensor,
+    normal: torch.Tensor,
+    mask: torch.Tensor,
+    chunk: int,
+    checkpoint: bool = False,
+    feats=None,
+) -> torch.Tensor:
     """GIIF output ``(B, 3, H, W)`` queried only at the pixels where ``mask (B, 1, H, W) > 0``, 0 elsewhere.
 
     Equals ``giif_decode(giif, lr, normal, mask.shape[-2:], chunk, checkpoint) * mask`` for a {0, 1} mask
@@ -61,7 +71,9 @@ def giif_decode_masked(giif, lr: torch.Tensor, normal: torch.Tensor, mask: torch
     inside = mask.reshape(B, H * W) > 0
     counts = inside.sum(1)
     width = max(1, int(counts.max()))  # one host sync per step
-    order = torch.argsort((~inside).to(torch.uint8), dim=1, stable=True)[:, :width]  # (B, Q) masked pixels first
+    order = torch.argsort((~inside).to(torch.uint8), dim=1, stable=True)[
+        :, :width
+    ]  # (B, Q) masked pixels first
     valid = torch.arange(width, device=mask.device)[None] < counts[:, None]  # (B, Q)
     coord = make_coord((H, W), device=lr.device, dtype=lr.dtype)[order]  # (B, Q, 2)
     cell = coord.new_tensor([2.0 / H, 2.0 / W]).expand(B, width, 2)
@@ -80,6 +92,8 @@ def finetuned_parameter_names(giif, spec: str) -> list[str]:
         bad = [p for p in parts if p not in GIIF_PARTS or getattr(giif, p, None) is None]
         if bad or not parts:
             present = [p for p in GIIF_PARTS if getattr(giif, p, None) is not None]
-            raise ConfigError(f"finetune.params = {spec!r}: unknown GIIF part(s) {bad or [spec]}; "
-                              f"use 'all' or parts of {present} joined by '+'")
+            raise ConfigError(
+                f"finetune.params = {spec!r}: unknown GIIF part(s) {bad or [spec]}; "
+                f"use 'all' or parts of {present} joined by '+'"
+            )
     return [name for name, _ in giif.named_parameters() if name.split(".")[0] in parts]

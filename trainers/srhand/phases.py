@@ -56,8 +56,9 @@ def optimise(ctx: RunContext, optimizer: torch.optim.Optimizer, terms: dict, sta
         ctx.log.log_losses(state.step, {k: v.detach() for k, v in terms.items()}, prefix=state.phase)
 
 
-def _end_epoch(ctx: RunContext, state: TrainingState, i: int, epochs: int, bar, save: Callable[[], None],
-               **postfix) -> None:
+def _end_epoch(
+    ctx: RunContext, state: TrainingState, i: int, epochs: int, bar, save: Callable[[], None], **postfix
+) -> None:
     """Count epoch ``i`` as done; checkpoint every ``ckpt_every`` epochs inside the phase."""
     state.epoch = i
     state.epochs_this_run += 1
@@ -69,8 +70,14 @@ def _end_epoch(ctx: RunContext, state: TrainingState, i: int, epochs: int, bar, 
 
 
 # ---- pre-phases ---------------------------------------------------------------------------------
-def run_prephase(ctx: RunContext, models: SRHandModels, data: SequenceData, targets: SRTargets,
-                 state: TrainingState, save: Callable[[], None]) -> bool:
+def run_prephase(
+    ctx: RunContext,
+    models: SRHandModels,
+    data: SequenceData,
+    targets: SRTargets,
+    state: TrainingState,
+    save: Callable[[], None],
+) -> bool:
     """The rest of the current pre-phase (``albedo`` or ``sfs``): every epoch, all views of frame 0 in
     random batches. Changes ``state`` (its pre-phase tensors through ``pre_optimizer``); ``save`` writes
     a checkpoint. Returns False when stopped early (``stop_after_epochs``)."""
@@ -83,13 +90,21 @@ def run_prephase(ctx: RunContext, models: SRHandModels, data: SequenceData, targ
         i = state.epoch + 1
         views = random_views(keyed_generator(ctx.seed, state.phase, i), data.num_views)
         for k in range(0, len(views), batch):
-            terms = prephase_step(ctx, models, data, targets, state, views[k:k + batch], i, epochs)
+            terms = prephase_step(ctx, models, data, targets, state, views[k : k + batch], i, epochs)
         _end_epoch(ctx, state, i, epochs, bar, save, total=f"{float(terms['total'].detach()):.4f}")
     return True
 
 
-def prephase_step(ctx: RunContext, models: SRHandModels, data: SequenceData, targets: SRTargets,
-                  state: TrainingState, views: list[int], i: int, epochs: int) -> dict:
+def prephase_step(
+    ctx: RunContext,
+    models: SRHandModels,
+    data: SequenceData,
+    targets: SRTargets,
+    state: TrainingState,
+    views: list[int],
+    i: int,
+    epochs: int,
+) -> dict:
     """One pre-phase step on ``views`` of frame 0 at epoch ``i`` of ``epochs``; changes ``state``. Returns the
     weighted terms."""
     t0 = time.time()
@@ -97,20 +112,25 @@ def prephase_step(ctx: RunContext, models: SRHandModels, data: SequenceData, tar
     verts_canon = avatar.verts_template + (state.pre["delta"] if phase == "sfs" else 0.0)
     posed = avatar.pose_vertices(verts_canon, avatar.weights_init, data.pose[frame], data.trans[frame])
     albedo = torch.sigmoid(state.pre["albedo_logits"])
-    out = avatar.render(posed, albedo, data.cameras(frame, views), views, renderer=ctx.renderer,
-                        sh_coeffs=state.pre["sh"])
+    out = avatar.render(
+        posed, albedo, data.cameras(frame, views), views, renderer=ctx.renderer, sh_coeffs=state.pre["sh"]
+    )
     sr, mask = targets.current[frame, views].float(), data.get("mask", frame, views)
     valid = mask * out["coverage"].to(mask.dtype)
     c = ctx.settings.prephase(phase)
-    terms = {"photometric": c.photometric * L.masked_l1(out["image"], sr, valid),
-             "albedo_prior": c.albedo_prior * L.mean_albedo_prior(albedo)}
+    terms = {
+        "photometric": c.photometric * L.masked_l1(out["image"], sr, valid),
+        "albedo_prior": c.albedo_prior * L.mean_albedo_prior(albedo),
+    }
     if phase == "sfs":
         boost = c.lap_boost if i > round_epoch(c.lap_boost_at, epochs) else 1.0
         lap = models.ops["laplacian"]
         terms["lap_delta"] = boost * c.lap_delta * L.part_aware_laplacian_loss(state.pre["delta"], lap)
         terms["lap_verts"] = boost * c.lap_verts * L.part_aware_laplacian_loss(verts_canon, lap, keep="lower")
         terms["lap_albedo"] = c.lap_albedo * L.part_aware_laplacian_loss(albedo, lap)
-        terms["edge"] = c.edge * L.edge_stretch_loss(verts_canon, models.ops["edges"], models.ops["rest_sq_lengths"])
+        terms["edge"] = c.edge * L.edge_stretch_loss(
+            verts_canon, models.ops["edges"], models.ops["rest_sq_lengths"]
+        )
     terms["total"] = sum(terms.values())
     optimise(ctx, state.pre_optimizer, terms, state)
     state.timing[f"{phase}_step_s"].append(time.time() - t0)
@@ -129,9 +149,14 @@ def finish_prephase(ctx: RunContext, models: SRHandModels, state: TrainingState)
     state.prephase_result = {"delta": delta, "albedo": albedo, "sh": sh}
     avatar = models.avatar
     avatar.set_prephase(delta=delta, albedo=albedo, sh_coeffs=sh)
-    save_obj(ctx.run_dir / "prephase.obj", (avatar.verts_template + delta).cpu(), avatar.faces.cpu(), albedo.cpu())
-    ctx.log.info("pre-phases done: |delta| mean %.3f mm, albedo mean %s; canonical mesh -> prephase.obj",
-                 float(delta.norm(dim=-1).mean()) * 1000, [round(float(x), 3) for x in albedo.mean(0)])
+    save_obj(
+        ctx.run_dir / "prephase.obj", (avatar.verts_template + delta).cpu(), avatar.faces.cpu(), albedo.cpu()
+    )
+    ctx.log.info(
+        "pre-phases done: |delta| mean %.3f mm, albedo mean %s; canonical mesh -> prephase.obj",
+        float(delta.norm(dim=-1).mean()) * 1000,
+        [round(float(x), 3) for x in albedo.mean(0)],
+    )
 
 
 # ---- joint phase --------------------------------------------------------------------------------
@@ -153,8 +178,15 @@ def loss_weights(train: TrainSettings, use_enh: bool, i: int, epochs: int) -> di
     return w
 
 
-def run_joint_phase(ctx: RunContext, models: SRHandModels, data: SequenceData, targets: SRTargets,
-                    state: TrainingState, cache: GiifFeatureCache | None, save: Callable[[], None]) -> bool:
+def run_joint_phase(
+    ctx: RunContext,
+    models: SRHandModels,
+    data: SequenceData,
+    targets: SRTargets,
+    state: TrainingState,
+    cache: GiifFeatureCache | None,
+    save: Callable[[], None],
+) -> bool:
     """The rest of the joint phase: every epoch, all frames in random order, each with its views in random
     batches; the fine-tuning rounds at their epochs (:func:`finetune_epochs`) and the networks' mean
     renewals. Changes the avatar (through ``state.optimizer``), GIIF and ``targets`` (in the rounds) and
@@ -179,29 +211,56 @@ def run_joint_phase(ctx: RunContext, models: SRHandModels, data: SequenceData, t
         for f in frames:
             views = random_views(gen, data.num_views, t.views_per_frame)
             for k in range(0, len(views), batch):
-                terms = train_step(ctx, models, data, targets, state, f, views[k:k + batch], weights)
+                terms = train_step(ctx, models, data, targets, state, f, views[k : k + batch], weights)
                 totals.append(float(terms["total"].detach()))
         _end_epoch(ctx, state, i, epochs, bar, save, loss=f"{np.mean(totals):.4f}")
     return True
 
 
-def train_losses(ctx: RunContext, models: SRHandModels, data: SequenceData, targets: SRTargets,
-                 prephase_result: dict, frame: int, views: list[int], weights: dict) -> dict:
+def train_losses(
+    ctx: RunContext,
+    models: SRHandModels,
+    data: SequenceData,
+    targets: SRTargets,
+    prephase_result: dict,
+    frame: int,
+    views: list[int],
+    weights: dict,
+) -> dict:
     """The weighted reconstruction terms of one joint step (``"total"`` included), with their graph.
     Changes nothing."""
     avatar = models.avatar
-    out = avatar(data.pose[frame], data.trans[frame], data.cameras(frame, views), views, renderer=ctx.renderer)
+    out = avatar(
+        data.pose[frame], data.trans[frame], data.cameras(frame, views), views, renderer=ctx.renderer
+    )
     sr, mask = targets.current[frame, views].float(), data.get("mask", frame, views)
     valid = mask * out["coverage"].to(mask.dtype)
     ops = models.ops
     return L.reconstruction_losses(
-        out, sr, valid, laplacian=ops["laplacian"], edges=ops["edges"], rest_sq_lengths=ops["rest_sq_lengths"],
-        weights_init=avatar.weights_init, delta_anchor=prephase_result.get("delta"), perceptual=models.perceptual,
-        mask=mask, cfg=weights)
+        out,
+        sr,
+        valid,
+        laplacian=ops["laplacian"],
+        edges=ops["edges"],
+        rest_sq_lengths=ops["rest_sq_lengths"],
+        weights_init=avatar.weights_init,
+        delta_anchor=prephase_result.get("delta"),
+        perceptual=models.perceptual,
+        mask=mask,
+        cfg=weights,
+    )
 
 
-def train_step(ctx: RunContext, models: SRHandModels, data: SequenceData, targets: SRTargets,
-               state: TrainingState, frame: int, views: list[int], weights: dict) -> dict:
+def train_step(
+    ctx: RunContext,
+    models: SRHandModels,
+    data: SequenceData,
+    targets: SRTargets,
+    state: TrainingState,
+    frame: int,
+    views: list[int],
+    weights: dict,
+) -> dict:
     """One joint step on ``views`` of ``frame``: the avatar's parameters move (``state.optimizer``), ``state``
     counts it. Returns the weighted terms."""
     t0 = time.time()

@@ -71,8 +71,13 @@ class SequenceData:
     def cameras(self, frame: int, views: Sequence[int]) -> Cameras:
         """The cropped cameras of ``views`` in frame ``frame`` (float32, on the data's device)."""
         views = list(views)
-        return Cameras(K=self.K[frame, views], R=self.R[views], t=self.t[views], image_size=self.size,
-                       names=[self.camera_names[v] for v in views])
+        return Cameras(
+            K=self.K[frame, views],
+            R=self.R[views],
+            t=self.t[views],
+            image_size=self.size,
+            names=[self.camera_names[v] for v in views],
+        )
 
     def get(self, key: str, frame: int, views: Sequence[int]) -> torch.Tensor:
         """``key`` in (hr, mask, normal, lr) for ``views`` of ``frame``: float32 ``(B, C, H, W)``."""
@@ -95,16 +100,25 @@ def sample_frame(seq, frame: int, views: Sequence[int], data: DataSettings, with
     ``raw``.
     """
     samples = [
-        seq.sample(frame, v, size=data.hr_size, ratio=data.crop_ratio, normal_space=data.normal_space,
-                   normal_size=data.normal_size)
+        seq.sample(
+            frame,
+            v,
+            size=data.hr_size,
+            ratio=data.crop_ratio,
+            normal_space=data.normal_space,
+            normal_size=data.normal_size,
+        )
         for v in views
     ]
     mask = torch.stack([s["mask"] for s in samples])
     raw = torch.stack([s["image"] for s in samples])
     hr = raw * mask
     out = {
-        "hr": hr, "mask": mask, "normal": torch.stack([s["normal_map"] for s in samples]),
-        "K": torch.stack([s["K"] for s in samples]), "R": torch.stack([s["R"] for s in samples]),
+        "hr": hr,
+        "mask": mask,
+        "normal": torch.stack([s["normal_map"] for s in samples]),
+        "K": torch.stack([s["K"] for s in samples]),
+        "R": torch.stack([s["R"] for s in samples]),
         "t": torch.stack([s["t"] for s in samples]),
         "lr": degrade(hr, size=data.lr_size, mode=data.degradation),
     }
@@ -113,23 +127,31 @@ def sample_frame(seq, frame: int, views: Sequence[int], data: DataSettings, with
     return out
 
 
-def prepare_sequence(seq, data: DataSettings, device: torch.device, dtype: torch.dtype,
-                     progress=None) -> SequenceData:
+def prepare_sequence(
+    seq, data: DataSettings, device: torch.device, dtype: torch.dtype, progress=None
+) -> SequenceData:
     """Crop every (frame, view) of ``seq`` once and keep the tensors on ``device`` (see :class:`SequenceData`)."""
     frames = range(seq.num_frames)
     views = list(range(seq.num_views))
     parts = defaultdict(list)
-    for f in (progress(frames, desc="prepare data") if progress else frames):
+    for f in progress(frames, desc="prepare data") if progress else frames:
         s = sample_frame(seq, f, views, data)
         for key, value in s.items():
             parts[key].append(value)
     size = data.hr_size
     return SequenceData(
-        frame_ids=list(seq.frame_ids), camera_names=list(seq.camera_names),
-        hr=torch.stack(parts["hr"]).to(device, dtype), mask=torch.stack(parts["mask"]).to(device).bool(),
-        normal=torch.stack(parts["normal"]).to(device, dtype), lr=torch.stack(parts["lr"]).to(device),
-        K=torch.stack(parts["K"]).to(device), R=parts["R"][0].to(device), t=parts["t"][0].to(device),
-        pose=seq.mano_pose.to(device), shape=seq.mano_shape.to(device), trans=seq.mano_trans.to(device),
+        frame_ids=list(seq.frame_ids),
+        camera_names=list(seq.camera_names),
+        hr=torch.stack(parts["hr"]).to(device, dtype),
+        mask=torch.stack(parts["mask"]).to(device).bool(),
+        normal=torch.stack(parts["normal"]).to(device, dtype),
+        lr=torch.stack(parts["lr"]).to(device),
+        K=torch.stack(parts["K"]).to(device),
+        R=parts["R"][0].to(device),
+        t=parts["t"][0].to(device),
+        pose=seq.mano_pose.to(device),
+        shape=seq.mano_shape.to(device),
+        trans=seq.mano_trans.to(device),
         size=(size, size),
     )
 
@@ -152,13 +174,18 @@ def synthetic_meta_entry(data_path: str, split: str, capture: str, sequence: str
         return None
     meta = json.loads(path.read_text())
     for subject in meta.get("subjects", []):
-        if (subject.get("split"), subject.get("capture"), subject.get("sequence")) == (split, capture, sequence):
+        if (subject.get("split"), subject.get("capture"), subject.get("sequence")) == (
+            split,
+            capture,
+            sequence,
+        ):
             return subject
     return None
 
 
-def read_capture(ctx: RunContext, cameras, frame_ids=None, num_frames=None,
-                 frame_mode: str = "strided") -> tuple[object, dict[int, float]]:
+def read_capture(
+    ctx: RunContext, cameras, frame_ids=None, num_frames=None, frame_mode: str = "strided"
+) -> tuple[object, dict[int, float]]:
     """The configured capture (``data.*``) with ``cameras`` and the selected frames, MANO noise applied.
 
     Args:
@@ -172,17 +199,30 @@ def read_capture(ctx: RunContext, cameras, frame_ids=None, num_frames=None,
     if d.dataset == "goliath":  # one Goliath dome capture; MANO fitted, cached in the run
         from datasets.goliath import read_from_config
 
-        seq = read_from_config(ctx.conf, ctx.run_dir, cameras, frame_ids, num_frames, frame_mode, log=ctx.log.info)
+        seq = read_from_config(
+            ctx.conf, ctx.run_dir, cameras, frame_ids, num_frames, frame_mode, log=ctx.log.info
+        )
     else:
         from datasets.interhand import read_interhand_sequence
 
         if not Path(d.data_path).is_dir():
             raise FileNotFoundError(
                 f"data.data_path = {d.data_path!r} is not a folder. Generate the synthetic captures with "
-                "`python scripts/make_synthetic.py` or point data.data_path (or $SRHAND_DATA) at InterHand2.6M.")
+                "`python scripts/make_synthetic.py` or point data.data_path (or $SRHAND_DATA) at InterHand2.6M."
+            )
         seq = read_interhand_sequence(
-            d.data_path, d.split, d.capture, d.sequence, hand=d.hand, cameras=cameras, num_frames=num_frames,
-            frame_mode=frame_mode, frame_ids=frame_ids, drop_cameras=tuple(d.drop_cam), mano_dir=d.mano_dir or None)
+            d.data_path,
+            d.split,
+            d.capture,
+            d.sequence,
+            hand=d.hand,
+            cameras=cameras,
+            num_frames=num_frames,
+            frame_mode=frame_mode,
+            frame_ids=frame_ids,
+            drop_cameras=tuple(d.drop_cam),
+            mano_dir=d.mano_dir or None,
+        )
     return perturb_sequence(seq, d.mano_noise, ctx.log)
 
 
@@ -199,13 +239,19 @@ def perturb_sequence(seq, noise: MANONoiseSettings, log) -> tuple[object, dict[i
     record = noise.record()
     noisy = perturb_mano(seq, **record)
     errors = mpjpe_mm(hand_joints(noisy), hand_joints(seq))
-    log.warning("data.mano_noise %s: MANO parameters of %d frames of %s perturbed, MPJPE %.2f mm",
-                record, seq.num_frames, seq.name, float(errors.mean()))
+    log.warning(
+        "data.mano_noise %s: MANO parameters of %d frames of %s perturbed, MPJPE %.2f mm",
+        record,
+        seq.num_frames,
+        seq.name,
+        float(errors.mean()),
+    )
     return noisy, {int(f): float(e) for f, e in zip(seq.frame_ids, errors, strict=True)}
 
 
-def mano_noise_report(noise: MANONoiseSettings, mpjpe: dict[int, float], fit_frames: Sequence[int],
-                      eval_frames: Sequence[int]) -> dict | None:
+def mano_noise_report(
+    noise: MANONoiseSettings, mpjpe: dict[int, float], fit_frames: Sequence[int], eval_frames: Sequence[int]
+) -> dict | None:
     """The noise settings and the mean MPJPE (mm) of the perturbed parameters on the fitting and evaluated
     frames (``mpjpe``: frame id -> MPJPE); None without noise."""
     if not noise.active:
@@ -238,18 +284,30 @@ def load_fit_data(ctx: RunContext) -> FitData:
     d = ctx.settings.data
     cameras = [str(c) for c in d.cameras] or d.num_views
     frame_ids = [int(f) for f in d.frame_ids] or None
-    seq, mpjpe = read_capture(ctx, cameras, frame_ids=frame_ids, num_frames=None if frame_ids else d.num_frames)
+    seq, mpjpe = read_capture(
+        ctx, cameras, frame_ids=frame_ids, num_frames=None if frame_ids else d.num_frames
+    )
     if isinstance(cameras, int) and seq.num_views < cameras:
-        raise SRHandInputError(f"data.num_views = {cameras} but {seq.name} has only {seq.num_views} usable "
-                               f"colour cameras ({seq.camera_names})")
+        raise SRHandInputError(
+            f"data.num_views = {cameras} but {seq.name} has only {seq.num_views} usable "
+            f"colour cameras ({seq.camera_names})"
+        )
     if frame_ids is None and seq.num_frames < d.num_frames:
-        ctx.log.warning("data.num_frames = %d but %s has only %d usable frames", d.num_frames, seq.name,
-                        seq.num_frames)
+        ctx.log.warning(
+            "data.num_frames = %d but %s has only %d usable frames", d.num_frames, seq.name, seq.num_frames
+        )
     ctx.log.info("%s", seq.summary())
     start = time.time()
     dtype = storage_dtype(d.storage, ctx.device)
     tensors = prepare_sequence(seq, d, ctx.device, dtype, progress=ctx.log.progress)
-    ctx.log.info("fitting data: %d frames x %d views at %dx%d (LR %d, x%g), stored as %s, %.1f s",
-                 tensors.num_frames, tensors.num_views, *tensors.size, d.lr_size, d.hr_size / d.lr_size,
-                 str(dtype).replace("torch.", ""), time.time() - start)
+    ctx.log.info(
+        "fitting data: %d frames x %d views at %dx%d (LR %d, x%g), stored as %s, %.1f s",
+        tensors.num_frames,
+        tensors.num_views,
+        *tensors.size,
+        d.lr_size,
+        d.hr_size / d.lr_size,
+        str(dtype).replace("torch.", ""),
+        time.time() - start,
+    )
     return FitData(seq=seq, tensors=tensors, noise_mpjpe=mpjpe)

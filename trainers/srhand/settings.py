@@ -33,8 +33,12 @@ class MANONoiseSettings:
         """The settings as checkpoints and ``metrics.json`` record them: ``{}`` when no noise is added."""
         if not self.active:
             return {}
-        return {"pose_std": self.pose_std, "shape_std": self.shape_std, "trans_std": self.trans_std,
-                "seed": self.seed}
+        return {
+            "pose_std": self.pose_std,
+            "shape_std": self.shape_std,
+            "trans_std": self.trans_std,
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +184,10 @@ class SRHandSettings:
         if self.sr_source not in SR_SOURCES:
             raise ConfigError(f"sr_source must be one of {SR_SOURCES}, got {self.sr_source!r}")
         if self.train.perceptual_impl not in PERCEPTUAL_IMPLS:
-            raise ConfigError(f"train.perceptual_impl must be one of {PERCEPTUAL_IMPLS}, got "
-                              f"{self.train.perceptual_impl!r}")
+            raise ConfigError(
+                f"train.perceptual_impl must be one of {PERCEPTUAL_IMPLS}, got "
+                f"{self.train.perceptual_impl!r}"
+            )
 
     def prephase(self, phase: str) -> AlbedoSettings | SfsSettings:
         """The settings of pre-phase ``phase`` (``albedo`` or ``sfs``)."""

@@ -75,7 +75,9 @@ class TrainingState:
         no lighting and no displacement, and GIIF's optimiser when it is fine-tuned."""
         avatar = models.avatar
         device = avatar.verts_template.device
-        albedo0 = torch.logit(torch.tensor(MEAN_HAND_ALBEDO_RGB, device=device)).expand(avatar.num_verts, 3).clone()
+        albedo0 = (
+            torch.logit(torch.tensor(MEAN_HAND_ALBEDO_RGB, device=device)).expand(avatar.num_verts, 3).clone()
+        )
         pre = {
             "albedo_logits": torch.nn.Parameter(albedo0),
             "sh": torch.nn.Parameter(torch.zeros(num_views, 27, device=device)),
@@ -84,8 +86,9 @@ class TrainingState:
         state = cls(pre=pre)
         if models.finetune_names:
             named = dict(models.giif.named_parameters())
-            state.giif_optimizer = torch.optim.Adam([named[n] for n in models.finetune_names],
-                                                    lr=settings.finetune.learning_rate)
+            state.giif_optimizer = torch.optim.Adam(
+                [named[n] for n in models.finetune_names], lr=settings.finetune.learning_rate
+            )
         state.make_phase_optimizer(settings, models)
         return state
 
@@ -94,15 +97,21 @@ class TrainingState:
         (once: it persists to the end)."""
         if self.phase == "albedo":
             a = settings.albedo
-            self.pre_optimizer = torch.optim.Adam([
-                {"params": [self.pre["albedo_logits"]], "lr": a.albedo_learning_rate},
-                {"params": [self.pre["sh"]], "lr": a.sh_learning_rate}])
+            self.pre_optimizer = torch.optim.Adam(
+                [
+                    {"params": [self.pre["albedo_logits"]], "lr": a.albedo_learning_rate},
+                    {"params": [self.pre["sh"]], "lr": a.sh_learning_rate},
+                ]
+            )
         elif self.phase == "sfs":
             s = settings.sfs
-            self.pre_optimizer = torch.optim.Adam([
-                {"params": [self.pre["delta"]], "lr": s.delta_learning_rate},
-                {"params": [self.pre["albedo_logits"]], "lr": s.albedo_learning_rate},
-                {"params": [self.pre["sh"]], "lr": s.sh_learning_rate}])
+            self.pre_optimizer = torch.optim.Adam(
+                [
+                    {"params": [self.pre["delta"]], "lr": s.delta_learning_rate},
+                    {"params": [self.pre["albedo_logits"]], "lr": s.albedo_learning_rate},
+                    {"params": [self.pre["sh"]], "lr": s.sh_learning_rate},
+                ]
+            )
         else:
             self.pre_optimizer = None
             if self.optimizer is None:
@@ -115,9 +124,12 @@ class TrainingState:
     def checkpoint_entries(self) -> dict:
         """What ``last.pth`` holds of the state, beside the avatar's optimiser (``optimizer``), step and epoch."""
         entries = {
-            "phase": self.phase, "pre": {k: v.detach().clone() for k, v in self.pre.items()},
+            "phase": self.phase,
+            "pre": {k: v.detach().clone() for k, v in self.pre.items()},
             "pre_optimizer": self.pre_optimizer.state_dict() if self.pre_optimizer is not None else None,
-            "prephase_result": self.prephase_result, "history": self.history, "rng": torch.get_rng_state(),
+            "prephase_result": self.prephase_result,
+            "history": self.history,
+            "rng": torch.get_rng_state(),
             "ft_step": self.ft_step,
         }
         if self.giif_optimizer is not None:
@@ -176,31 +188,53 @@ class FitRecord:
     def of_fit(cls, settings: SRHandSettings, fit: FitData, hand_model) -> FitRecord:
         """The record of a fit of ``fit`` with ``settings`` and ``hand_model``."""
         d = fit.tensors
-        return cls(sr_source=settings.sr_source, hand_side=fit.seq.hand_side,
-                   model_file=str(getattr(hand_model, "source_path", "")), sequence=fit.seq.name,
-                   frame_ids=list(d.frame_ids), cameras=list(d.camera_names),
-                   camera_centres=camera_centres(d.R, d.t).cpu(), hr_size=int(d.size[0]),
-                   lr_size=settings.data.lr_size, degradation=settings.data.degradation,
-                   mano_noise=settings.data.mano_noise.record())
+        return cls(
+            sr_source=settings.sr_source,
+            hand_side=fit.seq.hand_side,
+            model_file=str(getattr(hand_model, "source_path", "")),
+            sequence=fit.seq.name,
+            frame_ids=list(d.frame_ids),
+            cameras=list(d.camera_names),
+            camera_centres=camera_centres(d.R, d.t).cpu(),
+            hr_size=int(d.size[0]),
+            lr_size=settings.data.lr_size,
+            degradation=settings.data.degradation,
+            mano_noise=settings.data.mano_noise.record(),
+        )
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> FitRecord:
         """The record a stage-3 checkpoint (``model.pth`` or ``last.pth``) carries."""
         fit = ckpt["fit"]
-        return cls(sr_source=ckpt.get("sr_source"), hand_side=ckpt["hand"]["side"],
-                   model_file=ckpt["hand"].get("model_file", ""), sequence=fit["sequence"],
-                   frame_ids=list(fit["frame_ids"]), cameras=list(fit["cameras"]),
-                   camera_centres=fit["camera_centres"], hr_size=fit["hr_size"], lr_size=fit["lr_size"],
-                   degradation=fit["degradation"], mano_noise=fit.get("mano_noise", {}))
+        return cls(
+            sr_source=ckpt.get("sr_source"),
+            hand_side=ckpt["hand"]["side"],
+            model_file=ckpt["hand"].get("model_file", ""),
+            sequence=fit["sequence"],
+            frame_ids=list(fit["frame_ids"]),
+            cameras=list(fit["cameras"]),
+            camera_centres=fit["camera_centres"],
+            hr_size=fit["hr_size"],
+            lr_size=fit["lr_size"],
+            degradation=fit["degradation"],
+            mano_noise=fit.get("mano_noise", {}),
+        )
 
     def provenance(self) -> dict:
         """The checkpoint entries ``sr_source``, ``hand`` and ``fit``."""
         return {
             "sr_source": self.sr_source,
             "hand": {"side": self.hand_side, "model_file": self.model_file},
-            "fit": {"sequence": self.sequence, "frame_ids": list(self.frame_ids), "cameras": list(self.cameras),
-                    "camera_centres": self.camera_centres, "hr_size": self.hr_size, "lr_size": self.lr_size,
-                    "degradation": self.degradation, "mano_noise": self.mano_noise},
+            "fit": {
+                "sequence": self.sequence,
+                "frame_ids": list(self.frame_ids),
+                "cameras": list(self.cameras),
+                "camera_centres": self.camera_centres,
+                "hr_size": self.hr_size,
+                "lr_size": self.lr_size,
+                "degradation": self.degradation,
+                "mano_noise": self.mano_noise,
+            },
         }
 
 
@@ -230,18 +264,45 @@ def save_checkpoints(ctx: RunContext, models: SRHandModels, state: TrainingState
         extra["giif"] = model_entry(models.giif)
     if state.giif_optimizer is not None:
         extra["giif_initial"] = {k: v.detach().clone() for k, v in models.giif_initial().items()}
-    save_atomic(make_checkpoint(STAGE, models.avatar_entry(),
-                                optimizer=state.optimizer.state_dict() if state.optimizer is not None else None,
-                                step=state.step, epoch=state.epoch, config=config, **extra),
-                checkpoint_dir(ctx.run_dir) / "last.pth")
+    save_atomic(
+        make_checkpoint(
+            STAGE,
+            models.avatar_entry(),
+            optimizer=state.optimizer.state_dict() if state.optimizer is not None else None,
+            step=state.step,
+            epoch=state.epoch,
+            config=config,
+            **extra,
+        ),
+        checkpoint_dir(ctx.run_dir) / "last.pth",
+    )
     if state.phase in ("train", "done"):
-        save_atomic(make_checkpoint(STAGE, models.avatar_entry(), step=state.step, epoch=state.epoch, config=config,
-                                    phase=state.phase, history=state.history, **record.provenance()),
-                    ctx.run_dir / "model.pth")
+        save_atomic(
+            make_checkpoint(
+                STAGE,
+                models.avatar_entry(),
+                step=state.step,
+                epoch=state.epoch,
+                config=config,
+                phase=state.phase,
+                history=state.history,
+                **record.provenance(),
+            ),
+            ctx.run_dir / "model.pth",
+        )
         if models.giif is not None:
-            save_atomic(make_checkpoint("giif", model_entry(models.giif), step=state.step, epoch=state.epoch,
-                                        config=config, finetuned_by="srhand", rounds=len(state.history)),
-                        ctx.run_dir / "implicit_model.pth")
+            save_atomic(
+                make_checkpoint(
+                    "giif",
+                    model_entry(models.giif),
+                    step=state.step,
+                    epoch=state.epoch,
+                    config=config,
+                    finetuned_by="srhand",
+                    rounds=len(state.history),
+                ),
+                ctx.run_dir / "implicit_model.pth",
+            )
 
 
 def read_resume_checkpoint(ctx: RunContext, fit: FitData, avatar_args: dict) -> tuple[dict, Path]:
@@ -260,13 +321,20 @@ def read_resume_checkpoint(ctx: RunContext, fit: FitData, avatar_args: dict) -> 
         raise SRHandInputError(str(err)) from None
     check_same_fit(ckpt, ctx.settings, fit, str(path))
     if ckpt["model"]["args"] != avatar_args:
-        diff = sorted(k for k in set(ckpt["model"]["args"]) | set(avatar_args)
-                      if ckpt["model"]["args"].get(k) != avatar_args.get(k))
-        raise SRHandInputError(f"{path}: the avatar was built with other settings than this config "
-                               f"(differing: {diff}); resume with the run's own config")
+        diff = sorted(
+            k
+            for k in set(ckpt["model"]["args"]) | set(avatar_args)
+            if ckpt["model"]["args"].get(k) != avatar_args.get(k)
+        )
+        raise SRHandInputError(
+            f"{path}: the avatar was built with other settings than this config "
+            f"(differing: {diff}); resume with the run's own config"
+        )
     if ckpt.get("sr_source") != ctx.settings.sr_source:
-        raise SRHandInputError(f"{path} was trained with sr_source = {ckpt.get('sr_source')!r}, this config "
-                               f"has {ctx.settings.sr_source!r}")
+        raise SRHandInputError(
+            f"{path} was trained with sr_source = {ckpt.get('sr_source')!r}, this config "
+            f"has {ctx.settings.sr_source!r}"
+        )
     return ckpt, path
 
 
@@ -279,17 +347,22 @@ def check_same_fit(ckpt: dict, settings: SRHandSettings, fit: FitData, where: st
     if recorded.get("cameras") != list(d.camera_names):
         raise SRHandInputError(
             f"{where} was fitted to cameras {recorded.get('cameras')}, this config selects {list(d.camera_names)} "
-            "(data.cameras / data.num_views): resume with the run's own data settings")
+            "(data.cameras / data.num_views): resume with the run's own data settings"
+        )
     if recorded.get("frame_ids") != list(d.frame_ids):
         raise SRHandInputError(
             f"{where} was fitted to frames {recorded.get('frame_ids')}, this config selects {list(d.frame_ids)} "
-            "(data.num_frames / data.frame_ids)")
+            "(data.num_frames / data.frame_ids)"
+        )
     if ckpt.get("hand", {}).get("side") != fit.seq.hand_side:
-        raise SRHandInputError(f"{where} is a {ckpt.get('hand', {}).get('side')} hand, data.hand = "
-                               f"{fit.seq.hand_side!r}")
+        raise SRHandInputError(
+            f"{where} is a {ckpt.get('hand', {}).get('side')} hand, data.hand = " f"{fit.seq.hand_side!r}"
+        )
     if recorded.get("mano_noise", {}) != noise:
-        raise SRHandInputError(f"{where} was fitted with data.mano_noise = {recorded.get('mano_noise', {})}, this "
-                               f"config has {noise}: resume with the run's own data settings")
+        raise SRHandInputError(
+            f"{where} was fitted with data.mano_noise = {recorded.get('mano_noise', {})}, this "
+            f"config has {noise}: resume with the run's own data settings"
+        )
 
 
 def read_model_checkpoint(model_path: str | Path) -> tuple[dict, Path]:

@@ -29,8 +29,15 @@ class SRTargets:
 
 
 @torch.no_grad()
-def sr_batch(giif, source: str, lr: torch.Tensor, normal: torch.Tensor, mask: torch.Tensor, hr: torch.Tensor,
-             chunk: int) -> torch.Tensor:
+def sr_batch(
+    giif,
+    source: str,
+    lr: torch.Tensor,
+    normal: torch.Tensor,
+    mask: torch.Tensor,
+    hr: torch.Tensor,
+    chunk: int,
+) -> torch.Tensor:
     """SR images ``(B, 3, H, W)`` of one batch for ``source``, masked by the MANO silhouette ``mask``.
 
     Args:
@@ -59,8 +66,15 @@ def generate_sr(giif, source: str, data: SequenceData, batch: int, chunk: int) -
     for f in range(data.num_frames):
         for k in range(0, data.num_views, batch):
             views = list(range(k, min(k + batch, data.num_views)))
-            sr = sr_batch(giif, source, data.get("lr", f, views), data.get("normal", f, views),
-                          data.get("mask", f, views), data.get("hr", f, views), chunk)
+            sr = sr_batch(
+                giif,
+                source,
+                data.get("lr", f, views),
+                data.get("normal", f, views),
+                data.get("mask", f, views),
+                data.get("hr", f, views),
+                chunk,
+            )
             out[f, views] = sr.to(out.dtype)
     return out
 
@@ -75,4 +89,3 @@ def make_targets(giif, giif_orig, source: str, data: SequenceData, batch: int, c
         unchanged = all(torch.equal(named[n], p) for n, p in giif_orig.named_parameters())
         original = current if unchanged else generate_sr(giif_orig, source, data, batch, chunk)
     return SRTargets(current=current, original=original)
-

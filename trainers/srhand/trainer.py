@@ -75,8 +75,14 @@ class SRHandTrainer:
 
     __slots__ = ("ctx", "fit", "models", "state", "targets", "record", "feature_cache")
 
-    def __init__(self, conf, run_dir: str | Path, device: torch.device | str, logger: RunLogger,
-                 seed: int | None = None):
+    def __init__(
+        self,
+        conf,
+        run_dir: str | Path,
+        device: torch.device | str,
+        logger: RunLogger,
+        seed: int | None = None,
+    ):
         self.ctx = RunContext.create(conf, run_dir, device, logger, seed)
         self.fit: FitData | None = None
         self.models: SRHandModels | None = None
@@ -100,20 +106,33 @@ class SRHandTrainer:
         ckpt = path = None
         if resume:
             ckpt, path = read_resume_checkpoint(ctx, fit, args)
-        self.models = build_models(ctx, fit.tensors, hand_model, args, implicit_path=implicit_path, resume=ckpt)
+        self.models = build_models(
+            ctx, fit.tensors, hand_model, args, implicit_path=implicit_path, resume=ckpt
+        )
         self.state = TrainingState.start(ctx.settings, self.models, fit.tensors.num_views)
         if ckpt is not None:
             self.state.restore(ckpt, ctx.settings, self.models)
-            ctx.log.info("resumed from %s: phase %s, epoch %d, step %d, %d fine-tuning round(s) done", path,
-                         self.state.phase, self.state.epoch, self.state.step, len(self.state.history))
+            ctx.log.info(
+                "resumed from %s: phase %s, epoch %d, step %d, %d fine-tuning round(s) done",
+                path,
+                self.state.phase,
+                self.state.epoch,
+                self.state.step,
+                len(self.state.history),
+            )
         self.record = FitRecord.of_fit(ctx.settings, fit, hand_model)
         s, data = ctx.settings, fit.tensors
         start = time.time()
-        self.targets = make_targets(self.models.giif, self.models.giif_orig, s.sr_source, data, s.eval.batch_size,
-                                    s.decode_chunk)
+        self.targets = make_targets(
+            self.models.giif, self.models.giif_orig, s.sr_source, data, s.eval.batch_size, s.decode_chunk
+        )
         self.state.timing["sr_generation_s"].append(time.time() - start)
-        ctx.log.info("SR targets (%s) for %d images in %.1f s", s.sr_source, data.num_frames * data.num_views,
-                     time.time() - start)
+        ctx.log.info(
+            "SR targets (%s) for %d images in %.1f s",
+            s.sr_source,
+            data.num_frames * data.num_views,
+            time.time() - start,
+        )
 
     # ------------------------------------------------------------------ training
     def save(self) -> None:
@@ -127,13 +146,20 @@ class SRHandTrainer:
         start, cpu_start = time.time(), time.process_time()
         while state.phase != "done":
             if state.phase == "train":
-                finished = phases.run_joint_phase(ctx, models, data, self.targets, state, self.feature_cache, self.save)
+                finished = phases.run_joint_phase(
+                    ctx, models, data, self.targets, state, self.feature_cache, self.save
+                )
             else:
                 finished = phases.run_prephase(ctx, models, data, self.targets, state, self.save)
             if not finished:
                 self.save()
-                ctx.log.info("stopped after %d epoch(s) in this run (stop_after_epochs) at phase %s, epoch %d; "
-                             "continue with --r", state.epochs_this_run, state.phase, state.epoch)
+                ctx.log.info(
+                    "stopped after %d epoch(s) in this run (stop_after_epochs) at phase %s, epoch %d; "
+                    "continue with --r",
+                    state.epochs_this_run,
+                    state.phase,
+                    state.epoch,
+                )
                 break
             phases.advance_phase(ctx, models, state)
             self.save()
@@ -141,8 +167,11 @@ class SRHandTrainer:
         summary = state.timing_summary()
         summary["train_wall_s"] = total
         summary["train_cpu_s"] = time.process_time() - cpu_start  # all threads; less sensitive to other load
-        ctx.log.info("training wall time %.1f s; %s", total,
-                     ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if k not in ("train_wall_s", "train_cpu_s")))
+        ctx.log.info(
+            "training wall time %.1f s; %s",
+            total,
+            ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if k not in ("train_wall_s", "train_cpu_s")),
+        )
         if ctx.run_dir.is_dir():
             (ctx.run_dir / "timing.json").write_text(json.dumps(summary, indent=2))
         return summary
@@ -156,33 +185,53 @@ class SRHandTrainer:
 
     def train_step(self, frame: int, views: list[int], weights: dict) -> dict:
         """One joint step (:func:`trainers.srhand.phases.train_step`)."""
-        return phases.train_step(self.ctx, self.models, self.fit.tensors, self.targets, self.state, frame, views,
-                                 weights)
+        return phases.train_step(
+            self.ctx, self.models, self.fit.tensors, self.targets, self.state, frame, views, weights
+        )
 
     def finetune_step(self, frame: int, views: list[int], weights: dict):
         """One GIIF fine-tuning step without pose-consistency history (:func:`.finetune.finetune_step`)."""
-        return finetune_step(self.ctx, self.models, self.fit.tensors, self.targets, self.state, self.feature_cache,
-                             frame, views, weights, None, None)
+        return finetune_step(
+            self.ctx,
+            self.models,
+            self.fit.tensors,
+            self.targets,
+            self.state,
+            self.feature_cache,
+            frame,
+            views,
+            weights,
+            None,
+            None,
+        )
 
     # ------------------------------------------------------------------ evaluation
     def fitted_avatar(self) -> FittedAvatar:
         """The avatar trained in this process, with its GIIF and records, for :func:`evaluate`."""
         m = self.models
-        return FittedAvatar(avatar=m.avatar, avatar_args=m.avatar_args, giif=m.giif, sr_source=self.ctx.settings.sr_source,
-                            record=self.record, progress=FitProgress.of_state(self.state))
+        return FittedAvatar(
+            avatar=m.avatar,
+            avatar_args=m.avatar_args,
+            giif=m.giif,
+            sr_source=self.ctx.settings.sr_source,
+            record=self.record,
+            progress=FitProgress.of_state(self.state),
+        )
 
     def evaluate_trained(self, save_vis: bool = False, write: bool = True) -> dict:
         """Evaluate the avatar just trained (no reload); with ``write``, ``metrics.json`` and a table."""
         fitted = self.fitted_avatar()
         selection = select_evaluation(self.ctx, fitted.record, known_mpjpe=self.fit.noise_mpjpe)
-        report = evaluate(self.ctx, fitted, selection, save_vis=save_vis,
-                          timing=self.state.timing_summary() or None)
+        report = evaluate(
+            self.ctx, fitted, selection, save_vis=save_vis, timing=self.state.timing_summary() or None
+        )
         if write:
             write_metrics(self.ctx, report)
         return report
 
-    def evaluate_saved(self, model_path: str | Path, implicit_path: str | None = None,
-                       save_vis: bool = False) -> dict:
+    def evaluate_saved(
+        self, model_path: str | Path, implicit_path: str | None = None, save_vis: bool = False
+    ) -> dict:
         """``--eval``: evaluate the avatar of ``model_path`` (a run folder or its ``model.pth``), write
         ``metrics.json`` and a table."""
         fitted, folder = load_fitted_avatar(self.ctx, model_path, implicit_path)

@@ -12,8 +12,9 @@ def jet(x: torch.Tensor) -> torch.Tensor:
     return (1.5 - (4.0 * x - centres).abs()).clamp(0.0, 1.0)
 
 
-def surface_unconfidence(renderer, var: torch.Tensor, rast: torch.Tensor, faces: torch.Tensor,
-                         scale: float) -> torch.Tensor:
+def surface_unconfidence(
+    renderer, var: torch.Tensor, rast: torch.Tensor, faces: torch.Tensor, scale: float
+) -> torch.Tensor:
     """Per-vertex variance ``(V,)`` drawn on the rendered surface for visualisation: ``(B, 3, H, W)`` jet colours
     of ``clamp(scale * var)`` interpolated over the triangles of ``rast (B, H, W, 4)``, black background.
 

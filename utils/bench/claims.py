@@ -69,7 +69,9 @@ def paired_stats(differences) -> PairedStats:
     values = [float(v) for v in (differences.values() if isinstance(differences, dict) else differences)]
     if not values:
         return PairedStats(0, None, None)
-    return PairedStats(len(values), statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+    return PairedStats(
+        len(values), statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+    )
 
 
 def verdict(stats: PairedStats, sign: int, min_effect: float = 0.0) -> str:
@@ -121,11 +123,19 @@ def judge(claim: Claim, per_seed: dict) -> dict:
     if a is None or b is None:
         diffs = {}
     else:
-        diffs = paired_differences({s: (m or {}).get(claim.metric) for s, m in a.items()},
-                                   {s: (m or {}).get(claim.metric) for s, m in b.items()})
+        diffs = paired_differences(
+            {s: (m or {}).get(claim.metric) for s, m in a.items()},
+            {s: (m or {}).get(claim.metric) for s, m in b.items()},
+        )
     stats = paired_stats(diffs)
-    return {"differences": diffs, "n": stats.n, "mean": stats.mean, "std": stats.std, "t": stats.t,
-            "verdict": verdict(stats, claim.sign, claim.min_effect)}
+    return {
+        "differences": diffs,
+        "n": stats.n,
+        "mean": stats.mean,
+        "std": stats.std,
+        "t": stats.t,
+        "verdict": verdict(stats, claim.sign, claim.min_effect),
+    }
 
 
 def format_difference(result: dict | None, digits: int) -> str:

@@ -47,8 +47,14 @@ def input_mano_row(rows: dict) -> dict:
     source = next((row for row in rows.values() if row.get("key") == "srhand"), None)
     if source is None:
         return {}
-    runs = {seed: {"p2p_mm": r.get("p2p_mm_mano"), "pp_p2p_mm": r.get("pp_p2p_mm_mano"),
-                   "perceptual": r.get("perceptual")} for seed, r in source["seeds"].items()}
+    runs = {
+        seed: {
+            "p2p_mm": r.get("p2p_mm_mano"),
+            "pp_p2p_mm": r.get("pp_p2p_mm_mano"),
+            "perceptual": r.get("perceptual"),
+        }
+        for seed, r in source["seeds"].items()
+    }
     return {INPUT_MANO_LABEL: {**summarise("input_mano", runs), "reference": True}}
 
 
@@ -57,56 +63,195 @@ CLAIM_DIGITS = {"p2p_mm": 3, "inconsistency": 4, "render_perc": 4, "x16_perc": 4
 
 def C(words: str, metric: str, better: tuple, worse: tuple, sign: int) -> claims_lib.Claim:
     """A claim whose smallest meaningful difference is the last digit its table prints."""
-    return claims_lib.Claim(words, metric, better, worse, sign, min_effect=10.0 ** -CLAIM_DIGITS.get(metric, 2))
+    return claims_lib.Claim(
+        words, metric, better, worse, sign, min_effect=10.0 ** -CLAIM_DIGITS.get(metric, 2)
+    )
 
 
-T1 = ("Table 1: \"fine-tuning the SR module enhances its 3D reconstruction performance compared to its original "
-      "state\"")
+T1 = (
+    'Table 1: "fine-tuning the SR module enhances its 3D reconstruction performance compared to its original '
+    'state"'
+)
 CLAIMS = [  # (short name, claim); rows: ("main", main.py row key) or ("sr", "<run>:<method>") of the SR section
-    ("GIIF vs bicubic supervision", C("Table 1: GIIF supervision beats bicubic (\"significantly outperforms "
-                                      "state-of-the-art image upsampling methods\")", "p2p_mm",
-                                      ("main", "giif_ours"), ("main", "bicubic_ours"), -1)),
-    ("GIIF vs bicubic supervision", C("Table 1: GIIF supervision beats bicubic", "render_psnr",
-                                      ("main", "giif_ours"), ("main", "bicubic_ours"), +1)),
-    ("GIIF vs LIIF supervision", C("Table 1: GIIF + XHand beats LIIF + XHand (\"significant improvements in "
-                                   "appearance and geometry quality compared to existing SR methods\")", "p2p_mm",
-                                   ("main", "giif_xhand"), ("main", "liif_xhand"), -1)),
-    ("GIIF vs LIIF supervision", C("Table 1: GIIF + XHand beats LIIF + XHand", "render_psnr",
-                                   ("main", "giif_xhand"), ("main", "liif_xhand"), +1)),
+    (
+        "GIIF vs bicubic supervision",
+        C(
+            'Table 1: GIIF supervision beats bicubic ("significantly outperforms '
+            'state-of-the-art image upsampling methods")',
+            "p2p_mm",
+            ("main", "giif_ours"),
+            ("main", "bicubic_ours"),
+            -1,
+        ),
+    ),
+    (
+        "GIIF vs bicubic supervision",
+        C(
+            "Table 1: GIIF supervision beats bicubic",
+            "render_psnr",
+            ("main", "giif_ours"),
+            ("main", "bicubic_ours"),
+            +1,
+        ),
+    ),
+    (
+        "GIIF vs LIIF supervision",
+        C(
+            'Table 1: GIIF + XHand beats LIIF + XHand ("significant improvements in '
+            'appearance and geometry quality compared to existing SR methods")',
+            "p2p_mm",
+            ("main", "giif_xhand"),
+            ("main", "liif_xhand"),
+            -1,
+        ),
+    ),
+    (
+        "GIIF vs LIIF supervision",
+        C(
+            "Table 1: GIIF + XHand beats LIIF + XHand",
+            "render_psnr",
+            ("main", "giif_xhand"),
+            ("main", "liif_xhand"),
+            +1,
+        ),
+    ),
     ("fine-tuning (w/ vs w/o ftd.)", C(T1, "p2p_mm", ("main", "srhand"), ("main", "giif_ours"), -1)),
-    ("fine-tuning (w/ vs w/o ftd.)", C("Table 4(b): \"mesh distance error and texture inconsistencies decrease "
-                                       "when adaptive fine-tuning is applied\"", "inconsistency",
-                                       ("main", "srhand"), ("main", "giif_ours"), -1)),
-    ("fine-tuning (w/ vs w/o ftd.)", C("Table 1: \"while improving photometric quality, as shown by the PSNR/LPIPS "
-                                       "(SR) metric\"", "sr_psnr", ("main", "srhand"), ("main", "giif_ours"), +1)),
-    ("SRHand vs XHand, same SR", C("Table 1 / 4(a): SRHand (Ours) beats XHand on GIIF w/ ftd. (\"SRHand achieves the "
-                                   "best overall performance, outperforming all tested configurations\")", "p2p_mm",
-                                   ("main", "srhand"), ("main", "ftd_xhand"), -1)),
-    ("SRHand vs XHand, same SR", C("Table 1 / 4(a): SRHand (Ours) beats XHand on GIIF w/ ftd.", "render_psnr",
-                                   ("main", "srhand"), ("main", "ftd_xhand"), +1)),
-    ("wavelet after consistency", C("Table 4(b): \"its inclusion alongside the consistency loss significantly "
-                                    "enhances visual quality\"", "sr_psnr", ("main", "ft_con_wav"), ("main", "ft_con"), +1)),
-    ("wavelet after consistency", C("Table 4(b): L_con + L_wave vs L_con", "render_psnr",
-                                    ("main", "ft_con_wav"), ("main", "ft_con"), +1)),
-    ("discriminator in fine-tuning", C("Table 4(b): \"When integrated with L_con and L_wave, L_D improves both "
-                                       "quantitative and qualitative metrics\"", "render_psnr",
-                                       ("main", "srhand"), ("main", "ft_con_wav"), +1)),
-    ("discriminator in fine-tuning", C("Table 4(b): L_con + L_wave + L_D vs L_con + L_wave", "render_perc",
-                                       ("main", "srhand"), ("main", "ft_con_wav"), -1)),
-    ("discriminator in GIIF training", C("Table 3: \"the discriminator refines photometric details and realism\" "
-                                         "(x16, equal steps)", "x16_psnr", ("sr", "disc:giif"),
-                                         ("sr", "giif_noadv:giif"), +1)),
-    ("discriminator in GIIF training", C("Table 3: GIIF + D vs GIIF w/o D (x16, equal steps)", "x16_perc",
-                                         ("sr", "disc:giif"), ("sr", "giif_noadv:giif"), -1)),
-    ("SRHand vs XHand, second identity", C("Table 4(a): Ours beats XHand on both identities (PSNR +1.15 and "
-                                           "+0.70 dB there); here on a second synthetic identity",
-                                           "render_psnr", ("identity2", "srhand"), ("identity2", "ftd_xhand"), +1)),
-    ("SRHand vs XHand, second identity", C("Table 4(a): Ours vs XHand, synthetic identity 2", "p2p_mm",
-                                           ("identity2", "srhand"), ("identity2", "ftd_xhand"), -1)),
-    ("SRHand vs the input MANO mesh", C("new: SRHand's mesh is closer to the truth than the MANO mesh it starts from",
-                                        "p2p_mm", ("main", "srhand"), ("main", "input_mano"), -1)),
+    (
+        "fine-tuning (w/ vs w/o ftd.)",
+        C(
+            'Table 4(b): "mesh distance error and texture inconsistencies decrease '
+            'when adaptive fine-tuning is applied"',
+            "inconsistency",
+            ("main", "srhand"),
+            ("main", "giif_ours"),
+            -1,
+        ),
+    ),
+    (
+        "fine-tuning (w/ vs w/o ftd.)",
+        C(
+            'Table 1: "while improving photometric quality, as shown by the PSNR/LPIPS ' '(SR) metric"',
+            "sr_psnr",
+            ("main", "srhand"),
+            ("main", "giif_ours"),
+            +1,
+        ),
+    ),
+    (
+        "SRHand vs XHand, same SR",
+        C(
+            'Table 1 / 4(a): SRHand (Ours) beats XHand on GIIF w/ ftd. ("SRHand achieves the '
+            'best overall performance, outperforming all tested configurations")',
+            "p2p_mm",
+            ("main", "srhand"),
+            ("main", "ftd_xhand"),
+            -1,
+        ),
+    ),
+    (
+        "SRHand vs XHand, same SR",
+        C(
+            "Table 1 / 4(a): SRHand (Ours) beats XHand on GIIF w/ ftd.",
+            "render_psnr",
+            ("main", "srhand"),
+            ("main", "ftd_xhand"),
+            +1,
+        ),
+    ),
+    (
+        "wavelet after consistency",
+        C(
+            'Table 4(b): "its inclusion alongside the consistency loss significantly '
+            'enhances visual quality"',
+            "sr_psnr",
+            ("main", "ft_con_wav"),
+            ("main", "ft_con"),
+            +1,
+        ),
+    ),
+    (
+        "wavelet after consistency",
+        C(
+            "Table 4(b): L_con + L_wave vs L_con",
+            "render_psnr",
+            ("main", "ft_con_wav"),
+            ("main", "ft_con"),
+            +1,
+        ),
+    ),
+    (
+        "discriminator in fine-tuning",
+        C(
+            'Table 4(b): "When integrated with L_con and L_wave, L_D improves both '
+            'quantitative and qualitative metrics"',
+            "render_psnr",
+            ("main", "srhand"),
+            ("main", "ft_con_wav"),
+            +1,
+        ),
+    ),
+    (
+        "discriminator in fine-tuning",
+        C(
+            "Table 4(b): L_con + L_wave + L_D vs L_con + L_wave",
+            "render_perc",
+            ("main", "srhand"),
+            ("main", "ft_con_wav"),
+            -1,
+        ),
+    ),
+    (
+        "discriminator in GIIF training",
+        C(
+            'Table 3: "the discriminator refines photometric details and realism" ' "(x16, equal steps)",
+            "x16_psnr",
+            ("sr", "disc:giif"),
+            ("sr", "giif_noadv:giif"),
+            +1,
+        ),
+    ),
+    (
+        "discriminator in GIIF training",
+        C(
+            "Table 3: GIIF + D vs GIIF w/o D (x16, equal steps)",
+            "x16_perc",
+            ("sr", "disc:giif"),
+            ("sr", "giif_noadv:giif"),
+            -1,
+        ),
+    ),
+    (
+        "SRHand vs XHand, second identity",
+        C(
+            "Table 4(a): Ours beats XHand on both identities (PSNR +1.15 and "
+            "+0.70 dB there); here on a second synthetic identity",
+            "render_psnr",
+            ("identity2", "srhand"),
+            ("identity2", "ftd_xhand"),
+            +1,
+        ),
+    ),
+    (
+        "SRHand vs XHand, second identity",
+        C(
+            "Table 4(a): Ours vs XHand, synthetic identity 2",
+            "p2p_mm",
+            ("identity2", "srhand"),
+            ("identity2", "ftd_xhand"),
+            -1,
+        ),
+    ),
+    (
+        "SRHand vs the input MANO mesh",
+        C(
+            "new: SRHand's mesh is closer to the truth than the MANO mesh it starts from",
+            "p2p_mm",
+            ("main", "srhand"),
+            ("main", "input_mano"),
+            -1,
+        ),
+    ),
 ]
-
 
 
 def _sr_row_key(label: str) -> str | None:
@@ -139,8 +284,13 @@ def claim_inputs(results: dict) -> dict:
         flat = {}
         for seed, by_scale in by_seed.items():
             metrics = by_scale.get("x16") or {}
-            pkey = next((k for k in metrics if k.endswith("_masked") and not k.startswith(("psnr", "ssim"))), None)
-            flat[str(seed)] = {"x16_psnr": metrics.get("psnr_masked"), "x16_perc": metrics.get(pkey) if pkey else None}
+            pkey = next(
+                (k for k in metrics if k.endswith("_masked") and not k.startswith(("psnr", "ssim"))), None
+            )
+            flat[str(seed)] = {
+                "x16_psnr": metrics.get("psnr_masked"),
+                "x16_perc": metrics.get(pkey) if pkey else None,
+            }
         per_seed[("sr", key)] = flat
     return per_seed
 
@@ -150,22 +300,37 @@ def section_claims(results_by_scale: dict) -> dict:
     inputs = {scale: claim_inputs(results) for scale, results in results_by_scale.items()}
     out = []
     for name, claim in CLAIMS:
-        out.append({"name": name, "words": claim.words, "metric": claim.metric, "sign": claim.sign,
-                    "better": list(claim.better), "worse": list(claim.worse),
-                    "scales": {scale: claims_lib.judge(claim, per_seed) for scale, per_seed in inputs.items()}})
-    return {"claims": out, "scales": list(results_by_scale),
-            "scales_run": [scale for scale, results in results_by_scale.items() if results]}
+        out.append(
+            {
+                "name": name,
+                "words": claim.words,
+                "metric": claim.metric,
+                "sign": claim.sign,
+                "better": list(claim.better),
+                "worse": list(claim.worse),
+                "scales": {scale: claims_lib.judge(claim, per_seed) for scale, per_seed in inputs.items()},
+            }
+        )
+    return {
+        "claims": out,
+        "scales": list(results_by_scale),
+        "scales_run": [scale for scale, results in results_by_scale.items() if results],
+    }
 
 
 def claims_markdown(result: dict) -> list[str]:
     scales = result["scales"]
-    lines = ["Each claim compares two rows seed by seed (rows that share a seed share the data and the GIIF "
-             "checkpoint): paired difference `better - worse` (mean ± standard deviation over the seeds, n seeds). "
-             "Verdict: **holds** if the mean difference exceeds one standard deviation of the differences in the "
-             "paper's direction, **reversed** if it does in the opposite direction, **within noise** otherwise, "
-             "n/a without 2 paired seeds (`utils/bench/claims.py`, `docs/benchmark_protocol.md`).", ""]
+    lines = [
+        "Each claim compares two rows seed by seed (rows that share a seed share the data and the GIIF "
+        "checkpoint): paired difference `better - worse` (mean ± standard deviation over the seeds, n seeds). "
+        "Verdict: **holds** if the mean difference exceeds one standard deviation of the differences in the "
+        "paper's direction, **reversed** if it does in the opposite direction, **within noise** otherwise, "
+        "n/a without 2 paired seeds (`utils/bench/claims.py`, `docs/benchmark_protocol.md`).",
+        "",
+    ]
     header = "| claim | the paper's words | metric (better) |" + "".join(
-        f" {scale}: paired difference | {scale}: verdict |" for scale in scales)
+        f" {scale}: paired difference | {scale}: verdict |" for scale in scales
+    )
     lines += [header, "|---|---|---|" + "---|---|" * len(scales)]
     for c in result["claims"]:
         direction = "higher" if c["sign"] > 0 else "lower"
@@ -175,9 +340,14 @@ def claims_markdown(result: dict) -> list[str]:
             if scale not in result.get("scales_run", scales):
                 cells += ["not run", "-"]
                 continue
-            if not judged or not judged.get("n"):  # the scale ran, but not both rows (a skipped row or section)
+            if not judged or not judged.get(
+                "n"
+            ):  # the scale ran, but not both rows (a skipped row or section)
                 cells += ["rows not run", "-"]
                 continue
-            cells += [claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)), judged["verdict"]]
+            cells += [
+                claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)),
+                judged["verdict"],
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines

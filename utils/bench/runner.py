@@ -23,8 +23,13 @@ def run(cmd: list[str], log: Path, env: dict | None = None) -> float:
     start = time.time()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as handle:
-        result = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        result = subprocess.run(
+            cmd,
+            cwd=REPO,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
     if result.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-20:])
         raise SystemExit(f"benchmark step failed ({' '.join(cmd)}):\n{tail}\nfull log: {log}")
@@ -34,11 +39,18 @@ def run(cmd: list[str], log: Path, env: dict | None = None) -> float:
 def machine() -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+    }
     try:
         with open("/proc/cpuinfo") as handle:
-            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+            info["cpu_model"] = next(
+                line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         info["cpu_model"] = platform.processor() or platform.machine()
     if torch.cuda.is_available():
@@ -48,9 +60,12 @@ def machine() -> dict:
 
 def git_rev() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except OSError:
         return "unknown"
@@ -94,8 +109,16 @@ def output_refs(run_dir: Path, key: dict) -> dict:
     return {str(run_dir / name): ref for name in ("giif.pth", "disc.pth")}
 
 
-def execute(args, work: Path, kind: str, jobs: list[tuple], keys: list[dict], parallel: int = 1,
-            upstream: dict | None = None, force: set | None = None) -> tuple[dict, dict]:
+def execute(
+    args,
+    work: Path,
+    kind: str,
+    jobs: list[tuple],
+    keys: list[dict],
+    parallel: int = 1,
+    upstream: dict | None = None,
+    force: set | None = None,
+) -> tuple[dict, dict]:
     """Run the jobs whose key is not in the run store (all with ``--fresh``), ``parallel`` at a time with
     ``cpu_count // parallel`` threads each, and store every finished run as it finishes.
 
@@ -111,24 +134,33 @@ def execute(args, work: Path, kind: str, jobs: list[tuple], keys: list[dict], pa
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     store = runstore.RunStore(args.store)
-    entries = {} if args.fresh else {j[2].name: store.get(kind, j[0], k) for j, k in zip(jobs, keys, strict=True)}
+    entries = (
+        {} if args.fresh else {j[2].name: store.get(kind, j[0], k) for j, k in zip(jobs, keys, strict=True)}
+    )
     todo = {i for i, j in enumerate(jobs) if not entries.get(j[2].name)} | set(force or ())
     for i in sorted(todo, reverse=True):  # a job to run needs its input checkpoints on disk
         for arg in jobs[i][3]:
             path = arg.split("=", 1)[-1]
             source = (upstream or {}).get(path)
             if source is not None and not Path(path).is_file() and source not in todo:
-                print(f"[benchmark] {jobs[source][2].name}: stored, but {path} is not on this machine: re-running it")
+                print(
+                    f"[benchmark] {jobs[source][2].name}: stored, but {path} is not on this machine: re-running it"
+                )
                 todo.add(source)
     reused = [jobs[i] for i in range(len(jobs)) if i not in todo]
     if reused:
-        print(f"[benchmark] {kind}: {len(reused)} run(s) reused from {args.store}: "
-              + ", ".join(f"{j[2].name} ({runstore.revision_label(entries[j[2].name])})" for j in reused), flush=True)
+        print(
+            f"[benchmark] {kind}: {len(reused)} run(s) reused from {args.store}: "
+            + ", ".join(f"{j[2].name} ({runstore.revision_label(entries[j[2].name])})" for j in reused),
+            flush=True,
+        )
     for i in sorted(todo):
         others = store.others(kind, jobs[i][0], keys[i])
         if others and not args.fresh:
-            print(f"[benchmark] {jobs[i][2].name}: {len(others)} stored run(s) of this row and seed have another key "
-                  f"(config, data, inputs or scale changed); not used: {', '.join(p.name for p in others)}")
+            print(
+                f"[benchmark] {jobs[i][2].name}: {len(others)} stored run(s) of this row and seed have another key "
+                f"(config, data, inputs or scale changed); not used: {', '.join(p.name for p in others)}"
+            )
     threads = max(1, (os.cpu_count() or 1) // max(1, parallel))
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cpu = machine().get("cpu_model")
@@ -150,10 +182,15 @@ def execute(args, work: Path, kind: str, jobs: list[tuple], keys: list[dict], pa
                 i, took, (rev, dirty) = future.result()
                 row, seed, run_dir, _ = jobs[i]
                 metrics = json.loads((run_dir / "metrics.json").read_text())
-                path = store.put(kind, row, keys[i], metrics, rev, dirty, seconds=took, threads=threads, machine=cpu)
+                path = store.put(
+                    kind, row, keys[i], metrics, rev, dirty, seconds=took, threads=threads, machine=cpu
+                )
                 entries[run_dir.name] = json.loads(path.read_text())
                 seconds[run_dir.name] = took
-                print(f"[benchmark] {run_dir.name}: {took:.0f} s, stored as {path.relative_to(args.store)}", flush=True)
+                print(
+                    f"[benchmark] {run_dir.name}: {took:.0f} s, stored as {path.relative_to(args.store)}",
+                    flush=True,
+                )
     return entries, seconds
 
 
@@ -164,10 +201,12 @@ def store_summary(entries, executed: dict) -> dict:
 
 
 def provenance_line(result: dict) -> str:
-    """"N of M runs executed now, the others from the run store; revisions: ..." (empty for old results)."""
+    """ "N of M runs executed now, the others from the run store; revisions: ..." (empty for old results)."""
     if "revisions" not in result:
         return ""
     mix = [tuple(item) for item in result["revisions"]]
-    return (f"{result.get('executed', 0)} of the {result.get('runs', 0)} runs were executed by this command, the "
-            f"others read from the run store (`benchmarks/runs/`; `--fresh` re-runs all). Runs by code revision: "
-            f"{runstore.format_revision_mix(mix)}.")
+    return (
+        f"{result.get('executed', 0)} of the {result.get('runs', 0)} runs were executed by this command, the "
+        f"others read from the run store (`benchmarks/runs/`; `--fresh` re-runs all). Runs by code revision: "
+        f"{runstore.format_revision_mix(mix)}."
+    )

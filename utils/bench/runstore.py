@@ -36,9 +36,24 @@ from pathlib import Path
 KEY_VERSION = 1  # bump when the key's definition changes (every stored entry then misses)
 
 # Config keys that say where things are or how often to log, not what is computed.
-MACHINE_KEYS = ("exp_name", "out_root", "use_tensorboard", "log_every", "ckpt_every", "data.data_path",
-                "data.mano_dir", "giif_model", "disc_model", "eval.gt_mesh_dir", "train.log_every",
-                "train.vis_every", "train.ckpt_every", "eval.max_vis_frames", "eval.max_vis_views", "rules")
+MACHINE_KEYS = (
+    "exp_name",
+    "out_root",
+    "use_tensorboard",
+    "log_every",
+    "ckpt_every",
+    "data.data_path",
+    "data.mano_dir",
+    "giif_model",
+    "disc_model",
+    "eval.gt_mesh_dir",
+    "train.log_every",
+    "train.vis_every",
+    "train.ckpt_every",
+    "eval.max_vis_frames",
+    "eval.max_vis_views",
+    "rules",
+)
 # Generator settings that are paths (normalised to their base name).
 DATA_PATH_KEYS = ("mano_dir", "hand_model")
 # metrics.json keys that hold one value per frame (dropped: the table needs the means).
@@ -94,8 +109,15 @@ def file_ref(path: str | Path) -> str:
 
 def make_key(entry: str, config: dict, seed: int, scale: str, data: dict, inputs: dict | None = None) -> dict:
     """The key of one run (see the module docstring); ``config`` is normalised here."""
-    return {"version": KEY_VERSION, "entry": entry, "scale": scale, "seed": int(seed),
-            "config": normalise_config(config), "inputs": dict(sorted((inputs or {}).items())), "data": data}
+    return {
+        "version": KEY_VERSION,
+        "entry": entry,
+        "scale": scale,
+        "seed": int(seed),
+        "config": normalise_config(config),
+        "inputs": dict(sorted((inputs or {}).items())),
+        "data": data,
+    }
 
 
 def key_hash(key: dict) -> str:
@@ -112,8 +134,11 @@ def trim_metrics(metrics, depth: int = 0):
     """``metrics.json`` without per-frame entries (keys ending in ``_per_frame``), lists longer than
     :data:`MAX_LIST` replaced by ``{"trimmed_list": length}``."""
     if isinstance(metrics, dict):
-        return {k: trim_metrics(v, depth + 1) for k, v in metrics.items()
-                if not str(k).endswith(PER_FRAME_SUFFIXES)}
+        return {
+            k: trim_metrics(v, depth + 1)
+            for k, v in metrics.items()
+            if not str(k).endswith(PER_FRAME_SUFFIXES)
+        }
     if isinstance(metrics, list):
         if len(metrics) > MAX_LIST:
             return {"trimmed_list": len(metrics)}
@@ -124,10 +149,12 @@ def trim_metrics(metrics, depth: int = 0):
 def git_revision(repo: str | Path) -> tuple[str, bool]:
     """(short revision, whether tracked files differ from it); ``("unknown", False)`` outside git."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
-                             text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
         return (rev or "unknown"), bool(dirty)
     except OSError:
         return "unknown", False
@@ -140,8 +167,13 @@ class RunStore:
         self.root = Path(root)
 
     def path(self, kind: str, row: str, key: dict) -> Path:
-        return (self.root / slug(key["scale"]) / slug(kind) / slug(row)
-                / f"seed{key['seed']}-{key_hash(key)[:8]}.json")
+        return (
+            self.root
+            / slug(key["scale"])
+            / slug(kind)
+            / slug(row)
+            / f"seed{key['seed']}-{key_hash(key)[:8]}.json"
+        )
 
     def get(self, kind: str, row: str, key: dict) -> dict | None:
         """The stored entry of ``key``, or None. A file whose full hash differs (an 8-digit collision)
@@ -157,15 +189,32 @@ class RunStore:
         own = self.path(kind, row, key)
         return sorted(p for p in own.parent.glob(f"seed{key['seed']}-*.json") if p != own)
 
-    def put(self, kind: str, row: str, key: dict, metrics: dict, revision: str, dirty: bool,
-            seconds: float | None = None, threads: int | None = None, machine: str | None = None) -> Path:
+    def put(
+        self,
+        kind: str,
+        row: str,
+        key: dict,
+        metrics: dict,
+        revision: str,
+        dirty: bool,
+        seconds: float | None = None,
+        threads: int | None = None,
+        machine: str | None = None,
+    ) -> Path:
         """Write the entry of a finished run (atomically) and return its path."""
         path = self.path(kind, row, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        entry = {"key": key, "key_hash": key_hash(key), "revision": revision, "dirty": bool(dirty),
-                 "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                 "machine": machine or platform.machine(),
-                 "threads": threads, "seconds": seconds, "metrics": trim_metrics(metrics)}
+        entry = {
+            "key": key,
+            "key_hash": key_hash(key),
+            "revision": revision,
+            "dirty": bool(dirty),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": machine or platform.machine(),
+            "threads": threads,
+            "seconds": seconds,
+            "metrics": trim_metrics(metrics),
+        }
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(entry, indent=1, sort_keys=True) + "\n")
         os.replace(tmp, path)

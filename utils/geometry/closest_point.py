@@ -44,7 +44,9 @@ def closest_point_barycentric(points: torch.Tensor, tris: torch.Tensor) -> torch
         ``u a + v b + w c``. Zero-area triangles use their closest edge.
     """
     if points.ndim != 2 or points.shape[-1] != 3 or tris.shape != (*points.shape[:1], 3, 3):
-        raise ValueError(f"expected points (P,3) and tris (P,3,3); got {tuple(points.shape)} and {tuple(tris.shape)}")
+        raise ValueError(
+            f"expected points (P,3) and tris (P,3,3); got {tuple(points.shape)} and {tuple(tris.shape)}"
+        )
     a, b, c = tris.unbind(1)
     ab, ac = b - a, c - a
     ap, bp, cp = points - a, points - b, points - c
@@ -128,7 +130,7 @@ class TriangleMeshSearch:
         self.owner = torch.cat(owners)  # (Q,) triangle of each representative
         # Every point of a triangle lies in a grid sub-triangle with edges <= longest / n
         # (a point of a triangle is within longest_edge / sqrt(3) of its nearest corner).
-        self.radius = float((longest / levels).max()) / 3 ** 0.5
+        self.radius = float((longest / levels).max()) / 3**0.5
         self.tree = cKDTree(torch.cat(reps).numpy())
         self.k = min(k, self.owner.numel())
         self.chunk = chunk
@@ -165,15 +167,17 @@ class TriangleMeshSearch:
         radii = (best_dist + self.radius).numpy() * (1 + 1e-9) + 1e-12
         block = max(1, self.chunk // 256)
         for start in range(0, todo.numel(), block):
-            rows = todo[start:start + block]
+            rows = todo[start : start + block]
             balls = self.tree.query_ball_point(p64[rows].numpy(), radii[rows.numpy()])
             lengths = torch.tensor([len(ball) for ball in balls], dtype=torch.long)
             point_idx = torch.repeat_interleave(rows, lengths)
-            face_idx = self.owner[torch.from_numpy(np.concatenate([np.asarray(ball, dtype=np.int64) for ball in balls]))]
+            face_idx = self.owner[
+                torch.from_numpy(np.concatenate([np.asarray(ball, dtype=np.int64) for ball in balls]))
+            ]
             pairs = torch.unique(point_idx * num_tris + face_idx)  # one test per (point, triangle)
             point_idx, face_idx = pairs // num_tris, pairs % num_tris
             for s in range(0, point_idx.numel(), self.chunk):
-                pi, fi = point_idx[s:s + self.chunk], face_idx[s:s + self.chunk]
+                pi, fi = point_idx[s : s + self.chunk], face_idx[s : s + self.chunk]
                 _, d = self._pairs(p64[pi], fi)
                 new_best = best_dist.scatter_reduce(0, pi, d, reduce="amin")
                 # A candidate that attains its point's new minimum (ties have equal distances).

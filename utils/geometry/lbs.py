@@ -19,8 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["batch_rodrigues", "rigid_transforms", "linear_blend_skinning", "pose_mesh",
-           "rotation_to_skew"]
+__all__ = ["batch_rodrigues", "rigid_transforms", "linear_blend_skinning", "pose_mesh", "rotation_to_skew"]
 
 _SMALL_ANGLE_SQ = 1e-8  # below this squared angle, Taylor series replace sin/cos ratios
 
@@ -55,7 +54,9 @@ def batch_rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
         torch.Size([2, 3, 3])
     """
     if axis_angle.shape[-1] != 3:
-        raise ValueError(f"batch_rodrigues expects (..., 3) axis-angle vectors, got {tuple(axis_angle.shape)}")
+        raise ValueError(
+            f"batch_rodrigues expects (..., 3) axis-angle vectors, got {tuple(axis_angle.shape)}"
+        )
     theta_sq = (axis_angle * axis_angle).sum(-1, keepdim=True)[..., None]  # (..., 1, 1)
     small = theta_sq < _SMALL_ANGLE_SQ
     # Keep the unused branch finite: sqrt and division never see 0.
@@ -78,8 +79,10 @@ def _check_parents(parents: Sequence[int] | torch.Tensor, num_joints: int) -> li
     if len(parents) != num_joints:
         raise ValueError(f"parents has {len(parents)} entries for {num_joints} joints")
     if parents[0] >= 0 or any(not (0 <= p < i) for i, p in enumerate(parents) if i > 0):
-        raise ValueError(f"parents must start with the root (-1 or negative) and list every parent "
-                         f"before its children, got {parents}")
+        raise ValueError(
+            f"parents must start with the root (-1 or negative) and list every parent "
+            f"before its children, got {parents}"
+        )
     return parents
 
 
@@ -101,7 +104,9 @@ def rigid_transforms(rotmats: torch.Tensor, joints: torch.Tensor, parents, retur
     if rotmats.dim() != 4 or rotmats.shape[-2:] != (3, 3):
         raise ValueError(f"rotmats must be (B, J, 3, 3), got {tuple(rotmats.shape)}")
     if joints.shape != rotmats.shape[:2] + (3,):
-        raise ValueError(f"joints must be (B, J, 3) = {tuple(rotmats.shape[:2]) + (3,)}, got {tuple(joints.shape)}")
+        raise ValueError(
+            f"joints must be (B, J, 3) = {tuple(rotmats.shape[:2]) + (3,)}, got {tuple(joints.shape)}"
+        )
     num_joints = rotmats.shape[1]
     par = _check_parents(parents, num_joints)
     rel = joints.clone()
@@ -124,7 +129,9 @@ def rigid_transforms(rotmats: torch.Tensor, joints: torch.Tensor, parents, retur
     return transforms
 
 
-def linear_blend_skinning(verts: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
+def linear_blend_skinning(
+    verts: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor
+) -> torch.Tensor:
     """Skin vertices: ``x'_v = (Σ_j w_vj A_j) [x_v; 1]``.
 
     Args:
@@ -143,8 +150,10 @@ def linear_blend_skinning(verts: torch.Tensor, weights: torch.Tensor, transforms
         raise ValueError(f"verts must be (B, V, 3) or (V, 3) with B = {batch}, got {tuple(verts.shape)}")
     num_verts = verts.shape[1]
     if weights.shape[-2:] != (num_verts, num_joints) or weights.dim() not in (2, 3):
-        raise ValueError(f"weights must be (V, J) or (B, V, J) = ({num_verts}, {num_joints}), "
-                         f"got {tuple(weights.shape)}")
+        raise ValueError(
+            f"weights must be (V, J) or (B, V, J) = ({num_verts}, {num_joints}), "
+            f"got {tuple(weights.shape)}"
+        )
     if weights.dim() == 3 and weights.shape[0] not in (1, batch):
         raise ValueError(f"batched weights must have batch size 1 or {batch}, got {tuple(weights.shape)}")
     flat = transforms[:, :, :3, :].reshape(batch, num_joints, 12)
@@ -156,9 +165,16 @@ def linear_blend_skinning(verts: torch.Tensor, weights: torch.Tensor, transforms
     return (blended[..., :3] @ verts[..., None])[..., 0] + blended[..., 3]
 
 
-def pose_mesh(hand_model, verts_canonical: torch.Tensor, weights: torch.Tensor, pose: torch.Tensor,
-              shape: torch.Tensor | None = None, trans: torch.Tensor | None = None,
-              use_pose_blendshapes: bool = False, return_joints: bool = False):
+def pose_mesh(
+    hand_model,
+    verts_canonical: torch.Tensor,
+    weights: torch.Tensor,
+    pose: torch.Tensor,
+    shape: torch.Tensor | None = None,
+    trans: torch.Tensor | None = None,
+    use_pose_blendshapes: bool = False,
+    return_joints: bool = False,
+):
     """Pose canonical vertices with the hand model's skeleton (XHand/SRHand ``lbs_pose``).
 
     Joints are regressed from the shaped model template ``v_template + shapedirs · shape`` (the
@@ -194,7 +210,9 @@ def pose_mesh(hand_model, verts_canonical: torch.Tensor, weights: torch.Tensor, 
     if shape.dim() == 1:
         shape = shape.unsqueeze(0).expand(batch, -1)
     if shape.shape != (batch, num_betas):
-        raise ValueError(f"shape must be (B, {num_betas}) or ({num_betas},) with B = {batch}, got {tuple(shape.shape)}")
+        raise ValueError(
+            f"shape must be (B, {num_betas}) or ({num_betas},) with B = {batch}, got {tuple(shape.shape)}"
+        )
     v_shaped = v_template + torch.einsum("bl,vcl->bvc", shape.to(dtype), shapedirs)  # (B, V0, 3)
     joints = torch.einsum("jv,bvc->bjc", hand_model.J_regressor.to(dtype), v_shaped)
     full_pose = pose + hand_model.pose_mean.to(dtype)
@@ -205,8 +223,10 @@ def pose_mesh(hand_model, verts_canonical: torch.Tensor, weights: torch.Tensor, 
         verts = verts.unsqueeze(0).expand(batch, -1, -1)
     if use_pose_blendshapes:
         if verts.shape[1] != v_template.shape[0]:
-            raise ValueError(f"pose blend shapes need the model's own {v_template.shape[0]} vertices, "
-                             f"got {verts.shape[1]}")
+            raise ValueError(
+                f"pose blend shapes need the model's own {v_template.shape[0]} vertices, "
+                f"got {verts.shape[1]}"
+            )
         eye = torch.eye(3, dtype=dtype, device=device)
         pose_feature = (rotmats[:, 1:] - eye).reshape(batch, -1)  # (B, 135)
         verts = verts + torch.einsum("bp,vcp->bvc", pose_feature, hand_model.posedirs.to(dtype))

@@ -139,8 +139,10 @@ class FitSettings:
         if bad:
             raise InputError(f"FitSettings.stages: unknown stage(s) {bad}; choose from {STAGES}")
         if len(self.iterations) != len(self.stages):
-            raise InputError(f"FitSettings.iterations must give one count per stage: stages {self.stages}, "
-                             f"iterations {self.iterations}")
+            raise InputError(
+                f"FitSettings.iterations must give one count per stage: stages {self.stages}, "
+                f"iterations {self.iterations}"
+            )
         if self.robust not in ROBUST_LOSSES:
             raise InputError(f"FitSettings.robust must be one of {ROBUST_LOSSES}, got {self.robust!r}")
         if self.align not in ALIGN_MODES:
@@ -149,8 +151,16 @@ class FitSettings:
             raise InputError(f"FitSettings.optimizer must be 'lm' or 'adam', got {self.optimizer!r}")
         if self.dtype not in ("float64", "float32"):
             raise InputError(f"FitSettings.dtype must be 'float64' or 'float32', got {self.dtype!r}")
-        for name in ("weight_surface_to_target", "weight_target_to_surface", "weight_joints", "weight_pose_prior",
-                     "weight_shape_prior", "weight_angle_limit", "refine_iterations", "tolerance"):
+        for name in (
+            "weight_surface_to_target",
+            "weight_target_to_surface",
+            "weight_joints",
+            "weight_pose_prior",
+            "weight_shape_prior",
+            "weight_angle_limit",
+            "refine_iterations",
+            "tolerance",
+        ):
             if not getattr(self, name) >= 0:
                 raise InputError(f"FitSettings.{name} must be >= 0, got {getattr(self, name)}")
         if not self.robust_anneal >= 1:
@@ -202,13 +212,17 @@ def _as_tensor(name: str, value, dtype, device) -> torch.Tensor:
 def _check_inputs(hand_model, target_verts, target_faces, target_joints, init, settings, dtype, device):
     """Validate and convert; returns (verts, faces, joints, init dict, num_frames)."""
     if target_verts is None and target_joints is None:
-        raise ValueError("fit_mano: give target_verts (F, N, 3), target_joints (F, 21, 3) or both; got neither")
+        raise ValueError(
+            "fit_mano: give target_verts (F, N, 3), target_joints (F, 21, 3) or both; got neither"
+        )
     frames = {}
     if target_verts is not None:
         target_verts = _as_tensor("target_verts", target_verts, dtype, device)
         if target_verts.dim() != 3 or target_verts.shape[-1] != 3 or target_verts.shape[1] < 1:
-            raise InputError(f"fit_mano: target_verts must be (F, N, 3) points in metres (one row of N >= 1 "
-                             f"points per frame), got {_shape_str(target_verts)}")
+            raise InputError(
+                f"fit_mano: target_verts must be (F, N, 3) points in metres (one row of N >= 1 "
+                f"points per frame), got {_shape_str(target_verts)}"
+            )
         if not torch.isfinite(target_verts).all():
             raise InputError("fit_mano: target_verts holds NaN or inf values")
         frames["target_verts"] = target_verts.shape[0]
@@ -217,26 +231,34 @@ def _check_inputs(hand_model, target_verts, target_faces, target_joints, init, s
             raise ValueError("fit_mano: target_faces given without target_verts")
         target_faces = torch.as_tensor(target_faces)
         if target_faces.dim() != 2 or target_faces.shape[1] != 3 or target_faces.shape[0] < 1:
-            raise InputError(f"fit_mano: target_faces must be (M, 3) vertex indices, got {_shape_str(target_faces)}")
+            raise InputError(
+                f"fit_mano: target_faces must be (M, 3) vertex indices, got {_shape_str(target_faces)}"
+            )
         if target_faces.is_floating_point():
             raise TypeError(f"fit_mano: target_faces must be integer indices, got dtype {target_faces.dtype}")
         target_faces = target_faces.long().cpu()
         num = target_verts.shape[1]
         if int(target_faces.min()) < 0 or int(target_faces.max()) >= num:
-            raise InputError(f"fit_mano: target_faces index vertices {int(target_faces.min())}..{int(target_faces.max())} "
-                             f"but target_verts has N = {num} points per frame")
+            raise InputError(
+                f"fit_mano: target_faces index vertices {int(target_faces.min())}..{int(target_faces.max())} "
+                f"but target_verts has N = {num} points per frame"
+            )
     if target_joints is not None:
         target_joints = _as_tensor("target_joints", target_joints, dtype, device)
         if target_joints.dim() != 3 or target_joints.shape[1:] not in ((21, 3), (16, 3)):
-            raise InputError(f"fit_mano: target_joints must be (F, 21, 3) (16 MANO joints + 5 fingertips, "
-                             f"datasets.capture.hand_joints order) or (F, 16, 3), got {_shape_str(target_joints)}")
+            raise InputError(
+                f"fit_mano: target_joints must be (F, 21, 3) (16 MANO joints + 5 fingertips, "
+                f"datasets.capture.hand_joints order) or (F, 16, 3), got {_shape_str(target_joints)}"
+            )
         if torch.isinf(target_joints).any():
             raise InputError("fit_mano: target_joints holds inf values (use NaN for missing joints)")
         if not torch.isfinite(target_joints).all(-1).any(-1).all():
             raise InputError("fit_mano: a frame of target_joints has no finite joint")
         frames["target_joints"] = target_joints.shape[0]
     if len(set(frames.values())) > 1:
-        raise InputError("fit_mano: frame counts differ: " + ", ".join(f"{k} has F = {v}" for k, v in frames.items()))
+        raise InputError(
+            "fit_mano: frame counts differ: " + ", ".join(f"{k} has F = {v}" for k, v in frames.items())
+        )
     num_frames = next(iter(frames.values()))
     if num_frames < 1:
         raise InputError("fit_mano: the targets have no frame (F = 0)")
@@ -249,15 +271,21 @@ def _check_inputs(hand_model, target_verts, target_faces, target_joints, init, s
         unknown = sorted(set(init) - {"pose", "shape", "trans"})
         if unknown:
             raise InputError(f"fit_mano: init has unknown key(s) {unknown}; expected pose, shape, trans")
-        expected = {"pose": [(num_frames, 48), (48,)], "shape": [(betas,), (num_frames, betas)],
-                    "trans": [(num_frames, 3), (3,)]}
+        expected = {
+            "pose": [(num_frames, 48), (48,)],
+            "shape": [(betas,), (num_frames, betas)],
+            "trans": [(num_frames, 3), (3,)],
+        }
         for key, value in init.items():
             if value is None:
                 continue
             value = _as_tensor(f"init['{key}']", value, dtype, device)
             if tuple(value.shape) not in expected[key]:
-                raise InputError(f"fit_mano: init['{key}'] must be " + " or ".join(map(str, expected[key]))
-                                 + f" (F = {num_frames}), got {_shape_str(value)}")
+                raise InputError(
+                    f"fit_mano: init['{key}'] must be "
+                    + " or ".join(map(str, expected[key]))
+                    + f" (F = {num_frames}), got {_shape_str(value)}"
+                )
             out[key] = value
     return target_verts, target_faces, target_joints, out, num_frames
 
@@ -275,6 +303,7 @@ def _kabsch(source, target) -> torch.Tensor:
 
 def _pca_rotations(source, target):
     """The four proper rotations taking the principal axes of ``source`` onto those of ``target``."""
+
     def axes(x):
         _, _, vh = torch.linalg.svd(x - x.mean(0), full_matrices=False)
         return vh.T  # columns: principal axes, largest variance first
@@ -314,7 +343,7 @@ def _alignment_candidates(params, targets, mode, forward):
         root = joints[f, 0].detach().cpu().double()
         if mode == "joints":
             tj = targets["joints"][f].detach().cpu().double()
-            mj = joints[f, :tj.shape[0]].detach().cpu().double()
+            mj = joints[f, : tj.shape[0]].detach().cpu().double()
             valid = torch.isfinite(tj).all(-1)
             palm = torch.zeros_like(valid)
             palm[list(_PALM_JOINTS)] = True
@@ -330,8 +359,15 @@ def _alignment_candidates(params, targets, mode, forward):
             scored = []
             for rot in _pca_rotations(mv, tp):
                 moved = (mv - src_centre) @ rot.T + dst_centre
-                scored.append((float(target_tree.query(moved)[1].mean() + PointCloudSearch(moved).query(tp)[1].mean()),
-                               len(scored), rot))
+                scored.append(
+                    (
+                        float(
+                            target_tree.query(moved)[1].mean() + PointCloudSearch(moved).query(tp)[1].mean()
+                        ),
+                        len(scored),
+                        rot,
+                    )
+                )
             rots = [rot for _, _, rot in sorted(scored)]
         candidates = []
         for rot in rots:
@@ -341,7 +377,9 @@ def _alignment_candidates(params, targets, mode, forward):
             new_rot = rot @ old_rot
             src0 = old_rot.T @ (src_centre - root)
             trans = dst_centre - (new_rot @ src0 + root)
-            candidates.append((_rotvec(new_rot).to(params["orient"]), (trans / _TRANS_UNIT).to(params["trans"])))
+            candidates.append(
+                (_rotvec(new_rot).to(params["orient"]), (trans / _TRANS_UNIT).to(params["trans"]))
+            )
         out.append(candidates)
     return out
 
@@ -377,8 +415,11 @@ def _stats(values: torch.Tensor | None, prefix: str) -> dict:
     if values is None or values.numel() == 0:
         return {f"{prefix}_mean": None, f"{prefix}_p90": None, f"{prefix}_max": None}
     v = values.detach().double().cpu()
-    return {f"{prefix}_mean": float(v.mean()), f"{prefix}_p90": float(torch.quantile(v, 0.9)),
-            f"{prefix}_max": float(v.max())}
+    return {
+        f"{prefix}_mean": float(v.mean()),
+        f"{prefix}_p90": float(torch.quantile(v, 0.9)),
+        f"{prefix}_max": float(v.max()),
+    }
 
 
 def _residual_report(objective, params):
@@ -415,8 +456,14 @@ def _residual_report(objective, params):
 # ----------------------------------------------------------------------------------------------
 # Entry point
 # ----------------------------------------------------------------------------------------------
-def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=None, init=None,
-             settings: FitSettings | None = None) -> ManoFit:
+def fit_mano(
+    hand_model,
+    target_verts=None,
+    target_faces=None,
+    target_joints=None,
+    init=None,
+    settings: FitSettings | None = None,
+) -> ManoFit:
     """Fit pose, shape and translation of ``hand_model`` to target surfaces and/or joints.
 
     Args:
@@ -441,13 +488,16 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
     if not isinstance(settings, FitSettings):
         raise TypeError(f"fit_mano: settings must be a FitSettings, got {type(settings).__name__}")
     if not hasattr(hand_model, "num_betas") or not hasattr(hand_model, "faces"):
-        raise TypeError(f"fit_mano: hand_model must be a utils.geometry.mano.HandModel, got {type(hand_model).__name__}")
+        raise TypeError(
+            f"fit_mano: hand_model must be a utils.geometry.mano.HandModel, got {type(hand_model).__name__}"
+        )
     start_time = time.perf_counter()
     out_dtype, out_device = hand_model.v_template.dtype, hand_model.v_template.device
     device = torch.device(settings.device) if settings.device else out_device
     dtype = torch.float64 if settings.dtype == "float64" else torch.float32
     target_verts, target_faces, target_joints, init, num_frames = _check_inputs(
-        hand_model, target_verts, target_faces, target_joints, init, settings, dtype, device)
+        hand_model, target_verts, target_faces, target_joints, init, settings, dtype, device
+    )
 
     model = hand_model
     if dtype != out_dtype or device != out_device:
@@ -456,7 +506,7 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
     points = target_verts
     if target_verts is not None and target_verts.shape[1] > settings.max_target_points:
         generator = torch.Generator().manual_seed(settings.seed)
-        keep = torch.randperm(target_verts.shape[1], generator=generator)[:settings.max_target_points]
+        keep = torch.randperm(target_verts.shape[1], generator=generator)[: settings.max_target_points]
         points = target_verts[:, keep.to(device)]
     targets = {"points_all": target_verts, "points": points, "faces": target_faces, "joints": target_joints}
 
@@ -467,7 +517,9 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
     init_shape = init.get("shape")
     if init_shape is not None:
         init_shape = init_shape.reshape(-1, model.num_betas)
-        init_shape = init_shape.mean(0, keepdim=True) if shape_rows == 1 else init_shape.expand(num_frames, -1)
+        init_shape = (
+            init_shape.mean(0, keepdim=True) if shape_rows == 1 else init_shape.expand(num_frames, -1)
+        )
     init_trans = init.get("trans")
     if init_trans is not None and init_trans.dim() == 1:
         init_trans = init_trans.expand(num_frames, 3)
@@ -489,7 +541,9 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
     if align == "pca" and target_verts is None:
         raise InputError("fit_mano: FitSettings.align = 'pca' needs target_verts")
     hypotheses = 0
-    objective.robust_scale_mm = settings.robust_scale_mm * settings.robust_anneal ** max(len(settings.stages) - 1, 0)
+    objective.robust_scale_mm = settings.robust_scale_mm * settings.robust_anneal ** max(
+        len(settings.stages) - 1, 0
+    )
     if align != "none":
         hypotheses = _align(objective, params, targets, align, settings)
 
@@ -497,7 +551,9 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
     for k, (stage, iterations) in enumerate(zip(settings.stages, settings.iterations, strict=True)):
         names = _STAGE_PARAMS[stage]
         # Robust losses start wide (a far-off fit is not all outliers) and end at their scale.
-        objective.robust_scale_mm = settings.robust_scale_mm * settings.robust_anneal ** (len(settings.stages) - 1 - k)
+        objective.robust_scale_mm = settings.robust_scale_mm * settings.robust_anneal ** (
+            len(settings.stages) - 1 - k
+        )
         run = _run_gauss_newton if settings.optimizer == "lm" else _run_adam
         steps, converged = run(objective, params, names, iterations, settings)
         key, repeat = stage, 2
@@ -506,8 +562,9 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
         stage_iterations[key] = steps
     objective.robust_scale_mm = settings.robust_scale_mm
     if settings.refine_iterations > 0:
-        steps, converged = _run_gauss_newton(objective, params, _STAGE_PARAMS["all"], settings.refine_iterations,
-                                             settings)
+        steps, converged = _run_gauss_newton(
+            objective, params, _STAGE_PARAMS["all"], settings.refine_iterations, settings
+        )
         stage_iterations["refine"] = steps
     for p in params.values():
         p.requires_grad_(False)
@@ -528,9 +585,11 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
         "residual_mm": overall,
         "per_frame": frames,
         "num_frames": num_frames,
-        "target": {"surface": None if target_verts is None else ("mesh" if target_faces is not None else "points"),
-                   "num_points": None if target_verts is None else int(target_verts.shape[1]),
-                   "joints": None if target_joints is None else int(target_joints.shape[1])},
+        "target": {
+            "surface": None if target_verts is None else ("mesh" if target_faces is not None else "points"),
+            "num_points": None if target_verts is None else int(target_verts.shape[1]),
+            "joints": None if target_joints is None else int(target_joints.shape[1]),
+        },
         "alignment": align,
         "alignment_hypotheses": hypotheses,
         "shared_shape": settings.share_shape,
@@ -545,5 +604,11 @@ def fit_mano(hand_model, target_verts=None, target_faces=None, target_joints=Non
 
     pose = torch.cat([params["orient"], params["articulation"]], 1)
     shape = params["shape"][0] if shape_rows == 1 else params["shape"]
-    return ManoFit(pose=out(pose), shape=out(shape), trans=out(params["trans"] * _TRANS_UNIT),
-                   verts=out(verts), joints=out(joints), report=report)
+    return ManoFit(
+        pose=out(pose),
+        shape=out(shape),
+        trans=out(params["trans"] * _TRANS_UNIT),
+        verts=out(verts),
+        joints=out(joints),
+        report=report,
+    )

@@ -19,8 +19,11 @@ from utils.geometry.closest_point import PointCloudSearch, TriangleMeshSearch
 # betas and translation (a 0.01 rad rotation moves a fingertip by about 1 mm).
 _TRANS_UNIT = 0.01
 
-_STAGE_PARAMS = {"global": ("orient", "trans"), "pose": ("orient", "trans", "articulation"),
-                 "all": ("orient", "trans", "articulation", "shape")}
+_STAGE_PARAMS = {
+    "global": ("orient", "trans"),
+    "pose": ("orient", "trans", "articulation"),
+    "all": ("orient", "trans", "articulation", "shape"),
+}
 
 
 def model_joints(hand_model, verts: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
@@ -28,8 +31,6 @@ def model_joints(hand_model, verts: torch.Tensor, joints: torch.Tensor) -> torch
     from utils.geometry.mano import MANO_FINGERTIP_VERTEX_IDS
 
     return torch.cat([joints, verts[:, list(MANO_FINGERTIP_VERTEX_IDS.values())]], dim=1)
-
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -55,8 +56,10 @@ class _Objective:
         self.target_search = None
         if targets["points_all"] is not None:
             faces = targets["faces"]
-            self.target_search = [TriangleMeshSearch(p, faces) if faces is not None else PointCloudSearch(p)
-                                  for p in targets["points_all"]]
+            self.target_search = [
+                TriangleMeshSearch(p, faces) if faces is not None else PointCloudSearch(p)
+                for p in targets["points_all"]
+            ]
         self.evaluations = 0
         self.robust_scale_mm = settings.robust_scale_mm  # annealed by the stages
 
@@ -95,7 +98,7 @@ class _Objective:
         """(F, J) squared joint distances (mm²), 0 where the target joint is missing, and the mask."""
         target = self.targets["joints"]
         valid = torch.isfinite(target).all(-1)
-        diff = (joints[:, :target.shape[1]] - torch.nan_to_num(target)) * 1000
+        diff = (joints[:, : target.shape[1]] - torch.nan_to_num(target)) * 1000
         return diff.pow(2).sum(-1) * valid, valid
 
     def __call__(self, params, stage_weights=True, exact=False):
@@ -107,8 +110,10 @@ class _Objective:
         if self.target_search is not None:
             rows = []
             for s2t, t2s in self.surface_residuals(verts, exact=exact):
-                rows.append(s.weight_surface_to_target * _robust(s2t, s.robust, self.robust_scale_mm).mean()
-                            + s.weight_target_to_surface * _robust(t2s, s.robust, self.robust_scale_mm).mean())
+                rows.append(
+                    s.weight_surface_to_target * _robust(s2t, s.robust, self.robust_scale_mm).mean()
+                    + s.weight_target_to_surface * _robust(t2s, s.robust, self.robust_scale_mm).mean()
+                )
             per_frame = per_frame + torch.stack(rows)
         if self.targets["joints"] is not None and s.weight_joints > 0:
             sq, valid = self.joint_residuals(joints)
@@ -140,13 +145,15 @@ def _run_adam(objective, params, names, iterations, settings):
     previous, calm = None, 0
     for step in range(iterations):
         for group in optimiser.param_groups:
-            group["lr"] = settings.learning_rate * decay ** step
+            group["lr"] = settings.learning_rate * decay**step
         optimiser.zero_grad(set_to_none=True)
         loss, _ = objective(params, exact=settings.exact_search)
         loss.backward()
         optimiser.step()
         value = float(loss.detach())
-        calm = calm + 1 if previous is not None and _relative_change(previous, value) < settings.tolerance else 0
+        calm = (
+            calm + 1 if previous is not None and _relative_change(previous, value) < settings.tolerance else 0
+        )
         previous = value
         if calm >= 3:
             return step + 1, True
@@ -200,7 +207,11 @@ class _FrameResiduals:
                 idx, _ = search.query(v)
                 target, direction = t["points_all"][f][idx.to(device)], None
             sq = ((v - target) * 1000).pow(2).sum(-1)
-            scale = (s.weight_surface_to_target / v.shape[0] * _robust_weight(sq, s.robust, objective.robust_scale_mm)).sqrt()
+            scale = (
+                s.weight_surface_to_target
+                / v.shape[0]
+                * _robust_weight(sq, s.robust, objective.robust_scale_mm)
+            ).sqrt()
             self.s2t = (target, direction, scale)
 
             points = t["points"][f]
@@ -210,8 +221,11 @@ class _FrameResiduals:
             closest = (bary[:, :, None] * tris).sum(1)
             direction = _unit(points - closest, _tri_normals(tris))
             sq = ((points - closest) * 1000).pow(2).sum(-1)
-            scale = (s.weight_target_to_surface / points.shape[0]
-                     * _robust_weight(sq, s.robust, objective.robust_scale_mm)).sqrt()
+            scale = (
+                s.weight_target_to_surface
+                / points.shape[0]
+                * _robust_weight(sq, s.robust, objective.robust_scale_mm)
+            ).sqrt()
             self.t2s = (points, face_idx, bary, direction, scale)
         self.joints = None
         if t["joints"] is not None and s.weight_joints > 0:
@@ -233,14 +247,17 @@ class _FrameResiduals:
         if self.s2t is not None:
             target, direction, scale = self.s2t
             diff = (verts - target if offset else verts) * 1000
-            rows.append((scale[:, None] * diff).flatten(-2) if direction is None
-                        else scale * (direction * diff).sum(-1))
+            rows.append(
+                (scale[:, None] * diff).flatten(-2)
+                if direction is None
+                else scale * (direction * diff).sum(-1)
+            )
             points, face_idx, bary, direction, scale = self.t2s
             closest = (bary[:, :, None] * verts[..., self.model_faces[face_idx], :]).sum(-2)
             rows.append(scale * (direction * ((points - closest) if offset else -closest) * 1000).sum(-1))
         if self.joints is not None:
             target, valid, scale = self.joints
-            chosen = joints[..., :valid.shape[0], :][..., valid, :]
+            chosen = joints[..., : valid.shape[0], :][..., valid, :]
             rows.append(scale * ((chosen - target) if offset else chosen).flatten(-2) * 1000)
         return torch.cat(rows, -1) if rows else verts.new_zeros(verts.shape[:-2] + (0,))
 
@@ -265,8 +282,12 @@ class _FrameResiduals:
         embed[free, torch.arange(free.numel(), device=x.device)] = 1.0
         fixed = x.index_fill(0, free, 0.0)
         z = x[free]
-        jac_verts, jac_joints = torch.func.jacfwd(lambda z: self._model(fixed + embed @ z))(z)  # (V,3,T), (21,3,T)
-        data = self._data_rows(jac_verts.permute(2, 0, 1), jac_joints.permute(2, 0, 1), offset=False)  # (T, Rd)
+        jac_verts, jac_joints = torch.func.jacfwd(lambda z: self._model(fixed + embed @ z))(
+            z
+        )  # (V,3,T), (21,3,T)
+        data = self._data_rows(
+            jac_verts.permute(2, 0, 1), jac_joints.permute(2, 0, 1), offset=False
+        )  # (T, Rd)
         prior = torch.func.jacfwd(lambda z: self._prior_rows(fixed + embed @ z))(z)  # (Rp, T)
         return torch.cat([data.T, prior], 0)
 
@@ -291,9 +312,13 @@ def _run_gauss_newton(objective, params, names, iterations, settings):
         return torch.cat([frame, p["shape"].reshape(-1)])
 
     def unpack(x):
-        frame = x[:per_frame * num_frames].view(num_frames, per_frame)
-        return {"orient": frame[:, :3], "articulation": frame[:, 3:48], "trans": frame[:, 48:51],
-                "shape": x[per_frame * num_frames:].view(shape_rows, betas)}
+        frame = x[: per_frame * num_frames].view(num_frames, per_frame)
+        return {
+            "orient": frame[:, :3],
+            "articulation": frame[:, 3:48],
+            "trans": frame[:, 48:51],
+            "shape": x[per_frame * num_frames :].view(shape_rows, betas),
+        }
 
     for p in params.values():
         p.requires_grad_(False)
@@ -308,8 +333,12 @@ def _run_gauss_newton(objective, params, names, iterations, settings):
             verts, _ = objective.forward(p)
         for f in range(num_frames):
             shape_slot = 0 if shape_rows == 1 else f
-            cols = torch.cat([torch.arange(per_frame * f, per_frame * (f + 1)),
-                              per_frame * num_frames + betas * shape_slot + torch.arange(betas)]).to(x.device)
+            cols = torch.cat(
+                [
+                    torch.arange(per_frame * f, per_frame * (f + 1)),
+                    per_frame * num_frames + betas * shape_slot + torch.arange(betas),
+                ]
+            ).to(x.device)
             local = is_free[cols]  # this frame's free columns
             if not bool(local.any()):
                 continue
@@ -322,8 +351,9 @@ def _run_gauss_newton(objective, params, names, iterations, settings):
             hessian[sub[:, None], sub[None, :]] += jac.T @ jac
             gradient[sub] += jac.T @ res
         shape_cols = slice(per_frame * num_frames, size)
-        hessian[shape_cols, shape_cols] += settings.weight_shape_prior * torch.eye(betas * shape_rows, dtype=x.dtype,
-                                                                                    device=x.device)
+        hessian[shape_cols, shape_cols] += settings.weight_shape_prior * torch.eye(
+            betas * shape_rows, dtype=x.dtype, device=x.device
+        )
         gradient[shape_cols] += settings.weight_shape_prior * x[shape_cols]
         hessian, gradient = hessian[free[:, None], free[None, :]], gradient[free]
         diagonal = hessian.diagonal().clamp_min(1e-9)

@@ -18,8 +18,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["check_mesh", "loop_subdivide", "subdivision_counts", "face_normals", "vertex_normals",
-           "unique_edges", "edge_lengths", "uniform_laplacian", "subdivided_hand"]
+__all__ = [
+    "check_mesh",
+    "loop_subdivide",
+    "subdivision_counts",
+    "face_normals",
+    "vertex_normals",
+    "unique_edges",
+    "edge_lengths",
+    "uniform_laplacian",
+    "subdivided_hand",
+]
 
 
 def _to_numpy(x, dtype=None) -> np.ndarray:
@@ -28,8 +37,9 @@ def _to_numpy(x, dtype=None) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def check_mesh(verts, faces, num_verts: int | None = None, allow_degenerate: bool = True,
-               name: str = "mesh") -> None:
+def check_mesh(
+    verts, faces, num_verts: int | None = None, allow_degenerate: bool = True, name: str = "mesh"
+) -> None:
     """Validate a mesh; raise ``ValueError`` naming the first problem found.
 
     Args:
@@ -49,30 +59,39 @@ def check_mesh(verts, faces, num_verts: int | None = None, allow_degenerate: boo
             raise ValueError(f"{name}: verts contain NaN or inf")
     if tuple(faces.shape)[-1:] != (3,) or len(faces.shape) != 2:
         raise ValueError(f"{name}: faces must be (F, 3), got shape {tuple(faces.shape)}")
-    integer = (not faces.is_floating_point() and not faces.is_complex() and faces.dtype != torch.bool
-               if torch.is_tensor(faces) else np.issubdtype(np.asarray(faces).dtype, np.integer))
+    integer = (
+        not faces.is_floating_point() and not faces.is_complex() and faces.dtype != torch.bool
+        if torch.is_tensor(faces)
+        else np.issubdtype(np.asarray(faces).dtype, np.integer)
+    )
     if not integer:
         raise ValueError(f"{name}: faces must hold integer indices, got dtype {faces.dtype}")
     if len(faces) == 0:
         return
     lo, hi = int(faces.min()), int(faces.max())
     if num_verts is not None and (lo < 0 or hi >= num_verts):
-        raise ValueError(f"{name}: faces index vertices in [{lo}, {hi}] but there are {num_verts} vertices "
-                         f"(valid: 0..{num_verts - 1})")
+        raise ValueError(
+            f"{name}: faces index vertices in [{lo}, {hi}] but there are {num_verts} vertices "
+            f"(valid: 0..{num_verts - 1})"
+        )
     if lo < 0:
         raise ValueError(f"{name}: faces contain negative index {lo}")
     if not allow_degenerate:
         f = _to_numpy(faces)
         bad = (f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 2] == f[:, 0])
         if bad.any():
-            raise ValueError(f"{name}: {int(bad.sum())} degenerate faces repeat a vertex "
-                             f"(first: face {int(np.argmax(bad))} = {f[np.argmax(bad)].tolist()})")
+            raise ValueError(
+                f"{name}: {int(bad.sum())} degenerate faces repeat a vertex "
+                f"(first: face {int(np.argmax(bad))} = {f[np.argmax(bad)].tolist()})"
+            )
 
 
 # ----------------------------------------------------------------------------------------------
 # Loop subdivision
 # ----------------------------------------------------------------------------------------------
-def subdivision_counts(num_verts: int, num_faces: int, num_edges: int, levels: int) -> list[tuple[int, int, int]]:
+def subdivision_counts(
+    num_verts: int, num_faces: int, num_edges: int, levels: int
+) -> list[tuple[int, int, int]]:
     """(V, F, E) after each of ``levels`` Loop subdivisions (level 0 first):
     ``V' = V + E``, ``F' = 4F``, ``E' = 2E + 3F``."""
     counts = [(num_verts, num_faces, num_edges)]
@@ -82,7 +101,9 @@ def subdivision_counts(num_verts: int, num_faces: int, num_edges: int, levels: i
     return counts
 
 
-def _edge_vertex_endpoints(faces: np.ndarray, new_faces: np.ndarray, num_old: int, num_new_total: int) -> np.ndarray:
+def _edge_vertex_endpoints(
+    faces: np.ndarray, new_faces: np.ndarray, num_old: int, num_new_total: int
+) -> np.ndarray:
     """Endpoints (E, 2) of every new edge vertex, read from trimesh's face order; verifies it.
 
     trimesh 5.2 splits face ``i = (v0, v1, v2)`` into faces ``4i..4i+3``:
@@ -95,11 +116,18 @@ def _edge_vertex_endpoints(faces: np.ndarray, new_faces: np.ndarray, num_old: in
     quad = new_faces.reshape(num_faces, 4, 3)
     o01, o12, o20 = quad[:, 0, 1], quad[:, 1, 2], quad[:, 0, 2]
     same = (
-        (quad[:, 0, 0] == faces[:, 0]) & (quad[:, 1, 1] == faces[:, 1]) & (quad[:, 2, 2] == faces[:, 2])
-        & (quad[:, 1, 0] == o01) & (quad[:, 3, 0] == o01)
-        & (quad[:, 2, 1] == o12) & (quad[:, 3, 1] == o12)
-        & (quad[:, 2, 0] == o20) & (quad[:, 3, 2] == o20)
-        & (o01 >= num_old) & (o12 >= num_old) & (o20 >= num_old)
+        (quad[:, 0, 0] == faces[:, 0])
+        & (quad[:, 1, 1] == faces[:, 1])
+        & (quad[:, 2, 2] == faces[:, 2])
+        & (quad[:, 1, 0] == o01)
+        & (quad[:, 3, 0] == o01)
+        & (quad[:, 2, 1] == o12)
+        & (quad[:, 3, 1] == o12)
+        & (quad[:, 2, 0] == o20)
+        & (quad[:, 3, 2] == o20)
+        & (o01 >= num_old)
+        & (o12 >= num_old)
+        & (o20 >= num_old)
     )
     if not same.all():
         bad = int(np.argmin(same))
@@ -118,9 +146,11 @@ def _edge_vertex_endpoints(faces: np.ndarray, new_faces: np.ndarray, num_old: in
 def _order_error(detail: str) -> str:
     import trimesh
 
-    return ("trimesh.remesh.subdivide_loop no longer returns its vertices and faces in the order the "
-            f"skinning-weight upsampling relies on ({detail}); trimesh {trimesh.__version__} is installed, "
-            "the code was written for trimesh 5.2 (pin trimesh==5.2.0 or update utils/geometry/mesh.py)")
+    return (
+        "trimesh.remesh.subdivide_loop no longer returns its vertices and faces in the order the "
+        f"skinning-weight upsampling relies on ({detail}); trimesh {trimesh.__version__} is installed, "
+        "the code was written for trimesh 5.2 (pin trimesh==5.2.0 or update utils/geometry/mesh.py)"
+    )
 
 
 def loop_subdivide(verts, faces, levels: int = 1, weights=None):
@@ -194,7 +224,9 @@ def _face_cross(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return torch.cross(v1 - v0, v2 - v0, dim=-1)  # (B, F, 3), norm = 2 * area
 
 
-def face_normals(verts: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12, check: bool = False) -> torch.Tensor:
+def face_normals(
+    verts: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12, check: bool = False
+) -> torch.Tensor:
     """Unit face normals (right-hand rule on the face's vertex order).
 
     Args:
@@ -211,7 +243,9 @@ def face_normals(verts: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12, c
     return n[0] if single else n
 
 
-def vertex_normals(verts: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12, check: bool = False) -> torch.Tensor:
+def vertex_normals(
+    verts: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12, check: bool = False
+) -> torch.Tensor:
     """Area-weighted unit vertex normals (sum of the adjacent faces' cross products).
 
     Args:
@@ -258,8 +292,9 @@ def edge_lengths(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     return (verts[..., edges[:, 0], :] - verts[..., edges[:, 1], :]).norm(dim=-1)
 
 
-def uniform_laplacian(num_verts: int, faces, dtype: torch.dtype = torch.float32,
-                      device: torch.device | str | None = None) -> torch.Tensor:
+def uniform_laplacian(
+    num_verts: int, faces, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Uniform (umbrella) Laplacian ``L = D^-1 A - I`` as a sparse (V, V) torch tensor.
 
     ``(L @ x)_i`` is the mean of vertex i's neighbours minus ``x_i``: zero for constant fields and,
@@ -322,7 +357,8 @@ def subdivided_hand(hand_model, level: int = 3, shape: torch.Tensor | None = Non
         if topo_key not in cache:
             weights = hand_model.lbs_weights.detach().cpu().numpy().astype(np.float64)
         sub_verts, sub_faces, sub_weights = loop_subdivide(
-            template.detach().cpu().numpy(), hand_model.faces.detach().cpu().numpy(), level, weights)
+            template.detach().cpu().numpy(), hand_model.faces.detach().cpu().numpy(), level, weights
+        )
         if weights is not None:
             cache[topo_key] = (sub_faces, sub_weights)
         cached_shapes = [k for k in cache if k[0] == "verts"]
@@ -330,6 +366,8 @@ def subdivided_hand(hand_model, level: int = 3, shape: torch.Tensor | None = Non
             del cache[cached_shapes[0]]
         cache[shape_key] = sub_verts
     sub_faces, sub_weights = cache[topo_key]
-    return (torch.as_tensor(cache[shape_key], dtype=dtype, device=device),
-            torch.as_tensor(sub_faces, dtype=torch.long, device=device),
-            torch.as_tensor(sub_weights, dtype=dtype, device=device))
+    return (
+        torch.as_tensor(cache[shape_key], dtype=dtype, device=device),
+        torch.as_tensor(sub_faces, dtype=torch.long, device=device),
+        torch.as_tensor(sub_weights, dtype=dtype, device=device),
+    )

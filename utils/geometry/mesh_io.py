@@ -33,8 +33,9 @@ def _prepare(verts, faces, colors):
     if not np.isfinite(verts).all():
         raise ValueError("verts contain NaN or inf")
     if len(faces) and (faces.min() < 0 or faces.max() >= len(verts)):
-        raise ValueError(f"faces index vertices in [{faces.min()}, {faces.max()}] but there are "
-                         f"{len(verts)} vertices")
+        raise ValueError(
+            f"faces index vertices in [{faces.min()}, {faces.max()}] but there are " f"{len(verts)} vertices"
+        )
     if colors is not None:
         colors = _as_numpy(colors, np.float64, "colors", 3)
         if len(colors) != len(verts):
@@ -66,8 +67,10 @@ def save_obj(path: str | os.PathLike, verts, faces, colors=None) -> None:
     if colors is None:
         lines += [f"v {x:.7g} {y:.7g} {z:.7g}" for x, y, z in verts]
     else:
-        lines += [f"v {x:.7g} {y:.7g} {z:.7g} {r:.5f} {g:.5f} {b:.5f}"
-                  for (x, y, z), (r, g, b) in zip(verts, colors, strict=True)]
+        lines += [
+            f"v {x:.7g} {y:.7g} {z:.7g} {r:.5f} {g:.5f} {b:.5f}"
+            for (x, y, z), (r, g, b) in zip(verts, colors, strict=True)
+        ]
     lines += [f"f {a} {b} {c}" for a, b, c in faces + 1]
     _atomic_write(path, ("\n".join(lines) + "\n").encode("ascii"))
 
@@ -119,8 +122,14 @@ def save_ply(path: str | os.PathLike, verts, faces, colors=None, binary: bool = 
         binary: binary little-endian (default) or ASCII.
     """
     verts, faces, colors = _prepare(verts, faces, colors)
-    header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0",
-              f"element vertex {len(verts)}", "property float x", "property float y", "property float z"]
+    header = [
+        "ply",
+        f"format {'binary_little_endian' if binary else 'ascii'} 1.0",
+        f"element vertex {len(verts)}",
+        "property float x",
+        "property float y",
+        "property float z",
+    ]
     if colors is not None:
         header += ["property uchar red", "property uchar green", "property uchar blue"]
     header += [f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]
@@ -149,9 +158,24 @@ def save_ply(path: str | os.PathLike, verts, faces, colors=None, binary: bool = 
     _atomic_write(path, head + ("\n".join(lines) + "\n").encode("ascii"))
 
 
-_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+_PLY_TYPES = {
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
+}
 
 
 def load_ply(path: str | os.PathLike):
@@ -195,7 +219,7 @@ def load_ply(path: str | os.PathLike):
                 for prop in el["props"]:
                     if prop[0] == "list":
                         n = int(tokens[offset])
-                        row.append([float(t) for t in tokens[offset + 1:offset + 1 + n]])
+                        row.append([float(t) for t in tokens[offset + 1 : offset + 1 + n]])
                         offset += 1 + n
                     else:
                         row.append(float(tokens[offset]))
@@ -206,13 +230,15 @@ def load_ply(path: str | os.PathLike):
         else:
             if any(p[0] == "list" for p in el["props"]):
                 # Only a single list property with a fixed length (triangles) is supported.
-                (count_t, index_t, name), = [p[1:] for p in el["props"]]
+                ((count_t, index_t, name),) = [p[1:] for p in el["props"]]
                 if el["count"] == 0:  # nothing stored, not even a list length to read
                     if el["name"] == "face":
                         faces = np.zeros((0, 3), np.int64)
                     continue
                 n = np.frombuffer(body, dtype=end + _PLY_TYPES[count_t], count=1, offset=offset)[0]
-                dt = np.dtype([("n", end + _PLY_TYPES[count_t]), ("idx", end + _PLY_TYPES[index_t], (int(n),))])
+                dt = np.dtype(
+                    [("n", end + _PLY_TYPES[count_t]), ("idx", end + _PLY_TYPES[index_t], (int(n),))]
+                )
                 data = np.frombuffer(body, dtype=dt, count=el["count"], offset=offset)
                 if el["count"] and (data["n"] != n).any():
                     raise InputError(f"{path}: only faces with a constant vertex count are supported")
@@ -225,7 +251,10 @@ def load_ply(path: str | os.PathLike):
         if el["name"] == "vertex":
             verts = np.stack([np.asarray(table[c], dtype=np.float64) for c in "xyz"], axis=1)
             if all(c in table for c in ("red", "green", "blue")):
-                colors = np.stack([np.asarray(table[c], dtype=np.float64) for c in ("red", "green", "blue")], 1) / 255.0
+                colors = (
+                    np.stack([np.asarray(table[c], dtype=np.float64) for c in ("red", "green", "blue")], 1)
+                    / 255.0
+                )
         elif el["name"] == "face":
             (lists,) = table.values()
             faces = np.asarray([list(f) for f in lists] if fmt == "ascii" else lists, dtype=np.int64)

@@ -56,7 +56,9 @@ def point_triangle_distance(points: torch.Tensor, tris: torch.Tensor) -> torch.T
         to the distance to their closest edge/vertex.
     """
     if points.ndim != 2 or points.shape[-1] != 3 or tris.shape != (*points.shape[:1], 3, 3):
-        raise ValueError(f"expected points (P,3) and tris (P,3,3); got {tuple(points.shape)} and {tuple(tris.shape)}")
+        raise ValueError(
+            f"expected points (P,3) and tris (P,3,3); got {tuple(points.shape)} and {tuple(tris.shape)}"
+        )
     a, b, c = tris.unbind(1)
     ab, ac, ap = b - a, c - a, points - a
     d1, d2 = _dot(ab, ap), _dot(ac, ap)
@@ -137,7 +139,9 @@ def sample_surface(
     area = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=-1) / 2
     if not torch.isfinite(area).all() or area.sum() <= 0:
         raise ValueError("mesh has no positive area to sample from")
-    face_idx = torch.multinomial(area.detach().cpu().double(), num_samples, replacement=True, generator=generator)
+    face_idx = torch.multinomial(
+        area.detach().cpu().double(), num_samples, replacement=True, generator=generator
+    )
     u, v = torch.rand(2, num_samples, generator=generator, dtype=torch.float64)
     su = u.sqrt()  # uniform barycentrics on a triangle (Osada et al. 2002)
     bary = torch.stack([1 - su, su * (1 - v), su * v], dim=-1).to(verts)
@@ -197,9 +201,12 @@ def point_to_surface_distance(
     k = min(k, tri.shape[0])
     _, knn = tree.query(p64.numpy(), k=k)
     knn = torch.from_numpy(np.asarray(knn).reshape(p64.shape[0], k)).long()
-    upper = point_triangle_distance(
-        p64[:, None].expand(-1, k, -1).reshape(-1, 3), tri[knn.reshape(-1)]
-    ).view(-1, k).min(1).values
+    upper = (
+        point_triangle_distance(p64[:, None].expand(-1, k, -1).reshape(-1, 3), tri[knn.reshape(-1)])
+        .view(-1, k)
+        .min(1)
+        .values
+    )
 
     best = upper.clone()
     radii = (upper + radius).numpy() * (1 + 1e-9) + 1e-12
@@ -271,8 +278,11 @@ def p2p_parts_mm(
     pts_gt = sample_surface(gt_verts, gt_faces, num_samples, generator)
     d_pred_to_gt = point_to_surface_distance(pts_pred, gt_verts, gt_faces).mean()
     d_gt_to_pred = point_to_surface_distance(pts_gt, pred_verts, pred_faces).mean()
-    return {"symmetric": float(1000.0 * (d_pred_to_gt + d_gt_to_pred) / 2),
-            "pred_to_gt": float(1000.0 * d_pred_to_gt), "gt_to_pred": float(1000.0 * d_gt_to_pred)}
+    return {
+        "symmetric": float(1000.0 * (d_pred_to_gt + d_gt_to_pred) / 2),
+        "pred_to_gt": float(1000.0 * d_pred_to_gt),
+        "gt_to_pred": float(1000.0 * d_gt_to_pred),
+    }
 
 
 def mpjpe_mm(joints: torch.Tensor, joints_gt: torch.Tensor) -> torch.Tensor:
@@ -284,7 +294,9 @@ def mpjpe_mm(joints: torch.Tensor, joints_gt: torch.Tensor) -> torch.Tensor:
         ``(F,)`` mean over the J joints of the Euclidean distance, times 1000.
     """
     if joints.shape != joints_gt.shape or joints.shape[-1] != 3:
-        raise ValueError(f"mpjpe_mm: joints {tuple(joints.shape)} and {tuple(joints_gt.shape)} must be equal (F, J, 3)")
+        raise ValueError(
+            f"mpjpe_mm: joints {tuple(joints.shape)} and {tuple(joints_gt.shape)} must be equal (F, J, 3)"
+        )
     return 1000.0 * (joints.double() - joints_gt.double()).norm(dim=-1).mean(dim=-1)
 
 
@@ -332,10 +344,14 @@ def inconsistency(
     Returns:
         The inconsistency (float); ``nan`` if no vertex qualifies.
     """
-    colors = torch.stack(list(per_vertex_colors)) if not torch.is_tensor(per_vertex_colors) else per_vertex_colors
+    colors = (
+        torch.stack(list(per_vertex_colors)) if not torch.is_tensor(per_vertex_colors) else per_vertex_colors
+    )
     vis = torch.stack(list(visibility)) if not torch.is_tensor(visibility) else visibility
     if colors.ndim != 3 or vis.shape != colors.shape[:2]:
-        raise ValueError(f"expected colours (S,V,C) and visibility (S,V); got {tuple(colors.shape)} and {tuple(vis.shape)}")
+        raise ValueError(
+            f"expected colours (S,V,C) and visibility (S,V); got {tuple(colors.shape)} and {tuple(vis.shape)}"
+        )
     colors, vis = colors.detach().double(), vis.bool()
     if window is not None:
         if window < min_samples or window > colors.shape[0]:
@@ -381,13 +397,17 @@ def windowed_inconsistency(
         The windowed inconsistency (float); ``nan`` if no vertex qualifies.
     """
     if per_vertex_colors.shape[0] % num_views:
-        raise ValueError(f"windowed_inconsistency: {per_vertex_colors.shape[0]} samples are not a whole number of "
-                         f"frames of {num_views} views")
+        raise ValueError(
+            f"windowed_inconsistency: {per_vertex_colors.shape[0]} samples are not a whole number of "
+            f"frames of {num_views} views"
+        )
     num_frames = per_vertex_colors.shape[0] // num_views
     if num_frames < min_samples:
         return float("nan")
     span = min(window, num_frames)
-    values = [inconsistency(per_vertex_colors[v::num_views], visibility[v::num_views], min_samples, window=span)
-              for v in range(num_views)]
+    values = [
+        inconsistency(per_vertex_colors[v::num_views], visibility[v::num_views], min_samples, window=span)
+        for v in range(num_views)
+    ]
     values = [x for x in values if not np.isnan(x)]
     return float(np.mean(values)) if values else float("nan")

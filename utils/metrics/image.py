@@ -103,7 +103,9 @@ def psnr(pred: Any, gt: Any, mask: Any = None, reduction: str = "mean"):
         valid = _as_mask(mask, squared.shape)
         count = valid.reshape(len(valid), -1).sum(axis=1)
         if (count == 0).any():
-            raise ValueError(f"PSNR mask has no valid pixel in image(s) {np.flatnonzero(count == 0).tolist()}")
+            raise ValueError(
+                f"PSNR mask has no valid pixel in image(s) {np.flatnonzero(count == 0).tolist()}"
+            )
         mse = (squared * valid[..., None]).reshape(len(squared), -1).sum(axis=1) / (channels * count)
     return _reduce(_to_psnr(mse), reduction)
 

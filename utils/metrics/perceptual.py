@@ -167,8 +167,9 @@ class PerceptualChoice:
         return f"{self.name}-{self.net}"
 
 
-def choose_perceptual(kind: str = "auto", net: str = "alex", fallback_net: str = "alex",
-                      purpose: str = "metric") -> PerceptualChoice:
+def choose_perceptual(
+    kind: str = "auto", net: str = "alex", fallback_net: str = "alex", purpose: str = "metric"
+) -> PerceptualChoice:
     """Build the perceptual network for ``kind`` and announce the choice (once per process).
 
     Args:
@@ -263,8 +264,12 @@ class PerceptualLoss(torch.nn.Module):
         self._net = None
         self._fast = None
         if kind != "none":
-            choice = choose_perceptual({"lpips_vgg": "lpips"}.get(kind, kind), net="vgg",
-                                       fallback_net="alex", purpose="training loss")
+            choice = choose_perceptual(
+                {"lpips_vgg": "lpips"}.get(kind, kind),
+                net="vgg",
+                fallback_net="alex",
+                purpose="training loss",
+            )
             if kind == "auto" and choice.name != "LPIPS":
                 warnings.warn(f"perceptual loss falls back to ST-LPIPS-alex: {choice.reason}", stacklevel=2)
             self.name = choice.label

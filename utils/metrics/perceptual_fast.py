@@ -47,8 +47,8 @@ class _FirstConv(torch.autograd.Function):
         grad_in = grad.new_zeros(batch, in_ch, height + 2 * pad, width + 2 * pad)
         for i in range(kh):
             for j in range(kw):
-                grad_in[:, :, i:i + oh, j:j + ow] += cols[:, :, i, j]
-        grad_in = grad_in[:, :, pad:pad + height, pad:pad + width]
+                grad_in[:, :, i : i + oh, j : j + ow] += cols[:, :, i, j]
+        grad_in = grad_in[:, :, pad : pad + height, pad : pad + width]
         return grad_in, None, None, None
 
 
@@ -91,8 +91,10 @@ class FastSTLPIPS:
         if not supports(model):
             raise ValueError("FastSTLPIPS needs the stlpips_pytorch shift-tolerant AlexNet LPIPS (v0.1)")
         if any(p.requires_grad for p in model.parameters()):
-            raise ValueError("FastSTLPIPS needs a frozen network (requires_grad_(False)): it returns no weight "
-                             "gradients")
+            raise ValueError(
+                "FastSTLPIPS needs a frozen network (requires_grad_(False)): it returns no weight "
+                "gradients"
+            )
         self.model = model
         self._cl_weights: dict[torch.device, dict[int, torch.Tensor]] = {}
 
@@ -102,7 +104,8 @@ class FastSTLPIPS:
         if device not in self._cl_weights:
             self._cl_weights[device] = {
                 id(m): m.weight.detach().to(device).contiguous(memory_format=torch.channels_last)
-                for m in self.model.net.modules() if isinstance(m, nn.Conv2d)
+                for m in self.model.net.modules()
+                if isinstance(m, nn.Conv2d)
             }
         return self._cl_weights[device]
 
@@ -119,8 +122,15 @@ class FastSTLPIPS:
                 elif module is trunk.slice1[0] and h.requires_grad and h.device.type == "cpu":
                     h = _FirstConv.apply(h, weights[id(module)], module.bias, module.padding[0])
                 else:
-                    h = F.conv2d(h, weights[id(module)], module.bias, module.stride, module.padding,
-                                 module.dilation, module.groups)
+                    h = F.conv2d(
+                        h,
+                        weights[id(module)],
+                        module.bias,
+                        module.stride,
+                        module.padding,
+                        module.dilation,
+                        module.groups,
+                    )
             feats.append(h)
         return [_unit_channels(f) for f in feats]
 

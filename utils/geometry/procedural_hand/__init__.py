@@ -59,6 +59,15 @@ from utils.geometry.procedural_hand.skeleton import (
 )
 
 __all__ = [
-    "FINGERTIP_VERTEX_IDS", "HandParams", "TARGET_NUM_VERTS", "WRIST_RING", "build_hand", "check_hand",
-    "find_self_intersections", "mirror_to_left", "render_preview", "winding_numbers", "write_hand",
+    "FINGERTIP_VERTEX_IDS",
+    "HandParams",
+    "TARGET_NUM_VERTS",
+    "WRIST_RING",
+    "build_hand",
+    "check_hand",
+    "find_self_intersections",
+    "mirror_to_left",
+    "render_preview",
+    "winding_numbers",
+    "write_hand",
 ]

@@ -73,8 +73,9 @@ def build_hand(side: str = "right") -> dict:
         "shapedirs": np.einsum("ij,vjk->vik", rot, shapedirs[order]),
         "posedirs": np.zeros((len(verts_b), 3, 135)),
         "J_regressor": scipy.sparse.csc_matrix(regressor[:, order]),
-        "kintree_table": np.stack([np.where(PARENTS < 0, 4294967295, PARENTS),
-                                   np.arange(16)]).astype(np.int64),
+        "kintree_table": np.stack([np.where(PARENTS < 0, 4294967295, PARENTS), np.arange(16)]).astype(
+            np.int64
+        ),
         "hands_mean": rotate_pose_vectors(hands_mean, rot),
         "hands_components": rotate_pose_vectors(components, rot),
         "hands_coeffs": coeffs,

@@ -15,7 +15,7 @@ def find_self_intersections(verts: np.ndarray, faces: np.ndarray, chunk: int = 1
     e1, e2 = verts[faces[:, 1]] - t0, verts[faces[:, 2]] - t0
     hits = []
     for start in range(0, len(edges), chunk):
-        ed = edges[start:start + chunk]
+        ed = edges[start : start + chunk]
         a = verts[ed[:, 0]][:, None]  # (n,1,3)
         d = verts[ed[:, 1]][:, None] - a
         p = np.cross(d, e2[None])
@@ -93,10 +93,15 @@ def check_hand(hand: dict) -> dict:
     hits, _ = find_self_intersections(v, f)
     inside = winding_numbers(v, f, hand["J"])
     summary = {
-        "num_verts": len(v), "num_faces": len(f), "num_edges": len(edges),
-        "euler": int(mesh.euler_number), "winding_consistent": bool(mesh.is_winding_consistent),
-        "max_faces_per_edge": int(counts.max()), "boundary_loops": [len(lp) for lp in loops],
-        "self_intersections": len(hits), "joints_inside": inside.round(2).tolist(),
+        "num_verts": len(v),
+        "num_faces": len(f),
+        "num_edges": len(edges),
+        "euler": int(mesh.euler_number),
+        "winding_consistent": bool(mesh.is_winding_consistent),
+        "max_faces_per_edge": int(counts.max()),
+        "boundary_loops": [len(lp) for lp in loops],
+        "self_intersections": len(hits),
+        "joints_inside": inside.round(2).tolist(),
         "bbox_m": (v.max(0) - v.min(0)).round(4).tolist(),
     }
     problems = []
@@ -113,8 +118,13 @@ def check_hand(hand: dict) -> dict:
     return summary
 
 
-def render_preview(verts: np.ndarray, faces: np.ndarray, path: str, size: int = 320,
-                   views=((0.0, 0.0), (180.0, 0.0), (0.0, -90.0), (-40.0, 25.0))) -> None:
+def render_preview(
+    verts: np.ndarray,
+    faces: np.ndarray,
+    path: str,
+    size: int = 320,
+    views=((0.0, 0.0), (180.0, 0.0), (0.0, -90.0), (-40.0, 25.0)),
+) -> None:
     """Save a shaded orthographic preview (several views side by side) as an image (needs cv2).
 
     ``views`` are (yaw, pitch) in degrees: yaw about the model's z axis, then pitch about the
@@ -140,7 +150,8 @@ def render_preview(verts: np.ndarray, faces: np.ndarray, path: str, size: int = 
         for fi in np.argsort(tri[:, :, 2].mean(1)):  # painter's algorithm, far to near
             shade = 60 + 180 * abs(normal[fi, 2])
             colour = (shade * 0.78, shade * 0.82, shade * 0.95) if normal[fi, 2] > 0 else (40, 40, 160)
-            cv2.fillConvexPoly(img, np.round(px[faces[fi]] * 16).astype(np.int32), colour,
-                               lineType=cv2.LINE_AA, shift=4)
+            cv2.fillConvexPoly(
+                img, np.round(px[faces[fi]] * 16).astype(np.int32), colour, lineType=cv2.LINE_AA, shift=4
+            )
         tiles.append(img)
     cv2.imwrite(path, np.concatenate(tiles, axis=1))

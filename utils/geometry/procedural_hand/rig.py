@@ -37,6 +37,7 @@ def _spine_coordinates(verts: np.ndarray, dig: dict):
 
 def _chain_weights(s: np.ndarray, cum: np.ndarray, base_half_width: float, joint_half_width: float):
     """Weights (V,4) of (root, bone 1, bone 2, bone 3) along one digit, smooth across joints."""
+
     def step(centre, half):
         return smoothstep((s - centre + half) / (2.0 * half))
 
@@ -62,7 +63,7 @@ def skinning_weights(surface: dict, scale: float) -> np.ndarray:
         weights[np.ix_(mine, joints)] = chain[mine, 1:]
         # Palm skin near a digit base follows the digit's first bone (knuckles, thenar eminence).
         reach = (0.022 if is_thumb else 0.010) * scale
-        affinity = np.exp(-(r / reach) ** 2) * palm
+        affinity = np.exp(-((r / reach) ** 2)) * palm
         weights[:, list(joints)] += affinity[:, None] * chain[:, 1:]
         palm_digit_total += affinity * (1.0 - chain[:, 0])
     over = np.maximum(palm_digit_total, 1.0)
@@ -135,8 +136,13 @@ def _flexion_axes(digits: dict) -> np.ndarray:
 
 
 # Mildly curled rest pose: flexion (rad) of the three joints of each digit.
-MEAN_FLEXION = {"index": (0.10, 0.22, 0.12), "middle": (0.14, 0.26, 0.14), "ring": (0.18, 0.28, 0.15),
-                "pinky": (0.22, 0.30, 0.16), "thumb": (0.08, 0.10, 0.18)}
+MEAN_FLEXION = {
+    "index": (0.10, 0.22, 0.12),
+    "middle": (0.14, 0.26, 0.14),
+    "ring": (0.18, 0.28, 0.15),
+    "pinky": (0.22, 0.30, 0.16),
+    "thumb": (0.08, 0.10, 0.18),
+}
 
 
 def pose_space(digits: dict, num_samples: int = 1554):

@@ -159,8 +159,7 @@ def build_surface(p: HandParams, topology: dict | None = None) -> dict:
 
     # --- webs between neighbouring digits: chains shared by the palmar and dorsal passes -----
     webs = []
-    web_counts = {("pinky", "ring"): 1, ("ring", "middle"): 1, ("middle", "index"): 1,
-                  ("index", "thumb"): 4}
+    web_counts = {("pinky", "ring"): 1, ("ring", "middle"): 1, ("middle", "index"): 1, ("index", "thumb"): 4}
     for a_name, b_name in zip(DIGITS[:-1], DIGITS[1:], strict=True):
         xa = mb.verts[base_rings[a_name][half]]  # radial side of the ulnar digit
         xb = mb.verts[base_rings[b_name][0]]  # ulnar side of the radial digit
@@ -181,13 +180,13 @@ def build_surface(p: HandParams, topology: dict | None = None) -> dict:
     # --- loop P around the palm's distal end (positions, with repeated vertices) -------------
     palmar, dorsal = [], []
     for k, name in enumerate(DIGITS):  # ulnar -> radial over the palm side
-        palmar += base_rings[name][0:half + 1]
+        palmar += base_rings[name][0 : half + 1]
         if k < len(webs):
             palmar += webs[k]
     for k in range(len(DIGITS) - 1, -1, -1):  # radial -> ulnar over the back of the hand
         ring = base_rings[DIGITS[k]]
         if k == len(DIGITS) - 1:
-            dorsal += ring[half + 1:] + [ring[0]]
+            dorsal += ring[half + 1 :] + [ring[0]]
         elif k > 0:
             dorsal += ring[half:] + [ring[0]]
         else:
@@ -203,7 +202,7 @@ def build_surface(p: HandParams, topology: dict | None = None) -> dict:
     tau_p = np.empty(len(loop_p))
     pal_len = seglen[:n_pal].sum()
     dor_len = seglen[n_pal:].sum()
-    tau_p[:n_pal] = 0.5 * np.concatenate([[0.0], np.cumsum(seglen[:n_pal - 1])]) / pal_len
+    tau_p[:n_pal] = 0.5 * np.concatenate([[0.0], np.cumsum(seglen[: n_pal - 1])]) / pal_len
     tau_p[n_pal:] = 0.5 + 0.5 * np.concatenate([[0.0], np.cumsum(seglen[n_pal:-1])]) / dor_len
 
     def loop_at(tau):
@@ -223,16 +222,19 @@ def build_surface(p: HandParams, topology: dict | None = None) -> dict:
     tau_thumb = float(np.mean(tau_p[thumb_pos]))
     # tau spans of the first web space (index - thumb) on the palmar and dorsal passes
     web_pos = [k for k, i in enumerate(loop_p) if i in webs[-1]]
-    web_spans = [(tau_p[min(web_pos[:len(webs[-1])])] - 0.04, tau_p[max(web_pos[:len(webs[-1])])] + 0.04),
-                 (tau_p[min(web_pos[len(webs[-1]):])] - 0.04, tau_p[max(web_pos[len(webs[-1]):])] + 0.04)]
+    web_spans = [
+        (tau_p[min(web_pos[: len(webs[-1])])] - 0.04, tau_p[max(web_pos[: len(webs[-1])])] + 0.04),
+        (tau_p[min(web_pos[len(webs[-1]) :])] - 0.04, tau_p[max(web_pos[len(webs[-1]) :])] + 0.04),
+    ]
     thumb_all = [k for k, i in enumerate(loop_p) if i in base_rings["thumb"]]
     tau_thumb_lo, tau_thumb_hi = float(tau_p[min(thumb_all)]), float(tau_p[max(thumb_all)])
 
     def thumb_weight(tau):
         """1 on the part of the palm that ends at the thumb base, 0 elsewhere, smooth in between."""
         margin = 0.06
-        return (smoothstep((tau - tau_thumb_lo + margin) / margin)
-                * smoothstep((tau_thumb_hi + margin - tau) / margin))
+        return smoothstep((tau - tau_thumb_lo + margin) / margin) * smoothstep(
+            (tau_thumb_hi + margin - tau) / margin
+        )
 
     def section_at(t, tau):
         """Point of the smooth palm section at palm parameter t and angle 2 pi tau
@@ -245,8 +247,14 @@ def build_surface(p: HandParams, topology: dict | None = None) -> dict:
         ang = 2.0 * np.pi * tau
         c, s = np.cos(ang), -np.sin(ang)
         ex = 2.0 / 3.0  # superellipse exponent: a rounded rectangle
-        return np.stack([cx + a * np.sign(c) * np.abs(c) ** ex, np.zeros_like(tau),
-                         cz + b * np.sign(s) * np.abs(s) ** ex], axis=-1)
+        return np.stack(
+            [
+                cx + a * np.sign(c) * np.abs(c) ** ex,
+                np.zeros_like(tau),
+                cz + b * np.sign(s) * np.abs(s) ** ex,
+            ],
+            axis=-1,
+        )
 
     # --- palm rings, from the wrist (t = 0) to just below the loop P (t < 1) -------------------
     prev_ring = prev_tau = None
@@ -267,7 +275,7 @@ def build_surface(p: HandParams, topology: dict | None = None) -> dict:
         ang = 2.0 * np.pi * tau
         outward = np.stack([np.cos(ang), np.zeros_like(tau), -np.sin(ang)], axis=-1)
         dtau = (tau - tau_thumb + 0.5) % 1.0 - 0.5
-        thenar = 0.010 * np.exp(-(dtau / 0.09) ** 2)
+        thenar = 0.010 * np.exp(-((dtau / 0.09) ** 2))
         palmar_side = np.clip(np.sin(ang), 0, None)
         bulge = (0.002 + 0.003 * palmar_side + thenar) * np.sin(np.pi * t) * p.palm_thickness
         x = x + bulge[:, None] * outward
@@ -297,6 +305,15 @@ def build_surface(p: HandParams, topology: dict | None = None) -> dict:
     keep[palm_rings[0]] = True  # the open wrist boundary stays as designed
     verts = taubin(verts, adjacency, TAUBIN_STEPS, keep)
     verts = verts * p.scale
-    return {"verts": verts, "faces": faces, "part": np.array(mb.part), "relax": relax,
-            "tips": tips, "wrist_ring": palm_rings[0], "palm_rings": palm_rings, "digits": digits,
-            "num_loop_p": len(loop_p), "webs": webs}
+    return {
+        "verts": verts,
+        "faces": faces,
+        "part": np.array(mb.part),
+        "relax": relax,
+        "tips": tips,
+        "wrist_ring": palm_rings[0],
+        "palm_rings": palm_rings,
+        "digits": digits,
+        "num_loop_p": len(loop_p),
+        "webs": webs,
+    }
