@@ -23,5 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q tests
 
+# The linter (rules in pyproject.toml) and the formatter's check; .ci/run runs both before the tests.
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
