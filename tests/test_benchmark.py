@@ -718,3 +718,25 @@ def test_stage2_key_ignores_the_superseded_config_checkpoint(bench, tmp_path):
     (tmp_path / "default_giif.pth").write_bytes(b"another checkpoint")
     after = bench.job_key(args, cmd, 0, {})
     assert before == after and "giif_model" not in after["inputs"] and "model_path" in after["inputs"]
+
+
+def test_committed_cpu_runs_are_found_by_the_current_configs(bench, monkeypatch, tmp_path):
+    """The CPU tables' runs, keyed from today's configs and entry scripts, are all in the committed run store:
+    a new config key that chooses how a run computes rather than what (e.g. ``train.perceptual_impl``) must be
+    normalised away (``runstore.MACHINE_KEYS``), or every stored run would be orphaned and re-run."""
+    stored = json.loads(next((REPO / "benchmarks" / "runs" / "cpu" / "srhand").rglob("*.json")).read_text())
+    monkeypatch.setattr(
+        runstore, "data_settings", lambda root: stored["key"]["data"]
+    )  # the stored runs' data
+    args = bench.parse_args(["--scale", "cpu", "--work", str(tmp_path), "--data", str(tmp_path / "data")])
+    store = runstore.RunStore(REPO / "benchmarks" / "runs")
+    sr, sr_keys, refs = bench.sr_plan(args, tmp_path)
+    missing = [
+        f"sr/{j[0]} seed {j[1]}" for j, k in zip(sr, sr_keys, strict=True) if store.get("sr", j[0], k) is None
+    ]
+    for table in ("srhand", "ablation", "noise"):
+        jobs = bench.srhand_jobs(args, tmp_path, bench.TABLES[table][0], check_models=False)
+        for key, seed, _, cmd in jobs:
+            if store.get("srhand", key, runner.job_key(args, cmd, seed, refs)) is None:
+                missing.append(f"{table}/{key} seed {seed}")
+    assert not missing, f"not found in benchmarks/runs/cpu: {missing}"

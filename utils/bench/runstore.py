@@ -6,7 +6,7 @@ machine, from another checkout path or another ``--work`` folder has the same ke
 
 * ``entry``:  the entry script (``main.py``, ``main_giif.py``, ``main_disc.py``);
 * ``config``: the resolved config after the ``--set`` overrides (:func:`normalise_config` drops
-  paths, run names and logging cadence, see :data:`MACHINE_KEYS`);
+  paths, run names, logging cadence and choices between equal computations, see :data:`MACHINE_KEYS`);
 * ``inputs``: the checkpoints the run starts from, each as ``run:<key hash>`` of the benchmark run
   that produced it (``file:<sha256>`` for a checkpoint from elsewhere);
 * ``seed``, ``scale`` (``cpu``/``medium``/``paper``);
@@ -35,7 +35,8 @@ from pathlib import Path
 
 KEY_VERSION = 1  # bump when the key's definition changes (every stored entry then misses)
 
-# Config keys that say where things are or how often to log, not what is computed.
+# Config keys that say where things are, how often to log or which equal computation runs, not what is
+# computed.
 MACHINE_KEYS = (
     "exp_name",
     "out_root",
@@ -53,6 +54,10 @@ MACHINE_KEYS = (
     "eval.max_vis_frames",
     "eval.max_vis_views",
     "rules",
+    # how a result is computed, not what: each choice gives the same values (tests/test_fastpaths.py)
+    "train.perceptual_impl",
+    "finetune.masked_decode",
+    "finetune.feature_cache_mib",
 )
 # Generator settings that are paths (normalised to their base name).
 DATA_PATH_KEYS = ("mano_dir", "hand_model")
