@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -343,18 +344,79 @@ class CaptureSequence:
         return torch.from_numpy(verts), torch.from_numpy(gt["faces"].astype(np.int64))
 
     def summary(self) -> str:
-        """One paragraph: sizes and what was skipped or flagged."""
+        """One paragraph: sizes and what was skipped or flagged (cameras grouped by reason)."""
         lines = [
             f"{self.name}: {self.hand_side} hand, {self.num_frames} frames x {self.num_views} views, "
             f"images {self.cameras.image_size[1]}x{self.cameras.image_size[0]} (WxH)"
         ]
         for reason, frames in self.report["skipped_frames"].items():
-            lines.append(f"  skipped {len(frames)} frame(s): {reason}")
+            lines.append(f"  skipped {len(frames)} frame(s): {reason}: {_few(frames)}")
+        by_reason: dict[str, list] = {}
         for cam, reason in self.report["dropped_cameras"].items():
-            lines.append(f"  dropped camera {cam}: {reason}")
-        if self.report["black_images"]:
-            lines.append(f"  {len(self.report['black_images'])} all-black image(s) seen so far")
+            by_reason.setdefault(reason, []).append(cam)
+        for reason, cams in by_reason.items():
+            lines.append(f"  left out {len(cams)} camera(s): {reason}: {_few(cams)}")
+        black = self.report["black_images"]
+        if black:
+            lines.append(
+                f"  {len(black)} all-black image(s) read so far (frame, camera): {_few([tuple(b) for b in black])}"
+            )
         return "\n".join(lines)
+
+    def data_report(self) -> dict:
+        """What the reader left out or flagged, as plain data (``metrics.json``): ``skipped_frames`` (reason ->
+        frame ids), ``dropped_cameras`` (camera -> reason), ``black_images`` ([frame id, camera] read so far),
+        and the reader's ``notes`` and ``mano_fit`` when it has them."""
+        report = {
+            "sequence": self.name,
+            "frames": [int(f) for f in self.frame_ids],
+            "cameras": self.camera_names,
+            "skipped_frames": {k: [int(f) for f in v] for k, v in self.report["skipped_frames"].items()},
+            "dropped_cameras": dict(self.report["dropped_cameras"]),
+            "black_images": [[int(f), str(c)] for f, c in self.report["black_images"]],
+        }
+        for key in ("notes", "mano_fit"):
+            if self.report.get(key):
+                report[key] = self.report[key]
+        return report
+
+
+def _few(items: list, limit: int = 8) -> str:
+    """``items`` for a log line: the first ``limit`` and how many more."""
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def check_hand_model_for_data(model_path: str, data_root, allow_procedural: bool, key: str = "data") -> None:
+    """Refuse the shipped procedural stand-in hand (NOT MANO) on captures that are not this project's synthetic
+    ones, unless ``allow_procedural``: their MANO annotations are MANO's, so a run on the stand-in would fit,
+    crop and mask with the wrong hand.
+
+    Raises:
+        InputError: naming ``<key>.mano_dir``, ``$SRHAND_MANO_DIR`` and ``<key>.allow_procedural_hand``.
+    """
+    from utils.geometry.mano import is_procedural_hand
+
+    if allow_procedural or not is_procedural_hand(model_path):
+        return
+    if (Path(os.fspath(data_root)) / "synthetic_meta.json").is_file():
+        return  # the synthetic captures are made with (and annotated for) the procedural hand
+    raise InputError(
+        f"{key}.data_path = {os.fspath(data_root)!r} is not synthetic (no synthetic_meta.json), but the hand "
+        f"model is the shipped procedural stand-in ({model_path}), not MANO: its annotations are MANO "
+        f"parameters. Set {key}.mano_dir (or $SRHAND_MANO_DIR) to the folder of MANO_RIGHT.pkl / MANO_LEFT.pkl, "
+        f"or {key}.allow_procedural_hand = true to run on the stand-in anyway"
+    )
+
+
+def describe_hand_model(model) -> str:
+    """``"<kind> <path>"`` of a loaded hand model, for the log: MANO-format, or the procedural stand-in."""
+    kind = (
+        "procedural stand-in hand (NOT MANO)"
+        if getattr(model, "is_procedural", False)
+        else "MANO-format hand"
+    )
+    return f"{kind} {getattr(model, 'source_path', '') or '<in memory>'}"
 
 
 def hand_joints(seq: CaptureSequence) -> torch.Tensor:

@@ -245,6 +245,23 @@ def select_cameras(available, cameras=None, color_only: bool = True, drop=DROP_C
     return usable
 
 
+def cameras_left_out(available, chosen, cameras=None, color_only: bool = True, drop=DROP_CAMERAS) -> dict:
+    """``{camera: why}`` for each camera folder of ``available`` that :func:`select_cameras` did not choose:
+    on the drop list, not a colour camera (grey), or beyond the requested count."""
+    if cameras is not None and not isinstance(cameras, (int, np.integer)):
+        return {}  # an explicit list leaves out only what it does not name
+    drop = set(drop or ())
+    out = {}
+    for name in sorted(set(available) - set(chosen)):
+        if name in drop:
+            out[name] = "on the drop list"
+        elif color_only and not name.startswith(COLOR_CAMERA_PREFIX):
+            out[name] = "not a colour camera (grey)"
+        else:
+            out[name] = f"beyond the first {int(cameras)} usable cameras"
+    return out
+
+
 def select_frames(frame_ids, num_frames=None, mode: str = "strided") -> list:
     """Pick frames from a sorted list.
 
@@ -365,15 +382,18 @@ def read_interhand_sequence(
     capture = capture_dirname(capture)
     name = f"{split}/{capture}/{seq_name}"
     seq_root = sequence_dir(data_path, split, capture, seq_name)
-    names = select_cameras(
-        list_cameras(data_path, split, capture, seq_name), cameras, color_only, drop_cameras
-    )
+    available = list_cameras(data_path, split, capture, seq_name)
+    names = select_cameras(available, cameras, color_only, drop_cameras)
     if not names:
         raise InputError(f"{seq_root}: no usable camera folder (colour cameras minus the drop list)")
 
     # Frames on disk, per camera.
     frames_per_cam = {n: list_frames(os.path.join(seq_root, n)) for n in names}
-    report = {"skipped_frames": {}, "dropped_cameras": {}, "black_images": []}
+    report = {
+        "skipped_frames": {},
+        "dropped_cameras": cameras_left_out(available, names, cameras, color_only, drop_cameras),
+        "black_images": [],
+    }
     for n in list(names):
         if not frames_per_cam[n]:
             if isinstance(cameras, (list, tuple)):

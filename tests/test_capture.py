@@ -168,3 +168,22 @@ def test_perturb_mano_is_per_frame_deterministic_and_measured(tmp_path):
     assert torch.allclose(mpjpe_mm(hand_joints(moved), joints).float(), expected, atol=1e-3)
     with pytest.raises(ValueError, match="pose_std must be >= 0"):
         perturb_mano(seq, pose_std=-1.0)
+
+
+def test_procedural_hand_on_real_data_needs_the_config_key(tmp_path):
+    """The shipped procedural stand-in hand (NOT MANO) runs on this project's synthetic captures; on any other
+    capture it is refused unless ``data.allow_procedural_hand``, and a MANO file is always accepted."""
+    from datasets.capture import check_hand_model_for_data
+    from utils.errors import InputError
+    from utils.geometry.mano import default_hand_model_path
+
+    procedural = default_hand_model_path("right")
+    real, synthetic = tmp_path / "interhand", tmp_path / "synthetic"
+    real.mkdir()
+    synthetic.mkdir()
+    (synthetic / "synthetic_meta.json").write_text("{}")
+    with pytest.raises(InputError, match=r"data.mano_dir .*\$SRHAND_MANO_DIR.*data.allow_procedural_hand = true"):
+        check_hand_model_for_data(procedural, real, allow_procedural=False)
+    check_hand_model_for_data(procedural, real, allow_procedural=True)
+    check_hand_model_for_data(procedural, synthetic, allow_procedural=False)
+    check_hand_model_for_data(str(tmp_path / "MANO_RIGHT.pkl"), real, allow_procedural=False)

@@ -73,7 +73,7 @@ def test_cameras_frames_and_report(capture):
     assert skipped["not fully lit (light pattern 1, 5 lights)"] == [2, 4, 8]
     assert skipped["not fully lit (light pattern 2, 5 lights)"] == [1, 5, 7]
     text = seq.summary()
-    assert "dropped camera cam400003: no segmentation_fgbg zip" in text and "skipped 3 frame(s)" in text
+    assert "left out 1 camera(s): no segmentation_fgbg zip: cam400003" in text and "skipped 3 frame(s)" in text
     with pytest.raises(
         ValueError, match=r"no usable train frame.*'segmentation missing in some selected camera': 1"
     ):
@@ -437,6 +437,7 @@ def test_main_runs_on_the_fixture(capture, tmp_path):
         "data.lr_size": 8,
         "data.normal_size": 32,
         "data.goliath.keypoint_order": "interhand",
+        "data.allow_procedural_hand": "true",  # the fixture's hands are the procedural stand-in's
         "model.subdivision_levels": 1,
         "model.lbs_width": 16,
         "model.lbs_depth": 2,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datasets.capture import check_hand_model_for_data, describe_hand_model
 from trainers import losses as L
 from trainers.sr_eval import bicubic_upsample, normal_to_rgb
 from trainers.srhand.bundle import build_avatar, check_hand_model, hand_model_for, load_giif
@@ -193,6 +194,10 @@ def load_fitted_avatar(
     if record.hand_side != ctx.settings.data.hand:
         raise SRHandInputError(f"{path} is a {record.hand_side} hand, data.hand = {ctx.settings.data.hand!r}")
     hand_model = hand_model_for(ctx, record.hand_side)
+    ctx.log.info("hand model: %s", describe_hand_model(hand_model))
+    check_hand_model_for_data(
+        hand_model.source_path, ctx.settings.data.data_path, ctx.settings.data.allow_procedural_hand
+    )
     avatar = build_avatar(ckpt["model"], hand_model).to(ctx.device).eval()
     avatar_args = ckpt["model"]["args"]
     check_hand_model(avatar, hand_model, torch.tensor(avatar_args["mean_shape"]), str(path))
@@ -328,6 +333,7 @@ def evaluate(
     avatar = fitted.avatar.eval()
     batch = max(1, e.batch_size)
     records: list[dict] = []
+    skipped: list[list] = []  # [frame id, camera] of the black views, left out of every metric
     colours = defaultdict(list)
     visibility = []
     p2p, p2p_mano = {}, {}  # frame id -> {symmetric, pred_to_gt, gt_to_pred} in mm
@@ -345,6 +351,7 @@ def evaluate(
                 key: v.to(ctx.device) for key, v in sample_frame(seq, fi, views, dconf, with_raw=True).items()
             }
             size = tuple(s["hr"].shape[-2:])
+            black = s["is_black"].cpu()
             cams = Cameras(K=s["K"], R=s["R"], t=s["t"], image_size=size, names=[cameras[v] for v in views])
             out = avatar.render(
                 geo["verts_posed"], geo["albedo"], cams, [sh_index[v] for v in views], renderer=ctx.renderer
@@ -361,6 +368,9 @@ def evaluate(
             )
             bic_rows = _sr_metrics(bicubic, s["hr"], mask, perceptual, perc_key)
             for b, v in enumerate(views):
+                if black[b]:
+                    skipped.append([int(frame_id), cameras[v]])
+                    continue
                 rec = {
                     "frame_id": frame_id,
                     "camera": cameras[v],
@@ -371,29 +381,29 @@ def evaluate(
                 if sr_rows is not None:
                     rec["sr"] = sr_rows[b]
                 records.append(rec)
-            visible = out["visible"]
+            visible = out["visible"] & ~black[:, None].to(out["visible"].device)  # black views: no colours
             visibility.append(visible.cpu())
             for name, images in (("sr", sr), ("gt_hr", s["hr"]), ("bicubic", bicubic)):
                 colours[name].append(sample_at_pixels(images, out["uv_pix"]).cpu())
-            if fi < vis_frames:
+            if fi < vis_frames and not bool(black.all()):
                 albedo_img = ctx.renderer.interpolate(
                     geo["albedo"][None].expand(len(views), -1, -1), out["rast"], avatar.faces
                 ).permute(0, 3, 1, 2)
                 lr_up = F.interpolate(s["lr"], size=size, mode="nearest")
-                panel_rows.append(
-                    {
-                        "lr": lr_up,
-                        "sr": sr,
-                        "render": render,
-                        "shading": out["shading_only"],
-                        "normal": normal_to_rgb(out["normal"]),
-                        "albedo": albedo_img,
-                        "gt": s["hr"],
-                        "uv": out["uv_pix"],
-                        "visible": visible,
-                        "rast": out["rast"],
-                    }
-                )
+                keep = (~black).nonzero()[:, 0].to(ctx.device)
+                row = {
+                    "lr": lr_up,
+                    "sr": sr,
+                    "render": render,
+                    "shading": out["shading_only"],
+                    "normal": normal_to_rgb(out["normal"]),
+                    "albedo": albedo_img,
+                    "gt": s["hr"],
+                    "uv": out["uv_pix"],
+                    "visible": visible,
+                    "rast": out["rast"],
+                }
+                panel_rows.append({key: value.index_select(0, keep) for key, value in row.items()})
             if k == 0 and save_vis:
                 gif_frames.append(
                     make_grid(
@@ -421,6 +431,17 @@ def evaluate(
             _write_panel(ctx, avatar, panel_rows, frame_id, make_grid, write_image)
     if gif_frames:
         save_gif(ctx.run_dir / "vis" / f"{cameras[0]}.gif", gif_frames, fps=e.gif_fps)
+    if skipped:
+        ctx.log.warning(
+            "%d black view(s) left out of the evaluation (frame, camera): %s",
+            len(skipped),
+            ", ".join(f"({f}, {c})" for f, c in skipped),
+        )
+    if not records:
+        raise SRHandInputError(
+            f"every evaluated view is black ({len(skipped)} views of frames {frames}): choose other frames "
+            "(eval.frames, eval.num_frames) or cameras (eval.cameras)"
+        )
 
     window = e.inconsistency_window or None
     vis_all = torch.cat(visibility)
@@ -452,6 +473,10 @@ def evaluate(
     report["paper_protocol"] = paper_protocol(
         report, p2p, p2p_mano, incon_windowed, min(REFERENCE_WINDOW, len(frames))
     )
+    report["data"] = {
+        "fit": fitted.record.data_report,
+        "eval": {**seq.data_report(), "views_left_out": skipped},
+    }
     report["eval_cpu_seconds"] = time.process_time() - cpu_start
     return report
 

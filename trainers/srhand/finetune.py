@@ -127,8 +127,9 @@ def target_unconfidence(
     count = torch.zeros_like(total)
     values = []
     for f in frames:
-        uv, vis = vertex_projection(ctx, models, data, f, list(range(data.num_views)))
-        _, var, n = L.vertex_color_stats(sr[f].float(), uv, vis)
+        views = data.usable_views(f, range(data.num_views))
+        uv, vis = vertex_projection(ctx, models, data, f, views)
+        _, var, n = L.vertex_color_stats(sr[f, views].float(), uv, vis)
         seen = n >= 2
         if seen.any():
             values.append(float(var[seen].mean()))
@@ -162,8 +163,9 @@ def finetune_round(
     batch, inner = max(1, fconf.batch_size), fconf.inner_epochs
     weights = dict(fconf.weights)
     vis_frame = frames[0]
+    vis_views = data.usable_views(vis_frame, views)[:batch]
     before = target_unconfidence(ctx, models, data, targets.current)
-    sr_before = targets.current[vis_frame, views[:batch]].float()
+    sr_before = targets.current[vis_frame, vis_views].float()
     ctx.log.info(
         "epoch %d: GIIF fine-tuning round %d (%d inner epochs x %d frames x %d views), "
         "unconfidence (mean per-vertex variance of the SR targets) %.6f",
@@ -183,7 +185,8 @@ def finetune_round(
         var_cnt = torch.zeros_like(var_sum)
         epoch_terms = defaultdict(list)
         for f in frames:
-            for k in range(0, len(views), batch):
+            frame_views = data.usable_views(f, views)  # black views are not fine-tuned on
+            for k in range(0, len(frame_views), batch):
                 terms, var, count = finetune_step(
                     ctx,
                     models,
@@ -192,7 +195,7 @@ def finetune_round(
                     state,
                     cache,
                     f,
-                    views[k : k + batch],
+                    frame_views[k : k + batch],
                     weights,
                     prev_mean,
                     prev_count,
@@ -248,7 +251,7 @@ def finetune_round(
         inner_vars[0],
         inner_vars[-1],
         vis_frame,
-        views[:batch],
+        vis_views,
         sr_before,
     )
     return record

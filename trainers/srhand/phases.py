@@ -88,7 +88,7 @@ def run_prephase(
         if stop_requested(ctx.settings, state):
             return False
         i = state.epoch + 1
-        views = random_views(keyed_generator(ctx.seed, state.phase, i), data.num_views)
+        views = random_views(keyed_generator(ctx.seed, state.phase, i), data.num_views, usable=data.usable[0])
         for k in range(0, len(views), batch):
             terms = prephase_step(ctx, models, data, targets, state, views[k : k + batch], i, epochs)
         _end_epoch(ctx, state, i, epochs, bar, save, total=f"{float(terms['total'].detach()):.4f}")
@@ -209,7 +209,7 @@ def run_joint_phase(
         frames = torch.randperm(data.num_frames, generator=gen).tolist()
         totals = []
         for f in frames:
-            views = random_views(gen, data.num_views, t.views_per_frame)
+            views = random_views(gen, data.num_views, t.views_per_frame, usable=data.usable[f])
             for k in range(0, len(views), batch):
                 terms = train_step(ctx, models, data, targets, state, f, views[k : k + batch], weights)
                 totals.append(float(terms["total"].detach()))

@@ -44,6 +44,8 @@ class SequenceData:
         K: ``(F, V, 3, 3)`` cropped intrinsics (pixels of the H x W crop). R: ``(V, 3, 3)``. t: ``(V, 3)``.
         pose: ``(F, 48)``. shape: ``(F, 10)``. trans: ``(F, 3)`` metres.
         size: ``(H, W)``.
+        usable: ``(F, V)`` bool on the CPU: the views whose image is not all black (InterHand2.6M has frames
+            that are black in some views). Only usable views are fitted, fine-tuned on and given SR targets.
     """
 
     frame_ids: list
@@ -59,6 +61,7 @@ class SequenceData:
     shape: torch.Tensor
     trans: torch.Tensor
     size: tuple
+    usable: torch.Tensor
 
     @property
     def num_frames(self) -> int:
@@ -79,6 +82,10 @@ class SequenceData:
             names=[self.camera_names[v] for v in views],
         )
 
+    def usable_views(self, frame: int, views: Sequence[int]) -> list[int]:
+        """``views`` without those whose image of ``frame`` is black, in their order."""
+        return [v for v in views if bool(self.usable[frame, v])]
+
     def get(self, key: str, frame: int, views: Sequence[int]) -> torch.Tensor:
         """``key`` in (hr, mask, normal, lr) for ``views`` of ``frame``: float32 ``(B, C, H, W)``."""
         return getattr(self, key)[frame, list(views)].float()
@@ -96,8 +103,8 @@ def sample_frame(seq, frame: int, views: Sequence[int], data: DataSettings, with
     """Crop ``views`` of ``frame`` (``CaptureSequence.sample``) and stack them.
 
     Returns float32 CPU tensors: ``hr (B,3,H,W)`` (MANO-masked), ``mask (B,1,H,W)``, ``normal
-    (B,3,Hn,Wn)``, ``K (B,3,3)``, ``R``, ``t``, ``lr (B,3,h,w)`` and with ``with_raw`` the unmasked crop
-    ``raw``.
+    (B,3,Hn,Wn)``, ``K (B,3,3)``, ``R``, ``t``, ``lr (B,3,h,w)``, ``is_black (B,)`` bool (the raw image is
+    all black) and with ``with_raw`` the unmasked crop ``raw``.
     """
     samples = [
         seq.sample(
@@ -121,6 +128,7 @@ def sample_frame(seq, frame: int, views: Sequence[int], data: DataSettings, with
         "R": torch.stack([s["R"] for s in samples]),
         "t": torch.stack([s["t"] for s in samples]),
         "lr": degrade(hr, size=data.lr_size, mode=data.degradation),
+        "is_black": torch.tensor([bool(s["is_black"]) for s in samples]),
     }
     if with_raw:
         out["raw"] = raw
@@ -129,8 +137,16 @@ def sample_frame(seq, frame: int, views: Sequence[int], data: DataSettings, with
 
 def prepare_sequence(
     seq, data: DataSettings, device: torch.device, dtype: torch.dtype, progress=None
-) -> SequenceData:
-    """Crop every (frame, view) of ``seq`` once and keep the tensors on ``device`` (see :class:`SequenceData`)."""
+) -> tuple[SequenceData, dict]:
+    """Crop every (frame, view) of ``seq`` once and keep the tensors on ``device`` (see :class:`SequenceData`).
+
+    A frame with fewer than ``data.min_views`` usable (not black) views is left out.
+
+    Returns:
+        The tensors of the frames kept, and ``{frame id: why it was left out}``.
+    Raises:
+        SRHandInputError: no frame has ``data.min_views`` usable views.
+    """
     frames = range(seq.num_frames)
     views = list(range(seq.num_views))
     parts = defaultdict(list)
@@ -138,27 +154,55 @@ def prepare_sequence(
         s = sample_frame(seq, f, views, data)
         for key, value in s.items():
             parts[key].append(value)
+    usable = ~torch.stack(parts["is_black"])  # (F, V)
+    keep, dropped = [], {}
+    for f, count in enumerate(usable.sum(1).tolist()):
+        if count >= data.min_views:
+            keep.append(f)
+            continue
+        black = [seq.camera_names[v] for v in views if not usable[f, v]]
+        dropped[int(seq.frame_ids[f])] = (
+            f"{count} usable view(s) of {len(views)}, fewer than data.min_views = {data.min_views} "
+            f"(black images in {', '.join(black)})"
+        )
+    if not keep:
+        raise SRHandInputError(
+            f"{seq.name}: no fitting frame has data.min_views = {data.min_views} usable (not all-black) views: "
+            f"{dropped}; choose other frames (data.frame_ids) or cameras (data.cameras), or lower data.min_views"
+        )
+    index = torch.tensor(keep)
+
+    def stacked(key: str) -> torch.Tensor:
+        return torch.stack(parts[key])[index]
+
     size = data.hr_size
-    return SequenceData(
-        frame_ids=list(seq.frame_ids),
+    prepared = SequenceData(
+        frame_ids=[seq.frame_ids[f] for f in keep],
         camera_names=list(seq.camera_names),
-        hr=torch.stack(parts["hr"]).to(device, dtype),
-        mask=torch.stack(parts["mask"]).to(device).bool(),
-        normal=torch.stack(parts["normal"]).to(device, dtype),
-        lr=torch.stack(parts["lr"]).to(device),
-        K=torch.stack(parts["K"]).to(device),
+        hr=stacked("hr").to(device, dtype),
+        mask=stacked("mask").to(device).bool(),
+        normal=stacked("normal").to(device, dtype),
+        lr=stacked("lr").to(device),
+        K=stacked("K").to(device),
         R=parts["R"][0].to(device),
         t=parts["t"][0].to(device),
-        pose=seq.mano_pose.to(device),
-        shape=seq.mano_shape.to(device),
-        trans=seq.mano_trans.to(device),
+        pose=seq.mano_pose[index].to(device),
+        shape=seq.mano_shape[index].to(device),
+        trans=seq.mano_trans[index].to(device),
         size=(size, size),
+        usable=usable[index],
     )
+    return prepared, dropped
 
 
-def random_views(gen: torch.Generator, num_views: int, count: int | None = None) -> list[int]:
-    """A random order of the ``num_views`` views drawn from ``gen``, cut to ``count`` (None or < 0: all)."""
+def random_views(
+    gen: torch.Generator, num_views: int, count: int | None = None, usable: torch.Tensor | None = None
+) -> list[int]:
+    """A random order of the ``num_views`` views drawn from ``gen``, without those ``usable (num_views,)``
+    marks False, cut to ``count`` (None or < 0: all). The draw does not depend on ``usable``."""
     perm = torch.randperm(num_views, generator=gen).tolist()
+    if usable is not None:
+        perm = [v for v in perm if bool(usable[v])]
     return perm if count is None or count < 0 else perm[:count]
 
 
@@ -266,27 +310,52 @@ def mano_noise_report(
 
 @dataclass(frozen=True, slots=True)
 class FitData:
-    """The frames and views a run fits: the capture read, its prepared tensors, its MANO noise.
+    """The frames and views a run fits: the capture read, its prepared tensors, its MANO noise, its report.
 
     Attributes:
-        seq: the ``CaptureSequence`` of the fitting frames and cameras (MANO noise applied).
-        tensors: its crops, LR inputs, masks, normal maps and cameras on the device (:class:`SequenceData`).
+        seq: the ``CaptureSequence`` of the fitting frames and cameras as read (MANO noise applied).
+        tensors: the crops, LR inputs, masks, normal maps and cameras of the frames kept, on the device
+            (:class:`SequenceData`; ``tensors.usable`` marks the views that are not black).
         noise_mpjpe: frame id -> MPJPE (mm) of the perturbed MANO parameters (empty without noise).
+        report: what the reader and the preparation left out or flagged (``metrics.json`` -> ``data.fit``):
+            the reader's report (:meth:`datasets.capture.CaptureSequence.data_report`), the hand model, and
+            ``frames_left_out`` (frame id -> why: too few usable views).
     """
 
     seq: object
     tensors: SequenceData
     noise_mpjpe: dict
+    report: dict
+
+
+def hand_model_report(model) -> dict:
+    """The hand model a run uses, for the log and ``metrics.json``."""
+    return {
+        "path": str(getattr(model, "source_path", "")),
+        "procedural": bool(getattr(model, "is_procedural", False)),
+    }
 
 
 def load_fit_data(ctx: RunContext) -> FitData:
-    """Read the fitting frames and views of ``data.*`` and crop them (logs what it read)."""
+    """Read the fitting frames and views of ``data.*`` and crop them; logs the hand model and, once the images
+    are read, what the reader left out (cameras, frames) and the black views, which are not fitted.
+
+    Raises:
+        InputError: the procedural stand-in hand on data that is not this project's synthetic captures
+            (unless ``data.allow_procedural_hand``); fewer cameras than ``data.num_views``; no frame with
+            ``data.min_views`` usable views.
+    """
+    from datasets.capture import check_hand_model_for_data, describe_hand_model
+
     d = ctx.settings.data
     cameras = [str(c) for c in d.cameras] or d.num_views
     frame_ids = [int(f) for f in d.frame_ids] or None
     seq, mpjpe = read_capture(
         ctx, cameras, frame_ids=frame_ids, num_frames=None if frame_ids else d.num_frames
     )
+    hand_model = seq.hand_model()
+    ctx.log.info("hand model: %s", describe_hand_model(hand_model))
+    check_hand_model_for_data(hand_model.source_path, d.data_path, d.allow_procedural_hand)
     if isinstance(cameras, int) and seq.num_views < cameras:
         raise SRHandInputError(
             f"data.num_views = {cameras} but {seq.name} has only {seq.num_views} usable "
@@ -296,10 +365,20 @@ def load_fit_data(ctx: RunContext) -> FitData:
         ctx.log.warning(
             "data.num_frames = %d but %s has only %d usable frames", d.num_frames, seq.name, seq.num_frames
         )
-    ctx.log.info("%s", seq.summary())
     start = time.time()
     dtype = storage_dtype(d.storage, ctx.device)
-    tensors = prepare_sequence(seq, d, ctx.device, dtype, progress=ctx.log.progress)
+    tensors, left_out = prepare_sequence(seq, d, ctx.device, dtype, progress=ctx.log.progress)
+    ctx.log.info("%s", seq.summary())  # after the images are read: the black ones are known now
+    report = {**seq.data_report(), "hand_model": hand_model_report(hand_model)}
+    if left_out:
+        report["frames_left_out"] = {str(f): why for f, why in left_out.items()}
+        for f, why in left_out.items():
+            ctx.log.warning("frame %d left out of the fit: %s", f, why)
+    black = [(int(f), c) for f, c in seq.report["black_images"] if int(f) not in left_out]
+    if black:
+        ctx.log.warning(
+            "%d black view(s) not fitted (frame, camera): %s", len(black), ", ".join(map(str, black))
+        )
     ctx.log.info(
         "fitting data: %d frames x %d views at %dx%d (LR %d, x%g), stored as %s, %.1f s",
         tensors.num_frames,
@@ -310,4 +389,4 @@ def load_fit_data(ctx: RunContext) -> FitData:
         str(dtype).replace("torch.", ""),
         time.time() - start,
     )
-    return FitData(seq=seq, tensors=tensors, noise_mpjpe=mpjpe)
+    return FitData(seq=seq, tensors=tensors, noise_mpjpe=mpjpe, report=report)

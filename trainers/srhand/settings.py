@@ -64,6 +64,8 @@ class DataSettings:
     crop_ratio: float
     mano_dir: str
     storage: str
+    min_views: int
+    allow_procedural_hand: bool
     mano_noise: MANONoiseSettings
 
 

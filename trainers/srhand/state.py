@@ -170,6 +170,9 @@ class FitRecord:
         camera_centres: ``(V, 3)`` world centres (metres) of the fitting cameras.
         hr_size, lr_size: the crop and LR sides (pixels). degradation: HR -> LR.
         mano_noise: ``data.mano_noise`` as recorded (``{}`` without noise).
+        data_report: what the reader and the preparation left out or flagged (cameras, frames, black
+            views, the hand model; :class:`trainers.srhand.sequence.FitData`), None in checkpoints written
+            before it was recorded.
     """
 
     sr_source: str
@@ -183,6 +186,7 @@ class FitRecord:
     lr_size: int
     degradation: str
     mano_noise: dict
+    data_report: dict | None = None
 
     @classmethod
     def of_fit(cls, settings: SRHandSettings, fit: FitData, hand_model) -> FitRecord:
@@ -200,6 +204,7 @@ class FitRecord:
             lr_size=settings.data.lr_size,
             degradation=settings.data.degradation,
             mano_noise=settings.data.mano_noise.record(),
+            data_report=fit.report,
         )
 
     @classmethod
@@ -218,6 +223,7 @@ class FitRecord:
             lr_size=fit["lr_size"],
             degradation=fit["degradation"],
             mano_noise=fit.get("mano_noise", {}),
+            data_report=fit.get("data_report"),
         )
 
     def provenance(self) -> dict:
@@ -234,6 +240,7 @@ class FitRecord:
                 "lr_size": self.lr_size,
                 "degradation": self.degradation,
                 "mano_noise": self.mano_noise,
+                **({"data_report": self.data_report} if self.data_report is not None else {}),
             },
         }
 

@@ -55,17 +55,19 @@ def sr_batch(
 
 @torch.no_grad()
 def generate_sr(giif, source: str, data: SequenceData, batch: int, chunk: int) -> torch.Tensor:
-    """SR targets of every (frame, view) of ``data``: ``(F, V, 3, H, W)`` in its storage dtype.
+    """SR targets of every usable (frame, view) of ``data``: ``(F, V, 3, H, W)`` in its storage dtype, 0 for the
+    views that are not usable (black images: never fitted).
 
     ``batch`` views are decoded at once (``eval.batch_size``); ``giif`` is put in eval mode.
     """
-    out = torch.empty_like(data.hr)
+    out = torch.zeros_like(data.hr)
     if giif is not None:
         giif.eval()
     batch = max(1, batch)
     for f in range(data.num_frames):
-        for k in range(0, data.num_views, batch):
-            views = list(range(k, min(k + batch, data.num_views)))
+        usable = data.usable_views(f, range(data.num_views))
+        for k in range(0, len(usable), batch):
+            views = usable[k : k + batch]
             sr = sr_batch(
                 giif,
                 source,
