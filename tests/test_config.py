@@ -161,9 +161,9 @@ def test_cli_flags_per_stage():
     args = build_parser("srhand").parse_args(
         ["--conf", "c.conf", "--r", "--implicit_path", "g.pth", "--eval"]
     )
-    assert args.r and args.eval and args.implicit_path == "g.pth" and args.device == "auto"
+    assert args.resume and args.eval and args.implicit_path == "g.pth" and args.device == "auto"
     with pytest.raises(SystemExit):
-        build_parser("giif").parse_args(["--conf", "c.conf", "--r"])  # --r is srhand's flag
+        build_parser("giif").parse_args(["--conf", "c.conf", "--mod", "x"])  # no abbreviations
     with pytest.raises(SystemExit):
         build_parser("giif").parse_args(["--eval"])  # --conf is required
     with pytest.raises(SystemExit):

@@ -193,7 +193,7 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
 
 
 def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | None:
-    """``main.py`` (stage ``srhand``): train (``--r`` resumes the run folder), then evaluate; or ``--eval``
+    """``main.py`` (stage ``srhand``): train (``--r`` / ``--resume`` resume the run folder), then evaluate; or ``--eval``
     of ``--model_path FOLDER`` (``--implicit_path`` overrides its fine-tuned GIIF)."""
     from trainers.srhand import SRHandTrainer
     from utils import dist
@@ -209,13 +209,13 @@ def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | No
             return trainer.evaluate_saved(
                 args.model_path or run_dir, args.implicit_path, save_vis=args.save_vis
             )
-        if not args.r and latest_checkpoint(run_dir) is not None:
+        if not args.resume and latest_checkpoint(run_dir) is not None:
             logger.warning(
                 "%s already holds a checkpoint: starting a new run over it (pass --r to resume)", run_dir
             )
         fit = trainer.build_data()
         check_data_counts(conf, fit.seq)
-        trainer.build_models(resume=args.r, implicit_path=args.implicit_path)
+        trainer.build_models(resume=args.resume, implicit_path=args.implicit_path)
         trainer.train()
         if trainer.state.phase == "done" and conf.get_bool("eval.after_training"):
             return trainer.evaluate_trained(save_vis=args.save_vis)
