@@ -1,8 +1,11 @@
-"""The entry scripts' command lines (issue 22's rough edges): both resume spellings, valid ``--set`` examples."""
+"""The entry scripts' command lines (issue 22's rough edges): both resume spellings, valid ``--set`` examples,
+``--help`` without heavy imports."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,8 @@ from utils.config import ConfigError, _leaf_paths, load_config, load_schema, par
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"giif": "main_giif.py", "disc": "main_disc.py", "srhand": "main.py"}
+# Imported by a run, never needed to answer --help.
+HEAVY = ("torch", "numpy", "scipy", "pyhocon", "cv2", "trimesh", "smplx", "PIL", "imageio", "tensorboard")
 SET_EXAMPLE = re.compile(r"--set[ =]([A-Za-z_][A-Za-z0-9_.]*)=")
 PLACEHOLDERS = {"KEY", "key", "a.b.c", "a.b"}
 
@@ -69,3 +74,19 @@ def test_set_examples_of_error_messages_are_schema_keys(tmp_path):
             if key not in PLACEHOLDERS and key not in union:
                 bad.append(f"{path.relative_to(REPO)}: --set {key}=")
     assert not bad, bad
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_help_imports_nothing_heavy(stage):
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", SCRIPTS[stage], "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage:")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
+    assert not heavy, f"{SCRIPTS[stage]} --help imports {heavy[:10]}"

@@ -8,6 +8,8 @@ a plain ``ValueError``, ``KeyError`` or ``OSError`` included, is a bug and keeps
 Every invocation locks its run folder (``utils.run_lock``) before it writes anything there: a second
 process on the same folder stops with the holder's pid; the lock of a killed run is taken over with a
 warning, and the temporary files its interrupted atomic writes left are removed then.
+
+The command line is parsed before anything heavy is imported: ``--help`` answers without torch.
 """
 
 from __future__ import annotations
@@ -57,8 +59,18 @@ class RunSetup:
     lock: RunLock
 
 
-def setup(stage: str, description: str, argv: Sequence[str] | None = None) -> RunSetup:
-    """Parse the CLI, load and validate the config, initialise devices/DDP, the run folder and logger.
+def parse_args(stage: str, description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The entry script's command line (``utils.cli.build_parser``); ``--help`` exits here."""
+    return build_parser(stage, description).parse_args(argv)
+
+
+def setup(stage: str, args: argparse.Namespace, argv: Sequence[str] | None = None) -> RunSetup:
+    """Load and validate the config, initialise devices/DDP, the run folder and logger.
+
+    Args:
+        stage: ``giif``, ``disc`` or ``srhand``.
+        args: the parsed command line (:func:`parse_args`).
+        argv: the command line recorded in ``command.txt`` (default: ``sys.argv``).
 
     Returns:
         the :class:`RunSetup`; the caller ends the run with ``close_run(run)``, which releases its lock.
@@ -68,7 +80,6 @@ def setup(stage: str, description: str, argv: Sequence[str] | None = None) -> Ru
     from utils import dist
     from utils.run_logging import RunLogger
 
-    args = build_parser(stage, description).parse_args(argv)
     conf = load_config(args.conf, args.overrides, schema=stage)
     seed = conf.get_int("seed") if args.seed is None else args.seed
     info = dist.init_distributed(resolve_device(args.device))
@@ -152,16 +163,18 @@ def main_guard(body: Callable[[], object]) -> int:
         print("(set SRHAND_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
     finally:
-        dist.cleanup()
+        if "torch.distributed" in sys.modules:  # else no process group exists (e.g. after --help)
+            dist.cleanup()
 
 
 def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None) -> dict | None:
     """``main_giif.py`` (stage ``giif``) and ``main_disc.py`` (stage ``disc``): train, or ``--eval``."""
+    args = parse_args(stage, description, argv)  # before the imports below: --help needs no torch
     from trainers.disc_trainer import DiscTrainer
     from trainers.giif_trainer import GiifTrainer
 
-    run = setup(stage, description, argv)
-    args, conf, run_dir = run.args, run.conf, run.run_dir
+    run = setup(stage, args, argv)
+    conf, run_dir = run.conf, run.run_dir
     trainer = (DiscTrainer if stage == "disc" else GiifTrainer)(
         conf, run_dir, run.device, run.logger, seed=run.seed
     )
@@ -193,14 +206,15 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
 
 
 def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | None:
-    """``main.py`` (stage ``srhand``): train (``--r`` / ``--resume`` resume the run folder), then evaluate; or ``--eval``
-    of ``--model_path FOLDER`` (``--implicit_path`` overrides its fine-tuned GIIF)."""
+    """``main.py`` (stage ``srhand``): train (``--r`` / ``--resume`` resumes the run folder), then evaluate; or
+    ``--eval`` of ``--model_path FOLDER`` (``--implicit_path`` overrides its fine-tuned GIIF)."""
+    args = parse_args("srhand", description, argv)  # before the imports below: --help needs no torch
     from trainers.srhand import SRHandTrainer
     from utils import dist
     from utils.checkpoint import latest_checkpoint
 
-    run = setup("srhand", description, argv)
-    args, conf, run_dir, logger = run.args, run.conf, run.run_dir, run.logger
+    run = setup("srhand", args, argv)
+    conf, run_dir, logger = run.conf, run.run_dir, run.logger
     try:
         if dist.world_size() > 1:
             raise InputError("main.py fits one sequence on one device: launch it without torchrun")
