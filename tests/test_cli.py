@@ -1,8 +1,10 @@
 """The entry scripts' command lines (issue 22's rough edges): both resume spellings, valid ``--set`` examples,
-``--help`` without heavy imports."""
+``--help`` without heavy imports, no run folder for a run that cannot start, messages that name the
+environment variable feeding a key."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from trainers.run import main_guard, run_sr_stage, run_srhand
 from utils.cli import STAGES, build_parser
 from utils.config import ConfigError, _leaf_paths, load_config, load_schema, parse_override
 
@@ -63,7 +66,8 @@ def test_set_examples_of_error_messages_are_schema_keys(tmp_path):
         keys = [k for k in SET_EXAMPLE.findall(text) if k not in PLACEHOLDERS]
         assert keys, text
         assert all(k in every_schema for k in keys), text
-    # Literal examples in the code's messages (an f-string example is checked through a run that prints it).
+    # Literal examples in the code's messages (f-string examples are checked through the runs above and
+    # in test_missing_data_path_names_the_variable_that_feeds_it).
     union = set.union(*(schema_keys(stage) for stage in STAGES))
     sources = [REPO / name for name in SCRIPTS.values()]
     for package in ("trainers", "utils", "datasets", "models"):
@@ -90,3 +94,93 @@ def test_help_imports_nothing_heavy(stage):
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
     assert not heavy, f"{SCRIPTS[stage]} --help imports {heavy[:10]}"
+
+
+# ---------------------------------------------------------------------------- no run folder for a bad start
+
+
+def conf_file(tmp_path: Path, data_path: Path | str, extra: str = "") -> Path:
+    path = tmp_path / "run.conf"
+    path.write_text(
+        f"exp_name = never\nout_root = {json.dumps(str(tmp_path / 'runs'))}\nuse_tensorboard = false\n"
+        f"data {{ data_path = {json.dumps(str(data_path))} }}\n{extra}"
+    )
+    return path
+
+
+def giif(*argv) -> int:
+    return main_guard(lambda: run_sr_stage("giif", "giif", [*map(str, argv), "--device", "cpu"]))
+
+
+def disc(*argv) -> int:
+    return main_guard(lambda: run_sr_stage("disc", "disc", [*map(str, argv), "--device", "cpu"]))
+
+
+def srhand(*argv) -> int:
+    return main_guard(lambda: run_srhand("main.py", [*map(str, argv), "--device", "cpu"]))
+
+
+def test_missing_data_path_leaves_no_run_folder(tmp_path, capsys):
+    conf = conf_file(tmp_path, tmp_path / "no_data")
+    for run in (giif, disc, srhand):
+        assert run("--conf", conf, "--out", tmp_path / "out") == 2
+        err = capsys.readouterr().err
+        assert "data.data_path" in err and "no_data" in err and "is not a folder" in err
+        assert run("--conf", conf) == 2  # the folder named by the config
+        capsys.readouterr()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_missing_checkpoints_leave_no_run_folder(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    conf = conf_file(tmp_path, tmp_path / "data")
+    out = tmp_path / "out"
+    missing = tmp_path / "missing.pth"
+    cases = [
+        (giif, ["--model_path", missing], "--model_path"),
+        (giif, ["--eval"], "giif.pth"),
+        (giif, ["--r"], "nothing to resume"),
+        (disc, [], "main_disc.py starts from a stage-1 GIIF"),
+        (disc, ["--model_path", missing], "--model_path"),
+        (disc, ["--set", f"giif_model={missing}"], "giif_model"),
+        (srhand, ["--implicit_path", missing], "--implicit_path"),
+        (srhand, ["--eval", "--model_path", tmp_path / "no_run"], "model.pth"),
+        (srhand, ["--resume"], "nothing to resume"),
+        (srhand, ["--set", f"giif_model={missing}"], "giif_model"),
+        (srhand, ["--set", "sr_source=giif"], "needs a GIIF checkpoint"),
+    ]
+    for run, argv, expected in cases:
+        assert run("--conf", conf, "--out", out, *argv) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err, (argv, err)
+        assert not out.exists(), argv
+    assert not (tmp_path / "no_run").exists()
+
+
+# ---------------------------------------------------------------------------- messages name the variable
+
+
+def test_missing_data_path_names_the_variable_that_feeds_it(tmp_path, monkeypatch, capsys):
+    var = "SRHAND_TEST_CLI_DATA"
+    conf = tmp_path / "env.conf"
+    conf.write_text(
+        f"exp_name = x\nout_root = {json.dumps(str(tmp_path / 'runs'))}\n"
+        f"data {{\n  data_path = {json.dumps(str(tmp_path / 'default'))}\n  data_path = ${{?{var}}}\n}}\n"
+    )
+    monkeypatch.delenv(var, raising=False)
+    assert giif("--conf", conf) == 2
+    err = capsys.readouterr().err
+    assert f"${var} is not set" in err and "default" in err
+    assert f"${var} or --set data.data_path=PATH" in err
+
+    monkeypatch.setenv(var, str(tmp_path / "from_env"))
+    assert srhand("--conf", conf) == 2
+    err = capsys.readouterr().err
+    assert "from_env" in err and f"${var}, read by {conf}" in err
+
+    assert giif("--conf", conf, "--set", f"data.data_path={tmp_path / 'from_set'}") == 2
+    err = capsys.readouterr().err
+    assert "from_set" in err and f"${var}" not in err and "--set data.data_path=PATH" in err
+    assert not (tmp_path / "runs").exists()
+    keys = {k for k in SET_EXAMPLE.findall(err) if k not in PLACEHOLDERS}
+    assert keys and keys <= schema_keys("giif") & schema_keys("srhand")

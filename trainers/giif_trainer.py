@@ -176,11 +176,10 @@ class GiifTrainer:
 
         data = self.conf.get_config("data")
         root = data.get_string("data_path")
-        if not Path(root).is_dir():
-            raise FileNotFoundError(
-                f"data.data_path = {root!r} is not a folder. Generate the synthetic captures with "
-                "`python scripts/make_synthetic.py` or point data.data_path (or $SRHAND_DATA) at InterHand2.6M."
-            )
+        if not Path(root).is_dir():  # trainers.run.check_inputs checks it first; this is for direct use
+            from trainers.run import missing_data_path_error
+
+            raise missing_data_path_error(self.conf)
         val = [str(c) for c in data.get_list("val_captures")] or interhand.list_captures(
             root, data.get_string("val_split")
         )
