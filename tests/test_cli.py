@@ -143,6 +143,7 @@ def test_missing_checkpoints_leave_no_run_folder(tmp_path, capsys):
         (disc, [], "main_disc.py starts from a stage-1 GIIF"),
         (disc, ["--model_path", missing], "--model_path"),
         (disc, ["--set", f"giif_model={missing}"], "giif_model"),
+        (disc, ["--eval", "--model_path", conf, "--model_path_disc", missing], "--model_path_disc"),
         (srhand, ["--implicit_path", missing], "--implicit_path"),
         (srhand, ["--eval", "--model_path", tmp_path / "no_run"], "model.pth"),
         (srhand, ["--resume"], "nothing to resume"),

@@ -522,9 +522,14 @@ class GiifTrainer:
         """The ``--eval`` command: the full table, written to ``metrics.json`` and the console."""
         report = self.evaluate(vis_dir=self.run_dir / "eval_vis" if save_vis else None)
         report["model"] = registry.model_spec(dist.unwrap(self.model))["name"]
+        report.update(self.extra_report())
         if dist.is_main():
             path = self.run_dir / "metrics.json"
             path.write_text(json.dumps(report, indent=2))
             self.log.info("SR evaluation (%s):\n%s", report["model"], format_sr_table(report))
             self.log.info("metrics written to %s", path)
         return report
+
+    def extra_report(self) -> dict:
+        """Entries a subclass adds to ``metrics.json`` (the discriminator stage: its diagnostics)."""
+        return {}

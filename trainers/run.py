@@ -321,6 +321,8 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
         if args.eval:
             trainer.build_data(train=False)
             trainer.build_model(args.model_path or str(run_dir / "giif.pth"))
+            if stage == "disc" and args.model_path_disc:
+                trainer.load_eval_disc(args.model_path_disc)
             return trainer.run_eval(save_vis=args.save_vis)
         trainer.build_data(train=True)
         model_path = args.model_path

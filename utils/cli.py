@@ -13,8 +13,8 @@ flag                   giif    disc    srhand  meaning
 ``--eval`` *           yes     yes     yes     evaluate instead of training
 ``--model_path`` *     yes     yes     yes     giif/disc: GIIF checkpoint to start from or to
                                                evaluate; srhand: the experiment folder
-``--model_path_disc`` *        yes             discriminator checkpoint to start from (training
-                                               only: refused with ``--eval``)
+``--model_path_disc`` *        yes             discriminator checkpoint to start from; with
+                                               ``--eval``, the one evaluated beside GIIF
 ``--resume``, ``--r``  yes     yes     yes     resume the run folder from its last checkpoint;
                                                one flag, two spellings (``--r`` * is the
                                                authors' stage-3 flag)
@@ -88,7 +88,8 @@ def build_parser(stage: str, description: str | None = None) -> argparse.Argumen
             parser.add_argument(
                 "--model_path_disc",
                 default=None,
-                help="discriminator checkpoint to initialise from (training only; --eval evaluates GIIF)",
+                help="discriminator checkpoint to initialise from; with --eval, a discriminator whose accuracy "
+                "on the validation subjects (ground truth vs GIIF's SR) is added to metrics.json",
             )
     # Both spellings in every script: the authors wrote --r for main.py and --resume for stages 1-2.
     where = "--out, else --model_path, else" if stage == "srhand" else "--out, else"
