@@ -30,6 +30,7 @@ from trainers.sr_eval import evaluate_sr, format_sr_table
 from utils import dist
 from utils.checkpoint import (
     CheckpointError,
+    atomic_write_text,
     build_model,
     check_arch_matches,
     checkpoint_dir,
@@ -476,7 +477,7 @@ class GiifTrainer:
             sums = [None] * dist.world_size()
             tdist.all_gather_object(sums, checksum)
         if dist.is_main():
-            (self.run_dir / "replica_checksums.json").write_text(json.dumps(sums))
+            atomic_write_text(self.run_dir / "replica_checksums.json", json.dumps(sums))
         if max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
             raise RuntimeError(f"DDP replicas diverged: parameter checksums {sums}")
         self.log.info("replica check: %d replica(s) hold identical weights", len(sums))
@@ -525,7 +526,7 @@ class GiifTrainer:
         report.update(self.extra_report())
         if dist.is_main():
             path = self.run_dir / "metrics.json"
-            path.write_text(json.dumps(report, indent=2))
+            atomic_write_text(path, json.dumps(report, indent=2))
             self.log.info("SR evaluation (%s):\n%s", report["model"], format_sr_table(report))
             self.log.info("metrics written to %s", path)
         return report

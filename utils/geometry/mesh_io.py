@@ -2,8 +2,9 @@
 
 Vertices are written as given (metres in this project), faces as (F, 3) 0-based indices (OBJ stores
 them 1-based). Colours are (V, 3) RGB floats in [0, 1]: OBJ writes them as the common
-``v x y z r g b`` extension, PLY as ``uchar red/green/blue``. Files are written to a temporary name
-and renamed, so an interrupted run never leaves a half-written mesh; parent folders are created.
+``v x y z r g b`` extension, PLY as ``uchar red/green/blue``. Files are written by ``utils.checkpoint.atomic_write`` (a temporary file
+renamed over the destination), so an interrupted run never leaves a half-written mesh, and the clean-up of
+a crashed run finds its temporary file; parent folders are created.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import numpy as np
 import torch
 
+from utils.checkpoint import atomic_write_bytes
 from utils.errors import InputError
 
 __all__ = ["save_obj", "load_obj", "save_ply", "load_ply"]
@@ -44,16 +46,6 @@ def _prepare(verts, faces, colors):
     return verts, faces, colors
 
 
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def save_obj(path: str | os.PathLike, verts, faces, colors=None) -> None:
     """Write a triangle mesh as Wavefront OBJ.
 
@@ -72,7 +64,7 @@ def save_obj(path: str | os.PathLike, verts, faces, colors=None) -> None:
             for (x, y, z), (r, g, b) in zip(verts, colors, strict=True)
         ]
     lines += [f"f {a} {b} {c}" for a, b, c in faces + 1]
-    _atomic_write(path, ("\n".join(lines) + "\n").encode("ascii"))
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("ascii"))
 
 
 def load_obj(path: str | os.PathLike):
@@ -146,7 +138,7 @@ def save_ply(path: str | os.PathLike, verts, faces, colors=None, binary: bool = 
         fdata = np.empty(len(faces), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
         fdata["n"] = 3
         fdata["idx"] = faces
-        _atomic_write(path, head + vdata.tobytes() + fdata.tobytes())
+        atomic_write_bytes(path, head + vdata.tobytes() + fdata.tobytes())
         return
     lines = []
     for k, (x, y, z) in enumerate(verts.astype(np.float32)):
@@ -155,7 +147,7 @@ def save_ply(path: str | os.PathLike, verts, faces, colors=None, binary: bool = 
             row += " {} {} {}".format(*rgb[k])
         lines.append(row)
     lines += [f"3 {a} {b} {c}" for a, b, c in faces]
-    _atomic_write(path, head + ("\n".join(lines) + "\n").encode("ascii"))
+    atomic_write_bytes(path, head + ("\n".join(lines) + "\n").encode("ascii"))
 
 
 _PLY_TYPES = {
