@@ -28,8 +28,6 @@ STREAMS = {
     ("scripts/demo.py", "stage"): "a stage's stdout streamed to its log",
     ("scripts/sweep_disc.py", "one_run"): "a training run's stdout streamed to its log",
     ("utils/bench/runner.py", "run"): "a benchmark step's stdout streamed to its log",
-    # Not a stream: a scratch copy in a private temporary folder for the PLY reader (until it reads bytes).
-    ("datasets/goliath_files.py", "read_ply_bytes"): "a scratch file in a private temporary folder",
 }
 SAVERS = {  # callable -> index of the argument naming where it writes
     "np.save": 0,
