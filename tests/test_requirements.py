@@ -1,5 +1,5 @@
-"""What the project installs (issue 22): run requirements apart from the test/lint tools, and the Makefile
-targets that install each."""
+"""What the project installs (issue 22): run requirements apart from the test/lint tools, the trimesh pin the
+code needs, and the Makefile targets that install each."""
 
 from __future__ import annotations
 
@@ -28,6 +28,16 @@ def test_test_and_lint_tools_are_dev_requirements_only():
     run, dev = requirements("requirements.txt"), requirements("requirements-dev.txt")
     assert "pytest" not in run and "ruff" not in run
     assert "pytest" in dev and dev["ruff"].startswith("==")
+
+
+def test_trimesh_is_pinned_to_the_version_the_code_was_written_for():
+    import trimesh
+
+    pin = requirements("requirements.txt")["trimesh"]
+    written_for = re.search(r"written for trimesh (\d+\.\d+)", (REPO / "utils/geometry/mesh.py").read_text())
+    assert pin.startswith("==") and written_for, pin
+    assert pin[2:].startswith(written_for.group(1) + ".")
+    assert trimesh.__version__ == pin[2:]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
