@@ -185,3 +185,18 @@ def test_missing_data_path_names_the_variable_that_feeds_it(tmp_path, monkeypatc
     assert not (tmp_path / "runs").exists()
     keys = {k for k in SET_EXAMPLE.findall(err) if k not in PLACEHOLDERS}
     assert keys and keys <= schema_keys("giif") & schema_keys("srhand")
+
+
+def test_a_folder_without_the_interhand_layout_names_where_data_path_came_from(tmp_path, monkeypatch, capsys):
+    var = "SRHAND_TEST_CLI_DATA"
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv(var, str(tmp_path / "empty"))
+    conf = tmp_path / "env.conf"
+    conf.write_text(
+        f"exp_name = x\nout_root = {json.dumps(str(tmp_path / 'runs'))}\ndata.data_path = ${{?{var}}}\n"
+    )
+    assert giif("--conf", conf) == 2
+    err = capsys.readouterr().err
+    assert (
+        "not an InterHand2.6M-layout folder" in err and f"${var}, read by {conf}" in err and "images" in err
+    )

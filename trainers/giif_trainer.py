@@ -40,7 +40,8 @@ from utils.checkpoint import (
     model_entry,
     save_atomic,
 )
-from utils.config import ConfigError, conf_to_dict
+from utils.config import ConfigError, conf_to_dict, describe_origin
+from utils.errors import InputError
 from utils.image_io import make_grid, write_image
 from utils.metrics.image import PerceptualMetric
 from utils.metrics.perceptual import PerceptualLoss
@@ -181,14 +182,22 @@ class GiifTrainer:
             from trainers.run import missing_data_path_error
 
             raise missing_data_path_error(self.conf)
-        val = [str(c) for c in data.get_list("val_captures")] or interhand.list_captures(
-            root, data.get_string("val_split")
-        )
-        train = [str(c) for c in data.get_list("train_captures")]
-        if not train:
-            train = interhand.list_captures(root, data.get_string("train_split"))
-            if data.get_string("train_split") == data.get_string("val_split"):
-                train = [c for c in train if c not in set(val)]
+        try:
+            val = [str(c) for c in data.get_list("val_captures")] or interhand.list_captures(
+                root, data.get_string("val_split")
+            )
+            train = [str(c) for c in data.get_list("train_captures")]
+            if not train:
+                train = interhand.list_captures(root, data.get_string("train_split"))
+                if data.get_string("train_split") == data.get_string("val_split"):
+                    train = [c for c in train if c not in set(val)]
+        except (
+            FileNotFoundError
+        ) as err:  # a folder, but not the InterHand2.6M layout: say where the path came from
+            raise InputError(
+                f"data.data_path = {root!r} (from {describe_origin(self.conf, 'data.data_path')}) is not an "
+                f"InterHand2.6M-layout folder (images/<split>/Capture<N>/..., annotations/<split>/): {err}"
+            ) from None
         if data.get_string("train_split") == data.get_string("val_split"):
             overlap = sorted(set(map(str, train)) & set(map(str, val)))
             if overlap:
