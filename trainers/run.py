@@ -115,9 +115,8 @@ def check_inputs(stage: str, args: argparse.Namespace, conf, run_dir: Path) -> N
 
     Raises:
         InputError: ``data.data_path`` is not a folder (naming the environment variable that feeds it, if
-            any). CheckpointError: a named checkpoint is missing,
-            or ``--resume`` finds none. ConfigError: stage 3 needs a GIIF / discriminator checkpoint the
-            config does not name.
+            any). CheckpointError: a named checkpoint is missing, or ``--resume`` finds none. ConfigError:
+            stage 3 needs a GIIF / discriminator checkpoint the config does not name.
     """
     dataset = conf.get_string("data.dataset") if stage == "srhand" else "interhand"
     if not Path(conf.get_string("data.data_path")).is_dir():
