@@ -220,20 +220,12 @@ def uncorrect_colors(image: np.ndarray) -> np.ndarray:
 
 def read_ply_bytes(data: bytes, what: str) -> tuple[np.ndarray, np.ndarray]:
     """``verts (V, 3) float64`` and ``faces (F, 3) int64`` (``(0, 3)`` when the PLY has none) of PLY bytes."""
-    import tempfile
-
     from utils.geometry.mesh_io import load_ply
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "mesh.ply")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        try:
-            verts, faces, _ = load_ply(path)
-        except (ValueError, KeyError, IndexError) as err:
-            raise GoliathFormatError(
-                f"{what}: cannot read the PLY ({str(err).replace(path, 'file')})"
-            ) from None
+    try:
+        verts, faces, _ = load_ply(io.BytesIO(data), name=what)
+    except InputError as err:
+        raise GoliathFormatError(str(err)) from None
     return verts, faces
 
 

@@ -670,13 +670,11 @@ class InterHandWriter:
             "joint_3d": self.joints,
             "data": {"images": self.images, "annotations": self.annotations},
         }
+        from utils.checkpoint import atomic_write_text
+
         paths = []
         for kind, table in tables.items():
             path = annotation_path(self.root, self.split, kind)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(table, f)
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps(table))
             paths.append(path)
         return paths

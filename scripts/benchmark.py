@@ -70,6 +70,7 @@ from utils.bench.runner import (  # noqa: E402
     run,
     store_summary,
 )
+from utils.checkpoint import atomic_write_text  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 SR_SCALES = ("x4", "x8", "x12.8", "x16")
@@ -799,7 +800,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    results_path.write_text(json.dumps(results, indent=2))
+    atomic_write_text(results_path, json.dumps(results, indent=2))
     lines = [
         "# Benchmarks",
         "",
@@ -829,7 +830,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
         lines += markdown(entry["result"]) + [""]
     md_path = out / f"{args.results_stem}.md"
-    md_path.write_text("\n".join(lines))
+    atomic_write_text(md_path, "\n".join(lines))
     print(f"[benchmark] wrote {md_path} and {results_path}")
 
 

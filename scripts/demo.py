@@ -185,10 +185,9 @@ def write_report(out: Path, runs: dict[str, Path], timings: dict[str, float], to
             lines += [f"![unconfidence before/after a fine-tuning round]({os.path.relpath(path, out)})", ""]
         for path in sorted((runs["srhand"] / "vis").glob("*.gif"))[:1]:
             lines += [f"![held-out frames]({os.path.relpath(path, out)})", ""]
-    out.mkdir(parents=True, exist_ok=True)
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    return report
+    from utils.checkpoint import atomic_write_text
+
+    return atomic_write_text(out / "report.md", "\n".join(lines))
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainers.gpu_check import STAGES, CheckSettings, markdown_summary, run_check  # noqa: E402
+from utils.checkpoint import atomic_write_text  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -52,10 +53,9 @@ def main(argv=None) -> int:
     )
     result = run_check(settings)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2))
     summary = markdown_summary(result)
-    out.with_suffix(".md").write_text(summary)
+    atomic_write_text(out.with_suffix(".md"), summary)
     print(summary)
     print(
         f"[gpu_check] {'PASS' if result['passed'] else 'FAIL'}: {out.with_suffix('.json')}, {out.with_suffix('.md')}"

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scripts.benchmark import git_rev, machine  # noqa: E402
+from utils.checkpoint import atomic_write_text  # noqa: E402
 
 SCALES = ("x4", "x8", "x16")
 DIAG = ("d_acc_real", "d_acc_fake", "grad_ratio_adv_l1")
@@ -316,9 +317,8 @@ def main() -> None:
         "seeds": args.seeds,
     }
     out = REPO / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(markdown(result, meta))
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, **result}, indent=2))
+    atomic_write_text(out.with_suffix(".md"), markdown(result, meta))
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, **result}, indent=2))
     print(f"wrote {out.with_suffix('.md')}")
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from utils.config import ConfigError, conf_to_dict, load_config, parse_override, save_resolved
+from utils.config import ConfigError, conf_to_dict, env_source, load_config, parse_override, save_resolved
+
+REPO = Path(__file__).resolve().parents[1]
 
 SCHEMA = """
 # Tiny schema for the tests: every key with its default; null = required.
@@ -157,9 +161,9 @@ def test_cli_flags_per_stage():
     args = build_parser("srhand").parse_args(
         ["--conf", "c.conf", "--r", "--implicit_path", "g.pth", "--eval"]
     )
-    assert args.r and args.eval and args.implicit_path == "g.pth" and args.device == "auto"
+    assert args.resume and args.eval and args.implicit_path == "g.pth" and args.device == "auto"
     with pytest.raises(SystemExit):
-        build_parser("giif").parse_args(["--conf", "c.conf", "--r"])  # --r is srhand's flag
+        build_parser("giif").parse_args(["--conf", "c.conf", "--mod", "x"])  # no abbreviations
     with pytest.raises(SystemExit):
         build_parser("giif").parse_args(["--eval"])  # --conf is required
     with pytest.raises(SystemExit):
@@ -172,3 +176,50 @@ def test_conf_to_dict_missing_key(tmp_path, schema):
     conf = load_config(write(tmp_path / "u.conf", "exp_name = a\n"), schema=schema)
     with pytest.raises(ConfigError, match="model.nope"):
         conf_to_dict(conf, "model.nope")
+
+
+def test_env_source_follows_includes_later_lines_and_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("SRHAND_TEST_A", raising=False)
+    monkeypatch.setenv("SRHAND_TEST_B", "/b")
+    write(tmp_path / "base.conf", "data_path = ${?SRHAND_TEST_A}\n")
+    cfg = write(
+        tmp_path / "user.conf",
+        """
+        include "base.conf"
+        exp_name = ${?SRHAND_TEST_B}
+        exp_name = ${?SRHAND_TEST_B}"_run"
+        """,
+    )
+    schema = write(tmp_path / "schema.conf", "exp_name = null\ndata_path = fallback\n")
+    conf = load_config(cfg, schema=schema)
+    assert env_source(conf, "data_path") == "SRHAND_TEST_A"  # unset: the schema default holds the key
+    assert env_source(conf, "exp_name") == "SRHAND_TEST_B" and conf["exp_name"] == "/b_run"
+    assert env_source(load_config(cfg, ["data_path=/x"], schema=schema), "data_path") is None
+    assert env_source({"data_path": "/x"}, "data_path") is None  # not made by load_config
+    assert "SRHAND_TEST_A" not in os.environ  # the environment is restored
+
+
+@pytest.mark.parametrize(
+    ("path", "stage", "var"),
+    [
+        ("conf/synthetic/giif.conf", "giif", "SRHAND_SYNTHETIC"),
+        ("conf/synthetic/disc.conf", "disc", "SRHAND_SYNTHETIC"),
+        ("conf/synthetic/srhand.conf", "srhand", "SRHAND_SYNTHETIC"),
+        ("conf/giif_16_256_128.conf", "giif", "SRHAND_DATA"),
+        ("conf/ih_GIIF_16_256.conf", "srhand", "SRHAND_DATA"),
+        ("conf/goliath_GIIF_16_256.conf", "srhand", "GOLIATH_CAPTURE"),
+    ],
+)
+def test_env_source_of_the_repository_configs(path, stage, var, monkeypatch):
+    for name in ("SRHAND_SYNTHETIC", "SRHAND_DATA", "GOLIATH_CAPTURE"):
+        monkeypatch.delenv(name, raising=False)
+    overrides = ["data.data_path=/x", "exp_name=x"]
+    try:
+        conf = load_config(REPO / path, schema=stage)
+    except ConfigError as err:  # data_path is required there: the message names the variable
+        assert f"takes it from ${var}, which is not set" in str(err)
+        monkeypatch.setenv(var, "/somewhere")
+        conf = load_config(REPO / path, schema=stage)
+    assert env_source(conf, "data.data_path") == var
+    assert env_source(conf, "exp_name") is None
+    assert env_source(load_config(REPO / path, overrides, schema=stage), "data.data_path") is None

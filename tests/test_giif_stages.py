@@ -157,7 +157,11 @@ def test_disc_stage_and_eval(tmp_path, tiny_capture_root):
         )
         == 0
     )
-    assert (disc_dir / "metrics.json").is_file()
+    # --model_path_disc is used: the discriminator's accuracy on the validation subjects, per scale.
+    judged = json.loads((disc_dir / "metrics.json").read_text())["discriminator_eval"]
+    assert judged["checkpoint"] == str(disc_dir / "disc.pth") and judged["gan_mode"] == "bce"
+    assert set(judged["d_acc_fake"]) == {"x2", "x4", "x6.4"} and judged["num_images"] == 4
+    assert all(0.0 <= v <= 1.0 for v in [judged["d_acc_real"], *judged["d_acc_fake"].values()])
 
 
 def test_disc_diagnostics_logged_and_do_not_change_training(tmp_path, tiny_capture_root):
@@ -326,6 +330,10 @@ def test_seed_reaches_the_trainer_through_its_constructor(tmp_path, monkeypatch,
 
     monkeypatch.setattr(GiifTrainer, "build_data", build_data)
     conf = write_conf(tmp_path, tmp_path, extra="seed = 5")
-    assert run(stage, ["--conf", str(conf), "--device", "cpu", "--seed", "11"]) == 2
-    assert run(stage, ["--conf", str(conf), "--device", "cpu"]) == 2
+    start = []
+    if stage == "disc":  # stage 2 needs a stage-1 file before it starts (its content is read after the data)
+        (tmp_path / "giif.pth").touch()
+        start = ["--model_path", str(tmp_path / "giif.pth")]
+    assert run(stage, ["--conf", str(conf), "--device", "cpu", "--seed", "11", *start]) == 2
+    assert run(stage, ["--conf", str(conf), "--device", "cpu", *start]) == 2
     assert seen == [11, 5]

@@ -274,6 +274,97 @@ def test_ply_round_trip(tmp_path, binary):
     assert load_ply(path)[2] is None
 
 
+PLY_HEAD = """ply
+format {fmt} 1.0
+comment written by another tool
+element vertex 4
+property float x
+property float y
+property float z
+property uchar red
+property uchar green
+property uchar blue
+element face 2
+property list uchar int vertex_indices
+{face_props}end_header
+"""
+PLY_VERTS = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=np.float64)
+PLY_RGB = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [51, 102, 153]], dtype=np.uint8)
+PLY_FACES = np.array([[0, 1, 2], [0, 2, 3]])
+
+
+def _ply_with_face_properties(path, face_props: list[tuple[str, str, list[int]]], binary: bool) -> None:
+    """A 4-vertex, 2-triangle PLY with vertex colours and extra face properties ``(type, name, values)``."""
+    head = PLY_HEAD.format(
+        fmt="binary_little_endian" if binary else "ascii",
+        face_props="".join(f"property {t} {n}\n" for t, n, _ in face_props),
+    ).encode()
+    if not binary:
+        rows = [" ".join(map(str, [*v.astype(int), *c])) for v, c in zip(PLY_VERTS, PLY_RGB, strict=True)]
+        rows += [
+            " ".join(map(str, [3, *f, *(vals[i] for _, _, vals in face_props)]))
+            for i, f in enumerate(PLY_FACES)
+        ]
+        path.write_bytes(head + ("\n".join(rows) + "\n").encode())
+        return
+    vdata = np.empty(4, dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)])
+    vdata["xyz"], vdata["rgb"] = PLY_VERTS, PLY_RGB
+    types = {"uchar": "u1", "int": "<i4", "float": "<f4"}
+    fdata = np.empty(2, dtype=[("n", "u1"), ("idx", "<i4", 3)] + [(n, types[t]) for t, n, _ in face_props])
+    fdata["n"], fdata["idx"] = 3, PLY_FACES
+    for _, name, values in face_props:
+        fdata[name] = values
+    path.write_bytes(head + vdata.tobytes() + fdata.tobytes())
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize(
+    "face_props",
+    [
+        [("uchar", "flags", [7, 9])],  # a property after the index list
+        [
+            ("uchar", "red", [10, 20]),
+            ("uchar", "green", [30, 40]),
+            ("uchar", "blue", [50, 60]),
+        ],  # face colours
+        [("float", "quality", [0.5, 1.5]), ("int", "material", [3, 4])],
+    ],
+    ids=["flags", "face_colours", "quality_material"],
+)
+def test_ply_with_more_face_properties_keeps_vertex_colours(tmp_path, face_props, binary):
+    """The hand-written reader failed on these (issue 22); trimesh reads them."""
+    path = tmp_path / "other.ply"
+    _ply_with_face_properties(path, face_props, binary)
+    verts, faces, colors = load_ply(path)
+    np.testing.assert_array_equal(verts, PLY_VERTS)
+    np.testing.assert_array_equal(faces, PLY_FACES)
+    np.testing.assert_allclose(colors, PLY_RGB / 255.0)
+    assert verts.dtype == np.float64 and faces.dtype == np.int64
+
+
+def test_ply_reader_points_quads_bytes_and_errors(tmp_path):
+    import io
+
+    from utils.errors import InputError
+
+    points = b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nend_header\n0 0 0\n1 2 3\n"
+    verts, faces, colors = load_ply(io.BytesIO(points), name="scan.ply")
+    assert verts.shape == (2, 3) and faces.shape == (0, 3) and colors is None
+    quad = points.replace(b"element vertex 2", b"element vertex 4").replace(
+        b"end_header\n", b"element face 1\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    quad = quad.replace(b"1 2 3\n", b"1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n")
+    path = tmp_path / "quad.ply"
+    path.write_bytes(quad)
+    np.testing.assert_array_equal(load_ply(path)[1], [[0, 1, 2], [0, 2, 3]])
+    (tmp_path / "bad.ply").write_bytes(b"not a mesh")
+    with pytest.raises(InputError, match="bad.ply: cannot read the PLY file"):
+        load_ply(tmp_path / "bad.ply")
+    path.write_bytes(quad.replace(b"4 0 1 2 3", b"4 0 1 2 9"))
+    with pytest.raises(InputError, match="faces index vertices outside"):
+        load_ply(path)
+
+
 def test_mesh_io_rejects_bad_input(tmp_path):
     verts, faces, colors = _colored_hand()
     with pytest.raises(ValueError, match="colors"):

@@ -17,11 +17,15 @@ D's accuracy on real and on fake hand pixels (mean over the steps since the last
 the weighted adversarial term's gradient with respect to GIIF's output divided by the L1 term's
 (``torch.autograd.grad`` on the prediction, graph retained, no ``.grad`` touched, no random draw), to
 TensorBoard (``disc/*``) and, summarised, to ``metrics.json["discriminator"]``.
+
+``main_disc.py --eval --model_path_disc D`` also evaluates a discriminator on the validation subjects:
+the fraction of ground-truth hand pixels it calls real and, per evaluation scale, of GIIF's SR hand pixels
+it calls fake (``metrics.json["discriminator_eval"]``; the network is rebuilt from its checkpoint's own
+spec, like GIIF).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -61,10 +65,19 @@ def disc_accuracy(logits: torch.Tensor, mask: torch.Tensor, kind: str, mode: str
     Returns:
         scalar in [0, 1] (NaN when the mask is empty).
     """
+    correct, hand = disc_counts(logits, mask, kind, mode)
+    return correct / hand
+
+
+def disc_counts(
+    logits: torch.Tensor, mask: torch.Tensor, kind: str, mode: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(correct, hand)``: the hand pixels D classifies correctly and all hand pixels (float scalars); see
+    :func:`disc_accuracy`."""
     called_real = logits > (0.0 if mode == "bce" else 0.5)
     correct = called_real if kind == "real" else ~called_real
     hand = mask > 0.5
-    return (correct & hand).sum().float() / hand.sum().float()
+    return (correct & hand).sum().float(), hand.sum().float()
 
 
 def summarise_history(history: list[dict], max_points: int = 20) -> dict:
@@ -94,6 +107,10 @@ class DiscTrainer(GiifTrainer):
     """GIIF + discriminator. Shares data, logging, checkpoints and evaluation with ``GiifTrainer``."""
 
     stage = "disc"
+    # Set by load_eval_disc (--eval --model_path_disc): the discriminator judge_validation evaluates.
+    eval_disc: torch.nn.Module | None = None
+    eval_disc_mode: str = "bce"
+    eval_disc_path: str = ""
 
     def build_disc(self, model_path_disc: str | None = None) -> None:
         spec = model_spec_from_conf(self.conf, "model_disc")
@@ -207,22 +224,81 @@ class DiscTrainer(GiifTrainer):
         self.disc_history.append(record)
         self.log.log_scalars(record["step"], {k: v for k, v in record.items() if k != "step"}, prefix="disc")
 
-    def run_eval(self, save_vis: bool = False) -> dict:
-        """``GiifTrainer.run_eval`` plus, after training, the stage's settings and diagnostics."""
-        report = super().run_eval(save_vis=save_vis)
+    def extra_report(self) -> dict:
+        """After training, the stage's settings and diagnostics (``discriminator``); after
+        :meth:`load_eval_disc`, that discriminator's accuracy on the validation subjects (``discriminator_eval``)."""
+        extra = {}
         history = getattr(self, "disc_history", None)
         if history:
             adv = self.conf.get_config("adv")
-            report["discriminator"] = {
+            extra["discriminator"] = {
                 "steps": self.step,
                 "adv_weight": adv.get_float("adv_weight"),
                 "disc_learning_rate": adv.get_float("disc_learning_rate"),
                 "gan_mode": adv.get_string("gan_mode"),
                 **summarise_history(history),
             }
-            if dist.is_main():
-                (self.run_dir / "metrics.json").write_text(json.dumps(report, indent=2))
-        return report
+        if self.eval_disc is not None:
+            extra["discriminator_eval"] = self.judge_validation()
+        return extra
+
+    def load_eval_disc(self, path: str) -> None:
+        """The discriminator of ``path`` (``disc.pth``, or a stage-2 ``last.pth``) for :meth:`judge_validation`,
+        rebuilt from the checkpoint's own spec; its GAN mode is the one it was trained with.
+
+        Raises:
+            CheckpointError: not a stage-2 checkpoint. ConfigError: ``data.hr_size`` not divisible by 8.
+        """
+        ckpt = load_checkpoint(path, stage="disc")
+        self.eval_disc = build_model(ckpt, registry.make, key="disc" if "disc" in ckpt else "model")
+        self.eval_disc = self.eval_disc.to(self.device).eval()
+        trained = (ckpt.get("config") or {}).get("adv", {})
+        self.eval_disc_mode = trained.get("gan_mode", self.conf.get_string("adv.gan_mode"))
+        self.eval_disc_path = str(path)
+        side = self.conf.get_int("data.hr_size")
+        if side % 8:
+            raise ConfigError(f"the discriminator needs image sides divisible by 8: data.hr_size = {side}")
+        self.log.info("discriminator for the evaluation: %s (%s)", path, self.eval_disc_mode)
+
+    @torch.no_grad()
+    def judge_validation(self) -> dict:
+        """How well the :meth:`load_eval_disc` discriminator tells the validation subjects' ground truth from
+        GIIF's SR, at every evaluation scale (the held-out counterpart of the training diagnostics).
+
+        Returns:
+            ``{"checkpoint", "gan_mode", "num_images", "d_acc_real", "d_acc_fake": {scale_key: value}}``:
+            the fraction of ground-truth hand pixels called real, and per scale of SR hand pixels called fake.
+        """
+        econf = self.conf.get_config("eval")
+        model, disc, mode = dist.unwrap(self.model).eval(), self.eval_disc, self.eval_disc_mode
+        scales = [float(s) for s in econf.get_list("scales")]
+        real = torch.zeros(2, dtype=torch.float64)
+        fake = {s: torch.zeros(2, dtype=torch.float64) for s in scales}
+        num_images = 0
+        for batch in self.val_batches():
+            hr, mask = batch["hr"].to(self.device), batch["mask"].to(self.device)
+            normal_map = batch["normal_map"].to(self.device) if model.use_normal else None
+            num_images += hr.shape[0]
+            real += torch.stack(disc_counts(disc(hr), mask, "real", mode)).double().cpu()
+            for scale in scales:
+                lr = degrade(hr, scale=scale, mode=econf.get_string("degradation"))
+                sr = model.decode(
+                    lr, normal_map, tuple(hr.shape[-2:]), chunk=econf.get_int("chunk"), clamp=True
+                )
+                fake[scale] += torch.stack(disc_counts(disc(sr), mask, "fake", mode)).double().cpu()
+        result = {
+            "checkpoint": self.eval_disc_path,
+            "gan_mode": mode,
+            "num_images": num_images,
+            "d_acc_real": float(real[0] / real[1]),
+            "d_acc_fake": {f"x{s:g}": float(counts[0] / counts[1]) for s, counts in fake.items()},
+        }
+        self.log.info(
+            "discriminator on the validation subjects: GT hand pixels called real %.3f; SR called fake %s",
+            result["d_acc_real"],
+            ", ".join(f"{k} {v:.3f}" for k, v in result["d_acc_fake"].items()),
+        )
+        return result
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:

@@ -30,6 +30,7 @@ from trainers.sr_eval import evaluate_sr, format_sr_table
 from utils import dist
 from utils.checkpoint import (
     CheckpointError,
+    atomic_write_text,
     build_model,
     check_arch_matches,
     checkpoint_dir,
@@ -39,7 +40,8 @@ from utils.checkpoint import (
     model_entry,
     save_atomic,
 )
-from utils.config import ConfigError, conf_to_dict
+from utils.config import ConfigError, conf_to_dict, describe_origin
+from utils.errors import InputError
 from utils.image_io import make_grid, write_image
 from utils.metrics.image import PerceptualMetric
 from utils.metrics.perceptual import PerceptualLoss
@@ -176,19 +178,26 @@ class GiifTrainer:
 
         data = self.conf.get_config("data")
         root = data.get_string("data_path")
-        if not Path(root).is_dir():
-            raise FileNotFoundError(
-                f"data.data_path = {root!r} is not a folder. Generate the synthetic captures with "
-                "`python scripts/make_synthetic.py` or point data.data_path (or $SRHAND_DATA) at InterHand2.6M."
+        if not Path(root).is_dir():  # trainers.run.check_inputs checks it first; this is for direct use
+            from trainers.run import missing_data_path_error
+
+            raise missing_data_path_error(self.conf)
+        try:
+            val = [str(c) for c in data.get_list("val_captures")] or interhand.list_captures(
+                root, data.get_string("val_split")
             )
-        val = [str(c) for c in data.get_list("val_captures")] or interhand.list_captures(
-            root, data.get_string("val_split")
-        )
-        train = [str(c) for c in data.get_list("train_captures")]
-        if not train:
-            train = interhand.list_captures(root, data.get_string("train_split"))
-            if data.get_string("train_split") == data.get_string("val_split"):
-                train = [c for c in train if c not in set(val)]
+            train = [str(c) for c in data.get_list("train_captures")]
+            if not train:
+                train = interhand.list_captures(root, data.get_string("train_split"))
+                if data.get_string("train_split") == data.get_string("val_split"):
+                    train = [c for c in train if c not in set(val)]
+        except (
+            FileNotFoundError
+        ) as err:  # a folder, but not the InterHand2.6M layout: say where the path came from
+            raise InputError(
+                f"data.data_path = {root!r} (from {describe_origin(self.conf, 'data.data_path')}) is not an "
+                f"InterHand2.6M-layout folder (images/<split>/Capture<N>/..., annotations/<split>/): {err}"
+            ) from None
         if data.get_string("train_split") == data.get_string("val_split"):
             overlap = sorted(set(map(str, train)) & set(map(str, val)))
             if overlap:
@@ -477,7 +486,7 @@ class GiifTrainer:
             sums = [None] * dist.world_size()
             tdist.all_gather_object(sums, checksum)
         if dist.is_main():
-            (self.run_dir / "replica_checksums.json").write_text(json.dumps(sums))
+            atomic_write_text(self.run_dir / "replica_checksums.json", json.dumps(sums))
         if max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
             raise RuntimeError(f"DDP replicas diverged: parameter checksums {sums}")
         self.log.info("replica check: %d replica(s) hold identical weights", len(sums))
@@ -523,9 +532,14 @@ class GiifTrainer:
         """The ``--eval`` command: the full table, written to ``metrics.json`` and the console."""
         report = self.evaluate(vis_dir=self.run_dir / "eval_vis" if save_vis else None)
         report["model"] = registry.model_spec(dist.unwrap(self.model))["name"]
+        report.update(self.extra_report())
         if dist.is_main():
             path = self.run_dir / "metrics.json"
-            path.write_text(json.dumps(report, indent=2))
+            atomic_write_text(path, json.dumps(report, indent=2))
             self.log.info("SR evaluation (%s):\n%s", report["model"], format_sr_table(report))
             self.log.info("metrics written to %s", path)
         return report
+
+    def extra_report(self) -> dict:
+        """Entries a subclass adds to ``metrics.json`` (the discriminator stage: its diagnostics)."""
+        return {}

@@ -8,6 +8,11 @@ a plain ``ValueError``, ``KeyError`` or ``OSError`` included, is a bug and keeps
 Every invocation locks its run folder (``utils.run_lock``) before it writes anything there: a second
 process on the same folder stops with the holder's pid; the lock of a killed run is taken over with a
 warning, and the temporary files its interrupted atomic writes left are removed then.
+
+The command line is parsed before anything heavy is imported (``--help`` answers without torch), and the
+inputs that can be checked cheaply (the data folder, every checkpoint the command line or the config names,
+a checkpoint to resume from) are checked before the run folder is created (:func:`check_inputs`), so a run
+that cannot start leaves no folder behind.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.checkpoint import WriteFailedError
+from utils.checkpoint import CheckpointError, WriteFailedError, latest_checkpoint
 from utils.cli import build_parser, resolve_device
-from utils.config import ConfigError, config_origin, load_config, save_resolved
+from utils.config import ConfigError, config_origin, describe_origin, env_source, load_config, save_resolved
 from utils.errors import InputError
 from utils.run_lock import RunLock, RunLockError, remove_stale_temp_files
 from utils.run_logging import NonFiniteLossError
@@ -57,25 +62,169 @@ class RunSetup:
     lock: RunLock
 
 
-def setup(stage: str, description: str, argv: Sequence[str] | None = None) -> RunSetup:
-    """Parse the CLI, load and validate the config, initialise devices/DDP, the run folder and logger.
+def parse_args(stage: str, description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The entry script's command line (``utils.cli.build_parser``); ``--help`` exits here."""
+    return build_parser(stage, description).parse_args(argv)
+
+
+def run_folder(stage: str, args: argparse.Namespace, conf) -> Path:
+    """The run folder: ``--out``; for main.py the ``--model_path`` folder (the authors' ``--eval --r
+    --model_path FOLDER``; the folder of a ``model.pth`` given instead); else ``<out_root>/<exp_name>``."""
+    if args.out:
+        return Path(args.out)
+    if stage == "srhand" and args.model_path:
+        path = Path(args.model_path)
+        return path.parent if path.suffix == ".pth" else path
+    return Path(conf.get_string("out_root")) / conf.get_string("exp_name")
+
+
+def missing_data_path_error(conf, dataset: str = "interhand") -> InputError:
+    """The error for a ``data.data_path`` that is not a folder: its value, where it came from (the file,
+    ``--set`` or the schema, and the environment variable that feeds it, set or not) and how to fix it.
+
+    Args:
+        conf: the config of :func:`utils.config.load_config`.
+        dataset: ``interhand`` (InterHand2.6M layout, the synthetic captures included) or ``goliath``.
+    """
+    key = "data.data_path"
+    value = conf.get_string(key)
+    name = env_source(conf, key)
+    where = f"${name} or --set {key}=PATH" if name else f"--set {key}=PATH (or the config)"
+    if dataset == "goliath":
+        fix = f'point {where} at the Goliath capture folder m--...--Hands--<side> (README "Run on Goliath")'
+    else:
+        fix = (
+            "generate the synthetic captures with `python scripts/make_synthetic.py`, or point "
+            f"{where} at an InterHand2.6M-layout folder (images/ and annotations/)"
+        )
+    return InputError(f"{key} = {value!r} (from {describe_origin(conf, key)}) is not a folder: {fix}")
+
+
+def _require_file(path: str | Path, what: str, hint: str) -> None:
+    path = Path(path)
+    if not path.is_file():
+        found = " (a folder: name the .pth file inside it)" if path.is_dir() else ""
+        raise CheckpointError(f"{what} = {str(path)!r}: no such file{found}; {hint}")
+
+
+def check_inputs(stage: str, args: argparse.Namespace, conf, run_dir: Path) -> None:
+    """Check, before the run folder is created, what can be checked cheaply: the data folder, every checkpoint
+    the command line or the config names, and a checkpoint to resume from.
+
+    The trainers check the same again (and more: the files' contents) when they read them.
+
+    Raises:
+        InputError: ``data.data_path`` is not a folder (naming the environment variable that feeds it, if
+            any). CheckpointError: a named checkpoint is missing, or ``--resume`` finds none. ConfigError:
+            stage 3 needs a GIIF / discriminator checkpoint the config does not name.
+    """
+    dataset = conf.get_string("data.dataset") if stage == "srhand" else "interhand"
+    if not Path(conf.get_string("data.data_path")).is_dir():
+        raise missing_data_path_error(conf, dataset)
+    if stage == "srhand":
+        _check_srhand_inputs(args, conf, run_dir)
+        return
+    if args.eval:
+        if stage == "disc" and args.model_path_disc:  # evaluated beside GIIF (DiscTrainer.judge_validation)
+            _require_file(
+                args.model_path_disc, "--model_path_disc", "pass a disc.pth written by main_disc.py"
+            )
+        _require_file(
+            args.model_path or run_dir / "giif.pth",
+            "--model_path" if args.model_path else "the run's GIIF",
+            "pass --model_path with a giif.pth written by main_giif.py / main_disc.py",
+        )
+        return
+    if args.resume:
+        # The run continues from its own checkpoint; --model_path / --model_path_disc only started it.
+        if latest_checkpoint(run_dir) is None:
+            raise CheckpointError(
+                f"--resume: no checkpoint in {run_dir / 'checkpoints'} (nothing to resume): start the run "
+                "without --resume, or pick its folder with --out"
+            )
+        return
+    if args.model_path:
+        _require_file(
+            args.model_path, "--model_path", "pass a giif.pth written by main_giif.py / main_disc.py"
+        )
+    if stage == "disc":
+        if not args.model_path:
+            giif_model = conf.get_string("giif_model")
+            if not giif_model:
+                raise InputError(
+                    "main_disc.py starts from a stage-1 GIIF: pass --model_path RUN/giif.pth "
+                    "(written by main_giif.py) or set giif_model in the config"
+                )
+            _require_file(giif_model, "giif_model", "set it to a giif.pth written by main_giif.py")
+        if args.model_path_disc:
+            _require_file(
+                args.model_path_disc, "--model_path_disc", "pass a disc.pth written by main_disc.py"
+            )
+
+
+def _check_srhand_inputs(args: argparse.Namespace, conf, run_dir: Path) -> None:
+    """main.py's part of :func:`check_inputs` (the rules of ``trainers.srhand.bundle.load_giif`` / ``load_disc``
+    and ``trainers.srhand.state.read_model_checkpoint``, for existence only)."""
+    if args.implicit_path:
+        _require_file(
+            args.implicit_path, "--implicit_path", "pass a giif.pth written by main_giif.py / main_disc.py"
+        )
+    if args.eval:
+        model = Path(args.model_path) if args.model_path else run_dir
+        _require_file(
+            model / "model.pth" if model.suffix != ".pth" else model,
+            "--model_path" if args.model_path else "the run's avatar",
+            "pass --model_path with the folder of a main.py run (its model.pth)",
+        )
+        return
+    if args.resume and latest_checkpoint(run_dir) is None:
+        raise CheckpointError(
+            f"--r: no checkpoint in {run_dir / 'checkpoints'} (nothing to resume): start the run without --r, "
+            "or pick its folder with --model_path / --out"
+        )
+    sr_source = conf.get_string("sr_source")
+    if sr_source in ("giif", "giif_finetuned") and not args.implicit_path:
+        giif_model = conf.get_string("giif_model")
+        if not giif_model:
+            raise ConfigError(
+                f"sr_source = {sr_source!r} needs a GIIF checkpoint: set giif_model "
+                "(main_disc.py's giif.pth) or pass --implicit_path"
+            )
+        _require_file(giif_model, "giif_model", "train GIIF with main_giif.py / main_disc.py first")
+    if sr_source == "giif_finetuned":
+        disc_model = conf.get_string("disc_model")
+        if disc_model:
+            _require_file(disc_model, "disc_model", "set it to a disc.pth written by main_disc.py")
+        elif conf.get_float("finetune.weights.disc") > 0:
+            raise ConfigError(
+                "finetune.weights.disc > 0 needs the stage-2 discriminator: set disc_model "
+                "(main_disc.py's disc.pth), or set finetune.weights.disc = 0"
+            )
+
+
+def setup(stage: str, args: argparse.Namespace, argv: Sequence[str] | None = None) -> RunSetup:
+    """Load and validate the config, check the inputs, initialise devices/DDP, the run folder and logger.
+
+    Args:
+        stage: ``giif``, ``disc`` or ``srhand``.
+        args: the parsed command line (:func:`parse_args`).
+        argv: the command line recorded in ``command.txt`` (default: ``sys.argv``).
 
     Returns:
         the :class:`RunSetup`; the caller ends the run with ``close_run(run)``, which releases its lock.
     """
+    conf = load_config(args.conf, args.overrides, schema=stage)
+    run_dir = run_folder(stage, args, conf)
+    check_inputs(stage, args, conf, run_dir)
+
     import torch
 
     from utils import dist
     from utils.run_logging import RunLogger
 
-    args = build_parser(stage, description).parse_args(argv)
-    conf = load_config(args.conf, args.overrides, schema=stage)
     seed = conf.get_int("seed") if args.seed is None else args.seed
     info = dist.init_distributed(resolve_device(args.device))
     torch.manual_seed(seed)  # identical on every rank: DDP replicas start from the same weights
-    run_dir = Path(args.out) if args.out else Path(conf.get_string("out_root")) / conf.get_string("exp_name")
-    if stage == "srhand" and args.model_path and not args.out:
-        run_dir = Path(args.model_path)  # the authors' `--eval --r --model_path FOLDER`
     lock = RunLock(run_dir)
     stale_warnings: list[str] = []
     if dist.is_main():  # one lock per run: the DDP ranks of this run share the folder
@@ -152,34 +301,32 @@ def main_guard(body: Callable[[], object]) -> int:
         print("(set SRHAND_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
     finally:
-        dist.cleanup()
+        if "torch.distributed" in sys.modules:  # else no process group exists (e.g. after --help)
+            dist.cleanup()
 
 
 def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None) -> dict | None:
     """``main_giif.py`` (stage ``giif``) and ``main_disc.py`` (stage ``disc``): train, or ``--eval``."""
+    args = parse_args(stage, description, argv)  # before the imports below: --help needs no torch
     from trainers.disc_trainer import DiscTrainer
     from trainers.giif_trainer import GiifTrainer
 
-    run = setup(stage, description, argv)
-    args, conf, run_dir = run.args, run.conf, run.run_dir
+    run = setup(stage, args, argv)
+    conf, run_dir = run.conf, run.run_dir
     trainer = (DiscTrainer if stage == "disc" else GiifTrainer)(
         conf, run_dir, run.device, run.logger, seed=run.seed
     )
     try:
         if args.eval:
-            model_path = args.model_path or str(run_dir / "giif.pth")
             trainer.build_data(train=False)
-            trainer.build_model(model_path)
+            trainer.build_model(args.model_path or str(run_dir / "giif.pth"))
+            if stage == "disc" and args.model_path_disc:
+                trainer.load_eval_disc(args.model_path_disc)
             return trainer.run_eval(save_vis=args.save_vis)
         trainer.build_data(train=True)
         model_path = args.model_path
-        if stage == "disc" and not model_path and not args.resume:
-            model_path = conf.get_string("giif_model") or None
-            if model_path is None:
-                raise InputError(
-                    "main_disc.py starts from a stage-1 GIIF: pass --model_path RUN/giif.pth "
-                    "(written by main_giif.py) or set giif_model in the config"
-                )
+        if stage == "disc" and not model_path:
+            model_path = conf.get_string("giif_model") or None  # check_inputs: set unless resuming
         trainer.build_model(None if args.resume else model_path)
         if stage == "disc":
             trainer.build_disc(None if args.resume else args.model_path_disc)
@@ -193,14 +340,14 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
 
 
 def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | None:
-    """``main.py`` (stage ``srhand``): train (``--r`` resumes the run folder), then evaluate; or ``--eval``
-    of ``--model_path FOLDER`` (``--implicit_path`` overrides its fine-tuned GIIF)."""
+    """``main.py`` (stage ``srhand``): train (``--r`` / ``--resume`` resumes the run folder), then evaluate; or
+    ``--eval`` of ``--model_path FOLDER`` (``--implicit_path`` overrides its fine-tuned GIIF)."""
+    args = parse_args("srhand", description, argv)  # before the imports below: --help needs no torch
     from trainers.srhand import SRHandTrainer
     from utils import dist
-    from utils.checkpoint import latest_checkpoint
 
-    run = setup("srhand", description, argv)
-    args, conf, run_dir, logger = run.args, run.conf, run.run_dir, run.logger
+    run = setup("srhand", args, argv)
+    conf, run_dir, logger = run.conf, run.run_dir, run.logger
     try:
         if dist.world_size() > 1:
             raise InputError("main.py fits one sequence on one device: launch it without torchrun")
@@ -209,13 +356,13 @@ def run_srhand(description: str, argv: Sequence[str] | None = None) -> dict | No
             return trainer.evaluate_saved(
                 args.model_path or run_dir, args.implicit_path, save_vis=args.save_vis
             )
-        if not args.r and latest_checkpoint(run_dir) is not None:
+        if not args.resume and latest_checkpoint(run_dir) is not None:
             logger.warning(
                 "%s already holds a checkpoint: starting a new run over it (pass --r to resume)", run_dir
             )
         fit = trainer.build_data()
         check_data_counts(conf, fit.seq)
-        trainer.build_models(resume=args.r, implicit_path=args.implicit_path)
+        trainer.build_models(resume=args.resume, implicit_path=args.implicit_path)
         trainer.train()
         if trainer.state.phase == "done" and conf.get_bool("eval.after_training"):
             return trainer.evaluate_trained(save_vis=args.save_vis)

@@ -19,6 +19,12 @@ Run folders keep their checkpoints in ``<run_dir>/checkpoints/``: ``last.pth`` (
 during training) and optionally ``step_<8 digits>.pth`` snapshots. ``latest_checkpoint(run_dir)`` is
 what ``--resume`` uses.
 
+``atomic_write`` is the project's one writer of files: checkpoints, configs, ``metrics.json``, images,
+meshes, data sets and reports all go through it (or ``atomic_write_text`` / ``atomic_write_bytes``;
+``tests/test_atomic_writes.py`` finds any other write). Its temporary files are named
+``.<name>.<random>.tmp`` (``TEMP_GLOB``), which is what ``utils.run_lock.remove_stale_temp_files`` removes
+after a crash.
+
 ``torch`` is imported inside the functions, so ``utils.config`` can use ``atomic_write`` without it.
 """
 
@@ -36,6 +42,7 @@ from typing import Any
 from utils.errors import InputError
 
 CHECKPOINT_FORMAT = "srhand-checkpoint/1"
+TEMP_GLOB = ".*.tmp"  # the temporary files of atomic_write, ".<name>.<random>.tmp" beside the destination
 _MODEL_ENTRY_KEYS = ("name", "args", "sd")
 
 
@@ -92,7 +99,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # TEMP_GLOB
     except OSError as err:
         raise WriteFailedError(path, err) from err
     try:
@@ -114,6 +121,11 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """``atomic_write`` for a text file (UTF-8)."""
     return atomic_write(path, lambda handle: handle.write(text), mode="w")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """``atomic_write`` of ``data`` (an encoded image, a mesh, ...)."""
+    return atomic_write(path, lambda handle: handle.write(data))
 
 
 def _fsync_dir(directory: Path) -> None:

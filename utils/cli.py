@@ -13,12 +13,14 @@ flag                   giif    disc    srhand  meaning
 ``--eval`` *           yes     yes     yes     evaluate instead of training
 ``--model_path`` *     yes     yes     yes     giif/disc: GIIF checkpoint to start from or to
                                                evaluate; srhand: the experiment folder
-``--model_path_disc`` *        yes             discriminator checkpoint to start from
-``--r`` *                              yes     resume the experiment in ``--model_path``
+``--model_path_disc`` *        yes             discriminator checkpoint to start from; with
+                                               ``--eval``, the one evaluated beside GIIF
+``--resume``, ``--r``  yes     yes     yes     resume the run folder from its last checkpoint;
+                                               one flag, two spellings (``--r`` * is the
+                                               authors' stage-3 flag)
 ``--implicit_path`` *                  yes     fine-tuned GIIF checkpoint (overrides the one in
                                                ``--model_path``)
 ``--save_vis`` *       yes     yes     yes     write visualisation images (and a GIF in srhand eval)
-``--resume``           yes     yes             continue from the run folder's last checkpoint
 ``--set KEY=VALUE``    yes     yes     yes     config override, repeatable (``args.overrides``)
 ``--out``              yes     yes     yes     run folder (default: from the config)
 ``--device``           yes     yes     yes     ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``
@@ -37,6 +39,8 @@ import re
 from utils.errors import InputError
 
 STAGES = ("giif", "disc", "srhand")
+# The ``--set`` example of each stage's --help: a real key of that stage's schema (tests/test_cli.py).
+SET_EXAMPLES = {"giif": "train.batch_size=4", "disc": "adv.adv_weight=0.1", "srhand": "train.epochs=100"}
 
 
 def _device_name(text: str) -> str:
@@ -60,7 +64,7 @@ def build_parser(stage: str, description: str | None = None) -> argparse.Argumen
     parser = argparse.ArgumentParser(
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,  # else giif's `--r` would silently mean `--resume`
+        allow_abbrev=False,  # a prefix (`--mod`) of a flag is an error, not a guess
     )
     parser.add_argument("--conf", required=True, help="HOCON config file")
     parser.add_argument("--eval", action="store_true", help="evaluate instead of training")
@@ -68,11 +72,8 @@ def build_parser(stage: str, description: str | None = None) -> argparse.Argumen
         parser.add_argument(
             "--model_path",
             default=None,
-            help="experiment folder: resumed with --r, evaluated with --eval "
+            help="experiment folder: resumed with --r/--resume, evaluated with --eval "
             "(default: the run folder given by the config)",
-        )
-        parser.add_argument(
-            "--r", action="store_true", help="resume training from the checkpoints in --model_path"
         )
         parser.add_argument(
             "--implicit_path",
@@ -85,13 +86,20 @@ def build_parser(stage: str, description: str | None = None) -> argparse.Argumen
         )
         if stage == "disc":
             parser.add_argument(
-                "--model_path_disc", default=None, help="discriminator checkpoint to initialise from"
+                "--model_path_disc",
+                default=None,
+                help="discriminator checkpoint to initialise from; with --eval, a discriminator whose accuracy "
+                "on the validation subjects (ground truth vs GIIF's SR) is added to metrics.json",
             )
-        parser.add_argument(
-            "--resume",
-            action="store_true",
-            help="continue from the last checkpoint of the run folder (<run>/checkpoints/last.pth)",
-        )
+    # Both spellings in every script: the authors wrote --r for main.py and --resume for stages 1-2.
+    where = "--out, else --model_path, else" if stage == "srhand" else "--out, else"
+    parser.add_argument(
+        *(("--r", "--resume") if stage == "srhand" else ("--resume", "--r")),
+        dest="resume",
+        action="store_true",
+        help=f"continue the run folder ({where} the config's <out_root>/<exp_name>) from its last "
+        "checkpoint (<run>/checkpoints/last.pth); --r and --resume mean the same",
+    )
     parser.add_argument("--save_vis", action="store_true", help="write visualisation images")
     parser.add_argument(
         "--set",
@@ -99,7 +107,7 @@ def build_parser(stage: str, description: str | None = None) -> argparse.Argumen
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.batch=4 (repeatable; values are read as HOCON)",
+        help=f"override a config key, e.g. --set {SET_EXAMPLES[stage]} (repeatable; values are read as HOCON)",
     )
     parser.add_argument("--out", default=None, help="run folder (default: derived from the config)")
     parser.add_argument(

@@ -1,7 +1,7 @@
 """HOCON configs: load, override, validate against a schema, record in the run folder.
 
-    conf = load_config("conf/giif.conf", ["train.batch=4"], schema="giif")
-    conf.get_int("train.batch"); conf_to_dict(conf, "model.giif")   # -> constructor kwargs
+    conf = load_config("conf/giif.conf", ["train.batch_size=4"], schema="giif")
+    conf.get_int("train.batch_size"); conf_to_dict(conf, "model.giif")   # -> constructor kwargs
 
 Loading
     The file is parsed by pyhocon, so ``include "other.conf"`` (relative to the including file) and
@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -56,6 +58,12 @@ _HOCON_LITERAL = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 _INCLUDE = re.compile(r"""^\s*include\s+(?:required\()?\s*(?:file\()?\s*"([^"]+)\"""", re.MULTILINE)
+# ``${?NAME}`` / ``${NAME}`` with a name that can be an environment variable (no dots).
+_ENV_REFERENCE = re.compile(r"\$\{\??\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
+_ENV_MARK = "@@srhand-env:{}@@"
+_ENV_MARK_RE = re.compile(r"@@srhand-env:([A-Za-z_][A-Za-z0-9_]*)@@")
+# A --set example for messages that are not about one key: a key of every stage's schema (tests/test_cli.py).
+SET_EXAMPLE = "train.batch_size=4"
 
 
 class ConfigError(InputError):
@@ -87,7 +95,9 @@ def parse_override(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not _KEY_PATH.fullmatch(key):
-        raise ConfigError(f"--set expects KEY=VALUE with a dotted key such as train.batch=4, got {text!r}")
+        raise ConfigError(
+            f"--set expects KEY=VALUE with a dotted key, e.g. --set {SET_EXAMPLE}; got {text!r}"
+        )
     value = value.strip()
     if not _HOCON_LITERAL.fullmatch(value):
         value = json.dumps(value)
@@ -142,6 +152,70 @@ def _defining_file(key: str, files: list[Path]) -> Path | None:
     return None
 
 
+def _env_sources(path: Path, override_lines: Sequence[str]) -> dict[str, str]:
+    """``{key: NAME}`` for every string key whose value the files read from ``${?NAME}`` / ``${NAME}``.
+
+    HOCON keeps no record of where a value came from, so the config is parsed a second time with each
+    environment variable its files mention set to a marker; a key whose value holds a marker was fed by
+    that variable (through includes, later definitions and ``${key}`` references, as HOCON resolves them;
+    a ``--set`` of the key replaces it). The environment is restored afterwards. Only for messages: it
+    costs one more parse.
+    """
+    names = set()
+    for file in _included_files(path):
+        names.update(_ENV_REFERENCE.findall(file.read_text(encoding="utf-8", errors="replace")))
+    if not names:
+        return {}
+    saved = {name: os.environ.get(name) for name in names}
+    wrapper = "\n".join([f"include file({json.dumps(str(path.resolve()))})", *override_lines]) + "\n"
+    try:
+        os.environ.update({name: _ENV_MARK.format(name) for name in names})
+        marked = _parse(wrapper, path.resolve().parent, str(path))
+    except ConfigError:
+        return {}
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    sources = {}
+    for key in _leaf_paths(marked):
+        value = _get_path(marked, key)
+        found = _ENV_MARK_RE.search(value) if isinstance(value, str) else None
+        if found:
+            sources[key] = found.group(1)
+    return sources
+
+
+def env_source(conf, key: str) -> str | None:
+    """The environment variable that feeds ``key`` in the config files ``conf`` was loaded from.
+
+    ``NAME`` when the value of ``key`` comes from a ``${?NAME}`` (or ``${NAME}``) substitution of the loaded
+    files, whether or not ``NAME`` is set now (an unset ``${?NAME}`` leaves the key to an earlier line or the
+    schema default; the variable would still override it). None when the value is written in the files,
+    comes from ``--set`` or the schema, or ``conf`` was not made by :func:`load_config`.
+
+    Example: ``conf/synthetic/giif.conf`` takes ``data.data_path`` from ``$SRHAND_SYNTHETIC``
+    (``env_source(conf, "data.data_path") == "SRHAND_SYNTHETIC"``), ``conf/ih_GIIF_16_256.conf`` from
+    ``$SRHAND_DATA``, ``conf/goliath_GIIF_16_256.conf`` from ``$GOLIATH_CAPTURE``.
+    """
+    sources = getattr(conf, "_srhand_env_sources", None)
+    return sources().get(key) if sources is not None else None
+
+
+def describe_origin(conf, key: str) -> str:
+    """Where ``key``'s value came from, for messages: :func:`config_origin` and the environment variable
+    (:func:`env_source`) that feeds it, set or not."""
+    origin = config_origin(conf, key)
+    name = env_source(conf, key)
+    if name is None:
+        return origin
+    if name in os.environ:
+        return f"${name}, read by {origin}"
+    return f"{origin}; ${name} is not set (it would override this value)"
+
+
 def _type_name(value: Any) -> str:
     if _is_tree(value) or isinstance(value, dict):
         return "object"
@@ -179,6 +253,7 @@ class _Validator:
         user=None,
         schema_file: Path | None = None,
         override_values: dict[str, str] | None = None,
+        env_sources=None,
     ):
         self.schema = schema
         self.source = source
@@ -187,6 +262,7 @@ class _Validator:
         self.override_values = override_values or {}
         self.user = user
         self.schema_file = schema_file
+        self.env_sources = env_sources or dict
         self.errors: list[str] = []
         self.all_paths = sorted(_leaf_paths(schema))
 
@@ -242,11 +318,14 @@ class _Validator:
                     f"got an object"
                 )
                 continue
+            if value is None and default is None:  # a required key left unset: check_required says so once
+                merged[key] = None
+                continue
             if value is None:
-                state = "required" if default is None else f"optional (default {default!r})"
+                state = f"optional (default {default!r})"
                 self.errors.append(
-                    f"key {path!r} (in {self.origin(path)}) is null; it is {state}: give it a value"
-                    + ("" if default is None else " or remove the line")
+                    f"key {path!r} (in {self.origin(path)}) is null; it is {state}: give it a value "
+                    "or remove the line"
                 )
                 continue
             if default is not None:
@@ -266,7 +345,14 @@ class _Validator:
             if _is_tree(value) and len(self.schema.get(path, {}) or {}) > 0:
                 self.check_required(value, path + ".")
             elif value is None:
-                self.errors.append(f"required key {path!r} is not set in {self.source} (nor by --set)")
+                message = f"required key {path!r} is not set in {self.source} (nor by --set)"
+                name = self.env_sources().get(path)
+                if name is not None:
+                    message += (
+                        f"; the config takes it from ${name}, which is not set: set {name} or pass "
+                        f"--set {path}=VALUE"
+                    )
+                self.errors.append(message)
 
 
 def _leaf_paths(tree, prefix: str = "") -> Iterable[str]:
@@ -349,13 +435,22 @@ def load_config(
         return user
     schema_file = _resolve_schema(schema)
     schema_tree, rules = load_schema(schema_file)
+    env_sources = functools.cache(lambda: _env_sources(path, override_lines))
     validator = _Validator(
-        schema_tree, str(path), _included_files(path), override_keys, user, schema_file, override_values
+        schema_tree,
+        str(path),
+        _included_files(path),
+        override_keys,
+        user,
+        schema_file,
+        override_values,
+        env_sources,
     )
     merged = validator.merge(user, schema_tree, "")
     validator.check_required(merged)
     validator.errors += check_rules(rules, lambda key: _get_path(merged, key), validator.origin)
     merged._srhand_origin = validator.origin  # for checks made later, with the data (config_origin)
+    merged._srhand_env_sources = env_sources  # env_source(), computed when a message first asks
     if validator.errors:
         count = len(validator.errors)
         raise ConfigError(

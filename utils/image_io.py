@@ -214,8 +214,8 @@ def save_gif(path: str | Path, frames: Sequence[Any], fps: float = 8.0, loop: in
 
     if len(frames) == 0:
         raise ValueError(f"no frames to write to {path}")
+    from utils.checkpoint import atomic_write_bytes
+
     stack = np.stack([to_uint8(f, what=f"frame {i} of {path}") for i, f in enumerate(frames)])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, stack, extension=".gif", duration=1000.0 / fps, loop=loop)
-    return path
+    encoded = iio.imwrite("<bytes>", stack, extension=".gif", duration=1000.0 / fps, loop=loop)
+    return atomic_write_bytes(path, encoded)

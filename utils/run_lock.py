@@ -168,10 +168,14 @@ class RunLock:
 def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
     """Delete the temporary files of interrupted atomic writes (``.<name>.<random>.tmp``) in a run folder.
 
-    Call only while holding the folder's lock: then no writer of this run is active. Returns the paths.
+    Every file of a run is written by ``utils.checkpoint.atomic_write``, whose temporary files match
+    ``utils.checkpoint.TEMP_GLOB``. Call only while holding the folder's lock: then no writer of this run is
+    active. Returns the paths.
     """
+    from utils.checkpoint import TEMP_GLOB
+
     removed = []
-    for path in Path(run_dir).rglob(".*.tmp"):
+    for path in Path(run_dir).rglob(TEMP_GLOB):
         if path.is_file():
             try:
                 path.unlink()

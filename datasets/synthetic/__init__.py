@@ -40,7 +40,7 @@ What lives here, in dependency order:
 - ``visualise``: :func:`save_visualisation` (the ``--save_vis`` picture).
 
 Imports allowed: ``utils.geometry``, ``utils.metrics``, ``utils.render``, ``utils.image_io``,
-``utils.errors`` and ``datasets.interhand``; besides numpy, torch and scipy (inside functions).
+``utils.checkpoint``, ``utils.errors`` and ``datasets.interhand``; besides numpy, torch and scipy (inside functions).
 ``utils.geometry`` includes ``mano_fit``; :mod:`datasets.interhand` (the writer/reader) is imported inside
 functions. A module imports only the modules listed above it; nothing here imports ``models`` or
 ``trainers``, and importing the package loads no file.

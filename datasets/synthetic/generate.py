@@ -65,6 +65,7 @@ def generate(
     the annotation noise.
     """
     from datasets.interhand import InterHandWriter, gt_mesh_path
+    from utils.checkpoint import atomic_write, atomic_write_text
     from utils.geometry.mano import MANO_FINGERTIP_VERTEX_IDS, HandModel, resolve_hand_model_path
     from utils.image_io import write_image
     from utils.metrics.geometry import mpjpe_mm
@@ -218,10 +219,7 @@ def generate(
                 )
                 meta["num_images"] += 1
             bar.update(len(names))
-        gt_path = gt_mesh_path(out_dir, split, capture, seq_name)
-        os.makedirs(os.path.dirname(gt_path), exist_ok=True)
-        np.savez(
-            gt_path,
+        arrays = dict(
             frame_ids=np.asarray(frame_ids, dtype=np.int64),
             faces=subject.faces.astype(np.int32),
             verts=detailed.numpy().astype(np.float32),
@@ -238,6 +236,8 @@ def generate(
             **{f"label_{k}": v.astype(np.float16) for k, v in subject.labels.items()},
             **_truth_arrays(config, subject, pose, shape, trans, keypoints),
         )
+        gt_path = gt_mesh_path(out_dir, split, capture, seq_name)
+        atomic_write(gt_path, lambda handle, arrays=arrays: np.savez(handle, **arrays))
         entry = {
             "index": index,
             "role": role,
@@ -279,8 +279,7 @@ def generate(
         meta[split] = split_summary(entries, mpjpes)
     meta["seconds"] = round(time.time() - t_start, 2)
     meta["bytes"] = _disk_usage(out_dir)
-    with open(os.path.join(out_dir, "synthetic_meta.json"), "w") as f:
-        json.dump(meta, f, indent=1)
+    atomic_write_text(os.path.join(out_dir, "synthetic_meta.json"), json.dumps(meta, indent=1))
     return meta
 
 

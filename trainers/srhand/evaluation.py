@@ -616,8 +616,9 @@ def training_timing(folder: Path) -> dict | None:
 
 def write_metrics(ctx: RunContext, report: dict) -> Path:
     """``metrics.json`` of ``report`` in the run folder, and its table in the log."""
-    path = ctx.run_dir / "metrics.json"
-    path.write_text(json.dumps(report, indent=2))
+    from utils.checkpoint import atomic_write_text
+
+    path = atomic_write_text(ctx.run_dir / "metrics.json", json.dumps(report, indent=2))
     ctx.log.info("SRHand evaluation:\n%s", format_report(report))
     ctx.log.info("metrics written to %s", path)
     return path

@@ -173,7 +173,9 @@ class SRHandTrainer:
             ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if k not in ("train_wall_s", "train_cpu_s")),
         )
         if ctx.run_dir.is_dir():
-            (ctx.run_dir / "timing.json").write_text(json.dumps(summary, indent=2))
+            from utils.checkpoint import atomic_write_text
+
+            atomic_write_text(ctx.run_dir / "timing.json", json.dumps(summary, indent=2))
         return summary
 
     def enter_joint_phase(self) -> None:

@@ -4,7 +4,8 @@ What lives here: ``runner`` (entry-script subprocesses, run-store keys, parallel
 (one committed JSON per finished run under ``benchmarks/runs/``), ``claims`` (paired statistics and the
 verdict rule), ``claims_table`` (the paper's claims and their table), ``report`` (the sections' markdown).
 
-Imports allowed: ``utils.config``; besides the standard library, and only inside functions: ``utils.config``
-(resolving a command's config) and torch (the machine's description). Nothing here imports ``models``,
+Imports allowed: ``utils.config`` and ``utils.checkpoint``; only inside functions: ``utils.config``
+(resolving a command's config), ``utils.checkpoint`` (its atomic writer) and, besides the standard library,
+torch (the machine's description). Nothing here imports ``models``,
 ``datasets`` or ``trainers``: benchmark rows run the entry scripts as subprocesses.
 """

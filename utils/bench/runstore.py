@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import platform
 import re
 import subprocess
@@ -220,10 +219,9 @@ class RunStore:
             "seconds": seconds,
             "metrics": trim_metrics(metrics),
         }
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(entry, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-        return path
+        from utils.checkpoint import atomic_write_text
+
+        return atomic_write_text(path, json.dumps(entry, indent=1, sort_keys=True) + "\n")
 
 
 def revision_label(entry: dict) -> str:

@@ -5,8 +5,8 @@ procedural-hand loading without chumpy), ``lbs`` (Rodrigues, rigid transforms, s
 (Loop subdivision, normals, edges, Laplacian), ``mesh_io`` (OBJ/PLY), ``sh`` (spherical-harmonics
 shading), ``procedural_hand`` (the procedural MANO-format hand builder behind the shipped assets).
 
-Imports allowed: ``utils.errors`` and ``utils.image_size``; of ``utils``, only its
-infrastructure; besides torch, numpy and the optional geometry packages (smplx, trimesh; cv2 for the
-procedural hand's preview) inside functions. Nothing here imports ``utils.render``, ``utils.metrics``,
+Imports allowed: ``utils.errors``, ``utils.image_size`` and ``utils.checkpoint``; of ``utils``, only its
+infrastructure (the atomic writer of ``utils.checkpoint``); besides torch, numpy and the optional geometry
+packages (smplx, trimesh; cv2 for the procedural hand's preview) inside functions. Nothing here imports ``utils.render``, ``utils.metrics``,
 ``models``, ``datasets`` or ``trainers``.
 """

@@ -1,9 +1,10 @@
-"""Mesh files: OBJ and PLY with per-vertex colours (writers, and minimal readers for round trips).
+"""Mesh files: OBJ and PLY with per-vertex colours (writers; a minimal OBJ reader, PLY read by trimesh).
 
 Vertices are written as given (metres in this project), faces as (F, 3) 0-based indices (OBJ stores
 them 1-based). Colours are (V, 3) RGB floats in [0, 1]: OBJ writes them as the common
-``v x y z r g b`` extension, PLY as ``uchar red/green/blue``. Files are written to a temporary name
-and renamed, so an interrupted run never leaves a half-written mesh; parent folders are created.
+``v x y z r g b`` extension, PLY as ``uchar red/green/blue``. Files are written by ``utils.checkpoint.atomic_write`` (a temporary file
+renamed over the destination), so an interrupted run never leaves a half-written mesh, and the clean-up of
+a crashed run finds its temporary file; parent folders are created.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import numpy as np
 import torch
 
+from utils.checkpoint import atomic_write_bytes
 from utils.errors import InputError
 
 __all__ = ["save_obj", "load_obj", "save_ply", "load_ply"]
@@ -44,16 +46,6 @@ def _prepare(verts, faces, colors):
     return verts, faces, colors
 
 
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def save_obj(path: str | os.PathLike, verts, faces, colors=None) -> None:
     """Write a triangle mesh as Wavefront OBJ.
 
@@ -72,7 +64,7 @@ def save_obj(path: str | os.PathLike, verts, faces, colors=None) -> None:
             for (x, y, z), (r, g, b) in zip(verts, colors, strict=True)
         ]
     lines += [f"f {a} {b} {c}" for a, b, c in faces + 1]
-    _atomic_write(path, ("\n".join(lines) + "\n").encode("ascii"))
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("ascii"))
 
 
 def load_obj(path: str | os.PathLike):
@@ -146,7 +138,7 @@ def save_ply(path: str | os.PathLike, verts, faces, colors=None, binary: bool = 
         fdata = np.empty(len(faces), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
         fdata["n"] = 3
         fdata["idx"] = faces
-        _atomic_write(path, head + vdata.tobytes() + fdata.tobytes())
+        atomic_write_bytes(path, head + vdata.tobytes() + fdata.tobytes())
         return
     lines = []
     for k, (x, y, z) in enumerate(verts.astype(np.float32)):
@@ -155,111 +147,55 @@ def save_ply(path: str | os.PathLike, verts, faces, colors=None, binary: bool = 
             row += " {} {} {}".format(*rgb[k])
         lines.append(row)
     lines += [f"3 {a} {b} {c}" for a, b, c in faces]
-    _atomic_write(path, head + ("\n".join(lines) + "\n").encode("ascii"))
+    atomic_write_bytes(path, head + ("\n".join(lines) + "\n").encode("ascii"))
 
 
-_PLY_TYPES = {
-    "char": "i1",
-    "int8": "i1",
-    "uchar": "u1",
-    "uint8": "u1",
-    "short": "i2",
-    "int16": "i2",
-    "ushort": "u2",
-    "uint16": "u2",
-    "int": "i4",
-    "int32": "i4",
-    "uint": "u4",
-    "uint32": "u4",
-    "float": "f4",
-    "float32": "f4",
-    "double": "f8",
-    "float64": "f8",
-}
+def load_ply(source, name: str | None = None):
+    """Read a mesh from a PLY file with trimesh's reader, keeping per-vertex colours.
 
+    Any PLY that trimesh reads: ASCII or binary, further elements, further properties of the vertex or face
+    element (``property uchar flags`` after the index list, per-face colours, normals, ...). Polygons are
+    fan-triangulated as in :func:`load_obj`; a vertex-only file (a point set) gives no faces.
 
-def load_ply(path: str | os.PathLike):
-    """Read a triangle mesh written by :func:`save_ply` (or any PLY with a vertex element holding
-    x, y, z [red, green, blue] scalars and a face element with one index list).
+    Args:
+        source: the file's path, or a binary file object (e.g. a zip member read into ``io.BytesIO``).
+        name: how messages name the file (default: the path).
 
     Returns:
-        ``verts (V, 3) float64``, ``faces (F, 3) int64``, ``colors (V, 3)`` in [0, 1] or None.
+        ``verts (V, 3) float64``, ``faces (F, 3) int64`` 0-based (``(0, 3)`` when the file has none),
+        ``colors (V, 3)`` RGB in [0, 1] from the vertices' red/green/blue, or None.
+
+    Raises:
+        InputError: not a PLY file, or one trimesh cannot read, or faces indexing missing vertices.
+        FileNotFoundError: no file at ``source``.
     """
-    with open(path, "rb") as fh:
-        if fh.readline().strip() != b"ply":
-            raise InputError(f"{path}: not a PLY file")
-        fmt, elements = None, []
-        while True:
-            line = fh.readline()
-            if not line:
-                raise InputError(f"{path}: PLY header has no end_header")
-            parts = line.decode("ascii", errors="replace").split()
-            if not parts or parts[0] in ("comment", "obj_info"):
-                continue
-            if parts[0] == "end_header":
-                break
-            if parts[0] == "format":
-                fmt = parts[1]
-            elif parts[0] == "element":
-                elements.append({"name": parts[1], "count": int(parts[2]), "props": []})
-            elif parts[0] == "property":
-                elements[-1]["props"].append(parts[1:])
-        body = fh.read()
-    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise InputError(f"{path}: unsupported PLY format {fmt!r}")
-    end = "<" if fmt == "binary_little_endian" else ">"
-    verts = faces = colors = None
-    offset = 0
-    tokens = body.split() if fmt == "ascii" else None
-    for el in elements:
-        if fmt == "ascii":
-            rows = []
-            for _ in range(el["count"]):
-                row = []
-                for prop in el["props"]:
-                    if prop[0] == "list":
-                        n = int(tokens[offset])
-                        row.append([float(t) for t in tokens[offset + 1 : offset + 1 + n]])
-                        offset += 1 + n
-                    else:
-                        row.append(float(tokens[offset]))
-                        offset += 1
-                rows.append(row)
-            names = [p[-1] for p in el["props"]]
-            table = {name: [r[i] for r in rows] for i, name in enumerate(names)}
+    from trimesh.exchange.ply import load_ply as read_ply
+
+    is_path = isinstance(source, (str, os.PathLike))
+    what = name or (os.fspath(source) if is_path else "PLY data")
+    try:
+        if is_path:
+            with open(source, "rb") as handle:
+                data = read_ply(handle)
         else:
-            if any(p[0] == "list" for p in el["props"]):
-                # Only a single list property with a fixed length (triangles) is supported.
-                ((count_t, index_t, name),) = [p[1:] for p in el["props"]]
-                if el["count"] == 0:  # nothing stored, not even a list length to read
-                    if el["name"] == "face":
-                        faces = np.zeros((0, 3), np.int64)
-                    continue
-                n = np.frombuffer(body, dtype=end + _PLY_TYPES[count_t], count=1, offset=offset)[0]
-                dt = np.dtype(
-                    [("n", end + _PLY_TYPES[count_t]), ("idx", end + _PLY_TYPES[index_t], (int(n),))]
-                )
-                data = np.frombuffer(body, dtype=dt, count=el["count"], offset=offset)
-                if el["count"] and (data["n"] != n).any():
-                    raise InputError(f"{path}: only faces with a constant vertex count are supported")
-                table = {name: data["idx"]}
-            else:
-                dt = np.dtype([(p[1], end + _PLY_TYPES[p[0]]) for p in el["props"]])
-                data = np.frombuffer(body, dtype=dt, count=el["count"], offset=offset)
-                table = {name: data[name] for name in dt.names}
-            offset += dt.itemsize * el["count"]
-        if el["name"] == "vertex":
-            verts = np.stack([np.asarray(table[c], dtype=np.float64) for c in "xyz"], axis=1)
-            if all(c in table for c in ("red", "green", "blue")):
-                colors = (
-                    np.stack([np.asarray(table[c], dtype=np.float64) for c in ("red", "green", "blue")], 1)
-                    / 255.0
-                )
-        elif el["name"] == "face":
-            (lists,) = table.values()
-            faces = np.asarray([list(f) for f in lists] if fmt == "ascii" else lists, dtype=np.int64)
-            if faces.ndim != 2 or faces.shape[1] != 3:
-                raise InputError(f"{path}: only triangle faces are supported")
-    if verts is None:
-        raise InputError(f"{path}: PLY file has no vertex element")
-    return verts, (faces if faces is not None else np.zeros((0, 3), np.int64)), colors
+            data = read_ply(source)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # the parser's ValueError, KeyError, IndexError, ...: the file is not readable
+        raise InputError(f"{what}: cannot read the PLY file ({type(err).__name__}: {err})") from None
+    verts = np.asarray(data.get("vertices", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
+    if not len(verts):
+        raise InputError(f"{what}: PLY file has no vertices")
+    faces = data.get("faces")
+    faces = np.zeros((0, 3), np.int64) if faces is None else np.asarray(faces, dtype=np.int64)
+    if faces.ndim != 2 or (len(faces) and faces.shape[1] < 3):
+        raise InputError(f"{what}: the PLY faces are not polygons of 3 or more vertices")
+    if faces.shape[1] > 3:  # (F, k) polygons -> a fan of k - 2 triangles each, in polygon order
+        faces = np.stack([faces[:, [0, k, k + 1]] for k in range(1, faces.shape[1] - 1)], axis=1)
+    faces = faces.reshape(-1, 3)
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(verts)):
+        raise InputError(f"{what}: faces index vertices outside 0..{len(verts) - 1}")
+    colors = data.get("vertex_colors")
+    if colors is not None:
+        colors = np.asarray(colors, dtype=np.float64)[:, :3] / 255.0
+    return verts, faces, colors

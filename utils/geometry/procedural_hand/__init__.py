@@ -39,9 +39,9 @@ chains), ``surface`` (the mesh), ``rig`` (skinning weights, joint regressor, pos
 (:func:`build_hand`, :func:`mirror_to_left`, :func:`write_hand`), ``checks`` (:func:`check_hand`,
 self-intersections, winding numbers, :func:`render_preview`).
 
-Imports allowed: none; numpy, and scipy, trimesh and cv2 inside the functions that need them. Nothing
-here imports torch, the rest of ``utils``, ``models``, ``datasets`` or ``trainers``; importing the package
-loads no file.
+Imports allowed: ``utils.checkpoint``; only its atomic writer, inside the functions that write files; numpy,
+and scipy, trimesh and cv2 inside the functions that need them. Nothing here imports torch, the rest of
+``utils``, ``models``, ``datasets`` or ``trainers``; importing the package loads no file.
 """
 
 from utils.geometry.procedural_hand.build import build_hand, mirror_to_left, write_hand

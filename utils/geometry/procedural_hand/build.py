@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickle
 
 import numpy as np
@@ -112,7 +111,6 @@ def mirror_to_left(right: dict) -> dict:
 
 def write_hand(hand: dict, path: str) -> None:
     """Write a MANO-format pickle (protocol 2, like the MANO release) atomically."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        pickle.dump(hand, fh, protocol=2)
-    os.replace(tmp, path)
+    from utils.checkpoint import atomic_write
+
+    atomic_write(path, lambda handle: pickle.dump(hand, handle, protocol=2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from utils.geometry.procedural_hand.skeleton import WRIST_RING
@@ -154,4 +156,9 @@ def render_preview(
                 img, np.round(px[faces[fi]] * 16).astype(np.int32), colour, lineType=cv2.LINE_AA, shift=4
             )
         tiles.append(img)
-    cv2.imwrite(path, np.concatenate(tiles, axis=1))
+    from utils.checkpoint import atomic_write_bytes
+
+    ok, encoded = cv2.imencode(Path(path).suffix or ".png", np.concatenate(tiles, axis=1))
+    if not ok:
+        raise ValueError(f"cannot encode a preview for {path} (unsupported extension?)")
+    atomic_write_bytes(path, encoded.tobytes())
