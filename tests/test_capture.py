@@ -182,7 +182,9 @@ def test_procedural_hand_on_real_data_needs_the_config_key(tmp_path):
     real.mkdir()
     synthetic.mkdir()
     (synthetic / "synthetic_meta.json").write_text("{}")
-    with pytest.raises(InputError, match=r"data.mano_dir .*\$SRHAND_MANO_DIR.*data.allow_procedural_hand = true"):
+    with pytest.raises(
+        InputError, match=r"data.mano_dir .*\$SRHAND_MANO_DIR.*data.allow_procedural_hand = true"
+    ):
         check_hand_model_for_data(procedural, real, allow_procedural=False)
     check_hand_model_for_data(procedural, real, allow_procedural=True)
     check_hand_model_for_data(procedural, synthetic, allow_procedural=False)

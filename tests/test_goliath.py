@@ -73,7 +73,9 @@ def test_cameras_frames_and_report(capture):
     assert skipped["not fully lit (light pattern 1, 5 lights)"] == [2, 4, 8]
     assert skipped["not fully lit (light pattern 2, 5 lights)"] == [1, 5, 7]
     text = seq.summary()
-    assert "left out 1 camera(s): no segmentation_fgbg zip: cam400003" in text and "skipped 3 frame(s)" in text
+    assert (
+        "left out 1 camera(s): no segmentation_fgbg zip: cam400003" in text and "skipped 3 frame(s)" in text
+    )
     with pytest.raises(
         ValueError, match=r"no usable train frame.*'segmentation missing in some selected camera': 1"
     ):

@@ -40,7 +40,7 @@ from utils.checkpoint import (
     model_entry,
     save_atomic,
 )
-from utils.config import ConfigError, conf_to_dict, describe_origin
+from utils.config import ConfigError, conf_to_dict, describe_origin, missing_data_path_error
 from utils.errors import InputError
 from utils.image_io import make_grid, write_image
 from utils.metrics.image import PerceptualMetric
@@ -173,14 +173,24 @@ class GiifTrainer:
             dataset = torch.utils.data.Subset(dataset, [int(i * stride) for i in range(limit)])
         return CachedDataset(dataset) if data.get_bool("cache") else dataset
 
+    def _check_hand_model(self) -> None:
+        """Log the hand model the MANO normal maps come from; refuse the procedural stand-in on captures that
+        are not synthetic unless ``data.allow_procedural_hand``."""
+        from datasets.capture import check_hand_model_for_data
+        from utils.geometry.mano import is_procedural_hand, resolve_hand_model_path
+
+        data = self.conf.get_config("data")
+        path = resolve_hand_model_path(data.get_string("mano_dir") or None, data.get_string("hand"))
+        kind = "procedural stand-in hand (NOT MANO)" if is_procedural_hand(path) else "MANO-format hand"
+        self.log.info("hand model: %s %s", kind, path)
+        check_hand_model_for_data(path, data.get_string("data_path"), data.get_bool("allow_procedural_hand"))
+
     def _captures(self) -> tuple[list, list]:
         from datasets import interhand
 
         data = self.conf.get_config("data")
         root = data.get_string("data_path")
         if not Path(root).is_dir():  # trainers.run.check_inputs checks it first; this is for direct use
-            from trainers.run import missing_data_path_error
-
             raise missing_data_path_error(self.conf)
         try:
             val = [str(c) for c in data.get_list("val_captures")] or interhand.list_captures(
@@ -209,6 +219,7 @@ class GiifTrainer:
 
     def build_data(self, train: bool = True) -> None:
         train_caps, val_caps = self._captures()
+        self._check_hand_model()
         if train:
             self.train_set = self._dataset("train_split", train_caps)
             self.log.info("training set: %d samples (captures %s)", len(self.train_set), train_caps)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from utils.checkpoint import CheckpointError, WriteFailedError, latest_checkpoint
 from utils.cli import build_parser, resolve_device
-from utils.config import ConfigError, config_origin, describe_origin, env_source, load_config, save_resolved
+from utils.config import ConfigError, config_origin, load_config, missing_data_path_error, save_resolved
 from utils.errors import InputError
 from utils.run_lock import RunLock, RunLockError, remove_stale_temp_files
 from utils.run_logging import NonFiniteLossError
@@ -76,28 +76,6 @@ def run_folder(stage: str, args: argparse.Namespace, conf) -> Path:
         path = Path(args.model_path)
         return path.parent if path.suffix == ".pth" else path
     return Path(conf.get_string("out_root")) / conf.get_string("exp_name")
-
-
-def missing_data_path_error(conf, dataset: str = "interhand") -> InputError:
-    """The error for a ``data.data_path`` that is not a folder: its value, where it came from (the file,
-    ``--set`` or the schema, and the environment variable that feeds it, set or not) and how to fix it.
-
-    Args:
-        conf: the config of :func:`utils.config.load_config`.
-        dataset: ``interhand`` (InterHand2.6M layout, the synthetic captures included) or ``goliath``.
-    """
-    key = "data.data_path"
-    value = conf.get_string(key)
-    name = env_source(conf, key)
-    where = f"${name} or --set {key}=PATH" if name else f"--set {key}=PATH (or the config)"
-    if dataset == "goliath":
-        fix = f'point {where} at the Goliath capture folder m--...--Hands--<side> (README "Run on Goliath")'
-    else:
-        fix = (
-            "generate the synthetic captures with `python scripts/make_synthetic.py`, or point "
-            f"{where} at an InterHand2.6M-layout folder (images/ and annotations/)"
-        )
-    return InputError(f"{key} = {value!r} (from {describe_origin(conf, key)}) is not a folder: {fix}")
 
 
 def _require_file(path: str | Path, what: str, hint: str) -> None:

@@ -582,3 +582,25 @@ def read_section(cls: type, conf, key: str | None = None):
         else:
             raise TypeError(f"{cls.__name__}.{field.name}: read_section cannot read a field of type {kind!r}")
     return cls(**values)
+
+
+def missing_data_path_error(conf, dataset: str = "interhand") -> InputError:
+    """The error for a ``data.data_path`` that is not a folder: its value, where it came from (the file,
+    ``--set`` or the schema, and the environment variable that feeds it, set or not) and how to fix it.
+
+    Args:
+        conf: the config of :func:`load_config`.
+        dataset: ``interhand`` (InterHand2.6M layout, the synthetic captures included) or ``goliath``.
+    """
+    key = "data.data_path"
+    value = conf.get_string(key)
+    name = env_source(conf, key)
+    where = f"${name} or --set {key}=PATH" if name else f"--set {key}=PATH (or the config)"
+    if dataset == "goliath":
+        fix = f'point {where} at the Goliath capture folder m--...--Hands--<side> (README "Run on Goliath")'
+    else:
+        fix = (
+            "generate the synthetic captures with `python scripts/make_synthetic.py`, or point "
+            f"{where} at an InterHand2.6M-layout folder (images/ and annotations/)"
+        )
+    return InputError(f"{key} = {value!r} (from {describe_origin(conf, key)}) is not a folder: {fix}")

@@ -20,7 +20,7 @@ import torch
 from datasets.preprocess import degrade
 from trainers.srhand.context import RunContext
 from trainers.srhand.settings import DataSettings, MANONoiseSettings
-from utils.config import ConfigError
+from utils.config import ConfigError, missing_data_path_error
 from utils.errors import InputError
 from utils.geometry.camera import Cameras
 
@@ -249,11 +249,10 @@ def read_capture(
     else:
         from datasets.interhand import read_interhand_sequence
 
-        if not Path(d.data_path).is_dir():
-            raise FileNotFoundError(
-                f"data.data_path = {d.data_path!r} is not a folder. Generate the synthetic captures with "
-                "`python scripts/make_synthetic.py` or point data.data_path (or $SRHAND_DATA) at InterHand2.6M."
-            )
+        if not Path(
+            d.data_path
+        ).is_dir():  # trainers.run.check_inputs checks it first; this is for direct use
+            raise missing_data_path_error(ctx.conf, d.dataset)
         seq = read_interhand_sequence(
             d.data_path,
             d.split,

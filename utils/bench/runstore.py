@@ -57,7 +57,12 @@ MACHINE_KEYS = (
     "train.perceptual_impl",
     "finetune.masked_decode",
     "finetune.feature_cache_mib",
+    # whether a run may start at all, not what it computes
+    "data.allow_procedural_hand",
 )
+# Keys added after the first stored runs, at the value that computes what those runs computed: left out of
+# the key at that value (so the stored runs are still found), kept at any other.
+NEUTRAL_VALUES = {"data.min_views": 1}
 # Generator settings that are paths (normalised to their base name).
 DATA_PATH_KEYS = ("mano_dir", "hand_model")
 # metrics.json keys that hold one value per frame (dropped: the table needs the means).
@@ -74,11 +79,23 @@ def _drop(tree: dict, dotted: str) -> None:
     tree.pop(leaf, None)
 
 
+def _get(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
 def normalise_config(config: dict) -> dict:
-    """A copy of a resolved config (plain dict) without :data:`MACHINE_KEYS`."""
+    """A copy of a resolved config (plain dict) without :data:`MACHINE_KEYS`, and without the keys of
+    :data:`NEUTRAL_VALUES` that hold their neutral value."""
     config = json.loads(json.dumps(config))
     for key in MACHINE_KEYS:
         _drop(config, key)
+    for key, value in NEUTRAL_VALUES.items():
+        if _get(config, key) == value:
+            _drop(config, key)
     return config
 
 
