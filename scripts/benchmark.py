@@ -62,9 +62,12 @@ from utils.bench.report import (  # noqa: E402
     static_markdown,
 )
 from utils.bench.runner import (  # noqa: E402
+    checkpoint_ready,
     execute,
     git_rev,
     job_key,
+    legacy_keys,
+    legacy_machines,
     machine,
     output_refs,
     run,
@@ -210,6 +213,7 @@ def sr_plan(args, work: Path) -> tuple[list[tuple], list[dict], dict]:
     for _, seed, run_dir, cmd in jobs:
         keys.append(job_key(args, cmd, seed, refs))
         refs.update(output_refs(run_dir, keys[-1]))
+    legacy_keys(args, keys)  # their version-1 twins, which the main.py rows' twins name
     return jobs, keys, refs
 
 
@@ -400,11 +404,12 @@ def srhand_table(
     jobs = srhand_jobs(args, work, keys, check_models=False, data=data, folder=folder, conf=conf, extra=extra)
     sr, sr_keys, refs = sr_plan(args, work)
     run_keys = [job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
+    twins, accepted = legacy_keys(args, run_keys), legacy_machines(args)
     store = runstore.RunStore(args.store)
     todo = [
         key
-        for (key, _, _, _), run_key in zip(jobs, run_keys, strict=True)
-        if args.fresh or store.get("srhand", key, run_key) is None
+        for (key, _, _, _), run_key, twin in zip(jobs, run_keys, twins, strict=True)
+        if args.fresh or store.find("srhand", key, run_key, twin, accepted) is None
     ]
     # Rows to run need their GIIF/LIIF and discriminator checkpoints; when the SR runs that write them are
     # only in the store (another machine, or --work emptied), those SR runs are run again first.
@@ -413,7 +418,11 @@ def srhand_table(
     needed |= {
         str(Path(args.liif_model if SRHAND_RUNS[key][2] == "liif" else args.giif_model)) for key in todo
     }
-    force = {producers[path] for path in needed if path in producers and not Path(path).is_file()}
+    force = {
+        producers[path]
+        for path in needed
+        if path in producers and not checkpoint_ready(path, sr_keys[producers[path]])
+    }
     if force and not args.fresh:
         print(
             f"[benchmark] main.py runs to do need {len(force)} SR checkpoint(s) not on this machine: re-running "
@@ -728,6 +737,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--store",
         default=str(REPO / "benchmarks" / "runs"),
         help="run store: one committed JSON per finished run (utils/bench/runstore.py)",
+    )
+    parser.add_argument(
+        "--legacy_machine",
+        action="append",
+        default=[],
+        metavar="CPU",
+        help="also reuse legacy run-store entries (made before data fingerprints, issue 22) made on this "
+        "CPU (their `machine` field, e.g. 'Intel(R) Xeon(R) Processor'), as if this machine's captures were "
+        "theirs; by default only those of this machine's CPU are reused",
     )
     parser.add_argument(
         "--report_only",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -149,15 +150,25 @@ def test_key_is_stable_and_sensitive(bench, tmp_path):
     b = key_of(tmp_path / "elsewhere" / "w2", _fake_meta(tmp_path / "d2", mano_dir="/other/mano"))
     assert runstore.key_hash(a) == runstore.key_hash(b)
     assert "data_path" not in a["config"]["data"] and "exp_name" not in a["config"]
-    assert a["inputs"]["giif_model"].startswith("run:") and a["data"]["config"]["mano_dir"] == "mano"
+    assert (
+        a["inputs"]["giif_model"].startswith("run:") and a["data"]["settings"]["config"]["mano_dir"] == "mano"
+    )
+    assert a["version"] == runstore.KEY_VERSION == 2 and a["data"]["fingerprint"].startswith("sha256:")
+    # Same generator settings, different content (an image byte): another key, for every run on it.
+    other = _fake_meta(tmp_path / "d4")
+    (other / "images").mkdir()
+    (other / "images" / "image0.jpg").write_bytes(b"\xff\xd8 other pixels")
     changed = [
         key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), ["train.epochs=31"]),
         key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), seed=1),
         key_of(tmp_path / "w1", _fake_meta(tmp_path / "d3", hr_size=256)),
         key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), ["model.use_enh=false"]),
+        key_of(tmp_path / "w1", other),
     ]
+    assert changed[-1]["data"]["settings"] == a["data"]["settings"]
+    assert changed[-1]["inputs"] != a["inputs"]  # the SR runs it starts from read those captures too
     hashes = {runstore.key_hash(k) for k in [a, *changed]}
-    assert len(hashes) == 5
+    assert len(hashes) == 6
     # Upstream: another SR step count changes the GIIF run's key, hence every main.py key built on it.
     args = bench.parse_args(["--work", str(tmp_path / "w1"), "--data", str(tmp_path / "d1"), "--steps", "10"])
     _, _, refs = bench.sr_plan(args, tmp_path / "w1")
@@ -442,7 +453,7 @@ def test_stored_sr_runs_rerun_for_missing_checkpoints(bench, tmp_path, monkeypat
         if cmd[1] == "main.py":
             metrics = _fake_srhand_metrics(20.0, 1.0)
         else:
-            scores = {"x16": {"psnr_masked": 20.0, "ssim_masked": 0.5}}
+            scores = {"x16": {"psnr_masked": 20.0 + 0.01 * len(ran), "ssim_masked": 0.5}}  # another machine
             metrics = {
                 "results": {"giif": scores, "bicubic": scores},
                 "perceptual": None,
@@ -467,6 +478,19 @@ def test_stored_sr_runs_rerun_for_missing_checkpoints(bench, tmp_path, monkeypat
     assert bench.section_sr(args, Path(args.work))["executed"] == 0 and ran == []
     bench.srhand_table(args, Path(args.work), "srhand")
     assert ran == ["sr_giif", "sr_disc", "giif_ours_s0"]
+    # The re-runs did not replace what the stored entries hold: they are appended to the entries' reruns.
+    giif = json.loads(next((tmp_path / "store" / "cpu" / "sr" / "giif").glob("seed0-*.json")).read_text())
+    assert giif["metrics"]["results"]["giif"]["x16"]["psnr_masked"] == 20.01
+    assert [r["metrics"]["results"]["giif"]["x16"]["psnr_masked"] for r in giif["reruns"]] == [20.0]
+    # A checkpoint on disk that another run wrote (its folder's marker names another key) is not used.
+    ran.clear()
+    for name in ("sr_giif", "sr_disc"):
+        shutil.copytree(tmp_path / "w2" / name, tmp_path / "w3" / name)
+    (tmp_path / "w3" / "sr_disc" / runner.RUN_MARKER).write_text('{"key_hash": "another run"}')
+    monkeypatch.setitem(bench.TABLES, "srhand", (["giif_ours", "srhand"], {}))
+    args = bench.parse_args([*argv, "--work", str(tmp_path / "w3")])
+    bench.srhand_table(args, Path(args.work), "srhand")
+    assert ran == ["sr_disc", "srhand_s0"]
 
 
 def test_identity_section(bench, tmp_path, monkeypatch):
@@ -720,23 +744,55 @@ def test_stage2_key_ignores_the_superseded_config_checkpoint(bench, tmp_path):
     assert before == after and "giif_model" not in after["inputs"] and "model_path" in after["inputs"]
 
 
-def test_committed_cpu_runs_are_found_by_the_current_configs(bench, monkeypatch, tmp_path):
-    """The CPU tables' runs, keyed from today's configs and entry scripts, are all in the committed run store:
-    a new config key that chooses how a run computes rather than what (e.g. ``train.perceptual_impl``) must be
-    normalised away (``runstore.MACHINE_KEYS``), or every stored run would be orphaned and re-run."""
-    stored = json.loads(next((REPO / "benchmarks" / "runs" / "cpu" / "srhand").rglob("*.json")).read_text())
+LEGACY_MACHINE = "Intel(R) Xeon(R) Processor"  # the committed CPU and medium entries' machine
+
+
+def _legacy_lookups(bench, monkeypatch, tmp_path, argv: list[str], cpu: str) -> tuple[list, list]:
+    """(found, missing) lookups of the CPU tables' runs, keyed from today's configs on a machine whose CPU is
+    ``cpu``, for captures whose generator settings are the committed runs' but whose content is unknown."""
+    stored = json.loads(
+        next((REPO / "benchmarks" / "runs" / "cpu" / "sr" / "giif").glob("seed0-*.json")).read_text()
+    )
+    assert stored["key"]["version"] == 1 and stored["machine"] == LEGACY_MACHINE
     monkeypatch.setattr(
         runstore, "data_settings", lambda root: stored["key"]["data"]
-    )  # the stored runs' data
-    args = bench.parse_args(["--scale", "cpu", "--work", str(tmp_path), "--data", str(tmp_path / "data")])
-    store = runstore.RunStore(REPO / "benchmarks" / "runs")
+    )  # the stored runs' settings
+    monkeypatch.setattr(runner, "machine", lambda: {"cpu_model": cpu})
+    _fake_meta(tmp_path / "data")  # captures of this machine: their content is not the committed runs'
+    args = bench.parse_args(
+        ["--scale", "cpu", "--work", str(tmp_path), "--data", str(tmp_path / "data"), *argv]
+    )
+    store, accepted = runstore.RunStore(REPO / "benchmarks" / "runs"), runner.legacy_machines(args)
+    found, missing = [], []
     sr, sr_keys, refs = bench.sr_plan(args, tmp_path)
-    missing = [
-        f"sr/{j[0]} seed {j[1]}" for j, k in zip(sr, sr_keys, strict=True) if store.get("sr", j[0], k) is None
-    ]
+    for j, k, twin in zip(sr, sr_keys, runner.legacy_keys(args, sr_keys), strict=True):
+        entry = store.find("sr", j[0], k, twin, accepted)
+        (found if entry else missing).append((f"sr/{j[0]} seed {j[1]}", entry))
     for table in ("srhand", "ablation", "noise"):
         jobs = bench.srhand_jobs(args, tmp_path, bench.TABLES[table][0], check_models=False)
-        for key, seed, _, cmd in jobs:
-            if store.get("srhand", key, runner.job_key(args, cmd, seed, refs)) is None:
-                missing.append(f"{table}/{key} seed {seed}")
-    assert not missing, f"not found in benchmarks/runs/cpu: {missing}"
+        keys = [runner.job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
+        for (key, seed, _, _), k, twin in zip(jobs, keys, runner.legacy_keys(args, keys), strict=True):
+            entry = store.find("srhand", key, k, twin, accepted)
+            (found if entry else missing).append((f"{table}/{key} seed {seed}", entry))
+    return found, missing
+
+
+def test_committed_cpu_runs_are_found_by_the_current_configs(bench, monkeypatch, tmp_path):
+    """The CPU tables' runs, keyed from today's configs and entry scripts, are all in the committed run store
+    as legacy entries (key version 1, no data fingerprint), found through their version-1 twins on the machine
+    that made them: a new config key that chooses how a run computes rather than what (e.g.
+    ``train.perceptual_impl``) must be normalised away (``runstore.MACHINE_KEYS``), or every stored run would be
+    orphaned and re-run. On another CPU they are found only when accepted by name (``--legacy_machine``), and
+    each found entry says it is legacy, so its data is that machine's captures, not this one's."""
+    found, missing = _legacy_lookups(bench, monkeypatch, tmp_path, [], LEGACY_MACHINE)
+    assert not missing, f"not found in benchmarks/runs/cpu: {[name for name, _ in missing]}"
+    assert len(found) == 8 + 3 * (7 + 4 + 2)
+    assert all(runstore.is_legacy(e) and e["machine"] == LEGACY_MACHINE for _, e in found)
+    identities = {runstore.data_identity(e) for _, e in found}
+    assert len(identities) == 1 and identities.pop().startswith(f"legacy:{LEGACY_MACHINE}:")
+
+    found, missing = _legacy_lookups(bench, monkeypatch, tmp_path / "amd", [], "AMD EPYC")
+    assert not found and len(missing) == 8 + 3 * (7 + 4 + 2)  # another CPU's captures: run again, new keys
+    argv = ["--legacy_machine", LEGACY_MACHINE]
+    found, missing = _legacy_lookups(bench, monkeypatch, tmp_path / "accepted", argv, "AMD EPYC")
+    assert not missing and all(runstore.is_legacy(e) for _, e in found)
