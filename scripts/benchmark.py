@@ -52,6 +52,7 @@ from utils.bench import runstore  # noqa: E402
 from utils.bench.claims_table import claims_markdown, input_mano_row, section_claims  # noqa: E402
 from utils.bench.claims_table import mean_std as _mean_std  # noqa: E402
 from utils.bench.claims_table import summarise as _summarise  # noqa: E402
+from utils.bench.provenance import fill_from_store  # noqa: E402
 from utils.bench.report import (  # noqa: E402
     identity_markdown,
     merge_render_runs,
@@ -222,6 +223,7 @@ def section_sr(args, work: Path) -> dict:
     upstream = {str(j[2] / "giif.pth"): i for i, j in enumerate(jobs)}
     entries, timings = execute(args, work, "sr", jobs, keys, parallel=1, upstream=upstream)
     reports = {(name, seed): entries[run_dir.name]["metrics"] for name, seed, run_dir, _ in jobs}
+    origin = {(name, seed): runstore.provenance(entries[run_dir.name]) for name, seed, run_dir, _ in jobs}
     steps = f"{args.steps} steps" if args.steps > 0 else "the config's epochs"
     both = f"{args.steps} + {args.disc_steps} steps" if args.steps > 0 else "both stages' epochs"
     sources = {  # row -> (run, method in its metrics.json)
@@ -231,10 +233,11 @@ def section_sr(args, work: Path) -> dict:
         f"GIIF w/o D ({both}, stage 2 with adv_weight 0)": ("giif_noadv", "giif"),
         f"GIIF + D ({both})": ("disc", "giif"),
     }
-    rows, stds, per_seed = {}, {}, {}
+    rows, stds, per_seed, provenance = {}, {}, {}, {}
     for label, (name, method) in sources.items():
         results = {seed: reports[(name, seed)]["results"][method] for seed in args.sr_seeds}
         per_seed[label] = results
+        provenance[label] = {str(seed): origin[(name, seed)] for seed in args.sr_seeds}
         rows[label], stds[label] = {}, {}
         for scale in next(iter(results.values())):
             metrics = next(iter(results.values()))[scale]
@@ -246,6 +249,7 @@ def section_sr(args, work: Path) -> dict:
         "rows": rows,
         "std": stds,
         "per_seed": per_seed,
+        "provenance": provenance,
         "seeds": list(args.sr_seeds),
         "row_keys": {label: f"{name}:{method}" for label, (name, method) in sources.items()},
         "perceptual": first["perceptual"],
@@ -445,7 +449,10 @@ def srhand_table(
     rows = {}
     for key in keys:
         runs = {seed: _row_metrics(entries[f"{key}_s{seed}"]["metrics"]) for seed in args.seeds}
-        rows[labels.get(key, SRHAND_RUNS[key][0])] = _summarise(key, runs)
+        rows[labels.get(key, SRHAND_RUNS[key][0])] = {
+            **_summarise(key, runs),
+            "provenance": {str(seed): runstore.provenance(entries[f"{key}_s{seed}"]) for seed in args.seeds},
+        }
     if table in ("srhand", "static"):
         rows.update(input_mano_row(rows))
     return {
@@ -786,6 +793,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / f"{args.results_stem}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    fill_from_store(results, args.store, args.scale)  # tables written before their runs' machines were kept
     command = " ".join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     for name in [] if args.report_only else args.sections:
         compute, _, title = SECTIONS[name]
@@ -807,6 +815,7 @@ def main(argv: list[str] | None = None) -> None:
             by_scale[scale] = results
         elif path.is_file() and scale != "paper":
             by_scale[scale] = json.loads(path.read_text())
+            fill_from_store(by_scale[scale], args.store, scale)
     if args.scale != "paper" and "medium" not in by_scale:
         by_scale["medium"] = {}  # shown as "not run"
     results["claims"] = {

@@ -410,13 +410,17 @@ def test_paired_statistics_by_hand():
         claims.verdict(s, 0)
 
 
+def _origin(data: str, machine: str = "CPU A") -> dict:
+    return {"machine": machine, "data": data, "key_hash": f"{data}-{machine}"}
+
+
 def test_claims_table(bench):
     def row(key, p2p_by_seed, mano=0.3):
         runs = {
             str(s): {"p2p_mm": v, "p2p_mm_mano": mano, "render_psnr": 20.0, "perceptual": "x"}
             for s, v in p2p_by_seed.items()
         }
-        return {"key": key, "seeds": runs}
+        return {"key": key, "seeds": runs, "provenance": {str(s): _origin("sha256:aa") for s in p2p_by_seed}}
 
     results = {
         "srhand": {
@@ -439,6 +443,55 @@ def test_claims_table(bench):
     assert "| -0.500 ± 0.100 (n=3) | holds | not run | - |" in text
     # a scale that ran without a claim's rows (the medium scale has no identity section) says so
     assert "| p2p_mm (lower) | rows not run | - | not run | - |" in text
+    assert "cpu: runs by machine: `CPU A` (1 run)." in text  # one (fake) key hash for all of them
+
+
+def test_claims_pair_only_runs_on_the_same_data(bench):
+    """A claim is judged only when each seed's two runs share their data: the same content fingerprint, or for
+    legacy entries the same machine and generator settings; otherwise it says which data differ, or that a
+    row's data is unknown (results written before provenance, not found in the run store)."""
+
+    def row(key, p2p_by_seed, data):
+        return {
+            "key": key,
+            "seeds": {
+                str(s): {"p2p_mm": v, "p2p_mm_mano": 0.3, "perceptual": "x"} for s, v in p2p_by_seed.items()
+            },
+            "provenance": {
+                str(s): (_origin(*d) if d else None) for s, d in zip(p2p_by_seed, data, strict=True)
+            },
+        }
+
+    def judged(better_data, worse_data):
+        rows = {
+            "SRHand": row("srhand", {0: 1.0, 1: 1.2, 2: 1.1}, better_data),
+            "w/o": row("giif_ours", {0: 1.5, 1: 1.6, 2: 1.7}, worse_data),
+        }
+        out = bench.section_claims({"cpu": {"srhand": {"result": {"rows": rows}}}})
+        claim = next(
+            c for c in out["claims"] if c["name"].startswith("fine-tuning") and c["metric"] == "p2p_mm"
+        )
+        return claim["scales"]["cpu"], "\n".join(bench.claims_markdown(out))
+
+    legacy = ("legacy:Intel(R) Xeon(R) Processor:1a2b3c4d", "Intel(R) Xeon(R) Processor")
+    same = judged([legacy] * 3, [legacy] * 3)[0]
+    assert same["verdict"] == "holds" and same["n"] == 3 and "unpaired" not in same
+    new = ("sha256:" + "ab" * 32, "AMD EPYC")
+    result, text = judged([legacy] * 3, [legacy, legacy, new])  # seed 2's w/o ftd. run redone on other data
+    assert result["verdict"] == claims.DATA_DIFFER and result["mean"] is None
+    assert result["unpaired"] == {"2": [legacy[0], new[0]]}
+    assert (
+        "| seed 2: legacy data of `Intel(R) Xeon(R) Processor` (settings `1a2b3c4d`) vs data `abababababab` "
+        "| not paired: data differ |" in text
+    )
+    assert "mixes 2 machines" in text
+    # Two machines, same captures (equal fingerprints): paired.
+    assert judged([new] * 3, [(new[0], "Intel(R) Xeon(R) Processor")] * 3)[0]["verdict"] == "holds"
+    # Legacy entries of two machines with the same settings: not known to share data.
+    other = ("legacy:AMD EPYC:1a2b3c4d", "AMD EPYC")
+    assert judged([legacy] * 3, [other] * 3)[0]["verdict"] == claims.DATA_DIFFER
+    unknown = judged([legacy] * 3, [legacy, None, legacy])[0]
+    assert unknown["verdict"] == claims.DATA_UNKNOWN and unknown["unpaired"] == {"1": [legacy[0], None]}
 
 
 def test_stored_sr_runs_rerun_for_missing_checkpoints(bench, tmp_path, monkeypatch):
@@ -796,3 +849,84 @@ def test_committed_cpu_runs_are_found_by_the_current_configs(bench, monkeypatch,
     argv = ["--legacy_machine", LEGACY_MACHINE]
     found, missing = _legacy_lookups(bench, monkeypatch, tmp_path / "accepted", argv, "AMD EPYC")
     assert not missing and all(runstore.is_legacy(e) for _, e in found)
+
+
+def test_legacy_entries_reused_only_on_their_machine(bench, tmp_path, monkeypatch):
+    """Legacy entries (key version 1, no data fingerprint) are reused on the machine that made them, and the table
+    and the claims say so: a row run now on this machine's captures (another data identity) is not paired with
+    them. On another CPU they are not reused: every run is made on its captures and the claims pair again."""
+    data = _fake_meta(tmp_path / "data")
+    ran = []
+
+    def fake_run(cmd, log, env=None):
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        seed = int(next(a for a in cmd if a.startswith("seed=")).split("=")[1])
+        ftd = "sr_source=giif_finetuned" in cmd
+        (out / "metrics.json").write_text(
+            json.dumps(_fake_srhand_metrics(20.0 + seed, 1.5 - 0.5 * ftd + 0.1 * seed))
+        )
+        ran.append(out.name)
+        return 1.0
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: ("aaaaaaa", False))
+    monkeypatch.setitem(bench.TABLES, "srhand", (["giif_ours", "srhand"], {}))
+    (tmp_path / "giif.pth").write_bytes(b"giif")
+    argv = ["--data", str(data), "--store", str(tmp_path / "store"), "--seeds", "0", "1", "--jobs", "1"]
+    argv += ["--giif_model", str(tmp_path / "giif.pth")]
+
+    def on(cpu: str, work: str, *extra: str):
+        monkeypatch.setattr(runner, "machine", lambda: {"cpu_model": cpu})
+        return bench.parse_args([*argv, "--work", str(tmp_path / work), *extra])
+
+    # The old store: GIIF w/o ftd. + Ours made on CPU A before fingerprints (written under the keys' twins).
+    args = on("CPU A", "old")
+    _, _, refs = bench.sr_plan(args, Path(args.work))
+    jobs = bench.srhand_jobs(args, Path(args.work), ["giif_ours"], check_models=False)
+    keys = [runner.job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
+    store = runstore.RunStore(tmp_path / "store")
+    for (row, seed, _, _), twin in zip(jobs, runner.legacy_keys(args, keys), strict=True):
+        assert twin["version"] == 1 and "fingerprint" not in twin["data"]
+        store.put(
+            "srhand",
+            row,
+            twin,
+            _fake_srhand_metrics(20.0 + seed, 1.5 + 0.1 * seed),
+            "old1234",
+            False,
+            machine="CPU A",
+        )
+    legacy_files = {p: p.read_text() for p in (tmp_path / "store").rglob("*.json")}
+
+    # On CPU A: the legacy runs are reused, SRHand is run; the table names both data, the claim does not pair.
+    args = on("CPU A", "a")
+    table = bench.srhand_table(args, Path(args.work), "srhand")
+    assert sorted(ran) == ["srhand_s0", "srhand_s1"]
+    assert table["machines"] == [("CPU A", 4)] and len(table["data"]) == 2
+    assert table["rows"]["GIIF w/o ftd. + Ours"]["provenance"]["0"]["data"].startswith("legacy:CPU A:")
+    assert table["rows"]["SRHand (GIIF w/ ftd. + Ours)"]["provenance"]["0"]["data"].startswith("sha256:")
+    text = "\n".join(bench.srhand_markdown(table))
+    assert "Runs by machine: `CPU A` (4 runs)" in text and "mixes 2 data sets: " in text
+    assert "legacy data of `CPU A`" in text
+    out = bench.section_claims({"cpu": {"srhand": {"result": table}}})
+    ftd = next(c for c in out["claims"] if c["name"].startswith("fine-tuning") and c["metric"] == "p2p_mm")
+    assert ftd["scales"]["cpu"]["verdict"] == claims.DATA_DIFFER
+    entry = json.loads(
+        next((tmp_path / "store" / "cpu" / "srhand" / "srhand").glob("seed0-*.json")).read_text()
+    )
+    assert entry["key"]["version"] == 2 and set(entry["data_parts"]) == {"meta"}
+
+    # On CPU B: not reused (its captures may differ): GIIF w/o ftd. + Ours runs under the current key; SRHand
+    # is found (same fingerprint: these fake captures are the same folder); the claim pairs.
+    ran.clear()
+    args = on("CPU B", "b")
+    table = bench.srhand_table(args, Path(args.work), "srhand")
+    assert sorted(ran) == ["giif_ours_s0", "giif_ours_s1"]
+    assert table["machines"] == [("CPU A", 2), ("CPU B", 2)] and len(table["data"]) == 1
+    assert "mixes 2 machines" in "\n".join(bench.srhand_markdown(table))
+    out = bench.section_claims({"cpu": {"srhand": {"result": table}}})
+    ftd = next(c for c in out["claims"] if c["name"].startswith("fine-tuning") and c["metric"] == "p2p_mm")
+    assert ftd["scales"]["cpu"]["verdict"] == "holds"
+    # The legacy entries themselves are never touched (still found, on CPU A, with --legacy_machine elsewhere).
+    assert all(p.read_text() == text for p, text in legacy_files.items())

@@ -300,9 +300,15 @@ def execute(
 
 
 def store_summary(entries, executed: dict) -> dict:
-    """Revision mix and counts of the stored entries a table reads."""
+    """Revision, machine and data mixes and counts of the stored entries a table reads."""
     entries = list(entries)
-    return {"revisions": runstore.revision_mix(entries), "runs": len(entries), "executed": len(executed)}
+    return {
+        "revisions": runstore.revision_mix(entries),
+        "machines": runstore.machine_mix(entries),
+        "data": runstore.data_mix(entries),
+        "runs": len(entries),
+        "executed": len(executed),
+    }
 
 
 def provenance_line(result: dict) -> str:
@@ -310,8 +316,17 @@ def provenance_line(result: dict) -> str:
     if "revisions" not in result:
         return ""
     mix = [tuple(item) for item in result["revisions"]]
-    return (
+    line = (
         f"{result.get('executed', 0)} of the {result.get('runs', 0)} runs were executed by this command, the "
         f"others read from the run store (`benchmarks/runs/`; `--fresh` re-runs all). Runs by code revision: "
         f"{runstore.format_revision_mix(mix)}."
     )
+    if "machines" in result:
+        line += f" Runs by machine: {runstore.format_machine_mix([tuple(m) for m in result['machines']])}."
+    else:
+        line += " Machines: not recorded."
+    if "data" in result:
+        line += f" Data: {runstore.format_data_mix([tuple(d) for d in result['data']])}."
+    if result.get("provenance_from"):
+        line += f" (Machines and data read from the {result['provenance_from']}.)"
+    return line
