@@ -930,3 +930,58 @@ def test_legacy_entries_reused_only_on_their_machine(bench, tmp_path, monkeypatc
     assert ftd["scales"]["cpu"]["verdict"] == "holds"
     # The legacy entries themselves are never touched (still found, on CPU A, with --legacy_machine elsewhere).
     assert all(p.read_text() == text for p, text in legacy_files.items())
+
+
+def _strip_provenance(tree):
+    """A results.json as written before issue 22: no per-seed provenance, no machine or data mixes."""
+    if isinstance(tree, dict):
+        return {
+            k: _strip_provenance(v)
+            for k, v in tree.items()
+            if k not in ("provenance", "machines", "data", "provenance_from")
+        }
+    if isinstance(tree, list):
+        return [_strip_provenance(v) for v in tree]
+    return tree
+
+
+@pytest.mark.parametrize("stem", ["results", "results_medium"])
+def test_committed_tables_state_their_machines(bench, stem):
+    """Every table of the committed results names the machines and data of its runs, and every row's seed has
+    its run's provenance; for results written before, it is found again from the run store (the entries whose
+    metrics are the table's), exactly as committed."""
+    committed = json.loads((REPO / "benchmarks" / f"{stem}.json").read_text())
+    scale = "medium" if stem.endswith("medium") else "cpu"
+    text = (REPO / "benchmarks" / f"{stem}.md").read_text()
+    sections = text.split("\n## ")[1:]
+    for section in sections:
+        if section.startswith("Speed"):
+            continue  # timings of this machine, named in the section's header line
+        assert (
+            "Runs by machine: `Intel(R) Xeon(R) Processor`" in section or "runs by machine:" in section
+        ), section[:80]
+    assert len(sections) >= 4
+    stripped = _strip_provenance(committed)
+    from utils.bench.provenance import fill_from_store
+
+    assert fill_from_store(stripped, REPO / "benchmarks" / "runs", scale) >= 3
+    stripped.pop("claims"), committed.pop("claims")
+    assert json.loads(json.dumps(stripped)) == committed
+    seeds = [p for section in committed.values() for p in _values_of(section, "provenance")]
+    assert seeds and all(
+        p and p["machine"] == LEGACY_MACHINE and p["data"].startswith("legacy:") for p in seeds
+    )
+
+
+def _values_of(tree, name: str) -> list:
+    """Every per-seed value under a key ``name`` anywhere in ``tree`` (rows: ``{seed: ...}``, SR: ``{label: {seed:
+    ...}}``)."""
+    out = []
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if k == name and isinstance(v, dict):
+                for item in v.values():
+                    out += list(item.values()) if item and "machine" not in item else [item]
+            else:
+                out += _values_of(v, name)
+    return out
