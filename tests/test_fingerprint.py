@@ -14,7 +14,13 @@ META = {
     "generator": "datasets.synthetic",
     "config": {"seed": 0, "hr_size": 128, "mano_dir": "/home/a/mano"},
     "hand_model": "/home/a/assets/PROCEDURAL_HAND_RIGHT.pkl",
-    "subjects": [{"split": "test", "heldout_cameras": ["cam400201"]}],
+    "subjects": [
+        {
+            "split": "test",
+            "heldout_cameras": ["cam400201"],
+            "annotation": {"fit": {"seconds": 16.76, "iterations": 190}},
+        }
+    ],
     "seconds": 61.2,
     "bytes": 85683027,
 }
@@ -47,8 +53,8 @@ def _age(root: Path, seconds: float = 60.0) -> None:
 
 
 def test_same_content_elsewhere_same_fingerprint(tmp_path):
-    """Another folder, other modification times, other run time and absolute paths in the generator's record:
-    the same captures, the same fingerprint."""
+    """Another folder, other modification times, other timings (the run's, each annotation fit's) and absolute
+    paths in the generator's record: the same captures, the same fingerprint."""
     a = fingerprint.data_fingerprint(_capture(tmp_path / "a"))
     moved = {
         **META,
@@ -57,6 +63,7 @@ def test_same_content_elsewhere_same_fingerprint(tmp_path):
         "hand_model": "/elsewhere/PROCEDURAL_HAND_RIGHT.pkl",
     }
     moved["config"] = {**META["config"], "mano_dir": "/other/mano"}
+    moved["subjects"] = [{**META["subjects"][0], "annotation": {"fit": {"seconds": 1.45, "iterations": 190}}}]
     b = fingerprint.data_fingerprint(_capture(tmp_path / "elsewhere" / "b", meta=moved))
     assert a.sha256 == b.sha256 and len(a.sha256) == 64 and a.ref == "sha256:" + a.sha256
     assert a.files == len(FILES) + 1 and a.parts.keys() == {
@@ -92,8 +99,11 @@ def test_meta_content_and_file_set_count(tmp_path):
     """What runs read from the generator's record (held-out cameras) counts; so do added, removed and renamed
     files. Hidden files (the cache, editor files) do not."""
     base = fingerprint.data_fingerprint(_capture(tmp_path / "a")).sha256
-    meta = {**META, "subjects": [{"split": "test", "heldout_cameras": ["cam400202"]}]}
+    meta = {**META, "subjects": [{**META["subjects"][0], "heldout_cameras": ["cam400202"]}]}
     assert fingerprint.data_fingerprint(_capture(tmp_path / "b", meta=meta)).sha256 != base
+    fit = {"seconds": 16.76, "iterations": 191}
+    meta = {**META, "subjects": [{**META["subjects"][0], "annotation": {"fit": fit}}]}
+    assert fingerprint.data_fingerprint(_capture(tmp_path / "b2", meta=meta)).sha256 != base
     c = _capture(tmp_path / "c")
     (c / "images" / "extra.jpg").write_bytes(b"x")
     assert fingerprint.data_fingerprint(c).sha256 != base
@@ -154,7 +164,10 @@ def test_cache_makes_it_cheap_and_sees_changes(tmp_path):
     changed = fingerprint.data_fingerprint(root)
     assert changed.hashed == 1 and changed.sha256 != first.sha256
     assert changed.sha256 == fingerprint.data_fingerprint(root, use_cache=False).sha256
-    # A corrupt cache is ignored (everything read again), not trusted.
+    # A cache of another definition (an older file digest) is ignored, as is a corrupt one.
+    cache = json.loads((root / fingerprint.CACHE_NAME).read_text())
+    (root / fingerprint.CACHE_NAME).write_text(json.dumps({**cache, "format": "older"}))
+    assert fingerprint.data_fingerprint(root).hashed == len(FILES) + 1
     (root / fingerprint.CACHE_NAME).write_text("{not json")
     assert fingerprint.data_fingerprint(root).sha256 == changed.sha256
 

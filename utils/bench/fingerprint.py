@@ -11,7 +11,8 @@ followed), except names starting with ``.`` (this module's cache, editor and OS 
 its bytes> LF``; the fingerprint is the SHA-256 of ``FORMAT`` followed by those lines. One file is read
 differently: ``synthetic_meta.json`` (the generator's record, which runs read for held-out frames and
 cameras) is hashed as its canonical JSON without the fields that vary between two identical
-generations (``seconds``, ``bytes``) and with paths reduced to base names. The same lines, grouped by
+generations (every ``seconds``: the run's and each annotation fit's time; ``bytes``) and with paths
+reduced to base names. The same lines, grouped by
 :func:`part_of` (images, masks, normals, annotations, cameras, meshes, meta, other), give one digest per
 part, so two fingerprints that differ also say where. Any folder layout works (synthetic captures,
 InterHand2.6M, a Goliath capture): the fingerprint does not depend on what the files mean.
@@ -36,8 +37,14 @@ from pathlib import Path
 
 FORMAT = b"srhand-data-fingerprint-v1\n"
 CACHE_NAME = ".fingerprint_cache.json"
+# The cache's own format: bumped with any change of how one file is digested (e.g. what canonical_meta
+# drops), so a digest of the older definition is never reused.
+CACHE_FORMAT = "srhand-data-fingerprint-cache-v2"
 META_NAME = "synthetic_meta.json"
-META_VOLATILE = ("seconds", "bytes")  # differ between two generations of the same captures
+# Fields of synthetic_meta.json that differ between two generations of the same captures: timings (the
+# whole run's and each annotation fit's ``seconds``, at any depth) and the folder's disk usage (``bytes``).
+META_VOLATILE_ANYWHERE = ("seconds",)
+META_VOLATILE_TOP = ("bytes",)
 META_PATH_KEYS = ("hand_model", "config.mano_dir")
 RACY_SECONDS = 2.0
 # (part, path components or name fragments that put a file there), first match wins; lower case.
@@ -113,10 +120,19 @@ def _files(root: Path) -> list[str]:
     return sorted(out)
 
 
+def _without(tree, names: tuple):
+    if isinstance(tree, dict):
+        return {k: _without(v, names) for k, v in tree.items() if k not in names}
+    if isinstance(tree, list):
+        return [_without(v, names) for v in tree]
+    return tree
+
+
 def canonical_meta(data: bytes) -> bytes:
-    """``synthetic_meta.json`` as canonical JSON without :data:`META_VOLATILE`, paths as base names."""
-    meta = json.loads(data)
-    for key in META_VOLATILE:
+    """``synthetic_meta.json`` as canonical JSON without its timings and disk usage
+    (:data:`META_VOLATILE_ANYWHERE`, :data:`META_VOLATILE_TOP`), paths as base names."""
+    meta = _without(json.loads(data), META_VOLATILE_ANYWHERE)
+    for key in META_VOLATILE_TOP:
         meta.pop(key, None)
     for dotted in META_PATH_KEYS:
         *parents, leaf = dotted.split(".")
@@ -144,13 +160,13 @@ def _read_cache(path: Path) -> dict:
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return cache.get("files", {}) if cache.get("format") == FORMAT.decode().strip() else {}
+    return cache.get("files", {}) if cache.get("format") == CACHE_FORMAT else {}
 
 
 def _write_cache(path: Path, files: dict) -> bool:
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps({"format": FORMAT.decode().strip(), "files": files}))
+        tmp.write_text(json.dumps({"format": CACHE_FORMAT, "files": files}))
         os.replace(tmp, path)
         return True
     except OSError:
