@@ -485,8 +485,11 @@ def test_claims_pair_only_runs_on_the_same_data(bench):
         "| not paired: data differ |" in text
     )
     assert "mixes 2 machines" in text
-    # Two machines, same captures (equal fingerprints): paired.
-    assert judged([new] * 3, [(new[0], "Intel(R) Xeon(R) Processor")] * 3)[0]["verdict"] == "holds"
+    # Two machines, same captures (equal fingerprints): paired, and marked as pairs across machines.
+    across, text = judged([new] * 3, [(new[0], "Intel(R) Xeon(R) Processor")] * 3)
+    assert across["verdict"] == "holds" and across["machines"] == ["AMD EPYC", "Intel(R) Xeon(R) Processor"]
+    assert "(pairs across 2 machines: `AMD EPYC`, `Intel(R) Xeon(R) Processor`) | holds |" in text
+    assert "machines" not in same
     # Legacy entries of two machines with the same settings: not known to share data.
     other = ("legacy:AMD EPYC:1a2b3c4d", "AMD EPYC")
     assert judged([legacy] * 3, [other] * 3)[0]["verdict"] == claims.DATA_DIFFER

@@ -361,7 +361,7 @@ def section_claims(results_by_scale: dict) -> dict:
                 "better": list(claim.better),
                 "worse": list(claim.worse),
                 "scales": {
-                    scale: claims_lib.judge(claim, per_seed, data[scale])
+                    scale: _judge(claim, per_seed, data[scale], origins[scale])
                     for scale, per_seed in inputs.items()
                 },
             }
@@ -372,6 +372,22 @@ def section_claims(results_by_scale: dict) -> dict:
         "scales_run": [scale for scale, results in results_by_scale.items() if results],
         "machines": {scale: _machines(rows) for scale, rows in origins.items() if rows},
     }
+
+
+def _judge(claim, per_seed: dict, data: dict, origins: dict) -> dict:
+    """``claims.judge`` on same-data pairs; a judged claim whose pairs were computed on more than one machine
+    gets ``machines`` (the same data trained on two CPUs gives results as far apart as two seeds do:
+    ``docs/benchmark_protocol.md``, "Machines and data")."""
+    judged = claims_lib.judge(claim, per_seed, data)
+    seen = {
+        (origins.get(row) or {}).get(seed, {}).get("machine")
+        for seed in judged["differences"]
+        for row in (claim.better, claim.worse)
+        if (origins.get(row) or {}).get(seed)
+    }
+    if len(seen) > 1:
+        judged["machines"] = sorted(seen)
+    return judged
 
 
 def _unpaired_text(judged: dict) -> str:
@@ -392,7 +408,8 @@ def claims_markdown(result: dict) -> list[str]:
         "n/a without 2 paired seeds (`utils/bench/claims.py`, `docs/benchmark_protocol.md`). A pair is made only "
         "of two runs on the same data (the same content fingerprint; for legacy runs without one, the same "
         "machine and generator settings); a claim whose rows were computed on different or unrecorded data "
-        "says so instead of a verdict.",
+        "says so instead of a verdict; pairs of runs made on different machines are marked (on the same data, "
+        "two CPUs' training arithmetic differs by about a seed's spread).",
         "",
     ]
     for scale, mix in (result.get("machines") or {}).items():
@@ -417,8 +434,15 @@ def claims_markdown(result: dict) -> list[str]:
             if judged.get("unpaired"):
                 cells += [_unpaired_text(judged), judged["verdict"]]
                 continue
+            across = (
+                f" (pairs across {len(judged['machines'])} machines: "
+                + ", ".join(f"`{m}`" for m in judged["machines"])
+                + ")"
+                if judged.get("machines")
+                else ""
+            )
             cells += [
-                claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)),
+                claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)) + across,
                 judged["verdict"],
             ]
         lines.append("| " + " | ".join(cells) + " |")
