@@ -29,9 +29,12 @@ Every main.py row runs with seeds 0, 1, 2 and every SR row with seeds 0, 1 (mean
 
 Every finished run's metrics.json (trimmed) is committed under ``benchmarks/runs/`` (``utils.bench.runstore``),
 keyed by its entry script, resolved config (machine-specific paths normalised away), seed, scale, input
-checkpoints and data generator settings, with the code revision that produced it. A run already in the
-store is not run again (``--fresh`` re-runs and overwrites), so an interrupted benchmark resumes on any
-machine from the committed entries, and every table says which revisions its runs come from.
+checkpoints and the content fingerprint of its data folder (``utils.bench.fingerprint``), with the code
+revision and machine that produced it. A run already in the store is not run again (``--fresh`` re-runs
+and overwrites), so an interrupted benchmark resumes on any machine from the committed entries made on the
+same captures; entries from before fingerprints (legacy) are reused only on the machine that made them
+(``--legacy_machine`` names another). Every table says which revisions, machines and data its runs come
+from, and a claim pairs only runs on the same data.
 ``docs/benchmark_protocol.md`` has the protocol, the claims' verdict rule and the medium scale's budget.
 """
 
