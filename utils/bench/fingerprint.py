@@ -17,7 +17,7 @@ reduced to base names. The same lines, grouped by
 part, so two fingerprints that differ also say where. Any folder layout works (synthetic captures,
 InterHand2.6M, a Goliath capture): the fingerprint does not depend on what the files mean.
 
-Cost: reading every byte once (the CPU-scale captures, about 1,500 files, in well under a second), then
+Cost: reading every byte once (the CPU-scale captures: 1,842 files, 82 MiB, 0.14-0.24 s), then
 a cache (``<folder>/.fingerprint_cache.json``, written when the folder is writable) keyed on each
 file's relative path, size and modification time (ns) makes a recomputation one ``stat`` per file. A
 file rewritten within the same nanosecond timestamp at the same size would be missed; entries younger
