@@ -29,9 +29,12 @@ Every main.py row runs with seeds 0, 1, 2 and every SR row with seeds 0, 1 (mean
 
 Every finished run's metrics.json (trimmed) is committed under ``benchmarks/runs/`` (``utils.bench.runstore``),
 keyed by its entry script, resolved config (machine-specific paths normalised away), seed, scale, input
-checkpoints and data generator settings, with the code revision that produced it. A run already in the
-store is not run again (``--fresh`` re-runs and overwrites), so an interrupted benchmark resumes on any
-machine from the committed entries, and every table says which revisions its runs come from.
+checkpoints and the content fingerprint of its data folder (``utils.bench.fingerprint``), with the code
+revision and machine that produced it. A run already in the store is not run again (``--fresh`` re-runs
+and overwrites), so an interrupted benchmark resumes on any machine from the committed entries made on the
+same captures; entries from before fingerprints (legacy) are reused only on the machine that made them
+(``--legacy_machine`` names another). Every table says which revisions, machines and data its runs come
+from, and a claim pairs only runs on the same data.
 ``docs/benchmark_protocol.md`` has the protocol, the claims' verdict rule and the medium scale's budget.
 """
 
@@ -52,6 +55,7 @@ from utils.bench import runstore  # noqa: E402
 from utils.bench.claims_table import claims_markdown, input_mano_row, section_claims  # noqa: E402
 from utils.bench.claims_table import mean_std as _mean_std  # noqa: E402
 from utils.bench.claims_table import summarise as _summarise  # noqa: E402
+from utils.bench.provenance import fill_from_store  # noqa: E402
 from utils.bench.report import (  # noqa: E402
     identity_markdown,
     merge_render_runs,
@@ -62,9 +66,12 @@ from utils.bench.report import (  # noqa: E402
     static_markdown,
 )
 from utils.bench.runner import (  # noqa: E402
+    checkpoint_ready,
     execute,
     git_rev,
     job_key,
+    legacy_keys,
+    legacy_machines,
     machine,
     output_refs,
     run,
@@ -211,6 +218,7 @@ def sr_plan(args, work: Path) -> tuple[list[tuple], list[dict], dict]:
     for _, seed, run_dir, cmd in jobs:
         keys.append(job_key(args, cmd, seed, refs))
         refs.update(output_refs(run_dir, keys[-1]))
+    legacy_keys(args, keys)  # their version-1 twins, which the main.py rows' twins name
     return jobs, keys, refs
 
 
@@ -219,6 +227,7 @@ def section_sr(args, work: Path) -> dict:
     upstream = {str(j[2] / "giif.pth"): i for i, j in enumerate(jobs)}
     entries, timings = execute(args, work, "sr", jobs, keys, parallel=1, upstream=upstream)
     reports = {(name, seed): entries[run_dir.name]["metrics"] for name, seed, run_dir, _ in jobs}
+    origin = {(name, seed): runstore.provenance(entries[run_dir.name]) for name, seed, run_dir, _ in jobs}
     steps = f"{args.steps} steps" if args.steps > 0 else "the config's epochs"
     both = f"{args.steps} + {args.disc_steps} steps" if args.steps > 0 else "both stages' epochs"
     sources = {  # row -> (run, method in its metrics.json)
@@ -228,10 +237,11 @@ def section_sr(args, work: Path) -> dict:
         f"GIIF w/o D ({both}, stage 2 with adv_weight 0)": ("giif_noadv", "giif"),
         f"GIIF + D ({both})": ("disc", "giif"),
     }
-    rows, stds, per_seed = {}, {}, {}
+    rows, stds, per_seed, provenance = {}, {}, {}, {}
     for label, (name, method) in sources.items():
         results = {seed: reports[(name, seed)]["results"][method] for seed in args.sr_seeds}
         per_seed[label] = results
+        provenance[label] = {str(seed): origin[(name, seed)] for seed in args.sr_seeds}
         rows[label], stds[label] = {}, {}
         for scale in next(iter(results.values())):
             metrics = next(iter(results.values()))[scale]
@@ -243,6 +253,7 @@ def section_sr(args, work: Path) -> dict:
         "rows": rows,
         "std": stds,
         "per_seed": per_seed,
+        "provenance": provenance,
         "seeds": list(args.sr_seeds),
         "row_keys": {label: f"{name}:{method}" for label, (name, method) in sources.items()},
         "perceptual": first["perceptual"],
@@ -401,11 +412,12 @@ def srhand_table(
     jobs = srhand_jobs(args, work, keys, check_models=False, data=data, folder=folder, conf=conf, extra=extra)
     sr, sr_keys, refs = sr_plan(args, work)
     run_keys = [job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
+    twins, accepted = legacy_keys(args, run_keys), legacy_machines(args)
     store = runstore.RunStore(args.store)
     todo = [
         key
-        for (key, _, _, _), run_key in zip(jobs, run_keys, strict=True)
-        if args.fresh or store.get("srhand", key, run_key) is None
+        for (key, _, _, _), run_key, twin in zip(jobs, run_keys, twins, strict=True)
+        if args.fresh or store.find("srhand", key, run_key, twin, accepted) is None
     ]
     # Rows to run need their GIIF/LIIF and discriminator checkpoints; when the SR runs that write them are
     # only in the store (another machine, or --work emptied), those SR runs are run again first.
@@ -414,7 +426,11 @@ def srhand_table(
     needed |= {
         str(Path(args.liif_model if SRHAND_RUNS[key][2] == "liif" else args.giif_model)) for key in todo
     }
-    force = {producers[path] for path in needed if path in producers and not Path(path).is_file()}
+    force = {
+        producers[path]
+        for path in needed
+        if path in producers and not checkpoint_ready(path, sr_keys[producers[path]])
+    }
     if force and not args.fresh:
         print(
             f"[benchmark] main.py runs to do need {len(force)} SR checkpoint(s) not on this machine: re-running "
@@ -437,7 +453,10 @@ def srhand_table(
     rows = {}
     for key in keys:
         runs = {seed: _row_metrics(entries[f"{key}_s{seed}"]["metrics"]) for seed in args.seeds}
-        rows[labels.get(key, SRHAND_RUNS[key][0])] = _summarise(key, runs)
+        rows[labels.get(key, SRHAND_RUNS[key][0])] = {
+            **_summarise(key, runs),
+            "provenance": {str(seed): runstore.provenance(entries[f"{key}_s{seed}"]) for seed in args.seeds},
+        }
     if table in ("srhand", "static"):
         rows.update(input_mano_row(rows))
     return {
@@ -731,6 +750,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run store: one committed JSON per finished run (utils/bench/runstore.py)",
     )
     parser.add_argument(
+        "--legacy_machine",
+        action="append",
+        default=[],
+        metavar="CPU",
+        help="also reuse legacy run-store entries (made before data fingerprints, issue 22) made on this "
+        "CPU (their `machine` field, e.g. 'Intel(R) Xeon(R) Processor'), as if this machine's captures were "
+        "theirs; by default only those of this machine's CPU are reused",
+    )
+    parser.add_argument(
         "--report_only",
         action="store_true",
         help="run nothing: rewrite results.md (and the claims) from results.json",
@@ -769,6 +797,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / f"{args.results_stem}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    fill_from_store(results, args.store, args.scale)  # tables written before their runs' machines were kept
     command = " ".join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     for name in [] if args.report_only else args.sections:
         compute, _, title = SECTIONS[name]
@@ -790,6 +819,7 @@ def main(argv: list[str] | None = None) -> None:
             by_scale[scale] = results
         elif path.is_file() and scale != "paper":
             by_scale[scale] = json.loads(path.read_text())
+            fill_from_store(by_scale[scale], args.store, scale)
     if args.scale != "paper" and "medium" not in by_scale:
         by_scale["medium"] = {}  # shown as "not run"
     results["claims"] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -149,15 +150,25 @@ def test_key_is_stable_and_sensitive(bench, tmp_path):
     b = key_of(tmp_path / "elsewhere" / "w2", _fake_meta(tmp_path / "d2", mano_dir="/other/mano"))
     assert runstore.key_hash(a) == runstore.key_hash(b)
     assert "data_path" not in a["config"]["data"] and "exp_name" not in a["config"]
-    assert a["inputs"]["giif_model"].startswith("run:") and a["data"]["config"]["mano_dir"] == "mano"
+    assert (
+        a["inputs"]["giif_model"].startswith("run:") and a["data"]["settings"]["config"]["mano_dir"] == "mano"
+    )
+    assert a["version"] == runstore.KEY_VERSION == 2 and a["data"]["fingerprint"].startswith("sha256:")
+    # Same generator settings, different content (an image byte): another key, for every run on it.
+    other = _fake_meta(tmp_path / "d4")
+    (other / "images").mkdir()
+    (other / "images" / "image0.jpg").write_bytes(b"\xff\xd8 other pixels")
     changed = [
         key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), ["train.epochs=31"]),
         key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), seed=1),
         key_of(tmp_path / "w1", _fake_meta(tmp_path / "d3", hr_size=256)),
         key_of(tmp_path / "w1", _fake_meta(tmp_path / "d1"), ["model.use_enh=false"]),
+        key_of(tmp_path / "w1", other),
     ]
+    assert changed[-1]["data"]["settings"] == a["data"]["settings"]
+    assert changed[-1]["inputs"] != a["inputs"]  # the SR runs it starts from read those captures too
     hashes = {runstore.key_hash(k) for k in [a, *changed]}
-    assert len(hashes) == 5
+    assert len(hashes) == 6
     # Upstream: another SR step count changes the GIIF run's key, hence every main.py key built on it.
     args = bench.parse_args(["--work", str(tmp_path / "w1"), "--data", str(tmp_path / "d1"), "--steps", "10"])
     _, _, refs = bench.sr_plan(args, tmp_path / "w1")
@@ -399,13 +410,17 @@ def test_paired_statistics_by_hand():
         claims.verdict(s, 0)
 
 
+def _origin(data: str, machine: str = "CPU A") -> dict:
+    return {"machine": machine, "data": data, "key_hash": f"{data}-{machine}"}
+
+
 def test_claims_table(bench):
     def row(key, p2p_by_seed, mano=0.3):
         runs = {
             str(s): {"p2p_mm": v, "p2p_mm_mano": mano, "render_psnr": 20.0, "perceptual": "x"}
             for s, v in p2p_by_seed.items()
         }
-        return {"key": key, "seeds": runs}
+        return {"key": key, "seeds": runs, "provenance": {str(s): _origin("sha256:aa") for s in p2p_by_seed}}
 
     results = {
         "srhand": {
@@ -428,6 +443,58 @@ def test_claims_table(bench):
     assert "| -0.500 ± 0.100 (n=3) | holds | not run | - |" in text
     # a scale that ran without a claim's rows (the medium scale has no identity section) says so
     assert "| p2p_mm (lower) | rows not run | - | not run | - |" in text
+    assert "cpu: runs by machine: `CPU A` (1 run)." in text  # one (fake) key hash for all of them
+
+
+def test_claims_pair_only_runs_on_the_same_data(bench):
+    """A claim is judged only when each seed's two runs share their data: the same content fingerprint, or for
+    legacy entries the same machine and generator settings; otherwise it says which data differ, or that a
+    row's data is unknown (results written before provenance, not found in the run store)."""
+
+    def row(key, p2p_by_seed, data):
+        return {
+            "key": key,
+            "seeds": {
+                str(s): {"p2p_mm": v, "p2p_mm_mano": 0.3, "perceptual": "x"} for s, v in p2p_by_seed.items()
+            },
+            "provenance": {
+                str(s): (_origin(*d) if d else None) for s, d in zip(p2p_by_seed, data, strict=True)
+            },
+        }
+
+    def judged(better_data, worse_data):
+        rows = {
+            "SRHand": row("srhand", {0: 1.0, 1: 1.2, 2: 1.1}, better_data),
+            "w/o": row("giif_ours", {0: 1.5, 1: 1.6, 2: 1.7}, worse_data),
+        }
+        out = bench.section_claims({"cpu": {"srhand": {"result": {"rows": rows}}}})
+        claim = next(
+            c for c in out["claims"] if c["name"].startswith("fine-tuning") and c["metric"] == "p2p_mm"
+        )
+        return claim["scales"]["cpu"], "\n".join(bench.claims_markdown(out))
+
+    legacy = ("legacy:Intel(R) Xeon(R) Processor:1a2b3c4d", "Intel(R) Xeon(R) Processor")
+    same = judged([legacy] * 3, [legacy] * 3)[0]
+    assert same["verdict"] == "holds" and same["n"] == 3 and "unpaired" not in same
+    new = ("sha256:" + "ab" * 32, "AMD EPYC")
+    result, text = judged([legacy] * 3, [legacy, legacy, new])  # seed 2's w/o ftd. run redone on other data
+    assert result["verdict"] == claims.DATA_DIFFER and result["mean"] is None
+    assert result["unpaired"] == {"2": [legacy[0], new[0]]}
+    assert (
+        "| seed 2: legacy data of `Intel(R) Xeon(R) Processor` (settings `1a2b3c4d`) vs data `abababababab` "
+        "| not paired: data differ |" in text
+    )
+    assert "mixes 2 machines" in text
+    # Two machines, same captures (equal fingerprints): paired, and marked as pairs across machines.
+    across, text = judged([new] * 3, [(new[0], "Intel(R) Xeon(R) Processor")] * 3)
+    assert across["verdict"] == "holds" and across["machines"] == ["AMD EPYC", "Intel(R) Xeon(R) Processor"]
+    assert "(pairs across 2 machines: `AMD EPYC`, `Intel(R) Xeon(R) Processor`) | holds |" in text
+    assert "machines" not in same
+    # Legacy entries of two machines with the same settings: not known to share data.
+    other = ("legacy:AMD EPYC:1a2b3c4d", "AMD EPYC")
+    assert judged([legacy] * 3, [other] * 3)[0]["verdict"] == claims.DATA_DIFFER
+    unknown = judged([legacy] * 3, [legacy, None, legacy])[0]
+    assert unknown["verdict"] == claims.DATA_UNKNOWN and unknown["unpaired"] == {"1": [legacy[0], None]}
 
 
 def test_stored_sr_runs_rerun_for_missing_checkpoints(bench, tmp_path, monkeypatch):
@@ -442,7 +509,7 @@ def test_stored_sr_runs_rerun_for_missing_checkpoints(bench, tmp_path, monkeypat
         if cmd[1] == "main.py":
             metrics = _fake_srhand_metrics(20.0, 1.0)
         else:
-            scores = {"x16": {"psnr_masked": 20.0, "ssim_masked": 0.5}}
+            scores = {"x16": {"psnr_masked": 20.0 + 0.01 * len(ran), "ssim_masked": 0.5}}  # another machine
             metrics = {
                 "results": {"giif": scores, "bicubic": scores},
                 "perceptual": None,
@@ -467,6 +534,19 @@ def test_stored_sr_runs_rerun_for_missing_checkpoints(bench, tmp_path, monkeypat
     assert bench.section_sr(args, Path(args.work))["executed"] == 0 and ran == []
     bench.srhand_table(args, Path(args.work), "srhand")
     assert ran == ["sr_giif", "sr_disc", "giif_ours_s0"]
+    # The re-runs did not replace what the stored entries hold: they are appended to the entries' reruns.
+    giif = json.loads(next((tmp_path / "store" / "cpu" / "sr" / "giif").glob("seed0-*.json")).read_text())
+    assert giif["metrics"]["results"]["giif"]["x16"]["psnr_masked"] == 20.01
+    assert [r["metrics"]["results"]["giif"]["x16"]["psnr_masked"] for r in giif["reruns"]] == [20.0]
+    # A checkpoint on disk that another run wrote (its folder's marker names another key) is not used.
+    ran.clear()
+    for name in ("sr_giif", "sr_disc"):
+        shutil.copytree(tmp_path / "w2" / name, tmp_path / "w3" / name)
+    (tmp_path / "w3" / "sr_disc" / runner.RUN_MARKER).write_text('{"key_hash": "another run"}')
+    monkeypatch.setitem(bench.TABLES, "srhand", (["giif_ours", "srhand"], {}))
+    args = bench.parse_args([*argv, "--work", str(tmp_path / "w3")])
+    bench.srhand_table(args, Path(args.work), "srhand")
+    assert ran == ["sr_disc", "srhand_s0"]
 
 
 def test_identity_section(bench, tmp_path, monkeypatch):
@@ -720,23 +800,191 @@ def test_stage2_key_ignores_the_superseded_config_checkpoint(bench, tmp_path):
     assert before == after and "giif_model" not in after["inputs"] and "model_path" in after["inputs"]
 
 
-def test_committed_cpu_runs_are_found_by_the_current_configs(bench, monkeypatch, tmp_path):
-    """The CPU tables' runs, keyed from today's configs and entry scripts, are all in the committed run store:
-    a new config key that chooses how a run computes rather than what (e.g. ``train.perceptual_impl``) must be
-    normalised away (``runstore.MACHINE_KEYS``), or every stored run would be orphaned and re-run."""
-    stored = json.loads(next((REPO / "benchmarks" / "runs" / "cpu" / "srhand").rglob("*.json")).read_text())
+LEGACY_MACHINE = "Intel(R) Xeon(R) Processor"  # the committed CPU and medium entries' machine
+
+
+def _legacy_lookups(bench, monkeypatch, tmp_path, argv: list[str], cpu: str) -> tuple[list, list]:
+    """(found, missing) lookups of the CPU tables' runs, keyed from today's configs on a machine whose CPU is
+    ``cpu``, for captures whose generator settings are the committed runs' but whose content is unknown."""
+    stored = json.loads(
+        next((REPO / "benchmarks" / "runs" / "cpu" / "sr" / "giif").glob("seed0-*.json")).read_text()
+    )
+    assert stored["key"]["version"] == 1 and stored["machine"] == LEGACY_MACHINE
     monkeypatch.setattr(
         runstore, "data_settings", lambda root: stored["key"]["data"]
-    )  # the stored runs' data
-    args = bench.parse_args(["--scale", "cpu", "--work", str(tmp_path), "--data", str(tmp_path / "data")])
-    store = runstore.RunStore(REPO / "benchmarks" / "runs")
+    )  # the stored runs' settings
+    monkeypatch.setattr(runner, "machine", lambda: {"cpu_model": cpu})
+    _fake_meta(tmp_path / "data")  # captures of this machine: their content is not the committed runs'
+    args = bench.parse_args(
+        ["--scale", "cpu", "--work", str(tmp_path), "--data", str(tmp_path / "data"), *argv]
+    )
+    store, accepted = runstore.RunStore(REPO / "benchmarks" / "runs"), runner.legacy_machines(args)
+    found, missing = [], []
     sr, sr_keys, refs = bench.sr_plan(args, tmp_path)
-    missing = [
-        f"sr/{j[0]} seed {j[1]}" for j, k in zip(sr, sr_keys, strict=True) if store.get("sr", j[0], k) is None
-    ]
+    for j, k, twin in zip(sr, sr_keys, runner.legacy_keys(args, sr_keys), strict=True):
+        entry = store.find("sr", j[0], k, twin, accepted)
+        (found if entry else missing).append((f"sr/{j[0]} seed {j[1]}", entry))
     for table in ("srhand", "ablation", "noise"):
         jobs = bench.srhand_jobs(args, tmp_path, bench.TABLES[table][0], check_models=False)
-        for key, seed, _, cmd in jobs:
-            if store.get("srhand", key, runner.job_key(args, cmd, seed, refs)) is None:
-                missing.append(f"{table}/{key} seed {seed}")
-    assert not missing, f"not found in benchmarks/runs/cpu: {missing}"
+        keys = [runner.job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
+        for (key, seed, _, _), k, twin in zip(jobs, keys, runner.legacy_keys(args, keys), strict=True):
+            entry = store.find("srhand", key, k, twin, accepted)
+            (found if entry else missing).append((f"{table}/{key} seed {seed}", entry))
+    return found, missing
+
+
+def test_committed_cpu_runs_are_found_by_the_current_configs(bench, monkeypatch, tmp_path):
+    """The CPU tables' runs, keyed from today's configs and entry scripts, are all in the committed run store
+    as legacy entries (key version 1, no data fingerprint), found through their version-1 twins on the machine
+    that made them: a new config key that chooses how a run computes rather than what (e.g.
+    ``train.perceptual_impl``) must be normalised away (``runstore.MACHINE_KEYS``), or every stored run would be
+    orphaned and re-run. On another CPU they are found only when accepted by name (``--legacy_machine``), and
+    each found entry says it is legacy, so its data is that machine's captures, not this one's."""
+    found, missing = _legacy_lookups(bench, monkeypatch, tmp_path, [], LEGACY_MACHINE)
+    assert not missing, f"not found in benchmarks/runs/cpu: {[name for name, _ in missing]}"
+    assert len(found) == 8 + 3 * (7 + 4 + 2)
+    assert all(runstore.is_legacy(e) and e["machine"] == LEGACY_MACHINE for _, e in found)
+    identities = {runstore.data_identity(e) for _, e in found}
+    assert len(identities) == 1 and identities.pop().startswith(f"legacy:{LEGACY_MACHINE}:")
+
+    found, missing = _legacy_lookups(bench, monkeypatch, tmp_path / "amd", [], "AMD EPYC")
+    assert not found and len(missing) == 8 + 3 * (7 + 4 + 2)  # another CPU's captures: run again, new keys
+    argv = ["--legacy_machine", LEGACY_MACHINE]
+    found, missing = _legacy_lookups(bench, monkeypatch, tmp_path / "accepted", argv, "AMD EPYC")
+    assert not missing and all(runstore.is_legacy(e) for _, e in found)
+
+
+def test_legacy_entries_reused_only_on_their_machine(bench, tmp_path, monkeypatch):
+    """Legacy entries (key version 1, no data fingerprint) are reused on the machine that made them, and the table
+    and the claims say so: a row run now on this machine's captures (another data identity) is not paired with
+    them. On another CPU they are not reused: every run is made on its captures and the claims pair again."""
+    data = _fake_meta(tmp_path / "data")
+    ran = []
+
+    def fake_run(cmd, log, env=None):
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        seed = int(next(a for a in cmd if a.startswith("seed=")).split("=")[1])
+        ftd = "sr_source=giif_finetuned" in cmd
+        (out / "metrics.json").write_text(
+            json.dumps(_fake_srhand_metrics(20.0 + seed, 1.5 - 0.5 * ftd + 0.1 * seed))
+        )
+        ran.append(out.name)
+        return 1.0
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(bench.runstore, "git_revision", lambda repo: ("aaaaaaa", False))
+    monkeypatch.setitem(bench.TABLES, "srhand", (["giif_ours", "srhand"], {}))
+    (tmp_path / "giif.pth").write_bytes(b"giif")
+    argv = ["--data", str(data), "--store", str(tmp_path / "store"), "--seeds", "0", "1", "--jobs", "1"]
+    argv += ["--giif_model", str(tmp_path / "giif.pth")]
+
+    def on(cpu: str, work: str, *extra: str):
+        monkeypatch.setattr(runner, "machine", lambda: {"cpu_model": cpu})
+        return bench.parse_args([*argv, "--work", str(tmp_path / work), *extra])
+
+    # The old store: GIIF w/o ftd. + Ours made on CPU A before fingerprints (written under the keys' twins).
+    args = on("CPU A", "old")
+    _, _, refs = bench.sr_plan(args, Path(args.work))
+    jobs = bench.srhand_jobs(args, Path(args.work), ["giif_ours"], check_models=False)
+    keys = [runner.job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
+    store = runstore.RunStore(tmp_path / "store")
+    for (row, seed, _, _), twin in zip(jobs, runner.legacy_keys(args, keys), strict=True):
+        assert twin["version"] == 1 and "fingerprint" not in twin["data"]
+        store.put(
+            "srhand",
+            row,
+            twin,
+            _fake_srhand_metrics(20.0 + seed, 1.5 + 0.1 * seed),
+            "old1234",
+            False,
+            machine="CPU A",
+        )
+    legacy_files = {p: p.read_text() for p in (tmp_path / "store").rglob("*.json")}
+
+    # On CPU A: the legacy runs are reused, SRHand is run; the table names both data, the claim does not pair.
+    args = on("CPU A", "a")
+    table = bench.srhand_table(args, Path(args.work), "srhand")
+    assert sorted(ran) == ["srhand_s0", "srhand_s1"]
+    assert table["machines"] == [("CPU A", 4)] and len(table["data"]) == 2
+    assert table["rows"]["GIIF w/o ftd. + Ours"]["provenance"]["0"]["data"].startswith("legacy:CPU A:")
+    assert table["rows"]["SRHand (GIIF w/ ftd. + Ours)"]["provenance"]["0"]["data"].startswith("sha256:")
+    text = "\n".join(bench.srhand_markdown(table))
+    assert "Runs by machine: `CPU A` (4 runs)" in text and "mixes 2 data sets: " in text
+    assert "legacy data of `CPU A`" in text
+    out = bench.section_claims({"cpu": {"srhand": {"result": table}}})
+    ftd = next(c for c in out["claims"] if c["name"].startswith("fine-tuning") and c["metric"] == "p2p_mm")
+    assert ftd["scales"]["cpu"]["verdict"] == claims.DATA_DIFFER
+    entry = json.loads(
+        next((tmp_path / "store" / "cpu" / "srhand" / "srhand").glob("seed0-*.json")).read_text()
+    )
+    assert entry["key"]["version"] == 2 and set(entry["data_parts"]) == {"meta"}
+
+    # On CPU B: not reused (its captures may differ): GIIF w/o ftd. + Ours runs under the current key; SRHand
+    # is found (same fingerprint: these fake captures are the same folder); the claim pairs.
+    ran.clear()
+    args = on("CPU B", "b")
+    table = bench.srhand_table(args, Path(args.work), "srhand")
+    assert sorted(ran) == ["giif_ours_s0", "giif_ours_s1"]
+    assert table["machines"] == [("CPU A", 2), ("CPU B", 2)] and len(table["data"]) == 1
+    assert "mixes 2 machines" in "\n".join(bench.srhand_markdown(table))
+    out = bench.section_claims({"cpu": {"srhand": {"result": table}}})
+    ftd = next(c for c in out["claims"] if c["name"].startswith("fine-tuning") and c["metric"] == "p2p_mm")
+    assert ftd["scales"]["cpu"]["verdict"] == "holds"
+    # The legacy entries themselves are never touched (still found, on CPU A, with --legacy_machine elsewhere).
+    assert all(p.read_text() == text for p, text in legacy_files.items())
+
+
+def _strip_provenance(tree):
+    """A results.json as written before issue 22: no per-seed provenance, no machine or data mixes."""
+    if isinstance(tree, dict):
+        return {
+            k: _strip_provenance(v)
+            for k, v in tree.items()
+            if k not in ("provenance", "machines", "data", "provenance_from")
+        }
+    if isinstance(tree, list):
+        return [_strip_provenance(v) for v in tree]
+    return tree
+
+
+@pytest.mark.parametrize("stem", ["results", "results_medium"])
+def test_committed_tables_state_their_machines(bench, stem):
+    """Every table of the committed results names the machines and data of its runs, and every row's seed has
+    its run's provenance; for results written before, it is found again from the run store (the entries whose
+    metrics are the table's), exactly as committed."""
+    committed = json.loads((REPO / "benchmarks" / f"{stem}.json").read_text())
+    scale = "medium" if stem.endswith("medium") else "cpu"
+    text = (REPO / "benchmarks" / f"{stem}.md").read_text()
+    sections = text.split("\n## ")[1:]
+    for section in sections:
+        if section.startswith("Speed"):
+            continue  # timings of this machine, named in the section's header line
+        assert (
+            "Runs by machine: `Intel(R) Xeon(R) Processor`" in section or "runs by machine:" in section
+        ), section[:80]
+    assert len(sections) >= 4
+    stripped = _strip_provenance(committed)
+    from utils.bench.provenance import fill_from_store
+
+    assert fill_from_store(stripped, REPO / "benchmarks" / "runs", scale) >= 3
+    stripped.pop("claims"), committed.pop("claims")
+    assert json.loads(json.dumps(stripped)) == committed
+    seeds = [p for section in committed.values() for p in _values_of(section, "provenance")]
+    assert seeds and all(
+        p and p["machine"] == LEGACY_MACHINE and p["data"].startswith("legacy:") for p in seeds
+    )
+
+
+def _values_of(tree, name: str) -> list:
+    """Every per-seed value under a key ``name`` anywhere in ``tree`` (rows: ``{seed: ...}``, SR: ``{label: {seed:
+    ...}}``)."""
+    out = []
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if k == name and isinstance(v, dict):
+                for item in v.values():
+                    out += list(item.values()) if item and "machine" not in item else [item]
+            else:
+                out += _values_of(v, name)
+    return out

@@ -18,6 +18,12 @@ inconsistency):
                    differ in the sixth digit with an even smaller spread from "holding";
 * ``n/a``          with fewer than 2 paired seeds (no spread to compare with).
 
+A pair is made only of two runs on the same data (:func:`judge` with ``data``: the runs' data
+identities, ``utils.bench.runstore.data_identity``): when any seed's two runs were computed on
+different captures (another content fingerprint; for legacy entries another machine or generator
+settings), or on captures nobody recorded, the claim is not judged and says so
+(``not paired: data differ`` / ``not paired: data unknown``).
+
 One standard deviation of the *differences* is a deliberately modest bar: with 3 seeds no rule is a
 significance test, and the verdict only says whether the effect stands out of the seed noise.
 
@@ -31,6 +37,7 @@ import statistics
 from dataclasses import dataclass
 
 HOLDS, WITHIN_NOISE, REVERSED, NOT_AVAILABLE = "holds", "within noise", "reversed", "n/a"
+DATA_DIFFER, DATA_UNKNOWN = "not paired: data differ", "not paired: data unknown"
 
 
 def paired_differences(a: dict, b: dict) -> dict:
@@ -109,15 +116,30 @@ class Claim:
     min_effect: float = 0.0
 
 
-def judge(claim: Claim, per_seed: dict) -> dict:
+def unpaired_data(diffs: dict, data_a: dict, data_b: dict) -> dict:
+    """``{seed: [data of a, data of b]}`` for the seeds of ``diffs`` whose two runs are not known to share
+    their data (identities differ, or either is unknown)."""
+    data_a = {str(k): v for k, v in (data_a or {}).items()}
+    data_b = {str(k): v for k, v in (data_b or {}).items()}
+    return {
+        seed: [data_a.get(seed), data_b.get(seed)]
+        for seed in diffs
+        if not data_a.get(seed) or data_a.get(seed) != data_b.get(seed)
+    }
+
+
+def judge(claim: Claim, per_seed: dict, data: dict | None = None) -> dict:
     """The paired difference and verdict of ``claim``.
 
     Args:
         per_seed: ``{(table, row key): {seed: {metric: value}}}``.
+        data: ``{(table, row key): {seed: data identity}}``; when given, a claim any of whose seeds pairs
+            runs on different (or unrecorded) data is not judged.
 
     Returns:
         ``{"differences": {seed: value}, "n", "mean", "std", "t", "verdict"}`` (``verdict`` is ``n/a``
-        when a row or the metric is missing).
+        when a row or the metric is missing); a claim not paired for its data has ``mean`` None, the
+        verdict :data:`DATA_DIFFER` or :data:`DATA_UNKNOWN` and ``unpaired``: ``{seed: [data, data]}``.
     """
     a, b = per_seed.get(claim.better), per_seed.get(claim.worse)
     if a is None or b is None:
@@ -127,6 +149,18 @@ def judge(claim: Claim, per_seed: dict) -> dict:
             {s: (m or {}).get(claim.metric) for s, m in a.items()},
             {s: (m or {}).get(claim.metric) for s, m in b.items()},
         )
+    unpaired = {} if data is None else unpaired_data(diffs, data.get(claim.better), data.get(claim.worse))
+    if unpaired:
+        unknown = any(None in pair for pair in unpaired.values())
+        return {
+            "differences": {},
+            "n": len(diffs),
+            "mean": None,
+            "std": None,
+            "t": None,
+            "verdict": DATA_UNKNOWN if unknown else DATA_DIFFER,
+            "unpaired": unpaired,
+        }
     stats = paired_stats(diffs)
     return {
         "differences": diffs,

@@ -6,12 +6,13 @@ the two rows compared, the metric and the paper's direction), their judging per 
 ``results.json`` and the markdown claims table. The statistics and verdict rule live in
 :mod:`utils.bench.claims`; ``docs/benchmark_protocol.md`` explains them.
 
-Imports only the standard library and :mod:`utils.bench.claims`.
+Imports only the standard library, :mod:`utils.bench.claims` and :mod:`utils.bench.runstore`.
 """
 
 from __future__ import annotations
 
 from utils.bench import claims as claims_lib
+from utils.bench.runstore import data_label, format_machine_mix
 
 
 def mean_std(values: list) -> tuple:
@@ -55,7 +56,10 @@ def input_mano_row(rows: dict) -> dict:
         }
         for seed, r in source["seeds"].items()
     }
-    return {INPUT_MANO_LABEL: {**summarise("input_mano", runs), "reference": True}}
+    row = {**summarise("input_mano", runs), "reference": True}
+    if source.get("provenance"):  # the same runs: their data and machines
+        row["provenance"] = source["provenance"]
+    return {INPUT_MANO_LABEL: row}
 
 
 CLAIM_DIGITS = {"p2p_mm": 3, "inconsistency": 4, "render_perc": 4, "x16_perc": 4}  # others: 2 (dB)
@@ -295,9 +299,57 @@ def claim_inputs(results: dict) -> dict:
     return per_seed
 
 
+def claim_provenance(results: dict) -> dict:
+    """``{(kind, row key): {seed: {"machine", "data", "key_hash"}}}`` of the rows :func:`claim_inputs`
+    reads (rows of results written before issue 22 without ``provenance`` are absent)."""
+    out = {}
+    for section in ("srhand", "ablation", "noise"):
+        rows = ((results.get(section) or {}).get("result") or {}).get("rows") or {}
+        if section == "srhand":
+            rows = {**rows, **input_mano_row(rows)}
+        for row in rows.values():
+            if row.get("provenance"):
+                out[("main", row["key"])] = {str(k): v for k, v in row["provenance"].items()}
+    identities = ((results.get("identity") or {}).get("result") or {}).get("identities") or {}
+    for row in (identities.get("identity 2") or {}).get("rows", {}).values():
+        if row.get("provenance"):
+            out[("identity2", row["key"])] = {str(k): v for k, v in row["provenance"].items()}
+    sr = (results.get("sr") or {}).get("result") or {}
+    row_keys = sr.get("row_keys") or {}
+    for label, by_seed in (sr.get("provenance") or {}).items():
+        key = row_keys.get(label) or _sr_row_key(label)
+        if key is not None:
+            out[("sr", key)] = {str(k): v for k, v in by_seed.items()}
+    return out
+
+
+def _machines(provenance: dict) -> list:
+    """``[(machine, runs)]`` over the distinct runs (key hashes) of :func:`claim_provenance`; a run whose
+    provenance is unknown counts as machine ``unknown``."""
+    runs, unknown = {}, 0
+    for by_seed in provenance.values():
+        for p in by_seed.values():
+            if p:
+                runs[p["key_hash"]] = p["machine"]
+            else:
+                unknown += 1
+    counts = dict.fromkeys(runs.values(), 0)
+    for machine in runs.values():
+        counts[machine] += 1
+    if unknown:
+        counts["unknown"] = counts.get("unknown", 0) + unknown
+    return sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+
+
 def section_claims(results_by_scale: dict) -> dict:
-    """Each claim judged at every scale with results: ``{"claims": [...], "scales": [...]}``."""
+    """Each claim judged at every scale with results: ``{"claims": [...], "scales": [...], "machines"}``;
+    a claim is paired only over seeds whose two runs share their data (``claims.judge``)."""
     inputs = {scale: claim_inputs(results) for scale, results in results_by_scale.items()}
+    origins = {scale: claim_provenance(results) for scale, results in results_by_scale.items()}
+    data = {
+        scale: {row: {s: (p or {}).get("data") for s, p in by_seed.items()} for row, by_seed in rows.items()}
+        for scale, rows in origins.items()
+    }
     out = []
     for name, claim in CLAIMS:
         out.append(
@@ -308,26 +360,60 @@ def section_claims(results_by_scale: dict) -> dict:
                 "sign": claim.sign,
                 "better": list(claim.better),
                 "worse": list(claim.worse),
-                "scales": {scale: claims_lib.judge(claim, per_seed) for scale, per_seed in inputs.items()},
+                "scales": {
+                    scale: _judge(claim, per_seed, data[scale], origins[scale])
+                    for scale, per_seed in inputs.items()
+                },
             }
         )
     return {
         "claims": out,
         "scales": list(results_by_scale),
         "scales_run": [scale for scale, results in results_by_scale.items() if results],
+        "machines": {scale: _machines(rows) for scale, rows in origins.items() if rows},
     }
+
+
+def _judge(claim, per_seed: dict, data: dict, origins: dict) -> dict:
+    """``claims.judge`` on same-data pairs; a judged claim whose pairs were computed on more than one machine
+    gets ``machines`` (the same data trained on two CPUs gives results as far apart as two seeds do:
+    ``docs/benchmark_protocol.md``, "Machines and data")."""
+    judged = claims_lib.judge(claim, per_seed, data)
+    seen = {
+        (origins.get(row) or {}).get(seed, {}).get("machine")
+        for seed in judged["differences"]
+        for row in (claim.better, claim.worse)
+        if (origins.get(row) or {}).get(seed)
+    }
+    if len(seen) > 1:
+        judged["machines"] = sorted(seen)
+    return judged
+
+
+def _unpaired_text(judged: dict) -> str:
+    """``seed 0: data `…` vs legacy data of `…`; ...``: the seeds a claim could not pair, and why."""
+    return "; ".join(
+        f"seed {seed}: {data_label(a)} vs {data_label(b)}" for seed, (a, b) in judged["unpaired"].items()
+    )
 
 
 def claims_markdown(result: dict) -> list[str]:
     scales = result["scales"]
     lines = [
-        "Each claim compares two rows seed by seed (rows that share a seed share the data and the GIIF "
-        "checkpoint): paired difference `better - worse` (mean ± standard deviation over the seeds, n seeds). "
+        "Each claim compares two rows seed by seed (rows that share a seed share the GIIF checkpoint and, "
+        "checked below, the data): paired difference `better - worse` (mean ± standard deviation over the "
+        "seeds, n seeds). "
         "Verdict: **holds** if the mean difference exceeds one standard deviation of the differences in the "
         "paper's direction, **reversed** if it does in the opposite direction, **within noise** otherwise, "
-        "n/a without 2 paired seeds (`utils/bench/claims.py`, `docs/benchmark_protocol.md`).",
+        "n/a without 2 paired seeds (`utils/bench/claims.py`, `docs/benchmark_protocol.md`). A pair is made only "
+        "of two runs on the same data (the same content fingerprint; for legacy runs without one, the same "
+        "machine and generator settings); a claim whose rows were computed on different or unrecorded data "
+        "says so instead of a verdict; pairs of runs made on different machines are marked (on the same data, "
+        "two CPUs' training arithmetic differs by about a seed's spread).",
         "",
     ]
+    for scale, mix in (result.get("machines") or {}).items():
+        lines += [f"{scale}: runs by machine: {format_machine_mix([tuple(m) for m in mix])}.", ""]
     header = "| claim | the paper's words | metric (better) |" + "".join(
         f" {scale}: paired difference | {scale}: verdict |" for scale in scales
     )
@@ -345,8 +431,18 @@ def claims_markdown(result: dict) -> list[str]:
             ):  # the scale ran, but not both rows (a skipped row or section)
                 cells += ["rows not run", "-"]
                 continue
+            if judged.get("unpaired"):
+                cells += [_unpaired_text(judged), judged["verdict"]]
+                continue
+            across = (
+                f" (pairs across {len(judged['machines'])} machines: "
+                + ", ".join(f"`{m}`" for m in judged["machines"])
+                + ")"
+                if judged.get("machines")
+                else ""
+            )
             cells += [
-                claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)),
+                claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)) + across,
                 judged["verdict"],
             ]
         lines.append("| " + " | ".join(cells) + " |")

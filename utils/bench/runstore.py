@@ -10,13 +10,28 @@ machine, from another checkout path or another ``--work`` folder has the same ke
 * ``inputs``: the checkpoints the run starts from, each as ``run:<key hash>`` of the benchmark run
   that produced it (``file:<sha256>`` for a checkpoint from elsewhere);
 * ``seed``, ``scale`` (``cpu``/``medium``/``paper``);
-* ``data``: the synthetic generator's settings and version from ``synthetic_meta.json``.
+* ``data``: ``{"fingerprint", "settings"}``: the content fingerprint of the data folder the run reads
+  (``sha256:<hex>``, :mod:`utils.bench.fingerprint`), so that runs on captures that differ in any byte
+  never share a key, and, readable beside it, the generator's settings and version from
+  ``synthetic_meta.json`` (:func:`data_settings`).
 
 :func:`key_hash` is the SHA-256 of the key's canonical JSON. An entry lives at
 ``<root>/<scale>/<kind>/<row>/seed<k>-<hash8>.json`` (kind: ``sr`` or ``srhand``; row: the run's
 name in the benchmark) and holds ``{"key", "key_hash", "revision", "dirty", "date", "machine",
 "threads", "seconds", "metrics"}`` with the run's ``metrics.json`` trimmed of per-frame arrays
-(:func:`trim_metrics`). Entries are written atomically; nothing is ever deleted here.
+(:func:`trim_metrics`), and since key version 2 ``data_parts`` (the fingerprint's digest per part:
+images, masks, annotations, cameras, meshes, meta) and ``machine_info`` (CPU, instruction set torch
+dispatches to, library versions). Entries are written atomically; nothing is ever deleted here, and a
+run executed again under a stored key (its checkpoint was needed on another machine) does not replace
+the stored metrics: it is appended to the entry's ``reruns``.
+
+**Legacy entries** (key version 1, before issue 22) name the data by the generator's settings only, so
+the captures they were computed on are unknown beyond "made on the machine their ``machine`` field
+names, with these settings". Each current key has a version-1 *twin* (:func:`legacy_twin`: the same key
+with the settings as its data and its input runs' twins as inputs); :meth:`RunStore.find` returns the
+twin's entry only when its ``machine`` is one the caller accepts (by default the machine running the
+benchmark), and :func:`data_identity` gives such an entry the data identity
+``legacy:<machine>:<settings hash>``, equal only to legacy entries of that machine and those settings.
 
 Imports only the standard library (the config is passed in as a plain dict).
 """
@@ -32,7 +47,11 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-KEY_VERSION = 1  # bump when the key's definition changes (every stored entry then misses)
+# Bump when the key's definition changes (every stored entry then misses). 2 (issue 22): the data by its
+# content fingerprint; 1: by the generator's settings (legacy entries, found through their twins).
+KEY_VERSION = 2
+LEGACY_VERSION = 1
+LEGACY_PREFIX = "legacy:"
 
 # Config keys that say where things are, how often to log or which equal computation runs, not what is
 # computed.
@@ -128,8 +147,14 @@ def file_ref(path: str | Path) -> str:
     return "file:" + digest.hexdigest()[:16]
 
 
+def data_key(settings: dict, fingerprint: str) -> dict:
+    """A key's ``data``: the folder's content fingerprint (``sha256:<hex>``) and its generator settings."""
+    return {"fingerprint": fingerprint, "settings": settings}
+
+
 def make_key(entry: str, config: dict, seed: int, scale: str, data: dict, inputs: dict | None = None) -> dict:
-    """The key of one run (see the module docstring); ``config`` is normalised here."""
+    """The key of one run (see the module docstring); ``config`` is normalised here, ``data`` is a
+    :func:`data_key`."""
     return {
         "version": KEY_VERSION,
         "entry": entry,
@@ -145,6 +170,61 @@ def key_hash(key: dict) -> str:
     """SHA-256 (hex) of the key's canonical JSON (sorted keys, no whitespace)."""
     text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_ref(key: dict) -> str:
+    """How a downstream key names the run of ``key`` as its input: ``run:<key hash[:16]>``."""
+    return "run:" + key_hash(key)[:16]
+
+
+def legacy_twin(key: dict, twins: dict) -> dict:
+    """The version-1 key a run of ``key`` had before issue 22: the data named by its settings only, input
+    runs by their own twins (``twins``: ``run:<hash>`` of a current key -> that of its twin; a run input
+    without a twin keeps its current reference, so no legacy entry matches it)."""
+    return {
+        **key,
+        "version": LEGACY_VERSION,
+        "data": key["data"]["settings"],
+        "inputs": {name: twins.get(ref, ref) for name, ref in key["inputs"].items()},
+    }
+
+
+def is_legacy(entry: dict | None) -> bool:
+    """Whether a stored entry has a pre-fingerprint key (version 1): its data content is unknown."""
+    return bool(entry) and int(entry["key"].get("version", LEGACY_VERSION)) < 2
+
+
+def settings_hash(settings) -> str:
+    """First 8 hex digits of the SHA-256 of the generator settings' canonical JSON."""
+    return key_hash({"settings": settings})[:8]
+
+
+def data_identity(entry: dict) -> str:
+    """What data a stored run was computed on: ``sha256:<hex>`` (its key's fingerprint), or for a legacy
+    entry ``legacy:<machine>:<settings hash>`` (equal only for the same machine and generator settings)."""
+    key = entry["key"]
+    if is_legacy(entry):
+        return f"{LEGACY_PREFIX}{entry.get('machine') or 'unknown'}:{settings_hash(key.get('data'))}"
+    return key["data"]["fingerprint"]
+
+
+def data_label(identity: str | None) -> str:
+    """A data identity for a table: ``data `1a2b3c4d5e6f` `` or ``legacy data of `<machine>` (settings `…`)``."""
+    if not identity:
+        return "unknown data"
+    if identity.startswith(LEGACY_PREFIX):
+        machine, _, settings = identity[len(LEGACY_PREFIX) :].rpartition(":")
+        return f"legacy data of `{machine}` (settings `{settings}`)"
+    return f"data `{identity.split(':', 1)[-1][:12]}`"
+
+
+def provenance(entry: dict) -> dict:
+    """``{"machine", "data", "key_hash"}`` of a stored entry: what a table row records per seed."""
+    return {
+        "machine": entry.get("machine") or "unknown",
+        "data": data_identity(entry),
+        "key_hash": entry.get("key_hash", "")[:16],
+    }
 
 
 def slug(name: str) -> str:
@@ -205,6 +285,17 @@ class RunStore:
         entry = json.loads(path.read_text())
         return entry if entry.get("key_hash") == key_hash(key) else None
 
+    def find(self, kind: str, row: str, key: dict, legacy: dict | None = None, machines=()) -> dict | None:
+        """The entry of ``key``; else that of its version-1 twin ``legacy`` when the twin's entry was made
+        on one of ``machines`` (its data is then assumed to be that machine's captures of those settings);
+        else None."""
+        entry = self.get(kind, row, key)
+        if entry is None and legacy is not None:
+            twin = self.get(kind, row, legacy)
+            if twin is not None and twin.get("machine") in set(machines):
+                return twin
+        return entry
+
     def others(self, kind: str, row: str, key: dict) -> list[Path]:
         """Entries of the same row and seed with another key (an older config, data or code input)."""
         own = self.path(kind, row, key)
@@ -221,10 +312,33 @@ class RunStore:
         seconds: float | None = None,
         threads: int | None = None,
         machine: str | None = None,
+        data_parts: dict | None = None,
+        machine_info: dict | None = None,
+        replace: bool = False,
     ) -> Path:
-        """Write the entry of a finished run (atomically) and return its path."""
+        """Write the entry of a finished run (atomically) and return its path.
+
+        When an entry of ``key`` is already stored and not ``replace`` (``--fresh``), its metrics stay and
+        this run is appended to its ``reruns`` (date, machine, revision, seconds, metrics): a run executed
+        again elsewhere never overwrites what the tables were made of.
+        """
         path = self.path(kind, row, key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        stored = None if replace else self.get(kind, row, key)
+        if stored is not None:
+            stored.setdefault("reruns", []).append(
+                {
+                    "revision": revision,
+                    "dirty": bool(dirty),
+                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "machine": machine or platform.machine(),
+                    "threads": threads,
+                    "seconds": seconds,
+                    "metrics": trim_metrics(metrics),
+                }
+            )
+            _write_json(path, stored)
+            return path
         entry = {
             "key": key,
             "key_hash": key_hash(key),
@@ -236,9 +350,18 @@ class RunStore:
             "seconds": seconds,
             "metrics": trim_metrics(metrics),
         }
-        from utils.checkpoint import atomic_write_text
+        if data_parts is not None:
+            entry["data_parts"] = data_parts
+        if machine_info is not None:
+            entry["machine_info"] = machine_info
+        _write_json(path, entry)
+        return path
 
-        return atomic_write_text(path, json.dumps(entry, indent=1, sort_keys=True) + "\n")
+
+def _write_json(path: Path, entry: dict) -> None:
+    from utils.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(entry, indent=1, sort_keys=True) + "\n")
 
 
 def revision_label(entry: dict) -> str:
@@ -257,3 +380,35 @@ def format_revision_mix(mix: list[tuple[str, int]]) -> str:
         return "no stored runs"
     text = ", ".join(f"`{rev}` ({n} run{'s' if n != 1 else ''})" for rev, n in mix)
     return text if len(mix) == 1 else f"mixes {len(mix)} revisions: {text}"
+
+
+def machine_mix(entries) -> list[tuple[str, int]]:
+    """``[(machine, number of runs)]`` of stored entries (their ``machine`` field), most runs first."""
+    counts = Counter(e.get("machine") or "unknown" for e in entries)
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def data_mix(entries) -> list[tuple[str, int]]:
+    """``[(data identity, number of runs)]`` of stored entries (:func:`data_identity`), most runs first."""
+    counts = Counter(data_identity(e) for e in entries)
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _runs(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
+
+
+def format_machine_mix(mix: list[tuple[str, int]]) -> str:
+    """``"`Intel(R) Xeon(R) Processor` (12 runs)"``, or ``"mixes 2 machines: `A` (10 runs), `B` (2 runs)"``."""
+    if not mix:
+        return "no stored runs"
+    text = ", ".join(f"`{machine}` ({_runs(n)})" for machine, n in mix)
+    return text if len(mix) == 1 else f"mixes {len(mix)} machines: {text}"
+
+
+def format_data_mix(mix: list[tuple[str, int]]) -> str:
+    """The data identities of a table's runs (:func:`data_label`), saying when they mix."""
+    if not mix:
+        return "no stored runs"
+    text = ", ".join(f"{data_label(identity)} ({_runs(n)})" for identity, n in mix)
+    return text if len(mix) == 1 else f"mixes {len(mix)} data sets: {text}"
