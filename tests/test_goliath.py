@@ -409,19 +409,14 @@ def test_fitted_mano_is_close_to_the_truth(capture, tmp_path):
     assert err_mm < 2.0, err_mm  # about 0.9 mm
 
 
-def test_fit_policy_on_a_failed_quality_check(capture, tmp_path, monkeypatch):
-    """A fit that fails the quality check (a stub fitter curls frame 6's fingers into a fist; the truth is
-    nearly open): ``error`` stops naming the frame, its checks and values and how to proceed; ``warn``
-    keeps it with a warning; ``drop`` leaves it out with the reason. The fit is cached once: neither the
-    policy nor the check limits fit again."""
+def _fist_at_frame_6(capture, calls: list):
+    """A stub fitter for the fixture's frames 0, 3, 6: the truth, but frame 6's fingers curled into a fist
+    (the truth is nearly open): a fit that fails the quality check. Appends each call's frame count."""
     from types import SimpleNamespace
 
-    from datasets import goliath_fit
     from tests._hand_fixtures import procedural_model
-    from utils.errors import InputError
 
     fist = fx.hard_pose(procedural_model("right"))[0]
-    calls = []
 
     def wrong_fit(hand_model, points, faces, joints, settings, shape=None):
         calls.append(len(points))
@@ -434,6 +429,19 @@ def test_fit_policy_on_a_failed_quality_check(capture, tmp_path, monkeypatch):
             report={"converged": True},
         )
 
+    return wrong_fit
+
+
+def test_fit_policy_on_a_failed_quality_check(capture, tmp_path, monkeypatch):
+    """A fit that fails the quality check (a stub fitter curls frame 6's fingers into a fist; the truth is
+    nearly open): ``error`` stops naming the frame, its checks and values and how to proceed; ``warn``
+    keeps it with a warning; ``drop`` leaves it out with the reason. The fit is cached once: neither the
+    policy nor the check limits fit again."""
+    from datasets import goliath_fit
+    from utils.errors import InputError
+
+    calls = []
+    wrong_fit = _fist_at_frame_6(capture, calls)
     monkeypatch.setattr(goliath_fit, "_fit", wrong_fit)
     warnings = []
     with pytest.raises(goliath.GoliathFitError) as info:
@@ -467,6 +475,30 @@ def test_fit_policy_on_a_failed_quality_check(capture, tmp_path, monkeypatch):
     assert calls == [3]  # one fit; the policies and the limits apply to the cached measures
     with pytest.raises(ValueError, match="fit_policy must be one of"):
         read_goliath_sequence(capture["capture_dir"], fit_cache_dir=tmp_path, fit_policy="ignore")
+
+
+def test_main_stops_on_a_failed_fit(capture, tmp_path, monkeypatch, capsys):
+    """main.py with the default data.goliath.fit_policy: a frame whose fit fails the check stops the run
+    with exit status 2 before any training, the message naming the frame and the way on."""
+    from datasets import goliath_fit
+    from trainers.run import main_guard, run_srhand
+
+    monkeypatch.setattr(goliath_fit, "_fit", _fist_at_frame_6(capture, []))
+    sets = {
+        "exp_name": "failed_fit",
+        "out_root": tmp_path / "runs",
+        "use_tensorboard": "false",
+        "data.data_path": capture["capture_dir"],
+        "data.num_views": 2,
+        "data.num_frames": 3,
+    }
+    args = ["--conf", "conf/goliath_GIIF_16_256.conf", "--device", "cpu"]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert main_guard(lambda: run_srhand("main.py", args)) == 2
+    err = capsys.readouterr().err
+    assert "frame 6: part_" in err and "data.goliath.fit_policy = drop" in err, err
 
 
 def test_hard_pose_without_keypoints_is_recovered_and_later_frames_share_the_shape(hard_capture, tmp_path):
