@@ -358,9 +358,10 @@ def fit_capture_mano(
                     settings,
                     None if shape is None else shape["betas"],
                 )
-            betas = fit.shape.reshape(-1, 10)[0].detach().float()
             if shape is None:
-                shape = {"betas": betas.numpy(), "frames": [missing[i] for i in idx]}
+                betas = fit.shape.reshape(-1, 10)[0].detach().float().numpy()
+                shape = {"betas": betas, "frames": [missing[i] for i in idx]}
+            betas = torch.as_tensor(shape["betas"]).float()
             with torch.no_grad():
                 verts, mano_joints = hand_model.forward(
                     fit.pose.reshape(-1, 48).float(),

@@ -201,7 +201,7 @@ def test_quality_check_flags_a_wrong_fit_that_the_mean_residual_passes():
     """Crossed fingers as 1500 points drawn on the surface (0.3 mm noise, no correspondence): the fit from
     the mean hand (no further starts) converges with the fingers on their neighbours' surfaces, a mean
     residual of about 1.2 mm and 17 mm vertex error, and the quality check names the frame and the part;
-    the true pose passes the same check."""
+    the true pose passes the same check; the further starts recover the pose."""
     from _goliath_fixture import surface_samples
 
     from utils.geometry.mano_fit import failed_checks, quality_measures
@@ -223,6 +223,18 @@ def test_quality_check_flags_a_wrong_fit_that_the_mean_residual_passes():
     )
     truth = quality_measures(model, verts, joints, torch.tensor(points)[None])[0]
     assert failed_checks(truth, settings) == {} and max(truth["part_target_p95"].values()) < 1.0, truth
+
+    # The further starts (the default) recover it: from the failed fit, as a first fit would end.
+    init = {"pose": fit.pose, "shape": fit.shape, "trans": fit.trans}
+    again = fit_mano(
+        model,
+        target_verts=torch.tensor(points)[None].float(),
+        init=init,
+        settings=FitSettings(robust="geman_mcclure", robust_scale_mm=5.0),
+    )
+    assert again.report["failed_frames"] == [] and again.report["rescue"]["0"]["kept"] != "fit"
+    targets = torch.cat([joints, verts[:, TIPS]], 1)
+    assert ((again.joints - targets).norm(dim=-1) * 1000).max() < 4.0  # about 2.3 mm
 
 
 def test_quality_helpers():
