@@ -32,7 +32,10 @@ What the real data gets wrong or leaves open, and what the reader does (``report
   in the images after the ``image_scale`` division, camera centres not at a dome's distance in
   millimetres, non-zero lens distortion (``distortion="ignore"`` does what Goliath's loader does),
   fit targets not in the cameras' world frame, and the 3D keypoint schema and joint order (the
-  keypoints are used only with an explicit ``keypoint_order``).
+  keypoints are used only with an explicit ``keypoint_order``);
+- a MANO fit that fails its quality check (a finger fitted onto another's surface; checked for every
+  frame, :mod:`datasets.goliath_fit`): ``fit_policy`` ``error`` (default) stops naming the frames, checks
+  and values, ``warn`` keeps them, ``drop`` leaves them out; every failed check is logged by frame.
 """
 
 from __future__ import annotations
