@@ -553,7 +553,14 @@ def read_goliath_sequence(
 
 
 def read_from_config(
-    conf, run_dir, cameras=None, frame_ids=None, num_frames=None, frame_mode: str = "strided", log=None
+    conf,
+    run_dir,
+    cameras=None,
+    frame_ids=None,
+    num_frames=None,
+    frame_mode: str = "strided",
+    log=None,
+    warn=None,
 ) -> GoliathSequence:
     """:func:`read_goliath_sequence` for main.py's config with ``data.dataset = goliath``.
 
@@ -561,7 +568,7 @@ def read_from_config(
     test or all); ``data.hand``, ``data.mano_dir`` as for InterHand; ``data.goliath.*`` the reader's options.
     The MANO fit cache is ``data.goliath.fit_cache`` or, when empty, ``<run_dir>/goliath_mano``; the fitter's
     settings are ``data.goliath.fit.*`` (:func:`fit_settings_from_config`), ``data.goliath.fit_policy`` what a
-    failed quality check does.
+    failed quality check does; ``log`` and ``warn`` as for :func:`read_goliath_sequence`.
 
     The evaluation reads the whole split (``num_frames`` and ``frame_ids`` None) and keeps the first
     ``eval.num_frames`` frames of it: with ``eval.frames`` empty, only those are read, so MANO is not fitted
@@ -597,4 +604,5 @@ def read_from_config(
         mano_dir=d.get_string("mano_dir") or None,
         scan_crop_radius=g.get_float("scan_crop_radius"),
         log=log,
+        warn=warn,
     )
