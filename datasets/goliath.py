@@ -32,7 +32,10 @@ What the real data gets wrong or leaves open, and what the reader does (``report
   in the images after the ``image_scale`` division, camera centres not at a dome's distance in
   millimetres, non-zero lens distortion (``distortion="ignore"`` does what Goliath's loader does),
   fit targets not in the cameras' world frame, and the 3D keypoint schema and joint order (the
-  keypoints are used only with an explicit ``keypoint_order``).
+  keypoints are used only with an explicit ``keypoint_order``);
+- a MANO fit that fails its quality check (a finger fitted onto another's surface; checked for every
+  frame, :mod:`datasets.goliath_fit`): ``fit_policy`` ``error`` (default) stops naming the frames, checks
+  and values, ``warn`` keeps them, ``drop`` leaves them out; every failed check is logged by frame.
 """
 
 from __future__ import annotations
@@ -72,7 +75,15 @@ from datasets.goliath_files import (  # noqa: F401 (the file-format names are pa
     uncorrect_colors,
     zip_names,
 )
-from datasets.goliath_fit import fit_capture_mano
+from datasets.goliath_fit import (  # noqa: F401 (GoliathFitError is part of this module's API)
+    FIT_POLICIES,
+    GoliathFitError,
+    apply_fit_policy,
+    describe_checks,
+    fit_capture_mano,
+    fit_settings_from_config,
+    warning_callable,
+)
 from datasets.interhand import select_frames
 from utils.errors import InputError
 from utils.geometry.mano import HandModel, resolve_hand_model_path
@@ -208,6 +219,13 @@ class GoliathSequence(CaptureSequence):
                 f"  MANO fitted to {fit.get('target')}: residual (mm) {text or '?'}"
                 f"{' (cache ' + fit['cache'] + ')' if fit.get('cache') else ''}"
             )
+            lines.append(
+                f"  MANO quality check: {len(fit.get('failed_frames', {}))} of {len(fit.get('quality', {}))} "
+                f"frame(s) failed (fit_policy = {fit.get('policy')}); rescued by another start: "
+                f"{fit.get('rescued') or 'none'}; one shape, fitted on frames {fit.get('shape_frames')}"
+            )
+            for frame, checks in fit.get("failed_frames", {}).items():
+                lines.append(f"    frame {frame}: {describe_checks(checks)}")
         for note in self.report.get("notes", []):
             lines.append(f"  note: {note}")
         return "\n".join(lines)
@@ -322,10 +340,12 @@ def read_goliath_sequence(
     keypoint_order=None,
     fit_cache_dir=None,
     fit_settings=None,
+    fit_policy: str = "error",
     mano_params=None,
     mano_dir=None,
     scan_crop_radius: float = 0.15,
     log=None,
+    warn=None,
     verbose: bool = False,
 ) -> GoliathSequence:
     """Read one Goliath dome hand capture as a :class:`GoliathSequence` with fitted MANO parameters.
@@ -347,12 +367,19 @@ def read_goliath_sequence(
             name ``"interhand"`` (the files list InterHand2.6M's 21 joints in its order) or 21 row indices
             of the file giving ``datasets.capture.hand_joints``' order (16 MANO joints, then fingertips).
         fit_cache_dir: where fitted MANO parameters are kept between runs (None: not kept).
-        fit_settings: ``utils.geometry.mano_fit.FitSettings`` or a dict of its fields.
+        fit_settings: ``utils.geometry.mano_fit.FitSettings`` or a dict of its fields (None: the defaults of
+            ``datasets.goliath_fit.default_settings``), quality-check limits included.
+        fit_policy: what a frame whose MANO fit fails its quality check does: ``error`` (stop with a
+            :class:`GoliathFitError` naming the frames, checks and values), ``warn`` (keep it, with a
+            warning) or ``drop`` (leave it out; ``report["skipped_frames"]`` gives the checks). Every failed
+            check is logged by frame whatever the policy.
         mano_params: ``{frame: (pose (48,), shape (10,), trans (3,))}`` to use instead of fitting (e.g. the
             caller's own fits); frames without an entry are skipped.
         mano_dir: hand model (default: ``$SRHAND_MANO_DIR`` or the procedural hand).
         scan_crop_radius: see :class:`GoliathSequence`.
         log: callable for progress lines (default: silent).
+        warn: callable for warnings (default: the ``warning`` method of ``log``'s owner when ``log`` is a
+            logger's ``info``, as stage 3 passes it; else ``log``; else Python's ``logging``).
         verbose: print the summary.
     """
     capture_dir = os.fspath(capture_dir)
@@ -362,6 +389,8 @@ def read_goliath_sequence(
         raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     if fit_target not in ("registration", "scan"):
         raise InputError(f"fit_target must be 'registration' or 'scan', got {fit_target!r}")
+    if fit_policy not in FIT_POLICIES:
+        raise InputError(f"fit_policy must be one of {FIT_POLICIES}, got {fit_policy!r}")
     info = capture_info(capture_dir)
     if hand is None:
         if info["side"] is None:
@@ -486,6 +515,9 @@ def read_goliath_sequence(
             log=log,
         )
         report["mano_fit"] = fit["report"]
+        chosen, fit = apply_fit_policy(
+            chosen, fit, fit_policy, report, f"goliath/{info['name']}", warning_callable(log, warn)
+        )
 
     scan_zip = target_member(capture_dir, "scan", 0)[0]
     scan_paths = [
@@ -521,13 +553,22 @@ def read_goliath_sequence(
 
 
 def read_from_config(
-    conf, run_dir, cameras=None, frame_ids=None, num_frames=None, frame_mode: str = "strided", log=None
+    conf,
+    run_dir,
+    cameras=None,
+    frame_ids=None,
+    num_frames=None,
+    frame_mode: str = "strided",
+    log=None,
+    warn=None,
 ) -> GoliathSequence:
     """:func:`read_goliath_sequence` for main.py's config with ``data.dataset = goliath``.
 
     ``data.data_path`` is the capture folder; ``data.split`` a split of its ``frame_splits_list.csv`` (train,
     test or all); ``data.hand``, ``data.mano_dir`` as for InterHand; ``data.goliath.*`` the reader's options.
-    The MANO fit cache is ``data.goliath.fit_cache`` or, when empty, ``<run_dir>/goliath_mano``.
+    The MANO fit cache is ``data.goliath.fit_cache`` or, when empty, ``<run_dir>/goliath_mano``; the fitter's
+    settings are ``data.goliath.fit.*`` (:func:`fit_settings_from_config`), ``data.goliath.fit_policy`` what a
+    failed quality check does; ``log`` and ``warn`` as for :func:`read_goliath_sequence`.
 
     The evaluation reads the whole split (``num_frames`` and ``frame_ids`` None) and keeps the first
     ``eval.num_frames`` frames of it: with ``eval.frames`` empty, only those are read, so MANO is not fitted
@@ -538,6 +579,7 @@ def read_from_config(
     rows = [int(r) for r in g.get_list("keypoint_rows")]
     order = rows or g.get_string("keypoint_order") or None
     cache = g.get_string("fit_cache") or os.path.join(os.fspath(run_dir), "goliath_mano")
+    settings = fit_settings_from_config(g.get_config("fit"))
     if frame_ids is None and num_frames is None and not conf.get_list("eval.frames", []):
         limit = conf.get_int("eval.num_frames", -1)
         if limit > 0:
@@ -557,7 +599,10 @@ def read_from_config(
         fit_target=g.get_string("fit_target"),
         keypoint_order=order,
         fit_cache_dir=cache,
+        fit_settings=settings,
+        fit_policy=g.get_string("fit_policy"),
         mano_dir=d.get_string("mano_dir") or None,
         scan_crop_radius=g.get_float("scan_crop_radius"),
         log=log,
+        warn=warn,
     )

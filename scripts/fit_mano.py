@@ -5,7 +5,8 @@ shape), and/or joints as ``.npy`` or ``.json`` holding ``(F, 21, 3)`` / ``(21, 3
 5 fingertips, the order of ``datasets.capture.hand_joints``) or ``(F, 16, 3)``. Lengths in metres
 unless ``--units mm``. Writes a MANO_NeuralAnnot-style JSON ``{frame: {side: {"pose": [48], "shape":
 [10], "trans": [3]}, other side: null}}`` (what ``datasets.interhand`` reads, metres, world) and the
-fit report. See ``docs/mano_fit.md``.
+fit report (with each frame's quality check; a frame that fails it is named on stderr). See
+``docs/mano_fit.md``.
 
 Usage::
 
@@ -199,6 +200,8 @@ def main(argv=None) -> int:
                 for k in reports[0]["residual_mm"]
             },
             "per_frame": [dict(r["per_frame"][0], frame=i) for i, r in enumerate(reports)],
+            "failed_frames": [i for i, r in enumerate(reports) if r["failed_frames"]],
+            "rescue": {str(i): r["rescue"]["0"] for i, r in enumerate(reports) if r["rescue"]},
             "groups": reports,
         }
     )
@@ -226,6 +229,15 @@ def main(argv=None) -> int:
             if frame.get(k) is not None
         ]
         print(f"  frame {fid}: mean (mm) " + ", ".join(parts))
+        if frame.get("failed_checks"):
+            checks = ", ".join(
+                f"{k} {c['value']:.1f} mm > {c['limit']:g} mm" for k, c in frame["failed_checks"].items()
+            )
+            print(
+                f"WARNING: frame {fid}: the fit failed its quality check ({checks}): a finger on another "
+                "finger's surface or the hand turned; give --joints, or see docs/mano_fit.md 'Quality check'",
+                file=sys.stderr,
+            )
     print(f"wrote {args.out} and {report_path}")
     return 0
 

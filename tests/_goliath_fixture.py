@@ -13,9 +13,13 @@
 - ``lights/``: frames 0, 3, 6, 9 fully lit (pattern 0), the others a 5-light pattern (rendered darker);
 - ``frame_splits_list.csv``: frames 0-8 test, 9-11 train;
 - ``kinematic_tracking/pose.zip`` (60 zeros), ``registration_vertices.zip`` (the posed hand's surface,
-  midpoint-subdivided and shuffled: another topology, no correspondence), ``scan_mesh/scan_mesh.zip`` (the
-  same surface plus a forearm box behind the wrist), ``keypoints_3d/keypoints_3d.zip`` (the 21 joints in
-  InterHand2.6M's order, ``{"keypoints": [[x, y, z, 1], ...]}``), all in millimetres, fully-lit frames only.
+  midpoint-subdivided and shuffled: another topology, no correspondence; or, with ``registration_points``,
+  that many points drawn on the surface, with ``registration_noise_mm`` Gaussian noise),
+  ``scan_mesh/scan_mesh.zip`` (the subdivided surface plus a forearm box behind the wrist),
+  ``keypoints_3d/keypoints_3d.zip`` (the 21 joints in InterHand2.6M's order, ``{"keypoints": [[x, y, z, 1],
+  ...]}``), all in millimetres, fully-lit frames only.
+
+``hard_frame``: that frame holds :func:`hard_pose` (a fist: fingers curled and pressed together) instead.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ FRAMES = tuple(range(12))
 FULLY_LIT = (0, 3, 6, 9)
 TEST_FRAMES = tuple(range(9))
 SEG_MISSING = ("cam400002", 9)
+HARD_FRAME = 6  # the fully-lit test frame that write_goliath_capture(hard_frame=HARD_FRAME) makes a fist
 SHAPE = (0.6, -0.4, 0.3, 0.0, 0.2, 0.0, -0.1, 0.0, 0.0, 0.1)
 SKIN = (0.78, 0.58, 0.48)
 DOME = 0.35
@@ -62,6 +67,36 @@ def true_parameters(model, frame: int):
         verts, _ = model.forward(torch.tensor(pose)[None].float(), torch.tensor(shape)[None].float())
     trans = -verts[0].double().mean(0).numpy() + np.array([0.01 * k, 0.0, 0.0])
     return pose.astype(np.float64), shape, trans
+
+
+def hard_pose(model):
+    """Pose (48,), shape (10,), trans (3,) of a fist: every finger curled 1.5 / 1.7 / 1.0 rad at its three
+    joints and pressed against its neighbours, the thumb across them (``typical_poses``' fist), turned and
+    centred like :func:`true_parameters`. The fit from the mean hand fails on it (docs/mano_fit.md)."""
+    from tests._hand_fixtures import typical_poses
+
+    pose = typical_poses(model)["fist"].numpy() - model.pose_mean.double().numpy()  # from the flat hand
+    pose[:3] = [0.3, -0.2, 0.1]
+    shape = np.asarray(SHAPE, dtype=np.float64)
+    with torch.no_grad():
+        verts, _ = model.forward(torch.tensor(pose)[None].float(), torch.tensor(shape)[None].float())
+    return pose, shape, -verts[0].double().numpy().mean(0)
+
+
+def surface_samples(
+    verts: np.ndarray, faces: np.ndarray, count: int, noise_mm: float, seed: int
+) -> np.ndarray:
+    """``count`` points drawn uniformly (by area) on a triangle mesh, plus Gaussian noise (metres)."""
+    rng = np.random.default_rng(seed)
+    tris = verts[faces]
+    area = np.linalg.norm(np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]), axis=1)
+    pick = rng.choice(len(faces), size=count, p=area / area.sum())
+    u, v = rng.random(count), rng.random(count)
+    flip = u + v > 1
+    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
+    t = tris[pick]
+    points = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
+    return points + rng.normal(0.0, noise_mm * 1e-3, points.shape)
 
 
 def _cameras():
@@ -155,12 +190,22 @@ def _forearm_box(joints: np.ndarray):
     return np.asarray(corners), faces
 
 
-def write_goliath_capture(root, image_format: str = "avif", distortion=None) -> dict:
+def write_goliath_capture(
+    root,
+    image_format: str = "avif",
+    distortion=None,
+    hard_frame=None,
+    registration_points=None,
+    registration_noise_mm: float = 0.0,
+) -> dict:
     """Write the capture under ``root`` and return its truth (see the module docstring).
 
     Args:
         image_format: ``avif`` or ``png``.
         distortion: optional coefficients written into every camera's calibration entry.
+        hard_frame: a frame holding :func:`hard_pose`, or None.
+        registration_points: None (the registrations are the subdivided surface) or a number of points
+            drawn on the surface per frame; registration_noise_mm: their noise.
 
     Returns:
         dict: ``capture_dir``, ``cameras`` ``{name: (K_image (3,3) pixels with centres at +0.5, R, t metres)}``,
@@ -241,7 +286,7 @@ def write_goliath_capture(root, image_format: str = "avif", distortion=None) -> 
     scan_zip = zipfile.ZipFile(os.path.join(cap, "scan_mesh", "scan_mesh.zip"), "w")
     kp_zip = zipfile.ZipFile(os.path.join(cap, "keypoints_3d", "keypoints_3d.zip"), "w")
     for f in FRAMES:
-        pose, shape, trans = true_parameters(model, f)
+        pose, shape, trans = hard_pose(model) if f == hard_frame else true_parameters(model, f)
         with torch.no_grad():
             verts, joints = model.forward(
                 torch.tensor(pose)[None].float(),
@@ -271,7 +316,11 @@ def write_goliath_capture(root, image_format: str = "avif", distortion=None) -> 
         truth["params"][f] = (pose, shape, trans)
         truth["verts"][f], truth["joints21"][f] = v_m, joints21
         dense_v, dense_f = trimesh.remesh.subdivide(v_m, faces.numpy())
-        reg_zip.writestr(f"registration_vertices/{f:06d}.ply", _ply(dense_v[perm(len(dense_v))] * 1000.0))
+        if registration_points is None:
+            reg_v = dense_v[perm(len(dense_v))]
+        else:
+            reg_v = surface_samples(v_m, faces.numpy(), registration_points, registration_noise_mm, seed=f)
+        reg_zip.writestr(f"registration_vertices/{f:06d}.ply", _ply(reg_v * 1000.0))
         box_v, box_f = _forearm_box(j_m)
         scan_v = np.concatenate([dense_v, box_v])
         scan_f = np.concatenate([dense_f, box_f + len(dense_v)])

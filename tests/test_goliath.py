@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -38,6 +39,18 @@ def capture(tmp_path_factory):
 @pytest.fixture(scope="module")
 def png_capture(tmp_path_factory):
     return fx.write_goliath_capture(tmp_path_factory.mktemp("goliath_png"), image_format="png")
+
+
+@pytest.fixture(scope="module")
+def hard_capture(tmp_path_factory):
+    """Frame 6 a fist; registrations: 1500 points drawn on the surface with 0.3 mm noise (no correspondence)."""
+    return fx.write_goliath_capture(
+        tmp_path_factory.mktemp("goliath_hard"),
+        image_format="png",
+        hard_frame=fx.HARD_FRAME,
+        registration_points=1500,
+        registration_noise_mm=0.3,
+    )
 
 
 def truth_params(capture, frames=None):
@@ -273,12 +286,13 @@ def test_fit_cache_and_residuals(capture, tmp_path, monkeypatch):
 
     from datasets import goliath_fit
 
-    calls = []
+    calls, held = [], []
 
-    def truth_fit(hand_model, points, faces, joints, settings):
+    def truth_fit(hand_model, points, faces, joints, settings, shape=None):
         frames = pending.pop(0)  # the frames this call should see, in the reader's order
         assert len(points) == len(frames) and joints is None or len(joints) == len(frames)
         calls.append(frames)
+        held.append(None if shape is None else np.asarray(shape).tolist())
         stack = [np.stack([capture["params"][f][i] for f in frames]) for i in range(3)]
         return SimpleNamespace(
             pose=torch.tensor(stack[0]).float(),
@@ -312,6 +326,16 @@ def test_fit_cache_and_residuals(capture, tmp_path, monkeypatch):
     )
     assert more.frame_ids == [0, 3, 6, 9] and calls[-1] == [9]
     assert more.report["mano_fit"]["fitted"] == 1 and more.report["mano_fit"]["from_cache"] == 3
+    # one shape per capture: the first call fits it, the later frame is fitted with it held
+    assert held[0] is None and np.allclose(held[-1], fx.SHAPE, atol=1e-6)
+    assert more.report["mano_fit"]["shape_frames"] == [0, 3, 6]
+    assert torch.equal(more.mano_shape, seq.mano_shape[:1].expand(4, 10))
+    assert more.report["mano_fit"]["failed_frames"] == {} and set(more.report["mano_fit"]["quality"]) == {
+        0,
+        3,
+        6,
+        9,
+    }
     # another fit configuration is another cache file
     pending.append([0, 3, 6])
     read_goliath_sequence(capture["capture_dir"], fit_cache_dir=tmp_path)
@@ -345,7 +369,8 @@ def test_scan_target_is_fitted_frame_by_frame(capture, tmp_path, monkeypatch):
 
     seen = []
 
-    def truth_fit(hand_model, points, faces, joints, settings):
+    def truth_fit(hand_model, points, faces, joints, settings, shape=None):
+        assert (shape is None) == (not seen)  # the first frame fits the capture's shape, the others hold it
         frame = fx.FULLY_LIT[len(seen)]
         seen.append((points.shape, faces.shape))
         p = capture["params"][frame]
@@ -384,6 +409,130 @@ def test_fitted_mano_is_close_to_the_truth(capture, tmp_path):
         np.linalg.norm(scan.mano_forward()[0][0].double().numpy() - capture["verts"][3], axis=1).mean() * 1000
     )
     assert err_mm < 2.0, err_mm  # about 0.9 mm
+
+
+def _fist_at_frame_6(capture, calls: list):
+    """A stub fitter for the fixture's frames 0, 3, 6: the truth, but frame 6's fingers curled into a fist
+    (the truth is nearly open): a fit that fails the quality check. Appends each call's frame count."""
+    from types import SimpleNamespace
+
+    from tests._hand_fixtures import procedural_model
+
+    fist = fx.hard_pose(procedural_model("right"))[0]
+
+    def wrong_fit(hand_model, points, faces, joints, settings, shape=None):
+        calls.append(len(points))
+        pose = np.stack([capture["params"][f][0] for f in (0, 3, 6)])
+        pose[2, 3:] = fist[3:]
+        return SimpleNamespace(
+            pose=torch.tensor(pose).float(),
+            shape=torch.tensor(fx.SHAPE).float(),
+            trans=torch.tensor(np.stack([capture["params"][f][2] for f in (0, 3, 6)])).float(),
+            report={"converged": True},
+        )
+
+    return wrong_fit
+
+
+def test_fit_policy_on_a_failed_quality_check(capture, tmp_path, monkeypatch):
+    """A fit that fails the quality check (a stub fitter curls frame 6's fingers into a fist; the truth is
+    nearly open): ``error`` stops naming the frame, its checks and values and how to proceed; ``warn``
+    keeps it with a warning; ``drop`` leaves it out with the reason. The fit is cached once: neither the
+    policy nor the check limits fit again."""
+    from datasets import goliath_fit
+    from utils.errors import InputError
+
+    calls = []
+    wrong_fit = _fist_at_frame_6(capture, calls)
+    monkeypatch.setattr(goliath_fit, "_fit", wrong_fit)
+    warnings = []
+    with pytest.raises(goliath.GoliathFitError) as info:
+        read_goliath_sequence(capture["capture_dir"], fit_cache_dir=tmp_path, warn=warnings.append)
+    message = str(info.value)
+    assert isinstance(info.value, InputError) and "1 of 3 frame(s)" in message
+    assert re.search(r"frame 6: .*part_target_p95 \w+ [\d.]+ mm > 8 mm", message), message
+    for advice in ("keypoint_order", "max_part_target_p95_mm", "fit_policy = drop", "warn"):
+        assert advice in message, advice
+    assert len(warnings) == 1 and "frame 6" in warnings[0] and "fit_policy = error" in warnings[0]
+
+    seq = read_goliath_sequence(
+        capture["capture_dir"], fit_cache_dir=tmp_path, fit_policy="warn", warn=warnings.append
+    )
+    assert seq.frame_ids == [0, 3, 6] and "frame 6" in warnings[-1] and "fit_policy = warn" in warnings[-1]
+    failed = seq.report["mano_fit"]["failed_frames"]
+    assert list(failed) == [6] and all(c["value"] > c["limit"] for c in failed[6].values())
+    assert "1 of 3 frame(s) failed" in seq.summary()
+
+    dropped = read_goliath_sequence(
+        capture["capture_dir"], fit_cache_dir=tmp_path, fit_policy="drop", warn=warnings.append
+    )
+    assert dropped.frame_ids == [0, 3] and dropped.num_frames == 2 and dropped.mano_pose.shape == (2, 48)
+    (reason,) = [r for r in dropped.report["skipped_frames"] if r.startswith("MANO fit failed")]
+    assert dropped.report["skipped_frames"][reason] == [6] and "part_target_p95" in reason
+
+    loose = {**goliath_fit.default_settings(), "max_part_target_p95_mm": 0.0, "max_part_model_p95_mm": 0.0}
+    loose["max_fingertip_mm"] = 0.0  # every check off
+    ok = read_goliath_sequence(capture["capture_dir"], fit_cache_dir=tmp_path, fit_settings=loose)
+    assert ok.report["mano_fit"]["failed_frames"] == {} and ok.report["mano_fit"]["quality"][6]
+    assert calls == [3]  # one fit; the policies and the limits apply to the cached measures
+    with pytest.raises(ValueError, match="fit_policy must be one of"):
+        read_goliath_sequence(capture["capture_dir"], fit_cache_dir=tmp_path, fit_policy="ignore")
+
+
+def test_main_stops_on_a_failed_fit(capture, tmp_path, monkeypatch, capsys):
+    """main.py with the default data.goliath.fit_policy: a frame whose fit fails the check stops the run
+    with exit status 2 before any training, the message naming the frame and the way on."""
+    from datasets import goliath_fit
+    from trainers.run import main_guard, run_srhand
+
+    monkeypatch.setattr(goliath_fit, "_fit", _fist_at_frame_6(capture, []))
+    sets = {
+        "exp_name": "failed_fit",
+        "out_root": tmp_path / "runs",
+        "use_tensorboard": "false",
+        "data.data_path": capture["capture_dir"],
+        "data.num_views": 2,
+        "data.num_frames": 3,
+    }
+    args = ["--conf", "conf/goliath_GIIF_16_256.conf", "--device", "cpu"]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert main_guard(lambda: run_srhand("main.py", args)) == 2
+    err = capsys.readouterr().err
+    assert "frame 6: part_" in err and "data.goliath.fit_policy = drop" in err, err
+
+
+def test_hard_pose_without_keypoints_is_recovered_and_later_frames_share_the_shape(hard_capture, tmp_path):
+    """The default fit (registrations only, no keypoints) of two training frames, one a fist: the fist's fit
+    from the mean hand fails the quality check, another start (with the shape fitted with both frames)
+    passes it and recovers the joints; a second read, as the evaluation's, fits its new frame with the
+    capture's shape held."""
+    cap, fist = hard_capture, fx.HARD_FRAME
+
+    def joint_error_mm(seq):
+        _, joints = seq.mano_forward()
+        return {
+            f: float(
+                np.linalg.norm(joints[i].double().numpy() - cap["joints21"][f][:16], axis=1).max() * 1000
+            )
+            for i, f in enumerate(seq.frame_ids)
+        }
+
+    train = read_goliath_sequence(cap["capture_dir"], frame_ids=[3, fist], fit_cache_dir=tmp_path)
+    fit = train.report["mano_fit"]
+    record = fit["rescue"][fist]
+    assert record["starts"]["fit"]["failed"], record  # the first fit failed the check ...
+    assert fit["rescued"] == {fist: record["kept"]} and fit["failed_frames"] == {}  # ... another passed
+    errors = joint_error_mm(train)
+    assert max(errors.values()) < 3.0, errors  # about 2.6 mm (frame 3) and 1.3 mm (the fist)
+
+    evaluation = read_goliath_sequence(cap["capture_dir"], frame_ids=[0, 3, fist], fit_cache_dir=tmp_path)
+    report = evaluation.report["mano_fit"]
+    assert report["fitted"] == 1 and report["from_cache"] == 2 and report["shape_frames"] == [3, fist]
+    assert torch.equal(evaluation.mano_shape, train.mano_shape[:1].expand(3, 10))  # one shape
+    errors = joint_error_mm(evaluation)
+    assert errors[0] < 3.0 and report["failed_frames"] == {}, errors  # about 1.7 mm
 
 
 # ----------------------------------------------------------------------------------------------
@@ -479,6 +628,9 @@ def test_main_runs_on_the_fixture(capture, tmp_path):
         assert 0 < report["p2p_mm"] < 50
         caches = list((run_dir / "goliath_mano").glob("mano_fit_*.npz"))
         assert len(caches) == 1
+        with np.load(caches[0]) as data:  # the training frames fitted the shape, the evaluation's held it
+            assert data["frame_ids"].tolist() == [0, 3, 6] and data["shape"].shape == (10,)
+            assert data["shape_frames"].tolist() == [0, 3]
         (run_dir / "metrics.json").unlink()
         assert (
             main_guard(lambda: run_srhand("main.py", args + ["--eval", "--r", "--model_path", str(run_dir)]))

@@ -123,6 +123,8 @@ def test_recovers_generating_parameters_from_an_exact_mesh(hand):
     assert residual["surface_to_target_mean"] < 0.02 and residual["target_to_surface_mean"] < 0.02
     assert residual["p90"] < 0.05 and residual["joints_mean"] is None
     assert len(report["per_frame"]) == 1 and report["per_frame"][0]["frame"] == 0
+    assert report["failed_frames"] == [] and report["rescue"] == {}  # the quality check passes
+    assert report["per_frame"][0]["failed_checks"] == {} and report["per_frame"][0]["quality"]["fingertip"]
     json.dumps(report)  # plain JSON types only
     # The pose is what HandModel.forward takes (pose_mean not included).
     with torch.no_grad():
@@ -178,6 +180,91 @@ def test_noisy_target_with_outliers_stays_stable(hand):
             * 1000
         )
     assert 0.7 < float(inlier_dist.mean()) < 1.8
+
+
+# ----------------------------------------------------------------------------------------------
+# Quality check
+# ----------------------------------------------------------------------------------------------
+def _crossed_fingers(model) -> torch.Tensor:
+    """(48,) a hard pose as ``HandModel.forward`` takes it: ring and pinky curled into the palm and
+    pressed together, the middle finger crossed over the index, the thumb curled."""
+    curls = {1: 0.3, 4: 0.2, 7: 1.4, 8: 1.6, 9: 1.0, 10: 1.4, 11: 1.6, 12: 1.0, 13: 0.6, 14: 0.9, 15: 0.8}
+    pose = curl_pose(model, curls).float()
+    pose[3 * 4 + 1] += 0.45  # middle across the index
+    pose[3 * 1 + 1] -= 0.25
+    pose[3:] -= model.pose_mean[3:]
+    pose[:3] = torch.tensor([0.3, -0.2, 0.1])
+    return pose
+
+
+def test_quality_check_flags_a_wrong_fit_that_the_mean_residual_passes():
+    """Crossed fingers as 1500 points drawn on the surface (0.3 mm noise, no correspondence): the fit from
+    the mean hand (no further starts) converges with the fingers on their neighbours' surfaces, a mean
+    residual of about 1.2 mm and 17 mm vertex error, and the quality check names the frame and the part;
+    the true pose passes the same check; the further starts recover the pose."""
+    from _goliath_fixture import surface_samples
+
+    from utils.geometry.mano_fit import failed_checks, quality_measures
+
+    model = procedural_model()
+    shape = torch.tensor([0.6, -0.4, 0.3, 0.0, 0.2, 0.0, -0.1, 0.0, 0.0, 0.1])
+    with torch.no_grad():
+        verts, joints = model(_crossed_fingers(model)[None], shape, torch.tensor([[0.01, 0.0, 0.0]]))
+    points = surface_samples(verts[0].double().numpy(), model.faces.numpy(), 1500, 0.3, seed=0)
+    settings = FitSettings(robust="geman_mcclure", robust_scale_mm=5.0, rescue_starts=0)
+    fit = fit_mano(model, target_verts=torch.tensor(points)[None].float(), settings=settings)
+    residual = fit.report["residual_mm"]
+    assert fit.report["converged"] and residual["target_to_surface_mean"] < 1.5, residual
+    assert ((fit.verts - verts).norm(dim=-1) * 1000).mean() > 5.0  # wrong by far more than the residual
+    assert fit.report["failed_frames"] == [0] and fit.report["rescue"] == {}
+    failed = fit.report["per_frame"][0]["failed_checks"]
+    assert any(
+        name.startswith("part_target_p95 ") and c["value"] > 2 * c["limit"] for name, c in failed.items()
+    )
+    truth = quality_measures(model, verts, joints, torch.tensor(points)[None])[0]
+    assert failed_checks(truth, settings) == {} and max(truth["part_target_p95"].values()) < 1.0, truth
+
+    # The further starts (the default) recover it: from the failed fit, as a first fit would end.
+    init = {"pose": fit.pose, "shape": fit.shape, "trans": fit.trans}
+    again = fit_mano(
+        model,
+        target_verts=torch.tensor(points)[None].float(),
+        init=init,
+        settings=FitSettings(robust="geman_mcclure", robust_scale_mm=5.0),
+    )
+    assert again.report["failed_frames"] == [] and again.report["rescue"]["0"]["kept"] != "fit"
+    targets = torch.cat([joints, verts[:, TIPS]], 1)
+    assert ((again.joints - targets).norm(dim=-1) * 1000).max() < 4.0  # about 2.3 mm
+
+
+def test_quality_helpers():
+    """The sampling gap makes the vertex -> point-set distance independent of the sampling density; the
+    rigid ICP of the rescue starts recovers a turned, shifted copy; the finger candidates are well formed."""
+    from _goliath_fixture import surface_samples
+
+    from utils.geometry.mano_fit import distance_to_points
+    from utils.geometry.mano_fit_solver import ChamferScore, finger_candidates, preset_articulation, rigid_icp
+
+    model = procedural_model()
+    verts = model.v_template.double()
+    for count in (800, 3000):
+        points = torch.tensor(surface_samples(verts.numpy(), model.faces.numpy(), count, 0.0, seed=1))
+        dist, gap = distance_to_points(verts, points)
+        assert 1e-3 < gap < 1e-2 and float(torch.quantile(dist, 0.95)) < 1e-3, (count, gap)
+        above = verts + torch.tensor([0.0, 0.1, 0.0], dtype=torch.float64)  # 10 cm off the palm
+        assert float(distance_to_points(above, points)[0].median()) > 0.05
+    angle = torch.tensor(0.3)
+    rot = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.0, angle.cos(), -angle.sin()], [0.0, angle.sin(), angle.cos()]],
+        dtype=torch.float64,
+    )
+    moved = verts @ rot.T + torch.tensor([0.01, -0.02, 0.03], dtype=torch.float64)
+    found, shift = rigid_icp(verts, ChamferScore(moved), torch.eye(3, dtype=torch.float64), iterations=30)
+    assert float((verts @ found.T + shift - moved).norm(dim=-1).max()) < 1e-4
+    assert finger_candidates(model, (1, 2, 3)).shape == (21, 9)
+    assert preset_articulation(model, "mean").abs().max() == 0 and preset_articulation(
+        model, "fist"
+    ).shape == (45,)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,7 +358,8 @@ def test_cli_round_trip_on_an_obj(tmp_path, capsys):
     save_obj(tmp_path / "scan_0012.obj", verts[0] * 1000, model.faces)  # millimetres on disk
     out = tmp_path / "fit" / "mano.json"
     assert cli.main(["--mesh", str(tmp_path / "scan_0012.obj"), "--units", "mm", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "converged: True" in printed and "frame 12" in printed
     params = json.loads(out.read_text())
     assert list(params) == ["12"] and params["12"]["left"] is None
@@ -284,6 +372,7 @@ def test_cli_round_trip_on_an_obj(tmp_path, capsys):
     assert float((again - verts).norm(dim=-1).max()) * 1000 < 0.1
     report = json.loads((tmp_path / "fit" / "mano_report.json").read_text())
     assert report["converged"] and report["frame_ids"] == ["12"] and report["residual_mm"]["p90"] < 0.05
+    assert report["failed_frames"] == [] and "WARNING" not in captured.err
     with pytest.raises(SystemExit, match="--set 'bogus=1'"):
         cli.main(["--mesh", str(tmp_path / "scan_0012.obj"), "--out", str(out), "--set", "bogus=1"])
     np.testing.assert_equal(np.asarray(entry["trans"]).shape, (3,))

@@ -36,27 +36,49 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from utils.errors import InputError
 from utils.geometry.closest_point import PointCloudSearch
+from utils.geometry.mano import MANO_FINGERTIP_VERTEX_IDS
 from utils.geometry.mano_fit_solver import (
     _STAGE_PARAMS,
     _TRANS_UNIT,
+    ARTICULATION_PRESETS,
+    FINGER_CHAINS,
+    ChamferScore,
     _copy_into,
     _Objective,
     _run_adam,
     _run_gauss_newton,
+    finger_candidates,
     model_joints,
+    preset_articulation,
+    rigid_icp,
+    search_fingers,
 )
 
-__all__ = ["FitSettings", "ManoFit", "fit_mano", "model_joints"]
+__all__ = ["FitSettings", "ManoFit", "failed_checks", "fit_mano", "model_joints", "quality_measures"]
 
 ROBUST_LOSSES = ("none", "huber", "geman_mcclure")
 STAGES = ("global", "pose", "all")
 ALIGN_MODES = ("auto", "joints", "pca", "none")
 # Wrist, the four finger bases and the thumb base: almost rigid, so good for the first alignment.
 _PALM_JOINTS = (0, 1, 4, 7, 10, 13)
+# The quality checks: measure -> the FitSettings field holding its limit (mm).
+CHECKS = {
+    "target_p99": "max_target_p99_mm",
+    "part_target_p95": "max_part_target_p95_mm",
+    "part_model_p95": "max_part_model_p95_mm",
+    "fingertip": "max_fingertip_mm",
+}
+PARTS = ("palm", *FINGER_CHAINS)
+# A rescue start whose every check is below this fraction of its limit ends the rescue. A wrong fit can
+# pass the checks (crossed fingers fitted swapped: every measure about 3 mm, 0.4 of the limits), a
+# right one sits at the target's noise (0.6-0.8 mm at 0.3 mm noise, 0.1 of the limits); between the
+# two the remaining starts are fitted and the best kept.
+_CLEAR_PASS = 0.25
 
 
 @dataclass
@@ -105,6 +127,17 @@ class FitSettings:
         seed: for the point subset.
         device: where to fit (None: the hand model's device).
         dtype: ``float64`` (tight convergence; the model is copied) or ``float32``.
+        rescue_starts: a frame whose fit fails the quality check (below; surface targets only) is
+            fitted again from this many further starts (whole-hand alignments of a few articulation
+            presets, then a per-finger search), the best by the check kept; 0 never does.
+        max_target_p99_mm: quality check: the 99th percentile of the distances from the target points
+            (those of the hand: distal of the fitted wrist) to the fitted surface.
+        max_part_target_p95_mm: quality check, per part (palm and each finger): the 95th percentile of
+            the distances of the target points whose closest fitted point lies on that part.
+        max_part_model_p95_mm: quality check, per part: the 95th percentile of the distances from the
+            part's model vertices to the target.
+        max_fingertip_mm: quality check: each fingertip vertex's distance to the target.
+            (A check whose limit is 0 is off; :func:`quality_measures`, ``docs/mano_fit.md``.)
     """
 
     stages: tuple = ("global", "pose", "all")
@@ -132,6 +165,11 @@ class FitSettings:
     seed: int = 0
     device: str | None = None
     dtype: str = "float64"
+    rescue_starts: int = 3
+    max_target_p99_mm: float = 0.0
+    max_part_target_p95_mm: float = 8.0
+    max_part_model_p95_mm: float = 8.0
+    max_fingertip_mm: float = 6.0
 
     def __post_init__(self):
         self.stages, self.iterations = tuple(self.stages), tuple(int(n) for n in self.iterations)
@@ -160,12 +198,23 @@ class FitSettings:
             "weight_angle_limit",
             "refine_iterations",
             "tolerance",
+            "rescue_starts",
+            "align_iterations",
+            *CHECKS.values(),
         ):
             if not getattr(self, name) >= 0:
                 raise InputError(f"FitSettings.{name} must be >= 0, got {getattr(self, name)}")
         if not self.robust_anneal >= 1:
             raise InputError(f"FitSettings.robust_anneal must be >= 1, got {self.robust_anneal}")
-        for name in ("learning_rate", "learning_rate_final", "robust_scale_mm", "max_target_points"):
+        if any(n < 0 for n in self.iterations):
+            raise InputError(f"FitSettings.iterations must be >= 0, got {self.iterations}")
+        for name in (
+            "learning_rate",
+            "learning_rate_final",
+            "robust_scale_mm",
+            "max_target_points",
+            "max_joint_angle",
+        ):
             if not getattr(self, name) > 0:
                 raise InputError(f"FitSettings.{name} must be > 0, got {getattr(self, name)}")
 
@@ -454,6 +503,306 @@ def _residual_report(objective, params):
 
 
 # ----------------------------------------------------------------------------------------------
+# Quality check
+# ----------------------------------------------------------------------------------------------
+def _part_labels(hand_model) -> tuple[torch.Tensor, torch.Tensor]:
+    """Part index (into :data:`PARTS`) of every model vertex ``(V,)`` and face ``(F,)``: the part whose
+    joints carry most of the skinning weight (of the face's three corners)."""
+    weights = hand_model.lbs_weights.detach().double().cpu()
+    group = torch.zeros(weights.shape[1], dtype=torch.long)
+    for k, chain in enumerate(FINGER_CHAINS.values(), start=1):
+        group[list(chain)] = k
+    by_part = torch.zeros(weights.shape[0], len(PARTS), dtype=torch.float64).index_add_(1, group, weights)
+    return by_part.argmax(1), by_part[hand_model.faces.cpu()].sum(1).argmax(1)
+
+
+def distance_to_points(query: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Distance ``(Q,)`` from each query point to the surface that ``points (N, 3)`` sample (no faces),
+    and the sampling gap.
+
+    A point on a surface is up to the sampling gap away from the nearest sample (5 mm on 1500 points over a
+    hand). The gap is the 95th percentile of the samples' distances to their nearest other sample (on the
+    procedural hand sampled with 800 to 8000 points it matches the 95th percentile of the right fit's
+    vertex distances within 0.4 mm); the distance is the one to the nearest sample less that gap.
+    """
+    from scipy.spatial import cKDTree
+
+    target = points.detach().cpu().double().numpy()
+    tree = cKDTree(target)
+    gap = float(np.percentile(tree.query(target, k=2)[0][:, 1], 95)) if len(target) > 1 else 0.0
+    nearest = tree.query(query.detach().cpu().double().numpy())[0]
+    return torch.as_tensor(np.maximum(nearest - gap, 0.0)), gap
+
+
+def _quantile(values: torch.Tensor, q: float, minimum: int = 1):
+    return float(torch.quantile(values, q)) if values.numel() >= minimum else None
+
+
+def quality_measures(hand_model, verts, joints, points, faces=None) -> list[dict]:
+    """Per-frame measures of how well a fitted hand explains a target surface, in millimetres.
+
+    The mean residual hides a finger fitted onto its neighbour's surface: that finger's own target is
+    left about a finger width away while almost every other point fits. These measures look at the
+    tail and at each part (palm and each finger) separately, both ways:
+
+    - ``target_p99``: 99th percentile of the distances from the target points to the fitted surface;
+    - ``part_target_p95`` ``{part: mm}``: per part, the 95th percentile of those distances over the
+      target points whose closest fitted point lies on the part (None below 20 such points);
+    - ``part_model_p95`` ``{part: mm}``: per part, the 95th percentile of the distances from its model
+      vertices to the target (its triangles when ``faces`` are given, else its nearest point less the
+      target's sampling gap: :func:`distance_to_points`);
+    - ``fingertip`` ``{finger: mm}``: each fingertip vertex's distance to the target (as above);
+    - ``sampling_gap``: the gap subtracted above (0 with ``faces``).
+
+    Only target points of the hand count on the target side: those distal of the fitted wrist (the plane
+    normal to the wrist -> middle-base direction through the model's most proximal vertex, as
+    ``datasets.goliath.crop_to_hand``) and within twice the hand's radius of its centre, so a forearm
+    or stray geometry in a scan is not taken for a bad fit.
+
+    Args:
+        hand_model: the fitted :class:`utils.geometry.mano.HandModel` (its faces and skinning weights).
+        verts: ``(F, V, 3)`` fitted vertices, metres. joints: ``(F, >=16, 3)`` fitted joints (MANO order).
+        points: ``(F, N, 3)`` or a list of ``(N_f, 3)``: the target points, metres.
+        faces: ``(M, 3)`` (or a list, one per frame) making the points a surface, or None.
+    Returns:
+        one dict per frame with the keys above (plain floats, JSON-ready).
+    """
+    from utils.geometry.closest_point import TriangleMeshSearch
+
+    vert_part, face_part = _part_labels(hand_model)
+    model_faces = hand_model.faces.cpu()
+    tips = list(MANO_FINGERTIP_VERTEX_IDS.items())
+    out = []
+    for f in range(len(verts)):
+        v = verts[f].detach().cpu().double()
+        j = joints[f].detach().cpu().double()
+        target = torch.as_tensor(points[f]).detach().cpu().double()
+        tri = faces[f] if isinstance(faces, (list, tuple)) else faces
+        axis = torch.nn.functional.normalize(j[4] - j[0], dim=0)
+        centre = v.mean(0)
+        radius = 2 * float((v - centre).norm(dim=1).max())
+        hand = ((target - j[0]) @ axis >= float(((v - j[0]) @ axis).min())) & (
+            (target - centre).norm(dim=1) <= radius
+        )
+        face_idx, _, to_model = TriangleMeshSearch(v, model_faces).query(target[hand])
+        to_model = to_model * 1000
+        gap = 0.0
+        if tri is not None:
+            _, _, to_target = TriangleMeshSearch(target, torch.as_tensor(tri).long().cpu()).query(v)
+        else:
+            to_target, gap = distance_to_points(v, target[hand])
+        to_target = to_target * 1000
+        on_part = face_part[face_idx]
+        out.append(
+            {
+                "target_p99": _quantile(to_model, 0.99),
+                "part_target_p95": {
+                    name: _quantile(to_model[on_part == k], 0.95, minimum=20) for k, name in enumerate(PARTS)
+                },
+                "part_model_p95": {
+                    name: _quantile(to_target[vert_part == k], 0.95) for k, name in enumerate(PARTS)
+                },
+                "fingertip": {name: float(to_target[i]) for name, i in tips},
+                "sampling_gap": gap * 1000,
+            }
+        )
+    return out
+
+
+def failed_checks(measures: dict, settings: FitSettings) -> dict:
+    """The checks of one frame's :func:`quality_measures` above their limits in ``settings``:
+    ``{"<measure>" or "<measure> <part>": {"value": mm, "limit": mm}}`` (empty: the frame passes)."""
+    failed = {}
+    for measure, field in CHECKS.items():
+        limit = getattr(settings, field)
+        value = measures.get(measure)
+        if not limit or value is None:
+            continue
+        for part, v in value.items() if isinstance(value, dict) else [(None, value)]:
+            if v is not None and v > limit:
+                failed[measure if part is None else f"{measure} {part}"] = {"value": v, "limit": limit}
+    return failed
+
+
+def _quality_rank(measures: dict, settings: FitSettings) -> tuple:
+    """Sort key of a frame's fits: the largest value / limit over the checks, then the mean of them."""
+    ratios = []
+    for measure, field in CHECKS.items():
+        limit, value = getattr(settings, field), measures.get(measure)
+        if not limit or value is None:
+            continue
+        values = value.values() if isinstance(value, dict) else [value]
+        ratios += [v / limit for v in values if v is not None]
+    return (max(ratios), sum(ratios) / len(ratios)) if ratios else (0.0, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedule and the rescue of failed frames
+# ----------------------------------------------------------------------------------------------
+def _run_schedule(objective, params, settings, fix_shape: bool):
+    """The stages of ``settings`` (robust scale annealed), then the refinement; shape held with
+    ``fix_shape``. Returns ``({stage: steps}, converged)``."""
+    stage_iterations, converged = {}, False
+    run = _run_gauss_newton if settings.optimizer == "lm" else _run_adam
+    last = len(settings.stages) - 1
+    for k, (stage, iterations) in enumerate(zip(settings.stages, settings.iterations, strict=True)):
+        names = tuple(n for n in _STAGE_PARAMS[stage] if not (fix_shape and n == "shape"))
+        # Robust losses start wide (a far-off fit is not all outliers) and end at their scale.
+        objective.robust_scale_mm = settings.robust_scale_mm * settings.robust_anneal ** (last - k)
+        steps, converged = run(objective, params, names, iterations, settings)
+        key, repeat = stage, 2
+        while key in stage_iterations:  # a stage listed twice
+            key, repeat = f"{stage}_{repeat}", repeat + 1
+        stage_iterations[key] = steps
+    objective.robust_scale_mm = settings.robust_scale_mm
+    if settings.refine_iterations > 0:
+        names = tuple(n for n in _STAGE_PARAMS["all"] if not (fix_shape and n == "shape"))
+        steps, converged = _run_gauss_newton(objective, params, names, settings.refine_iterations, settings)
+        stage_iterations["refine"] = steps
+    return stage_iterations, converged
+
+
+def _frame_quality(model, objective, params, targets) -> list[dict]:
+    with torch.no_grad():
+        verts, joints = objective.forward(params)
+    return quality_measures(model, verts, joints, targets["points_all"], targets["faces"])
+
+
+def _rescue(model, objective, targets, params, failed, quality, settings, fix_shape: bool) -> dict:
+    """:func:`_rescue_frame` for each failed frame, then the shape: ``params`` updated in place.
+
+    The starts hold the shape given (``fix_shape``) or the one fitted together with frames that pass; a
+    shape fitted to failed frames alone is as wrong as they are, so without a passing frame (or with one
+    shape per frame) each rescue fits its own from the mean shape, and the shared shape becomes their
+    mean. When the shared shape is free it is then fitted again with every frame (``all`` stage).
+
+    Returns:
+        ``{frame: record}`` (see :func:`_rescue_frame`), plus ``all_frames_steps`` / ``all_frames_converged``
+        when the shape was fitted again.
+    """
+    shared = objective.shape_rows == 1
+    hold = fix_shape or (shared and len(failed) < objective.num_frames)
+    out, shapes = {}, []
+    for f in failed:
+        row = 0 if shared else f
+        shape = params["shape"][row].detach().clone()
+        if not hold:
+            shape.zero_()
+        out[f], trial = _rescue_frame(model, targets, params, f, quality[f], settings, shape, hold)
+        if trial is not None and not hold:
+            shapes.append(trial["shape"][0])
+            if not shared:
+                params["shape"].data[f] = trial["shape"][0]
+    if shared and shapes and not hold:
+        params["shape"].data[0] = torch.stack(shapes).mean(0)
+    rescued = any(r["kept"] != "fit" for r in out.values())
+    if rescued and shared and not fix_shape and "all" in settings.stages and objective.num_frames > 1:
+        objective.robust_scale_mm = settings.robust_scale_mm
+        out["all_frames_steps"], out["all_frames_converged"] = _run_gauss_newton(
+            objective, params, _STAGE_PARAMS["all"], settings.iterations[-1], settings
+        )
+    return out
+
+
+def _rescue_frame(model, targets, params, f: int, measures: dict, settings, shape, hold: bool):
+    """Fit frame ``f`` again from further starts, the shape at ``shape (B,)`` (held with ``hold``, else
+    fitted from there); keep the best by the quality check.
+
+    Starts: the fitted orientation and a whole-hand alignment (principal axes, then rigid ICP) of each
+    articulation preset (mean, half curled, fist); from each, a search over every finger's curl and
+    spread (:func:`utils.geometry.mano_fit_solver.search_fingers`, cheap nearest-point scores). The
+    ``rescue_starts`` best distinct results are fitted with the schedule in turn, until one is clearly
+    right (every check below ``_CLEAR_PASS`` of its limit); the frame keeps the fit whose worst check
+    (value / limit) is lowest, the first fit included. The frame's pose and translation in ``params``
+    are updated in place.
+
+    Returns:
+        ``{"starts": {name: {"search_mm", "worst_ratio", "failed"}}, "kept": name}`` (``fit``: the
+        first fit was kept) and the kept trial's parameters (None for the first fit).
+    """
+    dtype, device = params["orient"].dtype, params["orient"].device
+    frame_targets = {
+        key: (None if targets[key] is None else targets[key][f : f + 1])
+        for key in ("points_all", "points", "joints")
+    }
+    frame_targets["faces"] = targets["faces"]
+    objective = _Objective(model, settings, frame_targets, 1, 1)
+    shape = shape.reshape(1, -1)
+    points = targets["points_all"][f].detach().double().cpu()
+    score = ChamferScore(points)
+    hands_mean = model.hands_mean.detach().double().cpu()
+    candidates = {chain: finger_candidates(model, chain) for chain in FINGER_CHAINS.values()}
+
+    def posed(pose, trans):
+        n = pose.shape[0]
+        with torch.no_grad():
+            verts, joints = model(
+                pose.to(dtype=dtype, device=device),
+                shape.expand(n, -1),
+                trans.to(dtype=dtype, device=device).expand(n, 3),
+            )
+        return verts.double().cpu(), joints.double().cpu()
+
+    zero = torch.zeros(3, dtype=torch.float64)
+    fitted_trans = params["trans"][f].detach().double().cpu() * _TRANS_UNIT
+    starts = [("fit", params["orient"][f].detach().double().cpu(), fitted_trans, tuple(ARTICULATION_PRESETS))]
+    for name in ARTICULATION_PRESETS:
+        verts, joints = posed(torch.cat([zero, preset_articulation(model, name)])[None], zero)
+        verts, root = verts[0], joints[0, 0]
+        aligned = []
+        for rot in _pca_rotations(verts, points):
+            rot, shift = rigid_icp(verts, score, rot)
+            aligned.append((float(score((verts @ rot.T + shift)[None])[0]), len(aligned), rot, shift))
+        _, _, rot, shift = min(aligned)
+        # The model turns about its root joint: R (x - J0) + J0 + trans = R x + shift.
+        starts.append((f"align_{name}", _rotvec(rot), shift + rot @ root - root, (name,)))
+    searched = []
+    for name, orient, trans, presets in starts:
+        for preset in presets:
+            pose = torch.cat([orient, preset_articulation(model, preset)])
+            pose, value = search_fingers(
+                lambda p, t=trans: posed(p, t)[0], pose, score, hands_mean, candidates
+            )
+            searched.append((value, f"{name}/{preset}", pose, trans))
+    chosen = []
+    for item in sorted(searched, key=lambda item: item[0]):
+        if all(float((item[2] - other[2]).abs().max()) > 0.05 for other in chosen):
+            chosen.append(item)
+    record = {
+        "fit": {
+            "worst_ratio": _quality_rank(measures, settings)[0],
+            "failed": sorted(failed_checks(measures, settings)),
+        }
+    }
+    best_rank, best = _quality_rank(measures, settings), None
+    for value, name, pose, trans in chosen[: settings.rescue_starts]:
+        pose = pose.to(dtype=dtype, device=device)
+        trial = {
+            "orient": pose[None, :3].clone(),
+            "articulation": pose[None, 3:].clone(),
+            "trans": (trans / _TRANS_UNIT).to(dtype=dtype, device=device)[None].clone(),
+            "shape": shape.clone(),
+        }
+        _run_schedule(objective, trial, settings, fix_shape=hold)
+        trial_measures = _frame_quality(model, objective, trial, frame_targets)[0]
+        rank = _quality_rank(trial_measures, settings)
+        record[name] = {
+            "search_mm": value,
+            "worst_ratio": rank[0],
+            "failed": sorted(failed_checks(trial_measures, settings)),
+        }
+        if rank < best_rank:
+            best_rank, best = rank, (name, trial)
+        if rank[0] <= _CLEAR_PASS:
+            break  # clearly right: the later starts rank lower in the search
+    if best is not None:
+        with torch.no_grad():
+            for key in ("orient", "articulation", "trans"):
+                params[key][f] = best[1][key][0]
+    return {"starts": record, "kept": "fit" if best is None else best[0]}, None if best is None else best[1]
+
+
+# ----------------------------------------------------------------------------------------------
 # Entry point
 # ----------------------------------------------------------------------------------------------
 def fit_mano(
@@ -463,6 +812,7 @@ def fit_mano(
     target_joints=None,
     init=None,
     settings: FitSettings | None = None,
+    fix_shape: bool = False,
 ) -> ManoFit:
     """Fit pose, shape and translation of ``hand_model`` to target surfaces and/or joints.
 
@@ -478,6 +828,8 @@ def fit_mano(
         init: optional ``dict(pose=(F,48), shape=(10,) or (F,10), trans=(F,3))`` to start from
             (pose as ``HandModel.forward`` takes it).
         settings: :class:`FitSettings` (None: defaults).
+        fix_shape: hold the shape at ``init['shape']`` (e.g. the subject's shape fitted before on other
+            frames): the ``all`` stage then moves pose and translation only.
     Returns:
         :class:`ManoFit` with ``pose (F,48)``, ``shape (10,)`` (shared) or ``(F,10)``, ``trans (F,3)``,
         ``verts (F,V,3)``, ``joints (F,21,3)`` and ``report``.
@@ -498,6 +850,8 @@ def fit_mano(
     target_verts, target_faces, target_joints, init, num_frames = _check_inputs(
         hand_model, target_verts, target_faces, target_joints, init, settings, dtype, device
     )
+    if fix_shape and init.get("shape") is None:
+        raise InputError("fit_mano: fix_shape=True needs the shape to hold in init['shape']")
 
     model = hand_model
     if dtype != out_dtype or device != out_device:
@@ -547,25 +901,17 @@ def fit_mano(
     if align != "none":
         hypotheses = _align(objective, params, targets, align, settings)
 
-    stage_iterations, converged = {}, False
-    for k, (stage, iterations) in enumerate(zip(settings.stages, settings.iterations, strict=True)):
-        names = _STAGE_PARAMS[stage]
-        # Robust losses start wide (a far-off fit is not all outliers) and end at their scale.
-        objective.robust_scale_mm = settings.robust_scale_mm * settings.robust_anneal ** (
-            len(settings.stages) - 1 - k
-        )
-        run = _run_gauss_newton if settings.optimizer == "lm" else _run_adam
-        steps, converged = run(objective, params, names, iterations, settings)
-        key, repeat = stage, 2
-        while key in stage_iterations:  # a stage listed twice
-            key, repeat = f"{stage}_{repeat}", repeat + 1
-        stage_iterations[key] = steps
-    objective.robust_scale_mm = settings.robust_scale_mm
-    if settings.refine_iterations > 0:
-        steps, converged = _run_gauss_newton(
-            objective, params, _STAGE_PARAMS["all"], settings.refine_iterations, settings
-        )
-        stage_iterations["refine"] = steps
+    stage_iterations, converged = _run_schedule(objective, params, settings, fix_shape)
+    quality, rescue = [], {}
+    if target_verts is not None:
+        quality = _frame_quality(model, objective, params, targets)
+        failed = [f for f in range(num_frames) if failed_checks(quality[f], settings)]
+        if failed and settings.rescue_starts > 0:
+            rescue = _rescue(model, objective, targets, params, failed, quality, settings, fix_shape)
+            if "all_frames_steps" in rescue:
+                stage_iterations["rescue_all"] = rescue.pop("all_frames_steps")
+                converged = rescue.pop("all_frames_converged")
+            quality = _frame_quality(model, objective, params, targets)
     for p in params.values():
         p.requires_grad_(False)
 
@@ -576,6 +922,9 @@ def fit_mano(
     for f, frame in enumerate(frames):
         frame["frame"] = f
         frame["loss"] = float(per_frame_loss[f])
+        if quality:
+            frame["quality"] = quality[f]
+            frame["failed_checks"] = failed_checks(quality[f], settings)
     elapsed = time.perf_counter() - start_time
     report = {
         "iterations": int(sum(stage_iterations.values())),
@@ -592,6 +941,9 @@ def fit_mano(
         },
         "alignment": align,
         "alignment_hypotheses": hypotheses,
+        "failed_frames": [f["frame"] for f in frames if f.get("failed_checks")],
+        "rescue": {str(f): r for f, r in rescue.items()},
+        "fixed_shape": fix_shape,
         "shared_shape": settings.share_shape,
         "objective_evaluations": objective.evaluations,
         "time_s": elapsed,

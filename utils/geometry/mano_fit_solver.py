@@ -385,3 +385,152 @@ def _copy_into(params, values):
     with torch.no_grad():
         for key, value in values.items():
             params[key].copy_(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Starts for a frame that failed the quality check (correspondence-free targets)
+# ----------------------------------------------------------------------------------------------
+# MANO joint chains of the fingers (base, middle, tip joint).
+FINGER_CHAINS = {
+    "thumb": (13, 14, 15),
+    "index": (1, 2, 3),
+    "middle": (4, 5, 6),
+    "ring": (10, 11, 12),
+    "pinky": (7, 8, 9),
+}
+# Whole-hand starting articulations: flexion (radians) of the (base, middle, tip) joints of the four
+# fingers and of the thumb, from the flat hand; "mean" is the model's mean pose.
+ARTICULATION_PRESETS = {
+    "mean": None,
+    "half": ((0.8, 0.9, 0.5), (0.3, 0.5, 0.5)),
+    "fist": ((1.4, 1.6, 1.0), (0.5, 0.9, 1.0)),
+}
+# One finger's candidates in the search: flexion of the base joint (the middle and tip joints follow
+# in the ratio _CURL_RATIO) times a spread of the base joint, radians.
+_CURLS = (-0.3, 0.0, 0.3, 0.6, 0.9, 1.2, 1.5)
+_SPREADS = (-0.3, 0.0, 0.3)
+_CURL_RATIO = (1.0, 1.1, 0.7)
+# Distances in the search score are capped (mm): a point far from everything counts once, not by how far.
+_SCORE_CAP_MM = 20.0
+
+
+def finger_axes(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flexion and spread axes ``(16, 3)`` float64 of every joint, from the model's rest joints.
+
+    Flexion turns a bone towards the palm side (-y of the rest frame, as in MANO and the procedural
+    hand, either side); spread turns it sideways (normal to the bone and the flexion axis).
+    """
+    joints = model.rest_joints().detach().double().cpu()
+    parents = model.parents.tolist()
+    children = {p: j for j, p in enumerate(parents) if p > 0}
+    flex = torch.zeros(16, 3, dtype=torch.float64)
+    spread = torch.zeros(16, 3, dtype=torch.float64)
+    palm_side = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
+    for j in range(1, 16):
+        bone = joints[children[j]] - joints[j] if j in children else joints[j] - joints[parents[j]]
+        flex[j] = torch.nn.functional.normalize(torch.linalg.cross(bone, palm_side), dim=0)
+        spread[j] = torch.nn.functional.normalize(torch.linalg.cross(flex[j], bone), dim=0)
+    return flex, spread
+
+
+def preset_articulation(model, name: str) -> torch.Tensor:
+    """``(45,)`` float64 articulation of :data:`ARTICULATION_PRESETS` ``name`` as the fit's parameters
+    (relative to the model's mean pose, which ``HandModel.forward`` adds)."""
+    full = torch.zeros(16, 3, dtype=torch.float64)
+    preset = ARTICULATION_PRESETS[name]
+    if preset is None:
+        return torch.zeros(45, dtype=torch.float64)
+    flex, _ = finger_axes(model)
+    fingers, thumb = preset
+    for finger, chain in FINGER_CHAINS.items():
+        for joint, angle in zip(chain, thumb if finger == "thumb" else fingers, strict=True):
+            full[joint] = angle * flex[joint]
+    return full[1:].reshape(45) - model.hands_mean.detach().double().cpu()
+
+
+def finger_candidates(model, chain) -> torch.Tensor:
+    """``(K, 9)`` float64: the candidate rotations (axis-angle, from the flat hand) of one finger's three
+    joints tried by :func:`search_fingers`."""
+    flex, spread = finger_axes(model)
+    out = []
+    for curl in _CURLS:
+        for side in _SPREADS:
+            rows = [curl * ratio * flex[j] for ratio, j in zip(_CURL_RATIO, chain, strict=True)]
+            rows[0] = rows[0] + side * spread[chain[0]]
+            out.append(torch.cat(rows))
+    return torch.stack(out)
+
+
+class ChamferScore:
+    """Symmetric, capped nearest-point distance (mm) between model vertices and a target point set.
+
+    ``score(verts (K, V, 3)) -> (K,)``: mean over the target points of the distance to the nearest model
+    vertex plus mean over the model vertices of the distance to the nearest target point, each capped at
+    ``_SCORE_CAP_MM``. Cheap (KD-trees, no triangles): it ranks starts, the fit then refines them.
+    """
+
+    def __init__(self, points: torch.Tensor):
+        from scipy.spatial import cKDTree
+
+        self.points = points.detach().cpu().double().numpy()
+        self.tree = cKDTree(self.points)
+
+    def __call__(self, verts: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+        from scipy.spatial import cKDTree
+
+        scores = []
+        for v in verts.detach().cpu().double().numpy():
+            to_target = np.minimum(self.tree.query(v)[0] * 1000, _SCORE_CAP_MM).mean()
+            to_model = np.minimum(cKDTree(v).query(self.points)[0] * 1000, _SCORE_CAP_MM).mean()
+            scores.append(to_target + to_model)
+        return torch.tensor(scores, dtype=torch.float64)
+
+
+def rigid_icp(source: torch.Tensor, score: ChamferScore, rotation: torch.Tensor, iterations: int = 15):
+    """Rigid point-to-point ICP of ``source (V, 3)`` onto the target of ``score``, from ``rotation``
+    about the centroids; pairs farther than 3x their median are left out. Returns ``R (3, 3)``, ``t (3,)``
+    float64 with ``R x + t`` the aligned source."""
+    src = source.detach().cpu().double()
+    target = torch.as_tensor(score.points)
+    centre = src.mean(0)
+    rot, trans = rotation.double(), target.mean(0) - rotation.double() @ centre
+    for _ in range(iterations):
+        moved = src @ rot.T + trans
+        dist, idx = score.tree.query(moved.numpy())
+        keep = torch.as_tensor(dist <= 3 * max(float(torch.as_tensor(dist).median()), 1e-6))
+        a, b = src[keep], target[torch.as_tensor(idx)[keep]]
+        a_c, b_c = a - a.mean(0), b - b.mean(0)
+        u, _, vh = torch.linalg.svd(b_c.T @ a_c)
+        fix = torch.diag(torch.tensor([1.0, 1.0, torch.sign(torch.det(u @ vh))], dtype=torch.float64))
+        rot = u @ fix @ vh
+        trans = b.mean(0) - rot @ a.mean(0)
+    return rot, trans
+
+
+def search_fingers(
+    verts_of, pose: torch.Tensor, score: ChamferScore, hands_mean, candidates, passes: int = 2
+):
+    """Coordinate search over the fingers: each finger in turn takes the candidate configuration of its
+    three joints that lowers ``score`` most, the others held; ``passes`` rounds.
+
+    Args:
+        verts_of: ``pose (K, 48) -> verts (K, V, 3)`` (shape and translation fixed by the caller).
+        pose: ``(48,)`` the start (as ``HandModel.forward`` takes it).
+        hands_mean: ``(45,)`` the model's mean articulation (candidates are from the flat hand).
+        candidates: ``{chain: (K, 9)}`` from :func:`finger_candidates`.
+    Returns:
+        the best pose ``(48,)`` and its score (mm).
+    """
+    pose = pose.detach().clone().double()
+    best = float(score(verts_of(pose[None]))[0])
+    for _ in range(passes):
+        for chain, options in candidates.items():
+            trial = pose.expand(options.shape[0], 48).clone()
+            cols = torch.cat([torch.arange(3 * j, 3 * j + 3) for j in chain])
+            trial[:, cols] = options - hands_mean[cols - 3]
+            values = score(verts_of(trial))
+            k = int(values.argmin())
+            if float(values[k]) < best - 1e-9:
+                best, pose = float(values[k]), trial[k].clone()
+    return pose, best
