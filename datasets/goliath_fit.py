@@ -192,7 +192,7 @@ def fit_settings(settings=None):
             "Goliath MANO fits use one shape per capture (docs/mano_fit.md, 'One shape per capture'): "
             "share_shape = False is not supported here"
         )
-    return dataclasses.replace(settings)
+    return dataclasses.replace(settings, share_shape=True)  # a copy
 
 
 def _settings_key(settings) -> dict:

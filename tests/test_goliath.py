@@ -490,6 +490,8 @@ def test_main_stops_on_a_failed_fit(capture, tmp_path, monkeypatch, capsys):
         "exp_name": "failed_fit",
         "out_root": tmp_path / "runs",
         "use_tensorboard": "false",
+        "sr_source": "bicubic",  # no SR checkpoint needed to reach the fit
+        "data.allow_procedural_hand": "true",  # the fixture's hands are the procedural stand-in's
         "data.data_path": capture["capture_dir"],
         "data.num_views": 2,
         "data.num_frames": 3,

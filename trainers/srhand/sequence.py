@@ -244,7 +244,14 @@ def read_capture(
         from datasets.goliath import read_from_config
 
         seq = read_from_config(
-            ctx.conf, ctx.run_dir, cameras, frame_ids, num_frames, frame_mode, log=ctx.log.info
+            ctx.conf,
+            ctx.run_dir,
+            cameras,
+            frame_ids,
+            num_frames,
+            frame_mode,
+            log=ctx.log.info,
+            warn=ctx.log.warning,
         )
     else:
         from datasets.interhand import read_interhand_sequence
@@ -345,8 +352,13 @@ def load_fit_data(ctx: RunContext) -> FitData:
             ``data.min_views`` usable views.
     """
     from datasets.capture import check_hand_model_for_data, describe_hand_model
+    from utils.geometry.mano import resolve_hand_model_path
 
     d = ctx.settings.data
+    # before any data is read (a Goliath capture's MANO fit takes minutes)
+    check_hand_model_for_data(
+        resolve_hand_model_path(d.mano_dir or None, d.hand), d.data_path, d.allow_procedural_hand
+    )
     cameras = [str(c) for c in d.cameras] or d.num_views
     frame_ids = [int(f) for f in d.frame_ids] or None
     seq, mpjpe = read_capture(
@@ -354,7 +366,6 @@ def load_fit_data(ctx: RunContext) -> FitData:
     )
     hand_model = seq.hand_model()
     ctx.log.info("hand model: %s", describe_hand_model(hand_model))
-    check_hand_model_for_data(hand_model.source_path, d.data_path, d.allow_procedural_hand)
     if isinstance(cameras, int) and seq.num_views < cameras:
         raise SRHandInputError(
             f"data.num_views = {cameras} but {seq.name} has only {seq.num_views} usable "

@@ -82,6 +82,8 @@ MACHINE_KEYS = (
 # Keys added after the first stored runs, at the value that computes what those runs computed: left out of
 # the key at that value (so the stored runs are still found), kept at any other.
 NEUTRAL_VALUES = {"data.min_views": 1}
+# Keys read only with data.dataset = goliath (the MANO fit of its registrations), added after the first runs.
+GOLIATH_ONLY_KEYS = ("data.goliath.fit", "data.goliath.fit_policy")
 # Generator settings that are paths (normalised to their base name).
 DATA_PATH_KEYS = ("mano_dir", "hand_model")
 # metrics.json keys that hold one value per frame (dropped: the table needs the means).
@@ -114,6 +116,9 @@ def normalise_config(config: dict) -> dict:
         _drop(config, key)
     for key, value in NEUTRAL_VALUES.items():
         if _get(config, key) == value:
+            _drop(config, key)
+    if (_get(config, "data.dataset") or "interhand") != "goliath":
+        for key in GOLIATH_ONLY_KEYS:  # no effect on other data
             _drop(config, key)
     return config
 
