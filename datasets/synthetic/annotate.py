@@ -7,9 +7,9 @@ joints that posed the subject and the fingertip points of the true surface) get 
 :func:`utils.geometry.mano_fit.fit_mano`: all frames of a subject at once, one shared shape, from the
 mean hand. ``annotation="exact"`` writes the parameters that posed the subject (the v1 data).
 
-:func:`surface_distances_mm` measures the annotated MANO mesh against the truth with the P2P of
-:func:`utils.metrics.geometry.p2p_mm` (the "input MANO" P2P main.py reports), keeping the per-point
-distances for percentiles.
+:func:`surface_distances_mm` measures the annotated MANO mesh against the truth by P2P with i.i.d. samples
+(the estimator ``utils.metrics.geometry.p2p_mm`` used before issue 26, kept here so that the generated data
+and its recorded "input MANO" P2P do not change), keeping the per-point distances for percentiles.
 """
 
 from __future__ import annotations
@@ -98,10 +98,10 @@ def annotate(
 
 
 def surface_distances_mm(pred_verts, pred_faces, gt_verts, gt_faces, num_samples: int = 2000, seed: int = 0):
-    """Per-point distances of :func:`utils.metrics.geometry.p2p_mm`, in mm.
+    """Per-point distances of the i.i.d. P2P estimate, in mm.
 
-    The same samples (a generator seeded with ``seed``: ``num_samples`` points on the prediction, then
-    on the truth) and exact distances, so ``(d_pred.mean() + d_gt.mean()) / 2 == p2p_mm(...)``.
+    ``num_samples`` points by area on the prediction, then on the truth (a generator seeded with ``seed``),
+    exact distances: ``(d_pred.mean() + d_gt.mean()) / 2`` is the P2P estimate.
 
     Returns:
         ``d_pred (num_samples,)`` prediction points to the truth, ``d_gt (num_samples,)`` truth points

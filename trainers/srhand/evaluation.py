@@ -63,7 +63,8 @@ def format_report(report: dict) -> str:
             lines.append(" | ".join(cells))
     if report.get("p2p_mm") is not None:
         lines.append(
-            f"P2P {report['p2p_mm']:.3f} mm (MANO input: {report['p2p_mm_mano']:.3f} mm; "
+            f"P2P {report['p2p_mm']:.3f} mm (estimator SE {report.get('p2p_se_mm') or 0:.4f} mm, "
+            f"{report.get('p2p_frames', '?')} frames; MANO input: {report['p2p_mm_mano']:.3f} mm; "
             f"ground truth: {report['gt_mesh_source']})"
         )
     inc = report["inconsistency"]
@@ -112,7 +113,10 @@ def paper_protocol(report: dict, p2p: dict, p2p_mano: dict, incon_windowed: dict
     """
 
     def mean_dir(values: dict, key: str):
-        return float(np.mean([v[key] for v in values.values()])) if values else None
+        return frame_mean(values, key)[0]
+
+    def se_dir(values: dict, key: str):
+        return frame_mean(values, key)[1]
 
     pk = report.get("perceptual_key")
     render = report["render"]["all"]
@@ -133,9 +137,81 @@ def paper_protocol(report: dict, p2p: dict, p2p_mano: dict, incon_windowed: dict
             "p2p_recon_to_truth_mm": mean_dir(p2p, "pred_to_gt"),
             "p2p_mano_truth_to_recon_mm": mean_dir(p2p_mano, "gt_to_pred"),
             "p2p_mano_recon_to_truth_mm": mean_dir(p2p_mano, "pred_to_gt"),
+            "p2p_truth_to_recon_se_mm": se_dir(p2p, "gt_to_pred"),
+            "p2p_mano_truth_to_recon_se_mm": se_dir(p2p_mano, "gt_to_pred"),
         }
     )
     return out
+
+
+def inconsistency_jackknife_se(
+    colours: list[torch.Tensor],
+    visibility: list[torch.Tensor],
+    batch_frames: list[int],
+    window: int | None,
+) -> float | None:
+    """Jackknife standard error over the evaluated frames of the pooled inconsistency: how much the statistic
+    depends on which frames were evaluated (None with fewer than 2 frames).
+
+    Args:
+        colours, visibility: the per-batch colours ``(B, V, 3)`` and visibility ``(B, V)`` that
+            ``utils.metrics.geometry.inconsistency`` pools. batch_frames: each batch's frame.
+        window: as for the pooled statistic.
+    """
+    from utils.metrics.geometry import inconsistency
+
+    frames = sorted(set(batch_frames))
+    if len(frames) < 2:
+        return None
+    values = []
+    for left_out in frames:
+        keep = [i for i, f in enumerate(batch_frames) if f != left_out]
+        vis = torch.cat([visibility[i] for i in keep])
+        values.append(
+            inconsistency(
+                torch.cat([colours[i] for i in keep]), vis, window=window and min(window, vis.shape[0])
+            )
+        )
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    return float(np.sqrt((n - 1) / n * np.sum((values - values.mean()) ** 2)))
+
+
+def frame_mean(values: dict, key: str) -> tuple[float | None, float | None]:
+    """The mean over frames of ``values[frame][key]`` and the estimator's standard error of that mean
+    (from each frame's ``<key>_se``, independent samples per frame); ``(None, None)`` without frames."""
+    if not values:
+        return None, None
+    rows = list(values.values())
+    mean = float(np.mean([r[key] for r in rows]))
+    se = float(np.sqrt(sum(r[f"{key}_se"] ** 2 for r in rows)) / len(rows))
+    return mean, se
+
+
+def p2p_report(p2p: dict, p2p_mano: dict, samples: int) -> dict:
+    """The P2P entries of ``metrics.json``: the means over frames (reconstruction and input MANO mesh), the
+    estimator's standard errors (``_se_mm``: the sampling noise of the metric itself, from the stratified
+    samples of :func:`utils.metrics.geometry.p2p_parts_mm`), the standard error over frames
+    (``p2p_frame_se_mm``: how much the frames evaluated differ), the number of frames and per-frame values."""
+    mean, se = frame_mean(p2p, "symmetric")
+    mano, mano_se = frame_mean(p2p_mano, "symmetric")
+    per_frame = [v["symmetric"] for v in p2p.values()]
+    return {
+        "p2p_mm": mean,
+        "p2p_se_mm": se,
+        "p2p_mm_mano": mano,
+        "p2p_se_mm_mano": mano_se,
+        "p2p_frames": len(per_frame),
+        "p2p_frame_se_mm": float(np.std(per_frame, ddof=1) / np.sqrt(len(per_frame)))
+        if len(per_frame) > 1
+        else None,
+        "p2p_mm_per_frame": {str(k): v["symmetric"] for k, v in p2p.items()},
+        "p2p_se_mm_per_frame": {str(k): v["symmetric_se"] for k, v in p2p.items()},
+        "p2p_estimator": {
+            "method": "stratified: 2 points in each of samples/2 equal-area, Morton-ordered strata per surface",
+            "samples_per_surface": samples,
+        },
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +386,14 @@ def evaluate(
     """
     from utils.geometry.mesh_io import save_obj
     from utils.image_io import make_grid, save_gif, write_image
-    from utils.metrics.geometry import inconsistency, p2p_parts_mm, sample_at_pixels, windowed_inconsistency
+    from utils.metrics.geometry import (
+        SurfaceDistanceIndex,
+        inconsistency,
+        p2p_parts_mm,
+        sample_at_pixels,
+        stratified_surface_samples,
+        windowed_inconsistency,
+    )
 
     start, cpu_start = time.time(), time.process_time()
     e, dconf = ctx.settings.eval, ctx.settings.data
@@ -334,6 +417,7 @@ def evaluate(
     batch = max(1, e.batch_size)
     records: list[dict] = []
     skipped: list[list] = []  # [frame id, camera] of the black views, left out of every metric
+    batch_frames: list[int] = []  # the frame (index) of each batch of colours and visibility
     colours = defaultdict(list)
     visibility = []
     p2p, p2p_mano = {}, {}  # frame id -> {symmetric, pred_to_gt, gt_to_pred} in mm
@@ -383,6 +467,7 @@ def evaluate(
                 records.append(rec)
             visible = out["visible"] & ~black[:, None].to(out["visible"].device)  # black views: no colours
             visibility.append(visible.cpu())
+            batch_frames.append(fi)
             for name, images in (("sr", sr), ("gt_hr", s["hr"]), ("bicubic", bicubic)):
                 colours[name].append(sample_at_pixels(images, out["uv_pix"]).cpu())
             if fi < vis_frames and not bool(black.all()):
@@ -414,12 +499,14 @@ def evaluate(
         # geometry
         gt_v, gt_f, gt_source = gt_mesh(ctx, seq, fi, frame_id)
         if gt_v is not None:
-            p2p[frame_id] = p2p_parts_mm(
-                geo["verts_posed"].cpu(), avatar.faces.cpu(), gt_v, gt_f, num_samples=e.p2p_samples
-            )
-            p2p_mano[frame_id] = p2p_parts_mm(
-                seq.verts_world(fi), seq.faces, gt_v, gt_f, num_samples=e.p2p_samples
-            )
+            # One set of truth samples and one distance index for both meshes of the frame: their difference
+            # (the reconstruction against its input MANO mesh) is then free of the truth's sampling noise.
+            gt_index = SurfaceDistanceIndex(gt_v, gt_f)
+            strata = max(1, e.p2p_samples // 2)
+            gt_points = stratified_surface_samples(gt_v, gt_f, strata, torch.Generator().manual_seed(1))
+            shared = {"num_samples": e.p2p_samples, "gt_samples": gt_points, "gt_index": gt_index}
+            p2p[frame_id] = p2p_parts_mm(geo["verts_posed"].cpu(), avatar.faces.cpu(), gt_v, gt_f, **shared)
+            p2p_mano[frame_id] = p2p_parts_mm(seq.verts_world(fi), seq.faces, gt_v, gt_f, **shared)
         if export:
             save_obj(
                 ctx.run_dir / "meshes" / f"{frame_id}.obj",
@@ -453,9 +540,13 @@ def evaluate(
         name: windowed_inconsistency(torch.cat(c), vis_all, len(cameras), REFERENCE_WINDOW)
         for name, c in colours.items()
     }
+    incon_se = {
+        name: inconsistency_jackknife_se(c, visibility, batch_frames, window) for name, c in colours.items()
+    }
     if fitted.sr_source == "hr":
         incon["sr"] = incon["gt_hr"]
         incon_windowed["sr"] = incon_windowed["gt_hr"]
+        incon_se["sr"] = incon_se["gt_hr"]
     report = _report(
         ctx,
         fitted,
@@ -465,6 +556,7 @@ def evaluate(
         p2p_mano,
         gt_source,
         incon,
+        incon_se,
         window,
         perceptual,
         time.time() - start,
@@ -546,6 +638,7 @@ def _report(
     p2p_mano,
     gt_source,
     incon,
+    incon_se,
     window,
     perceptual,
     seconds,
@@ -554,6 +647,16 @@ def _report(
     def mean_of(rows: list[dict]) -> dict:
         keys = rows[0].keys() if rows else []
         return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+
+    def se_of(records: list[dict], part: str) -> dict:
+        """Standard error over frames of each image metric (views of one frame are not independent)."""
+        by_frame = defaultdict(list)
+        for r in records:
+            by_frame[r["frame_id"]].append(r[part])
+        means = [mean_of(rows) for rows in by_frame.values()]
+        if len(means) < 2:
+            return {k: None for k in means[0]} if means else {}
+        return {k: float(np.std([m[k] for m in means], ddof=1) / np.sqrt(len(means))) for k in means[0]}
 
     groups = {
         "all": records,
@@ -587,15 +690,19 @@ def _report(
         "render": {k: mean_of([r["render"] for r in v]) for k, v in groups.items()},
         "sr": ({k: mean_of([r["sr"] for r in v]) for k, v in groups.items()} if sr_source != "hr" else None),
         "sr_bicubic": {k: mean_of([r["sr_bicubic"] for r in v]) for k, v in groups.items()},
-        "p2p_mm": float(np.mean([v["symmetric"] for v in p2p.values()])) if p2p else None,
-        "p2p_mm_mano": float(np.mean([v["symmetric"] for v in p2p_mano.values()])) if p2p_mano else None,
-        "p2p_mm_per_frame": {str(k): v["symmetric"] for k, v in p2p.items()},
+        "counts": {
+            k: {"images": len(v), "frames": len({r["frame_id"] for r in v})} for k, v in groups.items()
+        },
+        "render_se": {k: se_of(v, "render") for k, v in groups.items()},
+        "sr_se": {k: se_of(v, "sr") for k, v in groups.items()} if sr_source != "hr" else None,
+        **p2p_report(p2p, p2p_mano, ctx.settings.eval.p2p_samples),
         "gt_mesh_source": gt_source,
         "inconsistency": {
             "sr": incon["sr"],
             "gt_hr": incon["gt_hr"],
             "bicubic": incon["bicubic"],
             "window": window,
+            "se": {"sr": incon_se["sr"], "gt_hr": incon_se["gt_hr"], "bicubic": incon_se["bicubic"]},
         },
         "finetune_rounds": progress.history,
         "mano_noise": mano_noise_report(
