@@ -372,7 +372,9 @@ def _row_metrics(m: dict) -> dict:
         "render_psnr": render["psnr_masked"],
         "render_perc": render[f"{pk}_masked"],
         "p2p_mm": m["p2p_mm"],
+        "p2p_mm_se": m.get("p2p_se_mm"),  # the estimator's own standard error (runs after issue 26)
         "p2p_mm_mano": m.get("p2p_mm_mano"),
+        "p2p_mm_mano_se": m.get("p2p_se_mm_mano"),
         "inconsistency": (m.get("inconsistency") or {}).get("sr"),
         "mano_noise_mpjpe_mm": (m.get("mano_noise") or {}).get("mpjpe_mm"),
         "perceptual": m.get("perceptual"),
@@ -390,7 +392,9 @@ def _row_metrics(m: dict) -> dict:
                 "pp_render_perc": p_render.get(pk),
                 "pp_inconsistency": paper.get("inconsistency_windowed"),
                 "pp_p2p_mm": paper.get("p2p_truth_to_recon_mm"),
+                "pp_p2p_mm_se": paper.get("p2p_truth_to_recon_se_mm"),
                 "pp_p2p_mm_mano": paper.get("p2p_mano_truth_to_recon_mm"),
+                "pp_p2p_mm_mano_se": paper.get("p2p_mano_truth_to_recon_se_mm"),
             }
         )
     return row

@@ -410,6 +410,27 @@ def test_paired_statistics_by_hand():
         claims.verdict(s, 0)
 
 
+def test_a_difference_below_the_metrics_own_standard_error_is_within_noise():
+    """Issue 26: a claim is within noise when its paired mean is below the standard error the metric's own
+    estimator puts on it, whatever the seed spread says; the SE is shown with the difference."""
+    claim = claims.Claim("A beats B", "p2p_mm", ("t", "a"), ("t", "b"), -1)
+
+    def rows(se):
+        a = {str(s): {"p2p_mm": 1.0 + 0.01 * s, "p2p_mm_se": se} for s in range(3)}
+        b = {str(s): {"p2p_mm": 1.5 + 0.01 * s, "p2p_mm_se": se} for s in range(3)}
+        return {("t", "a"): a, ("t", "b"): b}
+
+    sure = claims.judge(claim, rows(0.5))  # metric SE sqrt(3 * 0.5) / 3 = 0.41 < 0.5
+    assert sure["metric_se"] == pytest.approx((3 * 0.5) ** 0.5 / 3) and sure["verdict"] == "holds"
+    assert sure["std"] == pytest.approx(0.0, abs=1e-12)  # the seeds agree exactly ...
+    noisy = claims.judge(claim, rows(0.7))  # ... but the metric's own noise is larger than the difference
+    assert noisy["metric_se"] > 0.5 and noisy["verdict"] == "within noise"
+    assert "(SE 0.000, t -inf, n=3; metric SE 0.5715)" in claims.format_difference(noisy, 3)
+    partly = rows(0.7)
+    partly[("t", "a")]["1"]["p2p_mm_se"] = None  # a run without its own SE: none for the claim
+    assert claims.judge(claim, partly)["metric_se"] is None
+
+
 def _origin(data: str, machine: str = "CPU A") -> dict:
     return {"machine": machine, "data": data, "key_hash": f"{data}-{machine}"}
 
@@ -440,7 +461,9 @@ def test_claims_table(bench):
     mano = by[("SRHand vs the input MANO mesh", "p2p_mm")]["scales"]["cpu"]
     assert mano["mean"] == pytest.approx(0.8) and mano["verdict"] == "reversed"
     text = "\n".join(bench.claims_markdown(out))
-    assert "| -0.500 ± 0.100 (n=3) | holds | not run | - |" in text
+    # the paired mean with its standard error, t and n; these runs report no P2P standard error of their own
+    old_noise = "i.i.d. P2P of before issue 26: metric SE not measured, about 0.022 mm per frame"
+    assert f"| -0.500 ± 0.100 (SE 0.058, t -8.7, n=3; {old_noise}) | holds | not run | - |" in text
     # a scale that ran without a claim's rows (the medium scale has no identity section) says so
     assert "| p2p_mm (lower) | rows not run | - | not run | - |" in text
     assert "cpu: runs by machine: `CPU A` (1 run)." in text  # one (fake) key hash for all of them
@@ -803,9 +826,16 @@ def test_stage2_key_ignores_the_superseded_config_checkpoint(bench, tmp_path):
 LEGACY_MACHINE = "Intel(R) Xeon(R) Processor"  # the committed CPU and medium entries' machine
 
 
-def _legacy_lookups(bench, monkeypatch, tmp_path, argv: list[str], cpu: str) -> tuple[list, list]:
-    """(found, missing) lookups of the CPU tables' runs, keyed from today's configs on a machine whose CPU is
-    ``cpu``, for captures whose generator settings are the committed runs' but whose content is unknown."""
+# The evaluation settings of the committed main.py runs (before issue 26): i.i.d. P2P of 5,000 points.
+OLD_P2P = ("eval.p2p_estimator=iid", "eval.p2p_samples=5000")
+
+
+def _legacy_lookups(
+    bench, monkeypatch, tmp_path, argv: list[str], cpu: str, extra: tuple = OLD_P2P
+) -> tuple[list, list]:
+    """(found, missing) lookups of the CPU tables' runs, keyed from today's configs (main.py's with the ``--set``
+    items ``extra``) on a machine whose CPU is ``cpu``, for captures whose generator settings are the committed
+    runs' but whose content is unknown."""
     stored = json.loads(
         next((REPO / "benchmarks" / "runs" / "cpu" / "sr" / "giif").glob("seed0-*.json")).read_text()
     )
@@ -825,7 +855,7 @@ def _legacy_lookups(bench, monkeypatch, tmp_path, argv: list[str], cpu: str) -> 
         entry = store.find("sr", j[0], k, twin, accepted)
         (found if entry else missing).append((f"sr/{j[0]} seed {j[1]}", entry))
     for table in ("srhand", "ablation", "noise"):
-        jobs = bench.srhand_jobs(args, tmp_path, bench.TABLES[table][0], check_models=False)
+        jobs = bench.srhand_jobs(args, tmp_path, bench.TABLES[table][0], check_models=False, extra=extra)
         keys = [runner.job_key(args, cmd, seed, refs) for _, seed, _, cmd in jobs]
         for (key, seed, _, _), k, twin in zip(jobs, keys, runner.legacy_keys(args, keys), strict=True):
             entry = store.find("srhand", key, k, twin, accepted)
@@ -839,7 +869,11 @@ def test_committed_cpu_runs_are_found_by_the_current_configs(bench, monkeypatch,
     that made them: a new config key that chooses how a run computes rather than what (e.g.
     ``train.perceptual_impl``) must be normalised away (``runstore.MACHINE_KEYS``), or every stored run would be
     orphaned and re-run. On another CPU they are found only when accepted by name (``--legacy_machine``), and
-    each found entry says it is legacy, so its data is that machine's captures, not this one's."""
+    each found entry says it is legacy, so its data is that machine's captures, not this one's. The main.py runs
+    are found with the evaluation they were made with (the i.i.d. P2P estimator: ``eval.p2p_estimator = iid``,
+    a neutral value of the key); today's default estimator is another evaluation, so they are not reused for it."""
+    found, missing = _legacy_lookups(bench, monkeypatch, tmp_path / "today", [], LEGACY_MACHINE, extra=())
+    assert len(found) == 8 and len(missing) == 3 * (7 + 4 + 2)  # the SR runs; no main.py run is reused
     found, missing = _legacy_lookups(bench, monkeypatch, tmp_path, [], LEGACY_MACHINE)
     assert not missing, f"not found in benchmarks/runs/cpu: {[name for name, _ in missing]}"
     assert len(found) == 8 + 3 * (7 + 4 + 2)

@@ -375,6 +375,16 @@ def test_run_folder_of_the_code_before_issue_21_evaluates_to_its_own_metrics(tmp
         close(old[key], new[key], key)
     assert [r["round"] for r in new["finetune_rounds"]] == [r["round"] for r in old["finetune_rounds"]]
     assert Path(new["gt_mesh_source"]).name == Path(old["gt_mesh_source"]).name
+    # the P2P estimator of that code (eval.p2p_estimator = iid) gives its numbers back
+    iid = tmp_path / "eval_iid"
+    assert (
+        run(conf, "--eval", "--r", "--model_path", run_dir, "--out", iid, "--set", "eval.p2p_estimator=iid")
+        == 0
+    )
+    again = read_metrics(iid)
+    for key in ("p2p_mm", "p2p_mm_mano"):
+        assert again[key] == pytest.approx(old[key], rel=1e-9), key
+    assert again["p2p_estimator"]["method"].startswith("i.i.d.") and again["p2p_se_mm"] > 0
 
 
 def _blacken(path: Path) -> None:

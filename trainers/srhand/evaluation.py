@@ -188,7 +188,7 @@ def frame_mean(values: dict, key: str) -> tuple[float | None, float | None]:
     return mean, se
 
 
-def p2p_report(p2p: dict, p2p_mano: dict, samples: int) -> dict:
+def p2p_report(p2p: dict, p2p_mano: dict, samples: int, estimator: str) -> dict:
     """The P2P entries of ``metrics.json``: the means over frames (reconstruction and input MANO mesh), the
     estimator's standard errors (``_se_mm``: the sampling noise of the metric itself, from the stratified
     samples of :func:`utils.metrics.geometry.p2p_parts_mm`), the standard error over frames
@@ -207,11 +207,14 @@ def p2p_report(p2p: dict, p2p_mano: dict, samples: int) -> dict:
         else None,
         "p2p_mm_per_frame": {str(k): v["symmetric"] for k, v in p2p.items()},
         "p2p_se_mm_per_frame": {str(k): v["symmetric_se"] for k, v in p2p.items()},
-        "p2p_estimator": {
-            "method": "stratified: 2 points in each of samples/2 equal-area, Morton-ordered strata per surface",
-            "samples_per_surface": samples,
-        },
+        "p2p_estimator": {"method": ESTIMATORS[estimator], "samples_per_surface": samples},
     }
+
+
+ESTIMATORS = {
+    "stratified": "stratified: 2 points in each of samples/2 equal-area, Morton-ordered strata per surface",
+    "iid": "i.i.d.: samples points by area per surface (the estimate before issue 26)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,10 +504,13 @@ def evaluate(
         if gt_v is not None:
             # One set of truth samples and one distance index for both meshes of the frame: their difference
             # (the reconstruction against its input MANO mesh) is then free of the truth's sampling noise.
-            gt_index = SurfaceDistanceIndex(gt_v, gt_f)
-            strata = max(1, e.p2p_samples // 2)
-            gt_points = stratified_surface_samples(gt_v, gt_f, strata, torch.Generator().manual_seed(1))
-            shared = {"num_samples": e.p2p_samples, "gt_samples": gt_points, "gt_index": gt_index}
+            shared = {"num_samples": e.p2p_samples, "estimator": e.p2p_estimator}
+            if e.p2p_estimator == "stratified":
+                strata = max(1, e.p2p_samples // 2)
+                shared["gt_index"] = SurfaceDistanceIndex(gt_v, gt_f)
+                shared["gt_samples"] = stratified_surface_samples(
+                    gt_v, gt_f, strata, torch.Generator().manual_seed(1)
+                )
             p2p[frame_id] = p2p_parts_mm(geo["verts_posed"].cpu(), avatar.faces.cpu(), gt_v, gt_f, **shared)
             p2p_mano[frame_id] = p2p_parts_mm(seq.verts_world(fi), seq.faces, gt_v, gt_f, **shared)
         if export:
@@ -695,7 +701,7 @@ def _report(
         },
         "render_se": {k: se_of(v, "render") for k, v in groups.items()},
         "sr_se": {k: se_of(v, "sr") for k, v in groups.items()} if sr_source != "hr" else None,
-        **p2p_report(p2p, p2p_mano, ctx.settings.eval.p2p_samples),
+        **p2p_report(p2p, p2p_mano, ctx.settings.eval.p2p_samples, ctx.settings.eval.p2p_estimator),
         "gt_mesh_source": gt_source,
         "inconsistency": {
             "sr": incon["sr"],

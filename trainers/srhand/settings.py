@@ -153,6 +153,7 @@ class EvalSettings:
     batch_size: int
     perceptual: str
     p2p_samples: int
+    p2p_estimator: str
     gt_mesh_dir: str
     export_meshes: bool
     inconsistency_window: int
@@ -185,6 +186,10 @@ class SRHandSettings:
     def __post_init__(self):
         if self.sr_source not in SR_SOURCES:
             raise ConfigError(f"sr_source must be one of {SR_SOURCES}, got {self.sr_source!r}")
+        if self.eval.p2p_estimator not in ("stratified", "iid"):
+            raise ConfigError(
+                f"eval.p2p_estimator must be stratified or iid, got {self.eval.p2p_estimator!r}"
+            )
         if self.train.perceptual_impl not in PERCEPTUAL_IMPLS:
             raise ConfigError(
                 f"train.perceptual_impl must be one of {PERCEPTUAL_IMPLS}, got "

@@ -13,9 +13,12 @@ inconsistency):
                    differences, in the paper's direction; equivalent to ``t = m / (s / sqrt(n)) > sqrt(n)``,
                    1.73 for 3 seeds);
 * ``reversed``     if ``-sign * m > s``;
-* ``within noise`` otherwise, and whenever ``|m|`` is below the metric's resolution ``min_effect``
+* ``within noise`` otherwise, whenever ``|m|`` is below the metric's resolution ``min_effect``
                    (the last digit the tables print: 0.01 dB, 0.001 mm, ...), which keeps two runs that
-                   differ in the sixth digit with an even smaller spread from "holding";
+                   differ in the sixth digit with an even smaller spread from "holding", and whenever
+                   ``|m|`` is below the metric's own standard error (the estimator noise of a sampled
+                   metric such as P2P: ``sqrt(sum_s se_a(s)^2 + se_b(s)^2) / n`` from each run's reported
+                   ``<metric>_se``), whatever the seed spread says;
 * ``n/a``          with fewer than 2 paired seeds (no spread to compare with).
 
 A pair is made only of two runs on the same data (:func:`judge` with ``data``: the runs' data
@@ -25,7 +28,9 @@ settings), or on captures nobody recorded, the claim is not judged and says so
 (``not paired: data differ`` / ``not paired: data unknown``).
 
 One standard deviation of the *differences* is a deliberately modest bar: with 3 seeds no rule is a
-significance test, and the verdict only says whether the effect stands out of the seed noise.
+significance test, and the verdict only says whether the effect stands out of the seed noise. How sure it
+is, is said beside it: the standard error of the paired mean over the seeds (``std / sqrt(n)``), ``t``
+(mean / that standard error) and ``n``, and the metric's own standard error where the runs report one.
 
 Imports only the standard library.
 """
@@ -63,6 +68,11 @@ class PairedStats:
     std: float | None
 
     @property
+    def se(self) -> float | None:
+        """The standard error of the mean over the seeds, ``std / sqrt(n)``."""
+        return None if self.std is None else self.std / math.sqrt(self.n)
+
+    @property
     def t(self) -> float | None:
         """``mean / (std / sqrt(n))``; ``inf`` for a nonzero mean with zero spread."""
         if self.mean is None or self.std is None:
@@ -81,13 +91,13 @@ def paired_stats(differences) -> PairedStats:
     )
 
 
-def verdict(stats: PairedStats, sign: int, min_effect: float = 0.0) -> str:
+def verdict(stats: PairedStats, sign: int, min_effect: float = 0.0, metric_se: float | None = None) -> str:
     """``holds`` / ``within noise`` / ``reversed`` / ``n/a`` by the rule in the module docstring."""
     if sign not in (1, -1):
         raise ValueError(f"sign must be +1 (paper: the metric goes up) or -1 (goes down), got {sign!r}")
     if stats.n < 2 or stats.mean is None or stats.std is None:
         return NOT_AVAILABLE
-    if abs(stats.mean) < min_effect:
+    if abs(stats.mean) < min_effect or (metric_se is not None and abs(stats.mean) < metric_se):
         return WITHIN_NOISE
     if sign * stats.mean > stats.std:
         return HOLDS
@@ -162,21 +172,56 @@ def judge(claim: Claim, per_seed: dict, data: dict | None = None) -> dict:
             "unpaired": unpaired,
         }
     stats = paired_stats(diffs)
+    metric_se = None
+    if a is not None and b is not None and diffs:
+        metric_se = metric_standard_error(
+            {s: (a.get(s) or {}).get(f"{claim.metric}_se") for s in diffs},
+            {s: (b.get(s) or {}).get(f"{claim.metric}_se") for s in diffs},
+        )
     return {
         "differences": diffs,
         "n": stats.n,
         "mean": stats.mean,
         "std": stats.std,
+        "se": stats.se,
         "t": stats.t,
-        "verdict": verdict(stats, claim.sign, claim.min_effect),
+        "metric_se": metric_se,
+        "verdict": verdict(stats, claim.sign, claim.min_effect, metric_se),
     }
 
 
-def format_difference(result: dict | None, digits: int) -> str:
-    """``"+0.123 ± 0.045 (n=3)"``, ``"+0.123 (n=1)"`` or ``"-"``."""
+def metric_standard_error(se_a: dict, se_b: dict) -> float | None:
+    """The standard error the metric's own estimator puts on the paired mean difference, from each run's
+    reported standard error (``{seed: se}``): ``sqrt(sum_s se_a(s)^2 + se_b(s)^2) / n``; None unless every
+    seed of both rows reports one."""
+    values = [(se_a.get(s), se_b.get(s)) for s in se_a]
+    if not values or any(x is None or y is None for x, y in values):
+        return None
+    return math.sqrt(sum(x * x + y * y for x, y in values)) / len(values)
+
+
+def format_difference(result: dict | None, digits: int, metric_noise: str = "") -> str:
+    """``"+0.123 ± 0.045 (SE 0.026, t 4.7, n=3; metric SE 0.004)"``, ``"+0.123 (n=1)"`` or ``"-"``.
+
+    ``metric_noise``: what to say when the runs report no standard error of their own (e.g. an estimator
+    that did not measure it)."""
     if not result or result.get("mean") is None:
         return "-"
     text = f"{result['mean']:+.{digits}f}"
+    inside = []
     if result.get("std") is not None:
         text += f" ± {result['std']:.{digits}f}"
-    return text + f" (n={result['n']})"
+        se = result.get("se")
+        if se is None:  # results written before the standard error was stored
+            se = result["std"] / math.sqrt(result["n"])
+        inside.append(f"SE {se:.{digits}f}")
+        t = result.get("t")
+        if t is not None:
+            inside.append(f"t {t:.1f}" if math.isfinite(t) else f"t {'-' if t < 0 else ''}inf")
+    inside.append(f"n={result['n']}")
+    text += " (" + ", ".join(inside)
+    if result.get("metric_se") is not None:
+        text += f"; metric SE {result['metric_se']:.{digits + 1}f}"
+    elif metric_noise:
+        text += f"; {metric_noise}"
+    return text + ")"

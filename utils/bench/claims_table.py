@@ -51,7 +51,9 @@ def input_mano_row(rows: dict) -> dict:
     runs = {
         seed: {
             "p2p_mm": r.get("p2p_mm_mano"),
+            "p2p_mm_se": r.get("p2p_mm_mano_se"),
             "pp_p2p_mm": r.get("pp_p2p_mm_mano"),
+            "pp_p2p_mm_se": r.get("pp_p2p_mm_mano_se"),
             "perceptual": r.get("perceptual"),
         }
         for seed, r in source["seeds"].items()
@@ -63,6 +65,9 @@ def input_mano_row(rows: dict) -> dict:
 
 
 CLAIM_DIGITS = {"p2p_mm": 3, "inconsistency": 4, "render_perc": 4, "x16_perc": 4}  # others: 2 (dB)
+# What a P2P claim says when its runs carry no standard error of their own: they were evaluated with the
+# i.i.d. estimator of before issue 26 (benchmarks/p2p_estimator.md measured its scatter on the demo's meshes).
+OLD_P2P_NOISE = "i.i.d. P2P of before issue 26: metric SE not measured, about 0.022 mm per frame"
 
 
 def C(words: str, metric: str, better: tuple, worse: tuple, sign: int) -> claims_lib.Claim:
@@ -402,9 +407,11 @@ def claims_markdown(result: dict) -> list[str]:
     lines = [
         "Each claim compares two rows seed by seed (rows that share a seed share the GIIF checkpoint and, "
         "checked below, the data): paired difference `better - worse` (mean ± standard deviation over the "
-        "seeds, n seeds). "
+        "seeds; in brackets the standard error of that mean, t = mean / SE and n seeds, and the metric's own "
+        "standard error where the runs measured it). "
         "Verdict: **holds** if the mean difference exceeds one standard deviation of the differences in the "
-        "paper's direction, **reversed** if it does in the opposite direction, **within noise** otherwise, "
+        "paper's direction, **reversed** if it does in the opposite direction, **within noise** otherwise and "
+        "whenever it is below the metric's own standard error, "
         "n/a without 2 paired seeds (`utils/bench/claims.py`, `docs/benchmark_protocol.md`). A pair is made only "
         "of two runs on the same data (the same content fingerprint; for legacy runs without one, the same "
         "machine and generator settings); a claim whose rows were computed on different or unrecorded data "
@@ -442,7 +449,10 @@ def claims_markdown(result: dict) -> list[str]:
                 else ""
             )
             cells += [
-                claims_lib.format_difference(judged, CLAIM_DIGITS.get(c["metric"], 2)) + across,
+                claims_lib.format_difference(
+                    judged, CLAIM_DIGITS.get(c["metric"], 2), OLD_P2P_NOISE if "p2p" in c["metric"] else ""
+                )
+                + across,
                 judged["verdict"],
             ]
         lines.append("| " + " | ".join(cells) + " |")

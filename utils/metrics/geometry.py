@@ -265,7 +265,7 @@ class SurfaceDistanceIndex:
         search = self.search
         p64 = points.detach().cpu().double()
         num, k = p64.shape[0], search.k
-        rep_dist, knn = search.tree.query(p64.numpy(), k=k)
+        rep_dist, knn = search.tree.query(p64.numpy(), k=k, workers=-1)
         rep_dist = torch.from_numpy(np.asarray(rep_dist, dtype=np.float64).reshape(num, k))
         cand = search.owner[torch.from_numpy(np.asarray(knn).reshape(num, k)).long()]
         best = (
@@ -278,7 +278,7 @@ class SurfaceDistanceIndex:
         for start in range(0, todo.numel(), block):
             rows = todo[start : start + block]
             radii = (best[rows] + search.radius).numpy() * (1 + 1e-9) + 1e-12
-            balls = search.tree.query_ball_point(p64[rows].numpy(), radii)
+            balls = search.tree.query_ball_point(p64[rows].numpy(), radii, workers=-1)
             lengths = torch.tensor([len(ball) for ball in balls], dtype=torch.long)
             point_idx = torch.repeat_interleave(rows, lengths)
             face_idx = search.owner[
@@ -396,11 +396,15 @@ def p2p_parts_mm(
     seed: int = 0,
     gt_samples: torch.Tensor | None = None,
     gt_index: SurfaceDistanceIndex | None = None,
+    estimator: str = "stratified",
 ) -> dict[str, float]:
     """:func:`p2p_mm`, its two directions and their standard errors, in millimetres.
 
     Each surface gets ``num_samples // 2`` strata of two points (:func:`stratified_surface_samples`, seeded
     by ``seed``); distances are exact (:class:`SurfaceDistanceIndex`).
+
+    ``estimator = "iid"`` is the estimate before issue 26: ``num_samples`` i.i.d. points by area on each
+    surface (the same points and values as then), with the standard error of a mean of i.i.d. distances.
 
     Args:
         gt_samples, gt_index: the truth's samples ``(S, 2, 3)`` and distance index when already made
@@ -412,6 +416,10 @@ def p2p_parts_mm(
         but not extra surface; ``pred_to_gt`` the other direction; ``symmetric`` their mean, whose
         standard error combines the two (independent samples).
     """
+    if estimator == "iid":
+        return _p2p_parts_iid_mm(pred_verts, pred_faces, gt_verts, gt_faces, num_samples, seed)
+    if estimator != "stratified":
+        raise ValueError(f"estimator must be 'stratified' or 'iid', got {estimator!r}")
     strata = max(1, int(num_samples) // 2)
     generator = torch.Generator().manual_seed(seed)
     pred_points = stratified_surface_samples(pred_verts, pred_faces, strata, generator)
@@ -428,6 +436,25 @@ def p2p_parts_mm(
         "symmetric_se": 1000.0 * (to_gt_se**2 + to_pred_se**2) ** 0.5 / 2,
         "pred_to_gt_se": 1000.0 * to_gt_se,
         "gt_to_pred_se": 1000.0 * to_pred_se,
+    }
+
+
+def _p2p_parts_iid_mm(pred_verts, pred_faces, gt_verts, gt_faces, num_samples: int, seed: int) -> dict:
+    """:func:`p2p_parts_mm` with ``estimator = "iid"`` (the computation before issue 26)."""
+    generator = torch.Generator().manual_seed(seed)
+    pred_verts, gt_verts = pred_verts.detach().double(), gt_verts.detach().double()
+    pts_pred = sample_surface(pred_verts, pred_faces, num_samples, generator)
+    pts_gt = sample_surface(gt_verts, gt_faces, num_samples, generator)
+    d_pred_to_gt = point_to_surface_distance(pts_pred, gt_verts, gt_faces)
+    d_gt_to_pred = point_to_surface_distance(pts_gt, pred_verts, pred_faces)
+    se_pred, se_gt = (float(d.std() / d.numel() ** 0.5) for d in (d_pred_to_gt, d_gt_to_pred))
+    return {
+        "symmetric": float(1000.0 * (d_pred_to_gt.mean() + d_gt_to_pred.mean()) / 2),
+        "pred_to_gt": float(1000.0 * d_pred_to_gt.mean()),
+        "gt_to_pred": float(1000.0 * d_gt_to_pred.mean()),
+        "symmetric_se": 1000.0 * (se_pred**2 + se_gt**2) ** 0.5 / 2,
+        "pred_to_gt_se": 1000.0 * se_pred,
+        "gt_to_pred_se": 1000.0 * se_gt,
     }
 
 
