@@ -329,24 +329,7 @@ class RunStore:
         """
         path = self.path(kind, row, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        stored = None if replace else self.get(kind, row, key)
-        if stored is not None:
-            stored.setdefault("reruns", []).append(
-                {
-                    "revision": revision,
-                    "dirty": bool(dirty),
-                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "machine": machine or platform.machine(),
-                    "threads": threads,
-                    "seconds": seconds,
-                    "metrics": trim_metrics(metrics),
-                }
-            )
-            _write_json(path, stored)
-            return path
-        entry = {
-            "key": key,
-            "key_hash": key_hash(key),
+        run = {
             "revision": revision,
             "dirty": bool(dirty),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -355,6 +338,12 @@ class RunStore:
             "seconds": seconds,
             "metrics": trim_metrics(metrics),
         }
+        stored = None if replace else self.get(kind, row, key)
+        if stored is not None:
+            stored.setdefault("reruns", []).append(run)
+            _write_json(path, stored)
+            return path
+        entry = {"key": key, "key_hash": key_hash(key), **run}
         if data_parts is not None:
             entry["data_parts"] = data_parts
         if machine_info is not None:
