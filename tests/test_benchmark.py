@@ -1022,3 +1022,21 @@ def _values_of(tree, name: str) -> list:
             else:
                 out += _values_of(v, name)
     return out
+
+
+def test_tables_carry_the_p2p_standard_error_and_name_the_estimator():
+    """A P2P cell of a run evaluated since issue 26 carries the estimator's standard error; a table of runs
+    evaluated before says its P2P is the i.i.d. estimate."""
+    from utils.bench.claims_table import summarise
+
+    def table(se):
+        runs = {
+            str(s): {"p2p_mm": 2.0 + 0.01 * s, "p2p_mm_se": se, "render_psnr": 20.0, "perceptual": "x"}
+            for s in range(3)
+        }
+        return {"rows": {"SRHand": summarise("srhand", runs)}, "seeds": [0, 1, 2]}
+
+    new = "\n".join(report.srhand_markdown(table(0.0012)))
+    assert "| 2.010 ± 0.010 (SE 0.0012) |" in new and "the stratified estimator" in new
+    old = "\n".join(report.srhand_markdown(table(None)))
+    assert "| 2.010 ± 0.010 |" in old and "the i.i.d. estimator of before issue 26" in old

@@ -57,6 +57,11 @@ def _fmt(stat: dict | None, digits: int) -> str:
     return text + (f" ± {stat['std']:.{digits}f}" if stat["std"] is not None else "")
 
 
+def _metric_se(stat: dict | None, digits: int) -> str:
+    """`` (SE x)``: a metric's own standard error (the mean over the seeds of what each run reported)."""
+    return f" (SE {stat['mean']:.{digits}f})" if stat and stat.get("mean") is not None else ""
+
+
 def p2p_estimator_note(rows: dict) -> str:
     """Which P2P estimator the runs of a table used: the stratified one with its standard error (runs after
     issue 26), or the i.i.d. one of before, whose own noise no run measured."""
@@ -107,7 +112,7 @@ def srhand_markdown(result: dict, extra: list[tuple[str, str, int]] | None = Non
             _fmt(s.get("sr_perc"), 4),
             _fmt(s.get("render_psnr"), 2),
             _fmt(s.get("render_perc"), 4),
-            _fmt(s.get("p2p_mm"), 3),
+            _fmt(s.get("p2p_mm"), 3) + _metric_se(s.get("p2p_mm_se"), 4),
             _fmt(s.get("inconsistency"), 4),
         ]
         cells += [_fmt(s.get(key), digits) for _, key, digits in extra_cols]
