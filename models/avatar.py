@@ -269,19 +269,32 @@ class HandAvatar(nn.Module):
         J_regressor = J_regressor.to_dense() if J_regressor.is_sparse else torch.as_tensor(J_regressor)
         joints = J_regressor.float() @ v_shaped  # (16, 3) rest joints of the shaped 778-vertex template
 
-        verts, faces_sub, weights = loop_subdivide(
+        # Shape blend directions ride along with the skinning weights: midpoint-upsampled (Loop smoothing of
+        # the old vertices is not applied to them: a smooth field; tests/test_avatar.py bounds the difference).
+        lbs_weights = torch.as_tensor(lbs_weights).float()
+        num_betas = mean_shape.numel()
+        dirs = shapedirs[..., :num_betas]
+        verts, faces_sub, attributes = loop_subdivide(
             v_shaped,
             torch.as_tensor(faces).long(),
             subdivision_levels,
-            weights=torch.as_tensor(lbs_weights).float(),
+            weights=torch.cat([lbs_weights, dirs.reshape(-1, 3 * num_betas)], dim=1),
         )
-        verts, weights = torch.as_tensor(verts).float(), torch.as_tensor(weights).float()
+        attributes = torch.as_tensor(attributes).float()
+        verts, weights = torch.as_tensor(verts).float(), attributes[:, : lbs_weights.shape[1]]
+        dirs_sub = attributes[:, lbs_weights.shape[1] :].reshape(-1, 3, num_betas)
         self.register_buffer("verts_template", verts)  # (V, 3) canonical subdivided template
         self.register_buffer("faces", torch.as_tensor(faces_sub).long())  # (F, 3)
         self.register_buffer("weights_init", weights)  # (V, 16) upsampled MANO weights
         self.register_buffer("joints_rest", joints)  # (16, 3)
         self.register_buffer("parents", torch.as_tensor(parents).long())
         self.register_buffer("pose_mean", torch.as_tensor(pose_mean).float().reshape(-1))
+        # For a shape offset from mean_shape (MANO refinement): the template's and the rest joints' shape
+        # directions. Derived from the hand model, so not checkpointed.
+        self.register_buffer("shapedirs_sub", dirs_sub, persistent=False)  # (V, 3, S)
+        self.register_buffer(
+            "joint_shapedirs", torch.einsum("jv,vcs->jcs", J_regressor.float(), dirs), persistent=False
+        )  # (16, 3, S)
         self.use_enh, self.use_rotpose = use_enh, use_rotpose
         self.delta_scale, self.mean_albedo_detach = delta_scale, mean_albedo_detach
 
@@ -357,8 +370,12 @@ class HandAvatar(nn.Module):
                 self.sh_coeffs.copy_(sh_coeffs)
 
     def fields(self, pose: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw network outputs for one frame: ``lbs_logits``, ``albedo_logits``, ``delta_raw`` and codes."""
-        cond = self.condition(pose)
+        """Raw network outputs for one frame: ``lbs_logits``, ``albedo_logits``, ``delta_raw`` and codes.
+
+        The networks read the pose as a condition without passing a gradient to it: a refined pose
+        (:mod:`trainers.srhand.refine`) moves the skeleton, not what the networks predict.
+        """
+        cond = self.condition(pose.detach())
         lbs_logits, lbs_code = self.lbs_net(cond)
         albedo_logits, color_code = self.color_net(cond)
         extra = torch.sigmoid(albedo_logits).detach() if self.use_enh else None
@@ -372,22 +389,43 @@ class HandAvatar(nn.Module):
             delta_code=delta_code,
         )
 
+    def rest_joints(self, shape_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """``(16, 3)`` rest joints of the template at ``mean_shape + shape_offset (S,)`` (None: at the mean)."""
+        if shape_offset is None:
+            return self.joints_rest
+        return self.joints_rest + torch.einsum(
+            "jcs,s->jc", self.joint_shapedirs, shape_offset.to(self.pose_mean)
+        )
+
+    def shape_displacement(self, shape_offset: torch.Tensor) -> torch.Tensor:
+        """``(V, 3)`` canonical displacement of the subdivided template by ``shape_offset (S,)`` (metres)."""
+        return torch.einsum("vcs,s->vc", self.shapedirs_sub, shape_offset.to(self.pose_mean))
+
     def pose_vertices(
-        self, verts_canonical: torch.Tensor, weights: torch.Tensor, pose: torch.Tensor, trans: torch.Tensor
+        self,
+        verts_canonical: torch.Tensor,
+        weights: torch.Tensor,
+        pose: torch.Tensor,
+        trans: torch.Tensor,
+        shape_offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """LBS of canonical vertices ``(V, 3)`` with weights ``(V, 16)``: rotations of
-        ``pose + pose_mean`` about the rest joints, then ``+ trans``. Returns world ``(V, 3)``."""
+        ``pose + pose_mean`` about the rest joints (at ``mean_shape + shape_offset``), then ``+ trans``.
+        Returns world ``(V, 3)``. ``verts_canonical`` already holds the shape offset's displacement."""
         pose = pose.reshape(-1).to(self.pose_mean)
         rotmats = batch_rodrigues((pose + self.pose_mean).reshape(-1, 3))[None]  # (1, 16, 3, 3)
-        transforms = rigid_transforms(rotmats, self.joints_rest[None], self.parents)
+        transforms = rigid_transforms(rotmats, self.rest_joints(shape_offset)[None], self.parents)
         posed = linear_blend_skinning(verts_canonical[None], weights, transforms)[0]
         return posed + trans.reshape(1, 3).to(posed)
 
-    def forward_geometry(self, pose: torch.Tensor, trans: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_geometry(
+        self, pose: torch.Tensor, trans: torch.Tensor, shape_offset: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Fields and posed mesh of one frame, without rendering.
 
         Args:
             pose: ``(48,)`` MANO axis-angle pose without the hand mean. trans: ``(3,)`` metres.
+            shape_offset: ``(S,)`` MANO shape offset from the avatar's ``mean_shape`` (refined shape), or None.
         Returns:
             dict with ``weights (V, 16)``, ``albedo (V, 3)``, ``delta (V, 3)`` (metres, applied),
             ``verts_canonical (V, 3)`` (= template + delta), ``verts_posed (V, 3)`` (world) and the
@@ -398,12 +436,14 @@ class HandAvatar(nn.Module):
         albedo = torch.sigmoid(out["albedo_logits"])
         delta = self.delta_scale * out["delta_raw"]
         verts_canonical = self.verts_template + delta
+        if shape_offset is not None:
+            verts_canonical = verts_canonical + self.shape_displacement(shape_offset)
         out.update(
             weights=weights,
             albedo=albedo,
             delta=delta,
             verts_canonical=verts_canonical,
-            verts_posed=self.pose_vertices(verts_canonical, weights, pose, trans),
+            verts_posed=self.pose_vertices(verts_canonical, weights, pose, trans, shape_offset),
         )
         return out
 
@@ -530,15 +570,16 @@ class HandAvatar(nn.Module):
         view_ids: torch.Tensor | Sequence[int],
         resolution: tuple[int, int] | None = None,
         renderer=None,
+        shape_offset: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One frame in B views: :meth:`forward_geometry` then :meth:`render`.
 
         Args:
             pose: ``(48,)``. trans: ``(3,)``. cameras: B-view ``Cameras``. view_ids: ``(B,)``.
-            resolution: ``(H, W)``. renderer: see :meth:`render`.
+            resolution: ``(H, W)``. renderer: see :meth:`render`. shape_offset: see :meth:`forward_geometry`.
         Returns:
             The union of both dicts (see their docstrings).
         """
-        out = self.forward_geometry(pose, trans)
+        out = self.forward_geometry(pose, trans, shape_offset)
         out.update(self.render(out["verts_posed"], out["albedo"], cameras, view_ids, resolution, renderer))
         return out

@@ -155,6 +155,9 @@ def _check_srhand_inputs(args: argparse.Namespace, conf, run_dir: Path) -> None:
             "pass --model_path with the folder of a main.py run (its model.pth)",
         )
         return
+    from trainers.srhand.settings import read_settings
+
+    read_settings(conf)  # the settings' own checks (e.g. refinement on one frame), before the run folder
     if args.resume and latest_checkpoint(run_dir) is None:
         raise CheckpointError(
             f"--r: no checkpoint in {run_dir / 'checkpoints'} (nothing to resume): start the run without --r, "

@@ -17,6 +17,7 @@ from models import registry
 from models.avatar import HandAvatar
 from trainers.srhand.context import RunContext
 from trainers.srhand.giif_decode import finetuned_parameter_names
+from trainers.srhand.refine import MANORefinement
 from trainers.srhand.sequence import SequenceData, SRHandInputError
 from utils.checkpoint import CheckpointError, build_model, load_checkpoint
 from utils.config import ConfigError
@@ -42,6 +43,7 @@ class SRHandModels:
             giif_finetuned).
         disc: the frozen stage-2 discriminator of the fine-tuning term L_D, or None.
         perceptual: the perceptual training loss (``train.perceptual``), or None.
+        mano: the fitting frames' MANO parameters refined with the avatar (``refine.enabled``), else None.
     """
 
     avatar: HandAvatar
@@ -53,10 +55,17 @@ class SRHandModels:
     finetune_names: tuple
     disc: torch.nn.Module | None
     perceptual: ResizedPerceptual | None
+    mano: MANORefinement | None = None
 
     def avatar_entry(self) -> dict:
         """The avatar's checkpoint entry ``{"name", "args", "sd"}``."""
         return {"name": AVATAR_NAME, "args": copy.deepcopy(self.avatar_args), "sd": self.avatar.state_dict()}
+
+    def mano_entry(self) -> dict | None:
+        """The refined MANO parameters' checkpoint entry ``{"frame_ids", "sd"}``, or None without refinement."""
+        if self.mano is None:
+            return None
+        return {"frame_ids": list(self.mano.frame_ids), "sd": self.mano.state_dict()}
 
     def giif_initial(self) -> dict[str, torch.Tensor]:
         """The fine-tuned parameters' values before the first round (held by ``giif_orig``)."""
@@ -215,8 +224,11 @@ def build_models(
     Args:
         hand_model: the MANO-format hand model of the capture. avatar_args: :func:`avatar_arguments`.
         implicit_path: a GIIF checkpoint replacing ``giif_model`` (and, on a resume, the fine-tuned GIIF).
-        resume: a checkpoint of this run (``state.read_resume_checkpoint``): the avatar, the fine-tuned GIIF
-            and GIIF's values before the first round are taken from it.
+        resume: a checkpoint of this run (``state.read_resume_checkpoint``): the avatar, the refined MANO
+            parameters, the fine-tuned GIIF and GIIF's values before the first round are taken from it.
+    Raises:
+        SRHandInputError: refinement on a single fitting frame; a resumed checkpoint with refined MANO
+            parameters and ``refine.enabled = false``.
     """
     s = ctx.settings
     torch.manual_seed(ctx.seed)
@@ -252,9 +264,35 @@ def build_models(
             "on" if disc is not None else "off",
         )
     perceptual = perceptual_loss(ctx)
+    mano = None
+    if s.refine.enabled:
+        if data.num_frames < 2:
+            raise SRHandInputError(
+                f"refine.enabled = true needs at least 2 fitting frames, the fit has {data.num_frames} "
+                f"({data.frame_ids}; the others were left out, see the log): a single frame cannot separate the "
+                "pose from the avatar's displacement; add frames or set refine.enabled = false"
+            )
+        mano = MANORefinement(data.pose, data.trans, data.shape, data.frame_ids, refine_shape=s.refine.shape)
+        mano = mano.to(ctx.device)
+        ctx.log.info(
+            "MANO refinement: %d frames (pose, rotation, translation)%s, from epoch %d of the joint phase",
+            data.num_frames,
+            " and the capture's shape" if s.refine.shape else "",
+            int(s.refine.start * s.train.epochs + 0.5) + 1,
+        )
     initial = {}
     if resume is not None:
         avatar.load_state_dict(resume["model"]["sd"])
+        entry = resume.get("mano_refinement")
+        if entry is not None and mano is None:
+            raise SRHandInputError(
+                "--r: the checkpoint holds refined MANO parameters but refine.enabled = false; resume with "
+                "refine.enabled = true, or start a new run"
+            )
+        if mano is not None and entry is not None:
+            mano.load_state_dict(entry["sd"])
+        elif mano is not None:
+            ctx.log.warning("--r: the checkpoint has no refined MANO parameters; refinement starts now")
         if giif is not None and "giif" in resume:
             if implicit_path:
                 ctx.log.warning(
@@ -282,6 +320,7 @@ def build_models(
         finetune_names=tuple(names),
         disc=disc,
         perceptual=perceptual,
+        mano=mano,
     )
 
 

@@ -23,6 +23,7 @@ from trainers import losses as L
 from trainers.sr_eval import bicubic_upsample, normal_to_rgb
 from trainers.srhand.bundle import build_avatar, check_hand_model, hand_model_for, load_giif
 from trainers.srhand.context import RunContext
+from trainers.srhand.refine import MANORefinement, fit_pose, keypoint_errors, true_keypoints
 from trainers.srhand.sequence import (
     SRHandInputError,
     camera_centres,
@@ -226,6 +227,8 @@ class FittedAvatar:
         giif: the SR network whose images are evaluated (None for bicubic / hr supervision).
         sr_source: how the SR images are made (``--implicit_path`` turns bicubic / hr into giif_finetuned).
         record: what it was fitted to. progress: how far its fit went.
+        mano: the fitting frames' refined MANO parameters (``refine.enabled``), else None; the evaluated
+            frames use its shape offset.
     """
 
     avatar: torch.nn.Module
@@ -234,6 +237,11 @@ class FittedAvatar:
     sr_source: str
     record: FitRecord
     progress: FitProgress
+    mano: MANORefinement | None = None
+
+    def shape_offset(self) -> torch.Tensor | None:
+        """The refined shape's offset from the avatar's mean shape ``(S,)``, detached, or None."""
+        return None if self.mano is None else self.mano.shape_offset().detach()
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +298,9 @@ def load_fitted_avatar(
     ctx.log.info(
         "evaluating %s (phase %s, epoch %d, sr_source %s)", path, ckpt.get("phase"), ckpt["epoch"], sr_source
     )
+    mano = None
+    if ckpt.get("mano_refinement") is not None:
+        mano = mano_refinement_from_entry(ckpt["mano_refinement"]).to(ctx.device)
     fitted = FittedAvatar(
         avatar=avatar,
         avatar_args=avatar_args,
@@ -297,8 +308,19 @@ def load_fitted_avatar(
         sr_source=sr_source,
         record=record,
         progress=FitProgress.from_checkpoint(ckpt),
+        mano=mano,
     )
     return fitted, path.parent
+
+
+def mano_refinement_from_entry(entry: dict) -> MANORefinement:
+    """The :class:`MANORefinement` of a checkpoint entry ``{"frame_ids", "sd"}`` (``SRHandModels.mano_entry``)."""
+    sd = entry["sd"]
+    mano = MANORefinement(
+        sd["pose_annotated"], sd["trans_annotated"], sd["shape_annotated"], entry["frame_ids"]
+    )
+    mano.load_state_dict(sd)
+    return mano
 
 
 def select_evaluation(ctx: RunContext, record: FitRecord, known_mpjpe: dict | None = None) -> EvalSelection:
@@ -380,12 +402,15 @@ def evaluate(
     selection: EvalSelection,
     save_vis: bool = False,
     timing: dict | None = None,
+    poses: dict | None = None,
 ) -> dict:
     """Metrics of ``fitted`` on ``selection``: see the module docstring and docs/srhand_model.md.
 
-    ``timing``: the training's timing summary, reported with the metrics. Writes meshes (``eval.export_meshes``
-    or ``save_vis``) and, with ``save_vis``, panels and a GIF; changes nothing else (the networks are put in
-    eval mode). Returns the report (:func:`format_report`).
+    ``timing``: the training's timing summary, reported with the metrics. ``poses``: frame id -> ``(pose (48,),
+    trans (3,))`` replacing the annotation (the test-time fit, :func:`test_time_fit`); the "input MANO" P2P is
+    then that of the MANO mesh of those parameters, and no mesh is exported. Writes meshes
+    (``eval.export_meshes`` or ``save_vis``) and, with ``save_vis``, panels and a GIF; changes nothing else (the
+    networks are put in eval mode). Returns the report (:func:`format_report`).
     """
     from utils.geometry.mesh_io import save_obj
     from utils.image_io import make_grid, save_gif, write_image
@@ -427,10 +452,12 @@ def evaluate(
     gt_source = None
     vis_frames = e.max_vis_frames if save_vis else 0
     gif_frames = []
-    export = e.export_meshes or save_vis
+    export = (e.export_meshes or save_vis) and poses is None
     giif = fitted.giif.eval() if fitted.giif is not None else None
+    shape_offset = fitted.shape_offset()
     for fi, frame_id in ctx.log.progress(list(enumerate(frames)), desc="evaluate"):
-        geo = avatar.forward_geometry(seq.mano_pose[fi].to(ctx.device), seq.mano_trans[fi].to(ctx.device))
+        pose, trans = poses[frame_id] if poses is not None else (seq.mano_pose[fi], seq.mano_trans[fi])
+        geo = avatar.forward_geometry(pose.to(ctx.device), trans.to(ctx.device), shape_offset)
         panel_rows = []
         for k in range(0, len(cameras), batch):
             views = list(range(k, min(k + batch, len(cameras))))
@@ -512,7 +539,10 @@ def evaluate(
                     gt_v, gt_f, strata, torch.Generator().manual_seed(1)
                 )
             p2p[frame_id] = p2p_parts_mm(geo["verts_posed"].cpu(), avatar.faces.cpu(), gt_v, gt_f, **shared)
-            p2p_mano[frame_id] = p2p_parts_mm(seq.verts_world(fi), seq.faces, gt_v, gt_f, **shared)
+            mano_verts = seq.verts_world(fi)
+            if poses is not None:
+                mano_verts = mano_mesh(seq.hand_model(), pose, seq.mano_shape[fi], trans, shape_offset)
+            p2p_mano[frame_id] = p2p_parts_mm(mano_verts, seq.faces, gt_v, gt_f, **shared)
         if export:
             save_obj(
                 ctx.run_dir / "meshes" / f"{frame_id}.obj",
@@ -718,6 +748,133 @@ def _report(
     }
     if timing:
         report["timing"] = timing
+    return report
+
+
+def mano_mesh(hand_model, pose, shape, trans, shape_offset=None) -> torch.Tensor:
+    """``(778, 3)`` world MANO vertices (CPU, float32) of one frame's parameters (+ a shape offset)."""
+    shape = shape.cpu().float() + (0 if shape_offset is None else shape_offset.cpu().float())
+    with torch.no_grad():
+        verts, _ = hand_model.forward(pose.cpu().float()[None], shape[None], trans.cpu().float()[None])
+    return verts[0].float()
+
+
+def test_time_fit(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection) -> tuple[dict, dict]:
+    """Fit the pose, rotation and translation of every evaluated frame to its LR images with the avatar frozen
+    (:func:`trainers.srhand.refine.fit_pose`; UHM's test-time fitting), from the annotation.
+
+    Returns frame id -> ``(pose (48,), trans (3,))`` and a record: per-frame losses before and after, seconds,
+    and (synthetic captures) the MPJPE of the annotated and the fitted keypoints against the truth.
+    """
+    s, seq = ctx.settings, selection.seq
+    fit_cams = fitted.record.cameras
+    sh_index = [fit_cams.index(selection.substitutes.get(c, c)) for c in selection.cameras]
+    avatar = fitted.avatar.eval()
+    shape_offset = fitted.shape_offset()
+    weight = float(s.train.losses.get("photometric", 30.0))
+    poses, losses = {}, {}
+    start = time.time()
+    for fi, frame_id in ctx.log.progress(list(enumerate(selection.frames)), desc="test-time fit"):
+        views = list(range(len(selection.cameras)))
+        sample = {k: v.to(ctx.device) for k, v in sample_frame(seq, fi, views, s.data).items()}
+        keep = [v for v in views if not bool(sample["is_black"][v])]
+        if not keep:
+            poses[frame_id] = (seq.mano_pose[fi], seq.mano_trans[fi])
+            continue
+        size = tuple(sample["hr"].shape[-2:])
+        cams = Cameras(
+            K=sample["K"][keep],
+            R=sample["R"][keep],
+            t=sample["t"][keep],
+            image_size=size,
+            names=[selection.cameras[v] for v in keep],
+        )
+        pose, trans, record = fit_pose(
+            avatar,
+            seq.mano_pose[fi].to(ctx.device),
+            seq.mano_trans[fi].to(ctx.device),
+            shape_offset,
+            cams,
+            [sh_index[v] for v in keep],
+            sample["lr"][keep],
+            sample["mask"][keep],
+            s.refine,
+            ctx.renderer,
+            photometric_weight=weight,
+        )
+        poses[frame_id] = (pose.cpu(), trans.cpu())
+        losses[str(frame_id)] = record
+    out = {"seconds": time.time() - start, "steps": s.refine.test_steps, "per_frame": losses}
+    truth = true_keypoints(seq.gt_mesh_path, selection.frames)
+    if truth is not None:
+        offset = 0 if shape_offset is None else shape_offset.cpu()
+        shapes = seq.mano_shape.cpu().float()
+        out["keypoints"] = keypoint_errors(
+            seq.hand_model(),
+            truth,
+            (seq.mano_pose, shapes, seq.mano_trans),
+            (
+                torch.stack([poses[f][0] for f in selection.frames]),
+                shapes + offset,
+                torch.stack([poses[f][1] for f in selection.frames]),
+            ),
+        )
+    return poses, out
+
+
+TEST_TIME_FIT_KEYS = (
+    "render",
+    "render_se",
+    "p2p_mm",
+    "p2p_se_mm",
+    "p2p_mm_mano",
+    "p2p_se_mm_mano",
+    "p2p_frames",
+    "p2p_frame_se_mm",
+    "p2p_mm_per_frame",
+    "p2p_se_mm_per_frame",
+    "inconsistency",
+)
+
+
+def refinement_report(fitted: FittedAvatar, selection: EvalSelection) -> dict:
+    """What the joint refinement did to the fitting frames: the offsets' sizes and (synthetic captures) the
+    MPJPE of the annotated and the refined keypoints against the truth."""
+    mano = fitted.mano
+    out = {"offsets": mano.offset_summary(), "frames": len(mano.frame_ids)}
+    truth = true_keypoints(selection.seq.gt_mesh_path, mano.frame_ids)
+    if truth is not None:
+        hand_model = selection.seq.hand_model()
+        out["keypoints"] = keypoint_errors(
+            hand_model,
+            truth,
+            (mano.pose_annotated.cpu(), mano.shape_annotated.cpu(), mano.trans_annotated.cpu()),
+            (mano.poses().cpu(), mano.shapes().cpu(), mano.translations().cpu()),
+        )
+    return out
+
+
+def evaluate_fit(
+    ctx: RunContext,
+    fitted: FittedAvatar,
+    selection: EvalSelection,
+    save_vis: bool = False,
+    timing: dict | None = None,
+) -> dict:
+    """:func:`evaluate` at the annotated poses and, for a fit with MANO refinement, its ``refinement`` record
+    and, with ``refine.test_time_fit``, the ``test_time_fit`` block: the same metrics (render, P2P of the
+    avatar and of the fitted MANO mesh, inconsistency) at the test-time-fitted poses (:func:`test_time_fit`)."""
+    report = evaluate(ctx, fitted, selection, save_vis=save_vis, timing=timing)
+    if fitted.mano is None:
+        return report
+    report["refinement"] = refinement_report(fitted, selection)
+    if ctx.settings.refine.test_time_fit and ctx.settings.refine.test_steps > 0:
+        poses, record = test_time_fit(ctx, fitted, selection)
+        fitted_report = evaluate(ctx, fitted, selection, poses=poses)
+        report["test_time_fit"] = {
+            **record,
+            **{k: fitted_report[k] for k in TEST_TIME_FIT_KEYS if k in fitted_report},
+        }
     return report
 
 

@@ -19,6 +19,7 @@ from trainers import losses as L
 from trainers.srhand.bundle import SRHandModels
 from trainers.srhand.context import RunContext
 from trainers.srhand.finetune import GiifFeatureCache, finetune_epochs, finetune_round
+from trainers.srhand.refine import check_refinement, fitted_poses, frame_parameters, refinement_terms
 from trainers.srhand.sequence import SequenceData, random_views
 from trainers.srhand.settings import SRHandSettings, TrainSettings, round_epoch
 from trainers.srhand.state import PHASES, TrainingState
@@ -44,13 +45,21 @@ def advance_phase(ctx: RunContext, models: SRHandModels, state: TrainingState) -
     ctx.log.info("phase %s", state.phase)
 
 
-def optimise(ctx: RunContext, optimizer: torch.optim.Optimizer, terms: dict, state: TrainingState) -> None:
-    """One step of ``optimizer`` on ``terms["total"]`` (checked finite); counts it in ``state.step`` and logs
+def optimise(
+    ctx: RunContext,
+    optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer],
+    terms: dict,
+    state: TrainingState,
+) -> None:
+    """One step of ``optimizers`` on ``terms["total"]`` (checked finite); counts it in ``state.step`` and logs
     the terms every ``log_every`` steps."""
     check_finite(state.step, terms)
-    optimizer.zero_grad(set_to_none=True)
+    optimizers = list(optimizers) if isinstance(optimizers, list | tuple) else [optimizers]
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
-    optimizer.step()
+    for optimizer in optimizers:
+        optimizer.step()
     state.step += 1
     if state.step % max(1, ctx.settings.log_every) == 0:
         ctx.log.log_losses(state.step, {k: v.detach() for k, v in terms.items()}, prefix=state.phase)
@@ -200,21 +209,31 @@ def run_joint_phase(
             return False
         i = state.epoch + 1
         if renew_epoch(t, i, epochs):
-            models.avatar.renew_means(data.pose, mode=t.renew_mode)
+            models.avatar.renew_means(fitted_poses(models.mano, data), mode=t.renew_mode)
             ctx.log.info("epoch %d: renewed the networks' means (%s)", i, t.renew_mode)
         if i in rounds:
             finetune_round(ctx, models, data, targets, state, cache, i)
         weights = loss_weights(t, models.avatar.use_enh, i, epochs)
+        refine = refining(ctx.settings, models, i, epochs)
         gen = keyed_generator(ctx.seed, "train", i)
         frames = torch.randperm(data.num_frames, generator=gen).tolist()
         totals = []
         for f in frames:
             views = random_views(gen, data.num_views, t.views_per_frame, usable=data.usable[f])
             for k in range(0, len(views), batch):
-                terms = train_step(ctx, models, data, targets, state, f, views[k : k + batch], weights)
+                terms = train_step(
+                    ctx, models, data, targets, state, f, views[k : k + batch], weights, refine
+                )
                 totals.append(float(terms["total"].detach()))
+        if refine:  # before the epoch's checkpoint: a diverged fit is not saved over the last good one
+            check_refinement(models.mano, ctx.settings.refine, data.frame_ids)
         _end_epoch(ctx, state, i, epochs, bar, save, loss=f"{np.mean(totals):.4f}")
     return True
+
+
+def refining(settings: SRHandSettings, models: SRHandModels, i: int, epochs: int) -> bool:
+    """Whether the MANO parameters move in joint epoch ``i`` of ``epochs`` (``refine.start``)."""
+    return models.mano is not None and i > round_epoch(settings.refine.start, epochs)
 
 
 def train_losses(
@@ -226,17 +245,20 @@ def train_losses(
     frame: int,
     views: list[int],
     weights: dict,
+    refine: bool = False,
 ) -> dict:
-    """The weighted reconstruction terms of one joint step (``"total"`` included), with their graph.
-    Changes nothing."""
+    """The weighted reconstruction terms of one joint step (``"total"`` included), with their graph; with
+    ``refine``, through the frame's refined MANO parameters, plus their regularisers
+    (:func:`trainers.srhand.refine.refinement_terms`). Changes nothing."""
     avatar = models.avatar
+    pose, trans, shape_offset = frame_parameters(models.mano, data, frame, grad=refine)
     out = avatar(
-        data.pose[frame], data.trans[frame], data.cameras(frame, views), views, renderer=ctx.renderer
+        pose, trans, data.cameras(frame, views), views, renderer=ctx.renderer, shape_offset=shape_offset
     )
     sr, mask = targets.current[frame, views].float(), data.get("mask", frame, views)
     valid = mask * out["coverage"].to(mask.dtype)
     ops = models.ops
-    return L.reconstruction_losses(
+    terms = L.reconstruction_losses(
         out,
         sr,
         valid,
@@ -249,6 +271,11 @@ def train_losses(
         mask=mask,
         cfg=weights,
     )
+    if refine:
+        extra = refinement_terms(models.mano, frame, ctx.settings.refine)
+        terms.update(extra)
+        terms["total"] = terms["total"] + sum(extra.values())
+    return terms
 
 
 def train_step(
@@ -260,11 +287,13 @@ def train_step(
     frame: int,
     views: list[int],
     weights: dict,
+    refine: bool = False,
 ) -> dict:
-    """One joint step on ``views`` of ``frame``: the avatar's parameters move (``state.optimizer``), ``state``
-    counts it. Returns the weighted terms."""
+    """One joint step on ``views`` of ``frame``: the avatar's parameters move (``state.optimizer``) and, with
+    ``refine``, the frame's MANO offsets and the shape offset (``state.mano_optimizer``); ``state`` counts it.
+    Returns the weighted terms."""
     t0 = time.time()
-    terms = train_losses(ctx, models, data, targets, state.prephase_result, frame, views, weights)
-    optimise(ctx, state.optimizer, terms, state)
+    terms = train_losses(ctx, models, data, targets, state.prephase_result, frame, views, weights, refine)
+    optimise(ctx, [state.optimizer, state.mano_optimizer] if refine else state.optimizer, terms, state)
     state.timing["train_step_s"].append(time.time() - t0)
     return terms

@@ -141,6 +141,29 @@ class FinetuneSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RefineSettings:
+    """``refine``: joint refinement of the MANO parameters with the avatar (:mod:`trainers.srhand.refine`)."""
+
+    enabled: bool
+    start: float
+    shape: bool
+    pose_learning_rate: float
+    rot_learning_rate: float
+    trans_learning_rate: float
+    shape_learning_rate: float
+    pose_prior: float
+    rot_prior: float
+    trans_prior: float
+    shape_prior: float
+    smooth: float
+    max_pose_deg: float
+    max_trans_mm: float
+    test_time_fit: bool
+    test_steps: int
+    test_learning_rate: float
+
+
+@dataclass(frozen=True, slots=True)
 class EvalSettings:
     """``eval``: the held-out frames and cameras, metrics and pictures."""
 
@@ -181,9 +204,17 @@ class SRHandSettings:
     sfs: SfsSettings
     train: TrainSettings
     finetune: FinetuneSettings
+    refine: RefineSettings
     eval: EvalSettings
 
     def __post_init__(self):
+        d = self.data
+        if self.refine.enabled and (len(d.frame_ids) == 1 or (not d.frame_ids and d.num_frames == 1)):
+            raise ConfigError(
+                "refine.enabled = true needs at least 2 fitting frames (data.frame_ids / data.num_frames give "
+                "one): a single frame cannot separate the pose from the avatar's displacement; add frames or "
+                "set refine.enabled = false"
+            )
         if self.sr_source not in SR_SOURCES:
             raise ConfigError(f"sr_source must be one of {SR_SOURCES}, got {self.sr_source!r}")
         if self.eval.p2p_estimator not in ("stratified", "iid"):

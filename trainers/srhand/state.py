@@ -50,6 +50,7 @@ class TrainingState:
         optimizer: Adam over the avatar's parameters, from the joint phase on, else None.
         giif_optimizer: Adam over GIIF's fine-tuned parameters (``sr_source = giif_finetuned``), else None;
             it persists across rounds (reference).
+        mano_optimizer: Adam over the MANO offsets (``refine.enabled``), from the joint phase on, else None.
         prephase_result: ``delta``, ``albedo``, ``sh`` at the end of the pre-phases (``{}`` before).
         history: one record per fine-tuning round (:func:`trainers.srhand.finetune.finetune_round`).
         timing: seconds of steps and target generations in this process, by name.
@@ -64,6 +65,7 @@ class TrainingState:
     pre_optimizer: torch.optim.Optimizer | None = None
     optimizer: torch.optim.Optimizer | None = None
     giif_optimizer: torch.optim.Optimizer | None = None
+    mano_optimizer: torch.optim.Optimizer | None = None
     prephase_result: dict[str, torch.Tensor] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     timing: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
@@ -116,6 +118,8 @@ class TrainingState:
             self.pre_optimizer = None
             if self.optimizer is None:
                 self.optimizer = torch.optim.Adam(models.avatar.parameters(), lr=settings.train.learning_rate)
+            if self.mano_optimizer is None and models.mano is not None:
+                self.mano_optimizer = torch.optim.Adam(models.mano.parameter_groups(settings.refine))
 
     def timing_summary(self) -> dict[str, float]:
         """Mean seconds of each timed part of this process."""
@@ -134,6 +138,8 @@ class TrainingState:
         }
         if self.giif_optimizer is not None:
             entries["giif_optimizer"] = self.giif_optimizer.state_dict()
+        if self.mano_optimizer is not None:
+            entries["mano_optimizer"] = self.mano_optimizer.state_dict()
         return entries
 
     def restore(self, ckpt: dict, settings: SRHandSettings, models: SRHandModels) -> None:
@@ -147,8 +153,10 @@ class TrainingState:
         self.prephase_result = {k: v.to(device) for k, v in (ckpt.get("prephase_result") or {}).items()}
         self.history = list(ckpt.get("history", []))
         self.ft_step = ckpt.get("ft_step", 0)
-        self.optimizer = None
+        self.optimizer = self.mano_optimizer = None
         self.make_phase_optimizer(settings, models)
+        if self.mano_optimizer is not None and ckpt.get("mano_optimizer") is not None:
+            self.mano_optimizer.load_state_dict(ckpt["mano_optimizer"])
         if self.pre_optimizer is not None and ckpt.get("pre_optimizer") is not None:
             self.pre_optimizer.load_state_dict(ckpt["pre_optimizer"])
         if self.optimizer is not None and ckpt.get("optimizer") is not None:
@@ -267,6 +275,9 @@ def save_checkpoints(ctx: RunContext, models: SRHandModels, state: TrainingState
     ``implicit_model.pth`` (the authors' names), all atomic."""
     config = conf_to_dict(ctx.conf)
     extra = {**state.checkpoint_entries(), **record.provenance()}
+    mano = models.mano_entry()
+    if mano is not None:
+        extra["mano_refinement"] = mano
     if models.giif is not None:
         extra["giif"] = model_entry(models.giif)
     if state.giif_optimizer is not None:
@@ -293,10 +304,13 @@ def save_checkpoints(ctx: RunContext, models: SRHandModels, state: TrainingState
                 config=config,
                 phase=state.phase,
                 history=state.history,
+                **({"mano_refinement": mano} if mano is not None else {}),
                 **record.provenance(),
             ),
             ctx.run_dir / "model.pth",
         )
+        if models.mano is not None:
+            write_refined_mano(ctx, models)
         if models.giif is not None:
             save_atomic(
                 make_checkpoint(
@@ -310,6 +324,22 @@ def save_checkpoints(ctx: RunContext, models: SRHandModels, state: TrainingState
                 ),
                 ctx.run_dir / "implicit_model.pth",
             )
+
+
+def write_refined_mano(ctx: RunContext, models: SRHandModels) -> Path:
+    """``<run>/refined_mano.json``: the refined MANO parameters of the fitting frames in InterHand2.6M's
+    ``MANO_NeuralAnnot`` layout (:func:`trainers.srhand.refine.refined_mano_json`), atomic."""
+    import json
+
+    from trainers.srhand.refine import refined_mano_json
+    from utils.checkpoint import atomic_write_text
+
+    d = ctx.settings.data
+    path = ctx.run_dir / "refined_mano.json"
+    atomic_write_text(
+        path, json.dumps(refined_mano_json(models.mano, d.capture, d.hand, models.mano.frame_ids))
+    )
+    return path
 
 
 def read_resume_checkpoint(ctx: RunContext, fit: FitData, avatar_args: dict) -> tuple[dict, Path]:

@@ -38,7 +38,7 @@ from trainers.srhand.bundle import SRHandModels, avatar_arguments, build_models
 from trainers.srhand.context import RunContext
 from trainers.srhand.evaluation import (
     FittedAvatar,
-    evaluate,
+    evaluate_fit,
     load_fitted_avatar,
     select_evaluation,
     training_timing,
@@ -185,10 +185,13 @@ class SRHandTrainer:
         self.state.phase, self.state.epoch = "train", 0
         self.state.make_phase_optimizer(self.ctx.settings, self.models)
 
-    def train_step(self, frame: int, views: list[int], weights: dict) -> dict:
-        """One joint step (:func:`trainers.srhand.phases.train_step`)."""
+    def train_step(self, frame: int, views: list[int], weights: dict, refine: bool | None = None) -> dict:
+        """One joint step (:func:`trainers.srhand.phases.train_step`); ``refine`` (default: whether the fit has
+        MANO refinement) moves the frame's MANO parameters too."""
+        if refine is None:
+            refine = self.models.mano is not None
         return phases.train_step(
-            self.ctx, self.models, self.fit.tensors, self.targets, self.state, frame, views, weights
+            self.ctx, self.models, self.fit.tensors, self.targets, self.state, frame, views, weights, refine
         )
 
     def finetune_step(self, frame: int, views: list[int], weights: dict):
@@ -218,13 +221,14 @@ class SRHandTrainer:
             sr_source=self.ctx.settings.sr_source,
             record=self.record,
             progress=FitProgress.of_state(self.state),
+            mano=m.mano,
         )
 
     def evaluate_trained(self, save_vis: bool = False, write: bool = True) -> dict:
         """Evaluate the avatar just trained (no reload); with ``write``, ``metrics.json`` and a table."""
         fitted = self.fitted_avatar()
         selection = select_evaluation(self.ctx, fitted.record, known_mpjpe=self.fit.noise_mpjpe)
-        report = evaluate(
+        report = evaluate_fit(
             self.ctx, fitted, selection, save_vis=save_vis, timing=self.state.timing_summary() or None
         )
         if write:
@@ -238,6 +242,6 @@ class SRHandTrainer:
         ``metrics.json`` and a table."""
         fitted, folder = load_fitted_avatar(self.ctx, model_path, implicit_path)
         selection = select_evaluation(self.ctx, fitted.record)
-        report = evaluate(self.ctx, fitted, selection, save_vis=save_vis, timing=training_timing(folder))
+        report = evaluate_fit(self.ctx, fitted, selection, save_vis=save_vis, timing=training_timing(folder))
         write_metrics(self.ctx, report)
         return report
