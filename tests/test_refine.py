@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from models.avatar import HandAvatar
+from tests.test_srhand import assets, read_metrics, run, write_conf  # noqa: F401  (assets is a fixture)
 from trainers.srhand.refine import (
     MANORefinement,
     RefinementDivergedError,
@@ -24,8 +24,6 @@ from trainers.srhand.refine import (
 from trainers.srhand.settings import RefineSettings
 from utils.geometry.camera import Cameras
 from utils.render import get_renderer
-
-from tests.test_srhand import assets, read_metrics, run, write_conf  # noqa: F401  (assets is a fixture)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -183,7 +181,11 @@ def test_the_joint_step_gradient_recovers_a_known_pose_offset(scene):
     wrong = offset_pose(scene["pose"])
     shift = torch.tensor([0.004, -0.003, 0.0])  # 5 mm
     r = MANORefinement(
-        torch.stack([wrong, wrong]), torch.stack([shift, shift]), torch.zeros(2, 10), [0, 1], refine_shape=False
+        torch.stack([wrong, wrong]),
+        torch.stack([shift, shift]),
+        torch.zeros(2, 10),
+        [0, 1],
+        refine_shape=False,
     )
     s = settings(rot_learning_rate=4e-3, pose_learning_rate=4e-3, trans_learning_rate=4e-4, smooth=0.0)
     optimizer = torch.optim.Adam(r.parameter_groups(s))
@@ -209,7 +211,16 @@ def test_test_time_fit_recovers_a_known_pose_offset(scene):
     mask = scene["coverage"].float()
     s = settings(test_steps=80, test_learning_rate=4e-3)
     pose, trans, record = fit_pose(
-        avatar, wrong, scene["trans"], None, scene["cams"], list(range(6)), lr_images, mask, s, scene["renderer"]
+        avatar,
+        wrong,
+        scene["trans"],
+        None,
+        scene["cams"],
+        list(range(6)),
+        lr_images,
+        mask,
+        s,
+        scene["renderer"],
     )
     before = (wrong - scene["pose"])[:6].norm()
     after = (pose - scene["pose"])[:6].norm()
@@ -218,8 +229,8 @@ def test_test_time_fit_recovers_a_known_pose_offset(scene):
 
 
 def test_normal_maps_of_the_annotation_equal_the_readers(tmp_path, assets):  # noqa: F811
-    from trainers.srhand.sequence import load_fit_data
     from trainers.srhand.context import RunContext
+    from trainers.srhand.sequence import load_fit_data
     from utils.config import load_config
     from utils.run_logging import RunLogger
 
@@ -280,4 +291,7 @@ def test_refinement_bad_inputs(tmp_path, assets, capsys):  # noqa: F811
     err = capsys.readouterr().err
     assert "diverged" in err and "refine.max_trans_mm" in err and "last good checkpoint" in err
     last = torch.load(run_dir / "checkpoints" / "last.pth", map_location="cpu", weights_only=False)
-    assert (last["phase"], last["epoch"]) == ("train", 0)  # saved at the phase change, not after the bad epoch
+    assert (last["phase"], last["epoch"]) == (
+        "train",
+        0,
+    )  # saved at the phase change, not after the bad epoch
