@@ -60,6 +60,7 @@ from utils.bench.report import (  # noqa: E402
     identity_markdown,
     merge_render_runs,
     noise_markdown,
+    refine_markdown,
     speed_markdown,
     sr_markdown,
     srhand_markdown,
@@ -295,6 +296,18 @@ SRHAND_RUNS = {
     ),
     # Table 5: SRHand from noisy MANO parameters (fitting and evaluation), see data.mano_noise.
     "srhand_noisy": ("SRHand, noisy MANO parameters", ["sr_source=giif_finetuned", *NOISE_SETS], "giif"),
+    # Joint MANO refinement (not in the paper; docs/srhand_model.md 6.5a), each against its row without it.
+    "hr_ours_refine": ("hr + Ours, MANO refinement", ["sr_source=hr", "refine.enabled=true"], "giif"),
+    "srhand_refine": (
+        "SRHand, MANO refinement",
+        ["sr_source=giif_finetuned", "refine.enabled=true"],
+        "giif",
+    ),
+    "srhand_noisy_refine": (
+        "SRHand, noisy MANO parameters, MANO refinement",
+        ["sr_source=giif_finetuned", *NOISE_SETS, "refine.enabled=true"],
+        "giif",
+    ),
 }
 # Sections and SR seeds per scale when not given.
 SCALE_SECTIONS = {"medium": ["sr", "srhand", "ablation"]}
@@ -309,6 +322,10 @@ TABLES = {  # section -> (row keys, label overrides)
         {"giif_ours": "w/o ftd.", "srhand": "w/ ftd.: L_con + L_wave + L_D (SRHand)"},
     ),
     "noise": (["srhand_noisy", "srhand"], {"srhand": "SRHand, ground-truth MANO parameters"}),
+    "refine": (
+        ["hr_ours", "hr_ours_refine", "srhand", "srhand_refine", "srhand_noisy", "srhand_noisy_refine"],
+        {"hr_ours": "hr + Ours", "srhand": "SRHand"},
+    ),
     "identity": (["ftd_xhand", "srhand"], {"ftd_xhand": "XHand", "srhand": "Ours"}),
     "static": (STATIC_KEYS, {}),
 }
@@ -379,6 +396,19 @@ def _row_metrics(m: dict) -> dict:
         "mano_noise_mpjpe_mm": (m.get("mano_noise") or {}).get("mpjpe_mm"),
         "perceptual": m.get("perceptual"),
     }
+    refined = (m.get("refinement") or {}).get("keypoints") or {}
+    fitted = m.get("test_time_fit") or {}
+    row.update(
+        {
+            "mpjpe_annotation_mm": refined.get("mpjpe_annotation_mm"),
+            "mpjpe_refined_mm": refined.get("mpjpe_refined_mm"),
+            "ttf_p2p_mm": fitted.get("p2p_mm"),
+            "ttf_p2p_mm_mano": fitted.get("p2p_mm_mano"),
+            "ttf_render_psnr": ((fitted.get("render") or {}).get("all") or {}).get("psnr_masked"),
+            "ttf_mpjpe_annotation_mm": (fitted.get("keypoints") or {}).get("mpjpe_annotation_mm"),
+            "ttf_mpjpe_mm": (fitted.get("keypoints") or {}).get("mpjpe_refined_mm"),
+        }
+    )
     paper = m.get("paper_protocol")
     if paper:
         p_render, p_sr = paper.get("render") or {}, paper.get("sr") or {}
@@ -461,13 +491,13 @@ def srhand_table(
             **_summarise(key, runs),
             "provenance": {str(seed): runstore.provenance(entries[f"{key}_s{seed}"]) for seed in args.seeds},
         }
-    if table in ("srhand", "static"):
+    if table in ("srhand", "static", "refine"):
         rows.update(input_mano_row(rows))
     return {
         "rows": rows,
         "seeds": list(args.seeds),
         "seconds": seconds,
-        "noise_sets": NOISE_SETS if table == "noise" else None,
+        "noise_sets": NOISE_SETS if table in ("noise", "refine") else None,
         **store_summary(entries.values(), seconds),
     }
 
@@ -482,6 +512,10 @@ def section_ablation(args, work: Path) -> dict:
 
 def section_noise(args, work: Path) -> dict:
     return srhand_table(args, work, "noise")
+
+
+def section_refine(args, work: Path) -> dict:
+    return srhand_table(args, work, "refine")
 
 
 def _generated(args, work: Path, path: Path, extra: list[str], what: str) -> Path:
@@ -650,6 +684,11 @@ SECTIONS = {
         "Fine-tuning loss ablation (paper Table 4(b), synthetic data)",
     ),
     "noise": (section_noise, noise_markdown, "Noisy MANO parameters (paper Table 5, synthetic data)"),
+    "refine": (
+        section_refine,
+        refine_markdown,
+        "MANO refinement with the avatar (not in the paper; synthetic data, fitted annotations)",
+    ),
     "static": (
         section_static,
         static_markdown,
@@ -663,7 +702,7 @@ SECTIONS = {
     "speed": (section_speed, speed_markdown, "Speed"),
 }
 CLAIMS_TITLE = "Claims: paired differences and verdicts (paper Tables 1, 3, 4(b))"
-ORDER = ("sr", "srhand", "static", "ablation", "identity", "noise", "claims", "speed")
+ORDER = ("sr", "srhand", "static", "ablation", "identity", "noise", "refine", "claims", "speed")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -26,6 +26,8 @@ perceptual loss through the ``stlpips_pytorch`` forward, the discriminator on NC
 choice left (SH shading as nine multiply-adds, ``utils.geometry.sh.sh_shade_reference``; the condition
 networks' concatenated first layer, ``ConditionNetwork.code_reference``), swapped in for the timed
 reference calls only (:func:`retired_paths_as_reference`).
+``--parts refine`` (with ``--compare``) times the joint step with MANO refinement (``refine.enabled``: the frame's
+offsets in the graph, their regularisers, their Adam step) against the same step without it.
 ``--profile`` prints the ``torch.profiler`` table of the top 10 operators of each part (and of the GIIF
 training step of ``conf/synthetic/giif.conf`` with ``--parts giif_train``).
 
@@ -202,7 +204,11 @@ def main() -> None:
     )
     parser.add_argument("--size", choices=list(SIZES), default="cpu")
     parser.add_argument(
-        "--parts", nargs="+", choices=["train", "finetune", "giif_train"], default=["train", "finetune"]
+        "--parts",
+        nargs="+",
+        choices=["train", "finetune", "giif_train", "refine"],
+        default=["train", "finetune"],
+        help="refine: the joint step with MANO refinement (refine.enabled) against the same step without it",
     )
     parser.add_argument(
         "--compare",
@@ -222,9 +228,10 @@ def main() -> None:
         raise SystemExit(f"{args.data}: no synthetic captures; run `python scripts/make_synthetic.py` first")
     device = torch.device(args.device)
 
+    overrides = list(args.overrides) + (["refine.enabled=true"] if "refine" in args.parts else [])
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(
-            args.size, args.data, device, Path(tmp), args.overrides, finetune="finetune" in args.parts
+            args.size, args.data, device, Path(tmp), overrides, finetune="finetune" in args.parts
         )
         ctx, d = trainer.ctx, trainer.fit.tensors
         s = ctx.settings
@@ -236,12 +243,22 @@ def main() -> None:
             views = list(range(min(s.train.batch_size, d.num_views)))
             parts["train step"] = (
                 views,
-                lambda: trainer.train_step(0, views, weights),
+                lambda: trainer.train_step(0, views, weights, refine=False),
                 lambda: phases.train_step(
                     ref_ctx, ref_models, d, trainer.targets, trainer.state, 0, views, weights
                 ),
             )
             checks["train"] = fast_path_parity(trainer, views, weights)
+        plain = set()  # parts whose reference is the current code without the part's addition
+        if "refine" in args.parts:
+            weights = phases.loss_weights(s.train, trainer.models.avatar.use_enh, epochs, epochs)
+            views = list(range(min(s.train.batch_size, d.num_views)))
+            parts["train step + MANO refinement"] = (
+                views,
+                lambda: trainer.train_step(0, views, weights, refine=True),
+                lambda: trainer.train_step(0, views, weights, refine=False),
+            )
+            plain.add("train step + MANO refinement")
         if "finetune" in args.parts:
             fweights = dict(s.finetune.weights)
             fviews = list(range(min(s.finetune.batch_size, d.num_views)))
@@ -276,9 +293,11 @@ def main() -> None:
                 profiles[name] = profile_table(fn)
             if args.compare:
 
-                def ref(ref_fn=ref_fn):
+                def ref(ref_fn=ref_fn, name=name):
+                    if name in plain:
+                        return ref_fn()
                     with retired_paths_as_reference():
-                        ref_fn()
+                        return ref_fn()
 
                 med = _interleaved({"reference": ref, "current": fn}, device, args.steps)
                 rows.append(

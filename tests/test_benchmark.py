@@ -1040,3 +1040,51 @@ def test_tables_carry_the_p2p_standard_error_and_name_the_estimator():
     assert "| 2.010 ± 0.010 (SE 0.0012) |" in new and "the stratified estimator" in new
     old = "\n".join(report.srhand_markdown(table(None)))
     assert "| 2.010 ± 0.010 |" in old and "the i.i.d. estimator of before issue 26" in old
+
+
+def test_refinement_rows_metrics_table_and_claims(bench):
+    metrics = {
+        "perceptual_key": "lpips",
+        "render": {"all": {"psnr_masked": 25.0, "lpips_masked": 0.1}},
+        "p2p_mm": 1.5,
+        "p2p_mm_mano": 2.0,
+        "refinement": {"keypoints": {"mpjpe_annotation_mm": 3.5, "mpjpe_refined_mm": 1.5}},
+        "test_time_fit": {
+            "p2p_mm": 1.4,
+            "p2p_mm_mano": 1.9,
+            "render": {"all": {"psnr_masked": 25.5}},
+            "keypoints": {"mpjpe_annotation_mm": 3.6, "mpjpe_refined_mm": 2.0},
+        },
+    }
+    row = bench._row_metrics(metrics)
+    assert (row["mpjpe_annotation_mm"], row["mpjpe_refined_mm"], row["ttf_p2p_mm"]) == (3.5, 1.5, 1.4)
+    assert (row["ttf_render_psnr"], row["ttf_mpjpe_mm"], row["ttf_p2p_mm_mano"]) == (25.5, 2.0, 1.9)
+    plain = bench._row_metrics({k: v for k, v in metrics.items() if k not in ("refinement", "test_time_fit")})
+    assert plain["mpjpe_refined_mm"] is None and plain["ttf_p2p_mm"] is None
+
+    def seeds(key, p2p):
+        runs = {
+            str(s): {"p2p_mm": v, "p2p_mm_mano": 2.0, "render_psnr": 20.0, "perceptual": "x"} for s, v in p2p
+        }
+        return {**bench._summarise(key, runs), "provenance": {str(s): _origin("sha256:aa") for s, _ in p2p}}
+
+    rows = {
+        "SRHand": seeds("srhand", [(0, 2.1), (1, 2.2), (2, 2.15)]),
+        "SRHand, MANO refinement": seeds("srhand_refine", [(0, 1.6), (1, 1.7), (2, 1.62)]),
+    }
+    result = {"rows": rows, "seeds": [0, 1, 2], "noise_sets": bench.NOISE_SETS}
+    text = "\n".join(bench.refine_markdown(result))
+    assert "P2P, test-time fit (mm)" in text and "MPJPE refined (mm)" in text
+    assert "| SRHand, MANO refinement |" in text and "**closer**" in text
+    claims = bench.section_claims({"cpu": {"refine": {"result": {"rows": rows}}}})
+    by = {(c["name"], c["words"]): c["scales"]["cpu"] for c in claims["claims"]}
+    vs_none = next(
+        v
+        for (name, words), v in by.items()
+        if name == "MANO refinement vs none" and "SRHand" in words and v["verdict"] != "n/a"
+    )
+    assert vs_none["mean"] == pytest.approx(-0.51, abs=1e-9) and vs_none["verdict"] == "holds"
+    vs_input = next(
+        v for (name, _), v in by.items() if name == "SRHand with MANO refinement vs the input MANO mesh"
+    )
+    assert vs_input["mean"] == pytest.approx(1.64 - 2.0, abs=1e-9) and vs_input["verdict"] == "holds"

@@ -263,6 +263,60 @@ CLAIMS = [  # (short name, claim); rows: ("main", main.py row key) or ("sr", "<r
 ]
 
 
+CLAIMS += [
+    (
+        "MANO refinement vs none",
+        C(
+            "new: hr + Ours with MANO refinement is closer to the truth than without",
+            "p2p_mm",
+            ("main", "hr_ours_refine"),
+            ("main", "hr_ours"),
+            -1,
+        ),
+    ),
+    (
+        "MANO refinement vs none",
+        C(
+            "new: SRHand with MANO refinement is closer to the truth than without",
+            "p2p_mm",
+            ("main", "srhand_refine"),
+            ("main", "srhand"),
+            -1,
+        ),
+    ),
+    (
+        "MANO refinement vs none",
+        C(
+            "new: SRHand with MANO refinement renders the held-out frames better than without",
+            "render_psnr",
+            ("main", "srhand_refine"),
+            ("main", "srhand"),
+            +1,
+        ),
+    ),
+    (
+        "MANO refinement vs none",
+        C(
+            "new: with the paper's Table 5 noise, SRHand with MANO refinement is closer to the truth",
+            "p2p_mm",
+            ("main", "srhand_noisy_refine"),
+            ("main", "srhand_noisy"),
+            -1,
+        ),
+    ),
+    (
+        "SRHand with MANO refinement vs the input MANO mesh",
+        C(
+            "new: SRHand with MANO refinement is closer to the truth than the MANO mesh it starts from",
+            "p2p_mm",
+            ("main", "srhand_refine"),
+            ("main", "input_mano"),
+            -1,
+        ),
+    ),
+]
+
+
 def _sr_row_key(label: str) -> str | None:
     """The ``<run>:<method>`` of an SR-section row label (results written before ``row_keys`` existed)."""
     if label.startswith("GIIF + D"):
@@ -275,9 +329,9 @@ def _sr_row_key(label: str) -> str | None:
 def claim_inputs(results: dict) -> dict:
     """``{(kind, row key): {seed: {metric: value}}}`` from a results.json's sections."""
     per_seed = {}
-    for section in ("srhand", "ablation", "noise"):
+    for section in ("srhand", "ablation", "noise", "refine"):
         rows = ((results.get(section) or {}).get("result") or {}).get("rows") or {}
-        if section == "srhand":
+        if section in ("srhand", "refine"):
             rows = {**rows, **input_mano_row(rows)}
         for row in rows.values():
             per_seed[("main", row["key"])] = {str(k): v for k, v in row["seeds"].items()}
@@ -308,9 +362,9 @@ def claim_provenance(results: dict) -> dict:
     """``{(kind, row key): {seed: {"machine", "data", "key_hash"}}}`` of the rows :func:`claim_inputs`
     reads (rows of results written before issue 22 without ``provenance`` are absent)."""
     out = {}
-    for section in ("srhand", "ablation", "noise"):
+    for section in ("srhand", "ablation", "noise", "refine"):
         rows = ((results.get(section) or {}).get("result") or {}).get("rows") or {}
-        if section == "srhand":
+        if section in ("srhand", "refine"):
             rows = {**rows, **input_mano_row(rows)}
         for row in rows.values():
             if row.get("provenance"):

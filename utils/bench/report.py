@@ -283,6 +283,31 @@ def noise_markdown(result: dict) -> list[str]:
     return lines
 
 
+def refine_markdown(result: dict) -> list[str]:
+    lines = srhand_markdown(
+        result,
+        extra=[
+            ("input MANO P2P (mm)", "p2p_mm_mano", 3),
+            ("MPJPE annotation, fitting frames (mm)", "mpjpe_annotation_mm", 2),
+            ("MPJPE refined (mm)", "mpjpe_refined_mm", 2),
+            ("P2P, test-time fit (mm)", "ttf_p2p_mm", 3),
+            ("its MANO P2P (mm)", "ttf_p2p_mm_mano", 3),
+            ("MPJPE held-out, annotation -> test-time fit (mm)", "ttf_mpjpe_mm", 2),
+        ],
+    )
+    lines += [
+        "",
+        "MANO refinement (`refine.enabled`, docs/srhand_model.md 6.5a): per-frame pose, rotation and translation "
+        "and the capture's shape optimised with the avatar. The P2P, render and inconsistency columns are at "
+        "the annotated pose of the held-out frames (as every other table); the test-time-fit columns at the pose "
+        "fitted to their LR images with the avatar frozen (`refine.test_time_fit`). MPJPE: 21 keypoints against "
+        "the generator's truth. Noise rows: `--set` "
+        + ", ".join(f"`{s}`" for s in result.get("noise_sets") or [])
+        + " where named.",
+    ]
+    return lines
+
+
 RENDER_KEYS = ("ms_forward", "ms_forward_backward", "ms_lower_bound", "ratio_to_lower_bound")
 
 
