@@ -110,13 +110,15 @@ def _get(tree: dict, dotted: str):
 
 def normalise_config(config: dict) -> dict:
     """A copy of a resolved config (plain dict) without :data:`MACHINE_KEYS`, and without the keys of
-    :data:`NEUTRAL_VALUES` that hold their neutral value."""
+    :data:`NEUTRAL_VALUES` that hold their neutral value, nor the `refine` section when refinement is off."""
     config = json.loads(json.dumps(config))
     for key in MACHINE_KEYS:
         _drop(config, key)
     for key, value in NEUTRAL_VALUES.items():
         if _get(config, key) == value:
             _drop(config, key)
+    if _get(config, "refine") is not None and not _get(config, "refine.enabled"):
+        _drop(config, "refine")  # MANO refinement off: its settings have no effect (added after the first runs)
     if (_get(config, "data.dataset") or "interhand") != "goliath":
         for key in GOLIATH_ONLY_KEYS:  # no effect on other data
             _drop(config, key)
