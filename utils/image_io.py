@@ -132,6 +132,39 @@ def write_image(path: str | Path, image: Any) -> Path:
     return atomic_write(path, lambda handle: handle.write(encoded.tobytes()))
 
 
+def label_strip_height(width: int) -> int:
+    """Height (pixels) of the label strip :func:`make_grid` draws above a tile ``width`` pixels wide."""
+    return int(round(28 * max(0.3, min(1.0, width / 320.0)))) + 4
+
+
+def grid_tile(grid: np.ndarray, ncols: int, index: int, labelled: bool = True, pad: int = 2) -> np.ndarray:
+    """Tile ``index`` (row-major, without its label) of a :func:`make_grid` panel of ``ncols`` square tiles.
+
+    Args:
+        grid: the panel ``(H', W', 3)`` as written (e.g. read back from its PNG).
+        ncols, labelled, pad: as the panel was made (``labelled``: labels were drawn).
+    Raises:
+        ValueError: the panel's size does not fit ``ncols`` square tiles.
+    """
+    width = (grid.shape[1] - (ncols - 1) * pad) // ncols
+    strip = label_strip_height(width) if labelled else 0
+    tile_h = width + strip
+    nrows = (grid.shape[0] + pad) // (tile_h + pad)
+    if (
+        width <= 0
+        or nrows * (tile_h + pad) - pad != grid.shape[0]
+        or ncols * (width + pad) - pad != grid.shape[1]
+    ):
+        raise ValueError(
+            f"a {grid.shape[1]}x{grid.shape[0]} panel is not a grid of {ncols} columns of square tiles"
+        )
+    if not 0 <= index < nrows * ncols:
+        raise ValueError(f"tile {index} of a {nrows}x{ncols} panel")
+    row, col = divmod(index, ncols)
+    y, x = row * (tile_h + pad) + strip, col * (width + pad)
+    return grid[y : y + width, x : x + width]
+
+
 def make_grid(
     images: Sequence[Any],
     labels: Sequence[str] | None = None,
@@ -169,7 +202,7 @@ def make_grid(
     if labels is not None:
         font_scale = max(0.3, min(1.0, width / 320.0))
         thickness = 1 if font_scale < 0.7 else 2
-        strip = int(round(28 * font_scale)) + 4
+        strip = label_strip_height(width)
         labelled = []
         for tile, label in zip(tiles, labels, strict=True):
             # putText draws on 8-bit images only (OpenCV 5)
