@@ -8,7 +8,8 @@ displacement and albedo networks are evaluated at every pose, exactly as evaluat
 Poses (``--poses``):
   interpolate       new poses between consecutive frames of the run's capture (slerp per joint), none of
                     them a capture pose (``--inbetween`` per pair)
-  capture           the capture's own poses (the meshes evaluation writes for those frames)
+  capture           the capture's own poses, as annotated (the meshes evaluation writes for those frames
+                    when the run was fitted without data.mano_noise)
   capture:PATH      another InterHand sequence folder's poses (ROOT/images/<split>/Capture<N>/<sequence>)
   FILE.npz          pose (N, 48) MANO axis-angle without the hand mean, trans (N, 3) metres
   FILE.json         an InterHand MANO_NeuralAnnot file (``--pose_capture`` picks the capture) or

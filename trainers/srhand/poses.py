@@ -205,7 +205,9 @@ def interpolate_poses(
         inbetween: poses made strictly between each consecutive pair, at ``t = k / (inbetween + 1)``.
         keep_ends: also keep ``base``'s own poses (then the sequence passes through them).
     Returns:
-        ``(N - 1) * inbetween`` poses (``+ N`` with ``keep_ends``), in order.
+        ``(N - 1) * inbetween`` poses (``+ N`` with ``keep_ends``), in order. Each joint's axis-angle is the
+        slerped rotation's with an angle in [0, pi], minus the hand mean: the same rotation as any other
+        spelling, which is what the avatar's rotation-matrix condition (``model.use_rotpose``) sees.
     """
     if len(base) < 2:
         raise PoseFileError(f"interpolate: {base.source} has {len(base)} pose(s); at least 2 are needed")
