@@ -94,3 +94,22 @@ def test_grid_tile_gives_back_each_tile_of_a_labelled_panel(tmp_path):
             np.testing.assert_array_equal(grid_tile(back, 3, i, labelled=labels is not None), tile)
     with pytest.raises(ValueError, match="not a grid of 4 columns"):
         grid_tile(back, 4, 0)
+
+
+def test_write_mp4_writes_every_frame_and_leaves_no_temporary_file(tmp_path):
+    import cv2
+
+    from utils.image_io import write_mp4
+
+    frames = [np.full((32, 48, 3), i / 10, dtype=np.float32) for i in range(7)]
+    path = write_mp4(tmp_path / "v.mp4", frames, fps=10)
+    video = cv2.VideoCapture(str(path))
+    sizes = []
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            break
+        sizes.append(frame.shape)
+    assert sizes == [(32, 48, 3)] * 7 and sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+    with pytest.raises(ValueError, match="differ in size"):
+        write_mp4(tmp_path / "w.mp4", [frames[0], np.zeros((16, 16, 3))])

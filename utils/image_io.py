@@ -276,12 +276,14 @@ def write_mp4(path: str | Path, frames: Sequence[Any], fps: float = 20.0) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
-    if not writer.isOpened():
-        raise OSError(f"OpenCV cannot encode MP4 here ({path}); write a GIF instead (--video gif)")
     try:
+        if not writer.isOpened():
+            raise OSError(f"OpenCV cannot encode MP4 here ({path}); write a GIF instead (--video gif)")
         for frame in stack:
             writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+        writer.release()
+        os.replace(tmp, path)
     finally:
         writer.release()
-    os.replace(tmp, path)
+        tmp.unlink(missing_ok=True)  # only left behind when encoding failed
     return path
