@@ -258,13 +258,16 @@ def write_mp4(path: str | Path, frames: Sequence[Any], fps: float = 20.0) -> Pat
     """Write frames (RGB float [0, 1] or uint8, same size) as an MP4 video (MPEG-4 part 2, ``mp4v``: the
     encoder OpenCV's wheels ship; plays in VLC, ffmpeg and most desktop players, not in every browser).
 
-    The video is encoded into a temporary file beside ``path`` and renamed over it (parent folders created).
+    OpenCV encodes into a file it names itself: the video is encoded in a private temporary folder, then
+    written to ``path`` by ``utils.checkpoint.atomic_write_bytes`` (parent folders created).
     Raises:
         ValueError: no frames, frames of different sizes. OSError: OpenCV has no MP4 encoder here.
     """
-    import os
+    import tempfile
 
     import cv2
+
+    from utils.checkpoint import atomic_write_bytes
 
     path = Path(path)
     if len(frames) == 0:
@@ -273,17 +276,14 @@ def write_mp4(path: str | Path, frames: Sequence[Any], fps: float = 20.0) -> Pat
     height, width = stack[0].shape[:2]
     if any(f.shape[:2] != (height, width) for f in stack):
         raise ValueError(f"frames of {path} differ in size")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
-    try:
-        if not writer.isOpened():
-            raise OSError(f"OpenCV cannot encode MP4 here ({path}); write a GIF instead (--video gif)")
-        for frame in stack:
-            writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
-        writer.release()
-        os.replace(tmp, path)
-    finally:
-        writer.release()
-        tmp.unlink(missing_ok=True)  # only left behind when encoding failed
-    return path
+    with tempfile.TemporaryDirectory(prefix="srhand_mp4_") as folder:
+        encoded = Path(folder) / "video.mp4"
+        writer = cv2.VideoWriter(str(encoded), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+        try:
+            if not writer.isOpened():
+                raise OSError(f"OpenCV cannot encode MP4 here ({path}); write a GIF instead (--video gif)")
+            for frame in stack:
+                writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+        finally:
+            writer.release()
+        return atomic_write_bytes(path, encoded.read_bytes())

@@ -57,20 +57,20 @@ class PoseSequence:
     def save_npz(self, path: str | Path, **extra) -> Path:
         """Write ``pose``, ``trans``, ``labels`` and ``source`` (and ``extra`` arrays) as ``.npz`` (atomic); the
         file reads back with :func:`read_npz_poses`."""
-        import io
+        from utils.checkpoint import atomic_write
 
-        from utils.checkpoint import atomic_write_bytes
-
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            pose=self.pose.numpy(),
-            trans=self.trans.numpy(),
-            labels=np.asarray(self.labels, dtype=str),
-            source=np.asarray(self.source),
+        arrays = {
+            "pose": self.pose.numpy(),
+            "trans": self.trans.numpy(),
+            "labels": np.asarray(self.labels, dtype=str),
+            "source": np.asarray(self.source),
             **extra,
-        )
-        return atomic_write_bytes(path, buffer.getvalue())
+        }
+
+        def write(handle) -> None:
+            np.savez(handle, **arrays)
+
+        return atomic_write(path, write)
 
 
 def check_pose_array(pose, trans, where: str) -> tuple[torch.Tensor, torch.Tensor]:
