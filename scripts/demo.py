@@ -8,7 +8,7 @@ Stages, each the project's own command (run as a subprocess, exactly as a user w
 4. ``main.py --save_vis``          SRHand on the held-out subject (joint reconstruction + GIIF fine-tuning),
                                    then its evaluation on held-out frames with panels
 5. ``scripts/animate.py``          the avatar in poses the capture never had (slerp between its frames), orbit
-6. ``scripts/export_avatar.py``    the avatar as a skinned glTF (``avatar.glb``)
+6. ``scripts/export_avatar.py``    the avatar as a skinned glTF (``avatar.glb``), with the new poses as its clip
 
 The demo shows the product; the benchmark (``scripts/benchmark.py``, ``benchmarks/``) carries the controls
 (the equal-step adversarial-weight-0 twin of stage 2, seeds, baselines). To fit 10 minutes on 2 cores, stages 1
@@ -239,7 +239,13 @@ def avatar_section(run: Path, out: Path) -> list[str]:
             f"`scripts/export_avatar.py`: `{os.path.relpath(run / 'avatar.glb', REPO)}`, {glb['num_vertices']} "
             f"vertices, 16 MANO joints, top-4 skinning weights. Skinned by its skeleton at the {gap['frames']} "
             f"capture poses, it is {gap['mean_mm']:.3f} mm (mean vertex distance; max {gap['max_mm']:.3f} mm) "
-            f"from the avatar's own mesh at those poses: the file cannot carry the {glb['not_carried']}.",
+            f"from the avatar's own mesh at those poses: the file cannot carry the {glb['not_carried']}."
+            + (
+                f" It holds the {glb['animation']['frames']} new poses as an animation clip at "
+                f"{glb['animation']['fps']:g} fps."
+                if glb.get("animation")
+                else ""
+            ),
             "",
         ]
     return lines
@@ -369,7 +375,7 @@ def main() -> None:
     )
     timings["glTF export"] = stage(
         "export",
-        [py, "scripts/export_avatar.py", *model],
+        [py, "scripts/export_avatar.py", *model, "--poses", "interpolate", "--inbetween", str(INBETWEEN)],
         runs["srhand"] / "avatar.json",
         args.fresh,
         logs,

@@ -185,14 +185,15 @@ def test_gltf_export_reads_back_and_skins_near_the_avatar(trained_run, tmp_path)
 
     from trainers.srhand.animation import load_trained_avatar, read_run_capture
     from trainers.srhand.export import gltf_pose
-    from trainers.srhand.poses import capture_poses
+    from trainers.srhand.poses import capture_poses, resolve_poses
     from utils.geometry.gltf_io import read_skinned_glb, skin_vertices
 
     sys.path.insert(0, str(REPO / "scripts"))
     import export_avatar
 
     out = tmp_path / "hand.glb"
-    assert export_avatar.main(["--model_path", str(trained_run), "--out", str(out), "--device", "cpu"]) == 0
+    args = ["--model_path", str(trained_run), "--out", str(out), "--device", "cpu", "--poses", "interpolate"]
+    assert export_avatar.main([*args, "--inbetween", "3", "--fps", "10"]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     trained = load_trained_avatar(trained_run)
     avatar = trained.avatar
@@ -214,11 +215,19 @@ def test_gltf_export_reads_back_and_skins_near_the_avatar(trained_run, tmp_path)
     np.testing.assert_allclose(rest, avatar.joints_rest.numpy(), atol=1e-6)
     np.testing.assert_allclose(np.linalg.inv(glb["inverse_bind"])[:, :3, 3], rest, atol=1e-6)
     np.testing.assert_allclose(glb["skin_weights"].sum(1), 1.0, atol=1e-6)
+    # the clip: 3 pairs x 3 in-between poses at 10 fps
+    assert report["animation"]["frames"] == 9 and glb["animation"]["times"][-1] == pytest.approx(0.8)
     assert (glb["skin_weights"] >= 0).all() and glb["skin_joints"].max() < 16
 
     # Skinned like a viewer at every capture pose: within the reported distance of the avatar's own mesh.
     seq = read_run_capture(trained)
     poses = capture_poses(seq, "capture")
+    # each keyframe is the glTF pose of its in-between MANO pose
+    clip = resolve_poses("interpolate", seq, "right", avatar.pose_mean, inbetween=3)
+    for k in (0, 4, 8):
+        rotations, root = gltf_pose(avatar, clip.pose[k], clip.trans[k])
+        np.testing.assert_allclose(glb["animation"]["rotations"][k], rotations, atol=1e-6)
+        np.testing.assert_allclose(glb["animation"]["root_translations"][k], root, atol=1e-6)
     gap = report["skinned_vs_avatar_at_capture_poses"]
     assert gap["frames"] == len(poses) == 4 and 0 < gap["mean_mm"] < 1.0 and gap["max_mm"] < 5.0
     worst = 0.0

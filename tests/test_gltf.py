@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from utils.geometry.gltf_io import SkinnedMesh, read_skinned_glb, skin_vertices, write_skinned_glb
+from utils.geometry.gltf_io import (
+    SkinAnimation,
+    SkinnedMesh,
+    read_skinned_glb,
+    skin_vertices,
+    write_skinned_glb,
+)
 from utils.geometry.lbs import batch_rodrigues, linear_blend_skinning, rigid_transforms
 from utils.geometry.rotations import (
     axis_angle_to_quaternion,
@@ -113,3 +119,25 @@ def test_skinned_mesh_rejects_children_before_parents():
         SkinnedMesh(
             **{**{k: getattr(mesh, k) for k in SkinnedMesh.__slots__}, "parents": np.array([-1, 2, 0])}
         )
+
+
+def test_animation_clip_round_trip(tmp_path):
+    mesh = _chain_mesh()
+    rng = np.random.default_rng(3)
+    clip = SkinAnimation(
+        times=np.arange(4) / 10.0,
+        rotations=axis_angle_to_quaternion(rng.normal(scale=0.4, size=(4, 3, 3))),
+        root_translations=rng.normal(scale=0.05, size=(4, 3)),
+        name="clip",
+    )
+    fields = {k: getattr(mesh, k) for k in SkinnedMesh.__slots__}
+    glb = read_skinned_glb(
+        write_skinned_glb(tmp_path / "anim.glb", SkinnedMesh(**{**fields, "animation": clip}))
+    )
+    anim = glb["animation"]
+    np.testing.assert_allclose(anim["times"], clip.times, atol=1e-7)
+    np.testing.assert_allclose(anim["rotations"], clip.rotations, atol=1e-7)
+    np.testing.assert_allclose(anim["root_translations"], clip.root_translations, atol=1e-7)
+    assert read_skinned_glb(write_skinned_glb(tmp_path / "still.glb", mesh))["animation"] is None
+    with pytest.raises(ValueError, match="increasing"):
+        SkinAnimation(times=np.zeros(2), rotations=np.zeros((2, 3, 4)), root_translations=np.zeros((2, 3)))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from trainers.srhand.poses import PoseSequence
-from utils.geometry.gltf_io import SkinnedMesh, read_skinned_glb, skin_vertices
+from utils.geometry.gltf_io import SkinAnimation, SkinnedMesh, read_skinned_glb, skin_vertices
 from utils.geometry.rotations import axis_angle_to_quaternion
 
 MANO_JOINT_NAMES = (
@@ -64,8 +64,21 @@ def top_weights(weights: torch.Tensor, k: int = INFLUENCES) -> tuple[np.ndarray,
     return index.numpy().astype(np.int64), values.numpy().astype(np.float32)
 
 
-def skinned_mesh(avatar, fields: dict[str, torch.Tensor]) -> SkinnedMesh:
-    """The glTF content of ``avatar`` with the (mean) ``fields`` of :func:`mean_fields`."""
+def pose_animation(avatar, poses: PoseSequence, fps: float) -> SkinAnimation:
+    """Keyframes of ``poses`` at ``fps`` for the skeleton of :func:`skinned_mesh` (:func:`gltf_pose` of each)."""
+    keys = [gltf_pose(avatar, poses.pose[i], poses.trans[i]) for i in range(len(poses))]
+    return SkinAnimation(
+        times=np.arange(len(poses)) / float(fps),
+        rotations=np.stack([rotations for rotations, _ in keys]),
+        root_translations=np.stack([root for _, root in keys]),
+        name=poses.source,
+    )
+
+
+def skinned_mesh(
+    avatar, fields: dict[str, torch.Tensor], animation: SkinAnimation | None = None
+) -> SkinnedMesh:
+    """The glTF content of ``avatar`` with the (mean) ``fields`` of :func:`mean_fields` (and ``animation``)."""
     joints_idx, weights = top_weights(fields["weights"])
     pose_mean = avatar.pose_mean.detach().cpu().double().numpy().reshape(-1, 3)
     return SkinnedMesh(
@@ -79,6 +92,7 @@ def skinned_mesh(avatar, fields: dict[str, torch.Tensor]) -> SkinnedMesh:
         skin_weights=weights,
         rest_rotations=axis_angle_to_quaternion(pose_mean),
         root_translation=np.zeros(3),
+        animation=animation,
     )
 
 

@@ -24,7 +24,36 @@ import numpy as np
 from utils.errors import InputError
 from utils.geometry.rotations import quaternion_to_matrix
 
-__all__ = ["SkinnedMesh", "write_skinned_glb", "read_skinned_glb", "skin_vertices"]
+__all__ = ["SkinAnimation", "SkinnedMesh", "write_skinned_glb", "read_skinned_glb", "skin_vertices"]
+
+
+@dataclass(frozen=True, slots=True)
+class SkinAnimation:
+    """Keyframes of the joint nodes, played with linear interpolation (slerp for the rotations).
+
+    Attributes:
+        times: ``(T,)`` seconds, increasing. rotations: ``(T, J, 4)`` local joint rotations (x, y, z, w).
+        root_translations: ``(T, 3)`` translation of the root joint node (metres). name: the clip's name.
+    """
+
+    times: np.ndarray
+    rotations: np.ndarray
+    root_translations: np.ndarray
+    name: str = "poses"
+
+    def __post_init__(self):
+        t = len(self.times)
+        if (
+            self.rotations.shape[:1] != (t,)
+            or self.rotations.shape[2:] != (4,)
+            or self.root_translations.shape != (t, 3)
+        ):
+            raise ValueError(
+                f"SkinAnimation: times ({t},), rotations {self.rotations.shape}, root_translations "
+                f"{self.root_translations.shape}: expected (T,), (T, J, 4), (T, 3)"
+            )
+        if t < 1 or np.any(np.diff(self.times) <= 0):
+            raise ValueError("SkinAnimation.times must be at least one increasing time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +68,7 @@ class SkinnedMesh:
         skin_joints: ``(V, 4)`` joint indices. skin_weights: ``(V, 4)`` weights, each row summing to 1.
         rest_rotations: ``(J, 4)`` unit quaternions ``(x, y, z, w)``, each joint node's default local rotation.
         root_translation: ``(3,)`` added to the root joint's default position (metres).
+        animation: keyframes of the joint nodes, or None.
     """
 
     verts: np.ndarray
@@ -51,6 +81,7 @@ class SkinnedMesh:
     skin_weights: np.ndarray
     rest_rotations: np.ndarray
     root_translation: np.ndarray
+    animation: SkinAnimation | None = None
 
     def __post_init__(self):
         v, j = len(self.verts), len(self.joints)
@@ -69,6 +100,10 @@ class SkinnedMesh:
         bad = {k: got for k, (got, want) in checks.items() if got != want}
         if bad or len(self.joint_names) != j:
             raise ValueError(f"SkinnedMesh with {v} vertices and {j} joints: wrong shapes {bad}")
+        if self.animation is not None and self.animation.rotations.shape[1] != j:
+            raise ValueError(
+                f"SkinnedMesh: the animation moves {self.animation.rotations.shape[1]} joints, not {j}"
+            )
         if any(p >= i for i, p in enumerate(self.parents)) or self.parents[0] != -1:
             raise ValueError(
                 f"SkinnedMesh.parents must list parents before children, root first: {self.parents}"
@@ -171,6 +206,30 @@ def write_skinned_glb(path: str | os.PathLike, mesh: SkinnedMesh, generator: str
             baseColorFactor=[1, 1, 1, 1], metallicFactor=0.0, roughnessFactor=0.8
         ),
     )
+    animations = []
+    if mesh.animation is not None:
+        clip = mesh.animation
+        times = clip.times.astype(np.float32)
+        time_accessor = add(times, gl.FLOAT, gl.SCALAR, None)
+        # an animation's input accessor must state its range
+        accessors[time_accessor].min, accessors[time_accessor].max = [float(times[0])], [float(times[-1])]
+        samplers, channels = [], []
+        for j in range(num_joints):
+            out = add(np.ascontiguousarray(clip.rotations[:, j].astype(np.float32)), gl.FLOAT, gl.VEC4, None)
+            samplers.append(gl.AnimationSampler(input=time_accessor, output=out, interpolation="LINEAR"))
+            channels.append(
+                gl.AnimationChannel(
+                    sampler=j, target=gl.AnimationChannelTarget(node=first_joint + j, path="rotation")
+                )
+            )
+        out = add(clip.root_translations.astype(np.float32), gl.FLOAT, gl.VEC3, None)
+        samplers.append(gl.AnimationSampler(input=time_accessor, output=out, interpolation="LINEAR"))
+        channels.append(
+            gl.AnimationChannel(
+                sampler=num_joints, target=gl.AnimationChannelTarget(node=roots[0], path="translation")
+            )
+        )
+        animations.append(gl.Animation(name=clip.name, samplers=samplers, channels=channels))
     gltf = gl.GLTF2(
         asset=gl.Asset(version="2.0", generator=generator),
         scene=0,
@@ -190,6 +249,7 @@ def write_skinned_glb(path: str | os.PathLike, mesh: SkinnedMesh, generator: str
             )
         ],
         materials=[material],
+        animations=animations,
         accessors=accessors,
         bufferViews=views,
         buffers=[gl.Buffer(byteLength=len(blob))],
@@ -262,7 +322,34 @@ def read_skinned_glb(path: str | os.PathLike) -> dict:
         "joint_names": [n.name for n in nodes],
         "translations": np.array([n.translation or [0.0, 0.0, 0.0] for n in nodes], dtype=np.float64),
         "rotations": np.array([n.rotation or [0.0, 0.0, 0.0, 1.0] for n in nodes], dtype=np.float64),
+        "animation": _read_animation(gltf, joint_nodes),
     }
+
+
+def _read_animation(gltf, joint_nodes: list) -> dict | None:
+    """The first animation's keyframes on the skin's joints: ``times (T,)``, ``rotations (T, J, 4)`` (the
+    nodes' defaults where a joint has no channel) and ``root_translations (T, 3)``; None without one."""
+    if not gltf.animations:
+        return None
+    anim = gltf.animations[0]
+    times, rotations, translation = None, {}, None
+    for channel in anim.channels:
+        sampler = anim.samplers[channel.sampler]
+        keys = _accessor_array(gltf, sampler.input).astype(np.float64)
+        times = keys if times is None else times
+        if channel.target.node in joint_nodes:
+            values = _accessor_array(gltf, sampler.output).astype(np.float64)
+            if channel.target.path == "rotation":
+                rotations[joint_nodes.index(channel.target.node)] = values
+            elif channel.target.path == "translation":
+                translation = values
+    if times is None:
+        return None
+    defaults = [gltf.nodes[n].rotation or [0.0, 0.0, 0.0, 1.0] for n in joint_nodes]
+    stacked = np.stack(
+        [rotations.get(j, np.tile(defaults[j], (len(times), 1))) for j in range(len(joint_nodes))], 1
+    )
+    return {"times": times, "rotations": stacked, "root_translations": translation}
 
 
 def skin_vertices(glb: dict, rotations: np.ndarray | None = None, root_translation=None) -> np.ndarray:
