@@ -200,3 +200,19 @@ def test_a_folder_without_the_interhand_layout_names_where_data_path_came_from(t
     assert (
         "not an InterHand2.6M-layout folder" in err and f"${var}, read by {conf}" in err and "images" in err
     )
+
+
+def test_every_script_the_readme_names_answers_help():
+    """Every command in the README runs as written at least as far as its ``--help`` (issue 25)."""
+    names = sorted(
+        set(re.findall(r"(?<![\w/])((?:scripts/)?[a-z_]+\.py)\b", (REPO / "README.md").read_text()))
+    )
+    scripts = [
+        name for name in names if (REPO / name).is_file() and (name.startswith("scripts/") or "/" not in name)
+    ]
+    assert {"main.py", "scripts/animate.py", "scripts/export_avatar.py"} <= set(scripts), scripts
+    for name in scripts:
+        done = subprocess.run(
+            [sys.executable, name, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0 and "usage:" in done.stdout, f"{name} --help: {done.stderr[-500:]}"

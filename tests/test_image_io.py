@@ -79,3 +79,37 @@ def test_save_gif(tmp_path):
     back = iio.imread(path, index=None)
     assert back.shape[0] == 3 and back.shape[1:3] == (8, 8)
     assert iio.immeta(path, index=0)["duration"] == pytest.approx(100, abs=10)
+
+
+def test_grid_tile_gives_back_each_tile_of_a_labelled_panel(tmp_path):
+    from utils.image_io import grid_tile
+
+    rng = np.random.default_rng(0)
+    tiles = [rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8) for _ in range(5)]
+    for labels in (None, list("abcde")):
+        grid = make_grid(tiles, labels, ncols=3)
+        write_image(tmp_path / "grid.png", grid)
+        back = (read_image(tmp_path / "grid.png") * 255).round().astype(np.uint8)
+        for i, tile in enumerate(tiles):
+            np.testing.assert_array_equal(grid_tile(back, 3, i, labelled=labels is not None), tile)
+    with pytest.raises(ValueError, match="not a grid of 4 columns"):
+        grid_tile(back, 4, 0)
+
+
+def test_write_mp4_writes_every_frame_and_leaves_no_temporary_file(tmp_path):
+    import cv2
+
+    from utils.image_io import write_mp4
+
+    frames = [np.full((32, 48, 3), i / 10, dtype=np.float32) for i in range(7)]
+    path = write_mp4(tmp_path / "v.mp4", frames, fps=10)
+    video = cv2.VideoCapture(str(path))
+    sizes = []
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            break
+        sizes.append(frame.shape)
+    assert sizes == [(32, 48, 3)] * 7 and sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+    with pytest.raises(ValueError, match="differ in size"):
+        write_mp4(tmp_path / "w.mp4", [frames[0], np.zeros((16, 16, 3))])

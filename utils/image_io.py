@@ -132,6 +132,39 @@ def write_image(path: str | Path, image: Any) -> Path:
     return atomic_write(path, lambda handle: handle.write(encoded.tobytes()))
 
 
+def label_strip_height(width: int) -> int:
+    """Height (pixels) of the label strip :func:`make_grid` draws above a tile ``width`` pixels wide."""
+    return int(round(28 * max(0.3, min(1.0, width / 320.0)))) + 4
+
+
+def grid_tile(grid: np.ndarray, ncols: int, index: int, labelled: bool = True, pad: int = 2) -> np.ndarray:
+    """Tile ``index`` (row-major, without its label) of a :func:`make_grid` panel of ``ncols`` square tiles.
+
+    Args:
+        grid: the panel ``(H', W', 3)`` as written (e.g. read back from its PNG).
+        ncols, labelled, pad: as the panel was made (``labelled``: labels were drawn).
+    Raises:
+        ValueError: the panel's size does not fit ``ncols`` square tiles.
+    """
+    width = (grid.shape[1] - (ncols - 1) * pad) // ncols
+    strip = label_strip_height(width) if labelled else 0
+    tile_h = width + strip
+    nrows = (grid.shape[0] + pad) // (tile_h + pad)
+    if (
+        width <= 0
+        or nrows * (tile_h + pad) - pad != grid.shape[0]
+        or ncols * (width + pad) - pad != grid.shape[1]
+    ):
+        raise ValueError(
+            f"a {grid.shape[1]}x{grid.shape[0]} panel is not a grid of {ncols} columns of square tiles"
+        )
+    if not 0 <= index < nrows * ncols:
+        raise ValueError(f"tile {index} of a {nrows}x{ncols} panel")
+    row, col = divmod(index, ncols)
+    y, x = row * (tile_h + pad) + strip, col * (width + pad)
+    return grid[y : y + width, x : x + width]
+
+
 def make_grid(
     images: Sequence[Any],
     labels: Sequence[str] | None = None,
@@ -169,7 +202,7 @@ def make_grid(
     if labels is not None:
         font_scale = max(0.3, min(1.0, width / 320.0))
         thickness = 1 if font_scale < 0.7 else 2
-        strip = int(round(28 * font_scale)) + 4
+        strip = label_strip_height(width)
         labelled = []
         for tile, label in zip(tiles, labels, strict=True):
             # putText draws on 8-bit images only (OpenCV 5)
@@ -219,3 +252,38 @@ def save_gif(path: str | Path, frames: Sequence[Any], fps: float = 8.0, loop: in
     stack = np.stack([to_uint8(f, what=f"frame {i} of {path}") for i, f in enumerate(frames)])
     encoded = iio.imwrite("<bytes>", stack, extension=".gif", duration=1000.0 / fps, loop=loop)
     return atomic_write_bytes(path, encoded)
+
+
+def write_mp4(path: str | Path, frames: Sequence[Any], fps: float = 20.0) -> Path:
+    """Write frames (RGB float [0, 1] or uint8, same size) as an MP4 video (MPEG-4 part 2, ``mp4v``: the
+    encoder OpenCV's wheels ship; plays in VLC, ffmpeg and most desktop players, not in every browser).
+
+    OpenCV encodes into a file it names itself: the video is encoded in a private temporary folder, then
+    written to ``path`` by ``utils.checkpoint.atomic_write_bytes`` (parent folders created).
+    Raises:
+        ValueError: no frames, frames of different sizes. OSError: OpenCV has no MP4 encoder here.
+    """
+    import tempfile
+
+    import cv2
+
+    from utils.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    if len(frames) == 0:
+        raise ValueError(f"no frames to write to {path}")
+    stack = [to_uint8(f, what=f"frame {i} of {path}") for i, f in enumerate(frames)]
+    height, width = stack[0].shape[:2]
+    if any(f.shape[:2] != (height, width) for f in stack):
+        raise ValueError(f"frames of {path} differ in size")
+    with tempfile.TemporaryDirectory(prefix="srhand_mp4_") as folder:
+        encoded = Path(folder) / "video.mp4"
+        writer = cv2.VideoWriter(str(encoded), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+        try:
+            if not writer.isOpened():
+                raise OSError(f"OpenCV cannot encode MP4 here ({path}); write a GIF instead (--video gif)")
+            for frame in stack:
+                writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+        finally:
+            writer.release()
+        return atomic_write_bytes(path, encoded.read_bytes())

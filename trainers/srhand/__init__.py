@@ -17,7 +17,10 @@ says what it reads, its docstring what it changes:
 - :mod:`.evaluation`: held-out evaluation of a ``FittedAvatar``, metrics, panels, report;
 - :mod:`.giif_decode`, :mod:`.visuals`: GIIF decoding over whole images; the pictures' colour maps;
 - :mod:`.trainer`: ``SRHandTrainer``, the thin facade ``trainers.run``, the GPU check and the step
-  benchmark drive.
+  benchmark drive;
+- :mod:`.poses`, :mod:`.animation`, :mod:`.export`: a trained avatar outside its run, rebuilt from
+  ``model.pth`` alone: pose sequences, posing and rendering them (``scripts/animate.py``), the skinned glTF
+  export (``scripts/export_avatar.py``).
 
 Imports allowed: ``models``, ``datasets``, ``utils``, ``trainers.losses`` and ``trainers.sr_eval``;
 nothing here imports the other stages' trainers.
