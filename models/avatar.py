@@ -397,6 +397,16 @@ class HandAvatar(nn.Module):
             "jcs,s->jc", self.joint_shapedirs, shape_offset.to(self.pose_mean)
         )
 
+    @torch.no_grad()
+    def bake_shape_offset(self, shape_offset: torch.Tensor) -> None:
+        """Move the template and the rest joints to ``mean_shape + shape_offset (S,)`` (a refined shape), so that
+        the avatar poses at that shape without an offset (animation, export). Changes ``verts_template`` and
+        ``joints_rest``."""
+        offset = torch.as_tensor(shape_offset).to(self.pose_mean)
+        self.verts_template.add_(self.shape_displacement(offset))
+        self.joints_rest.copy_(self.rest_joints(offset))
+        self.__dict__.pop("_operators", None)  # rest edge lengths of the old template
+
     def shape_displacement(self, shape_offset: torch.Tensor) -> torch.Tensor:
         """``(V, 3)`` canonical displacement of the subdivided template by ``shape_offset (S,)`` (metres)."""
         return torch.einsum("vcs,s->vc", self.shapedirs_sub, shape_offset.to(self.pose_mean))

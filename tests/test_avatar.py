@@ -316,3 +316,39 @@ def test_mesh_operators_and_reconstruction_losses_end_to_end():
     )
     terms["total"].backward()
     assert torch.isfinite(terms["total"]) and avatar.sh_coeffs.grad.abs().sum() > 0
+
+
+def test_shape_offset_moves_template_and_joints_as_the_hand_model():
+    from utils.geometry.mesh import loop_subdivide
+
+    hand = HandModel.from_file(default_hand_model_path("right"), side="right")
+    mean = 0.5 * torch.randn(10, generator=torch.Generator().manual_seed(1))
+    offset = torch.tensor([1.0, -0.8, 0.5, 0.0, 0.3, 0.0, 0.0, -0.4, 0.0, 0.2])
+    small = dict(lbs_width=8, lbs_depth=1, color_width=8, color_depth=1, delta_width=8, delta_depth=1)
+    exact = HandAvatar.from_hand_model(hand, num_views=1, subdivision_levels=0, mean_shape=mean, **small)
+    target = hand.shaped_template(mean + offset).float()
+    torch.testing.assert_close(
+        exact.verts_template + exact.shape_displacement(offset), target, atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        exact.rest_joints(offset), hand.rest_joints(mean + offset).float(), atol=1e-6, rtol=0
+    )
+
+    # subdivided: the midpoint-upsampled directions against Loop subdivision of the shaped template
+    avatar = HandAvatar.from_hand_model(hand, num_views=1, subdivision_levels=2, mean_shape=mean, **small)
+    loop = torch.as_tensor(loop_subdivide(target, hand.faces, 2)[0]).float()
+    moved = avatar.shape_displacement(offset)
+    error = (avatar.verts_template + moved - loop).norm(dim=-1)
+    assert float(error.max()) < 0.05 * float(moved.norm(dim=-1).max()), (
+        float(error.max()),
+        float(moved.norm(dim=-1).max()),
+    )
+
+    # posing with the offset equals posing the avatar with the offset baked in
+    pose = 0.2 * torch.randn(48, generator=torch.Generator().manual_seed(2))
+    trans = torch.tensor([0.01, 0.0, -0.02])
+    with_offset = avatar.forward_geometry(pose, trans, offset)["verts_posed"]
+    avatar.bake_shape_offset(offset)
+    torch.testing.assert_close(
+        avatar.forward_geometry(pose, trans)["verts_posed"], with_offset, atol=1e-6, rtol=0
+    )

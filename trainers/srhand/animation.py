@@ -53,7 +53,8 @@ def load_trained_avatar(
 ) -> TrainedAvatar:
     """The avatar of ``model_path`` (a run folder or its ``model.pth``), without the training config.
 
-    The hand model is the file the checkpoint records when it still exists, else ``mano_dir`` (a folder with
+    An avatar fitted with MANO refinement (``refine.enabled``) poses at its refined shape (the offset is baked
+    into its template and rest joints). The hand model is the file the checkpoint records when it still exists, else ``mano_dir`` (a folder with
     ``MANO_{RIGHT,LEFT}.pkl`` or a file), ``$SRHAND_MANO_DIR`` or the shipped procedural hand; it must give
     the rest joints the avatar was built with.
 
@@ -73,6 +74,9 @@ def load_trained_avatar(
     hand_model = HandModel.from_file(hand_path, side=record.hand_side)
     avatar = build_avatar(ckpt["model"], hand_model)
     check_hand_model(avatar, hand_model, torch.tensor(ckpt["model"]["args"]["mean_shape"]), str(path))
+    refined = ckpt.get("mano_refinement")
+    if refined is not None:  # fitted with MANO refinement: pose at the refined shape
+        avatar.bake_shape_offset(refined["sd"]["d_shape"])
     data = dict((ckpt.get("config") or {}).get("data") or {})
     return TrainedAvatar(avatar=avatar.to(device).eval(), record=record, data=data, path=path)
 
