@@ -51,6 +51,7 @@ def settings(**overrides) -> RefineSettings:
         max_pose_deg=30.0,
         max_trans_mm=30.0,
         test_time_fit=True,
+        test_target="sr",
         test_steps=60,
         test_learning_rate=2e-3,
     )

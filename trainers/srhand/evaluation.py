@@ -760,7 +760,8 @@ def mano_mesh(hand_model, pose, shape, trans, shape_offset=None) -> torch.Tensor
 
 
 def test_time_fit(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection) -> tuple[dict, dict]:
-    """Fit the pose, rotation and translation of every evaluated frame to its LR images with the avatar frozen
+    """Fit the pose, rotation and translation of every evaluated frame to its images (``refine.test_target``:
+    the SR images of the fit's ``sr_source``, or the LR images) with the avatar frozen
     (:func:`trainers.srhand.refine.fit_pose`; UHM's test-time fitting), from the annotation.
 
     Returns frame id -> ``(pose (48,), trans (3,))`` and a record: per-frame losses before and after, seconds,
@@ -770,6 +771,7 @@ def test_time_fit(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelectio
     fit_cams = fitted.record.cameras
     sh_index = [fit_cams.index(selection.substitutes.get(c, c)) for c in selection.cameras]
     avatar = fitted.avatar.eval()
+    giif = fitted.giif.eval() if fitted.giif is not None else None
     shape_offset = fitted.shape_offset()
     weight = float(s.train.losses.get("photometric", 30.0))
     poses, losses = {}, {}
@@ -789,6 +791,18 @@ def test_time_fit(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelectio
             image_size=size,
             names=[selection.cameras[v] for v in keep],
         )
+        if s.refine.test_target == "lr":
+            images = sample["lr"][keep]
+        else:  # what the avatar is supervised by
+            images = sr_batch(
+                giif,
+                fitted.sr_source,
+                sample["lr"][keep],
+                sample["normal"][keep],
+                sample["mask"][keep],
+                sample["hr"][keep],
+                s.decode_chunk,
+            )
         pose, trans, record = fit_pose(
             avatar,
             seq.mano_pose[fi].to(ctx.device),
@@ -796,11 +810,12 @@ def test_time_fit(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelectio
             shape_offset,
             cams,
             [sh_index[v] for v in keep],
-            sample["lr"][keep],
+            images,
             sample["mask"][keep],
             s.refine,
             ctx.renderer,
             photometric_weight=weight,
+            degradation=s.data.degradation,
         )
         poses[frame_id] = (pose.cpu(), trans.cpu())
         losses[str(frame_id)] = record

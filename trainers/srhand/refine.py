@@ -27,7 +27,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainers.srhand.settings import RefineSettings
@@ -344,21 +343,23 @@ def fit_pose(
     shape_offset: torch.Tensor | None,
     cameras,
     sh_index: Sequence[int],
-    lr_images: torch.Tensor,
+    images: torch.Tensor,
     mask: torch.Tensor,
     settings: RefineSettings,
     renderer,
     photometric_weight: float = 30.0,
+    degradation: str = "nearest",
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Test-time fit of one held-out frame (UHM): its global rotation, finger pose and translation, from the
-    annotation ``pose (48,)``, ``trans (3,)``, to its LR images with the avatar frozen.
+    annotation ``pose (48,)``, ``trans (3,)``, to its images with the avatar frozen.
 
     The avatar's fields (weights, albedo, displacement) are those of the annotated pose (the networks read the
     pose as a condition without a gradient; the fit moves the skeleton). Each step renders the B views at the
-    crops' size, area-averages the render to the LR size, and takes an Adam step on the L1 distance to
-    ``lr_images (B, 3, h, w)`` inside the area-averaged ``mask (B, 1, H, W)``, weighted by ``photometric_weight``
-    (the joint step's, ``train.losses.photometric``), plus the priors of ``refine.*`` (rotation, pose,
-    translation; no smoothness: one frame).
+    crops' size and takes an Adam step on the L1 distance to ``images (B, 3, h, w)`` inside ``mask (B, 1, H,
+    W)``, weighted by ``photometric_weight`` (the joint step's, ``train.losses.photometric``), plus the priors of
+    ``refine.*`` (rotation, pose, translation; no smoothness: one frame). Images smaller than the crops (LR
+    images) are compared with the render and the mask degraded as the LR images were (``degradation``, the
+    data's: an area average against nearest-sampled images would shift every pixel by half an LR pixel).
 
     Returns:
         The fitted ``pose (48,)``, ``trans (3,)`` (detached) and ``{"loss_start", "loss_end", "steps"}``.
@@ -374,8 +375,15 @@ def fit_pose(
     optimizer = torch.optim.Adam(
         [{"params": [d_rot, d_pose], "lr": rate}, {"params": [d_trans], "lr": rate * ratio}]
     )
-    h, w = lr_images.shape[-2:]
-    weight = F.interpolate(mask.float(), size=(h, w), mode="area")
+    from datasets.preprocess import degrade
+
+    h, w = images.shape[-2:]
+    low_res = (h, w) != tuple(mask.shape[-2:])
+
+    def to_target(x: torch.Tensor) -> torch.Tensor:
+        return degrade(x, size=(h, w), mode=degradation) if low_res else x
+
+    weight = to_target(mask.float())
     denom = weight.sum().clamp_min(1.0) * 3
     losses = []
     for _ in range(s.test_steps + 1):
@@ -387,8 +395,7 @@ def fit_pose(
             shape_offset,
         )
         out = avatar.render(posed, fields["albedo"], cameras, sh_index, renderer=renderer)
-        low = F.interpolate(out["image"], size=(h, w), mode="area")
-        photometric = ((low - lr_images).abs() * weight).sum() / denom
+        photometric = ((to_target(out["image"]) - images).abs() * weight).sum() / denom
         losses.append(float(photometric.detach()))
         if len(losses) > s.test_steps:
             break

@@ -159,6 +159,7 @@ class RefineSettings:
     max_pose_deg: float
     max_trans_mm: float
     test_time_fit: bool
+    test_target: str
     test_steps: int
     test_learning_rate: float
 
