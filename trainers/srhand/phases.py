@@ -22,6 +22,7 @@ from trainers.srhand.finetune import GiifFeatureCache, finetune_epochs, finetune
 from trainers.srhand.sequence import SequenceData, random_views
 from trainers.srhand.settings import SRHandSettings, TrainSettings, round_epoch
 from trainers.srhand.state import PHASES, TrainingState
+from trainers.srhand.supervision import compared_images
 from trainers.srhand.targets import SRTargets
 from utils.run_logging import check_finite
 from utils.seeding import keyed_generator
@@ -115,8 +116,10 @@ def prephase_step(
     out = avatar.render(
         posed, albedo, data.cameras(frame, views), views, renderer=ctx.renderer, sh_coeffs=state.pre["sh"]
     )
-    sr, mask = targets.current[frame, views].float(), data.get("mask", frame, views)
-    valid = mask * out["coverage"].to(mask.dtype)
+    sr = targets.current[frame, views].float()
+    out, valid = compared_images(
+        out, data.get("support", frame, views), data.background[views], data.mask_source
+    )
     c = ctx.settings.prephase(phase)
     terms = {
         "photometric": c.photometric * L.masked_l1(out["image"], sr, valid),
@@ -234,7 +237,9 @@ def train_losses(
         data.pose[frame], data.trans[frame], data.cameras(frame, views), views, renderer=ctx.renderer
     )
     sr, mask = targets.current[frame, views].float(), data.get("mask", frame, views)
-    valid = mask * out["coverage"].to(mask.dtype)
+    out, valid = compared_images(
+        out, data.get("support", frame, views), data.background[views], data.mask_source
+    )
     ops = models.ops
     return L.reconstruction_losses(
         out,
