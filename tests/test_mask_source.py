@@ -314,6 +314,18 @@ def test_pseudo_gt_p2p_of_a_run_against_its_own_meshes_is_zero(tmp_path, assets,
     assert m["p2p_pseudo_gt_mm_mano"] > 0.1  # the input MANO mesh is not the reconstruction
     assert np.mean(list(m["p2p_pseudo_gt_mm_per_frame"].values())) == pytest.approx(m["p2p_pseudo_gt_mm"])
 
+    # the same meshes, by region of the truth (scripts/p2p_by_region.py)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "p2p_by_region", Path(__file__).parents[1] / "scripts" / "p2p_by_region.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    table = script.main([str(hr_dir), "--data", str(tiny_capture_root)]).splitlines()
+    assert len(table) == 4 and table[2].startswith("| input MANO mesh |") and table[3].startswith("| hr |")
+    assert all(float(c) > 0 for c in table[3].strip("| ").split(" | ")[1:])
+
     missing = tmp_path / "empty_meshes"
     missing.mkdir()
     assert (
@@ -330,3 +342,29 @@ def test_pseudo_gt_p2p_of_a_run_against_its_own_meshes_is_zero(tmp_path, assets,
         != 0
     )
     assert "eval.pseudo_gt_mesh_dir" in capsys.readouterr().err
+
+
+# ---- truth-to-reconstruction distance by region -------------------------------------------------
+def test_distance_by_region_of_a_shifted_plane_is_the_shift(tiny_capture_root):
+    from utils.metrics.regions import distance_by_region, truth_regions
+
+    grid = torch.stack(
+        torch.meshgrid(torch.linspace(-0.05, 0.05, 11), torch.linspace(-0.05, 0.05, 11), indexing="ij"), -1
+    )
+    verts = torch.cat([grid.reshape(-1, 2), torch.zeros(121, 1)], 1).double()
+    idx = torch.arange(121).reshape(11, 11)
+    quads = torch.stack([idx[:-1, :-1], idx[1:, :-1], idx[1:, 1:], idx[:-1, 1:]], -1).reshape(-1, 4)
+    faces = torch.cat([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    inner = (verts[:, :2].abs() < 0.03).all(1).numpy()
+    regions = {"inner": inner, "border": ~inner}
+    shifted = verts + torch.tensor([0.0, 0.0, 0.002], dtype=torch.float64)
+    assert distance_by_region(verts, regions, shifted, faces) == pytest.approx({"inner": 2.0, "border": 2.0})
+    assert distance_by_region(verts, regions, verts, faces) == pytest.approx({"inner": 0.0, "border": 0.0})
+
+    # the generator's regions partition its surface
+    path = Path(tiny_capture_root) / "gt_meshes" / "test" / "Capture0" / "ROM03_RT_No_Occlusion.npz"
+    with np.load(path) as data:
+        r = truth_regions({k: data[k] for k in data.files})
+    parts = r["palm"].astype(int) + r["thumb"] + r["fingers"]
+    assert (parts == 1).all() and (r["dorsal"] ^ r["palmar"]).all() and r["all"].all()
+    assert 0 < r["off-model tissue"].sum() < len(parts)
