@@ -198,8 +198,13 @@ def prepare_sequence(
 
     Returns:
         The tensors of the frames kept, and ``{frame id: why it was left out}``.
+    Under ``data.mask_source`` capture or dilated the HR targets, LR inputs and supports follow
+    :func:`supervised_frame`, and ``dilated`` estimates each view's background colour
+    (:func:`trainers.srhand.supervision.view_background` over the usable images of the frames kept).
+
     Raises:
-        SRHandInputError: no frame has ``data.min_views`` usable views.
+        SRHandInputError: no frame has ``data.min_views`` usable views; ``data.mask_source = capture`` on a
+            capture without its own segmentation.
     """
     check_mask_source(seq, data)
     frames = range(seq.num_frames)
