@@ -56,6 +56,10 @@ class CaptureSequence:
             (None: ``$SRHAND_MANO_DIR`` when set, else the shipped procedural hand; see
             ``utils.geometry.mano.resolve_hand_model_path``).
         gt_mesh_path: optional ``.npz`` with ground-truth meshes (synthetic data, see docs/data.md).
+        segmentation_paths: the capture's own foreground segmentation, F lists of V paths of mask images
+            (foreground = any channel above one half), or ``[]`` when it has none (InterHand2.6M). The
+            synthetic generator writes them with ``--segmentation`` (``mask{frame}.png`` beside each image);
+            Goliath's are members of its ``segmentation_fgbg`` zips.
         image_rotations: optional per-view number of counter-clockwise quarter turns (``np.rot90``)
             applied after loading, for views stored rotated (InterHand ``cam400412``).
         report: what the reader skipped or flagged: ``{"skipped_frames": {reason: [frame_id, ...]},
@@ -74,6 +78,7 @@ class CaptureSequence:
     name: str = ""
     mano_file: str | None = None
     gt_mesh_path: str | None = None
+    segmentation_paths: list = field(default_factory=list)
     image_rotations: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     cache_mano: bool = True
@@ -92,6 +97,10 @@ class CaptureSequence:
             setattr(self, key, value)
         if len(self.image_paths) != F_ or any(len(row) != V for row in self.image_paths):
             raise ValueError(f"{self.name}: image_paths must be {F_} lists of {V} paths")
+        if self.segmentation_paths and (
+            len(self.segmentation_paths) != F_ or any(len(row) != V for row in self.segmentation_paths)
+        ):
+            raise ValueError(f"{self.name}: segmentation_paths must be {F_} lists of {V} paths")
         self.report.setdefault("skipped_frames", {})
         self.report.setdefault("dropped_cameras", {})
         self.report.setdefault("black_images", [])
@@ -193,6 +202,33 @@ class CaptureSequence:
                 self.report["black_images"].append(key)
         return image
 
+    @property
+    def has_segmentation(self) -> bool:
+        """Whether the capture carries its own foreground segmentation (:meth:`load_segmentation`)."""
+        return bool(self.segmentation_paths)
+
+    def load_segmentation(self, frame_index: int, view_index: int) -> np.ndarray:
+        """``(H, W)`` bool foreground of one view from the capture's own segmentation (not the MANO mesh).
+
+        Raises:
+            FileNotFoundError: the capture has no segmentation, or the file is missing (naming it).
+            InputError: the mask's size differs from the camera's image size.
+        """
+        if not self.segmentation_paths:
+            raise FileNotFoundError(f"{self.name}: this sequence has no segmentations")
+        path = self.segmentation_paths[frame_index][view_index]
+        mask = read_rgb(path).max(axis=2) > 0.5
+        k = self.image_rotations.get(self.cameras.names[view_index], 0)
+        if k:
+            mask = np.ascontiguousarray(np.rot90(mask, k))
+        H, W = self.cameras.image_size
+        if mask.shape != (H, W):
+            raise InputError(
+                f"{path}: segmentation is {mask.shape[1]}x{mask.shape[0]} (WxH) but camera "
+                f"{self.cameras.names[view_index]} of {self.name} expects {W}x{H}"
+            )
+        return mask
+
     # -- crop and samples -----------------------------------------------------------------------
     def camera_params(self, view_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw ``K (3,3)``, ``R (3,3)``, ``t (3,)`` float32 of one view."""
@@ -226,6 +262,7 @@ class CaptureSequence:
         normal_space: str = "camera",
         normal_size=None,
         with_image: bool = True,
+        with_segmentation: bool = False,
     ) -> dict:
         """Crop-and-resize one view of one frame to ``size`` as the reference protocol does.
 
@@ -236,13 +273,16 @@ class CaptureSequence:
             normal_space: ``camera`` or ``world`` (see :func:`datasets.preprocess.render_mask_and_normals`).
             normal_size: resolution of the normal map (default: ``size``).
             with_image: False skips reading the image (geometry only).
+            with_segmentation: also crop the capture's own foreground segmentation (:meth:`load_segmentation`).
 
         Returns:
             dict with ``image (3,h,w)`` RGB in [0,1] (not masked), ``mask (1,h,w)`` in {0,1} from the
             rasterised MANO mesh, ``normal_map (3,hn,wn)``, cropped ``K (3,3)``, ``R (3,3)``, ``t (3,)``,
             ``box (3,)`` crop box in raw pixels, ``mano_pose (48,)``, ``mano_shape (10,)``,
             ``mano_trans (3,)``, ``verts_world (778,3)``, ``joints_world (16,3)``, ``frame_id``,
-            ``camera``, ``frame_index``, ``view_index``, ``hand_side``, ``is_black``.
+            ``camera``, ``frame_index``, ``view_index``, ``hand_side``, ``is_black`` and, with
+            ``with_segmentation``, ``segmentation (1,h,w)`` in {0,1} (bilinear warp of the raw mask, then
+            thresholded at one half, as the crop's pixels are).
         """
         h, w = image_hw(size)
         hn, wn = image_hw(normal_size) if normal_size is not None else (h, w)
@@ -283,6 +323,10 @@ class CaptureSequence:
             crop = preprocess.warp_to_crop(raw, box, (h, w), interpolation="linear")
             out["image"] = torch.from_numpy(np.clip(crop, 0.0, 1.0)).permute(2, 0, 1).contiguous()
             out["is_black"] = is_black(raw)
+        if with_segmentation:
+            seg = self.load_segmentation(frame_index, view_index).astype(np.float32)
+            crop = preprocess.warp_to_crop(seg, box, (h, w), interpolation="linear") >= 0.5
+            out["segmentation"] = torch.from_numpy(crop.astype(np.float32))[None]
         return out
 
     # -- subsets and ground truth ---------------------------------------------------------------
@@ -304,6 +348,9 @@ class CaptureSequence:
             name=self.name,
             mano_file=self.mano_file,
             gt_mesh_path=self.gt_mesh_path,
+            segmentation_paths=[[self.segmentation_paths[f][v] for v in vi] for f in fi]
+            if self.segmentation_paths
+            else [],
             image_rotations=dict(self.image_rotations),
             report=self.report,
             cache_mano=self.cache_mano,

@@ -97,8 +97,7 @@ from utils.geometry.mano import HandModel, resolve_hand_model_path
 class GoliathSequence(CaptureSequence):
     """A :class:`CaptureSequence` whose images, segmentations and scans live in Goliath's zips.
 
-    Extra attributes:
-        segmentation_paths: F lists of V ``<zip>/<member>`` paths of the ``segmentation_fgbg`` PNGs.
+    Extra attributes (``segmentation_paths`` holds ``<zip>/<member>`` paths of the ``segmentation_fgbg`` PNGs):
         scan_paths: F ``<zip>/<member>`` paths of the scans (None where a frame has none).
         color_correction: apply Goliath's hand colour correction (:func:`correct_colors`) on load.
         apply_segmentation: multiply loaded images by their foreground segmentation.
@@ -106,7 +105,6 @@ class GoliathSequence(CaptureSequence):
             hand's centre and not behind its wrist end (UHM's evaluation keeps 15 cm); 0 keeps it all.
     """
 
-    segmentation_paths: list = field(default_factory=list)
     scan_paths: list = field(default_factory=list)
     color_correction: bool = True
     apply_segmentation: bool = True
@@ -114,11 +112,7 @@ class GoliathSequence(CaptureSequence):
 
     def __post_init__(self):
         super().__post_init__()
-        F_, V = self.num_frames, self.num_views
-        if self.segmentation_paths and (
-            len(self.segmentation_paths) != F_ or any(len(row) != V for row in self.segmentation_paths)
-        ):
-            raise ValueError(f"{self.name}: segmentation_paths must be {F_} lists of {V} paths")
+        F_ = self.num_frames
         if self.scan_paths and len(self.scan_paths) != F_:
             raise ValueError(f"{self.name}: scan_paths must hold {F_} paths")
 
@@ -195,12 +189,8 @@ class GoliathSequence(CaptureSequence):
     def select(self, frames=None, views=None) -> GoliathSequence:
         sub = super().select(frames, views)
         fi = list(range(self.num_frames)) if frames is None else [int(f) for f in frames]
-        vi = [self.cameras.names.index(n) for n in sub.cameras.names]
         out = GoliathSequence(
             **{f.name: getattr(sub, f.name) for f in fields(CaptureSequence)},
-            segmentation_paths=[[self.segmentation_paths[f][v] for v in vi] for f in fi]
-            if self.segmentation_paths
-            else [],
             scan_paths=[self.scan_paths[f] for f in fi] if self.scan_paths else [],
             color_correction=self.color_correction,
             apply_segmentation=self.apply_segmentation,

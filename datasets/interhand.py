@@ -133,6 +133,12 @@ def image_path(data_path, split: str, capture, seq_name: str, camera: str, frame
     )
 
 
+def segmentation_path(data_path, split: str, capture, seq_name: str, camera: str, frame_id: int) -> str:
+    """Where a capture keeps its own foreground mask of an image: ``mask{frame}.png`` beside ``image{frame}.jpg``
+    (InterHand2.6M has none; the synthetic generator writes them with ``--segmentation``)."""
+    return os.path.join(sequence_dir(data_path, split, capture, seq_name), camera, f"mask{int(frame_id)}.png")
+
+
 def gt_mesh_path(data_path, split: str, capture, seq_name: str) -> str:
     """Where the synthetic generator puts a sequence's ground-truth meshes (absent for real data)."""
     return os.path.join(os.fspath(data_path), "gt_meshes", split, capture_dirname(capture), f"{seq_name}.npz")
@@ -501,6 +507,12 @@ def read_interhand_sequence(
         trans = np.stack([params[index[f]][2] for f in chosen])
         cams = read_cameras(data_path, split, capture, names, common)
         gt_path = gt_mesh_path(data_path, split, capture, seq_name)
+        # The capture's own segmentation is used only when every image of the selection has one.
+        seg_paths = [
+            [segmentation_path(data_path, split, capture, seq_name, n, f) for n in names] for f in chosen
+        ]
+        if not all(os.path.isfile(p) for row in seg_paths for p in row):
+            seg_paths = []
         seq = CaptureSequence(
             cameras=cams,
             frame_ids=list(chosen),
@@ -514,6 +526,7 @@ def read_interhand_sequence(
             name=name,
             mano_file=mano_dir,
             gt_mesh_path=gt_path if os.path.isfile(gt_path) else None,
+            segmentation_paths=seg_paths,
             image_rotations=rotations,
             report=side_report,
         )

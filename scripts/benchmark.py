@@ -392,6 +392,10 @@ def _row_metrics(m: dict) -> dict:
         "p2p_mm_se": m.get("p2p_se_mm"),  # the estimator's own standard error (runs after issue 26)
         "p2p_mm_mano": m.get("p2p_mm_mano"),
         "p2p_mm_mano_se": m.get("p2p_se_mm_mano"),
+        # the paper's P2P protocol (eval.pseudo_gt_mesh_dir; runs since issue 23), None where not measured
+        "p2p_pseudo_gt_mm": m.get("p2p_pseudo_gt_mm"),
+        "p2p_pseudo_gt_mm_se": m.get("p2p_pseudo_gt_se_mm"),
+        "p2p_pseudo_gt_mm_mano": m.get("p2p_pseudo_gt_mm_mano"),
         "inconsistency": (m.get("inconsistency") or {}).get("sr"),
         "mano_noise_mpjpe_mm": (m.get("mano_noise") or {}).get("mpjpe_mm"),
         "perceptual": m.get("perceptual"),

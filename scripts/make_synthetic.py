@@ -59,6 +59,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="also write GT camera-space normal maps",
     )
     p.add_argument(
+        "--segmentation",
+        action="store_true",
+        default=None,
+        help="also write each image's foreground segmentation (mask{frame}.png beside it: the true "
+        "surface's silhouette), for data.mask_source = capture",
+    )
+    p.add_argument(
         "--surface",
         choices=("v2", "mano"),
         help="true surface: v2 (default: soft tissue + pose-dependent deformation) or mano (v1: the "
@@ -124,6 +131,7 @@ def main(argv=None) -> dict:
         hand_side=args.hand_side,
         mano_dir=args.mano_dir,
         save_gt_normals=args.save_gt_normals,
+        segmentation=args.segmentation,
         surface=args.surface,
         annotation=args.annotation,
         annotation_noise_mm=args.annotation_noise_mm,

@@ -639,7 +639,7 @@ def test_identity_section(bench, tmp_path, monkeypatch):
 
     text = "\n".join(bench.identity_markdown(result))
     assert (
-        "| identity 2 (generator seed 1) | Ours | 26.50 ± 0.71 | 0.0900 ± 0.0000 | 25.50 ± 0.71 | 0.800 ± 0.000 | 0.0500 ± 0.0000 | 0.900 ± 0.000 | 0.300 ± 0.000 |"
+        "| identity 2 (generator seed 1) | Ours | 26.50 ± 0.71 | 0.0900 ± 0.0000 | 25.50 ± 0.71 | 0.800 ± 0.000 | 0.0500 ± 0.0000 | 0.900 ± 0.000 | - | 0.300 ± 0.000 |"
         in text
     )
     assert text.index("identity 2: ") > text.index("| identity 2 (generator seed 1) | Ours")
@@ -1088,3 +1088,40 @@ def test_refinement_rows_metrics_table_and_claims(bench):
         v for (name, _), v in by.items() if name == "SRHand with MANO refinement vs the input MANO mesh"
     )
     assert vs_input["mean"] == pytest.approx(1.64 - 2.0, abs=1e-9) and vs_input["verdict"] == "holds"
+
+
+def test_tables_carry_the_pseudo_ground_truth_p2p_beside_the_truths(bench):
+    """The paper's P2P protocol (issue 23): metrics.json's p2p_pseudo_gt_mm and its SE become a column beside the
+    truth's P2P in every 3D table, ``-`` for runs that did not measure it; the input-MANO row carries its own."""
+    from utils.bench.claims_table import input_mano_row, summarise
+
+    metrics = {
+        "render": {"all": {"psnr_masked": 20.0, "lpips_masked": 0.1}},
+        "p2p_mm": 2.0,
+        "p2p_se_mm": 0.001,
+        "p2p_mm_mano": 2.1,
+        "p2p_pseudo_gt_mm": 1.25,
+        "p2p_pseudo_gt_se_mm": 0.002,
+        "p2p_pseudo_gt_mm_mano": 1.5,
+    }
+    row = bench._row_metrics(metrics)
+    assert (row["p2p_pseudo_gt_mm"], row["p2p_pseudo_gt_mm_se"], row["p2p_pseudo_gt_mm_mano"]) == (
+        1.25,
+        0.002,
+        1.5,
+    )
+    old = bench._row_metrics({k: v for k, v in metrics.items() if "pseudo" not in k})
+    assert old["p2p_pseudo_gt_mm"] is None
+
+    rows = {
+        "SRHand": summarise("srhand", {"0": row, "1": {**row, "p2p_pseudo_gt_mm": 1.35}}),
+        "XHand": summarise("xhand", {"0": old, "1": old}),
+    }
+    rows.update(input_mano_row(rows))
+    text = "\n".join(report.srhand_markdown({"rows": rows, "seeds": [0, 1]}))
+    header = next(line for line in text.splitlines() if line.startswith("| row |"))
+    assert "| P2P (mm) | P2P to pseudo-GT (mm) |" in header
+    assert "| 2.000 ± 0.000 (SE 0.0010) | 1.300 ± 0.071 (SE 0.0020) |" in text
+    assert "| 2.000 ± 0.000 (SE 0.0010) | - |" in text  # XHand: not measured
+    assert "| input MANO mesh (no reconstruction) |" in text and "| 1.500 ± 0.000 |" in text
+    assert "the paper's P2P protocol" in text

@@ -163,6 +163,7 @@ def _check_srhand_inputs(args: argparse.Namespace, conf, run_dir: Path) -> None:
             f"--r: no checkpoint in {run_dir / 'checkpoints'} (nothing to resume): start the run without --r, "
             "or pick its folder with --model_path / --out"
         )
+    _check_mask_source(conf)
     sr_source = conf.get_string("sr_source")
     if sr_source in ("giif", "giif_finetuned") and not args.implicit_path:
         giif_model = conf.get_string("giif_model")
@@ -181,6 +182,29 @@ def _check_srhand_inputs(args: argparse.Namespace, conf, run_dir: Path) -> None:
                 "finetune.weights.disc > 0 needs the stage-2 discriminator: set disc_model "
                 "(main_disc.py's disc.pth), or set finetune.weights.disc = 0"
             )
+
+
+def _check_mask_source(conf) -> None:
+    """``data.mask_source = capture`` on an InterHand-layout capture without segmentation files (Goliath's
+    cameras without one are dropped by its reader). The reader checks each selected image again."""
+    if conf.get_string("data.mask_source") != "capture" or conf.get_string("data.dataset") != "interhand":
+        return
+    from datasets.interhand import sequence_dir
+
+    folder = Path(
+        sequence_dir(
+            conf.get_string("data.data_path"),
+            conf.get_string("data.split"),
+            conf.get_string("data.capture"),
+            conf.get_string("data.sequence"),
+        )
+    )
+    if not any(folder.glob("*/mask*.png")):
+        raise InputError(
+            f"data.mask_source = capture but {folder} holds no foreground segmentation of its own "
+            "(cam*/mask<frame>.png beside the images; InterHand2.6M has none): use data.mask_source = dilated "
+            "(or mano), or generate synthetic captures with --segmentation"
+        )
 
 
 def setup(stage: str, args: argparse.Namespace, argv: Sequence[str] | None = None) -> RunSetup:

@@ -55,6 +55,9 @@ class SyntheticConfig:
         hand_side: ``right`` (SRHand's data) or ``left``.
         mano_dir: folder with ``MANO_{RIGHT,LEFT}.pkl`` (None: the shipped procedural hand).
         save_gt_normals: also write camera-space GT normal maps (PNG, ``(n + 1) / 2``).
+        segmentation: also write the capture's own foreground segmentation, ``mask{frame}.png`` beside each
+            image (the silhouette of the true surface, as ``gt_masks/``), which the reader then carries
+            (``data.mask_source = capture``).
         surface: ``v2`` (soft tissue + pose-dependent deformation, :mod:`datasets.synthetic.tissue`) or
             ``mano`` (the v1 truth: the subject's MANO mesh, subdivided, plus the detail).
         annotation: ``fit`` (MANO parameters fitted to noisy keypoints of the truth,
@@ -78,6 +81,7 @@ class SyntheticConfig:
     hand_side: str = "right"
     mano_dir: str | None = None
     save_gt_normals: bool = False
+    segmentation: bool = False
     surface: str = "v2"
     annotation: str = "fit"
     annotation_noise_mm: float = 3.0

@@ -64,7 +64,7 @@ def generate(
     ``annotation="exact"`` writes the v1 data), and two children: soft tissue / pose deformation, and
     the annotation noise.
     """
-    from datasets.interhand import InterHandWriter, gt_mesh_path
+    from datasets.interhand import InterHandWriter, gt_mesh_path, segmentation_path
     from utils.checkpoint import atomic_write, atomic_write_text
     from utils.geometry.mano import MANO_FINGERTIP_VERTEX_IDS, HandModel, resolve_hand_model_path
     from utils.image_io import write_image
@@ -84,9 +84,14 @@ def generate(
     H, W = config.raw_size
     seeds = np.random.SeedSequence(config.seed).spawn(config.num_subjects)
     writers = {}
+    recorded = asdict(config)
+    if not config.segmentation:
+        # Recorded only when written: the metadata (and so the data fingerprint of utils.bench.fingerprint) of
+        # captures generated without it stays that of the captures generated before the option existed.
+        del recorded["segmentation"]
     meta = {
         "generator": "datasets.synthetic",
-        "config": asdict(config),
+        "config": recorded,
         "hand_model": mano_file,
         "subjects": [],
         "num_images": 0,
@@ -191,11 +196,14 @@ def generate(
                 path = writer.image_path(capture, seq_name, name, frame_id)
                 write_image(path, rendered["image"][v].numpy())
                 gt_dir = (split, capture, seq_name, name)
-                mask_path = os.path.join(out_dir, "gt_masks", *gt_dir, f"mask{frame_id}.png")
-                write_image(
-                    mask_path,
-                    (rendered["coverage"][v].numpy() >= 0.5).astype(np.uint8)[..., None].repeat(3, 2) * 255,
-                )
+                silhouette = (rendered["coverage"][v].numpy() >= 0.5).astype(np.uint8)[..., None].repeat(
+                    3, 2
+                ) * 255
+                write_image(os.path.join(out_dir, "gt_masks", *gt_dir, f"mask{frame_id}.png"), silhouette)
+                if config.segmentation:
+                    write_image(
+                        segmentation_path(out_dir, split, capture, seq_name, name, frame_id), silhouette
+                    )
                 if config.save_gt_normals:
                     npath = os.path.join(out_dir, "gt_normals", *gt_dir, f"normal{frame_id}.png")
                     write_image(

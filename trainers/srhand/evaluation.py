@@ -68,6 +68,12 @@ def format_report(report: dict) -> str:
             f"{report.get('p2p_frames', '?')} frames; MANO input: {report['p2p_mm_mano']:.3f} mm; "
             f"ground truth: {report['gt_mesh_source']})"
         )
+    if report.get("p2p_pseudo_gt_mm") is not None:
+        lines.append(
+            f"P2P to the pseudo ground truth {report['p2p_pseudo_gt_mm']:.3f} mm (estimator SE "
+            f"{report.get('p2p_pseudo_gt_se_mm') or 0:.4f} mm; MANO input: {report['p2p_pseudo_gt_mm_mano']:.3f} mm; "
+            f"meshes: {report['pseudo_gt_mesh_source']})"
+        )
     inc = report["inconsistency"]
     lines.append(
         f"inconsistency: SR {inc['sr']:.6f}, GT HR {inc['gt_hr']:.6f}, bicubic {inc['bicubic']:.6f}"
@@ -368,6 +374,24 @@ def select_evaluation(ctx: RunContext, record: FitRecord, known_mpjpe: dict | No
     )
 
 
+def mesh_from_dir(folder: str, frame_id: int, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``<folder>/<frame_id>.obj``: ``verts (N, 3)`` float32 (metres, world) and ``faces (M, 3)``.
+
+    Raises:
+        FileNotFoundError: naming the config ``key`` that gave ``folder``, the missing file and the fix.
+    """
+    from utils.geometry.mesh_io import load_obj
+
+    path = Path(folder) / f"{frame_id}.obj"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{key} = {folder!r}: no mesh for frame {frame_id} ({path}); "
+            "export one with an sr_source = hr run and eval.export_meshes = true (and eval.frames covering it)"
+        )
+    verts, faces = load_obj(path)[:2]
+    return torch.as_tensor(verts, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.long)
+
+
 def gt_mesh(ctx: RunContext, seq, frame_index: int, frame_id: int):
     """The ground-truth mesh of a frame: ``eval.gt_mesh_dir/<frame_id>.obj`` or the capture's own.
 
@@ -375,24 +399,49 @@ def gt_mesh(ctx: RunContext, seq, frame_index: int, frame_id: int):
     """
     gt_dir = ctx.settings.eval.gt_mesh_dir
     if gt_dir:
-        from utils.geometry.mesh_io import load_obj
-
-        path = Path(gt_dir) / f"{frame_id}.obj"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"eval.gt_mesh_dir = {gt_dir!r}: no mesh for frame {frame_id} ({path}); "
-                "export one with an sr_source = hr run and eval.export_meshes = true"
-            )
-        verts, faces = load_obj(path)[:2]
-        return (
-            torch.as_tensor(verts, dtype=torch.float32),
-            torch.as_tensor(faces, dtype=torch.long),
-            str(gt_dir),
-        )
+        return (*mesh_from_dir(gt_dir, frame_id, "eval.gt_mesh_dir"), str(gt_dir))
     if seq.gt_mesh_path:
         verts, faces = seq.gt_mesh(frame_index)
         return verts, faces, seq.gt_mesh_path
     return None, None, None
+
+
+def p2p_against(
+    target_v: torch.Tensor, target_f: torch.Tensor, meshes: list, num_samples: int, estimator: str
+):
+    """P2P parts (:func:`utils.metrics.geometry.p2p_parts_mm`, mm) of each ``(verts, faces)`` of ``meshes`` to
+    one target mesh. With the stratified estimator all meshes share one set of target samples and one distance
+    index, so their differences (a reconstruction against its input MANO mesh) are free of the target's
+    sampling noise."""
+    from utils.metrics.geometry import SurfaceDistanceIndex, p2p_parts_mm, stratified_surface_samples
+
+    shared = {"num_samples": num_samples, "estimator": estimator}
+    if estimator == "stratified":
+        strata = max(1, num_samples // 2)
+        shared["gt_index"] = SurfaceDistanceIndex(target_v, target_f)
+        shared["gt_samples"] = stratified_surface_samples(
+            target_v, target_f, strata, torch.Generator().manual_seed(1)
+        )
+    return [p2p_parts_mm(v, f, target_v, target_f, **shared) for v, f in meshes]
+
+
+def pseudo_gt_report(p2p: dict, p2p_mano: dict, folder: str) -> dict:
+    """``metrics.json`` keys of the paper's P2P protocol: the symmetric distance to the pseudo-ground-truth
+    meshes of ``eval.pseudo_gt_mesh_dir`` (an ``sr_source = hr`` run's), mean over frames with the estimator's
+    standard error, that of the input MANO mesh, and per frame; ``{}`` when it was not measured."""
+    if not p2p:
+        return {}
+    mean, se = frame_mean(p2p, "symmetric")
+    mano, mano_se = frame_mean(p2p_mano, "symmetric")
+    return {
+        "p2p_pseudo_gt_mm": mean,
+        "p2p_pseudo_gt_se_mm": se,
+        "p2p_pseudo_gt_mm_mano": mano,
+        "p2p_pseudo_gt_se_mm_mano": mano_se,
+        "p2p_pseudo_gt_frames": len(p2p),
+        "p2p_pseudo_gt_mm_per_frame": {str(k): v["symmetric"] for k, v in p2p.items()},
+        "pseudo_gt_mesh_source": str(folder),
+    }
 
 
 @torch.no_grad()
@@ -415,11 +464,8 @@ def evaluate(
     from utils.geometry.mesh_io import save_obj
     from utils.image_io import make_grid, save_gif, write_image
     from utils.metrics.geometry import (
-        SurfaceDistanceIndex,
         inconsistency,
-        p2p_parts_mm,
         sample_at_pixels,
-        stratified_surface_samples,
         windowed_inconsistency,
     )
 
@@ -449,6 +495,7 @@ def evaluate(
     colours = defaultdict(list)
     visibility = []
     p2p, p2p_mano = {}, {}  # frame id -> {symmetric, pred_to_gt, gt_to_pred} in mm
+    p2p_pseudo, p2p_pseudo_mano = {}, {}  # the same against eval.pseudo_gt_mesh_dir
     gt_source = None
     vis_frames = e.max_vis_frames if save_vis else 0
     gif_frames = []
@@ -527,22 +574,20 @@ def evaluate(
                     )
                 )
         # geometry
+        mano_verts = seq.verts_world(fi)
+        if poses is not None:  # the MANO mesh of the test-time-fitted parameters
+            mano_verts = mano_mesh(seq.hand_model(), pose, seq.mano_shape[fi], trans, shape_offset)
+        meshes = [(geo["verts_posed"].cpu(), avatar.faces.cpu()), (mano_verts, seq.faces)]
         gt_v, gt_f, gt_source = gt_mesh(ctx, seq, fi, frame_id)
         if gt_v is not None:
-            # One set of truth samples and one distance index for both meshes of the frame: their difference
-            # (the reconstruction against its input MANO mesh) is then free of the truth's sampling noise.
-            shared = {"num_samples": e.p2p_samples, "estimator": e.p2p_estimator}
-            if e.p2p_estimator == "stratified":
-                strata = max(1, e.p2p_samples // 2)
-                shared["gt_index"] = SurfaceDistanceIndex(gt_v, gt_f)
-                shared["gt_samples"] = stratified_surface_samples(
-                    gt_v, gt_f, strata, torch.Generator().manual_seed(1)
-                )
-            p2p[frame_id] = p2p_parts_mm(geo["verts_posed"].cpu(), avatar.faces.cpu(), gt_v, gt_f, **shared)
-            mano_verts = seq.verts_world(fi)
-            if poses is not None:
-                mano_verts = mano_mesh(seq.hand_model(), pose, seq.mano_shape[fi], trans, shape_offset)
-            p2p_mano[frame_id] = p2p_parts_mm(mano_verts, seq.faces, gt_v, gt_f, **shared)
+            p2p[frame_id], p2p_mano[frame_id] = p2p_against(
+                gt_v, gt_f, meshes, e.p2p_samples, e.p2p_estimator
+            )
+        if e.pseudo_gt_mesh_dir:  # the paper's protocol, beside the truth's
+            pseudo_v, pseudo_f = mesh_from_dir(e.pseudo_gt_mesh_dir, frame_id, "eval.pseudo_gt_mesh_dir")
+            p2p_pseudo[frame_id], p2p_pseudo_mano[frame_id] = p2p_against(
+                pseudo_v, pseudo_f, meshes, e.p2p_samples, e.p2p_estimator
+            )
         if export:
             save_obj(
                 ctx.run_dir / "meshes" / f"{frame_id}.obj",
@@ -598,6 +643,7 @@ def evaluate(
         time.time() - start,
         timing,
     )
+    report.update(pseudo_gt_report(p2p_pseudo, p2p_pseudo_mano, e.pseudo_gt_mesh_dir))
     report["paper_protocol"] = paper_protocol(
         report, p2p, p2p_mano, incon_windowed, min(REFERENCE_WINDOW, len(frames))
     )
@@ -838,6 +884,8 @@ def test_time_fit(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelectio
 
 
 TEST_TIME_FIT_KEYS = (
+    "p2p_pseudo_gt_mm",
+    "p2p_pseudo_gt_mm_mano",
     "render",
     "render_se",
     "p2p_mm",

@@ -23,6 +23,7 @@ from trainers.srhand.refine import fitted_poses, frame_parameters, render_mano_n
 from trainers.srhand.sequence import SequenceData, random_views
 from trainers.srhand.settings import SRHandSettings, round_epoch
 from trainers.srhand.state import TrainingState
+from trainers.srhand.supervision import compared_images
 from trainers.srhand.targets import SRTargets, generate_sr
 from trainers.srhand.visuals import jet, surface_unconfidence
 from utils.run_logging import check_finite
@@ -313,10 +314,13 @@ def finetune_step(
         out = avatar(
             pose, trans, data.cameras(frame, views), views, renderer=ctx.renderer, shape_offset=shape_offset
         )
-    mask = data.get("mask", frame, views)
+    # The pixels the avatar's losses compare (the MANO silhouette unless data.mask_source widens them), and the
+    # render composited over the views' background there, as the losses see it.
+    mask = data.get("support", frame, views)
+    out, _ = compared_images(out, mask, data.background[views], data.mask_source)
     lr, normal = data.get("lr", frame, views), data.get("normal", frame, views)
     if f.masked_decode:
-        # Only the hand's pixels are decoded: the background is masked to 0 below anyway.
+        # Only the supervised pixels are decoded: the rest is masked to 0 below anyway.
         feats = cache.features(giif, frame, views, lr, normal) if cache is not None else None
         sr = giif_decode_masked(giif, lr, normal, mask, f.chunk, f.checkpoint_chunks, feats=feats)
     else:

@@ -23,6 +23,7 @@ from trainers.srhand.refine import check_refinement, fitted_poses, frame_paramet
 from trainers.srhand.sequence import SequenceData, random_views
 from trainers.srhand.settings import SRHandSettings, TrainSettings, round_epoch
 from trainers.srhand.state import PHASES, TrainingState
+from trainers.srhand.supervision import compared_images
 from trainers.srhand.targets import SRTargets
 from utils.run_logging import check_finite
 from utils.seeding import keyed_generator
@@ -124,8 +125,10 @@ def prephase_step(
     out = avatar.render(
         posed, albedo, data.cameras(frame, views), views, renderer=ctx.renderer, sh_coeffs=state.pre["sh"]
     )
-    sr, mask = targets.current[frame, views].float(), data.get("mask", frame, views)
-    valid = mask * out["coverage"].to(mask.dtype)
+    sr = targets.current[frame, views].float()
+    out, valid = compared_images(
+        out, data.get("support", frame, views), data.background[views], data.mask_source
+    )
     c = ctx.settings.prephase(phase)
     terms = {
         "photometric": c.photometric * L.masked_l1(out["image"], sr, valid),
@@ -256,7 +259,9 @@ def train_losses(
         pose, trans, data.cameras(frame, views), views, renderer=ctx.renderer, shape_offset=shape_offset
     )
     sr, mask = targets.current[frame, views].float(), data.get("mask", frame, views)
-    valid = mask * out["coverage"].to(mask.dtype)
+    out, valid = compared_images(
+        out, data.get("support", frame, views), data.background[views], data.mask_source
+    )
     ops = models.ops
     terms = L.reconstruction_losses(
         out,

@@ -20,6 +20,7 @@ import torch
 from datasets.preprocess import degrade
 from trainers.srhand.context import RunContext
 from trainers.srhand.settings import DataSettings, MANONoiseSettings
+from trainers.srhand.supervision import margin_pixels, ring_colour, supervision_targets, view_background
 from utils.config import ConfigError, missing_data_path_error
 from utils.errors import InputError
 from utils.geometry.camera import Cameras
@@ -37,7 +38,8 @@ class SequenceData:
 
     Attributes:
         frame_ids: F frame numbers. camera_names: V camera names.
-        hr: ``(F, V, 3, H, W)`` HR crops masked by the MANO silhouette (the ground truth).
+        hr: ``(F, V, 3, H, W)`` HR targets: the crops masked as ``mask_source`` says
+            (:func:`trainers.srhand.supervision.supervision_targets`; ``mano``: by the MANO silhouette).
         mask: ``(F, V, 1, H, W)`` bool MANO silhouettes.
         normal: ``(F, V, 3, Hn, Wn)`` MANO normal maps (GIIF's geometric input).
         lr: ``(F, V, 3, h, w)`` float32 LR images, ``degrade(hr, lr_size)``.
@@ -46,6 +48,10 @@ class SequenceData:
         size: ``(H, W)``.
         usable: ``(F, V)`` bool on the CPU: the views whose image is not all black (InterHand2.6M has frames
             that are black in some views). Only usable views are fitted, fine-tuned on and given SR targets.
+        mask_source: ``data.mask_source`` (``mano``, ``capture`` or ``dilated``).
+        support: ``(F, V, 1, H, W)`` bool, the pixels the losses compare (``mask`` itself for ``mano``).
+        background: ``(V, 3)`` float32 colour of each view's background, over which renders are composited
+            (``capture``: 0; ``dilated``: estimated from the images; ``mano``: 0, unused).
     """
 
     frame_ids: list
@@ -62,6 +68,15 @@ class SequenceData:
     trans: torch.Tensor
     size: tuple
     usable: torch.Tensor
+    mask_source: str = "mano"
+    support: torch.Tensor | None = None
+    background: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.support is None:
+            self.support = self.mask
+        if self.background is None:
+            self.background = torch.zeros(len(self.camera_names), 3, device=self.mask.device)
 
     @property
     def num_frames(self) -> int:
@@ -87,7 +102,7 @@ class SequenceData:
         return [v for v in views if bool(self.usable[frame, v])]
 
     def get(self, key: str, frame: int, views: Sequence[int]) -> torch.Tensor:
-        """``key`` in (hr, mask, normal, lr) for ``views`` of ``frame``: float32 ``(B, C, H, W)``."""
+        """``key`` in (hr, mask, support, normal, lr) for ``views`` of ``frame``: float32 ``(B, C, H, W)``."""
         return getattr(self, key)[frame, list(views)].float()
 
 
@@ -99,12 +114,20 @@ def storage_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def sample_frame(seq, frame: int, views: Sequence[int], data: DataSettings, with_raw: bool = False) -> dict:
+def sample_frame(
+    seq,
+    frame: int,
+    views: Sequence[int],
+    data: DataSettings,
+    with_raw: bool = False,
+    with_segmentation: bool = False,
+) -> dict:
     """Crop ``views`` of ``frame`` (``CaptureSequence.sample``) and stack them.
 
     Returns float32 CPU tensors: ``hr (B,3,H,W)`` (MANO-masked), ``mask (B,1,H,W)``, ``normal
     (B,3,Hn,Wn)``, ``K (B,3,3)``, ``R``, ``t``, ``lr (B,3,h,w)``, ``is_black (B,)`` bool (the raw image is
-    all black) and with ``with_raw`` the unmasked crop ``raw``.
+    all black), with ``with_raw`` the unmasked crop ``raw`` and with ``with_segmentation`` the capture's
+    own foreground ``segmentation (B,1,H,W)``.
     """
     samples = [
         seq.sample(
@@ -114,6 +137,7 @@ def sample_frame(seq, frame: int, views: Sequence[int], data: DataSettings, with
             ratio=data.crop_ratio,
             normal_space=data.normal_space,
             normal_size=data.normal_size,
+            with_segmentation=with_segmentation,
         )
         for v in views
     ]
@@ -132,7 +156,37 @@ def sample_frame(seq, frame: int, views: Sequence[int], data: DataSettings, with
     }
     if with_raw:
         out["raw"] = raw
+    if with_segmentation:
+        out["segmentation"] = torch.stack([s["segmentation"] for s in samples])
     return out
+
+
+def check_mask_source(seq, data: DataSettings) -> None:
+    """Raise :class:`SRHandInputError` when ``data.mask_source = capture`` and ``seq`` has no segmentation."""
+    if data.mask_source == "capture" and not seq.has_segmentation:
+        raise SRHandInputError(
+            f"data.mask_source = capture but {seq.name} has no foreground segmentation of its own (for every "
+            "image of the selection: mask<frame>.png beside image<frame>.jpg, or Goliath's segmentation_fgbg); "
+            "use data.mask_source = dilated (or mano), or generate synthetic captures with --segmentation"
+        )
+
+
+def supervised_frame(sample: dict, data: DataSettings) -> dict:
+    """The supervision of one :func:`sample_frame` result (taken with ``with_raw``, and ``with_segmentation``
+    for ``capture``) under ``data.mask_source``: ``hr`` (target), ``lr`` (its degradation, GIIF's input),
+    ``support`` and ``ring (B, 3)`` (the ring colours of the background estimate,
+    :func:`trainers.srhand.supervision.ring_colour`). ``mano`` gives the sample's own ``hr`` and ``lr``."""
+    radius = margin_pixels(data.mask_margin, data.hr_size)
+    hr, support = supervision_targets(
+        data.mask_source, sample["raw"], sample["mask"], sample.get("segmentation"), radius
+    )
+    ring = (
+        ring_colour(sample["raw"], sample["mask"], support)
+        if data.mask_source == "dilated"
+        else torch.zeros(hr.shape[0], 3)
+    )
+    lr = degrade(hr, size=data.lr_size, mode=data.degradation) if data.mask_source != "mano" else sample["lr"]
+    return {"hr": hr, "lr": lr, "support": support, "ring": ring}
 
 
 def prepare_sequence(
@@ -144,14 +198,25 @@ def prepare_sequence(
 
     Returns:
         The tensors of the frames kept, and ``{frame id: why it was left out}``.
+    Under ``data.mask_source`` capture or dilated the HR targets, LR inputs and supports follow
+    :func:`supervised_frame`, and ``dilated`` estimates each view's background colour
+    (:func:`trainers.srhand.supervision.view_background` over the usable images of the frames kept).
+
     Raises:
-        SRHandInputError: no frame has ``data.min_views`` usable views.
+        SRHandInputError: no frame has ``data.min_views`` usable views; ``data.mask_source = capture`` on a
+            capture without its own segmentation.
     """
+    check_mask_source(seq, data)
     frames = range(seq.num_frames)
     views = list(range(seq.num_views))
+    wide = data.mask_source != "mano"
     parts = defaultdict(list)
     for f in progress(frames, desc="prepare data") if progress else frames:
-        s = sample_frame(seq, f, views, data)
+        s = sample_frame(seq, f, views, data, with_raw=wide, with_segmentation=data.mask_source == "capture")
+        if wide:
+            s.update(supervised_frame(s, data))
+            del s["raw"]
+            s.pop("segmentation", None)
         for key, value in s.items():
             parts[key].append(value)
     usable = ~torch.stack(parts["is_black"])  # (F, V)
@@ -176,11 +241,15 @@ def prepare_sequence(
         return torch.stack(parts[key])[index]
 
     size = data.hr_size
+    mask = stacked("mask").to(device).bool()
+    background = None
+    if data.mask_source == "dilated":
+        background = view_background(stacked("ring"), usable[index]).to(device)
     prepared = SequenceData(
         frame_ids=[seq.frame_ids[f] for f in keep],
         camera_names=list(seq.camera_names),
         hr=stacked("hr").to(device, dtype),
-        mask=stacked("mask").to(device).bool(),
+        mask=mask,
         normal=stacked("normal").to(device, dtype),
         lr=stacked("lr").to(device),
         K=stacked("K").to(device),
@@ -191,6 +260,9 @@ def prepare_sequence(
         trans=seq.mano_trans[index].to(device),
         size=(size, size),
         usable=usable[index],
+        mask_source=data.mask_source,
+        support=stacked("support").to(device).bool() if wide else mask,
+        background=background,
     )
     return prepared, dropped
 

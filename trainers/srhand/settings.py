@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from utils.config import ConfigError, read_section
 
 SR_SOURCES = ("giif_finetuned", "giif", "bicubic", "hr")
+MASK_SOURCES = ("mano", "capture", "dilated")
 PERCEPTUAL_IMPLS = ("fast", "package")
 
 
@@ -62,6 +63,8 @@ class DataSettings:
     normal_size: int
     normal_space: str
     crop_ratio: float
+    mask_source: str
+    mask_margin: float
     mano_dir: str
     storage: str
     min_views: int
@@ -179,6 +182,7 @@ class EvalSettings:
     p2p_samples: int
     p2p_estimator: str
     gt_mesh_dir: str
+    pseudo_gt_mesh_dir: str
     export_meshes: bool
     inconsistency_window: int
     max_vis_frames: int
@@ -218,6 +222,10 @@ class SRHandSettings:
             )
         if self.sr_source not in SR_SOURCES:
             raise ConfigError(f"sr_source must be one of {SR_SOURCES}, got {self.sr_source!r}")
+        if self.data.mask_source not in MASK_SOURCES:
+            raise ConfigError(
+                f"data.mask_source must be one of {MASK_SOURCES}, got {self.data.mask_source!r}"
+            )
         if self.eval.p2p_estimator not in ("stratified", "iid"):
             raise ConfigError(
                 f"eval.p2p_estimator must be stratified or iid, got {self.eval.p2p_estimator!r}"

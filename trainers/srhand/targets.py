@@ -38,11 +38,13 @@ def sr_batch(
     hr: torch.Tensor,
     chunk: int,
 ) -> torch.Tensor:
-    """SR images ``(B, 3, H, W)`` of one batch for ``source``, masked by the MANO silhouette ``mask``.
+    """SR images ``(B, 3, H, W)`` of one batch for ``source``, masked by ``mask``.
 
     Args:
         giif: the SR network (``source`` giif or giif_finetuned). lr: ``(B, 3, h, w)``. normal: GIIF's normal
-            maps. mask: ``(B, 1, H, W)``. hr: ``(B, 3, H, W)`` masked HR crops (``source = hr``; gives the size).
+            maps. mask: ``(B, 1, H, W)``: the MANO silhouette, or the fit's support (``SequenceData.support``,
+            the pixels the losses compare under ``data.mask_source``). hr: ``(B, 3, H, W)`` masked HR crops
+            (``source = hr``; gives the size).
         chunk: GIIF queries per image decoded at once.
     """
     size = hr.shape[-2:]
@@ -73,7 +75,7 @@ def generate_sr(giif, source: str, data: SequenceData, batch: int, chunk: int) -
                 source,
                 data.get("lr", f, views),
                 data.get("normal", f, views),
-                data.get("mask", f, views),
+                data.get("support", f, views),
                 data.get("hr", f, views),
                 chunk,
             )

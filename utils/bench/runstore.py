@@ -81,7 +81,13 @@ MACHINE_KEYS = (
 )
 # Keys added after the first stored runs, at the value that computes what those runs computed: left out of
 # the key at that value (so the stored runs are still found), kept at any other.
-NEUTRAL_VALUES = {"data.min_views": 1, "eval.p2p_estimator": "iid"}
+NEUTRAL_VALUES = {
+    "data.min_views": 1,
+    "eval.p2p_estimator": "iid",
+    "data.mask_source": "mano",
+    "data.mask_margin": 0.04,  # read only with data.mask_source capture | dilated
+    "eval.pseudo_gt_mesh_dir": "",
+}
 # Keys read only with data.dataset = goliath (the MANO fit of its registrations), added after the first runs.
 GOLIATH_ONLY_KEYS = ("data.goliath.fit", "data.goliath.fit_policy")
 # Generator settings that are paths (normalised to their base name).
