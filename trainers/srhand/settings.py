@@ -213,6 +213,8 @@ class SRHandSettings:
     eval: EvalSettings
 
     def __post_init__(self):
+        if self.refine.test_target not in ("sr", "lr"):
+            raise ConfigError(f"refine.test_target must be sr or lr, got {self.refine.test_target!r}")
         d = self.data
         if self.refine.enabled and (len(d.frame_ids) == 1 or (not d.frame_ids and d.num_frames == 1)):
             raise ConfigError(
