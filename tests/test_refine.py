@@ -271,6 +271,16 @@ def test_main_with_refinement_writes_the_refined_annotation_and_both_evaluations
     expected = (sd["trans_annotated"][0] + sd["d_trans.0"]).tolist()
     assert frames[first]["right"]["trans"] == pytest.approx(expected, abs=1e-6)
     assert frames[first]["left"] is None
+    from trainers.srhand.poses import read_interhand_poses
+
+    poses = read_interhand_poses(
+        run_dir / "refined_mano.json", "right"
+    )  # what scripts/animate.py --poses reads
+    order = sorted(range(len(entry["frame_ids"])), key=lambda f: entry["frame_ids"][f])
+    refined = torch.stack(
+        [sd["pose_annotated"][f] + torch.cat([sd[f"d_rot.{f}"], sd[f"d_pose.{f}"]]) for f in order]
+    )
+    torch.testing.assert_close(poses.pose, refined, atol=1e-6, rtol=0)
     metrics = read_metrics(run_dir)
     refinement = metrics["refinement"]
     assert refinement["frames"] == len(entry["frame_ids"]) and refinement["offsets"]["trans_mm_max"] > 0
