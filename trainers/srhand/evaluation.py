@@ -924,14 +924,15 @@ def evaluate_fit(
     save_vis: bool = False,
     timing: dict | None = None,
 ) -> dict:
-    """:func:`evaluate` at the annotated poses and, for a fit with MANO refinement, its ``refinement`` record
-    and, with ``refine.test_time_fit``, the ``test_time_fit`` block: the same metrics (render, P2P of the
-    avatar and of the fitted MANO mesh, inconsistency) at the test-time-fitted poses (:func:`test_time_fit`)."""
+    """:func:`evaluate` at the annotated poses; for a fit with MANO refinement its ``refinement`` record; and for
+    a fit with refinement, or any avatar evaluated with ``refine.enabled``, with ``refine.test_time_fit`` the
+    ``test_time_fit`` block: the same metrics (render, P2P of the avatar and of the fitted MANO mesh,
+    inconsistency) at the test-time-fitted poses (:func:`test_time_fit`)."""
     report = evaluate(ctx, fitted, selection, save_vis=save_vis, timing=timing)
-    if fitted.mano is None:
-        return report
-    report["refinement"] = refinement_report(fitted, selection)
-    if ctx.settings.refine.test_time_fit and ctx.settings.refine.test_steps > 0:
+    if fitted.mano is not None:
+        report["refinement"] = refinement_report(fitted, selection)
+    r = ctx.settings.refine
+    if (fitted.mano is not None or r.enabled) and r.test_time_fit and r.test_steps > 0:
         poses, record = test_time_fit(ctx, fitted, selection)
         fitted_report = evaluate(ctx, fitted, selection, poses=poses)
         report["test_time_fit"] = {
