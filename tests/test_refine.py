@@ -311,3 +311,26 @@ def test_refinement_bad_inputs(tmp_path, assets, capsys):  # noqa: F811
         "train",
         0,
     )  # saved at the phase change, not after the bad epoch
+
+
+def test_resume_with_refinement_matches_the_uninterrupted_run(tmp_path, assets):  # noqa: F811
+    from utils.checkpoint import load_checkpoint
+
+    conf = write_conf(
+        tmp_path, assets, "eval.after_training = false\nrefine.enabled = true\ntrain.epochs = 3"
+    )
+    straight, parts = tmp_path / "straight", tmp_path / "parts"
+    assert run(conf, "--out", straight) == 0
+    # stop after the first joint epoch (2 + 2 pre-phase epochs before it): offsets and their Adam carry over
+    assert run(conf, "--out", parts, "--set", "stop_after_epochs=5") == 0
+    mid = load_checkpoint(parts / "checkpoints" / "last.pth")
+    assert (mid["phase"], mid["epoch"]) == ("train", 1) and "mano_optimizer" in mid
+    assert run(conf, "--out", parts, "--r") == 0
+    a = load_checkpoint(straight / "checkpoints" / "last.pth")
+    b = load_checkpoint(parts / "checkpoints" / "last.pth")
+    for key, value in a["mano_refinement"]["sd"].items():
+        torch.testing.assert_close(b["mano_refinement"]["sd"][key], value, rtol=1e-5, atol=1e-7, msg=key)
+    moved = a["mano_refinement"]["sd"]["d_pose.0"]
+    assert float(moved.abs().max()) > 0
+    # refinement cannot be dropped from a run that has it
+    assert run(conf, "--out", parts, "--r", "--set", "refine.enabled=false") == 2
