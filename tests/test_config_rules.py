@@ -158,6 +158,56 @@ def test_rule_grammar():
         parse_rules({'"a"': "< c"}, known_keys=["a", "b"])
 
 
+def test_range_and_choice_rules():
+    lookup = {}.get
+    pair = parse_rule("a", "range in [0, 3]")
+    assert pair.violations([0.5, 1.0], lookup) == []
+    assert pair.violations([0.0, 0.0], lookup) == []
+    assert pair.violations([1.0, 0.5], lookup) == [[1.0, 0.5]]  # low > high: the pair itself
+    assert pair.violations([1.0], lookup) == [[1.0]] and pair.violations([1, 2, 3], lookup) == [[1, 2, 3]]
+    assert pair.violations([0.5, 4.0], lookup) == [4.0]
+    choice = parse_rule("b", "one of nearest, area, camera")
+    assert choice.choices == ("nearest", "area", "camera")
+    assert choice.violations("area", lookup) == [] and choice.violations("camra", lookup) == ["camra"]
+    with pytest.raises(RuleSyntaxError, match="empty choice"):
+        parse_rule("b", "one of a, , c")
+    # a rule may name a key below a free-form group of the schema ({}), and only there
+    assert parse_rules({'"model.args.residual"': "one of none, bilinear"}, known_keys=["model.args"])
+    with pytest.raises(RuleSyntaxError):
+        parse_rules({'"model.argz.residual"': "one of none"}, known_keys=["model.args"])
+
+
+@pytest.mark.parametrize(
+    "stage, setting, message",
+    [
+        (
+            "giif",
+            "train.degradation=camra",
+            'train.degradation = "camra" in --set train.degradation=camra: '
+            "must be one of nearest, area, bicubic, camera (did you mean 'camera'?)",
+        ),
+        ("giif", "eval.degradation=gaussian", 'eval.degradation = "gaussian"'),
+        ("giif", "model.args.residual=linear", "must be one of none, bilinear, bicubic"),
+        ("giif", "data.lr_camera.psf_sigma=[0.5,5]", "must be range in [0, 3] (element 5)"),
+        ("giif", "data.lr_camera.read_noise=[0.02,0.01]", "(a [low, high] pair of numbers with low <= high)"),
+        ("giif", "data.lr_camera.poisson_gain=[0,1]", "data.lr_camera.poisson_gain = [0, 1]"),
+        ("giif", "data.lr_camera.jpeg_quality=[0,90]", "must be range in [1, 100] (element 0)"),
+        ("disc", "model.args.residual=cubic", "did you mean 'bicubic'?"),
+        ("srhand", "data.degradation=box", 'data.degradation = "box"'),
+        ("srhand", "data.lr_camera.psf_sigma=[-1,1]", "data.lr_camera.psf_sigma = [-1, 1]"),
+    ],
+)
+def test_degradation_and_residual_settings_are_checked_before_the_run_folder(
+    stage, setting, message, tmp_path, capsys
+):
+    """Issue 24's bad inputs: one clear message each, exit 2, no run folder."""
+    conf = minimal_conf(tmp_path)
+    assert run_stage(stage, ["--conf", str(conf), "--set", setting]) == 2, setting
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bad_rule_in_a_schema_is_reported(tmp_path):
     schema = tmp_path / "schema.conf"
     schema.write_text('x = 1\nrules { "x" = ">= y" }\n')
