@@ -266,3 +266,33 @@ def test_counts_checked_against_the_data(tmp_path):
         ),
         seq,
     )  # explicit frame ids: num_frames unused
+
+
+@pytest.mark.parametrize("stage", ["giif", "disc"])
+def test_residual_mode_against_a_checkpoint_without_it_exits_2_before_the_run_folder(stage, tmp_path, capsys):
+    """A residual config starting from (or evaluating) a checkpoint written before model.residual existed."""
+    import models
+    from utils.checkpoint import make_checkpoint, model_entry, save_atomic
+
+    spec = {
+        "name": "giif",
+        "args": {
+            "encoder": {"name": "rdn", "args": {"G0": 8, "D": 1, "C": 1, "G": 4}},
+            "normal_encoder": {
+                "name": "hg_filter",
+                "args": {"n_feat": 8, "num_stack": 1, "depth": 1, "out_dim": 8},
+            },
+            "hidden_list": [8],
+        },
+    }
+    ckpt = make_checkpoint("giif", model_entry(models.make(spec)))
+    del ckpt["model"]["args"]["residual"]
+    path = save_atomic(ckpt, tmp_path / "old_giif.pth")
+    conf = minimal_conf(tmp_path)
+    argv = ["--conf", str(conf), "--model_path", str(path), "--set", "model.args.residual=bilinear"]
+    assert run_stage(stage, argv) == 2
+    err = capsys.readouterr().err
+    assert "model.args.residual = 'bilinear' (from --set model.args.residual=bilinear)" in err, err
+    assert "it predates the option" in err and "--set model.args.residual=none" in err, err
+    assert not (tmp_path / "runs").exists()
+    assert run_stage(stage, [*argv, "--eval"]) == 2 and "it predates the option" in capsys.readouterr().err
