@@ -1040,3 +1040,19 @@ def test_tables_carry_the_p2p_standard_error_and_name_the_estimator():
     assert "| 2.010 ± 0.010 (SE 0.0012) |" in new and "the stratified estimator" in new
     old = "\n".join(report.srhand_markdown(table(None)))
     assert "| 2.010 ± 0.010 |" in old and "the i.i.d. estimator of before issue 26" in old
+
+
+def test_issue_24_keys_leave_the_stored_runs_found():
+    """``data.lr_camera`` counts only with a camera degradation and ``model.args.residual = none`` is what the
+    stored runs computed: both leave the run key unchanged there, and change it otherwise."""
+    stored = {"train": {"degradation": "nearest"}, "eval": {"degradation": "nearest"}, "model": {"args": {}}}
+    new = json.loads(json.dumps(stored))
+    new["data"] = {"lr_camera": {"psf_sigma": [0.3, 0.8]}}
+    new["model"]["args"]["residual"] = "none"
+    assert runstore.normalise_config(new) == runstore.normalise_config({**stored, "data": {}})
+    camera = json.loads(json.dumps(new))
+    camera["eval"]["degradation"] = "camera"
+    assert runstore.normalise_config(camera)["data"]["lr_camera"] == {"psf_sigma": [0.3, 0.8]}
+    residual = json.loads(json.dumps(new))
+    residual["model"]["args"]["residual"] = "bilinear"
+    assert runstore.normalise_config(residual)["model"]["args"]["residual"] == "bilinear"
