@@ -13,15 +13,18 @@ of the projected MANO vertices and its side is ``max(box_w, box_h) / 0.8`` so th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datasets.lr_camera import LRCamera, camera_degrade
 from utils.errors import InputError
 from utils.geometry.camera import crop_affine_cv2, crop_intrinsics
 from utils.image_size import image_hw
 
-DEGRADATIONS = ("nearest", "bicubic", "area")
+DEGRADATIONS = ("nearest", "area", "bicubic", "camera")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,7 +104,14 @@ def lr_size_for_scale(hr_size, scale: float) -> tuple[int, int]:
     return max(1, int(round(h / scale))), max(1, int(round(w / scale)))
 
 
-def degrade(hr: torch.Tensor, size=None, scale: float | None = None, mode: str = "nearest") -> torch.Tensor:
+def degrade(
+    hr: torch.Tensor,
+    size=None,
+    scale: float | None = None,
+    mode: str = "nearest",
+    camera: LRCamera | None = None,
+    generators: Sequence[torch.Generator] | None = None,
+) -> torch.Tensor:
     """Downsample an HR image to an LR one with a chosen degradation.
 
     Args:
@@ -110,8 +120,13 @@ def degrade(hr: torch.Tensor, size=None, scale: float | None = None, mode: str =
         scale: downsampling factor ``H / h`` (any positive float; the size is rounded).
         mode: ``nearest`` (what the reference code does: ``F.interpolate`` default, takes the pixel at
             ``floor(i * H / h)``, aliased), ``bicubic`` (antialiased bicubic as PIL/LIIF, clamped to
-            [0, 1]) or ``area`` (exact box-filter average over the footprint of each LR pixel; exact
-            for non-integer factors too).
+            [0, 1]), ``area`` (exact box-filter average over the footprint of each LR pixel; exact
+            for non-integer factors too) or ``camera`` (PSF blur, area sampling, Poisson-Gaussian noise,
+            JPEG with per-image random parameters: ``datasets.lr_camera``).
+        camera: the parameter ranges of ``camera`` (required for it, ignored otherwise).
+        generators: for ``camera``, one CPU ``torch.Generator`` per image (``B``, or 1 for a ``(C, H, W)``
+            input) that draws its parameters and noise: seeded per training step, or from the image's
+            identity for a reproducible evaluation (``datasets.lr_camera.identity_seed``).
 
     Returns:
         LR tensor with the input's leading layout, ``(B, C, h, w)`` or ``(C, h, w)``.
@@ -133,6 +148,12 @@ def degrade(hr: torch.Tensor, size=None, scale: float | None = None, mode: str =
         Ah = area_resample_matrix(H, h, dtype=x.dtype, device=x.device)
         Aw = area_resample_matrix(W, w, dtype=x.dtype, device=x.device)
         out = torch.einsum("ih,bchw,jw->bcij", Ah, x, Aw)
+    elif mode == "camera":
+        if camera is None or generators is None:
+            raise ValueError(
+                "degrade(mode='camera') needs camera= (LRCamera) and generators= (one per image)"
+            )
+        out, _ = camera_degrade(x, (h, w), camera, generators)
     else:
         raise InputError(f"mode must be one of {DEGRADATIONS}, got {mode!r}")
     return out[0] if squeeze else out

@@ -25,6 +25,14 @@ Query (``use_normal=False``): LIIF's ``query_rgb`` over the LR grid, MLP input
 The MLP predicts in [-1, 1]; the output is ``pred * 0.5 + 0.5`` (targets in [0, 1]), not clamped unless
 asked for (``decode(..., clamp=True)``, for evaluation).
 
+Residual (``residual = "bilinear" | "bicubic"``; ``"none"``, the reference's behaviour, is the default): the
+output is ``pred * 0.5 + up(lr)(x)``, the LR image interpolated at the query coordinate (``grid_sample``
+with ``align_corners=False``, LIIF's coordinate convention, border padding), so the MLP predicts only the
+residual to interpolation, in the same [-1, 1] units as before (``2 * out - 1 = pred + (2 * up(lr) - 1)``).
+This is the skip connection of the arbitrary-scale SR models after LIIF (LTE, CLIT, SRNO); the reference
+GIIF has it commented out. Low scales start at interpolation quality. The mode is part of the model spec, so
+a checkpoint records it; specs written before it existed rebuild with the default ``"none"``.
+
 First-layer factorisation (``query_mode = "factorized"``, the default). The first MLP layer is linear in its
 input, and every feature term of that input is the vector of one feature-grid cell (nearest sampling, no
 interpolation): ``W [z_n, r, z_l, q_l, c] + b = (W_n z_n + b) + (W_l z_l + W_q q_l) + W_r r + W_c c``. The
@@ -53,7 +61,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.registry import make, register
-from models.sr_coords import gather_pixels, make_coord, pixel_centre, pixel_index
+from models.sr_coords import (
+    RESIDUAL_MODES,
+    gather_pixels,
+    make_coord,
+    pixel_centre,
+    pixel_index,
+    sample_image,
+)
 
 # Reference sizes (SRHand: RDN config B with G0=128, 4-stack depth-2 hourglass of width 128).
 PAPER_RDN_SPEC = {"name": "rdn", "args": {"G0": 128, "kernel_size": 3, "D": 16, "C": 8, "G": 64}}
@@ -74,8 +89,9 @@ QUERY_MODES = ("factorized", "reference")
 _ROW_BLOCK = 4096  # MLP rows per step of the factorized path (4 MB activations at width 256)
 
 
-def giif_spec(size: str = "paper", use_normal: bool = True) -> dict:
-    """A ``{"name": "giif", "args"}`` spec at ``size`` 'paper' (31.9 M parameters) or 'cpu'."""
+def giif_spec(size: str = "paper", use_normal: bool = True, residual: str = "none") -> dict:
+    """A ``{"name": "giif", "args"}`` spec at ``size`` 'paper' (31.9 M parameters) or 'cpu', with the given
+    ``residual`` mode (see the module docstring)."""
     rdn, hg = {"paper": (PAPER_RDN_SPEC, PAPER_HG_SPEC), "cpu": (CPU_RDN_SPEC, CPU_HG_SPEC)}[size]
     hidden = [256] * 4 if size == "paper" else [64] * 3
     return {
@@ -85,6 +101,7 @@ def giif_spec(size: str = "paper", use_normal: bool = True) -> dict:
             "normal_encoder": hg if use_normal else None,
             "hidden_list": hidden,
             "use_normal": use_normal,
+            "residual": residual,
         },
     }
 
@@ -117,11 +134,14 @@ class GIIFFeatures:
     Attributes:
         lr_feat: ``(B, C, h, w)`` LR features (``9C`` channels when feature unfolding is on).
         normal_feat: ``(B, Cn, Hf, Wf)`` normal features, or None without normals.
+        lr_image: ``(B, 3, h, w)`` the LR input itself, kept for the residual's interpolation (None when the
+            model has ``residual = "none"``).
         lr_flat / normal_flat: the same, channels-last ``(B, h*w, C)``, for gathering.
     """
 
     lr_feat: torch.Tensor
     normal_feat: torch.Tensor | None = None
+    lr_image: torch.Tensor | None = None
     lr_flat: torch.Tensor = field(init=False, repr=False)
     normal_flat: torch.Tensor | None = field(init=False, repr=False)
 
@@ -180,6 +200,8 @@ class GIIF(nn.Module):
         cell_decode: feed the relative query cell size to the MLP.
         feat_unfold: replace each LR feature by its 3x3 neighbourhood (zero padded), ``C -> 9C``.
         use_lr_coord: (GIIF only) feed the absolute centre of the sampled LR cell, as the reference does.
+        residual: ``"none"`` (the reference: the MLP predicts the colour), ``"bilinear"`` or ``"bicubic"``
+            (the MLP predicts the residual to the LR image interpolated at the query; module docstring).
 
     Sub-modules: ``encoder``, ``normal_encoder`` (None without normals), ``imnet``. Fine-tuning the decoder
     only = optimising ``imnet.parameters()``.
@@ -201,11 +223,14 @@ class GIIF(nn.Module):
         cell_decode: bool = True,
         feat_unfold: bool = False,
         use_lr_coord: bool = True,
+        residual: str = "none",
         query_mode: str = "factorized",
     ):
         super().__init__()
         if query_mode not in QUERY_MODES:
             raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {query_mode!r}")
+        if residual not in RESIDUAL_MODES:
+            raise ValueError(f"residual must be one of {RESIDUAL_MODES}, got {residual!r}")
         if use_normal and normal_encoder is None:
             raise ValueError("use_normal=True needs a normal_encoder spec (e.g. models.giif.PAPER_HG_SPEC)")
         self.use_normal = use_normal
@@ -213,6 +238,7 @@ class GIIF(nn.Module):
         self.cell_decode = cell_decode
         self.feat_unfold = feat_unfold
         self.use_lr_coord = use_lr_coord and use_normal
+        self.residual = residual
 
         self.encoder = make(encoder)
         self.normal_encoder = make(normal_encoder) if use_normal else None
@@ -235,7 +261,8 @@ class GIIF(nn.Module):
                 image extent as ``lr`` (any resolution); required when ``use_normal``, ignored otherwise.
 
         Returns:
-            ``GIIFFeatures`` with ``lr_feat (B, C, h, w)`` and ``normal_feat (B, Cn, Hn/4, Wn/4)``.
+            ``GIIFFeatures`` with ``lr_feat (B, C, h, w)``, ``normal_feat (B, Cn, Hn/4, Wn/4)`` and, with a
+            residual, ``lr_image = lr``.
         """
         _check_image("lr", lr)
         lr_feat = self.encoder(lr)
@@ -253,7 +280,7 @@ class GIIF(nn.Module):
                     f"batch sizes differ: lr {tuple(lr.shape)}, normal_map {tuple(normal_map.shape)}"
                 )
             normal_feat = self.normal_encoder(normal_map)
-        return GIIFFeatures(lr_feat, normal_feat)
+        return GIIFFeatures(lr_feat, normal_feat, lr if self.residual != "none" else None)
 
     # ------------------------------------------------------------------ querying
     def query(
@@ -268,7 +295,8 @@ class GIIF(nn.Module):
                 ``cell_decode``.
 
         Returns:
-            ``(B, Q, 3)`` RGB, nominally [0, 1], not clamped.
+            ``(B, Q, 3)`` RGB, nominally [0, 1], not clamped: ``0.5 * mlp + 0.5``, or with a residual
+            ``0.5 * mlp + sample_image(lr, coord, residual)``.
         """
         if coord.dim() != 3 or coord.shape[-1] != 2:
             raise ValueError(f"coord must be (B, Q, 2), got {tuple(coord.shape)}")
@@ -308,7 +336,14 @@ class GIIF(nn.Module):
             ret = (pred * weight.unsqueeze(-1)).sum(1) / weight.sum(1).unsqueeze(-1)
         else:
             ret = pred[:, 0]
-        return ret * 0.5 + 0.5
+        if self.residual == "none":
+            return ret * 0.5 + 0.5
+        if feats.lr_image is None:
+            raise ValueError(
+                f"this GIIF has residual={self.residual!r}: its features must carry the LR image "
+                "(build them with encode())"
+            )
+        return ret * 0.5 + sample_image(feats.lr_image, coord, self.residual)
 
     def _decode_reference(
         self,
@@ -460,6 +495,7 @@ class LIIF(GIIF):
         local_ensemble: bool = True,
         cell_decode: bool = True,
         feat_unfold: bool = True,
+        residual: str = "none",
         query_mode: str = "factorized",
     ):
         super().__init__(
@@ -471,5 +507,6 @@ class LIIF(GIIF):
             cell_decode=cell_decode,
             feat_unfold=feat_unfold,
             use_lr_coord=False,
+            residual=residual,
             query_mode=query_mode,
         )

@@ -79,6 +79,7 @@ def register(name: str, runtime: tuple[str, ...] = ()) -> Callable[[type], type]
 
         cls.__init__ = __init__
         cls.registry_name = name
+        cls.registry_runtime = runtime
         _REGISTRY[name] = cls
         return cls
 
@@ -101,6 +102,24 @@ def lookup(name: str) -> type:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise KeyError(f"unknown model name {name!r}{hint} (registered: {sorted(_REGISTRY)})")
     return _REGISTRY[name]
+
+
+def default_args(name: str) -> dict:
+    """The defaults of the recorded (non-runtime) constructor arguments of the network registered as ``name``.
+
+    A spec written before an argument existed lacks it and rebuilds with this default; comparisons of a
+    checkpoint's spec with a new one (``utils.checkpoint.check_arch_matches``) read absent arguments so.
+
+    Raises:
+        KeyError: unknown name (see ``lookup``).
+    """
+    cls = lookup(name)
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without `self`
+    return {
+        p.name: copy.deepcopy(p.default)
+        for p in params
+        if p.default is not inspect.Parameter.empty and p.name not in cls.registry_runtime
+    }
 
 
 def make(spec: dict, load_sd: bool = False, args: dict | None = None):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 
 def make_coord(
@@ -110,6 +111,29 @@ def sample_nearest(feat: torch.Tensor, coord: torch.Tensor) -> tuple[torch.Tenso
     index = pixel_index(coord, H, W)
     values = gather_pixels(feat.flatten(2).transpose(1, 2), index)
     return values, pixel_centre(index, H, W, dtype=coord.dtype)
+
+
+RESIDUAL_MODES = ("none", "bilinear", "bicubic")
+
+
+def sample_image(img: torch.Tensor, coord: torch.Tensor, mode: str) -> torch.Tensor:
+    """Interpolate an image at continuous coordinates (``grid_sample``, ``align_corners=False``, border padding).
+
+    Args:
+        img: ``(B, C, h, w)``.
+        coord: ``(B, Q, 2)`` in ``(row, col)`` order, [-1, 1] (pixel centres at ``-1 + (2i + 1)/n``).
+        mode: ``"bilinear"`` or ``"bicubic"`` (``grid_sample``'s cubic convolution, ``a = -0.75``, not
+            clamped: it may overshoot the input's range near edges).
+
+    Returns:
+        ``(B, Q, C)``; differentiable w.r.t. ``img``. At a pixel centre of ``img`` both modes return that
+        pixel's value exactly.
+    """
+    if mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"mode must be 'bilinear' or 'bicubic', got {mode!r}")
+    grid = coord.flip(-1).unsqueeze(1).to(img.dtype)  # (B, 1, Q, 2) in grid_sample's (x, y) order
+    sampled = F.grid_sample(img, grid, mode=mode, padding_mode="border", align_corners=False)
+    return sampled[:, :, 0].transpose(1, 2)  # (B, C, 1, Q) -> (B, Q, C)
 
 
 def to_pixel_samples(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -888,7 +888,9 @@ def main(argv: list[str] | None = None) -> None:
         + {
             "cpu": "Synthetic captures, CPU-sized models: a toy scale, not the paper's.",
             "medium": "Synthetic captures at the paper's x16 (LR 16 -> 256 px), "
-            "subdivision 2, reduced schedules (docs/benchmark_protocol.md).",
+            "subdivision 2, reduced schedules (docs/benchmark_protocol.md); GIIF fine-tuning in the reference's "
+            "proportions: 4 rounds of 5 inner epochs at joint epochs 12, 14, 16, 18 of 24 (reference: 4 rounds of "
+            "20 at 350, 400, 450, 500 of 620; `conf/synthetic/medium/srhand.conf`).",
             "paper": "Paper-preset synthetic captures, the paper's model sizes and " "schedules.",
         }[args.scale],
         "",

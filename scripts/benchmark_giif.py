@@ -36,18 +36,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
 from models.giif import giif_spec  # noqa: E402
+from models.sr_coords import RESIDUAL_MODES  # noqa: E402
 
 MODES = ("reference", "factorized")
 
 
-def model_spec(size: str, model: str) -> dict:
-    """GIIF at ``size``, or LIIF with GIIF's RDN and MLP (``feat_unfold`` on, LIIF's default)."""
-    spec = giif_spec(size)
+def model_spec(size: str, model: str, residual: str = "none") -> dict:
+    """GIIF at ``size``, or LIIF with GIIF's RDN and MLP (``feat_unfold`` on, LIIF's default), with the given
+    ``residual`` mode (``models.giif``: the LR image interpolated at every query is added to the MLP's output)."""
+    spec = giif_spec(size, residual=residual)
     if model == "giif":
         return spec
     return {
         "name": "liif",
-        "args": {"encoder": spec["args"]["encoder"], "hidden_list": spec["args"]["hidden_list"]},
+        "args": {
+            "encoder": spec["args"]["encoder"],
+            "hidden_list": spec["args"]["hidden_list"],
+            "residual": residual,
+        },
     }
 
 
@@ -75,9 +81,10 @@ def benchmark(
     chunk: int,
     batch: int,
     repeats: int,
+    residual: str = "none",
 ) -> list[dict]:
     torch.manual_seed(0)
-    model = models.make(model_spec(size, model_name)).to(device).eval()
+    model = models.make(model_spec(size, model_name, residual)).to(device).eval()
     # the same weights in each query mode (a runtime argument of the constructor, not part of the spec)
     by_mode = {
         mode: models.make(models.model_spec(model, with_sd=True), load_sd=True, args={"query_mode": mode})
@@ -120,6 +127,7 @@ def benchmark(
                 {
                     "size": size,
                     "model": model_name,
+                    "residual": residual,
                     "use_normal": model.use_normal,
                     "params_M": round(num_params / 1e6, 3),
                     "out": out,
@@ -156,6 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=30000, help="queries per chunk")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument(
+        "--residual",
+        default="none",
+        choices=list(RESIDUAL_MODES),
+        help="model.args.residual of the timed models (the interpolated LR image added to every query)",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=3, help="timed repetitions per mode (medians reported)"
     )
     args = parser.parse_args(argv)
@@ -178,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.chunk,
                 args.batch,
                 args.repeats,
+                args.residual,
             )
 
     device_name = (

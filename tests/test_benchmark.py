@@ -1133,3 +1133,19 @@ def test_tables_carry_the_pseudo_ground_truth_p2p_beside_the_truths(bench):
     assert "| 2.000 ± 0.000 (SE 0.0010) | - |" in text  # XHand: not measured
     assert "| input MANO mesh (no reconstruction) |" in text and "| 1.500 ± 0.000 |" in text
     assert "the paper's P2P protocol" in text
+
+
+def test_issue_24_keys_leave_the_stored_runs_found():
+    """``data.lr_camera`` counts only with a camera degradation and ``model.args.residual = none`` is what the
+    stored runs computed: both leave the run key unchanged there, and change it otherwise."""
+    stored = {"train": {"degradation": "nearest"}, "eval": {"degradation": "nearest"}, "model": {"args": {}}}
+    new = json.loads(json.dumps(stored))
+    new["data"] = {"lr_camera": {"psf_sigma": [0.3, 0.8]}}
+    new["model"]["args"]["residual"] = "none"
+    assert runstore.normalise_config(new) == runstore.normalise_config({**stored, "data": {}})
+    camera = json.loads(json.dumps(new))
+    camera["eval"]["degradation"] = "camera"
+    assert runstore.normalise_config(camera)["data"]["lr_camera"] == {"psf_sigma": [0.3, 0.8]}
+    residual = json.loads(json.dumps(new))
+    residual["model"]["args"]["residual"] = "bilinear"
+    assert runstore.normalise_config(residual)["model"]["args"]["residual"] == "bilinear"

@@ -158,6 +158,56 @@ def test_rule_grammar():
         parse_rules({'"a"': "< c"}, known_keys=["a", "b"])
 
 
+def test_range_and_choice_rules():
+    lookup = {}.get
+    pair = parse_rule("a", "range in [0, 3]")
+    assert pair.violations([0.5, 1.0], lookup) == []
+    assert pair.violations([0.0, 0.0], lookup) == []
+    assert pair.violations([1.0, 0.5], lookup) == [[1.0, 0.5]]  # low > high: the pair itself
+    assert pair.violations([1.0], lookup) == [[1.0]] and pair.violations([1, 2, 3], lookup) == [[1, 2, 3]]
+    assert pair.violations([0.5, 4.0], lookup) == [4.0]
+    choice = parse_rule("b", "one of nearest, area, camera")
+    assert choice.choices == ("nearest", "area", "camera")
+    assert choice.violations("area", lookup) == [] and choice.violations("camra", lookup) == ["camra"]
+    with pytest.raises(RuleSyntaxError, match="empty choice"):
+        parse_rule("b", "one of a, , c")
+    # a rule may name a key below a free-form group of the schema ({}), and only there
+    assert parse_rules({'"model.args.residual"': "one of none, bilinear"}, known_keys=["model.args"])
+    with pytest.raises(RuleSyntaxError):
+        parse_rules({'"model.argz.residual"': "one of none"}, known_keys=["model.args"])
+
+
+@pytest.mark.parametrize(
+    "stage, setting, message",
+    [
+        (
+            "giif",
+            "train.degradation=camra",
+            'train.degradation = "camra" in --set train.degradation=camra: '
+            "must be one of nearest, area, bicubic, camera (did you mean 'camera'?)",
+        ),
+        ("giif", "eval.degradation=gaussian", 'eval.degradation = "gaussian"'),
+        ("giif", "model.args.residual=linear", "must be one of none, bilinear, bicubic"),
+        ("giif", "data.lr_camera.psf_sigma=[0.5,5]", "must be range in [0, 3] (element 5)"),
+        ("giif", "data.lr_camera.read_noise=[0.02,0.01]", "(a [low, high] pair of numbers with low <= high)"),
+        ("giif", "data.lr_camera.poisson_gain=[0,1]", "data.lr_camera.poisson_gain = [0, 1]"),
+        ("giif", "data.lr_camera.jpeg_quality=[0,90]", "must be range in [1, 100] (element 0)"),
+        ("disc", "model.args.residual=cubic", "did you mean 'bicubic'?"),
+        ("srhand", "data.degradation=box", 'data.degradation = "box"'),
+        ("srhand", "data.lr_camera.psf_sigma=[-1,1]", "data.lr_camera.psf_sigma = [-1, 1]"),
+    ],
+)
+def test_degradation_and_residual_settings_are_checked_before_the_run_folder(
+    stage, setting, message, tmp_path, capsys
+):
+    """Issue 24's bad inputs: one clear message each, exit 2, no run folder."""
+    conf = minimal_conf(tmp_path)
+    assert run_stage(stage, ["--conf", str(conf), "--set", setting]) == 2, setting
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bad_rule_in_a_schema_is_reported(tmp_path):
     schema = tmp_path / "schema.conf"
     schema.write_text('x = 1\nrules { "x" = ">= y" }\n')
@@ -216,3 +266,33 @@ def test_counts_checked_against_the_data(tmp_path):
         ),
         seq,
     )  # explicit frame ids: num_frames unused
+
+
+@pytest.mark.parametrize("stage", ["giif", "disc"])
+def test_residual_mode_against_a_checkpoint_without_it_exits_2_before_the_run_folder(stage, tmp_path, capsys):
+    """A residual config starting from (or evaluating) a checkpoint written before model.residual existed."""
+    import models
+    from utils.checkpoint import make_checkpoint, model_entry, save_atomic
+
+    spec = {
+        "name": "giif",
+        "args": {
+            "encoder": {"name": "rdn", "args": {"G0": 8, "D": 1, "C": 1, "G": 4}},
+            "normal_encoder": {
+                "name": "hg_filter",
+                "args": {"n_feat": 8, "num_stack": 1, "depth": 1, "out_dim": 8},
+            },
+            "hidden_list": [8],
+        },
+    }
+    ckpt = make_checkpoint("giif", model_entry(models.make(spec)))
+    del ckpt["model"]["args"]["residual"]
+    path = save_atomic(ckpt, tmp_path / "old_giif.pth")
+    conf = minimal_conf(tmp_path)
+    argv = ["--conf", str(conf), "--model_path", str(path), "--set", "model.args.residual=bilinear"]
+    assert run_stage(stage, argv) == 2
+    err = capsys.readouterr().err
+    assert "model.args.residual = 'bilinear' (from --set model.args.residual=bilinear)" in err, err
+    assert "it predates the option" in err and "--set model.args.residual=none" in err, err
+    assert not (tmp_path / "runs").exists()
+    assert run_stage(stage, [*argv, "--eval"]) == 2 and "it predates the option" in capsys.readouterr().err

@@ -232,6 +232,8 @@ FACTORIZED_CASES = {
     "giif_no_cell_no_ensemble": dict(use_normal=True, cell_decode=False, local_ensemble=False),
     "liif_unfold": dict(use_normal=False, feat_unfold=True),
     "liif_no_cell": dict(use_normal=False, cell_decode=False),
+    "giif_residual_bilinear": dict(use_normal=True, residual="bilinear"),
+    "liif_residual_bicubic": dict(use_normal=False, feat_unfold=True, residual="bicubic"),
 }
 
 
@@ -289,7 +291,9 @@ def test_factorized_query_equals_reference_in_values_and_gradients(case):
         assert err < 1e-5 * max(1.0, ref.abs().max().item()), (name, err.item(), ref.abs().max().item())
 
 
-@pytest.mark.parametrize("case", ["giif", "giif_no_cell_no_ensemble", "liif_unfold"])
+@pytest.mark.parametrize(
+    "case", ["giif", "giif_no_cell_no_ensemble", "liif_unfold", "giif_residual_bilinear"]
+)
 def test_factorized_query_equals_reference_float64(case):
     model, *inputs = _factorized_case(case, dtype=torch.float64, batch=2, queries=40)
     out_ref, grads_ref = _query_values_and_grads(model, "reference", *inputs)
@@ -501,6 +505,7 @@ def test_registry_liif_name_overrides_and_errors():
         "local_ensemble",
         "cell_decode",
         "feat_unfold",
+        "residual",
     }
     narrow = models.make(spec, args={"hidden_list": [4]})
     assert narrow.imnet.layers[0].out_features == 4
@@ -556,3 +561,106 @@ def test_paper_size_parameter_count():
     assert count(model.encoder) == 27_834_240
     assert count(model.normal_encoder) == 3_776_960
     assert math.isclose(count(model), 31.9e6, rel_tol=0.01)
+
+
+# ---------------------------------------------------------------------------------------------- residual
+@pytest.mark.parametrize("residual", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("use_normal", [True, False])
+def test_residual_with_a_silent_mlp_is_the_interpolated_lr_image(residual, use_normal):
+    """With the MLP's last layer zeroed the output is exactly ``F.interpolate(lr, mode)`` (align_corners=False,
+    LIIF's pixel-centre convention) at any output size; without a residual it is the constant 0.5."""
+    torch.manual_seed(0)
+    lr = torch.rand(2, 3, 6, 5)
+    normals = smooth_normals(24, 20).expand(2, -1, -1, -1) if use_normal else None
+    for mode in (residual, "none"):
+        model = tiny_giif(use_normal, residual=mode).eval()
+        nn.init.zeros_(model.imnet.layers[-1].weight)
+        nn.init.zeros_(model.imnet.layers[-1].bias)
+        for size in ((24, 20), (13, 17)):
+            with torch.no_grad():
+                out = model.decode(lr, normals, size)
+            expected = (
+                torch.full_like(out, 0.5)
+                if mode == "none"
+                else F.interpolate(lr, size=size, mode=residual, align_corners=False)
+            )
+            assert (out - expected).abs().max() < 1e-5, (mode, size)
+
+
+def test_residual_is_added_to_the_same_mlp_output():
+    """Same weights, residual on vs off: the outputs differ by exactly ``sample_image(lr) - 0.5``."""
+    from models.sr_coords import sample_image
+
+    torch.manual_seed(0)
+    plain = tiny_giif(True).eval()
+    residual = tiny_giif(True, residual="bicubic").eval()
+    residual.load_state_dict(plain.state_dict())  # a residual adds no parameter
+    lr, normals = torch.rand(1, 3, 5, 7), smooth_normals(20, 28)
+    coord = torch.rand(1, 300, 2) * 2 - 1
+    cell = torch.full((1, 300, 2), 0.05)
+    with torch.no_grad():
+        diff = residual(lr, normals, coord, cell) - plain(lr, normals, coord, cell)
+    assert (diff - (sample_image(lr, coord, "bicubic") - 0.5)).abs().max() < 1e-6
+
+
+def test_sample_image_hand_values():
+    """Bilinear at a point between four pixel centres is their mean; at a pixel centre both modes give it."""
+    from models.sr_coords import sample_image
+
+    img = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+    centre_00, between = [-0.5, -0.5], [0.0, 0.0]
+    coord = torch.tensor([[centre_00, between, [0.5, -0.5]]])  # (row, col)
+    bilinear = sample_image(img, coord, "bilinear")[0, :, 0]
+    assert torch.allclose(bilinear, torch.tensor([1.0, 2.5, 3.0]))
+    assert torch.allclose(sample_image(img, coord[:, :1], "bicubic")[0, 0], torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="bilinear"):
+        sample_image(img, coord, "nearest")
+
+
+def test_residual_is_recorded_and_old_checkpoints_load_as_none():
+    """The spec records the mode; a checkpoint entry without the key (written before it existed) rebuilds as
+    ``none`` with the same outputs, passes the architecture check against a ``none`` config, and a residual
+    config against it fails with a message naming the key."""
+    from trainers.giif_trainer import check_giif_arch
+    from utils.checkpoint import CheckpointError, build_model, make_checkpoint, model_entry
+
+    torch.manual_seed(0)
+    model = tiny_giif(True).eval()
+    assert models.model_spec(model)["args"]["residual"] == "none"
+    assert models.model_spec(tiny_giif(True, residual="bilinear"))["args"]["residual"] == "bilinear"
+    old = make_checkpoint("giif", model_entry(model))
+    del old["model"]["args"]["residual"]  # an entry written before issue 24
+    rebuilt = build_model(old, models.make).eval()
+    assert rebuilt.residual == "none"
+    lr, normals = torch.rand(1, 3, 4, 4), smooth_normals(16, 16)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.decode(lr, normals, (9, 9)), model.decode(lr, normals, (9, 9)))
+    check_giif_arch(old["model"], tiny_giif(True), what="GIIF")  # none == absent: no error
+    with pytest.raises(
+        CheckpointError, match=r"residual: checkpoint='none' \(not recorded.*expected='bilinear'"
+    ):
+        check_giif_arch(old["model"], tiny_giif(True, residual="bilinear"), what="GIIF")
+
+
+def test_residual_input_checks():
+    with pytest.raises(ValueError, match="residual must be one of"):
+        tiny_giif(True, residual="nearest")
+    model = tiny_giif(True, residual="bilinear")
+    feats = model.encode(torch.rand(1, 3, 4, 4), smooth_normals(16, 16))
+    feats.lr_image = None
+    with pytest.raises(ValueError, match="must carry the LR image"):
+        model.query(feats, torch.zeros(1, 2, 2), torch.full((1, 2, 2), 0.1))
+
+
+def test_masked_decode_of_a_residual_giif_equals_the_full_decode():
+    """Fine-tuning's masked decode and the SR targets' full decode use the residual alike."""
+    from trainers.srhand.giif_decode import giif_decode, giif_decode_masked
+
+    torch.manual_seed(0)
+    model = tiny_giif(True, residual="bilinear").eval()
+    lr, normals = torch.rand(2, 3, 4, 4), smooth_normals(16, 16).expand(2, -1, -1, -1)
+    mask = (torch.rand(2, 1, 16, 16) > 0.5).float()
+    with torch.no_grad():
+        full = giif_decode(model, lr, normals, (16, 16), chunk=50) * mask
+        masked = giif_decode_masked(model, lr, normals, mask, chunk=50)
+    assert (full - masked).abs().max() < 1e-5

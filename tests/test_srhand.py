@@ -465,3 +465,20 @@ def test_frames_with_too_few_usable_views_are_left_out(tmp_path, assets):
     _blacken(root / "images" / "test" / "Capture0" / "ROM03_RT_No_Occlusion" / "cam400102" / "image10012.jpg")
     with pytest.raises(SRHandInputError, match="no fitting frame has data.min_views = 2"):
         prepare_sequence(fit.seq, settings.data, torch.device("cpu"), torch.float32)
+
+
+def test_camera_degradation_of_the_capture_is_fixed_per_view(tmp_path, assets):
+    """``data.degradation = camera``: the LR inputs are the same at every build (seeded by sequence, frame,
+    view and LR size), differ from the area-sampled ones, and each view draws its own parameters."""
+
+    def lr_of(degradation: str, name: str):
+        conf = load_config(write_conf(tmp_path, assets), [f"data.degradation={degradation}"], schema="srhand")
+        trainer = SRHandTrainer(
+            conf, tmp_path / name, "cpu", RunLogger(tmp_path / name, use_tensorboard=False)
+        )
+        return trainer.build_data().tensors.lr.float()
+
+    first, again, area = lr_of("camera", "a"), lr_of("camera", "b"), lr_of("area", "c")
+    assert torch.equal(first, again)
+    assert (first - area).abs().mean() > 1e-3
+    assert not torch.equal(first[0, 0] - area[0, 0], first[0, 1] - area[0, 1])

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from datasets.preprocess import degrade
 from models import registry
 from models.discriminator import disc_targets, gan_loss
 from trainers.giif_trainer import GiifTrainer, lr_lambda, make_from_conf, model_spec_from_conf
+from trainers.sr_eval import eval_lr
 from utils import dist
 from utils.checkpoint import (
     build_model,
@@ -153,7 +153,7 @@ class DiscTrainer(GiifTrainer):
         hr = batch["hr"].to(self.device)
         mask = batch["mask"].to(self.device)
         normal_map = batch["normal_map"].to(self.device)
-        lr = degrade(hr, scale=self._draw_scale(), mode=self.conf.get_string("train.degradation"))
+        lr = self.train_lr(hr)
         pred, target, (rows, cols) = self.predict_patch(self.ddp_model, lr, normal_map, hr)
         mask = mask[:, :, rows, cols]
 
@@ -281,7 +281,7 @@ class DiscTrainer(GiifTrainer):
             num_images += hr.shape[0]
             real += torch.stack(disc_counts(disc(hr), mask, "real", mode)).double().cpu()
             for scale in scales:
-                lr = degrade(hr, scale=scale, mode=econf.get_string("degradation"))
+                lr = eval_lr(hr, scale, econf.get_string("degradation"), batch, self.lr_camera())
                 sr = model.decode(
                     lr, normal_map, tuple(hr.shape[-2:]), chunk=econf.get_int("chunk"), clamp=True
                 )

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from datasets.giif_data import GiifDataset
+from datasets.lr_camera import LRCamera, identity_seed, seeded_generators
 from datasets.preprocess import degrade
 from models import registry
 from models.sr_coords import make_coord
@@ -40,7 +41,7 @@ from utils.checkpoint import (
     model_entry,
     save_atomic,
 )
-from utils.config import ConfigError, conf_to_dict, describe_origin, missing_data_path_error
+from utils.config import ConfigError, conf_to_dict, describe_origin, missing_data_path_error, read_section
 from utils.errors import InputError
 from utils.image_io import make_grid, write_image
 from utils.metrics.image import PerceptualMetric
@@ -113,6 +114,20 @@ def make_from_conf(spec: dict, key: str = "model"):
         return registry.make(spec)
     except ValueError as err:
         raise ConfigError(f"{key}.args: {err}") from err
+
+
+def check_giif_arch(ckpt_entry: dict, model: torch.nn.Module, what: str) -> None:
+    """``check_arch_matches`` of a checkpoint's GIIF/LIIF entry against ``model`` (built from the config),
+    reading arguments the checkpoint does not record (e.g. ``residual`` before it existed) as their defaults.
+
+    Raises:
+        CheckpointError: the architectures differ, one line per argument.
+    """
+    try:
+        defaults = registry.default_args(ckpt_entry["name"])
+    except KeyError:
+        defaults = None  # an unknown name: check_arch_matches reports the name difference
+    check_arch_matches(ckpt_entry, registry.model_spec(model), what=what, defaults=defaults)
 
 
 def lr_lambda(decay: float, floor: float):
@@ -257,7 +272,7 @@ class GiifTrainer:
         if model_path:
             ckpt = load_checkpoint(model_path, stage=GIIF_STAGES)
             model = make_from_conf(spec)
-            check_arch_matches(ckpt["model"], registry.model_spec(model), what=f"GIIF ({model_path})")
+            check_giif_arch(ckpt["model"], model, what=f"GIIF ({model_path})")
             model = build_model(ckpt, registry.make)
             self.log.info(
                 "GIIF initialised from %s (stage %s, step %d)",
@@ -329,7 +344,7 @@ class GiifTrainer:
                 f"--resume: no checkpoint in {checkpoint_dir(self.run_dir)} (nothing to resume)"
             )
         ckpt = load_checkpoint(path, stage=self.stage)
-        check_arch_matches(ckpt["model"], registry.model_spec(self.model), what="GIIF")
+        check_giif_arch(ckpt["model"], dist.unwrap(self.model), what="GIIF")
         self.model.load_state_dict(ckpt["model"]["sd"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -349,6 +364,23 @@ class GiifTrainer:
         # Seeded by the step so every DDP rank draws the same scale and a resumed run continues the sequence.
         u = torch.rand((), generator=torch.Generator().manual_seed(self.seed * 100003 + self.step))
         return float(lo + (hi - lo) * u)
+
+    def lr_camera(self) -> LRCamera:
+        """The ``camera`` degradation's parameter ranges, ``data.lr_camera``."""
+        return read_section(LRCamera, self.conf, "data.lr_camera")
+
+    def train_lr(self, hr: torch.Tensor) -> torch.Tensor:
+        """The LR input of a training batch ``hr (B, 3, H, W)``: the step's scale (``_draw_scale``) and
+        ``train.degradation``; the ``camera`` degradation draws per image from generators seeded by the run's
+        seed, the step, the DDP rank and the image's place in the batch (a resumed run sees the same inputs)."""
+        mode = self.conf.get_string("train.degradation")
+        generators = None
+        if mode == "camera":
+            seeds = [identity_seed("train", self.seed, self.step, dist.rank(), b) for b in range(hr.shape[0])]
+            generators = seeded_generators(seeds)
+        return degrade(
+            hr, scale=self._draw_scale(), mode=mode, camera=self.lr_camera(), generators=generators
+        )
 
     def _queries(self, hr: torch.Tensor):
         """Coordinates, cells and targets of the supervised HR pixels: the whole grid or a random patch."""
@@ -385,7 +417,7 @@ class GiifTrainer:
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         hr = batch["hr"].to(self.device)
         normal_map = batch["normal_map"].to(self.device)
-        lr = degrade(hr, scale=self._draw_scale(), mode=self.conf.get_string("train.degradation"))
+        lr = self.train_lr(hr)
         pred, target, _ = self.predict_patch(self.ddp_model, lr, normal_map, hr)
         losses = self.sr_losses(pred, target)
         self._backward_and_step(losses)
@@ -532,6 +564,7 @@ class GiifTrainer:
             self.val_batches(),
             scales=scales or econf.get_list("scales"),
             degradation=econf.get_string("degradation"),
+            camera=self.lr_camera(),
             perceptual=perceptual,
             device=self.device,
             vis_dir=vis_dir,

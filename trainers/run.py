@@ -112,6 +112,7 @@ def check_inputs(stage: str, args: argparse.Namespace, conf, run_dir: Path) -> N
             "--model_path" if args.model_path else "the run's GIIF",
             "pass --model_path with a giif.pth written by main_giif.py / main_disc.py",
         )
+        check_checkpoint_residual(conf, args.model_path or run_dir / "giif.pth")
         return
     if args.resume:
         # The run continues from its own checkpoint; --model_path / --model_path_disc only started it.
@@ -125,6 +126,7 @@ def check_inputs(stage: str, args: argparse.Namespace, conf, run_dir: Path) -> N
         _require_file(
             args.model_path, "--model_path", "pass a giif.pth written by main_giif.py / main_disc.py"
         )
+        check_checkpoint_residual(conf, args.model_path)
     if stage == "disc":
         if not args.model_path:
             giif_model = conf.get_string("giif_model")
@@ -134,10 +136,37 @@ def check_inputs(stage: str, args: argparse.Namespace, conf, run_dir: Path) -> N
                     "(written by main_giif.py) or set giif_model in the config"
                 )
             _require_file(giif_model, "giif_model", "set it to a giif.pth written by main_giif.py")
+            check_checkpoint_residual(conf, giif_model)
         if args.model_path_disc:
             _require_file(
                 args.model_path_disc, "--model_path_disc", "pass a disc.pth written by main_disc.py"
             )
+
+
+def check_checkpoint_residual(conf, path: str | Path) -> None:
+    """``model.args.residual`` of a GIIF/LIIF config against the checkpoint it starts from or evaluates (a
+    checkpoint without the key predates it and is ``none``), before the run folder exists; the trainer's
+    architecture check compares every other argument when it builds the model.
+
+    Raises:
+        ConfigError: the two differ, naming both values and how to fix it.
+        CheckpointError: the file is not a checkpoint of this project.
+    """
+    from utils.checkpoint import load_checkpoint
+
+    args = conf.get("model.args", None) or {}
+    want = args.get("residual", "none")
+    entry = load_checkpoint(path)["model"]
+    have = entry["args"].get("residual")
+    if (have or "none") == want:
+        return
+    origin = config_origin(conf, "model.args.residual") if "residual" in args else "the default"
+    recorded = repr(have) if have else "'none' (it does not record model.residual: it predates the option)"
+    raise ConfigError(
+        f"model.args.residual = {want!r} (from {origin}) but the GIIF checkpoint {path} was trained with "
+        f"residual {recorded}: set model.args.residual = {have or 'none'} (--set model.args.residual="
+        f"{have or 'none'}) or pick a checkpoint trained with residual {want!r}"
+    )
 
 
 def _check_srhand_inputs(args: argparse.Namespace, conf, run_dir: Path) -> None:

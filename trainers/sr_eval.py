@@ -4,7 +4,9 @@ One protocol, one place:
 
 * the ground truth is the MANO-masked HR crop (black background), as in the reference protocol;
 * the LR input is ``degrade(gt, scale=s, mode)`` for every scale ``s`` of the table (non-integer
-  scales such as 12.8 give ``round(H / s)`` LR pixels);
+  scales such as 12.8 give ``round(H / s)`` LR pixels); the ``camera`` degradation draws its random
+  parameters and noise from a generator seeded by the image's identity and the scale
+  (``eval_lr``), so every evaluation of a model sees the same LR images;
 * the prediction is decoded at the HR size and clamped to [0, 1]; **bicubic** upsampling of the same
   LR image is evaluated in the same loop, so both rows of the table see identical inputs;
 * every metric is reported twice: ``masked`` (PSNR/SSIM over the MANO mask pixels; the perceptual
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from datasets.lr_camera import LRCamera, identity_seed, seeded_generators
 from datasets.preprocess import degrade
 from utils.errors import InputError
 from utils.image_io import make_grid, write_image
@@ -46,12 +49,41 @@ def _scale_key(scale: float) -> str:
     return f"x{scale:g}"
 
 
+IDENTITY_KEYS = ("capture", "sequence", "frame_id", "camera")  # what names an image of a GiifDataset batch
+
+
+def eval_lr(
+    hr: torch.Tensor, scale: float, degradation: str, batch: dict, camera: LRCamera | None = None
+) -> torch.Tensor:
+    """The evaluation LR input of ``hr (B, 3, H, W)`` at ``scale``: ``degrade(hr, scale=scale, mode=degradation)``,
+    with, for ``camera``, one generator per image seeded from ``batch``'s identity entries (``IDENTITY_KEYS``,
+    lists of length B) and the scale.
+
+    Raises:
+        InputError: ``camera`` with a batch that does not name its images.
+    """
+    generators = None
+    if degradation == "camera":
+        missing = [k for k in IDENTITY_KEYS if k not in batch]
+        if missing:
+            raise InputError(
+                f"the camera degradation seeds each evaluation image from its identity, but the batch has no "
+                f"{missing} (a GiifDataset batch has them)"
+            )
+        ids = zip(*(batch[k] for k in IDENTITY_KEYS), strict=True)
+        generators = seeded_generators([identity_seed(*i, _scale_key(scale)) for i in ids])
+    return degrade(
+        hr, scale=float(scale), mode=degradation, camera=camera or LRCamera(), generators=generators
+    )
+
+
 @torch.no_grad()
 def evaluate_sr(
     predict: Callable[[torch.Tensor, torch.Tensor, tuple[int, int]], torch.Tensor],
     batches: Iterable[dict],
     scales: Sequence[float] = DEFAULT_SCALES,
     degradation: str = "nearest",
+    camera: LRCamera | None = None,
     perceptual: metrics.PerceptualMetric | None = None,
     device: torch.device | str = "cpu",
     vis_dir: str | Path | None = None,
@@ -64,7 +96,9 @@ def evaluate_sr(
         predict: ``predict(lr (B,3,h,w), normal_map (B,3,Hn,Wn), out_size (H, W)) -> (B,3,H,W)`` in [0, 1].
         batches: dicts with ``hr (B,3,H,W)`` (masked GT), ``mask (B,1,H,W)``, ``normal_map``.
         scales: HR/LR factors; any positive float.
-        degradation: ``nearest`` (reference), ``bicubic`` or ``area`` (see ``datasets.preprocess.degrade``).
+        degradation: ``nearest`` (reference), ``area``, ``bicubic`` or ``camera`` (see
+            ``datasets.preprocess.degrade``; ``camera`` is seeded per image, see ``eval_lr``).
+        camera: the ranges of the ``camera`` degradation (None: ``LRCamera()``'s defaults).
         perceptual: the perceptual metric (None skips that column).
         device: where the predictor runs.
         vis_dir: when given, writes grids ``{scale}_{index}.png``: LR (nearest-upsampled), bicubic,
@@ -88,7 +122,7 @@ def evaluate_sr(
         size = tuple(hr.shape[-2:])
         num_images += hr.shape[0]
         for scale in scales:
-            lr = degrade(hr, scale=float(scale), mode=degradation)
+            lr = eval_lr(hr, scale, degradation, batch, camera)
             outputs = {
                 method_name: predict(lr, normal_map, size).clamp(0, 1),
                 "bicubic": bicubic_upsample(lr, size),

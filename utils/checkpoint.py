@@ -275,13 +275,18 @@ def _check_model_entry(entry: Any, key: str, where: Any) -> None:
         )
 
 
-def check_arch_matches(ckpt_spec: dict, expected_spec: dict, what: str = "model") -> None:
+def check_arch_matches(
+    ckpt_spec: dict, expected_spec: dict, what: str = "model", defaults: dict | None = None
+) -> None:
     """Raise if a checkpoint's ``{"name", "args"}`` differs from the expected architecture.
 
     Args:
         ckpt_spec: the checkpoint's model entry (or just its name/args).
         expected_spec: the spec built from the current config.
         what: label used in the message (e.g. ``"GIIF"``).
+        defaults: the constructor defaults of the checkpoint's network (``models.registry.default_args``):
+            an argument the checkpoint does not record (it was written before the argument existed) is
+            read as its default, which is what ``build_model`` rebuilds it with. None: absent is a difference.
 
     Raises:
         CheckpointError: listing the name difference and every differing argument, one per line.
@@ -292,10 +297,18 @@ def check_arch_matches(ckpt_spec: dict, expected_spec: dict, what: str = "model"
     ckpt_args = ckpt_spec.get("args") or {}
     expected_args = expected_spec.get("args") or {}
     absent = object()
+    defaults = defaults or {}
     for key in sorted(set(ckpt_args) | set(expected_args)):
         have, want = ckpt_args.get(key, absent), expected_args.get(key, absent)
+        recorded = have is not absent
+        if not recorded and key in defaults:
+            have = defaults[key]
         if have != want:
             have, want = ("<absent>" if v is absent else repr(v) for v in (have, want))
+            if not recorded and key in defaults:
+                have += (
+                    " (not recorded: the checkpoint predates the argument, so it is built with its default)"
+                )
             lines.append(f"  {key}: checkpoint={have}, expected={want}")
     if lines:
         raise CheckpointError(

@@ -9,11 +9,15 @@ The schema says which keys exist and their types; its ``rules`` block says which
       "data.crop_ratio" = "> 0 and <= 1"
       "train.lr_floor" = "in [0, 1]"                     # closed interval
       "eval.scales" = "each >= 1"                        # every element of a list
+      "data.lr_camera.psf_sigma" = "range in [0, 3]"     # a [low, high] pair, low <= high, each in [0, 3]
+      "train.degradation" = "one of nearest, area, bicubic, camera"   # a string key's allowed values
     }
 
-Grammar: ``rule := ["each "] alt (" or " alt)*``, ``alt := clause (" and " clause)*``,
+Grammar: ``rule := ["each " | "range "] alt (" or " alt)*`` or ``"one of " name (", " name)*``, ``alt := clause (" and " clause)*``,
 ``clause := OP operand | "in [" lo ", " hi "]" | number`` with ``OP`` one of ``>= > <= < == !=`` and an
 operand that is a number or the full path of another numeric key. A bare number means ``== number``.
+``range`` asks for a two-element list ``[low, high]`` with ``low <= high`` whose elements satisfy the rest
+(a sampling interval such as a blur or noise range); ``one of`` lists the values a string key may take.
 ``disc.conf`` includes ``giif.conf``, and HOCON merges the two ``rules`` blocks.
 
 ``load_config`` checks the rules after the types, before any work starts, and reports each broken rule
@@ -23,6 +27,7 @@ came from). Keys whose value has the wrong type are reported by the type check a
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 import re
@@ -75,6 +80,8 @@ class Rule:
     text: str
     alternatives: tuple[tuple[Clause, ...], ...]
     each: bool = False  # applied to every element of a list value
+    pair: bool = False  # a "range" rule: the value is a [low, high] list, low <= high, each element checked
+    choices: tuple[str, ...] = ()  # a "one of" rule: the allowed values of a string key
 
     def references(self) -> list[str]:
         """The other keys this rule compares with."""
@@ -90,8 +97,16 @@ class Rule:
         return any(all(c.holds(value, lookup) for c in alt) for alt in self.alternatives)
 
     def violations(self, value: Any, lookup: Callable[[str], Any]) -> list[Any]:
-        """The values (the value itself, or the list elements with ``each``) that break the rule."""
-        values = value if self.each and isinstance(value, list) else [value]
+        """The values (the value itself, or the list elements with ``each`` / ``range``) that break the rule;
+        for a ``range`` rule a list that is not an ascending number pair is itself the violation, for a
+        ``one of`` rule a string outside the choices."""
+        if self.choices:
+            return [value] if isinstance(value, str) and value not in self.choices else []
+        if self.pair and isinstance(value, list):
+            numbers = [v for v in value if is_number(v)]
+            if len(value) != 2 or len(numbers) != 2 or numbers[0] > numbers[1]:
+                return [value]
+        values = value if (self.each or self.pair) and isinstance(value, list) else [value]
         return [v for v in values if is_number(v) and not self.holds_for(float(v), lookup)]
 
 
@@ -110,9 +125,15 @@ def _operand(text: str, key: str, rule_text: str) -> float | str:
 def parse_rule(key: str, text: str) -> Rule:
     """Parse one rule string (grammar in the module docstring)."""
     body = text.strip()
+    if body.startswith("one of "):
+        choices = tuple(c.strip() for c in body[len("one of ") :].split(","))
+        if not all(choices):
+            raise RuleSyntaxError(f"rule for {key!r}: empty choice in {text!r} (expected 'one of a, b, c')")
+        return Rule(key=key, text=body, alternatives=(), choices=choices)
     each = body.startswith("each ")
-    if each:
-        body = body[len("each ") :].strip()
+    pair = body.startswith("range ")
+    if each or pair:
+        body = body.split(" ", 1)[1].strip()
     alternatives = []
     for alt_text in re.split(r"\s+or\s+", body):
         clauses = []
@@ -133,7 +154,7 @@ def parse_rule(key: str, text: str) -> Rule:
                     "(expected e.g. '>= 1', 'in [0, 1]', '< data.hr_size', '-1 or >= 1')"
                 )
         alternatives.append(tuple(clauses))
-    return Rule(key=key, text=text.strip(), alternatives=tuple(alternatives), each=each)
+    return Rule(key=key, text=text.strip(), alternatives=tuple(alternatives), each=each, pair=pair)
 
 
 def parse_rules(block: Any, known_keys: Iterable[str] = ()) -> list[Rule]:
@@ -141,7 +162,8 @@ def parse_rules(block: Any, known_keys: Iterable[str] = ()) -> list[Rule]:
 
     Args:
         block: the block as parsed by pyhocon (quoted keys keep their quotes there; they are removed).
-        known_keys: the schema's key paths; when given, every rule key and referenced key must be one.
+        known_keys: the schema's key paths; when given, every rule key and referenced key must be one or lie
+            below one (a free-form group such as ``model.args``: the rule applies when the key is given).
 
     Raises:
         RuleSyntaxError: an unreadable rule, or a rule about (or referring to) a key the schema lacks.
@@ -153,7 +175,8 @@ def parse_rules(block: Any, known_keys: Iterable[str] = ()) -> list[Rule]:
         for text in texts if isinstance(texts, list) else [texts]:
             rule = parse_rule(key, str(text))
             for name in [key, *rule.references()]:
-                if known and name not in known:
+                # a key below a free-form group ({} in the schema, e.g. model.args) may have a rule too
+                if known and name not in known and not any(name.startswith(k + ".") for k in known):
                     raise RuleSyntaxError(
                         f"rule {key!r} = {text!r} refers to {name!r}, which is not a key of the schema"
                     )
@@ -192,7 +215,10 @@ def check_rules(
 
     for rule in rules:
         value = get(rule.key)
-        if rule.each:
+        if rule.choices:
+            if not isinstance(value, str):
+                continue
+        elif rule.each or rule.pair:
             if not isinstance(value, list):
                 continue
         elif not is_number(value):
@@ -201,7 +227,14 @@ def check_rules(
         if not bad:
             continue
         refs = [f"{ref} = {format_value(get(ref))} in {origin(ref)}" for ref in rule.references()]
-        what = f" (element {format_value(bad[0])})" if rule.each else ""
+        what = (
+            f" (element {format_value(bad[0])})" if (rule.each or rule.pair) and bad[0] is not value else ""
+        )
+        if rule.pair and bad[0] is value:
+            what = " (a [low, high] pair of numbers with low <= high)"
+        if rule.choices:
+            close = difflib.get_close_matches(value, rule.choices, n=1)
+            what = f" (did you mean {close[0]!r}?)" if close else ""
         errors.append(
             f"{rule.key} = {format_value(value)} in {origin(rule.key)}: must be {rule.text}{what}"
             + (f" (where {'; '.join(refs)})" if refs else "")

@@ -73,7 +73,7 @@ class GiifFeatureCache:
         return sum(
             t.numel() * t.element_size()
             for _, f in self._entries.values()
-            for t in (f.lr_feat, f.lr_flat, f.normal_feat, f.normal_flat)
+            for t in (f.lr_feat, f.lr_flat, f.normal_feat, f.normal_flat, f.lr_image)
             if t is not None
         )
 

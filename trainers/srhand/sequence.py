@@ -151,7 +151,13 @@ def sample_frame(
         "K": torch.stack([s["K"] for s in samples]),
         "R": torch.stack([s["R"] for s in samples]),
         "t": torch.stack([s["t"] for s in samples]),
-        "lr": degrade(hr, size=data.lr_size, mode=data.degradation),
+        "lr": degrade(
+            hr,
+            size=data.lr_size,
+            mode=data.degradation,
+            camera=data.lr_camera,
+            generators=data.lr_camera.generators_for([(seq.name, frame, v, data.lr_size) for v in views]),
+        ),
         "is_black": torch.tensor([bool(s["is_black"]) for s in samples]),
     }
     if with_raw:

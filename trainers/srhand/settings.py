@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from datasets.lr_camera import LRCamera
 from utils.config import ConfigError, read_section
 
 SR_SOURCES = ("giif_finetuned", "giif", "bicubic", "hr")
@@ -60,6 +61,7 @@ class DataSettings:
     hr_size: int
     lr_size: int
     degradation: str
+    lr_camera: LRCamera
     normal_size: int
     normal_space: str
     crop_ratio: float

@@ -87,7 +87,11 @@ NEUTRAL_VALUES = {
     "data.mask_source": "mano",
     "data.mask_margin": 0.04,  # read only with data.mask_source capture | dilated
     "eval.pseudo_gt_mesh_dir": "",
+    "model.args.residual": "none",
 }
+# The camera degradation's ranges (issue 24): read only where a degradation key says camera.
+CAMERA_KEY = "data.lr_camera"
+DEGRADATION_KEYS = ("train.degradation", "eval.degradation", "data.degradation")
 # Keys read only with data.dataset = goliath (the MANO fit of its registrations), added after the first runs.
 GOLIATH_ONLY_KEYS = ("data.goliath.fit", "data.goliath.fit_policy")
 # Generator settings that are paths (normalised to their base name).
@@ -116,7 +120,17 @@ def _get(tree: dict, dotted: str):
 
 def normalise_config(config: dict) -> dict:
     """A copy of a resolved config (plain dict) without :data:`MACHINE_KEYS`, and without the keys of
-    :data:`NEUTRAL_VALUES` that hold their neutral value, nor the `refine` section when refinement is off."""
+NEUTRAL_VALUES = {
+    "data.min_views": 1,
+    "eval.p2p_estimator": "iid",
+    "data.mask_source": "mano",
+    "data.mask_margin": 0.04,  # read only with data.mask_source capture | dilated
+    "eval.pseudo_gt_mesh_dir": "",
+    "model.args.residual": "none",
+}
+# The camera degradation's ranges (issue 24): read only where a degradation key says camera.
+CAMERA_KEY = "data.lr_camera"
+DEGRADATION_KEYS = ("train.degradation", "eval.degradation", "data.degradation")
     config = json.loads(json.dumps(config))
     for key in MACHINE_KEYS:
         _drop(config, key)
@@ -128,6 +142,8 @@ def normalise_config(config: dict) -> dict:
     if (_get(config, "data.dataset") or "interhand") != "goliath":
         for key in GOLIATH_ONLY_KEYS:  # no effect on other data
             _drop(config, key)
+    if all(_get(config, key) != "camera" for key in DEGRADATION_KEYS):
+        _drop(config, CAMERA_KEY)  # no effect without the camera degradation
     return config
 
 
