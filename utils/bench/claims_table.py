@@ -66,7 +66,13 @@ def input_mano_row(rows: dict) -> dict:
     return {INPUT_MANO_LABEL: row}
 
 
-CLAIM_DIGITS = {"p2p_mm": 3, "p2p_own_pose_mm": 3, "inconsistency": 4, "render_perc": 4, "x16_perc": 4}  # others: 2 (dB)
+CLAIM_DIGITS = {
+    "p2p_mm": 3,
+    "p2p_own_pose_mm": 3,
+    "inconsistency": 4,
+    "render_perc": 4,
+    "x16_perc": 4,
+}  # others: 2 (dB)
 # What a P2P claim says when its runs carry no standard error of their own: they were evaluated with the
 # i.i.d. estimator of before issue 26 (benchmarks/p2p_estimator.md measured its scatter on the demo's meshes).
 OLD_P2P_NOISE = "i.i.d. P2P of before issue 26: metric SE not measured, about 0.022 mm per frame"

@@ -120,17 +120,9 @@ def _get(tree: dict, dotted: str):
 
 def normalise_config(config: dict) -> dict:
     """A copy of a resolved config (plain dict) without :data:`MACHINE_KEYS`, and without the keys of
-NEUTRAL_VALUES = {
-    "data.min_views": 1,
-    "eval.p2p_estimator": "iid",
-    "data.mask_source": "mano",
-    "data.mask_margin": 0.04,  # read only with data.mask_source capture | dilated
-    "eval.pseudo_gt_mesh_dir": "",
-    "model.args.residual": "none",
-}
-# The camera degradation's ranges (issue 24): read only where a degradation key says camera.
-CAMERA_KEY = "data.lr_camera"
-DEGRADATION_KEYS = ("train.degradation", "eval.degradation", "data.degradation")
+    :data:`NEUTRAL_VALUES` that hold their neutral value, of the Goliath-only keys on other data, of
+    ``data.lr_camera`` where no degradation key says ``camera``, and of the ``refine`` section when refinement
+    is off."""
     config = json.loads(json.dumps(config))
     for key in MACHINE_KEYS:
         _drop(config, key)
@@ -138,7 +130,9 @@ DEGRADATION_KEYS = ("train.degradation", "eval.degradation", "data.degradation")
         if _get(config, key) == value:
             _drop(config, key)
     if _get(config, "refine") is not None and not _get(config, "refine.enabled"):
-        _drop(config, "refine")  # MANO refinement off: its settings have no effect (added after the first runs)
+        _drop(
+            config, "refine"
+        )  # MANO refinement off: its settings have no effect (added after the first runs)
     if (_get(config, "data.dataset") or "interhand") != "goliath":
         for key in GOLIATH_ONLY_KEYS:  # no effect on other data
             _drop(config, key)
