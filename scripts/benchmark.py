@@ -331,6 +331,11 @@ TABLES = {  # section -> (row keys, label overrides)
 }
 
 
+PAPER_METHOD = [
+    "refine.enabled=false"
+]  # rows of the paper's method: the synthetic config refines the MANO fit
+
+
 def srhand_jobs(
     args,
     work: Path,
@@ -372,7 +377,8 @@ def srhand_jobs(
                 "--set",
                 f"seed={seed}",
             ]
-            for item in (*sets, *extra):
+            paper = [] if any(item.startswith("refine.") for item in sets) else PAPER_METHOD
+            for item in (*paper, *sets, *extra):
                 cmd += ["--set", item]
             jobs.append((key, seed, run_dir, cmd))
     return jobs

@@ -86,6 +86,13 @@ def test_every_command_loads_its_config(bench, scale, tmp_path):
     )
     assert confs[("srhand_noisy", 0)].get_float("data.mano_noise.pose_std") > 0
     assert confs[("srhand", 0)].get_float("data.mano_noise.pose_std") == 0
+    # the synthetic config refines the MANO fit; the paper's rows run the paper's method
+    assert not confs[("srhand", 0)].get_bool("refine.enabled") and not confs[("hr_ours", 0)].get_bool(
+        "refine.enabled"
+    )
+    assert confs[("srhand_refine", 0)].get_bool("refine.enabled") and confs[("hr_ours_refine", 0)].get_bool(
+        "refine.enabled"
+    )
     assert not confs[("giif_xhand", 0)].get_bool("model.use_enh") and confs[("giif_ours", 0)].get_bool(
         "model.use_enh"
     )
