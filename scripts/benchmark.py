@@ -160,6 +160,8 @@ def sr_jobs(args, work: Path) -> list[tuple[str, int, Path, list[str]]]:
     ``sr_<name>`` (the main.py sections' GIIF and LIIF), seed s's ``sr_<name>_s<s>``."""
     py, confs = sys.executable, CONFS[args.scale]
     data = ["--set", f"data.data_path={args.data}"]
+    for item in getattr(args, "sr_set", None) or []:  # e.g. the stored tables' model.args.residual=none
+        data += ["--set", item]
     jobs = []
     for seed in args.sr_seeds:
         suffix = f"_s{seed}" if seed else ""
@@ -773,6 +775,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(seed 0's GIIF and LIIF supervise the main.py rows)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="main.py seeds per row")
+    parser.add_argument(
+        "--sr_set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a --set item for every GIIF/LIIF/discriminator run (e.g. model.args.residual=none: the GIIF of the "
+        "tables committed before issue 24, which the CPU configs' bilinear residual no longer is)",
+    )
     parser.add_argument(
         "--rows",
         nargs="+",
