@@ -887,7 +887,10 @@ def test_committed_cpu_runs_are_found_by_the_current_configs(bench, monkeypatch,
     The SR runs are GIIFs without the residual the CPU configs have since issue 24 (``--sr_set``); with today's
     bilinear residual nothing is found (another method)."""
     found, _ = _legacy_lookups(bench, monkeypatch, tmp_path / "residual", [], LEGACY_MACHINE, extra=())
-    assert [name for name, _ in found] == ["sr/liif seed 0", "sr/liif seed 1"]  # LIIF keeps none; GIIFs are new
+    assert [name for name, _ in found] == [
+        "sr/liif seed 0",
+        "sr/liif seed 1",
+    ]  # LIIF keeps none; GIIFs are new
     monkeypatch.setattr(
         bench, "parse_args", _with_argv(bench.parse_args, ["--sr_set", "model.args.residual=none"])
     )

@@ -25,7 +25,9 @@ PLACEHOLDERS = {"KEY", "key", "a.b.c", "a.b"}
 
 
 def schema_keys(stage: str) -> set[str]:
-    return set(_leaf_paths(load_schema(stage)[0]))
+    """The keys a schema declares, and those under its free-form groups that its rules check (model.args.*)."""
+    tree, rules = load_schema(stage)
+    return set(_leaf_paths(tree)) | {rule.key for rule in rules}
 
 
 def help_text(stage: str) -> str:

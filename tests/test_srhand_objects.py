@@ -17,7 +17,13 @@ def _stage3_classes():
     for info in pkgutil.iter_modules(trainers.srhand.__path__):
         module = importlib.import_module(f"trainers.srhand.{info.name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ == module.__name__ and not issubclass(cls, BaseException):
+            # nn.Modules (the MANO refinement's parameters) keep their state in torch's registries, declared in
+            # __init__; slots cannot cover nn.Module itself
+            if (
+                cls.__module__ == module.__name__
+                and not issubclass(cls, BaseException)
+                and not issubclass(cls, torch.nn.Module)
+            ):
                 yield cls
 
 
