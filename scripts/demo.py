@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the overview picture uses utils.image_io
 GIIF_EPOCHS = 2  # 108 steps (the benchmark's conf/synthetic/giif.conf: 6 epochs, 324 steps)
 DISC_EPOCHS = 1  # 54 steps (the benchmark: 2 epochs, 108 steps)
 INBETWEEN = 3  # new poses between consecutive capture frames: 23 pairs x 3 = 69 frames on the default data
