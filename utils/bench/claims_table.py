@@ -52,6 +52,7 @@ def input_mano_row(rows: dict) -> dict:
         seed: {
             "p2p_mm": r.get("p2p_mm_mano"),
             "p2p_own_pose_mm": r.get("p2p_mm_mano"),
+            "p2p_own_pose_mm_se": r.get("p2p_mm_mano_se"),
             "p2p_mm_se": r.get("p2p_mm_mano_se"),
             "p2p_pseudo_gt_mm": r.get("p2p_pseudo_gt_mm_mano"),
             "pp_p2p_mm": r.get("pp_p2p_mm_mano"),

@@ -313,7 +313,7 @@ def refine_markdown(result: dict) -> list[str]:
         "MANO refinement (`refine.enabled`, docs/srhand_model.md 6.5a): per-frame pose, rotation and translation "
         "and the capture's shape optimised with the avatar. The P2P, render and inconsistency columns are at "
         "the annotated pose of the held-out frames (as every other table); the test-time-fit columns at the pose "
-        "fitted to their LR images with the avatar frozen (`refine.test_time_fit`). MPJPE: 21 keypoints against "
+        "fitted to their images with the avatar frozen (`refine.test_time_fit`, `refine.test_target`). MPJPE: 21 keypoints against "
         "the generator's truth. Noise rows: `--set` "
         + ", ".join(f"`{s}`" for s in result.get("noise_sets") or [])
         + " where named.",
