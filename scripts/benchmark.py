@@ -410,16 +410,16 @@ def _row_metrics(m: dict) -> dict:
     }
     refined = (m.get("refinement") or {}).get("keypoints") or {}
     fitted = m.get("test_time_fit") or {}
+    own = (
+        fitted or m
+    )  # P2P at the poses the method itself uses: the test-time-fitted ones, else the annotation's
     row.update(
         {
             "mpjpe_annotation_mm": refined.get("mpjpe_annotation_mm"),
             "mpjpe_refined_mm": refined.get("mpjpe_refined_mm"),
             "ttf_p2p_mm": fitted.get("p2p_mm"),
-            # P2P at the poses the method itself uses: the test-time-fitted ones with a fit, else the annotation's
-            "p2p_own_pose_mm": fitted.get("p2p_mm", m["p2p_mm"]),
-            "p2p_own_pose_mm_se": fitted.get("p2p_se_mm", m.get("p2p_se_mm"))
-            if fitted
-            else m.get("p2p_se_mm"),
+            "p2p_own_pose_mm": own.get("p2p_mm"),
+            "p2p_own_pose_mm_se": own.get("p2p_se_mm"),
             "ttf_p2p_mm_mano": fitted.get("p2p_mm_mano"),
             "ttf_render_psnr": ((fitted.get("render") or {}).get("all") or {}).get("psnr_masked"),
             "ttf_mpjpe_annotation_mm": (fitted.get("keypoints") or {}).get("mpjpe_annotation_mm"),

@@ -306,7 +306,7 @@ def load_fitted_avatar(
     )
     mano = None
     if ckpt.get("mano_refinement") is not None:
-        mano = mano_refinement_from_entry(ckpt["mano_refinement"]).to(ctx.device)
+        mano = MANORefinement.from_entry(ckpt["mano_refinement"]).to(ctx.device)
     fitted = FittedAvatar(
         avatar=avatar,
         avatar_args=avatar_args,
@@ -317,16 +317,6 @@ def load_fitted_avatar(
         mano=mano,
     )
     return fitted, path.parent
-
-
-def mano_refinement_from_entry(entry: dict) -> MANORefinement:
-    """The :class:`MANORefinement` of a checkpoint entry ``{"frame_ids", "sd"}`` (``SRHandModels.mano_entry``)."""
-    sd = entry["sd"]
-    mano = MANORefinement(
-        sd["pose_annotated"], sd["trans_annotated"], sd["shape_annotated"], entry["frame_ids"]
-    )
-    mano.load_state_dict(sd)
-    return mano
 
 
 def select_evaluation(ctx: RunContext, record: FitRecord, known_mpjpe: dict | None = None) -> EvalSelection:

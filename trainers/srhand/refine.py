@@ -88,6 +88,14 @@ class MANORefinement(nn.Module):
             self.neighbours[a].append(b)
             self.neighbours[b].append(a)
 
+    @classmethod
+    def from_entry(cls, entry: dict) -> MANORefinement:
+        """Rebuild from a checkpoint entry ``{"frame_ids", "sd"}`` (``SRHandModels.mano_entry``)."""
+        sd = entry["sd"]
+        mano = cls(sd["pose_annotated"], sd["trans_annotated"], sd["shape_annotated"], entry["frame_ids"])
+        mano.load_state_dict(sd)
+        return mano
+
     @property
     def num_frames(self) -> int:
         return self.pose_annotated.shape[0]
@@ -131,12 +139,20 @@ class MANORefinement(nn.Module):
         return groups
 
     @torch.no_grad()
+    def offset_sizes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(F, 16)`` axis-angle offset angles in degrees (the global rotation, then the 15 finger joints) and
+        ``(F,)`` translation offsets in mm."""
+        rot = torch.stack(list(self.d_rot))[:, None]
+        pose = torch.stack(list(self.d_pose)).reshape(-1, 15, 3)
+        angles = torch.cat([rot, pose], dim=1).norm(dim=-1) * (180 / math.pi)
+        return angles, torch.stack(list(self.d_trans)).norm(dim=-1) * 1000
+
+    @torch.no_grad()
     def offset_summary(self) -> dict:
         """Sizes of the offsets: max and mean joint angle (degrees, over frames and the 15 finger joints),
         global rotation (degrees), translation (mm), the shape offset's norm."""
-        pose = torch.stack(list(self.d_pose)).reshape(-1, 15, 3).norm(dim=-1) * (180 / math.pi)
-        rot = torch.stack(list(self.d_rot)).norm(dim=-1) * (180 / math.pi)
-        trans = torch.stack(list(self.d_trans)).norm(dim=-1) * 1000
+        angles, trans = self.offset_sizes()
+        rot, pose = angles[:, 0], angles[:, 1:]
         return {
             "pose_deg_max": float(pose.max()),
             "pose_deg_mean": float(pose.mean()),
@@ -148,6 +164,31 @@ class MANORefinement(nn.Module):
         }
 
 
+def squared_offsets(
+    rot: torch.Tensor,
+    pose: torch.Tensor,
+    trans: torch.Tensor,
+    rot_weight: float,
+    pose_weight: float,
+    trans_weight: float,
+) -> torch.Tensor:
+    """``rot_weight |rot|^2 + pose_weight |pose|^2`` (rad^2, summed over the joints) ``+ trans_weight |trans|^2``
+    (mm^2; ``trans`` in metres)."""
+    return (
+        rot_weight * rot.pow(2).sum()
+        + pose_weight * pose.pow(2).sum()
+        + trans_weight * (1000.0 * trans).pow(2).sum()
+    )
+
+
+def offset_prior(
+    rot: torch.Tensor, pose: torch.Tensor, trans: torch.Tensor, settings: RefineSettings
+) -> torch.Tensor:
+    """The prior towards the annotation of one frame's offsets: :func:`squared_offsets` with ``refine.rot_prior``,
+    ``pose_prior`` and ``trans_prior``."""
+    return squared_offsets(rot, pose, trans, settings.rot_prior, settings.pose_prior, settings.trans_prior)
+
+
 def refinement_terms(
     refinement: MANORefinement, frame: int, settings: RefineSettings
 ) -> dict[str, torch.Tensor]:
@@ -157,24 +198,14 @@ def refinement_terms(
     trans_prior |d_trans|^2`` (mm^2); ``mano_smooth``: ``smooth`` x the same squared distances between the
     offsets of ``frame`` and its neighbours in frame-id order; ``shape_prior``: ``|d_shape|^2``.
     """
-
-    def squared(rot, pose, trans, prior_rot, prior_pose, prior_trans):
-        return (
-            prior_rot * rot.pow(2).sum()
-            + prior_pose * pose.pow(2).sum()
-            + prior_trans * (1000.0 * trans).pow(2).sum()
-        )
-
     s, r = settings, refinement
     terms = {}
-    terms["mano_prior"] = squared(
-        r.d_rot[frame], r.d_pose[frame], r.d_trans[frame], s.rot_prior, s.pose_prior, s.trans_prior
-    )
+    terms["mano_prior"] = offset_prior(r.d_rot[frame], r.d_pose[frame], r.d_trans[frame], s)
     if s.smooth and r.neighbours[frame]:
         terms["mano_smooth"] = (
             s.smooth
             * sum(
-                squared(
+                squared_offsets(
                     r.d_rot[frame] - r.d_rot[n],
                     r.d_pose[frame] - r.d_pose[n],
                     r.d_trans[frame] - r.d_trans[n],
@@ -195,10 +226,7 @@ def refinement_terms(
 def check_refinement(refinement: MANORefinement, settings: RefineSettings, frame_ids: Sequence[int]) -> None:
     """Raise :class:`RefinementDivergedError` when an offset is not finite or beyond ``refine.max_pose_deg``
     (a finger joint's or the global rotation's axis-angle offset) or ``refine.max_trans_mm``."""
-    pose = torch.stack(list(refinement.d_pose)).reshape(-1, 15, 3)
-    rot = torch.stack(list(refinement.d_rot))[:, None]
-    angles = torch.cat([rot, pose], dim=1).norm(dim=-1) * (180 / math.pi)  # (F, 16): global, then fingers
-    trans = torch.stack(list(refinement.d_trans)).norm(dim=-1) * 1000
+    angles, trans = refinement.offset_sizes()  # (F, 16): global, then fingers; (F,) mm
     fix = (
         "the run keeps its last good checkpoint; lower refine.*_learning_rate, raise refine.pose_prior / "
         "refine.trans_prior, or check the frame's annotation and images"
@@ -239,10 +267,11 @@ def render_mano_normals(
     out = torch.zeros_like(data.normal)
     height, width = data.size
     hn, wn = data.normal.shape[-2:]
-    scale = torch.diag(torch.tensor([wn / width, hn / height, 1.0], device=data.K.device))
-    model = hand_model.to(data.K.device)
-    verts, _ = model.forward(poses.to(data.K.device), shapes.to(data.K.device), trans.to(data.K.device))
-    faces = model.faces
+    device = data.K.device
+    scale = torch.diag(torch.tensor([wn / width, hn / height, 1.0], device=device))
+    model_device = hand_model.v_template.device  # the capture's shared hand model stays where it is
+    verts, _ = hand_model.forward(poses.to(model_device), shapes.to(model_device), trans.to(model_device))
+    verts, faces = verts.to(device), hand_model.faces.to(device)
     for f in range(data.num_frames):
         views = data.usable_views(f, range(data.num_views))
         if not views:
@@ -399,12 +428,7 @@ def fit_pose(
         losses.append(float(photometric.detach()))
         if len(losses) > s.test_steps:
             break
-        prior = (
-            s.rot_prior * d_rot.pow(2).sum()
-            + s.pose_prior * d_pose.pow(2).sum()
-            + s.trans_prior * (1000.0 * d_trans).pow(2).sum()
-        )
-        loss = photometric_weight * photometric + prior
+        loss = photometric_weight * photometric + offset_prior(d_rot, d_pose, d_trans, s)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
