@@ -9,6 +9,7 @@ import sys
 import types
 
 import numpy as np
+import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,3 +189,26 @@ def write_tiny_sr_models(folder, capture_root) -> dict:
     save_atomic(make_checkpoint("giif", model_entry(giif), config=config), folder / "giif.pth")
     save_atomic(make_checkpoint("disc", model_entry(disc), config=config), folder / "disc.pth")
     return {"root": Path(capture_root), "giif": folder / "giif.pth", "disc": folder / "disc.pth"}
+
+
+def write_tiny_capture(root, **overrides):
+    """The suite's tiny synthetic capture tree in ``root``: ``trainers.gpu_check.TINY_DATA`` with seed 0 (3
+    subjects, 64x64 raw images, 2 views x 2 frames, one held-out view), ``overrides`` going to
+    ``SyntheticConfig``. Returns ``root``."""
+    from datasets.synthetic import SyntheticConfig, generate
+    from trainers.gpu_check import TINY_DATA
+
+    config = SyntheticConfig(seed=0, **TINY_DATA, **overrides)
+    generate(config, root, progress=False, overwrite=True, log=lambda *args, **kwargs: None)
+    return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread for the importing test module (``from _hand_fixtures import one_thread``): tiny
+    tensors run as fast on one thread, and two threads per process on 2 shared cores next to another job run an
+    order of magnitude slower (oversubscription): 15 s vs 160 s for tests/test_srhand.py."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

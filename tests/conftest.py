@@ -18,19 +18,6 @@ def tiny_capture_root(tmp_path_factory):
     Generated with the project's own generator (``datasets.synthetic``) in a few seconds; consumers
     crop it to 32x32.
     """
-    from datasets.synthetic import SyntheticConfig, generate
+    from _hand_fixtures import write_tiny_capture
 
-    root = tmp_path_factory.mktemp("tiny_capture")
-    config = SyntheticConfig(
-        seed=0,
-        raw_size=(64, 64),
-        hr_size=32,
-        num_views=2,
-        num_heldout_views=1,
-        num_frames=2,
-        num_subjects=3,
-        supersample=1,
-        subdivision_levels=1,
-    )
-    generate(config, root, progress=False, overwrite=True, log=lambda *args, **kwargs: None)
-    return root
+    return write_tiny_capture(tmp_path_factory.mktemp("tiny_capture"))

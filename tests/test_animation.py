@@ -15,19 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _hand_fixtures import one_thread  # noqa: F401  (autouse: one torch thread in this module)
 
 from trainers.run import main_guard, run_srhand
 from utils.geometry.mesh_io import load_obj, load_ply
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

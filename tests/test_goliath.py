@@ -17,18 +17,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from _hand_fixtures import one_thread  # noqa: F401  (autouse: one torch thread in this module)
 
 from datasets import goliath
 from datasets.goliath import GoliathFormatError, read_goliath_sequence
 from tests import _goliath_fixture as fx
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _hand_fixtures import write_tiny_sr_models
+from _hand_fixtures import (
+    one_thread,  # noqa: F401  (autouse: one torch thread in this module)
+    write_tiny_capture,
+    write_tiny_sr_models,
+)
 
 from trainers.run import main_guard, run_srhand
 from trainers.srhand.supervision import (
@@ -29,14 +33,6 @@ from trainers.srhand.supervision import (
     supervision_targets,
     view_background,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---- supervision.py -----------------------------------------------------------------------------
@@ -130,23 +126,7 @@ def test_compared_images_composite_and_silhouette_gradient():
 @pytest.fixture(scope="module")
 def segmented_root(tmp_path_factory):
     """The conftest's tiny capture, generated again with ``segmentation = True``."""
-    from datasets.synthetic import SyntheticConfig, generate
-
-    root = tmp_path_factory.mktemp("tiny_segmented")
-    config = SyntheticConfig(
-        seed=0,
-        raw_size=(64, 64),
-        hr_size=32,
-        num_views=2,
-        num_heldout_views=1,
-        num_frames=2,
-        num_subjects=3,
-        supersample=1,
-        subdivision_levels=1,
-        segmentation=True,
-    )
-    generate(config, root, progress=False, overwrite=True, log=lambda *args, **kwargs: None)
-    return root
+    return write_tiny_capture(tmp_path_factory.mktemp("tiny_segmented"), segmentation=True)
 
 
 def read_recon(root):

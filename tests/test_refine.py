@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from _hand_fixtures import one_thread  # noqa: F401  (autouse: one torch thread in this module)
 
 from models.avatar import HandAvatar
 from tests.test_srhand import assets, read_metrics, run, write_conf  # noqa: F401  (assets is a fixture)
@@ -24,14 +25,6 @@ from trainers.srhand.refine import (
 from trainers.srhand.settings import RefineSettings
 from utils.geometry.camera import Cameras
 from utils.render import get_renderer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def settings(**overrides) -> RefineSettings:

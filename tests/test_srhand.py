@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _hand_fixtures import write_tiny_sr_models
+from _hand_fixtures import (
+    one_thread,  # noqa: F401  (autouse: one torch thread in this module)
+    write_tiny_sr_models,
+)
 
 from trainers.run import main_guard, run_srhand
 from trainers.srhand import SRHandTrainer, jet
@@ -25,16 +28,6 @@ from utils.checkpoint import load_checkpoint, save_atomic
 from utils.config import load_config
 from utils.geometry.mesh_io import load_obj
 from utils.run_logging import RunLogger
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run as fast on one thread, and two threads per process on 2 shared cores next to another
-    job run an order of magnitude slower (oversubscription): 15 s vs 160 s for this file."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
