@@ -281,6 +281,7 @@ def test_main_with_refinement_writes_the_refined_annotation_and_both_evaluations
     assert keypoints["mpjpe_annotation_mm"] > 0 and keypoints["mpjpe_refined_mm"] > 0
     ttf = metrics["test_time_fit"]
     assert ttf["steps"] == 3 and set(ttf["per_frame"]) == {str(f) for f in metrics["eval_frames"]}
+    assert ttf["frames_not_fitted"] == []
     assert ttf["p2p_mm"] > 0 and ttf["p2p_mm_mano"] > 0 and "keypoints" in ttf
     assert ttf["p2p_mm_mano"] != metrics["p2p_mm_mano"]  # the fitted MANO mesh, not the annotation's
     # --eval of the saved run reads the refined shape and repeats the test-time fit

@@ -801,7 +801,8 @@ def test_time_fit(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelectio
     (:func:`trainers.srhand.refine.fit_pose`; UHM's test-time fitting), from the annotation.
 
     Returns frame id -> ``(pose (48,), trans (3,))`` and a record: per-frame losses before and after, seconds,
-    and (synthetic captures) the MPJPE of the annotated and the fitted keypoints against the truth.
+    the frames left at their annotation because every view is black (``frames_not_fitted``, logged), and
+    (synthetic captures) the MPJPE of the annotated and the fitted keypoints against the truth.
     """
     s, seq = ctx.settings, selection.seq
     fit_cams = fitted.record.cameras
@@ -810,14 +811,18 @@ def test_time_fit(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelectio
     giif = fitted.giif.eval() if fitted.giif is not None else None
     shape_offset = fitted.shape_offset()
     weight = float(s.train.losses.get("photometric", 30.0))
-    poses, losses = {}, {}
+    poses, losses, not_fitted = {}, {}, []
     start = time.time()
     for fi, frame_id in ctx.log.progress(list(enumerate(selection.frames)), desc="test-time fit"):
         views = list(range(len(selection.cameras)))
         sample = {k: v.to(ctx.device) for k, v in sample_frame(seq, fi, views, s.data).items()}
         keep = [v for v in views if not bool(sample["is_black"][v])]
-        if not keep:
+        if not keep:  # every view black: nothing to fit to, the annotation stays (reported)
             poses[frame_id] = (seq.mano_pose[fi], seq.mano_trans[fi])
+            not_fitted.append(int(frame_id))
+            ctx.log.warning(
+                "test-time fit: frame %d has no usable view; it keeps its annotated pose", frame_id
+            )
             continue
         size = tuple(sample["hr"].shape[-2:])
         cams = Cameras(
@@ -855,7 +860,12 @@ def test_time_fit(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelectio
         )
         poses[frame_id] = (pose.cpu(), trans.cpu())
         losses[str(frame_id)] = record
-    out = {"seconds": time.time() - start, "steps": s.refine.test_steps, "per_frame": losses}
+    out = {
+        "seconds": time.time() - start,
+        "steps": s.refine.test_steps,
+        "per_frame": losses,
+        "frames_not_fitted": not_fitted,
+    }
     truth = true_keypoints(seq.gt_mesh_path, selection.frames)
     if truth is not None:
         offset = 0 if shape_offset is None else shape_offset.cpu()
