@@ -118,6 +118,29 @@ def test_perceptual_metric_uses_cached_lpips_trunk(offline):
     assert metric(a, a) == pytest.approx(0.0, abs=1e-6) and metric(a, b) > 0
 
 
+@pytest.mark.parametrize("kind", ["stlpips", "lpips"])
+def test_perceptual_reference_gives_the_networks_own_values(offline, kind):
+    """A reference (ground-truth features computed once) gives exactly what the (ST-)LPIPS module's own forward
+    gives for each prediction; a prediction of another shape is refused."""
+    if kind == "lpips":  # the LPIPS trunk from a stand-in weights file in the offline cache
+        from utils.compat import import_torchvision
+
+        features = import_torchvision().models.alexnet().features.state_dict()
+        offline.mkdir(parents=True)
+        torch.save({f"features.{k}": v for k, v in features.items()}, offline / "alexnet-owt-7be5be79.pth")
+    metric = PerceptualMetric(kind=kind)
+    a, b = images(size=48)
+    c = (1.0 - a).clamp(0, 1)
+    reference = metric.reference(a)
+    assert reference.features is not None  # the split path, not the whole-module fallback
+    for pred in (a, b, c):
+        own = metric.module(pred.clamp(0, 1) * 2 - 1, a * 2 - 1).reshape(-1)
+        assert torch.equal(metric(pred, reference, reduction="none"), own)
+        assert torch.equal(metric(pred, a, reduction="none"), own)
+    with pytest.raises(ValueError, match="differ in shape"):
+        metric(b[:1], reference)
+
+
 def test_perceptual_loss(offline):
     with pytest.raises(PerceptualUnavailableError):
         PerceptualLoss("lpips_vgg")

@@ -289,6 +289,24 @@ def test_main_with_refinement_writes_the_refined_annotation_and_both_evaluations
     again = read_metrics(tmp_path / "again")
     assert again["p2p_mm"] == pytest.approx(metrics["p2p_mm"], abs=1e-6)
     assert again["test_time_fit"]["p2p_mm"] == pytest.approx(ttf["p2p_mm"], abs=1e-4)
+    # the SR images decoded once for the three passes equal those evaluate decodes itself (no test-time fit)
+    assert (
+        run(
+            conf,
+            "--eval",
+            "--model_path",
+            run_dir,
+            "--out",
+            tmp_path / "no_fit",
+            "--set",
+            "refine.test_time_fit=false",
+        )
+        == 0
+    )
+    plain = read_metrics(tmp_path / "no_fit")
+    assert "test_time_fit" not in plain
+    assert plain["sr"]["all"] == pytest.approx(metrics["sr"]["all"], rel=1e-6)
+    assert plain["inconsistency"]["sr"] == pytest.approx(metrics["inconsistency"]["sr"], rel=1e-6)
 
 
 def test_refinement_bad_inputs(tmp_path, assets, capsys):  # noqa: F811

@@ -121,20 +121,23 @@ def evaluate_sr(
         normal_map = batch["normal_map"].to(device)
         size = tuple(hr.shape[-2:])
         num_images += hr.shape[0]
+        reference = perceptual.reference(hr) if perceptual is not None else None
         for scale in scales:
             lr = eval_lr(hr, scale, degradation, batch, camera)
             outputs = {
                 method_name: predict(lr, normal_map, size).clamp(0, 1),
                 "bicubic": bicubic_upsample(lr, size),
             }
-            for method, pred in outputs.items():
+            for method, pred in outputs.items():  # hr's perceptual features: once per batch (reference)
                 row = sums[method][_scale_key(scale)]
                 for region, m in (("masked", mask), ("full", None)):
                     row[f"psnr_{region}"] += float(metrics.psnr(pred, hr, mask=m, reduction="none").sum())
                     row[f"ssim_{region}"] += float(metrics.ssim(pred, hr, mask=m, reduction="none").sum())
                     if perceptual is not None:
                         shown = pred * mask if region == "masked" else pred
-                        row[f"{perc_key}_{region}"] += float(perceptual(shown, hr, reduction="none").sum())
+                        row[f"{perc_key}_{region}"] += float(
+                            perceptual(shown, reference, reduction="none").sum()
+                        )
             if vis_dir is not None and vis_written[scale] < max_vis:
                 vis_dir = Path(vis_dir)
                 for b in range(hr.shape[0]):

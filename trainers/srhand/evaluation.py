@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -442,12 +443,17 @@ def evaluate(
     save_vis: bool = False,
     timing: dict | None = None,
     poses: dict | None = None,
+    sr_images: Mapping[int, torch.Tensor] | None = None,
+    sr_metrics: bool = True,
 ) -> dict:
     """Metrics of ``fitted`` on ``selection``: see the module docstring and docs/srhand_model.md.
 
     ``timing``: the training's timing summary, reported with the metrics. ``poses``: frame id -> ``(pose (48,),
     trans (3,))`` replacing the annotation (the test-time fit, :func:`test_time_fit`); the "input MANO" P2P is
-    then that of the MANO mesh of those parameters, and no mesh is exported. Writes meshes
+    then that of the MANO mesh of those parameters, and no mesh is exported. ``sr_images``: the SR images of
+    :func:`decode_eval_sr` (decoded here, batch by batch, when None). ``sr_metrics``: False leaves out the
+    image metrics of the SR and bicubic images (``sr``, ``sr_bicubic``: None), which do not depend on the pose;
+    their colours still enter the inconsistency. Writes meshes
     (``eval.export_meshes`` or ``save_vis``) and, with ``save_vis``, panels and a GIF; changes nothing else (the
     networks are put in eval mode). Returns the report (:func:`format_report`).
     """
@@ -509,15 +515,21 @@ def evaluate(
             )
             render, mask = out["image"], s["mask"]
             pred_mask = (out["mask"] > 0.5).to(mask.dtype)
-            sr = sr_batch(
-                giif, fitted.sr_source, s["lr"], s["normal"], mask, s["hr"], ctx.settings.decode_chunk
-            )
+            if sr_images is not None:
+                sr = sr_images[frame_id][k : k + len(views)].to(ctx.device)
+            else:
+                sr = sr_batch(
+                    giif, fitted.sr_source, s["lr"], s["normal"], mask, s["hr"], ctx.settings.decode_chunk
+                )
             bicubic = bicubic_upsample(s["lr"], size) * mask
-            rows = _image_metrics(render, s["hr"], mask, pred_mask, s["raw"], perceptual, perc_key)
+            gt = perceptual.reference(s["hr"]) if perceptual is not None else s["hr"]  # features once
+            rows = _image_metrics(render, gt, mask, pred_mask, s["raw"], perceptual, perc_key)
             sr_rows = (
-                _sr_metrics(sr, s["hr"], mask, perceptual, perc_key) if fitted.sr_source != "hr" else None
+                _sr_metrics(sr, gt, mask, perceptual, perc_key)
+                if sr_metrics and fitted.sr_source != "hr"
+                else None
             )
-            bic_rows = _sr_metrics(bicubic, s["hr"], mask, perceptual, perc_key)
+            bic_rows = _sr_metrics(bicubic, gt, mask, perceptual, perc_key) if sr_metrics else None
             for b, v in enumerate(views):
                 if black[b]:
                     skipped.append([int(frame_id), cameras[v]])
@@ -527,8 +539,9 @@ def evaluate(
                     "camera": cameras[v],
                     "fitted_camera": cameras[v] in fit_cams,
                     "render": rows[b],
-                    "sr_bicubic": bic_rows[b],
                 }
+                if bic_rows is not None:
+                    rec["sr_bicubic"] = bic_rows[b]
                 if sr_rows is not None:
                     rec["sr"] = sr_rows[b]
                 records.append(rec)
@@ -648,28 +661,38 @@ def evaluate(
 def _image_metrics(render, hr, mask, pred_mask, raw, perceptual, perc_key) -> list[dict]:
     """Per-image metrics of the render: ``masked`` (both images masked by the GT MANO silhouette, statistics
     inside it), ``full`` (whole image, GT masked by the MANO silhouette) and ``predmask`` (the reference
-    protocol: both images masked by the predicted silhouette, whole image)."""
+    protocol: both images masked by the predicted silhouette, whole image). ``hr``: the GT or its
+    :meth:`~utils.metrics.image.PerceptualMetric.reference`."""
+    raw_masked = raw * pred_mask
     pairs = {
         "masked": (render * mask, hr, mask),
         "full": (render, hr, None),
-        "predmask": (render * pred_mask, raw * pred_mask, None),
+        "predmask": (render * pred_mask, raw_masked, None),
     }
     return _metrics_rows(pairs, perceptual, perc_key)
 
 
 def _sr_metrics(sr, hr, mask, perceptual, perc_key) -> list[dict]:
+    """``masked`` and ``full`` metrics of SR (or bicubic) images, masked already: their perceptual distances are
+    one computation (the same two images)."""
     return _metrics_rows({"masked": (sr, hr, mask), "full": (sr, hr, None)}, perceptual, perc_key)
 
 
 def _metrics_rows(pairs: dict, perceptual, perc_key) -> list[dict]:
-    rows = None
+    """Per-image PSNR, SSIM and perceptual distance of each ``region: (pred, gt, mask)`` of ``pairs``; ``gt`` may
+    be a perceptual reference of the ground truth (its features computed once for several predictions), and a
+    pair that repeats an earlier one's images reuses its perceptual distance."""
+    rows, seen = None, {}
     for region, (pred, gt, m) in pairs.items():
+        image = gt.image if isinstance(gt, metrics.PerceptualReference) else gt
         values = {
-            f"psnr_{region}": metrics.psnr(pred, gt, mask=m, reduction="none"),
-            f"ssim_{region}": metrics.ssim(pred, gt, mask=m, reduction="none"),
+            f"psnr_{region}": metrics.psnr(pred, image, mask=m, reduction="none"),
+            f"ssim_{region}": metrics.ssim(pred, image, mask=m, reduction="none"),
         }
         if perceptual is not None:
-            values[f"{perc_key}_{region}"] = perceptual(pred, gt, reduction="none").cpu().numpy()
+            if (id(pred), id(gt)) not in seen:
+                seen[(id(pred), id(gt))] = perceptual(pred, gt, reduction="none").cpu().numpy()
+            values[f"{perc_key}_{region}"] = seen[(id(pred), id(gt))]
         if rows is None:
             rows = [{} for _ in range(pred.shape[0])]
         for key, vals in values.items():
@@ -737,6 +760,7 @@ def _report(
     }
     groups = {k: v for k, v in groups.items() if v}
     fit, progress, sr_source = fitted.record, fitted.progress, fitted.sr_source
+    with_sr, with_bicubic = "sr" in records[0], "sr_bicubic" in records[0]  # (evaluate's sr_metrics)
     report = {
         "config": {
             "sr_source": sr_source,
@@ -760,13 +784,15 @@ def _report(
         "perceptual": perceptual.label if perceptual is not None else None,
         "perceptual_key": perceptual.name.lower().replace("-", "") if perceptual is not None else None,
         "render": {k: mean_of([r["render"] for r in v]) for k, v in groups.items()},
-        "sr": ({k: mean_of([r["sr"] for r in v]) for k, v in groups.items()} if sr_source != "hr" else None),
-        "sr_bicubic": {k: mean_of([r["sr_bicubic"] for r in v]) for k, v in groups.items()},
+        "sr": ({k: mean_of([r["sr"] for r in v]) for k, v in groups.items()} if with_sr else None),
+        "sr_bicubic": (
+            {k: mean_of([r["sr_bicubic"] for r in v]) for k, v in groups.items()} if with_bicubic else None
+        ),
         "counts": {
             k: {"images": len(v), "frames": len({r["frame_id"] for r in v})} for k, v in groups.items()
         },
         "render_se": {k: se_of(v, "render") for k, v in groups.items()},
-        "sr_se": {k: se_of(v, "sr") for k, v in groups.items()} if sr_source != "hr" else None,
+        "sr_se": {k: se_of(v, "sr") for k, v in groups.items()} if with_sr else None,
         **p2p_report(p2p, p2p_mano, ctx.settings.eval.p2p_samples, ctx.settings.eval.p2p_estimator),
         "gt_mesh_source": gt_source,
         "inconsistency": {
@@ -795,10 +821,47 @@ def mano_mesh(hand_model, pose, shape, trans, shape_offset=None) -> torch.Tensor
     return verts[0].float()
 
 
-def test_time_fit(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection) -> tuple[dict, dict]:
+@torch.no_grad()
+def decode_eval_sr(
+    ctx: RunContext, fitted: FittedAvatar, selection: EvalSelection
+) -> dict[int, torch.Tensor]:
+    """The SR images of every evaluated view: frame id -> ``(V, 3, H, W)`` on the CPU, V the cameras of
+    ``selection`` in its order, decoded in :func:`evaluate`'s batches of views (so that either gives the same
+    values). For an evaluation that looks at the same images more than once (:func:`evaluate_fit`: the
+    evaluation, the test-time fit, the evaluation at the fitted poses); the decoder is put in eval mode."""
+    giif = fitted.giif.eval() if fitted.giif is not None else None
+    seq, cameras, batch = selection.seq, selection.cameras, max(1, ctx.settings.eval.batch_size)
+    images = {}
+    for fi, frame_id in enumerate(selection.frames):
+        parts = []
+        for k in range(0, len(cameras), batch):
+            views = list(range(k, min(k + batch, len(cameras))))
+            s = {key: v.to(ctx.device) for key, v in sample_frame(seq, fi, views, ctx.settings.data).items()}
+            parts.append(
+                sr_batch(
+                    giif,
+                    fitted.sr_source,
+                    s["lr"],
+                    s["normal"],
+                    s["mask"],
+                    s["hr"],
+                    ctx.settings.decode_chunk,
+                ).cpu()
+            )
+        images[frame_id] = torch.cat(parts)
+    return images
+
+
+def test_time_fit(
+    ctx: RunContext,
+    fitted: FittedAvatar,
+    selection: EvalSelection,
+    sr_images: Mapping[int, torch.Tensor] | None = None,
+) -> tuple[dict, dict]:
     """Fit the pose, rotation and translation of every evaluated frame to its images (``refine.test_target``:
     the SR images of the fit's ``sr_source``, or the LR images) with the avatar frozen
-    (:func:`trainers.srhand.refine.fit_pose`; UHM's test-time fitting), from the annotation.
+    (:func:`trainers.srhand.refine.fit_pose`; UHM's test-time fitting), from the annotation. ``sr_images``:
+    the SR images of :func:`decode_eval_sr` (decoded here when None).
 
     Returns frame id -> ``(pose (48,), trans (3,))`` and a record: per-frame losses before and after, seconds,
     the frames left at their annotation because every view is black (``frames_not_fitted``, logged), and
@@ -834,6 +897,8 @@ def test_time_fit(ctx: RunContext, fitted: FittedAvatar, selection: EvalSelectio
         )
         if s.refine.test_target == "lr":
             images = sample["lr"][keep]
+        elif sr_images is not None:
+            images = sr_images[frame_id][keep].to(ctx.device)
         else:  # what the avatar is supervised by
             images = sr_batch(
                 giif,
@@ -927,14 +992,22 @@ def evaluate_fit(
     """:func:`evaluate` at the annotated poses; for a fit with MANO refinement its ``refinement`` record; and for
     a fit with refinement, or any avatar evaluated with ``refine.enabled``, with ``refine.test_time_fit`` the
     ``test_time_fit`` block: the same metrics (render, P2P of the avatar and of the fitted MANO mesh,
-    inconsistency) at the test-time-fitted poses (:func:`test_time_fit`)."""
-    report = evaluate(ctx, fitted, selection, save_vis=save_vis, timing=timing)
+    inconsistency) at the test-time-fitted poses (:func:`test_time_fit`). The SR images are decoded once for
+    the three (:func:`decode_eval_sr`), and the SR and bicubic image metrics, which do not depend on the pose,
+    are measured once."""
+    r = ctx.settings.refine
+    fit_poses = (fitted.mano is not None or r.enabled) and r.test_time_fit and r.test_steps > 0
+    start = time.time()
+    sr_images = decode_eval_sr(ctx, fitted, selection) if fit_poses else None
+    decode_seconds = time.time() - start
+    report = evaluate(ctx, fitted, selection, save_vis=save_vis, timing=timing, sr_images=sr_images)
+    if sr_images is not None:
+        report["eval_seconds"] += decode_seconds  # the decoding evaluate would otherwise have done
     if fitted.mano is not None:
         report["refinement"] = refinement_report(fitted, selection)
-    r = ctx.settings.refine
-    if (fitted.mano is not None or r.enabled) and r.test_time_fit and r.test_steps > 0:
-        poses, record = test_time_fit(ctx, fitted, selection)
-        fitted_report = evaluate(ctx, fitted, selection, poses=poses)
+    if fit_poses:
+        poses, record = test_time_fit(ctx, fitted, selection, sr_images=sr_images)
+        fitted_report = evaluate(ctx, fitted, selection, poses=poses, sr_images=sr_images, sr_metrics=False)
         report["test_time_fit"] = {
             **record,
             **{k: fitted_report[k] for k in TEST_TIME_FIT_KEYS if k in fitted_report},

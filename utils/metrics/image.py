@@ -30,6 +30,7 @@ Definitions
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -180,25 +181,81 @@ class PerceptualMetric:
 
     @torch.no_grad()
     def __call__(self, pred: Any, gt: Any, reduction: str = "mean"):
-        """Distance between ``pred`` and ``gt`` (RGB [0, 1]); lower is more similar.
+        """Distance between ``pred`` and ``gt`` (RGB [0, 1]); lower is more similar. ``gt`` may be a
+        :meth:`reference` of the ground truth, whose features are then not computed again.
 
         Returns:
             the mean over the batch (float), or a ``(B,)`` tensor with ``reduction="none"``.
         """
-        pred_t, gt_t = as_nchw(pred, "pred"), as_nchw(gt, "gt")
-        if pred_t.shape != gt_t.shape:
-            raise ValueError(f"pred {tuple(pred_t.shape)} and gt {tuple(gt_t.shape)} differ in shape")
-        device = next(self.module.parameters()).device
-        if pred_t.device != device and pred_t.device.type != "cpu":
-            device = pred_t.device
-            self.module.to(device)
+        ref = gt if isinstance(gt, PerceptualReference) else None
+        pred_t = as_nchw(pred, "pred")
+        gt_shape = ref.shape if ref is not None else as_nchw(gt, "gt").shape
+        if pred_t.shape != gt_shape:
+            raise ValueError(f"pred {tuple(pred_t.shape)} and gt {tuple(gt_shape)} differ in shape")
+        device = self._device_for(pred_t)
         pred_t = pred_t.to(device).clamp(0.0, 1.0) * 2.0 - 1.0
-        gt_t = gt_t.to(device) * 2.0 - 1.0
-        values = self.module(pred_t, gt_t).reshape(-1)
+        if ref is not None and ref.features is not None:
+            values = self._distance(self._features(pred_t), ref.features).reshape(-1)
+        else:
+            gt_t = (ref.image if ref is not None else as_nchw(gt, "gt")).to(device) * 2.0 - 1.0
+            values = self.module(pred_t, gt_t).reshape(-1)
         return _reduce_tensor(values, reduction)
+
+    @torch.no_grad()
+    def reference(self, gt: Any) -> PerceptualReference:
+        """The ground truth ``gt`` (RGB [0, 1]) with its network features, to compare several predictions with
+        it at the cost of one more network pass each (``metric(pred, reference)``); the values equal
+        ``metric(pred, gt)``'s."""
+        gt_t = as_nchw(gt, "gt")
+        device = self._device_for(gt_t)
+        feats = self._features(gt_t.to(device) * 2.0 - 1.0) if self._splits else None
+        return PerceptualReference(gt_t, tuple(gt_t.shape), feats)
+
+    def _device_for(self, x: torch.Tensor) -> torch.device:
+        """The network's device, after moving it to ``x``'s when that is not the CPU."""
+        device = next(self.module.parameters()).device
+        if x.device != device and x.device.type != "cpu":
+            device = x.device
+            self.module.to(device)
+        return device
+
+    @property
+    def _splits(self) -> bool:
+        """Whether the network is the (ST-)LPIPS ``LPIPS`` module whose forward this class repeats in two
+        halves (features, distance); other modules are called whole."""
+        m = self.module
+        return all(
+            hasattr(m, a) for a in ("scaling_layer", "net", "lins", "L", "lpips", "version")
+        ) and not getattr(m, "spatial", False)
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(ST-)LPIPS's unit-normalised features of every layer of ``x`` (in [-1, 1]), as its forward."""
+        m = self.module
+        outs = m.net.forward(m.scaling_layer(x) if m.version == "0.1" else x)
+        return [f / (torch.sqrt(torch.sum(f**2, dim=1, keepdim=True)) + 1e-10) for f in outs[: m.L]]
+
+    def _distance(self, feats0: list[torch.Tensor], feats1: list[torch.Tensor]) -> torch.Tensor:
+        """(ST-)LPIPS's distance ``(B, 1, 1, 1)`` of two feature lists, as its forward."""
+        m = self.module
+        value = 0
+        for k in range(m.L):
+            diff = (feats0[k] - feats1[k]) ** 2
+            layer = m.lins[k](diff) if m.lpips else diff.sum(dim=1, keepdim=True)
+            value = value + layer.mean([2, 3], keepdim=True)
+        return value
 
     def __repr__(self) -> str:
         return f"PerceptualMetric({self.label}: {self.reason})"
+
+
+@dataclass(frozen=True)
+class PerceptualReference:
+    """A ground-truth batch and its perceptual features (:meth:`PerceptualMetric.reference`); ``features`` is
+    None for a network that is called whole."""
+
+    image: torch.Tensor
+    shape: tuple
+    features: list | None
 
 
 def _reduce_tensor(values: torch.Tensor, reduction: str):
