@@ -98,6 +98,19 @@ def test_giif_train_eval_resume(tmp_path, tiny_capture_root):
     assert len(list((run_dir / "eval_vis").glob("*.png"))) == 3  # one grid per scale
 
 
+def test_no_eval_trains_without_the_evaluation(tmp_path, tiny_capture_root):
+    """``--no_eval`` (the demo's stage 1): the model is written, no evaluation runs; with ``--eval`` it is refused."""
+    conf = write_conf(tmp_path, tiny_capture_root)
+    out = tmp_path / "trained"
+    assert (
+        run("giif", ["--conf", str(conf), "--out", str(out), "--no_eval", "--set", "train.max_steps=2"]) == 0
+    )
+    assert (out / "giif.pth").is_file() and not (out / "metrics.json").exists()
+    with pytest.raises(SystemExit) as exc:
+        run("giif", ["--conf", str(conf), "--eval", "--no_eval", "--model_path", str(out / "giif.pth")])
+    assert exc.value.code == 2
+
+
 def test_resume_matches_uninterrupted_run(tmp_path, tiny_capture_root):
     conf = write_conf(tmp_path, tiny_capture_root, "train.ckpt_every = 0")
     assert run("giif", ["--conf", str(conf), "--out", str(tmp_path / "a"), "--set", "train.max_steps=4"]) == 0

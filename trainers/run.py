@@ -64,7 +64,11 @@ class RunSetup:
 
 def parse_args(stage: str, description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The entry script's command line (``utils.cli.build_parser``); ``--help`` exits here."""
-    return build_parser(stage, description).parse_args(argv)
+    parser = build_parser(stage, description)
+    args = parser.parse_args(argv)
+    if getattr(args, "no_eval", False) and args.eval:
+        parser.error("--no_eval skips the evaluation after training; it cannot go with --eval")
+    return args
 
 
 def run_folder(stage: str, args: argparse.Namespace, conf) -> Path:
@@ -368,6 +372,11 @@ def run_sr_stage(stage: str, description: str, argv: Sequence[str] | None = None
         if args.resume:
             trainer.resume()
         trainer.train()
+        if args.no_eval:
+            run.logger.info(
+                "trained; no evaluation (--no_eval): run with --eval --model_path %s", run_dir / "giif.pth"
+            )
+            return None
         return trainer.run_eval(save_vis=args.save_vis)
     finally:
         close_run(run)

@@ -101,6 +101,12 @@ def build_parser(stage: str, description: str | None = None) -> argparse.Argumen
         "checkpoint (<run>/checkpoints/last.pth); --r and --resume mean the same",
     )
     parser.add_argument("--save_vis", action="store_true", help="write visualisation images")
+    if stage != "srhand":  # main.py has eval.after_training
+        parser.add_argument(
+            "--no_eval",
+            action="store_true",
+            help="train without the evaluation at the end (no metrics.json; evaluate later with --eval)",
+        )
     parser.add_argument(
         "--set",
         dest="overrides",
