@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.bench import claims, report, runner, runstore
+from utils.bench import claims, plan, report, runner, runstore
 from utils.bench.claims_table import INPUT_MANO_LABEL
 from utils.config import load_config
 
@@ -40,7 +40,7 @@ def test_every_command_loads_its_config(bench, scale, tmp_path):
         ["--scale", scale, "--work", str(tmp_path), "--seeds", "0", "1", "--sr_seeds", "0", "3"]
     )
     assert args.giif_model == str(tmp_path / "sr_disc" / "giif.pth")
-    sr = bench.sr_jobs(args, tmp_path)
+    sr = plan.sr_jobs(args, tmp_path)
     assert [(name, seed, path.name) for name, seed, path, _ in sr] == [
         ("liif", 0, "sr_liif"),
         ("giif", 0, "sr_giif"),
@@ -123,7 +123,7 @@ def test_medium_commands_load_their_configs(bench, tmp_path):
     defaults = bench.parse_args(["--scale", "medium"])
     assert defaults.sr_seeds == [0, 1, 2] and defaults.sections == ["sr", "srhand", "ablation"]
     assert bench.parse_args([]).sr_seeds == [0, 1] and "noise" in bench.parse_args([]).sections
-    for _, seed, _, cmd in bench.sr_jobs(args, tmp_path):
+    for _, seed, _, cmd in plan.sr_jobs(args, tmp_path):
         conf = _load(cmd)
         assert conf.get_int("data.hr_size") == 256 and conf.get_int("seed") == seed
     keys = [key for table in bench.TABLES.values() for key in table[0]]
@@ -821,7 +821,7 @@ def test_stage2_key_ignores_the_superseded_config_checkpoint(bench, tmp_path):
     or a default checkpoint appearing on the machine (e.g. after `make demo`) would orphan every stored run."""
     data = _fake_meta(tmp_path / "data")
     args = bench.parse_args(["--work", str(tmp_path / "w"), "--data", str(data), "--sr_seeds", "0"])
-    jobs = bench.sr_jobs(args, tmp_path / "w")
+    jobs = plan.sr_jobs(args, tmp_path / "w")
     _, _, _, cmd = next(j for j in jobs if j[0] == "disc")
     cmd = [*cmd, "--set", f"giif_model={tmp_path / 'default_giif.pth'}"]
     before = bench.job_key(args, cmd, 0, {})
