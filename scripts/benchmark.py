@@ -113,8 +113,22 @@ def section_sr(args, work: Path) -> dict:
         f"GIIF w/o D ({both}, stage 2 with adv_weight 0)": ("giif_noadv", "giif"),
         f"GIIF + D ({both})": ("disc", "giif"),
     }
-    rows, stds, per_seed, provenance = {}, {}, {}, {}
+    rows, stds, per_seed, provenance, residual = {}, {}, {}, {}, {}
     for label, (name, method) in sources.items():
+        if (
+            method != "bicubic"
+        ):  # model.args.residual of the runs (a key left out at "none": stored runs before it)
+            modes = {
+                (
+                    ((entries[run_dir.name]["key"]["config"].get("model") or {}).get("args") or {}).get(
+                        "residual"
+                    )
+                )
+                or "none"
+                for row, _, run_dir, _ in jobs
+                if row == name
+            }
+            residual[label] = ", ".join(sorted(modes))
         results = {seed: reports[(name, seed)]["results"][method] for seed in args.sr_seeds}
         per_seed[label] = results
         provenance[label] = {str(seed): origin[(name, seed)] for seed in args.sr_seeds}
@@ -132,6 +146,7 @@ def section_sr(args, work: Path) -> dict:
         "provenance": provenance,
         "seeds": list(args.sr_seeds),
         "row_keys": {label: f"{name}:{method}" for label, (name, method) in sources.items()},
+        "residual": residual,
         "perceptual": first["perceptual"],
         "num_images": first["num_images"],
         "degradation": first["degradation"],

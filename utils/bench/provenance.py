@@ -38,7 +38,10 @@ def _srhand_match(metrics: dict, row: dict) -> bool:
 
 
 def _one(matches: list[dict]) -> dict | None:
-    """The provenance of the matching entries when they agree on machine and data, else None."""
+    """The provenance of the matching entries when they agree on machine and data, else None; of several such
+    entries (the same run under two keys: a config key added at its neutral value, another input checkpoint of
+    an SR source the row does not read), the newest one's."""
+    matches = sorted(matches, key=lambda entry: entry.get("date") or "")
     found = {(p["machine"], p["data"]): p for p in map(runstore.provenance, matches)}
     return next(iter(found.values())) if len(found) == 1 else None
 

@@ -30,8 +30,12 @@ def sr_markdown(result: dict) -> list[str]:
         + (" " + provenance_line(result) if provenance_line(result) else ""),
         "",
     ]
+    residual = result.get("residual")  # model.args.residual per row (results written before it: no column)
     header = "| method | " + " | ".join(f"{s} PSNR / SSIM / {perc.split('-')[0]}" for s in SR_SCALES) + " |"
     lines += [header, "|---|" + "---|" * len(SR_SCALES)]
+    if residual is not None:
+        header = "| method | residual | " + header[len("| method | ") :]
+        lines[-2:] = [header, "|---|---|" + "---|" * len(SR_SCALES)]
     for name, by_scale in result["rows"].items():
         cells = []
         for scale in SR_SCALES:
@@ -46,7 +50,15 @@ def sr_markdown(result: dict) -> list[str]:
             std = (result.get("std") or {}).get(name, {}).get(scale, {}).get("psnr_masked")
             psnr = f"{row['psnr_masked']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
             cells.append(f"{psnr} / {row['ssim_masked']:.3f} / {perc_value}")
+        if residual is not None:
+            cells.insert(0, residual.get(name, "-"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if residual is not None:
+        lines += [
+            "",
+            "residual: `model.args.residual` of the runs, what the network's output is added to (none: 0.5, the "
+            "reference; bilinear / bicubic: the LR image interpolated at the query; benchmarks/sr_residual.md).",
+        ]
     return lines
 
 
