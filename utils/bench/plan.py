@@ -95,55 +95,21 @@ def sr_jobs(args, work: Path) -> list[tuple[str, int, Path, list[str]]]:
     for item in getattr(args, "sr_set", None) or []:  # e.g. the stored tables' model.args.residual=none
         data += ["--set", item]
     jobs = []
+
+    def add(name, seed, run_dir: Path, script: str, conf: str, steps: int, model=(), extra=()) -> None:
+        cmd = [py, script, "--conf", conf, "--out", str(run_dir), *model, *data, *extra]
+        jobs.append((name, seed, run_dir, [*cmd, "--set", f"seed={seed}", *_steps_sets(steps)]))
+
     for seed in args.sr_seeds:
         suffix = f"_s{seed}" if seed else ""
-        seed_set = ["--set", f"seed={seed}"]
         for name in ("liif", "giif"):
-            run_dir = work / f"sr_{name}{suffix}"
-            jobs.append(
-                (
-                    name,
-                    seed,
-                    run_dir,
-                    [
-                        py,
-                        "main_giif.py",
-                        "--conf",
-                        confs[name],
-                        "--out",
-                        str(run_dir),
-                        *data,
-                        *seed_set,
-                        *_steps_sets(args.steps),
-                    ],
-                )
-            )
+            add(name, seed, work / f"sr_{name}{suffix}", "main_giif.py", confs[name], args.steps)
         # Stage 2 continues GIIF for disc_steps more steps; with the adversarial weight at 0 it gives the same
         # extra steps and schedule without the discriminator's gradient (GIIF + D compared at equal cost).
-        giif = work / f"sr_giif{suffix}" / "giif.pth"
+        giif = ["--model_path", str(work / f"sr_giif{suffix}" / "giif.pth")]
         for name, extra in (("disc", []), ("giif_noadv", ["--set", "adv.adv_weight=0.0"])):
             run_dir = work / f"sr_{name}{suffix}"
-            jobs.append(
-                (
-                    name,
-                    seed,
-                    run_dir,
-                    [
-                        py,
-                        "main_disc.py",
-                        "--conf",
-                        confs["disc"],
-                        "--out",
-                        str(run_dir),
-                        "--model_path",
-                        str(giif),
-                        *data,
-                        *extra,
-                        *seed_set,
-                        *_steps_sets(args.disc_steps),
-                    ],
-                )
-            )
+            add(name, seed, run_dir, "main_disc.py", confs["disc"], args.disc_steps, model=giif, extra=extra)
     return jobs
 
 
