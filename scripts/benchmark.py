@@ -18,7 +18,7 @@ a separate code path:
 * ``speed``:   renderer forward/backward, GIIF decode throughput, one SRHand training and fine-tuning
                step with peak memory (``scripts/benchmark_{render,giif,srhand_step}.py``).
 
-Every main.py row runs with seeds 0, 1, 2 and every SR row with seeds 0, 1 (mean ± std). ``--scale cpu``
+Every main.py row runs with seeds 0, 1, 2 and every SR row with seeds 0, 1, 2 (paper scale: 0, 1; mean ± std). ``--scale cpu``
 (default) uses ``conf/synthetic/*.conf`` on ``data/synthetic``: the committed tables. ``--scale paper`` uses
 ``conf/synthetic/paper/*.conf`` (the paper's model sizes and schedules) on ``data/synthetic_paper``
 (``python scripts/make_synthetic.py --preset paper --out data/synthetic_paper``): a GPU job.
@@ -543,7 +543,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sr_seeds",
         type=int,
         nargs="+",
-        help="SR-section seeds per row (default 0 1; medium 0 1 2) "
+        help="SR-section seeds per row (default 0 1 2; paper 0 1) "
         "(seed 0's GIIF and LIIF supervise the main.py rows)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="main.py seeds per row")

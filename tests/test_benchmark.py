@@ -122,7 +122,8 @@ def test_medium_commands_load_their_configs(bench, tmp_path):
     assert args.data.endswith("data/synthetic_medium") and args.results_stem == "results_medium"
     defaults = bench.parse_args(["--scale", "medium"])
     assert defaults.sr_seeds == [0, 1, 2] and defaults.sections == ["sr", "srhand", "ablation"]
-    assert bench.parse_args([]).sr_seeds == [0, 1] and "noise" in bench.parse_args([]).sections
+    assert bench.parse_args([]).sr_seeds == [0, 1, 2] and "noise" in bench.parse_args([]).sections
+    assert bench.parse_args(["--scale", "paper"]).sr_seeds == [0, 1]
     for _, seed, _, cmd in plan.sr_jobs(args, tmp_path):
         conf = _load(cmd)
         assert conf.get_int("data.hr_size") == 256 and conf.get_int("seed") == seed
@@ -862,8 +863,19 @@ def _legacy_lookups(
     )  # the stored runs' settings
     monkeypatch.setattr(runner, "machine", lambda: {"cpu_model": cpu})
     _fake_meta(tmp_path / "data")  # captures of this machine: their content is not the committed runs'
-    args = bench.parse_args(
-        ["--scale", "cpu", "--work", str(tmp_path), "--data", str(tmp_path / "data"), *argv]
+    args = bench.parse_args(  # the legacy tables' SR seeds: 0, 1
+        [
+            "--scale",
+            "cpu",
+            "--work",
+            str(tmp_path),
+            "--data",
+            str(tmp_path / "data"),
+            "--sr_seeds",
+            "0",
+            "1",
+            *argv,
+        ]
     )
     store, accepted = runstore.RunStore(REPO / "benchmarks" / "runs"), runner.legacy_machines(args)
     found, missing = [], []
