@@ -34,6 +34,8 @@ sys.path.insert(0, REPO)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from utils.cli import add_pose_source_arguments, add_trained_run_arguments
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -41,10 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--poses", default="interpolate", help="pose source (see above; default interpolate)")
     parser.add_argument("--camera", default="orbit", help="a camera name of the capture, or orbit (default)")
     parser.add_argument("--out", default=None, help="output folder (default <run>/animation)")
-    parser.add_argument(
-        "--inbetween", type=int, default=4, help="poses between two capture frames (interpolate)"
-    )
-    parser.add_argument("--pose_capture", default=None, help="capture of a multi-capture MANO .json")
+    add_pose_source_arguments(parser)
     parser.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
     parser.add_argument("--fps", type=float, default=20.0, help="video frame rate (default 20)")
     parser.add_argument("--video", nargs="+", default=["mp4"], choices=["mp4", "gif"], help="video format(s)")
@@ -60,11 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar=("R", "G", "B"),
         help="in [0, 1]",
     )
-    parser.add_argument(
-        "--data_path", default=None, help="where the run's capture lies now (default: its config's)"
-    )
-    parser.add_argument("--mano_dir", default=None, help="hand model folder, when the recorded file is gone")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add_trained_run_arguments(parser)
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 

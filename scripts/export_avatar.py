@@ -34,6 +34,8 @@ sys.path.insert(0, REPO)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from utils.cli import add_pose_source_arguments, add_trained_run_arguments
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -45,18 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="also store these poses as an animation clip (as scripts/animate.py's --poses: interpolate, capture, "
         "capture:PATH, FILE.npz, FILE.json)",
     )
-    parser.add_argument(
-        "--inbetween", type=int, default=4, help="poses between two capture frames (interpolate)"
-    )
-    parser.add_argument("--pose_capture", default=None, help="capture of a multi-capture MANO .json")
+    add_pose_source_arguments(parser)
     parser.add_argument(
         "--fps", type=float, default=20.0, help="frame rate of the animation clip (default 20)"
     )
-    parser.add_argument(
-        "--data_path", default=None, help="where the run's capture lies now (default: its config's)"
-    )
-    parser.add_argument("--mano_dir", default=None, help="hand model folder, when the recorded file is gone")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add_trained_run_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -21,6 +21,8 @@ flag                   giif    disc    srhand  meaning
 ``--implicit_path`` *                  yes     fine-tuned GIIF checkpoint (overrides the one in
                                                ``--model_path``)
 ``--save_vis`` *       yes     yes     yes     write visualisation images (and a GIF in srhand eval)
+``--no_eval``          yes     yes             train without the evaluation at the end (srhand:
+                                               ``eval.after_training``)
 ``--set KEY=VALUE``    yes     yes     yes     config override, repeatable (``args.overrides``)
 ``--out``              yes     yes     yes     run folder (default: from the config)
 ``--device``           yes     yes     yes     ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``
@@ -121,6 +123,25 @@ def build_parser(stage: str, description: str | None = None) -> argparse.Argumen
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
     return parser
+
+
+def add_pose_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--inbetween`` and ``--pose_capture``, which refine a ``--poses`` source
+    (``trainers.srhand.poses.resolve_poses``) in scripts/animate.py and scripts/export_avatar.py."""
+    parser.add_argument(
+        "--inbetween", type=int, default=4, help="poses between two capture frames (interpolate)"
+    )
+    parser.add_argument("--pose_capture", default=None, help="capture of a multi-capture MANO .json")
+
+
+def add_trained_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data_path``, ``--mano_dir`` and ``--device`` of the scripts that read a trained stage-3 run
+    (``trainers.srhand.animation.load_trained_avatar``, ``read_run_capture``)."""
+    parser.add_argument(
+        "--data_path", default=None, help="where the run's capture lies now (default: its config's)"
+    )
+    parser.add_argument("--mano_dir", default=None, help="hand model folder, when the recorded file is gone")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
 def resolve_device(name: str = "auto"):
