@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import pickle
 import sys
@@ -201,6 +202,18 @@ def write_tiny_capture(root, **overrides):
     config = SyntheticConfig(seed=0, **TINY_DATA, **overrides)
     generate(config, root, progress=False, overwrite=True, log=lambda *args, **kwargs: None)
     return root
+
+
+def tiny_srhand_blocks(data_path, data_extra: str = "", model_extra: str = "") -> str:
+    """The ``data`` and ``model`` blocks of the tiny stage-3 test configs: 2 views x 2 frames of 32 px crops from 8
+    px LR images, subdivision level 1, 16-wide networks; ``data_extra`` / ``model_extra``: more keys of each block
+    (``", key = value"``)."""
+    return (
+        f"data {{ data_path = {json.dumps(str(data_path))}, num_views = 2, num_frames = 2, hr_size = 32, lr_size = 8,\n"
+        f"        normal_size = 32{data_extra} }}\n"
+        "model { subdivision_levels = 1, lbs_width = 16, lbs_depth = 2, color_width = 16, color_depth = 2,\n"
+        f"         delta_width = 16, delta_depth = 2{model_extra} }}"
+    )
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _hand_fixtures import one_thread  # noqa: F401  (autouse: one torch thread in this module)
+from _hand_fixtures import (
+    one_thread,  # noqa: F401  (autouse: one torch thread in this module)
+    tiny_srhand_blocks,
+)
 
 from trainers.run import main_guard, run_srhand
 from utils.geometry.mesh_io import load_obj, load_ply
@@ -35,10 +38,7 @@ exp_name = tiny
 out_root = {q(str(tmp / "runs"))}
 use_tensorboard = false
 sr_source = bicubic
-data {{ data_path = {q(str(tiny_capture_root))}, num_views = 2, num_frames = 2, hr_size = 32, lr_size = 8,
-        normal_size = 32 }}
-model {{ subdivision_levels = 1, lbs_width = 16, lbs_depth = 2, color_width = 16, color_depth = 2,
-         delta_width = 16, delta_depth = 2 }}
+{tiny_srhand_blocks(tiny_capture_root)}
 albedo {{ epochs = 2, batch_size = 2 }}
 sfs {{ epochs = 2, batch_size = 2 }}
 train {{ epochs = 2, batch_size = 2, perceptual = none, renew_means_every = 1 }}

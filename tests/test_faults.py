@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _hand_fixtures import write_tiny_sr_models
+from _hand_fixtures import tiny_srhand_blocks, write_tiny_sr_models
 
 from trainers.run import main_guard, run_sr_stage
 from utils.checkpoint import latest_checkpoint, load_checkpoint
@@ -88,10 +88,7 @@ giif_model = {q(str(assets["giif"]))}
 disc_model = {q(str(assets["disc"]))}
 log_every = 1
 ckpt_every = 1
-data {{ data_path = {q(str(assets["root"]))}, num_views = 2, num_frames = 2, hr_size = 32, lr_size = 8,
-        normal_size = 32 }}
-model {{ subdivision_levels = 1, lbs_width = 16, lbs_depth = 2, color_width = 16, color_depth = 2,
-         delta_width = 16, delta_depth = 2 }}
+{tiny_srhand_blocks(assets["root"])}
 albedo {{ epochs = 3, batch_size = 2 }}
 sfs {{ epochs = 3, batch_size = 2 }}
 train {{ epochs = 4, batch_size = 2, perceptual = none, renew_means_every = 2 }}

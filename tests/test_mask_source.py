@@ -20,11 +20,12 @@ import pytest
 import torch
 from _hand_fixtures import (
     one_thread,  # noqa: F401  (autouse: one torch thread in this module)
+    tiny_srhand_blocks,
     write_tiny_capture,
     write_tiny_sr_models,
 )
 
-from trainers.run import main_guard, run_srhand
+from tests.test_srhand import run
 from trainers.srhand.supervision import (
     compared_images,
     dilate,
@@ -179,10 +180,7 @@ giif_model = {q(str(assets["giif"]))}
 disc_model = {q(str(assets["disc"]))}
 sr_source = hr
 log_every = 4
-data {{ data_path = {q(str(root))}, num_views = 2, num_frames = 2, hr_size = 32, lr_size = 8,
-        normal_size = 32, mask_margin = 0.1 }}
-model {{ subdivision_levels = 1, lbs_width = 16, lbs_depth = 2, color_width = 16, color_depth = 2,
-         delta_width = 16, delta_depth = 2, use_enh = false }}
+{tiny_srhand_blocks(root, ", mask_margin = 0.1", ", use_enh = false")}
 albedo {{ epochs = 1, batch_size = 2 }}
 sfs {{ epochs = 1, batch_size = 2 }}
 train {{ epochs = 2, batch_size = 2, perceptual = none }}
@@ -192,12 +190,6 @@ eval {{ perceptual = none, p2p_samples = 300, batch_size = 3 }}
     path = tmp_path / "tiny.conf"
     path.write_text(text)
     return path
-
-
-def run(conf: Path, *args) -> int:
-    return main_guard(
-        lambda: run_srhand("main.py", ["--conf", str(conf), "--device", "cpu", *map(str, args)])
-    )
 
 
 def test_capture_source_without_segmentation_fails_before_the_run_folder(
@@ -270,21 +262,15 @@ def test_pseudo_gt_p2p_of_a_run_against_its_own_meshes_is_zero(tmp_path, assets,
     before = json.loads((hr_dir / "metrics.json").read_text())
     assert "p2p_pseudo_gt_mm" not in before  # not measured: not reported
 
+    def evaluate_against(meshes: Path, out: Path) -> int:
+        """``--eval`` of the run with ``meshes`` as the pseudo ground truth, into ``out``."""
+        return run(
+            conf, "--eval", "--model_path", hr_dir, "--out", out, "--set", f"eval.pseudo_gt_mesh_dir={meshes}"
+        )
+
     again = tmp_path / "again"
     meshes = hr_dir / "meshes"
-    assert (
-        run(
-            conf,
-            "--eval",
-            "--model_path",
-            hr_dir,
-            "--out",
-            again,
-            "--set",
-            f"eval.pseudo_gt_mesh_dir={meshes}",
-        )
-        == 0
-    )
+    assert evaluate_against(meshes, again) == 0
     m = json.loads((again / "metrics.json").read_text())
     assert m["p2p_pseudo_gt_mm"] == pytest.approx(0.0, abs=1e-4)
     assert m["p2p_pseudo_gt_se_mm"] == pytest.approx(0.0, abs=1e-4)
@@ -308,19 +294,7 @@ def test_pseudo_gt_p2p_of_a_run_against_its_own_meshes_is_zero(tmp_path, assets,
 
     missing = tmp_path / "empty_meshes"
     missing.mkdir()
-    assert (
-        run(
-            conf,
-            "--eval",
-            "--model_path",
-            hr_dir,
-            "--out",
-            tmp_path / "x",
-            "--set",
-            f"eval.pseudo_gt_mesh_dir={missing}",
-        )
-        != 0
-    )
+    assert evaluate_against(missing, tmp_path / "x") != 0
     assert "eval.pseudo_gt_mesh_dir" in capsys.readouterr().err
 
 

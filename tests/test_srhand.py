@@ -16,6 +16,7 @@ import pytest
 import torch
 from _hand_fixtures import (
     one_thread,  # noqa: F401  (autouse: one torch thread in this module)
+    tiny_srhand_blocks,
     write_tiny_sr_models,
 )
 
@@ -46,10 +47,7 @@ use_tensorboard = false
 giif_model = {q(str(assets["giif"]))}
 disc_model = {q(str(assets["disc"]))}
 log_every = 4
-data {{ data_path = {q(str(assets["root"]))}, num_views = 2, num_frames = 2, hr_size = 32, lr_size = 8,
-        normal_size = 32 }}
-model {{ subdivision_levels = 1, lbs_width = 16, lbs_depth = 2, color_width = 16, color_depth = 2,
-         delta_width = 16, delta_depth = 2 }}
+{tiny_srhand_blocks(assets["root"])}
 albedo {{ epochs = 2, batch_size = 2 }}
 sfs {{ epochs = 2, batch_size = 2 }}
 train {{ epochs = 2, batch_size = 2, perceptual = none, renew_means_every = 1 }}
