@@ -115,16 +115,9 @@ def section_sr(args, work: Path) -> dict:
     }
     rows, stds, per_seed, provenance, residual = {}, {}, {}, {}, {}
     for label, (name, method) in sources.items():
-        if (
-            method != "bicubic"
-        ):  # model.args.residual of the runs (a key left out at "none": stored runs before it)
+        if method != "bicubic":  # the residual mode the row's runs were made with
             modes = {
-                (
-                    ((entries[run_dir.name]["key"]["config"].get("model") or {}).get("args") or {}).get(
-                        "residual"
-                    )
-                )
-                or "none"
+                runstore.config_value(entries[run_dir.name], "model.args.residual")
                 for row, _, run_dir, _ in jobs
                 if row == name
             }

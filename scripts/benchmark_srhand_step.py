@@ -238,9 +238,10 @@ def main() -> None:
         ref_ctx, ref_models = reference_context(ctx), reference_models(ctx, trainer.models)
         epochs = s.train.epochs
         rows, parts, checks, profiles = [], {}, {}, {}
+        # the joint step's loss weights (last epoch) and view batch, with and without refinement
+        weights = phases.loss_weights(s.train, trainer.models.avatar.use_enh, epochs, epochs)
+        views = list(range(min(s.train.batch_size, d.num_views)))
         if "train" in args.parts:
-            weights = phases.loss_weights(s.train, trainer.models.avatar.use_enh, epochs, epochs)
-            views = list(range(min(s.train.batch_size, d.num_views)))
             parts["train step"] = (
                 views,
                 lambda: trainer.train_step(0, views, weights, refine=False),
@@ -251,8 +252,6 @@ def main() -> None:
             checks["train"] = fast_path_parity(trainer, views, weights)
         plain = set()  # parts whose reference is the current code without the part's addition
         if "refine" in args.parts:
-            weights = phases.loss_weights(s.train, trainer.models.avatar.use_enh, epochs, epochs)
-            views = list(range(min(s.train.batch_size, d.num_views)))
             parts["train step + MANO refinement"] = (
                 views,
                 lambda: trainer.train_step(0, views, weights, refine=True),

@@ -663,11 +663,10 @@ def _image_metrics(render, hr, mask, pred_mask, raw, perceptual, perc_key) -> li
     inside it), ``full`` (whole image, GT masked by the MANO silhouette) and ``predmask`` (the reference
     protocol: both images masked by the predicted silhouette, whole image). ``hr``: the GT or its
     :meth:`~utils.metrics.image.PerceptualMetric.reference`."""
-    raw_masked = raw * pred_mask
     pairs = {
         "masked": (render * mask, hr, mask),
         "full": (render, hr, None),
-        "predmask": (render * pred_mask, raw_masked, None),
+        "predmask": (render * pred_mask, raw * pred_mask, None),
     }
     return _metrics_rows(pairs, perceptual, perc_key)
 

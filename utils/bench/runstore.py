@@ -118,6 +118,13 @@ def _get(tree: dict, dotted: str):
     return tree
 
 
+def config_value(entry: dict, dotted: str):
+    """The value of the config key ``dotted`` a stored run was made with: its key's, or the neutral value of a
+    key :func:`normalise_config` leaves out at that value (:data:`NEUTRAL_VALUES`); None when neither."""
+    value = _get(entry["key"]["config"], dotted)
+    return NEUTRAL_VALUES.get(dotted) if value is None else value
+
+
 def normalise_config(config: dict) -> dict:
     """A copy of a resolved config (plain dict) without :data:`MACHINE_KEYS`, and without the keys of
     :data:`NEUTRAL_VALUES` that hold their neutral value, of the Goliath-only keys on other data, of
