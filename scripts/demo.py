@@ -208,6 +208,14 @@ def write_report(out: Path, runs: dict[str, Path], timings: dict[str, float], to
                 f"{held_out.get('mpjpe_annotation_mm', nan):.2f} -> {held_out.get('mpjpe_refined_mm', nan):.2f} mm. "
                 "The benchmark's `refine` section runs both methods over seeds (benchmarks/refinement.md).",
             ]
+        estimator = m.get("p2p_estimator") or {}
+        lines += [
+            "",
+            f"Demo settings that differ from `conf/synthetic/srhand.conf` (and the benchmark): P2P from "
+            f"{estimator.get('samples_per_surface', '?')} points per surface (40,000)"
+            + (f", test-time fit `{'`, `'.join(TEST_TIME_FIT)}` (120 steps at 2e-3)" if fitted else "")
+            + ".",
+        ]
         lines += [
             "",
             f"Inconsistency (per-vertex colour variance across views and frames): SR {inc.get('sr', nan):.4f}, "
